@@ -1,0 +1,286 @@
+"""Outbound mail behind the MailSender port: a drop folder of .eml files, or an SMTP relay.
+
+FolderMailer suits hosts where a local MTA or a human picks messages up from disk; each file is
+named after the message so a retried send replaces its own file instead of adding a copy.
+SmtpRelayMailer hands the message to a submission relay with aiosmtplib and maps SMTP replies
+onto the core's errors: 5xx is PermanentError, 4xx and network trouble are TransientError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import ssl
+import tempfile
+from collections.abc import Mapping
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+
+from gateway.ports import PermanentError, TransientError
+
+__all__ = ["FolderMailer", "SmtpRelayMailer"]
+
+FOLDER_MODE = 0o750
+FILE_MODE = 0o640
+_REPLY_MAX_CHARS = 200
+# errno values an operator has to fix (permissions, read-only mount, a file where the folder
+# should be); anything else (disk full, I/O error) may clear up by itself.
+_PERMANENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST})
+
+
+class FolderMailer:
+    """Writes each message atomically as `<hash>.eml` into one folder.
+
+    The name hashes the Message-ID together with the recipient, so re-sending the same message
+    to the same person overwrites one file, while the same message to two recipients stays two
+    files (the .eml carries no envelope, the name is all that tells the copies apart). Without
+    a Message-ID the content is hashed instead. Readers should only pick up `*.eml`: partial
+    writes live in hidden `.tmp` files until they are renamed into place.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self._folder = Path(folder)
+
+    def __repr__(self) -> str:
+        return f"FolderMailer(folder={str(self._folder)!r})"
+
+    async def send(self, message: bytes, mail_from: str, rcpt_to: str) -> Mapping[str, Any]:
+        """Write (or overwrite) the file for this message and recipient."""
+        try:
+            path = await asyncio.to_thread(self._write, message, rcpt_to)
+        except OSError as exc:
+            code = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+            reason = f"cannot write into {self._folder}: {code}"
+            if exc.errno in _PERMANENT_ERRNOS:
+                raise PermanentError(reason) from exc
+            raise TransientError(reason) from exc
+        return {"path": str(path)}
+
+    def _write(self, message: bytes, rcpt_to: str) -> Path:
+        path = self._folder / _file_name(message, rcpt_to)
+        _write_atomically(self._folder, path, message)
+        return path
+
+
+def _file_name(message: bytes, rcpt_to: str) -> str:
+    message_id = _message_id(message)
+    if message_id is None:
+        key = b"content\0" + message
+    else:
+        key = b"message-id\0" + message_id.encode("utf-8", "surrogateescape")
+    key += b"\0" + rcpt_to.encode("utf-8", "surrogateescape")
+    return hashlib.sha256(key).hexdigest() + ".eml"
+
+
+def _message_id(message: bytes) -> str | None:
+    # compat32 returns the raw header text; the stricter policies may rewrite a malformed id.
+    headers = BytesHeaderParser(policy=compat32).parsebytes(message)
+    value = headers.get("Message-ID")
+    if value is None:
+        return None
+    unfolded = " ".join(str(value).split())
+    return unfolded or None
+
+
+def _write_atomically(folder: Path, path: Path, data: bytes) -> None:
+    """Blocking: temp file in the same folder, fsync, rename over the target, fsync the folder."""
+    _ensure_folder(folder)
+    fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
+    try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp creates 0o600; set the mode regardless of umask
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    # The rename is durable only once the directory entry itself reaches the disk.
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _ensure_folder(folder: Path) -> None:
+    if folder.is_dir():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=FOLDER_MODE)
+    except FileExistsError:
+        return  # created concurrently; leave its mode alone
+    os.chmod(folder, FOLDER_MODE)  # mkdir's mode is filtered by the umask
+
+
+class SmtpRelayMailer:
+    """Submits each message to one SMTP relay.
+
+    One connection per send: outbound mail is a handful of notifications, and a fresh session
+    never inherits a half-broken one (a pooled connection would need its own liveness checks).
+
+    `starttls=True` (the default) requires the relay to offer STARTTLS and refuses to send in
+    clear text otherwise; turn it off only for a relay on loopback or a trusted link.
+    `use_tls=True` means implicit TLS (usually port 465), which already encrypts, so STARTTLS is
+    not attempted on top of it.
+    """
+
+    def __init__(
+        self,
+        hostname: str,
+        port: int,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = True,
+        use_tls: bool = False,
+        timeout_s: float = 30,
+        helo_name: str | None = None,
+    ) -> None:
+        if (username is None) != (password is None):
+            raise ValueError("username and password go together")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self._hostname = hostname
+        self._port = port
+        self._username = username
+        self._password = password
+        self._starttls = starttls and not use_tls
+        self._use_tls = use_tls
+        self._timeout_s = timeout_s
+        self._helo_name = helo_name
+
+    def __repr__(self) -> str:
+        return (
+            f"SmtpRelayMailer(hostname={self._hostname!r}, port={self._port!r}, "
+            f"username={self._username!r}, starttls={self._starttls!r}, "
+            f"use_tls={self._use_tls!r}, timeout_s={self._timeout_s!r})"
+        )
+
+    async def send(self, message: bytes, mail_from: str, rcpt_to: str) -> Mapping[str, Any]:
+        """Deliver to the relay; returns its final reply to DATA."""
+        for address in (mail_from, rcpt_to):
+            # aiosmtplib would quietly keep the part before a CR/LF and send to that; an
+            # address with control characters is a bug upstream and must not be "repaired".
+            if any(ord(char) < 0x20 or char == "\x7f" for char in address):
+                raise PermanentError("envelope address contains control characters")
+        client = aiosmtplib.SMTP(
+            hostname=self._hostname,
+            port=self._port,
+            use_tls=self._use_tls,
+            start_tls=False,  # STARTTLS is done by hand below, to fail with a clear reason
+            timeout=self._timeout_s,  # bounds each command, so every await here is bounded
+            local_hostname=self._helo_name,
+        )
+        try:
+            reply = await self._deliver(client, message, mail_from, rcpt_to)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # from None: keep whatever the relay said about our credentials out of the chain.
+            raise _auth_error(exc) from None
+        except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
+            raise self._translate(exc) from exc
+        finally:
+            client.close()
+        return {"smtp_code": 250, "smtp_message": _clip(reply)}
+
+    async def _deliver(
+        self, client: aiosmtplib.SMTP, message: bytes, mail_from: str, rcpt_to: str
+    ) -> str:
+        await client.connect()
+        if self._starttls:
+            await client.ehlo()
+            if not client.supports_extension("starttls"):
+                raise PermanentError(
+                    "relay does not offer STARTTLS; refusing to send in clear text "
+                    "(disable starttls only for a trusted local relay)"
+                )
+            await client.starttls()
+        if self._username is not None and self._password is not None:
+            await client.login(self._username, self._password)
+        # A single recipient: a refusal raises SMTPRecipientsRefused instead of returning.
+        _, reply = await client.sendmail(mail_from, [rcpt_to], message)
+        # The relay already took the message (250 to DATA): a lost QUIT must not turn into a
+        # retry that delivers it twice.
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await client.quit()
+        return reply
+
+    def _translate(self, exc: Exception) -> TransientError | PermanentError:
+        error = _classify(exc)
+        if self._password:
+            redacted = error.reason.replace(self._password, "<password>")
+            if redacted != error.reason:
+                return type(error)(redacted)
+        return error
+
+
+def _auth_error(exc: aiosmtplib.SMTPAuthenticationError) -> TransientError | PermanentError:
+    if exc.code == 535:
+        return PermanentError("relay rejected our credentials")
+    if exc.code >= 500:  # 534 mechanism too weak, 538 encryption required: configuration
+        return PermanentError(f"relay refused to authenticate us ({exc.code})")
+    return TransientError(f"relay could not check our credentials now ({exc.code})")
+
+
+def _classify(exc: Exception) -> TransientError | PermanentError:
+    """Map one aiosmtplib, ssl or socket failure onto the core's two errors."""
+    if _is_certificate_failure(exc):
+        return PermanentError("relay's TLS certificate failed verification")
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return _recipient_refusal(exc)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _by_code(exc.code, f"relay {_stage(exc)}: {exc.code} {exc.message}")
+    if isinstance(exc, OSError):
+        # Refused or dropped connections and timeouts: aiosmtplib's SMTPServerDisconnected,
+        # SMTPConnectError and SMTPTimeoutError are ConnectionError/TimeoutError, so OSErrors.
+        return TransientError(_clip(f"relay connection failed: {exc or type(exc).__name__}"))
+    if isinstance(exc, aiosmtplib.SMTPException):
+        # What remains is a capability mismatch (no AUTH offered, no SMTPUTF8): configuration.
+        return PermanentError(_clip(f"relay cannot take this message: {exc.message}"))
+    return PermanentError(_clip(f"message refused before sending: {exc}"))  # bad address
+
+
+def _recipient_refusal(exc: aiosmtplib.SMTPRecipientsRefused) -> TransientError | PermanentError:
+    if not exc.recipients:
+        return TransientError("relay refused the recipient without a reply")
+    refused = exc.recipients[0]  # one recipient per send
+    return _by_code(refused.code, f"relay refused the recipient: {refused.code} {refused.message}")
+
+
+def _by_code(code: int, reason: str) -> TransientError | PermanentError:
+    # 5xx: the relay will never accept this; 4xx (and anything odd): worth another try.
+    if 500 <= code < 600:
+        return PermanentError(_clip(reason))
+    return TransientError(_clip(reason))
+
+
+def _stage(exc: aiosmtplib.SMTPResponseException) -> str:
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+        return "refused the sender"
+    if isinstance(exc, aiosmtplib.SMTPDataError):
+        return "refused the message"
+    if isinstance(exc, aiosmtplib.SMTPHeloError):
+        return "refused our greeting"
+    if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+        return "refused the connection"
+    return "replied"
+
+
+def _is_certificate_failure(exc: BaseException) -> bool:
+    # aiosmtplib wraps implicit-TLS handshake failures in SMTPConnectError; look underneath.
+    return isinstance(exc, ssl.SSLCertVerificationError) or isinstance(
+        exc.__cause__, ssl.SSLCertVerificationError
+    )
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _REPLY_MAX_CHARS else text[: _REPLY_MAX_CHARS - 1] + "…"

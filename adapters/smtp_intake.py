@@ -1,0 +1,186 @@
+"""SMTP intake: aiosmtpd served on the daemon's own event loop, answering 250 only after commit.
+
+The handler only checks the envelope and hands the message to the core's MailIntake; the
+work happens in the inbox worker. Every failure of ours is a 451 (try again later), never
+a 5xx, and never carries exception text to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from gateway.intake import MailIntake
+
+log = structlog.get_logger("adapters.smtp_intake")
+
+TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
+_TOO_BIG = b"552 5.3.4 Message too big for this system"
+_REWRITES = {
+    # aiosmtpd's fixed texts, given the enhanced status codes RFC 3463 defines for them.
+    b"552 Error: Too much mail data": _TOO_BIG,
+    b"552 Error: message size exceeds fixed maximum message size": _TOO_BIG,
+}
+
+
+class _Handler:
+    def __init__(self, owner: SmtpIntakeServer) -> None:
+        self._owner = owner
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if self._owner.stopping:
+            return "421 4.3.2 Service shutting down, please try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if self._owner.intake.mailbox_for(address) is None:
+            return "550 5.1.1 No such mailbox here"
+        if len(envelope.rcpt_tos) >= self._owner.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self._owner.stopping:
+            return "421 4.3.2 Service shutting down, please try again later"
+        raw = envelope.original_content or b""
+        self._owner.in_flight += 1
+        self._owner.idle.clear()
+        try:
+            async with asyncio.timeout(self._owner.commit_timeout_s):
+                accepted = await self._owner.intake.accept(
+                    envelope.mail_from or "", envelope.rcpt_tos, raw
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("inbox.accept_failed", error=type(exc).__name__)
+            return TEMPFAIL
+        finally:
+            self._owner.in_flight -= 1
+            if not self._owner.in_flight:
+                self._owner.idle.set()
+        log.info(
+            "inbox.accepted",
+            inbox_id=accepted.inbox_id,
+            duplicate=accepted.duplicate,
+            size=len(raw),
+        )
+        return f"250 2.0.0 OK queued as {accepted.inbox_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("smtp.session_error", error=type(error).__name__)
+        return TEMPFAIL
+
+
+class _Session(SMTP):
+    """aiosmtpd's protocol, registered with its server so a stop can close it."""
+
+    def __init__(self, owner: SmtpIntakeServer, **kwargs: Any) -> None:
+        super().__init__(_Handler(owner), **kwargs)
+        self._owner = owner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._owner.sessions.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner.sessions.discard(self)
+        super().connection_lost(exc)
+
+    async def push(self, status: bytes | str) -> None:
+        raw = status.encode("ascii") if isinstance(status, str) else status
+        await super().push(_REWRITES.get(raw, raw))
+
+
+class SmtpIntakeServer:
+    """Owns the listening socket and the live SMTP sessions."""
+
+    def __init__(
+        self,
+        intake: MailIntake,
+        *,
+        host: str,
+        port: int,
+        hostname: str,
+        max_message_bytes: int,
+        max_recipients: int,
+        commit_timeout_s: float,
+        idle_timeout_s: float = 300.0,
+    ) -> None:
+        self.intake = intake
+        self.max_recipients = max_recipients
+        self.commit_timeout_s = commit_timeout_s
+        self.sessions: set[_Session] = set()
+        self.stopping = False
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self._host, self._port, self._hostname = host, port, hostname
+        self._max_bytes = max_message_bytes
+        self._idle_timeout_s = idle_timeout_s
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when configured as 0)."""
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._session, self._host, self._port)
+        log.info("smtp.listening", host=self._host, port=self.port)
+
+    def _session(self) -> _Session:
+        return _Session(
+            self,
+            hostname=self._hostname,
+            ident="chatops-gateway",
+            data_size_limit=self._max_bytes,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            timeout=self._idle_timeout_s,
+        )
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop listening, refuse new transactions, let commits in flight finish, hang up."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        try:
+            async with asyncio.timeout(grace_s):
+                await self.idle.wait()
+        except TimeoutError:
+            log.warning("smtp.stop_grace_expired", in_flight=self.in_flight)
+        sessions = list(self.sessions)
+        for session in sessions:
+            if session.transport is not None:
+                session.transport.close()
+        # Closing a transport cancels its session task: wait for those to end.
+        tasks = [s._handler_coroutine for s in sessions if s._handler_coroutine is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace_s)
+        if self._server is not None:
+            await self._server.wait_closed()
+        log.info("smtp.stopped")

@@ -1,0 +1,372 @@
+"""Synchronous SQLite operations on one connection: every write is one transaction.
+
+Only gateway.store calls these, from its single database thread; the CLI uses the read
+functions on its own read-only connection while the daemon runs (WAL allows it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.domain import (
+    Channel,
+    InboxRow,
+    Incident,
+    OutboxEntry,
+    OutboxKind,
+    OutboxState,
+    Plan,
+    Reporter,
+    Status,
+    TimelineEvent,
+    dumps,
+    incident_ref,
+)
+from rules.types import Mailbox, Period, Priority
+
+_SUBJECT_TAG = re.compile(r"\[INC-(\d{1,12})\]", re.IGNORECASE)
+
+
+def ts(value: datetime) -> str:
+    """A sortable UTC timestamp string."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The result of accepting one message: its inbox id, and whether it was a re-send."""
+
+    inbox_id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to accept into the inbox."""
+
+    channel: Channel
+    mailbox: Mailbox
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    raw: bytes
+    dedup_key: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class ThreadKeys:
+    """What a message offers to find the incident it belongs to."""
+
+    message_ids: tuple[str, ...]
+    subject: str
+    sender: str
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> list[Accepted]:
+    """Insert a batch of messages in one transaction (one fsync for the whole group)."""
+    results = []
+    with transaction(conn):
+        for m in messages:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
+                " dedup_key, raw) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (ts(m.received_at), m.channel, m.mailbox, m.mail_from,
+                 dumps(list(m.rcpt_to)), m.dedup_key, m.raw),
+            )
+            if cur.rowcount:
+                results.append(Accepted(int(cur.lastrowid or 0), duplicate=False))
+            else:
+                (existing,) = conn.execute(
+                    "SELECT id FROM inbox WHERE dedup_key = ?", (m.dedup_key,)
+                ).fetchone()
+                results.append(Accepted(int(existing), duplicate=True))
+    return results
+
+
+def pending_inbox(conn: sqlite3.Connection, limit: int) -> list[InboxRow]:
+    """The oldest messages not yet processed."""
+    rows = conn.execute(
+        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw FROM inbox"
+        " WHERE state = 'pending' ORDER BY id LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [
+        InboxRow(r[0], Channel(r[1]), Mailbox(r[2]), r[3], tuple(json.loads(r[4])),
+                 datetime.fromisoformat(r[5]), bytes(r[6]))
+        for r in rows
+    ]
+
+
+def find_thread(conn: sqlite3.Connection, keys: ThreadKeys) -> Incident | None:
+    """The incident a message belongs to: by a Message-ID we know, or by [INC-n] in the
+    subject when the sender is already one of that incident's reporters (a stranger who
+    guesses a reference does not get in)."""
+    for key in keys.message_ids:
+        row = conn.execute("SELECT incident_id FROM thread_keys WHERE key = ?", (key,)).fetchone()
+        if row:
+            return load_incident(conn, int(row[0]), with_timeline=False)
+    for match in _SUBJECT_TAG.finditer(keys.subject):
+        incident = load_incident(conn, int(match.group(1)), with_timeline=False)
+        if incident and any(r.address == keys.sender for r in incident.reporters):
+            return incident
+    return None
+
+
+def next_incident_id(conn: sqlite3.Connection) -> int:
+    """The id the next incident will get (only one writer, inside its transaction)."""
+    (value,) = conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM incidents").fetchone()
+    return int(value)
+
+
+def process(
+    conn: sqlite3.Connection,
+    inbox_id: int,
+    keys: ThreadKeys | None,
+    make_plan: Callable[[Incident | None, int], Plan],
+    now: datetime,
+) -> Plan:
+    """Find the thread, ask the pure pipeline for a plan, apply it and mark the message
+    processed — all in one transaction, so a crash leaves either nothing or everything."""
+    with transaction(conn):
+        (state,) = conn.execute("SELECT state FROM inbox WHERE id = ?", (inbox_id,)).fetchone()
+        if state != "pending":
+            return Plan(outcome="already processed")
+        thread = find_thread(conn, keys) if keys else None
+        plan = make_plan(thread, next_incident_id(conn))
+        apply_plan(conn, plan, now)
+        conn.execute(
+            "UPDATE inbox SET state = 'done', outcome = ?, processed_at = ? WHERE id = ?",
+            (plan.outcome, ts(now), inbox_id),
+        )
+    return plan
+
+
+def apply_plan(conn: sqlite3.Connection, plan: Plan, now: datetime) -> int | None:
+    """Write a plan's incident, reporter, thread keys, timeline and outbox entries."""
+    incident_id = plan.incident_id
+    if plan.new_incident is not None:
+        n = plan.new_incident
+        cur = conn.execute(
+            "INSERT INTO incidents (title, priority, status, mailbox, created_at, updated_at, rule,"
+            " reasons, period, respond_by, next_update_by, flags)"
+            " VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (n.title, n.priority, n.mailbox, ts(now), ts(now), n.rule, dumps(list(n.reasons)),
+             n.period, n.respond_by and ts(n.respond_by),
+             n.next_update_by and ts(n.next_update_by), dumps(list(n.flags))),
+        )
+        incident_id = int(cur.lastrowid or 0)
+    if incident_id is None:
+        return None
+    if plan.reopen:
+        conn.execute(
+            "UPDATE incidents SET status = 'open', updated_at = ? WHERE id = ?",
+            (ts(now), incident_id),
+        )
+    reporter_id = _add_reporter(conn, incident_id, plan.reporter, now)
+    for key in plan.message_ids:
+        conn.execute(
+            "INSERT OR IGNORE INTO thread_keys (key, incident_id, reporter_id, direction)"
+            " VALUES (?, ?, ?, ?)",
+            (key, incident_id, reporter_id,
+             "in" if plan.reporter and key in plan.reporter.message_ids else "out"),
+        )
+    for event in plan.timeline:
+        add_timeline(conn, incident_id, event)
+    for spec in plan.outbox:
+        conn.execute(
+            "INSERT INTO outbox (created_at, kind, incident_id, payload, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (ts(now), spec.kind, incident_id, dumps(dict(spec.payload)), ts(now)),
+        )
+    return incident_id
+
+
+def _add_reporter(
+    conn: sqlite3.Connection, incident_id: int, reporter: Reporter | None, now: datetime
+) -> int | None:
+    if reporter is None:
+        return None
+    conn.execute(
+        "INSERT OR IGNORE INTO reporters (incident_id, channel, address, created_at)"
+        " VALUES (?, ?, ?, ?)",
+        (incident_id, reporter.channel, reporter.address, ts(now)),
+    )
+    (rid,) = conn.execute(
+        "SELECT id FROM reporters WHERE incident_id = ? AND channel = ? AND address = ?",
+        (incident_id, reporter.channel, reporter.address),
+    ).fetchone()
+    return int(rid)
+
+
+def add_timeline(conn: sqlite3.Connection, incident_id: int, event: TimelineEvent) -> None:
+    """Append one event to an incident's timeline."""
+    conn.execute(
+        "INSERT INTO timeline (incident_id, at, kind, actor, text, data) VALUES (?, ?, ?, ?, ?, ?)",
+        (incident_id, ts(event.at), event.kind, event.actor, event.text, dumps(dict(event.data))),
+    )
+
+
+def load_incident(
+    conn: sqlite3.Connection, incident_id: int, *, with_timeline: bool = True
+) -> Incident | None:
+    """One incident with its reporters (and timeline), or None."""
+    row = conn.execute(
+        "SELECT id, title, priority, status, mailbox, created_at, rule, reasons, period,"
+        " respond_by, next_update_by, flags FROM incidents WHERE id = ?",
+        (incident_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    return _incident(conn, row, with_timeline)
+
+
+def _incident(conn: sqlite3.Connection, row: Sequence[Any], with_timeline: bool) -> Incident:
+    iid = int(row[0])
+    reporters = []
+    for rid, channel, address in conn.execute(
+        "SELECT id, channel, address FROM reporters WHERE incident_id = ? ORDER BY id", (iid,)
+    ):
+        keys = tuple(k for (k,) in conn.execute(
+            "SELECT key FROM thread_keys WHERE reporter_id = ? AND direction = 'in' ORDER BY rowid",
+            (rid,),
+        ))
+        reporters.append(Reporter(Channel(channel), address, keys))
+    timeline: list[TimelineEvent] = []
+    if with_timeline:
+        timeline = [
+            TimelineEvent(datetime.fromisoformat(at), kind, actor, text, json.loads(data))
+            for at, kind, actor, text, data in conn.execute(
+                "SELECT at, kind, actor, text, data FROM timeline WHERE incident_id = ?"
+                " ORDER BY id", (iid,),
+            )
+        ]
+    (pages,) = conn.execute(
+        "SELECT COUNT(*) FROM pages WHERE incident_id = ? AND action = 'trigger'", (iid,)
+    ).fetchone()
+    return Incident(
+        id=iid, ref=incident_ref(iid), title=row[1], priority=Priority(row[2]),
+        status=Status(row[3]), mailbox=Mailbox(row[4]),
+        created_at=datetime.fromisoformat(row[5]), rule=row[6],
+        reasons=tuple(json.loads(row[7])), period=Period(row[8]) if row[8] else None,
+        respond_by=_dt(row[9]), next_update_by=_dt(row[10]), reporters=tuple(reporters),
+        timeline=tuple(timeline), pages_sent=int(pages), flags=tuple(json.loads(row[11])),
+    )
+
+
+def list_incidents(conn: sqlite3.Connection, status: Status | None = None) -> list[Incident]:
+    """Every incident, newest first, without timelines."""
+    sql = ("SELECT id, title, priority, status, mailbox, created_at, rule, reasons, period,"
+           " respond_by, next_update_by, flags FROM incidents")
+    args: tuple[Any, ...] = ()
+    if status is not None:
+        sql, args = sql + " WHERE status = ?", (status,)
+    rows = conn.execute(sql + " ORDER BY id DESC", args).fetchall()
+    return [_incident(conn, row, with_timeline=False) for row in rows]
+
+
+def due_outbox(conn: sqlite3.Connection, now: datetime, limit: int) -> list[OutboxEntry]:
+    """Pending entries whose next attempt is due, oldest first."""
+    rows = conn.execute(
+        "SELECT id, kind, incident_id, payload, attempts FROM outbox"
+        " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+        (ts(now), limit),
+    ).fetchall()
+    return [OutboxEntry(r[0], OutboxKind(r[1]), r[2], json.loads(r[3]), r[4]) for r in rows]
+
+
+def next_outbox_due(conn: sqlite3.Connection) -> datetime | None:
+    """When the next pending entry is due, if any."""
+    (value,) = conn.execute(
+        "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'"
+    ).fetchone()
+    return _dt(value)
+
+
+def complete_outbox(
+    conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str, Any], now: datetime
+) -> None:
+    """Mark delivered and record what it did, in the same transaction (so never twice)."""
+    with transaction(conn):
+        conn.execute(
+            "UPDATE outbox SET state = ?, attempts = attempts + 1, result = ?, done_at = ?,"
+            " last_error = NULL WHERE id = ? AND state = 'pending'",
+            (OutboxState.DONE, dumps(result), ts(now), entry.id),
+        )
+        if entry.incident_id is not None:
+            _record_effect(conn, entry, result, now)
+
+
+def _record_effect(
+    conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str, Any], now: datetime
+) -> None:
+    iid = entry.incident_id
+    assert iid is not None
+    p = entry.payload
+    if entry.kind is OutboxKind.PAGE_TRIGGER:
+        conn.execute(
+            "INSERT OR IGNORE INTO pages (incident_id, outbox_id, provider, action, dedup_key, at,"
+            " response) VALUES (?, ?, ?, 'trigger', ?, ?, ?)",
+            (iid, entry.id, result.get("provider", "?"), p["dedup_key"], ts(now), dumps(result)),
+        )
+        text = f"Paged the on-call engineer via {result.get('provider', '?')}"
+        add_timeline(conn, iid, TimelineEvent(now, "paged", "gateway", text))
+    elif entry.kind is OutboxKind.TICKET_CREATE:
+        conn.execute(
+            "INSERT OR IGNORE INTO tickets (incident_id, backend, external_id, link, title, status,"
+            " body, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
+            (iid, result.get("backend", "builtin"), str(result.get("external_id", "")),
+             result.get("link"), p["title"], p["body"], ts(now)),
+        )
+        text = f"Ticket {result.get('external_id')} opened ({result.get('backend', 'builtin')})"
+        add_timeline(conn, iid, TimelineEvent(now, "ticketed", "gateway", text))
+    elif entry.kind is OutboxKind.MAIL_SEND:
+        text = f"{str(p.get('purpose', 'reply')).capitalize()} emailed to {p['rcpt_to']}"
+        add_timeline(conn, iid, TimelineEvent(now, "replied", "gateway", text))
+
+
+def retry_outbox(
+    conn: sqlite3.Connection, entry_id: int, next_at: datetime, error: str, *, dead: bool
+) -> None:
+    """Count a failed attempt; schedule the next one, or give up (dead-letter)."""
+    with transaction(conn):
+        conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+            " state = ? WHERE id = ? AND state = 'pending'",
+            (error[:500], ts(next_at), OutboxState.DEAD if dead else OutboxState.PENDING,
+             entry_id),
+        )
+
+
+def outbox_rows(conn: sqlite3.Connection, state: str | None = None) -> list[dict[str, Any]]:
+    """Outbox entries for operators (no payload bodies)."""
+    sql = ("SELECT id, kind, incident_id, state, attempts, next_attempt_at, last_error, created_at"
+           " FROM outbox")
+    args: tuple[Any, ...] = ()
+    if state:
+        sql, args = sql + " WHERE state = ?", (state,)
+    cols = ("id", "kind", "incident_id", "state", "attempts", "next_attempt_at", "last_error",
+            "created_at")
+    return [dict(zip(cols, r, strict=True)) for r in conn.execute(sql + " ORDER BY id", args)]

@@ -1,0 +1,162 @@
+"""Domain values of the core: inbox rows, incidents, reporters, timeline events, outbox entries,
+and the Plan the pipeline returns for the store to apply in one transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from rules.types import Mailbox, Period, Priority
+
+
+class Channel(StrEnum):
+    """How a reporter reached us, and so how they hear back."""
+
+    EMAIL = "email"
+    MATRIX = "matrix"
+
+
+class Status(StrEnum):
+    """Incident lifecycle."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class OutboxKind(StrEnum):
+    """What an outbox entry asks an egress adapter to do."""
+
+    PAGE_TRIGGER = "page.trigger"
+    TICKET_CREATE = "ticket.create"
+    MAIL_SEND = "mail.send"
+
+
+class OutboxState(StrEnum):
+    """Pending until delivered (done) or given up on (dead)."""
+
+    PENDING = "pending"
+    DONE = "done"
+    DEAD = "dead"
+
+
+def incident_ref(incident_id: int) -> str:
+    """The short reference people quote: INC-42."""
+    return f"INC-{incident_id}"
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    """One accepted message, exactly as received, waiting to be processed."""
+
+    id: int
+    channel: Channel
+    mailbox: Mailbox
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    received_at: datetime
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """Someone who reported or joined an incident, and the thread to answer them in."""
+
+    channel: Channel
+    address: str
+    message_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """One line of an incident's record."""
+
+    at: datetime
+    kind: str
+    actor: str
+    text: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """An incident as stored."""
+
+    id: int
+    ref: str
+    title: str
+    priority: Priority
+    status: Status
+    mailbox: Mailbox
+    created_at: datetime
+    rule: str | None
+    reasons: tuple[str, ...]
+    period: Period | None
+    respond_by: datetime | None
+    next_update_by: datetime | None
+    reporters: tuple[Reporter, ...] = ()
+    timeline: tuple[TimelineEvent, ...] = ()
+    pages_sent: int = 0
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutboxSpec:
+    """An action the pipeline wants done, durably, at least once."""
+
+    kind: OutboxKind
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """An outbox row as the worker sees it."""
+
+    id: int
+    kind: OutboxKind
+    incident_id: int | None
+    payload: Mapping[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class NewIncident:
+    """The fields of an incident the pipeline decided to open."""
+
+    title: str
+    priority: Priority
+    mailbox: Mailbox
+    rule: str | None
+    reasons: tuple[str, ...]
+    period: Period | None
+    respond_by: datetime | None
+    next_update_by: datetime | None
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one processed message changes, applied by the store in one transaction.
+
+    Exactly one of `new_incident` / `incident_id` is set when the message concerns an
+    incident; neither when it is ignored. `message_ids` are thread keys (ours and theirs)
+    that later replies may reference.
+    """
+
+    outcome: str
+    new_incident: NewIncident | None = None
+    incident_id: int | None = None
+    reporter: Reporter | None = None
+    reopen: bool = False
+    timeline: tuple[TimelineEvent, ...] = ()
+    outbox: tuple[OutboxSpec, ...] = ()
+    message_ids: tuple[str, ...] = ()
+
+
+def dumps(value: Any) -> str:
+    """Compact, stable JSON for the store."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)

@@ -1,0 +1,87 @@
+"""Mail intake in the core: which mailbox a recipient is, the re-send key, and the durable accept.
+
+Every way mail comes in (the SMTP listener, the IMAP watcher) calls `MailIntake.accept`;
+it returns only after the message is committed, and then wakes the inbox worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from gateway.db import Accepted, NewMessage
+from gateway.domain import Channel
+from gateway.store import Store
+from gateway.worker import Clock, utcnow
+from rules.types import Mailbox
+
+_MSGID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def canonical_address(address: str) -> str:
+    """Lower-case, without angle brackets or a +detail (emergency+x@ → emergency@)."""
+    address = address.strip().strip("<>").lower()
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address
+    return f"{local.split('+', 1)[0]}@{domain}"
+
+
+def resend_key(mail_from: str, raw: bytes) -> str | None:
+    """Same sender + same Message-ID = the same message sent again (processed once)."""
+    end = _HEADER_END.search(raw)
+    head = raw[: end.start()] if end else raw[:65536]
+    match = _MSGID.search(head)
+    if match is None:
+        return None
+    msgid = b"".join(match.group(1).split()).strip()
+    if not msgid:
+        return None
+    digest = hashlib.sha256(mail_from.strip().lower().encode() + b"\0" + msgid.lower())
+    return digest.hexdigest()
+
+
+class MailIntake:
+    """Maps recipients to mailboxes and accepts messages into the durable inbox."""
+
+    def __init__(
+        self,
+        store: Store,
+        emergency: Iterable[str],
+        support: Iterable[str],
+        on_accepted: Callable[[], None],
+        clock: Clock = utcnow,
+    ) -> None:
+        self._store = store
+        self._boxes = {canonical_address(a): Mailbox.EMERGENCY for a in emergency}
+        self._boxes.update({canonical_address(a): Mailbox.SUPPORT for a in support})
+        self._on_accepted = on_accepted
+        self._clock = clock
+
+    def mailbox_for(self, rcpt: str) -> Mailbox | None:
+        """The mailbox a recipient address belongs to, or None if it is not ours."""
+        return self._boxes.get(canonical_address(rcpt))
+
+    async def accept(
+        self,
+        mail_from: str,
+        rcpt_to: Iterable[str],
+        raw: bytes,
+        *,
+        received_at: datetime | None = None,
+    ) -> Accepted:
+        """Commit the message durably (emergency wins when both mailboxes are addressed)."""
+        rcpts = tuple(rcpt_to)
+        boxes = {self.mailbox_for(r) for r in rcpts} - {None}
+        if not boxes:
+            raise ValueError("no recipient belongs to a mailbox")
+        mailbox = Mailbox.EMERGENCY if Mailbox.EMERGENCY in boxes else Mailbox.SUPPORT
+        accepted = await self._store.accept(NewMessage(
+            channel=Channel.EMAIL, mailbox=mailbox, mail_from=mail_from, rcpt_to=rcpts, raw=raw,
+            dedup_key=resend_key(mail_from, raw), received_at=received_at or self._clock(),
+        ))
+        self._on_accepted()
+        return accepted

@@ -1,0 +1,58 @@
+"""structlog, configured once: JSON lines for journald, a console renderer on a terminal.
+
+The libraries' stdlib loggers are routed through the same processors and capped at INFO
+(aioimaplib and others log whole messages at DEBUG). Secrets and bodies are never passed
+to a logger in this codebase; the redactor below is a second line of defence for values
+that look like credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = ("password", "token", "secret", "routing_key", "authorization", "api_key")
+
+
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if any(s in key.lower() for s in _SECRET_KEYS):
+            event[key] = "[redacted]"
+    return event
+
+
+def configure(level: str = "info", fmt: str = "auto") -> None:
+    """Set up structlog and the stdlib root logger."""
+    console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
+    renderer: Any = (structlog.dev.ConsoleRenderer() if console
+                     else structlog.processors.JSONRenderer())
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    numeric = getattr(logging, level.upper())
+    root.setLevel(numeric)
+    for noisy in ("aiosmtpd", "mail.log", "aioimaplib", "nio", "aiohttp", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))

@@ -1,0 +1,535 @@
+"""Parsing inbound mail into the values the pipeline works with.
+
+Owns the translation of raw RFC 5322 / MIME bytes, as SMTP or IMAP intake stored them,
+into a frozen `ParsedMail`: normalised message ids for threading, the decoded subject and
+sender, the body text and its newly written part (stripping lives in `gateway.mailquote`),
+the attachment list, a header map for rules, and whether the mail is automatic (RFC 3834
+auto-replies, bounces, reports, list traffic) so robots are told apart from people.
+
+Pure: bytes in, values out. Real-world mail is malformed in every way imaginable, so each
+field degrades on its own; only input with nothing usable raises `UnparseableMessage`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.header import decode_header, make_header
+from email.headerregistry import AddressHeader
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.utils import parseaddr, parsedate_to_datetime
+from functools import cached_property
+from types import MappingProxyType
+
+import html2text
+
+from gateway.mailquote import strip_quoted
+
+__all__ = [
+    "Attachment",
+    "ParsedMail",
+    "UnparseableMessage",
+    "automatic_reason",
+    "html_to_text",
+    "normalise_msgid",
+    "parse_mail",
+    "split_msgids",
+    "strip_quoted",
+]
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A non-body part, listed but not parsed."""
+
+    filename: str | None
+    content_type: str
+    size: int  # decoded payload bytes
+
+
+@dataclass(frozen=True)
+class ParsedMail:
+    """Everything the pipeline needs from one inbound message."""
+
+    message_id: str | None
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    subject: str
+    from_addr: str
+    from_name: str
+    reply_to: str | None
+    date: datetime | None
+    text: str
+    new_text: str
+    attachments: tuple[Attachment, ...]
+    headers: Mapping[str, str]
+    automatic: str | None
+
+
+class UnparseableMessage(Exception):
+    """Raised only when the bytes are not a usable message at all (empty, no headers, no body)."""
+
+
+def parse_mail(
+    raw: bytes, envelope_sender: str | None = None, *, loop_header: str = "X-Chatops-Loop"
+) -> ParsedMail:
+    """Parse raw message bytes; raises nothing but `UnparseableMessage`.
+
+    `envelope_sender` is the SMTP MAIL FROM: "" for the null reverse-path, None when
+    unknown (then the Return-Path header stands in for it).
+    """
+    try:
+        msg = BytesParser(EmailMessage, policy=policy.default).parsebytes(bytes(raw))
+        return _assemble(msg, envelope_sender, loop_header)
+    except UnparseableMessage:
+        raise
+    except Exception as exc:  # every field degrades on its own; this is the last line of defence
+        raise UnparseableMessage("the message could not be read") from exc
+
+
+def _assemble(msg: EmailMessage, envelope_sender: str | None, loop_header: str) -> ParsedMail:
+    headers = _header_map(msg)
+    parts = _walk_parts(msg)
+    if not headers and not parts.text and not parts.attachments:
+        raise UnparseableMessage("no headers and no body")
+    sender = _address(headers, "from") or ("", "")
+    reply_to = _address(headers, "reply-to")
+    return ParsedMail(
+        message_id=normalise_msgid(headers.get("message-id", "")),
+        in_reply_to=split_msgids(headers.get("in-reply-to", "")),
+        references=split_msgids(headers.get("references", "")),
+        subject=headers.get("subject", ""),
+        from_addr=sender[0],
+        from_name=sender[1],
+        reply_to=reply_to[0] if reply_to and reply_to[0] else None,
+        date=_date(headers),
+        text=parts.text,
+        new_text=strip_quoted(parts.text) if parts.text else "",
+        attachments=tuple(parts.attachments),
+        headers=headers,
+        automatic=_automatic(msg, headers, parts, envelope_sender, loop_header),
+    )
+
+
+# --- headers ------------------------------------------------------------------------------
+
+_FOLD = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The policy's header parser is quadratic on some inputs (long runs of quotes, thousands
+# of encoded words), so longer values skip it: one absurd mail must not stall the worker.
+_MAX_PARSE_CHARS = 4096
+_MAX_DECODE_CHARS = 65536
+
+
+def _clean(value: str) -> str:
+    """One line of valid text: control characters and line breaks folded to single spaces.
+
+    This is also what stops header injection: an encoded "=0D=0A" in a subject must not
+    survive as a line break when the subject is echoed into an outgoing message.
+    """
+    return _FOLD.sub(" ", _valid_text(value)).strip()
+
+
+def _valid_text(value: str) -> str:
+    """Re-decode the lone surrogates the parser uses for raw 8-bit header bytes."""
+    if not _SURROGATE.search(value):
+        return value
+    try:
+        return _decode(value.encode("utf-8", "surrogateescape"), None)
+    except UnicodeEncodeError:  # surrogates that are not escaped bytes
+        return value.encode("utf-8", "replace").decode()
+
+
+def _header_map(msg: Message) -> Mapping[str, str]:
+    """Lowercased name -> first value, decoded; one pass, so absurd header counts stay linear."""
+    found: dict[str, str] = {}
+    # raw_items is the only way to see each value before policy parsing, which can raise.
+    for name, raw in msg.raw_items():
+        key = _clean(str(name)).lower()
+        if key and key not in found:
+            found[key] = _decode_header(key, str(raw))
+    return MappingProxyType(found)
+
+
+def _decode_header(name: str, raw: str) -> str:
+    """Decode one header value (RFC 2047, RFC 6532 or raw 8-bit), never raising.
+
+    Address headers with encoded words come back re-quoted ('"Smith, John" <j@x>')
+    so that they parse again.
+    """
+    text = _valid_text(raw)
+    try:
+        if "=?" in text and len(text) <= _MAX_PARSE_CHARS:
+            text = str(policy.default.header_fetch_parse(name, text))
+        elif "=?" in text and len(text) <= _MAX_DECODE_CHARS:
+            text = str(make_header(decode_header(text)))
+    except Exception:  # defective structured headers, unknown charsets in encoded words
+        return _clean(text)
+    return _clean(text)
+
+
+def _address(headers: Mapping[str, str], name: str) -> tuple[str, str] | None:
+    """(bare lowercased address, display name) of the first address in a header, or None."""
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        header = policy.default.header_fetch_parse(name, value[:_MAX_PARSE_CHARS])
+        first = header.addresses[0] if isinstance(header, AddressHeader) else None
+    except Exception:  # policy.default raises on some malformed address headers
+        first = None
+    if first is not None:
+        return _bare_address(first.addr_spec), _clean(first.display_name)
+    display, addr = _parseaddr(value)
+    return _bare_address(addr), _clean(display)
+
+
+def _parseaddr(value: str) -> tuple[str, str]:
+    """email.utils.parseaddr, which recurses on nested comments, made total."""
+    try:
+        return parseaddr(value[:_MAX_PARSE_CHARS])
+    except Exception:  # RecursionError on "((((...", and whatever else garbage finds
+        return "", ""
+
+
+_ADDRESS = re.compile(r"[^\s<>(),;:\"\[\]@]+(?:@[^\s<>(),;:\"\[\]@]+)?")
+
+
+def _bare_address(addr_spec: str) -> str:
+    """The address lowercased, or "" when it is not one (a bare local part is kept)."""
+    addr = _clean(addr_spec).lower()
+    return addr if _ADDRESS.fullmatch(addr) else ""
+
+
+def _date(headers: Mapping[str, str]) -> datetime | None:
+    """The Date header as an aware datetime; "-0000" (zone unknown) is taken as UTC."""
+    try:
+        parsed = parsedate_to_datetime(headers.get("date", ""))
+    except Exception:  # ValueError, TypeError and friends on garbage dates
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# --- message ids --------------------------------------------------------------------------
+
+_BRACKETED = re.compile(r"<([^<>]*)>")
+_MSGID = re.compile(r"[^\s<>@\x00-\x1f\x7f-\x9f]+@[^\s<>@\x00-\x1f\x7f-\x9f]+")
+_MAX_MSGID_CHARS = 998  # the RFC 5322 line limit; longer is not an id anyone generated
+
+
+def normalise_msgid(value: str) -> str | None:
+    """The first message id in `value` as "<local@domain>", or None when there is none."""
+    ids = split_msgids(value)
+    return ids[0] if ids else None
+
+
+def split_msgids(value: str) -> tuple[str, ...]:
+    """Every message id in `value`, in order, deduplicated, each as "<local@domain>".
+
+    Ids are case-sensitive and kept as sent. Bare ids without brackets, which some
+    clients write, are accepted when the value has no brackets at all.
+    """
+    value = _valid_text(value)
+    candidates = _BRACKETED.findall(value) if "<" in value else re.split(r"[\s,]+", value)
+    ids: dict[str, None] = {}  # ordered and deduplicated
+    for candidate in candidates:
+        token = re.sub(r"\s+", "", candidate)  # folding whitespace inside an id
+        if len(token) <= _MAX_MSGID_CHARS and _MSGID.fullmatch(token):
+            ids[f"<{token}>"] = None
+    return tuple(ids)
+
+
+# --- body and attachments -----------------------------------------------------------------
+
+_MAX_DEPTH = 32  # deeper MIME nesting is an attack, not mail
+
+
+@dataclass
+class _Parts:
+    plain: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+
+    @cached_property
+    def text(self) -> str:
+        """Text/plain preferred; HTML converted only when a message has no plain text at all."""
+        if any(p.strip() for p in self.plain):
+            text = "\n".join(self.plain)
+        else:
+            text = "\n".join(html_to_text(h) for h in self.html)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text).strip()
+
+
+def _walk_parts(msg: Message) -> _Parts:
+    parts = _Parts()
+    maintype = msg.get_content_maintype()
+    if _is_leaf(msg) and (
+        maintype == "multipart" or (maintype == "text" and not _is_attachment(msg))
+    ):
+        # A single-part message of any text subtype is its own body, and so is a
+        # multipart whose boundary never appears: better raw MIME than nothing.
+        target = parts.html if msg.get_content_subtype() == "html" else parts.plain
+        target.append(_part_text(msg))
+    else:
+        _collect(msg, 0, True, parts)
+    return parts
+
+
+def _collect(part: Message, depth: int, take_text: bool, parts: _Parts) -> None:
+    """Sort the leaves under `part` into bodies and attachments, depth first."""
+    if depth > _MAX_DEPTH:
+        return
+    if not _is_leaf(part):
+        children = [p for p in part.get_payload() if isinstance(p, Message)]
+        alternative = part.get_content_subtype() == "alternative"
+        chosen = _preferred_alternative(children) if alternative else None
+        for child in children:
+            keep = take_text and (chosen is None or child is chosen)
+            _collect(child, depth + 1, keep, parts)
+        return
+    content_type = part.get_content_type()
+    if content_type in ("text/plain", "text/html") and not _is_attachment(part):
+        if take_text:  # the other renderings of a multipart/alternative are not attachments
+            target = parts.plain if content_type == "text/plain" else parts.html
+            target.append(_part_text(part))
+        return
+    parts.attachments.append(_attachment(part))
+
+
+def _is_leaf(part: Message) -> bool:
+    """Multiparts recurse; message/* parts, though the parser nests them, are leaves."""
+    return part.get_content_maintype() != "multipart" or not part.is_multipart()
+
+
+def _preferred_alternative(children: list[Message]) -> Message | None:
+    """In multipart/alternative, the plain-text rendering if any, else the HTML one."""
+    for wanted in ("text/plain", "text/html"):
+        for child in children:
+            if any(p.get_content_type() == wanted for p in child.walk()):
+                return child
+    return children[0] if children else None
+
+
+def _is_attachment(part: Message) -> bool:
+    try:
+        return part.get_content_disposition() == "attachment"
+    except Exception:  # a defective Content-Disposition header
+        return False
+
+
+def _payload_bytes(part: Message) -> bytes:
+    """The decoded payload; the parser already tolerates bad base64 and quoted-printable."""
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:  # a transfer encoding the decoder chokes on
+        return b""
+    return payload if isinstance(payload, bytes) else b""
+
+
+def _part_text(part: Message) -> str:
+    try:
+        charset = part.get_content_charset()
+    except Exception:  # a defective Content-Type parameter
+        charset = None
+    return _decode(_payload_bytes(part), charset)
+
+
+def _attachment(part: Message) -> Attachment:
+    try:
+        filename = part.get_filename()
+    except Exception:  # defective RFC 2231 parameters
+        filename = None
+    return Attachment(_clean(filename or "") or None, part.get_content_type(), _part_size(part))
+
+
+def _part_size(part: Message) -> int:
+    if not part.is_multipart():
+        return len(_payload_bytes(part))
+    try:  # message/rfc822 and message/delivery-status: the encapsulated bytes
+        inner = [p for p in part.get_payload() if isinstance(p, Message)]
+        return sum(len(p.as_bytes(policy=policy.compat32)) for p in inner)
+    except Exception:  # an encapsulated message too broken to serialise
+        return 0
+
+
+# Labels senders get wrong, mapped as the WHATWG Encoding Standard does: to the superset
+# mail clients actually use, so "iso-8859-1" text with curly quotes decodes as written.
+# "us-ascii" is so often 8-bit in practice that it gets the unlabelled treatment.
+_CHARSET_ALIASES = {
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "us-ascii": "",
+    "ascii": "",
+    "gb2312": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "x-sjis": "cp932",
+    "iso-8859-8-i": "iso-8859-8",
+    "windows-874": "cp874",
+}
+
+
+def _decode(data: bytes, charset: str | None) -> str:
+    """Decode body bytes; never raises. Absent charset: UTF-8, else cp1252."""
+    label = (charset or "").strip().strip("\"'").lower()
+    name = _CHARSET_ALIASES.get(label, label)
+    if name:
+        try:
+            return data.decode(codecs.lookup(name).name, errors="replace")
+        except Exception:  # unknown label, or a codec (idna...) that rejects errors="replace"
+            return data.decode("utf-8", errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
+def html_to_text(html_text: str) -> str:
+    """Readable text from HTML: tags gone, entities decoded, links kept, no wrapping."""
+    converter = html2text.HTML2Text()
+    converter.body_width = 0
+    converter.ignore_images = True
+    converter.ignore_emphasis = True
+    converter.unicode_snob = True
+    try:
+        text = str(converter.handle(html_text))
+    except Exception:  # html2text on pathological markup; plain tag stripping will do
+        text = html.unescape(re.sub(r"<[^>]*>", " ", html_text))
+    lines = (line.replace("\xa0", " ").rstrip() for line in text.splitlines())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+# --- automatic mail -----------------------------------------------------------------------
+
+_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
+_AUTOREPLY_HEADERS = ("x-autoreply", "x-autorespond", "x-auto-reply-from", "x-mail-autoreply")
+# List managers that predate RFC 2369 List-* headers (ezmlm, fml, SmartList).
+_LIST_HEADERS = ("mailing-list", "x-mailing-list", "x-mlserver", "x-ml-name")
+_STATUS_TYPES = (
+    "message/delivery-status",
+    "message/global-delivery-status",
+    "message/disposition-notification",
+    "message/feedback-report",
+)
+# System senders, compared with "-", "_" and "." removed so "post_master" counts too.
+_DAEMONS = frozenset({"mailerdaemon", "postmaster", "maildaemon"})
+# Last resort, for software that sets none of the headers above: the subjects of common
+# MTA bounces (Exchange, Postfix, Exim and DragonFly, sendmail, qmail), vacation replies
+# (Exchange in English, French, German; Apple) and Microsoft JMRP complaints. Anchored,
+# mostly with their colon, so a person's "Re: out of office?" does not match. A bounce
+# someone forwarded counts: it reports a delivery problem, it is not a new incident.
+_AUTO_SUBJECT = re.compile(
+    r"^(?:fwd?\s*:\s*)*(?:undeliverable\s*:|undelivered mail returned to sender"
+    r"|delivery status notification|mail delivery failed|returned mail\s*:|failure notice$"
+    r"|out of office(?: autoreply)?\s*:|automatic reply\s*:|auto[- ]?reply\s*:"
+    r"|r[ée]ponse automatique\s*:|abwesenheitsnotiz\s*:|automatische antwort\s*:"
+    r"|complaint about message from)",
+    re.IGNORECASE,
+)
+# Amazon SES bounce, complaint and delivery notifications relayed by SNS, as JSON.
+_SES_NOTIFICATION = re.compile(
+    r'\\?"(?:notification|event)Type\\?"\s*:\s*\\?"(?:Bounce|Complaint|Delivery)\\?"'
+)
+_FAILURE_TEXT = re.compile(
+    r"could not be delivered|undeliverable|delivery (?:has )?failed|permanent fatal error",
+    re.IGNORECASE,
+)
+
+
+def automatic_reason(
+    msg: EmailMessage, envelope_sender: str | None, loop_header: str = "X-Chatops-Loop"
+) -> str | None:
+    """Why this message was sent by software rather than a person, or None (RFC 3834)."""
+    return _automatic(msg, _header_map(msg), _walk_parts(msg), envelope_sender, loop_header)
+
+
+def _automatic(
+    msg: Message, headers: Mapping[str, str], parts: _Parts, sender: str | None, loop: str
+) -> str | None:
+    return (
+        _header_reason(headers, loop)
+        or _report_reason(msg, parts.attachments)
+        or _sender_reason(headers, sender)
+        or _content_reason(headers.get("subject", ""), parts)
+    )
+
+
+def _header_reason(headers: Mapping[str, str], loop_header: str) -> str | None:
+    """The headers RFC 3834, Microsoft, vacation programs and list managers set."""
+    submitted = _first_word(headers.get("auto-submitted", "no")) or "present"
+    suppress = _first_word(headers.get("x-auto-response-suppress", "none"))
+    precedence = _first_word(headers.get("precedence", ""))
+    autoreply = next((name for name in _AUTOREPLY_HEADERS if name in headers), "")
+    list_header = next((n for n in headers if n.startswith("list-") or n in _LIST_HEADERS), "")
+    checks = (
+        (loop_header.lower() in headers, "our own loop header"),
+        (submitted != "no", f"Auto-Submitted: {submitted}"),
+        ("x-failed-recipients" in headers, "X-Failed-Recipients"),
+        (bool(autoreply), _title(autoreply)),
+        (suppress not in ("", "none"), "X-Auto-Response-Suppress"),
+        (precedence in _PRECEDENCE, f"Precedence: {precedence}"),
+        (bool(list_header), f"{_title(list_header)} header"),
+    )
+    return next((reason for hit, reason in checks if hit), None)
+
+
+def _report_reason(msg: Message, attachments: list[Attachment]) -> str | None:
+    """Delivery status notifications, read receipts and abuse reports (RFC 6522, 5965)."""
+    content_type = msg.get_content_type()
+    if content_type == "multipart/report":
+        report_type = str(msg.get_param("report-type", "") or "").lower() or "untyped"
+        return f"delivery status notification ({content_type}; {report_type})"
+    if content_type in _STATUS_TYPES:
+        return f"delivery status notification ({content_type})"
+    # Some gateways wrap a genuine status part in multipart/mixed; people never write one.
+    status = next((a.content_type for a in attachments if a.content_type in _STATUS_TYPES), "")
+    return f"delivery status part ({status})" if status else None
+
+
+def _sender_reason(headers: Mapping[str, str], envelope_sender: str | None) -> str | None:
+    """Null reverse-path, or a mail system or list manager sender, as vacation(1) checks.
+
+    Without an envelope (a file read from disk) the Return-Path header stands in for it.
+    """
+    if envelope_sender is None and "return-path" in headers:
+        envelope_sender = _parseaddr(headers["return-path"])[1] or headers["return-path"]
+    if envelope_sender is not None and not envelope_sender.strip().strip("<>").strip():
+        return "null return path"
+    if re.search(r"<\s*>", headers.get("from", "")):  # "MAILER-DAEMON <>": only bounces
+        return "null From address"
+    for source, value in (("envelope", envelope_sender), ("From", headers.get("from"))):
+        local = (_parseaddr(value)[1] if value else "").split("@")[0].lower()
+        if re.sub(r"[-_.]", "", local) in _DAEMONS:
+            return f"sender is {local.upper()} ({source})"
+        if local.startswith("owner-") or local.endswith("-request"):
+            return f"sender is a list manager ({source})"
+    return None
+
+
+def _content_reason(subject: str, parts: _Parts) -> str | None:
+    """Last resort: what bounces and reports say, for software that says nothing else."""
+    if _AUTO_SUBJECT.match(subject):
+        return f"automatic subject: {subject[:60]}"
+    if _SES_NOTIFICATION.search(parts.text[:10000]):
+        return "Amazon SES notification"
+    returned = {"message/rfc822", "text/rfc822-headers"} & {
+        a.content_type for a in parts.attachments
+    }
+    if returned and _FAILURE_TEXT.search(parts.text[:4000]):
+        return "returned message with a delivery failure notice"
+    return None
+
+
+def _first_word(value: str) -> str:
+    """The keyword of a header like "auto-generated (postmaster-notification)", lowercased."""
+    return re.split(r"[\s;,(]+", value.strip().lower(), maxsplit=1)[0]
+
+
+def _title(header_name: str) -> str:
+    return "-".join(word.capitalize() for word in header_name.split("-"))

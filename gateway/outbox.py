@@ -1,0 +1,148 @@
+"""The outbox worker: delivers pages, tickets and mail at least once, records each exactly once.
+
+An entry is marked done in the same transaction that records its effect (the page, the
+ticket, the timeline line), so a crash before that commit means one more attempt — made
+harmless by the idempotency each egress uses (PagerDuty dedup_key, a fixed Message-ID,
+the built-in ticket's unique incident). Failures back off exponentially to a cap with
+jitter, honour the peer's Retry-After, and after `max_attempts` go to the dead-letter state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from gateway.domain import OutboxEntry, OutboxKind
+from gateway.ports import PermanentError, TransientError
+from gateway.store import Store
+from gateway.worker import Clock, utcnow
+
+log = structlog.get_logger("gateway.outbox")
+Handler = Callable[[OutboxEntry], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try."""
+
+    max_attempts: int = 12
+    initial_s: float = 1.0
+    max_s: float = 300.0
+    attempt_timeout_s: float = 60.0
+
+    def delay(self, attempts: int, retry_after_s: float | None) -> float:
+        """Seconds before attempt number `attempts + 1`."""
+        if retry_after_s is not None:
+            return min(max(retry_after_s, self.initial_s), 3600.0)
+        base = min(self.max_s, self.initial_s * 2.0 ** max(attempts - 1, 0))
+        return base * random.uniform(0.8, 1.2)
+
+
+class OutboxWorker:
+    """Delivers due entries through the handler registered for their kind."""
+
+    def __init__(
+        self,
+        store: Store,
+        handlers: Mapping[OutboxKind, Handler],
+        policy: RetryPolicy,
+        concurrency: int = 8,
+        clock: Clock = utcnow,
+    ) -> None:
+        self._store = store
+        self._handlers = handlers
+        self._policy = policy
+        self._concurrency = concurrency
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Something new is in the outbox."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled, sleeping until the next entry is due or a wake-up."""
+        while True:
+            self._wake.clear()
+            try:
+                delivered = await self.deliver_due()
+                if delivered:
+                    continue
+                next_due = await self._store.next_outbox_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox.loop_failed")
+                next_due = self._clock() + timedelta(seconds=self._policy.initial_s)
+            wait_s = 3600.0 if next_due is None else (next_due - self._clock()).total_seconds()
+            if wait_s > 0:
+                try:
+                    async with asyncio.timeout(min(wait_s, 3600.0) + 0.01):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def deliver_due(self) -> int:
+        """One round: every entry due now, `concurrency` at a time; returns how many."""
+        entries = await self._store.due_outbox(self._clock(), self._concurrency)
+        if entries:
+            async with asyncio.TaskGroup() as group:
+                for entry in entries:
+                    group.create_task(self._deliver(entry))
+        return len(entries)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Deliver what is due until nothing is, or the time is up; True if drained."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while await self.deliver_due():
+                    pass
+        except TimeoutError:
+            return False
+        return True
+
+    async def _deliver(self, entry: OutboxEntry) -> None:
+        bound = log.bind(outbox_id=entry.id, kind=entry.kind, incident_id=entry.incident_id,
+                         attempt=entry.attempts + 1)
+        handler = self._handlers.get(entry.kind)
+        try:
+            if handler is None:
+                raise PermanentError(f"no handler for {entry.kind}")
+            async with asyncio.timeout(self._policy.attempt_timeout_s):
+                result = await handler(entry)
+        except asyncio.CancelledError:
+            raise
+        except PermanentError as exc:
+            await self._fail(entry, exc.reason, None, bound, permanent=True)
+            return
+        except TransientError as exc:
+            await self._fail(entry, exc.reason, exc.retry_after_s, bound, permanent=False)
+            return
+        except TimeoutError:
+            await self._fail(entry, "timed out", None, bound, permanent=False)
+            return
+        except Exception as exc:  # an adapter bug: keep the entry, retry later, shout
+            bound.exception("outbox.handler_crashed")
+            await self._fail(entry, f"internal error: {type(exc).__name__}", None, bound,
+                             permanent=False)
+            return
+        await self._store.complete_outbox(entry, result, self._clock())
+        bound.info("outbox.delivered")
+
+    async def _fail(self, entry: OutboxEntry, reason: str, retry_after_s: float | None,
+                    bound: Any, *, permanent: bool) -> None:
+        attempts = entry.attempts + 1
+        dead = permanent or attempts >= self._policy.max_attempts
+        delay = self._policy.delay(attempts, retry_after_s)
+        next_at = self._clock() + timedelta(seconds=delay)
+        await self._store.retry_outbox(entry.id, next_at, reason, dead=dead)
+        if dead:
+            bound.error("outbox.dead_lettered", reason=reason)
+        else:
+            bound.warning("outbox.retry_scheduled", reason=reason, delay_s=round(delay, 2))

@@ -1,0 +1,131 @@
+"""The SQLite schema, changed only through ordered migrations (PRAGMA user_version)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: inbox, incidents, reporters, thread keys, timeline, outbox, pages, tickets
+    """
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY,
+        received_at TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        mailbox TEXT NOT NULL,
+        mail_from TEXT NOT NULL,
+        rcpt_to TEXT NOT NULL,
+        dedup_key TEXT UNIQUE,
+        raw BLOB NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        outcome TEXT,
+        processed_at TEXT
+    );
+    CREATE INDEX inbox_pending ON inbox(id) WHERE state = 'pending';
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        priority TEXT NOT NULL,
+        status TEXT NOT NULL,
+        mailbox TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        rule TEXT,
+        reasons TEXT NOT NULL,
+        period TEXT,
+        respond_by TEXT,
+        next_update_by TEXT,
+        flags TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX incidents_status ON incidents(status);
+    CREATE TABLE reporters (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        channel TEXT NOT NULL,
+        address TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (incident_id, channel, address)
+    );
+    CREATE TABLE thread_keys (
+        key TEXT PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        reporter_id INTEGER REFERENCES reporters(id),
+        direction TEXT NOT NULL
+    );
+    CREATE TABLE timeline (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        text TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX timeline_incident ON timeline(incident_id, id);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        incident_id INTEGER REFERENCES incidents(id),
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        result TEXT,
+        done_at TEXT
+    );
+    CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE state = 'pending';
+    CREATE TABLE pages (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents(id),
+        outbox_id INTEGER UNIQUE REFERENCES outbox(id),
+        provider TEXT NOT NULL,
+        action TEXT NOT NULL,
+        dedup_key TEXT NOT NULL,
+        at TEXT NOT NULL,
+        response TEXT NOT NULL
+    );
+    CREATE TABLE tickets (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL UNIQUE REFERENCES incidents(id),
+        backend TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        link TEXT,
+        title TEXT NOT NULL,
+        status TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
+)
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer version of the daemon."""
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to date, one migration per transaction; returns the version."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > len(MIGRATIONS):
+        raise SchemaTooNew(
+            f"database schema version {version} is newer than this program ({len(MIGRATIONS)})"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # executescript commits first; the BEGIN makes each migration all-or-nothing.
+        conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return len(MIGRATIONS)
+
+
+def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the database with the durability settings the daemon relies on."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit is on disk before we answer 250; NORMAL could lose it on power loss.
+        conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn

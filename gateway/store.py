@@ -1,0 +1,153 @@
+"""The durable store as the event loop sees it: one SQLite connection driven by one thread.
+
+All writes are serialised on that thread, so the pipeline's read-decide-write steps never
+race. Messages accepted by intake are committed in groups: while one commit is on its way
+to disk, newly arrived messages queue up and share the next commit (and its fsync). A
+caller is answered only after its own message is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway import db, schema
+from gateway.db import Accepted, NewMessage, ThreadKeys
+from gateway.domain import InboxRow, Incident, OutboxEntry, Plan, Status
+
+T = TypeVar("T")
+
+
+class StoreClosed(RuntimeError):
+    """The store is shutting down and takes no more work."""
+
+
+class Store:
+    """Async facade over gateway.db, with group commit for intake."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[NewMessage, asyncio.Future[Accepted]]] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def open(self) -> None:
+        """Create the folder and the database if needed, and migrate the schema."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self._conn = await self._run(self._connect)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = schema.connect(str(self.path))
+        schema.migrate(conn)
+        return conn
+
+    async def close(self) -> None:
+        """Fail queued accepts, wait for the thread, close the connection."""
+        if self._flush_task is not None:
+            await self._flush_task
+        self._closed = True
+        for _, fut in self._pending:
+            if not fut.done():
+                fut.set_exception(StoreClosed("store closed"))
+        self._pending.clear()
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._run(conn.close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._conn is None or self._closed:
+            raise StoreClosed("store closed")
+        return await self._run(fn, self._conn, *args)
+
+    # -- intake -----------------------------------------------------------------------------
+    async def accept(self, message: NewMessage) -> Accepted:
+        """Durably store one message; returns once it is committed (group commit)."""
+        if self._closed:
+            raise StoreClosed("store closed")
+        fut: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._pending.append((message, fut))
+        if self._flush_task is None or self._flush_task.done():
+            # Owned by the store and awaited by close(); it ends when the queue is empty.
+            # A task (not the caller) drains the queue, so a client that hangs up mid-commit
+            # cannot strand the messages of the others.
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        # Commit everything queued, then whatever queued up meanwhile, until empty.
+        while self._pending and not self._closed:
+            batch, self._pending = self._pending, []
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[NewMessage, asyncio.Future[Accepted]]]) -> None:
+        try:
+            results = await self._call(db.accept_many, [m for m, _ in batch])
+        except Exception as exc:  # every waiter gets the failure; intake answers 451
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, fut), result in zip(batch, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)
+
+    # -- pipeline ---------------------------------------------------------------------------
+    async def pending_inbox(self, limit: int = 64) -> list[InboxRow]:
+        """Accepted messages waiting to be processed, oldest first."""
+        return await self._call(db.pending_inbox, limit)
+
+    async def process(
+        self,
+        inbox_id: int,
+        keys: ThreadKeys | None,
+        make_plan: Callable[[Incident | None, int], Plan],
+        now: datetime,
+    ) -> Plan:
+        """Thread lookup, plan and apply in one transaction (see gateway.db.process)."""
+        return await self._call(db.process, inbox_id, keys, make_plan, now)
+
+    # -- outbox -----------------------------------------------------------------------------
+    async def due_outbox(self, now: datetime, limit: int) -> list[OutboxEntry]:
+        """Entries due for an attempt."""
+        return await self._call(db.due_outbox, now, limit)
+
+    async def next_outbox_due(self) -> datetime | None:
+        """When the next pending entry is due."""
+        return await self._call(db.next_outbox_due)
+
+    async def complete_outbox(
+        self, entry: OutboxEntry, result: dict[str, Any], now: datetime
+    ) -> None:
+        """Record a delivery and its effect atomically."""
+        await self._call(db.complete_outbox, entry, result, now)
+
+    async def retry_outbox(
+        self, entry_id: int, next_at: datetime, error: str, *, dead: bool
+    ) -> None:
+        """Record a failed attempt."""
+        await self._call(lambda c: db.retry_outbox(c, entry_id, next_at, error, dead=dead))
+
+    # -- reads ------------------------------------------------------------------------------
+    async def incident(self, incident_id: int) -> Incident | None:
+        """One incident with reporters and timeline."""
+        return await self._call(db.load_incident, incident_id)
+
+    async def incidents(self, status: Status | None = None) -> list[Incident]:
+        """All incidents (newest first)."""
+        return await self._call(db.list_incidents, status)
+
+    async def outbox_rows(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Outbox entries for operators."""
+        return await self._call(db.outbox_rows, state)

@@ -1,0 +1,374 @@
+"""The rulebook: its validated models, and loading it from TOML text.
+
+This module owns the shape of the rulebook (`Rulebook` and the models under it), every
+check made at load time (regexes compile, ids are unique, every priority has its targets,
+the time zone exists, times parse, examples are well-formed), and the errors a bad rulebook
+produces: a `RulebookError` listing every problem at once, each prefixed with its TOML path.
+The format is documented in `rules/default.toml` and `docs/rulebook.md`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    PositiveInt,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+
+from rules.hours import SupportClock
+from rules.hours_config import Frozen, Hours
+from rules.matching import Matcher, compile_pattern, compile_word
+from rules.types import Mailbox, Priority
+
+
+class RulebookError(ValueError):
+    """A rulebook that cannot be used. `errors` lists every problem, each as "path: message"."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid rulebook:\n" + "\n".join(f"  {e}" for e in errors))
+        self.errors = errors
+
+
+class PagePolicy(StrEnum):
+    """When a priority pages the on-call engineer."""
+
+    ALWAYS = "always"
+    IN_HOURS = "in_hours"
+    NEVER = "never"
+
+
+class ClockKind(StrEnum):
+    """How a priority's targets are counted: wall-clock time, or in-hours time only."""
+
+    WALL = "wall"
+    BUSINESS = "business"
+
+
+class OohClass(StrEnum):
+    """The four things supported out of hours (from the support manual)."""
+
+    APPS_NOT_SERVED = "apps_not_served"
+    SECURITY_BREACH = "security_breach"
+    API_DOWN_EMERGENCY_FIX = "api_down_emergency_fix"
+    LIVE_APP_P1 = "live_app_p1"
+
+    @property
+    def description(self) -> str:
+        """The class in the manual's words."""
+        return _OOH_DESCRIPTIONS[self]
+
+
+_OOH_DESCRIPTIONS = {
+    OohClass.APPS_NOT_SERVED: "apps no longer being served due to a platform issue",
+    OohClass.SECURITY_BREACH: "a serious security breach on the platform",
+    OohClass.API_DOWN_EMERGENCY_FIX: "an emergency fix blocked because the platform API is down",
+    OohClass.LIVE_APP_P1: "a live production app with a P1 issue that needs the platform team",
+}
+
+
+def _valid_regex(pattern: str) -> str:
+    try:
+        compile_pattern(pattern)
+    except ValueError as exc:
+        raise PydanticCustomError("regex", "{problem}", {"problem": str(exc)}) from None
+    return pattern
+
+
+def _valid_word(word: str) -> str:
+    try:
+        compile_word(word)
+    except ValueError as exc:
+        raise PydanticCustomError("word", "{problem}", {"problem": str(exc)}) from None
+    return word
+
+
+Regex = Annotated[str, AfterValidator(_valid_regex)]
+Word = Annotated[str, AfterValidator(_valid_word)]
+Text = Annotated[str, Field(min_length=1)]
+
+
+class Target(Frozen):
+    """A response or update target: minutes (optionally other minutes out of hours), or days."""
+
+    minutes: PositiveInt | None = None
+    out_of_hours_minutes: PositiveInt | None = None
+    business_days: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> Self:
+        if (self.minutes is None) == (self.business_days is None):
+            raise PydanticCustomError("target_unit", "give exactly one of minutes or business_days")
+        if self.business_days is not None and self.out_of_hours_minutes is not None:
+            raise PydanticCustomError("target_unit", "out_of_hours_minutes only goes with minutes")
+        return self
+
+
+class PriorityPolicy(Frozen):
+    """What a priority means and promises: its name, paging, and response/update targets."""
+
+    name: Text
+    meaning: Text
+    page: PagePolicy
+    clock: ClockKind
+    respond: Target
+    update: Target
+
+    @model_validator(mode="after")
+    def _consistent_clock(self) -> Self:
+        targets = (self.respond, self.update)
+        if self.clock is ClockKind.WALL and any(t.business_days for t in targets):
+            raise PydanticCustomError("clock", 'business_days targets need clock = "business"')
+        if self.clock is ClockKind.BUSINESS and any(t.out_of_hours_minutes for t in targets):
+            raise PydanticCustomError(
+                "clock",
+                'out_of_hours_minutes needs clock = "wall" (business time is in hours only)',
+            )
+        return self
+
+
+class Priorities(Frozen):
+    """One `[priority.Pn]` table per priority; all four are required."""
+
+    P1: PriorityPolicy
+    P2: PriorityPolicy
+    P3: PriorityPolicy
+    P4: PriorityPolicy
+
+    def get(self, priority: Priority) -> PriorityPolicy:
+        """The policy for `priority`."""
+        policy: PriorityPolicy = getattr(self, priority.value)
+        return policy
+
+
+class MailboxPolicy(Frozen):
+    """What an unmatched report to a mailbox becomes."""
+
+    priority: Priority
+    reason: Text
+
+
+class Mailboxes(Frozen):
+    """One `[mailbox.<name>]` table per way in."""
+
+    emergency: MailboxPolicy
+    support: MailboxPolicy
+
+    def get(self, mailbox: Mailbox) -> MailboxPolicy:
+        """The policy for `mailbox`."""
+        policy: MailboxPolicy = getattr(self, mailbox.value)
+        return policy
+
+
+class Example(Frozen):
+    """A realistic message a rule is meant to classify, and the priority it should get."""
+
+    subject: str = ""
+    body: str = ""
+    mailbox: Mailbox = Mailbox.EMERGENCY
+    sender: str = ""
+    headers: Mapping[str, str] = Field(default_factory=dict)
+    expect: Priority
+
+    @model_validator(mode="after")
+    def _has_text(self) -> Self:
+        if not (self.subject.strip() or self.body.strip()):
+            raise PydanticCustomError("example_text", "an example needs a subject or a body")
+        return self
+
+
+class Rule(Frozen):
+    """One `[[rule]]`: conditions on a report, the priority it gives, and why."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
+    priority: Priority
+    reason: Text
+    ooh_class: OohClass | None = None
+    mailboxes: tuple[Mailbox, ...] = ()
+    senders: tuple[Text, ...] = ()
+    sender_domains: tuple[Text, ...] = ()
+    words: tuple[Word, ...] = ()
+    patterns: tuple[Regex, ...] = ()
+    also_words: tuple[Word, ...] = ()
+    headers: Mapping[Text, Regex] = Field(default_factory=dict)
+    unless_words: tuple[Word, ...] = ()
+    unless_patterns: tuple[Regex, ...] = ()
+    examples: tuple[Example, ...]
+
+    _matcher: Matcher = PrivateAttr()
+
+    @field_validator("examples")
+    @classmethod
+    def _enough_examples(cls, examples: tuple[Example, ...]) -> tuple[Example, ...]:
+        if len(examples) < 2:
+            message = "a rule needs at least 2 examples, got {count}"
+            raise PydanticCustomError("examples", message, {"count": len(examples)})
+        return examples
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> Self:
+        conditions = (self.words, self.patterns, self.senders, self.sender_domains, self.headers)
+        if not any(conditions):
+            raise PydanticCustomError(
+                "no_condition", "a rule needs words, patterns, senders, sender_domains or headers"
+            )
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Compile the conditions once (they were validated field by field already)."""
+        self._matcher = Matcher.build(
+            mailboxes=self.mailboxes,
+            senders=self.senders,
+            sender_domains=self.sender_domains,
+            words=self.words,
+            patterns=self.patterns,
+            also_words=self.also_words,
+            headers=self.headers,
+            unless_words=self.unless_words,
+            unless_patterns=self.unless_patterns,
+        )
+
+    @property
+    def matcher(self) -> Matcher:
+        """The compiled conditions."""
+        return self._matcher
+
+
+class Rulebook(Frozen):
+    """The whole triage policy: hours, priorities, mailbox defaults and rules (in file order)."""
+
+    hours: Hours = Field(default_factory=Hours)
+    priorities: Priorities = Field(alias="priority")
+    mailboxes: Mailboxes = Field(alias="mailbox")
+    rules: tuple[Rule, ...] = Field(default=(), alias="rule")
+
+    _clock: SupportClock = PrivateAttr()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _cross_checks(cls, data: Any, handler: Any) -> Rulebook:
+        """Add the checks that span rules to the per-field errors, so all come out at once."""
+        problems = _duplicate_ids(data)
+        try:
+            book: Rulebook = handler(data)
+        except ValidationError as exc:
+            raise _with(exc.errors(), problems) from None
+        problems += _ooh_mismatches(book)
+        if problems:
+            raise _with([], problems)
+        return book
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Build the support clock once."""
+        self._clock = SupportClock(self.hours)
+
+    @property
+    def clock(self) -> SupportClock:
+        """The support clock for this rulebook's hours."""
+        return self._clock
+
+
+def _with(errors: list[ErrorDetails], extra: list[InitErrorDetails]) -> ValidationError:
+    """One ValidationError carrying pydantic's own errors (messages kept) and ours."""
+    details = [
+        InitErrorDetails(
+            type=PydanticCustomError(e["type"], e["msg"]),
+            loc=e["loc"],
+            input=e["input"],
+        )
+        for e in errors
+    ]
+    return ValidationError.from_exception_data("Rulebook", [*details, *extra])
+
+
+def _duplicate_ids(data: Any) -> list[InitErrorDetails]:
+    """Rules that reuse an earlier rule's id (checked on the raw data, before validation)."""
+    raw = data.get("rule", data.get("rules", ())) if isinstance(data, Mapping) else ()
+    first: dict[str, int] = {}
+    problems: list[InitErrorDetails] = []
+    for index, rule in enumerate(raw if isinstance(raw, list | tuple) else ()):
+        rule_id = rule.get("id") if isinstance(rule, Mapping) else getattr(rule, "id", None)
+        if not isinstance(rule_id, str):
+            continue
+        if rule_id in first:
+            message = "duplicate id {id}, first used by rule[{first}]"
+            context = {"id": repr(rule_id), "first": first[rule_id]}
+            problems.append(
+                InitErrorDetails(
+                    type=PydanticCustomError("duplicate_id", message, context),
+                    loc=("rule", index, "id"),
+                    input=rule_id,
+                )
+            )
+        first.setdefault(rule_id, index)
+    return problems
+
+
+def _ooh_mismatches(book: Rulebook) -> list[InitErrorDetails]:
+    """Rules that claim an out-of-hours class for a priority that does not page out of hours."""
+    problems: list[InitErrorDetails] = []
+    for index, rule in enumerate(book.rules):
+        policy = book.priorities.get(rule.priority)
+        if rule.ooh_class is not None and policy.page is not PagePolicy.ALWAYS:
+            message = "{priority} does not page out of hours (page = {page}): remove ooh_class"
+            context = {"priority": rule.priority.value, "page": repr(policy.page.value)}
+            problems.append(
+                InitErrorDetails(
+                    type=PydanticCustomError("ooh_class", message, context),
+                    loc=("rule", index, "ooh_class"),
+                    input=rule.ooh_class.value,
+                )
+            )
+    return problems
+
+
+def load_rulebook(text: str) -> Rulebook:
+    """Parse and validate rulebook TOML; raises RulebookError listing every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RulebookError([f"TOML syntax: {exc}"]) from None
+    try:
+        return Rulebook.model_validate(data)
+    except ValidationError as exc:
+        raise RulebookError([_describe(e) for e in exc.errors()]) from None
+
+
+def default_rulebook_text() -> str:
+    """The shipped rulebook (`rules/default.toml`), as TOML text."""
+    return resources.files("rules").joinpath("default.toml").read_text(encoding="utf-8")
+
+
+@cache
+def default_rulebook() -> Rulebook:
+    """The shipped rulebook, loaded (once; a Rulebook is immutable)."""
+    return load_rulebook(default_rulebook_text())
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _describe(error: ErrorDetails) -> str:
+    """`rule[3].priority: Input should be ...` from one pydantic error."""
+    path = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _BARE_KEY.fullmatch(part):
+            path += f".{part}" if path else part
+        else:
+            quoted = '"' + part.replace('"', '\\"') + '"'
+            path += f".{quoted}" if path else quoted
+    return f"{path}: {error['msg']}" if path else error["msg"]
