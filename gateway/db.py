@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.domain import (
+    INCIDENT_CHANGES,
     Channel,
     InboxRow,
     Incident,
@@ -23,6 +24,7 @@ from gateway.domain import (
     OutboxKind,
     OutboxState,
     Plan,
+    PlanContext,
     Reporter,
     Status,
     TimelineEvent,
@@ -31,6 +33,8 @@ from gateway.domain import (
 )
 from rules.types import Mailbox, Period, Priority
 
+_COLUMNS = ("id, title, priority, status, mailbox, created_at, rule, reasons, period, respond_by,"
+            " next_update_by, flags, lead, comms, chat_root, merged_into")
 _SUBJECT_TAG = re.compile(r"\[INC-(\d{1,12})\]", re.IGNORECASE)
 
 
@@ -69,8 +73,9 @@ class ThreadKeys:
     """What a message offers to find the incident it belongs to."""
 
     message_ids: tuple[str, ...]
-    subject: str
-    sender: str
+    subject: str = ""
+    sender: str = ""
+    incident_id: int | None = None  # named explicitly by someone allowed to (an engineer)
 
 
 @contextmanager
@@ -114,8 +119,8 @@ def pending_inbox(conn: sqlite3.Connection, limit: int) -> list[InboxRow]:
         (limit,),
     ).fetchall()
     return [
-        InboxRow(r[0], Channel(r[1]), Mailbox(r[2]), r[3], tuple(json.loads(r[4])),
-                 datetime.fromisoformat(r[5]), bytes(r[6]))
+        InboxRow(r[0], Channel(r[1]), Mailbox(r[2]) if r[2] else None, r[3],
+                 tuple(json.loads(r[4])), datetime.fromisoformat(r[5]), bytes(r[6]))
         for r in rows
     ]
 
@@ -124,6 +129,8 @@ def find_thread(conn: sqlite3.Connection, keys: ThreadKeys) -> Incident | None:
     """The incident a message belongs to: by a Message-ID we know, or by [INC-n] in the
     subject when the sender is already one of that incident's reporters (a stranger who
     guesses a reference does not get in)."""
+    if keys.incident_id is not None:
+        return load_incident(conn, keys.incident_id, with_timeline=False)
     for key in keys.message_ids:
         row = conn.execute("SELECT incident_id FROM thread_keys WHERE key = ?", (key,)).fetchone()
         if row:
@@ -145,7 +152,7 @@ def process(
     conn: sqlite3.Connection,
     inbox_id: int,
     keys: ThreadKeys | None,
-    make_plan: Callable[[Incident | None, int], Plan],
+    make_plan: Callable[[PlanContext], Plan],
     now: datetime,
 ) -> Plan:
     """Find the thread, ask the pure pipeline for a plan, apply it and mark the message
@@ -154,8 +161,13 @@ def process(
         (state,) = conn.execute("SELECT state FROM inbox WHERE id = ?", (inbox_id,)).fetchone()
         if state != "pending":
             return Plan(outcome="already processed")
-        thread = find_thread(conn, keys) if keys else None
-        plan = make_plan(thread, next_incident_id(conn))
+        context = PlanContext(
+            thread=find_thread(conn, keys) if keys else None,
+            next_id=next_incident_id(conn),
+            find=lambda iid: load_incident(conn, iid, with_timeline=False),
+            open_incidents=lambda: list_incidents(conn, open_only=True),
+        )
+        plan = make_plan(context)
         apply_plan(conn, plan, now)
         conn.execute(
             "UPDATE inbox SET state = 'done', outcome = ?, processed_at = ? WHERE id = ?",
@@ -182,9 +194,13 @@ def apply_plan(conn: sqlite3.Connection, plan: Plan, now: datetime) -> int | Non
         return None
     if plan.reopen:
         conn.execute(
-            "UPDATE incidents SET status = 'open', updated_at = ? WHERE id = ?",
+            "UPDATE incidents SET status = 'open', resolved_at = NULL, updated_at = ? WHERE id = ?",
             (ts(now), incident_id),
         )
+    _update_incident(conn, incident_id, plan.changes, now)
+    if plan.merge_source is not None:
+        conn.execute("UPDATE incidents SET merged_into = ?, updated_at = ? WHERE id = ?",
+                     (incident_id, ts(now), plan.merge_source))
     reporter_id = _add_reporter(conn, incident_id, plan.reporter, now)
     for key in plan.message_ids:
         conn.execute(
@@ -204,15 +220,30 @@ def apply_plan(conn: sqlite3.Connection, plan: Plan, now: datetime) -> int | Non
     return incident_id
 
 
+def _update_incident(
+    conn: sqlite3.Connection, incident_id: int, changes: Mapping[str, Any], now: datetime
+) -> None:
+    unknown = set(changes) - INCIDENT_CHANGES
+    if unknown:
+        raise ValueError(f"not an incident field that can change: {sorted(unknown)}")
+    if not changes:
+        return
+    values = [ts(v) if isinstance(v, datetime) else v for v in changes.values()]
+    assignments = ", ".join(f"{name} = ?" for name in changes)  # names checked above
+    conn.execute(f"UPDATE incidents SET {assignments}, updated_at = ? WHERE id = ?",  # noqa: S608
+                 (*values, ts(now), incident_id))
+
+
 def _add_reporter(
     conn: sqlite3.Connection, incident_id: int, reporter: Reporter | None, now: datetime
 ) -> int | None:
     if reporter is None:
         return None
     conn.execute(
-        "INSERT OR IGNORE INTO reporters (incident_id, channel, address, created_at)"
-        " VALUES (?, ?, ?, ?)",
-        (incident_id, reporter.channel, reporter.address, ts(now)),
+        "INSERT OR IGNORE INTO reporters (incident_id, channel, address, created_at, room_id,"
+        " thread_root) VALUES (?, ?, ?, ?, ?, ?)",
+        (incident_id, reporter.channel, reporter.address, ts(now), reporter.room_id,
+         reporter.thread_root),
     )
     (rid,) = conn.execute(
         "SELECT id FROM reporters WHERE incident_id = ? AND channel = ? AND address = ?",
@@ -234,9 +265,7 @@ def load_incident(
 ) -> Incident | None:
     """One incident with its reporters (and timeline), or None."""
     row = conn.execute(
-        "SELECT id, title, priority, status, mailbox, created_at, rule, reasons, period,"
-        " respond_by, next_update_by, flags FROM incidents WHERE id = ?",
-        (incident_id,),
+        f"SELECT {_COLUMNS} FROM incidents WHERE id = ?", (incident_id,),
     ).fetchone()
     if row is None:
         return None
@@ -246,14 +275,17 @@ def load_incident(
 def _incident(conn: sqlite3.Connection, row: Sequence[Any], with_timeline: bool) -> Incident:
     iid = int(row[0])
     reporters = []
-    for rid, channel, address in conn.execute(
-        "SELECT id, channel, address FROM reporters WHERE incident_id = ? ORDER BY id", (iid,)
+    # Reporters of incidents merged into this one follow it too.
+    for rid, channel, address, room_id, thread_root in conn.execute(
+        "SELECT id, channel, address, room_id, thread_root FROM reporters WHERE incident_id = ?"
+        " OR incident_id IN (SELECT id FROM incidents WHERE merged_into = ?) ORDER BY id",
+        (iid, iid),
     ):
         keys = tuple(k for (k,) in conn.execute(
             "SELECT key FROM thread_keys WHERE reporter_id = ? AND direction = 'in' ORDER BY rowid",
             (rid,),
         ))
-        reporters.append(Reporter(Channel(channel), address, keys))
+        reporters.append(Reporter(Channel(channel), address, keys, room_id, thread_root))
     timeline: list[TimelineEvent] = []
     if with_timeline:
         timeline = [
@@ -273,17 +305,16 @@ def _incident(conn: sqlite3.Connection, row: Sequence[Any], with_timeline: bool)
         reasons=tuple(json.loads(row[7])), period=Period(row[8]) if row[8] else None,
         respond_by=_dt(row[9]), next_update_by=_dt(row[10]), reporters=tuple(reporters),
         timeline=tuple(timeline), pages_sent=int(pages), flags=tuple(json.loads(row[11])),
+        lead=row[12], comms=row[13], chat_root=row[14], merged_into=row[15],
     )
 
 
-def list_incidents(conn: sqlite3.Connection, status: Status | None = None) -> list[Incident]:
-    """Every incident, newest first, without timelines."""
-    sql = ("SELECT id, title, priority, status, mailbox, created_at, rule, reasons, period,"
-           " respond_by, next_update_by, flags FROM incidents")
-    args: tuple[Any, ...] = ()
-    if status is not None:
-        sql, args = sql + " WHERE status = ?", (status,)
-    rows = conn.execute(sql + " ORDER BY id DESC", args).fetchall()
+def list_incidents(conn: sqlite3.Connection, *, open_only: bool = False) -> list[Incident]:
+    """Every incident (or the unresolved ones not merged away), newest first, no timelines."""
+    sql = f"SELECT {_COLUMNS} FROM incidents"
+    if open_only:
+        sql += " WHERE status != 'resolved' AND merged_into IS NULL"
+    rows = conn.execute(sql + " ORDER BY id DESC").fetchall()
     return [_incident(conn, row, with_timeline=False) for row in rows]
 
 
@@ -342,9 +373,46 @@ def _record_effect(
         )
         text = f"Ticket {result.get('external_id')} opened ({result.get('backend', 'builtin')})"
         add_timeline(conn, iid, TimelineEvent(now, "ticketed", "gateway", text))
+    elif entry.kind in (OutboxKind.PAGE_ACKNOWLEDGE, OutboxKind.PAGE_RESOLVE):
+        action = "acknowledge" if entry.kind is OutboxKind.PAGE_ACKNOWLEDGE else "resolve"
+        conn.execute(
+            "INSERT OR IGNORE INTO pages (incident_id, outbox_id, provider, action, dedup_key, at,"
+            " response) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (iid, entry.id, result.get("provider", "?"), action, p["dedup_key"], ts(now),
+             dumps(result)),
+        )
     elif entry.kind is OutboxKind.MAIL_SEND:
         text = f"{str(p.get('purpose', 'reply')).capitalize()} emailed to {p['rcpt_to']}"
         add_timeline(conn, iid, TimelineEvent(now, "replied", "gateway", text))
+    elif entry.kind is OutboxKind.CHAT_ANNOUNCE:
+        event_id = str(result["event_id"])
+        conn.execute("UPDATE incidents SET chat_root = ? WHERE id = ?", (event_id, iid))
+        conn.execute("INSERT OR IGNORE INTO thread_keys (key, incident_id, direction)"
+                     " VALUES (?, ?, 'out')", (chat_key(event_id), iid))
+        add_timeline(conn, iid, TimelineEvent(now, "announced", "gateway",
+                                              "Announced in the incidents room"))
+    elif entry.kind is OutboxKind.CHAT_SEND and p.get("purpose") in ("update", "resolution",
+                                                                     "title"):
+        text = f"{str(p['purpose']).capitalize()} posted to {p.get('to', 'the room')} in chat"
+        add_timeline(conn, iid, TimelineEvent(now, "replied", "gateway", text))
+
+
+def chat_key(event_id: str) -> str:
+    """The thread key of a chat event (kept apart from email Message-IDs)."""
+    return f"mx:{event_id}"
+
+
+def kv_get(conn: sqlite3.Connection, key: str) -> str | None:
+    """A small persisted value (sync tokens, device ids)."""
+    row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def kv_set(conn: sqlite3.Connection, key: str, value: str) -> None:
+    """Persist a small value, durably."""
+    with transaction(conn):
+        conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+                     " SET value = excluded.value", (key, value))
 
 
 def retry_outbox(

@@ -4,7 +4,7 @@ and the Plan the pipeline returns for the store to apply in one transaction."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -32,8 +32,12 @@ class OutboxKind(StrEnum):
     """What an outbox entry asks an egress adapter to do."""
 
     PAGE_TRIGGER = "page.trigger"
+    PAGE_ACKNOWLEDGE = "page.acknowledge"
+    PAGE_RESOLVE = "page.resolve"
     TICKET_CREATE = "ticket.create"
     MAIL_SEND = "mail.send"
+    CHAT_ANNOUNCE = "chat.announce"
+    CHAT_SEND = "chat.send"
 
 
 class OutboxState(StrEnum):
@@ -55,7 +59,7 @@ class InboxRow:
 
     id: int
     channel: Channel
-    mailbox: Mailbox
+    mailbox: Mailbox | None
     mail_from: str
     rcpt_to: tuple[str, ...]
     received_at: datetime
@@ -69,6 +73,8 @@ class Reporter:
     channel: Channel
     address: str
     message_ids: tuple[str, ...] = ()
+    room_id: str | None = None
+    thread_root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,10 @@ class Incident:
     timeline: tuple[TimelineEvent, ...] = ()
     pages_sent: int = 0
     flags: tuple[str, ...] = ()
+    lead: str | None = None
+    comms: str | None = None
+    chat_root: str | None = None
+    merged_into: int | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +154,8 @@ class Plan:
 
     Exactly one of `new_incident` / `incident_id` is set when the message concerns an
     incident; neither when it is ignored. `message_ids` are thread keys (ours and theirs)
-    that later replies may reference.
+    that later replies may reference. `changes` updates the incident's columns (only those
+    in INCIDENT_CHANGES); `merge_source` makes another incident's reporters follow this one.
     """
 
     outcome: str
@@ -155,6 +166,22 @@ class Plan:
     timeline: tuple[TimelineEvent, ...] = ()
     outbox: tuple[OutboxSpec, ...] = ()
     message_ids: tuple[str, ...] = ()
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    merge_source: int | None = None
+
+
+INCIDENT_CHANGES = frozenset({"title", "priority", "status", "lead", "comms", "acknowledged_at",
+                              "resolved_at", "next_update_by", "respond_by"})
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What the store offers the pure pipeline while it decides, inside the transaction."""
+
+    thread: Incident | None
+    next_id: int
+    find: Callable[[int], Incident | None]
+    open_incidents: Callable[[], list[Incident]]
 
 
 def dumps(value: Any) -> str:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 
 # Attribution lines that introduce a quote, in the languages reporters most often use.
-# Each is matched against one line, or two lines joined, because clients wrap long ones
-# ("On Mon, 1 Jan 2024 at 10:00, Bob Smith <\nbob@example.com> wrote:").
+# These are matched against one line, or two lines joined, because clients wrap long
+# ones ("On Mon, 1 Jan 2024 at 10:00, Bob Smith <\nbob@example.com> wrote:").
 _ATTRIBUTION = re.compile(
     r"""^(?:
         on\s.+\swrote\s?:                       # English (Gmail, Apple Mail, Thunderbird)
-      | .+\swrote\s?:                           # "Bob Smith <bob@example.com> wrote:"
       | le\s.+\sa\s[ée]crit\s?:                 # French
       | am\s.+\sschrieb.*:                      # German ("Am ... schrieb Bob <b@x>:")
       | el\s.+\sescribi[óo]\s?:                 # Spanish
@@ -27,6 +26,9 @@ _ATTRIBUTION = re.compile(
     )\s*$""",
     re.IGNORECASE | re.VERBOSE,
 )
+# "Bob Smith <bob@example.com> wrote:" has no leading keyword, so only ever one line:
+# joined to the line before, it would swallow any sentence.
+_NAMED_ATTRIBUTION = re.compile(r"^.+\swrote\s?:\s*$", re.IGNORECASE)
 _MAX_ATTRIBUTION_CHARS = 300
 _ATTRIBUTION_EVIDENCE = re.compile(r"@|\b(?:19|20)\d\d\b|\b\d{1,2}:\d\d\b")
 
@@ -75,8 +77,8 @@ def _hard_cut_index(lines: list[str]) -> int:
             return index
         if _BLOCK_FROM.match(stripped) and _is_header_block(lines[index + 1 : index + _BLOCK_SPAN]):
             return index
-        width = _attribution_width(lines, index)
-        if width and _history_is_unquoted(lines, index + width, stripped):
+        width, attribution = _attribution(lines, index)
+        if width and _history_is_unquoted(lines, index + width, attribution):
             return index
     return len(lines)
 
@@ -87,18 +89,18 @@ def _is_header_block(following: list[str]) -> bool:
     return any(_BLOCK_SENT.match(s) for s in stripped) and any(_BLOCK_TO.match(s) for s in stripped)
 
 
-def _attribution_width(lines: list[str], index: int) -> int:
-    """1 or 2 when an attribution line (possibly wrapped once) starts at `index`, else 0."""
+def _attribution(lines: list[str], index: int) -> tuple[int, str]:
+    """(1 or 2, its text) when an attribution (possibly wrapped once) starts at `index`."""
     first = lines[index].strip()
-    if not first or first.startswith(">"):
-        return 0
-    if len(first) <= _MAX_ATTRIBUTION_CHARS and _ATTRIBUTION.match(first):
-        return 1
+    if not first or first.startswith(">") or len(first) > _MAX_ATTRIBUTION_CHARS:
+        return 0, ""
+    if _ATTRIBUTION.match(first) or _NAMED_ATTRIBUTION.match(first):
+        return 1, first
     if index + 1 < len(lines):
         joined = f"{first} {lines[index + 1].strip()}"
         if len(joined) <= _MAX_ATTRIBUTION_CHARS and _ATTRIBUTION.match(joined):
-            return 2
-    return 0
+            return 2, joined
+    return 0, ""
 
 
 def _history_is_unquoted(lines: list[str], after: int, attribution: str) -> bool:
@@ -120,7 +122,7 @@ def _drop_quotes(lines: list[str]) -> list[str]:
         if lines[index].lstrip().startswith(">"):
             index += 1
             continue
-        width = _attribution_width(lines, index)
+        width, _ = _attribution(lines, index)
         if width and _introduces_quote(lines, index + width):
             index += width
             continue

@@ -86,6 +86,7 @@ def plan_email(
     now: datetime,
 ) -> Plan:
     """Decide what one parsed email changes."""
+    assert row.mailbox is not None, "email is always accepted into a mailbox"
     decision = triage(report_for(row.mailbox, row.mail_from, mail), now, book)
     if decision.ignored is not None:
         return Plan(outcome=f"ignored: {decision.ignored}")
@@ -122,7 +123,7 @@ def _new_incident(
     settings: Settings,
     now: datetime,
 ) -> Plan:
-    assert decision.priority is not None
+    assert decision.priority is not None and row.mailbox is not None
     ref = incident_ref(next_id)
     title = title_for(mail)
     sender = mail.from_addr or row.mail_from.lower()
@@ -223,7 +224,7 @@ def plan_unreadable(row: InboxRow, problem: str, now: datetime) -> Plan:
     return Plan(
         outcome=f"unreadable: {problem}",
         new_incident=NewIncident(
-            title=title, priority=Priority.P4, mailbox=row.mailbox, rule=None,
+            title=title, priority=Priority.P4, mailbox=row.mailbox or Mailbox.SUPPORT, rule=None,
             reasons=(f"the message could not be read ({problem}); a person must look at it",),
             period=None, respond_by=None, next_update_by=None, flags=("unparseable",),
         ),

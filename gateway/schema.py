@@ -5,13 +5,13 @@ from __future__ import annotations
 import sqlite3
 
 MIGRATIONS: tuple[str, ...] = (
-    # 1: inbox, incidents, reporters, thread keys, timeline, outbox, pages, tickets
+    # 1: inbox, incidents, reporters, thread keys, timeline, outbox, pages, tickets, kv
     """
     CREATE TABLE inbox (
         id INTEGER PRIMARY KEY,
         received_at TEXT NOT NULL,
         channel TEXT NOT NULL,
-        mailbox TEXT NOT NULL,
+        mailbox TEXT,
         mail_from TEXT NOT NULL,
         rcpt_to TEXT NOT NULL,
         dedup_key TEXT UNIQUE,
@@ -34,7 +34,13 @@ MIGRATIONS: tuple[str, ...] = (
         period TEXT,
         respond_by TEXT,
         next_update_by TEXT,
-        flags TEXT NOT NULL DEFAULT '[]'
+        flags TEXT NOT NULL DEFAULT '[]',
+        lead TEXT,
+        comms TEXT,
+        acknowledged_at TEXT,
+        resolved_at TEXT,
+        merged_into INTEGER REFERENCES incidents(id),
+        chat_root TEXT
     );
     CREATE INDEX incidents_status ON incidents(status);
     CREATE TABLE reporters (
@@ -43,6 +49,8 @@ MIGRATIONS: tuple[str, ...] = (
         channel TEXT NOT NULL,
         address TEXT NOT NULL,
         created_at TEXT NOT NULL,
+        room_id TEXT,
+        thread_root TEXT,
         UNIQUE (incident_id, channel, address)
     );
     CREATE TABLE thread_keys (
@@ -95,6 +103,10 @@ MIGRATIONS: tuple[str, ...] = (
         status TEXT NOT NULL,
         body TEXT NOT NULL,
         created_at TEXT NOT NULL
+    );
+    CREATE TABLE kv (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
     );
     """,
 )

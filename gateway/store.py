@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from gateway import db, schema
 from gateway.db import Accepted, NewMessage, ThreadKeys
-from gateway.domain import InboxRow, Incident, OutboxEntry, Plan, Status
+from gateway.domain import InboxRow, Incident, OutboxEntry, Plan, PlanContext
 
 T = TypeVar("T")
 
@@ -112,7 +112,7 @@ class Store:
         self,
         inbox_id: int,
         keys: ThreadKeys | None,
-        make_plan: Callable[[Incident | None, int], Plan],
+        make_plan: Callable[[PlanContext], Plan],
         now: datetime,
     ) -> Plan:
         """Thread lookup, plan and apply in one transaction (see gateway.db.process)."""
@@ -144,9 +144,17 @@ class Store:
         """One incident with reporters and timeline."""
         return await self._call(db.load_incident, incident_id)
 
-    async def incidents(self, status: Status | None = None) -> list[Incident]:
-        """All incidents (newest first)."""
-        return await self._call(db.list_incidents, status)
+    async def incidents(self, *, open_only: bool = False) -> list[Incident]:
+        """All incidents, or the open ones (newest first)."""
+        return await self._call(lambda c: db.list_incidents(c, open_only=open_only))
+
+    async def kv_get(self, key: str) -> str | None:
+        """A persisted small value."""
+        return await self._call(db.kv_get, key)
+
+    async def kv_set(self, key: str, value: str) -> None:
+        """Persist a small value durably."""
+        await self._call(db.kv_set, key, value)
 
     async def outbox_rows(self, state: str | None = None) -> list[dict[str, Any]]:
         """Outbox entries for operators."""

@@ -11,7 +11,7 @@ from functools import partial
 import structlog
 
 from gateway.db import ThreadKeys
-from gateway.domain import InboxRow, Incident, Plan
+from gateway.domain import InboxRow, Plan, PlanContext
 from gateway.mail import ParsedMail, UnparseableMessage, parse_mail
 from gateway.pipeline import Settings, plan_email, plan_unreadable
 from gateway.store import Store
@@ -102,11 +102,10 @@ class InboxWorker:
         bound.info("inbox.processed", outcome=plan.outcome)
         self._on_planned(plan)
 
-    def _plan(self, row: InboxRow, mail: ParsedMail, now: datetime,
-              thread: Incident | None, next_id: int) -> Plan:
-        return plan_email(row, mail, thread, next_id, self.rulebook, self._settings, now)
+    def _plan(self, row: InboxRow, mail: ParsedMail, now: datetime, ctx: PlanContext) -> Plan:
+        return plan_email(row, mail, ctx.thread, ctx.next_id, self.rulebook, self._settings, now)
 
 
-def _const(plan: Plan) -> Callable[[Incident | None, int], Plan]:
-    return lambda _thread, _next_id: plan
+def _const(plan: Plan) -> Callable[[PlanContext], Plan]:
+    return lambda _ctx: plan
 

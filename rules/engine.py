@@ -76,22 +76,7 @@ def triage(report: Report, now: datetime, book: Rulebook) -> TriageDecision:
     period = clock.period_at(now)
     period_line = f"{_PERIOD_WORDS[period]}: received {label(clock, now)} {clock.tz.key} time"
     if report.automatic is not None:
-        return TriageDecision(
-            priority=None,
-            page=False,
-            ticket=False,
-            reply=False,
-            rule=None,
-            reasons=(
-                f"ignored: automatic mail ({report.automatic}) is never answered",
-                period_line,
-                "no page: automatic mail never pages",
-            ),
-            period=period,
-            respond_by=None,
-            next_update_by=None,
-            ignored=report.automatic,
-        )
+        return _ignored(report.automatic, period, period_line)
     verdict = classify(report, book)
     policy = book.priorities.get(verdict.priority)
     page = policy.page is PagePolicy.ALWAYS or (
@@ -99,7 +84,7 @@ def triage(report: Report, now: datetime, book: Rulebook) -> TriageDecision:
     )
     respond_by = _due(policy.respond, policy, period, now, clock)
     update_by = _due(policy.update, policy, period, now, clock)
-    paging_line = _paging_line(verdict, policy, period, page, now, clock)
+    paging_line = _paging_line(verdict, period, page, now, clock)
     targets_line = (
         f"respond by {label(clock, respond_by)}, next update by {label(clock, update_by)} "
         f"({_clock_words(policy, period)})"
@@ -114,6 +99,26 @@ def triage(report: Report, now: datetime, book: Rulebook) -> TriageDecision:
         period=period,
         respond_by=respond_by,
         next_update_by=update_by,
+    )
+
+
+def _ignored(why: str, period: Period, period_line: str) -> TriageDecision:
+    """The decision for automatic mail: recorded with its period, never answered nor paged."""
+    return TriageDecision(
+        priority=None,
+        page=False,
+        ticket=False,
+        reply=False,
+        rule=None,
+        reasons=(
+            f"ignored: automatic mail ({why}) is never answered",
+            period_line,
+            "no page: automatic mail never pages",
+        ),
+        period=period,
+        respond_by=None,
+        next_update_by=None,
+        ignored=why,
     )
 
 
@@ -172,12 +177,7 @@ def _due(
 
 
 def _paging_line(
-    verdict: Verdict,
-    policy: PriorityPolicy,
-    period: Period,
-    page: bool,
-    now: datetime,
-    clock: SupportClock,
+    verdict: Verdict, period: Period, page: bool, now: datetime, clock: SupportClock
 ) -> str:
     """One sentence on whether this pages, and if not, when the work starts."""
     priority = verdict.priority

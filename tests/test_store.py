@@ -18,6 +18,7 @@ from gateway.domain import (
     OutboxKind,
     OutboxSpec,
     Plan,
+    PlanContext,
     Reporter,
     TimelineEvent,
 )
@@ -75,8 +76,8 @@ async def test_processing_is_applied_once(store: Store) -> None:
     accepted = await store.accept(message(1))
     calls = []
 
-    def make(thread: object, next_id: int) -> Plan:
-        calls.append(next_id)
+    def make(ctx: PlanContext) -> Plan:
+        calls.append(ctx.next_id)
         return plan()
 
     await store.process(accepted.inbox_id, None, make, NOW)
@@ -89,7 +90,7 @@ async def test_processing_is_applied_once(store: Store) -> None:
 async def test_thread_found_by_message_id_and_by_tag_only_for_reporters(store: Store) -> None:
     """Known Message-IDs find the incident; [INC-1] does so only for one of its reporters."""
     accepted = await store.accept(message(1))
-    await store.process(accepted.inbox_id, None, lambda t, n: plan(), NOW)
+    await store.process(accepted.inbox_id, None, lambda ctx: plan(), NOW)
     conn = store._conn
     assert conn is not None
     by_id = db.find_thread(conn, db.ThreadKeys(("<a@x>",), "", "bob@y.example"))
@@ -102,7 +103,7 @@ async def test_thread_found_by_message_id_and_by_tag_only_for_reporters(store: S
 async def test_outbox_completion_records_the_page_once(store: Store) -> None:
     """Completing a page entry records one page; a second completion changes nothing."""
     accepted = await store.accept(message(1))
-    await store.process(accepted.inbox_id, None, lambda t, n: plan(), NOW)
+    await store.process(accepted.inbox_id, None, lambda ctx: plan(), NOW)
     [entry] = await store.due_outbox(NOW, 10)
     await store.complete_outbox(entry, {"provider": "local"}, NOW)
     await store.complete_outbox(entry, {"provider": "local"}, NOW)
@@ -114,7 +115,7 @@ async def test_outbox_completion_records_the_page_once(store: Store) -> None:
 async def test_outbox_retry_then_dead_letter(store: Store) -> None:
     """A failed attempt is rescheduled; a dead one is never due again."""
     accepted = await store.accept(message(1))
-    await store.process(accepted.inbox_id, None, lambda t, n: plan(), NOW)
+    await store.process(accepted.inbox_id, None, lambda ctx: plan(), NOW)
     [entry] = await store.due_outbox(NOW, 10)
     await store.retry_outbox(entry.id, NOW + timedelta(seconds=30), "503", dead=False)
     assert await store.due_outbox(NOW, 10) == []
