@@ -265,7 +265,8 @@ def load_incident(
 ) -> Incident | None:
     """One incident with its reporters (and timeline), or None."""
     row = conn.execute(
-        f"SELECT {_COLUMNS} FROM incidents WHERE id = ?", (incident_id,),
+        f"SELECT {_COLUMNS} FROM incidents WHERE id = ?",  # noqa: S608  (constant columns)
+        (incident_id,),
     ).fetchone()
     if row is None:
         return None
@@ -311,7 +312,7 @@ def _incident(conn: sqlite3.Connection, row: Sequence[Any], with_timeline: bool)
 
 def list_incidents(conn: sqlite3.Connection, *, open_only: bool = False) -> list[Incident]:
     """Every incident (or the unresolved ones not merged away), newest first, no timelines."""
-    sql = f"SELECT {_COLUMNS} FROM incidents"
+    sql = f"SELECT {_COLUMNS} FROM incidents"  # noqa: S608  (constant columns)
     if open_only:
         sql += " WHERE status != 'resolved' AND merged_into IS NULL"
     rows = conn.execute(sql + " ORDER BY id DESC").fetchall()
