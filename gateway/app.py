@@ -9,21 +9,24 @@ the store. Nothing accepted is lost by a stop: whatever is left is still in the 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from contextlib import AsyncExitStack
 
 import aiohttp
 import structlog
 
 from adapters.mail_out import FolderMailer, SmtpRelayMailer
+from adapters.matrix import MatrixLink, RoomEvent
 from adapters.pagerduty import PagerDutyPager
 from adapters.smtp_intake import SmtpIntakeServer
 from gateway.config import Config
 from gateway.domain import Plan
 from gateway.egress import LocalPager, make_handlers
-from gateway.intake import MailIntake
+from gateway.intake import ChatIntake, MailIntake
 from gateway.outbox import OutboxWorker, RetryPolicy
 from gateway.pipeline import Settings
 from gateway.ports import MailSender, Pager
+from gateway.relay import ChatSettings
 from gateway.replies import Sender
 from gateway.store import Store
 from gateway.worker import Clock, InboxWorker, utcnow
@@ -32,16 +35,37 @@ from rules.book import Rulebook
 log = structlog.get_logger("gateway.app")
 
 
+def chat_rooms(config: Config) -> dict[str, str]:
+    """Report rooms and the mailbox kind each feeds."""
+    m = config.matrix
+    return {} if m is None else {r.room: r.mailbox for r in m.report_rooms}
+
+
 def pipeline_settings(config: Config) -> Settings:
     """The deployment facts the pure pipeline needs."""
     address = config.mail_out.from_address
     domain = address.rpartition("@")[2]
+    m = config.matrix
+    chat = None if m is None else ChatSettings(
+        bot_user_id=m.user_id, incidents_room=m.incidents_room, report_rooms=chat_rooms(config),
+        engineers=frozenset(m.engineers), min_power_level=m.min_power_level,
+    )
     return Settings(
         sender=Sender(address=address, name=config.mail_out.from_name, msgid_domain=domain,
                       loop_token=f"chatops-gateway; {domain}"),
         pager_source=config.pagerduty.source if config.pagerduty else "chatops-gateway",
         signature=config.mail_out.from_name,
+        chat=chat,
     )
+
+
+async def _instance_id(store: Store) -> str:
+    """A random id for this database, made once (prefixes chat transaction ids)."""
+    value = await store.kv_get("instance_id")
+    if value is None:
+        value = secrets.token_hex(6)
+        await store.kv_set("instance_id", value)
+    return value
 
 
 class App:
@@ -53,6 +77,7 @@ class App:
         self.clock = clock
         self.ready = asyncio.Event()
         self.smtp_port: int | None = None
+        self.matrix: MatrixLink | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then shut down in order."""
@@ -91,8 +116,10 @@ class App:
         policy = RetryPolicy(max_attempts=cfg.outbox.max_attempts,
                              initial_s=cfg.outbox.backoff_initial_s,
                              max_s=cfg.outbox.backoff_max_s)
-        outbox = OutboxWorker(store, make_handlers(pager, mailer, provider), policy,
-                              cfg.outbox.concurrency, self.clock)
+        link = self._matrix(store)
+        handlers = make_handlers(pager, mailer, provider, link, store,
+                                 await _instance_id(store))
+        outbox = OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock)
 
         def planned(plan: Plan) -> None:
             if plan.outbox:
@@ -102,9 +129,18 @@ class App:
         intake = MailIntake(store, cfg.mailboxes.emergency, cfg.mailboxes.support, worker.wake,
                             self.clock)
         smtp = self._smtp(intake) if cfg.smtp.enabled else None
+        chat_intake = ChatIntake(store, chat_rooms(cfg), worker.wake, self.clock)
+        self.matrix = link
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(worker.run(), name="inbox-worker"),
                      group.create_task(outbox.run(), name="outbox-worker")]
+            if link is not None:
+                async def deliver(events: list[RoomEvent]) -> None:
+                    await chat_intake.accept_all((e.room_id, e.event, e.sender_power)
+                                                 for e in events)
+
+                link.deliver_to(deliver)
+                tasks.append(group.create_task(link.run(), name="matrix-sync"))
             if smtp is not None:
                 await smtp.start()
                 self.smtp_port = smtp.port
@@ -118,6 +154,22 @@ class App:
                 task.cancel()
             await asyncio.wait(tasks)
             await self._drain(worker, outbox)
+            if link is not None:
+                await link.close()
+
+    def _matrix(self, store: Store) -> MatrixLink | None:
+        m = self.config.matrix
+        if m is None:
+            return None
+        read = self.config.read_secret
+        return MatrixLink(
+            homeserver=m.homeserver, user_id=m.user_id,
+            rooms=[m.incidents_room, *(r.room for r in m.report_rooms)], store=store,
+            access_token=read(m.access_token) if m.access_token else None,
+            password=read(m.password) if m.password else None, device_id=m.device_id,
+            device_name=m.device_name, sync_timeout_s=m.sync_timeout_s,
+            backoff_max_s=m.backoff_max_s,
+        )
 
     def _smtp(self, intake: MailIntake) -> SmtpIntakeServer:
         s = self.config.smtp

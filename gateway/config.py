@@ -160,6 +160,45 @@ class PagerDutyConfig(_Model):
     timeout_s: float = Field(default=10.0, gt=0)
 
 
+_ROOM_ID = r"^![^:\s]+:\S+$"
+_USER_ID = r"^@[^:\s]+:\S+$"
+
+
+class ReportRoomConfig(_Model):
+    """A tenant-facing room: messages there are reports, answered in their thread."""
+
+    room: Annotated[str, Field(pattern=_ROOM_ID)]
+    mailbox: Literal["emergency", "support"] = "support"
+
+
+class MatrixConfig(_Model):
+    """The Matrix bot account and the rooms it works in (rooms by ID, never by invitation)."""
+
+    homeserver: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    user_id: Annotated[str, Field(pattern=_USER_ID)]
+    access_token: Secret | None = None
+    password: Secret | None = None
+    device_id: str | None = None
+    device_name: str = "chatops-gateway"
+    incidents_room: Annotated[str, Field(pattern=_ROOM_ID)]
+    report_rooms: list[ReportRoomConfig] = []
+    engineers: list[Annotated[str, Field(pattern=_USER_ID)]] = []
+    min_power_level: int | None = None
+    sync_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _sane(self) -> MatrixConfig:
+        if self.access_token is None and self.password is None:
+            raise ValueError("give 'access_token' or 'password'")
+        if not self.engineers and self.min_power_level is None:
+            raise ValueError("nobody could run commands: set 'engineers' or 'min_power_level'")
+        rooms = [self.incidents_room, *(r.room for r in self.report_rooms)]
+        if len(set(rooms)) != len(rooms):
+            raise ValueError("a room is listed twice")
+        return self
+
+
 class RulesConfig(_Model):
     """The triage rulebook: the packaged default unless a file is given."""
 
@@ -191,6 +230,7 @@ class Config(_Model):
     mailboxes: MailboxesConfig = MailboxesConfig()
     mail_out: MailOutConfig = MailOutConfig()
     pagerduty: PagerDutyConfig | None = None
+    matrix: MatrixConfig | None = None
     rules: RulesConfig = RulesConfig()
     outbox: OutboxConfig = OutboxConfig()
     log: LogConfig = LogConfig()
@@ -268,6 +308,11 @@ def _secrets(config: Config) -> list[tuple[str, Secret]]:
     relay = config.mail_out.smtp
     if relay is not None and relay.password is not None:
         found.append(("mail_out.smtp.password", relay.password))
+    if config.matrix is not None:
+        for name in ("access_token", "password"):
+            secret = getattr(config.matrix, name)
+            if secret is not None:
+                found.append((f"matrix.{name}", secret))
     return found
 
 

@@ -60,7 +60,7 @@ class NewMessage:
     """A message to accept into the inbox."""
 
     channel: Channel
-    mailbox: Mailbox
+    mailbox: Mailbox | None
     mail_from: str
     rcpt_to: tuple[str, ...]
     raw: bytes

@@ -13,7 +13,8 @@ import structlog
 
 from gateway.domain import OutboxEntry, OutboxKind
 from gateway.outbox import Handler
-from gateway.ports import MailSender, Pager, PageRequest
+from gateway.ports import ChatSender, MailSender, Pager, PageRequest, TransientError
+from gateway.store import Store
 
 log = structlog.get_logger("gateway.egress")
 
@@ -37,7 +38,20 @@ class LocalPager:
         return {"provider": "local"}
 
 
-def make_handlers(pager: Pager, mailer: MailSender, provider: str) -> dict[OutboxKind, Handler]:
+def chat_content(body: str, thread_root: str | None, reply_to: str | None) -> dict[str, Any]:
+    """An m.notice (bots speak in notices), in a thread when a root is given."""
+    content: dict[str, Any] = {"msgtype": "m.notice", "body": body}
+    if thread_root:
+        content["m.relates_to"] = {
+            "rel_type": "m.thread", "event_id": thread_root, "is_falling_back": True,
+            "m.in_reply_to": {"event_id": reply_to or thread_root},
+        }
+    return content
+
+
+def make_handlers(pager: Pager, mailer: MailSender, provider: str,
+                  chat: ChatSender | None = None, store: Store | None = None,
+                  txn_prefix: str = "gw") -> dict[OutboxKind, Handler]:
     """One handler per outbox kind."""
 
     async def page(entry: OutboxEntry) -> dict[str, Any]:
@@ -58,5 +72,40 @@ def make_handlers(pager: Pager, mailer: MailSender, provider: str) -> dict[Outbo
         result = await mailer.send(data, p["mail_from"], p["rcpt_to"])
         return dict(result)
 
-    return {OutboxKind.PAGE_TRIGGER: page, OutboxKind.TICKET_CREATE: ticket,
-            OutboxKind.MAIL_SEND: mail}
+    async def follow(entry: OutboxEntry) -> dict[str, Any]:
+        key = str(entry.payload["dedup_key"])
+        if entry.kind is OutboxKind.PAGE_ACKNOWLEDGE:
+            return {"provider": provider, **await pager.acknowledge(key)}
+        return {"provider": provider, **await pager.resolve(key)}
+
+    handlers: dict[OutboxKind, Handler] = {
+        OutboxKind.PAGE_TRIGGER: page, OutboxKind.PAGE_ACKNOWLEDGE: follow,
+        OutboxKind.PAGE_RESOLVE: follow, OutboxKind.TICKET_CREATE: ticket,
+        OutboxKind.MAIL_SEND: mail,
+    }
+    if chat is not None and store is not None:
+        handlers.update(_chat_handlers(chat, store, txn_prefix))
+    return handlers
+
+
+def _chat_handlers(chat: ChatSender, store: Store, prefix: str) -> dict[OutboxKind, Handler]:
+    # Transaction ids come from the outbox row (stable across retries and restarts) and this
+    # database's instance id (so a new database never collides with an old one's ids).
+    async def announce(entry: OutboxEntry) -> dict[str, Any]:
+        p = entry.payload
+        return dict(await chat.send(p["room_id"], chat_content(p["body"], None, None),
+                                    txn_id=f"{prefix}-{entry.id}"))
+
+    async def send(entry: OutboxEntry) -> dict[str, Any]:
+        p = entry.payload
+        root = p.get("thread_root")
+        if p.get("incident_thread"):
+            incident = await store.incident(entry.incident_id) if entry.incident_id else None
+            if incident is None or incident.chat_root is None:
+                # The announcement that roots the thread is not out yet: try again shortly.
+                raise TransientError("waiting for the incident's announcement", 1.0)
+            root = incident.chat_root
+        content = chat_content(p["body"], root, p.get("reply_to"))
+        return dict(await chat.send(p["room_id"], content, txn_id=f"{prefix}-{entry.id}"))
+
+    return {OutboxKind.CHAT_ANNOUNCE: announce, OutboxKind.CHAT_SEND: send}

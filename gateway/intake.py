@@ -6,13 +6,17 @@ it returns only after the message is committed, and then wakes the inbox worker.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 from gateway.db import Accepted, NewMessage
 from gateway.domain import Channel
+from gateway.ports import TransientError
 from gateway.store import Store
 from gateway.worker import Clock, utcnow
 from rules.types import Mailbox
@@ -85,3 +89,37 @@ class MailIntake:
         ))
         self._on_accepted()
         return accepted
+
+
+class ChatIntake:
+    """Accepts chat events into the durable inbox, keyed by event id (so a replayed sync
+    batch is harmless), and wakes the inbox worker."""
+
+    def __init__(self, store: Store, report_rooms: Mapping[str, str],
+                 on_accepted: Callable[[], None], clock: Clock = utcnow) -> None:
+        self._store = store
+        self._report_rooms = report_rooms
+        self._on_accepted = on_accepted
+        self._clock = clock
+
+    async def accept(self, room_id: str, event: Mapping[str, Any], sender_power: int) -> None:
+        """Commit one room event."""
+        event_id = str(event.get("event_id", ""))
+        raw = json.dumps({"room_id": room_id, "sender_power": sender_power, "event": event},
+                         separators=(",", ":")).encode()
+        mailbox = self._report_rooms.get(room_id)
+        await self._store.accept(NewMessage(
+            channel=Channel.MATRIX, mailbox=Mailbox(mailbox) if mailbox else None,
+            mail_from=str(event.get("sender", "")), rcpt_to=(room_id,), raw=raw,
+            dedup_key=f"mx:{event_id}" if event_id else None, received_at=self._clock(),
+        ))
+
+    async def accept_all(self, events: Iterable[tuple[str, Mapping[str, Any], int]]) -> None:
+        """Commit a batch (they share group commits), then wake the worker once. A failure is
+        a TransientError: the caller keeps its sync position and offers the batch again."""
+        try:
+            await asyncio.gather(*(self.accept(room, event, power)
+                                   for room, event, power in events))
+        except Exception as exc:
+            raise TransientError(f"could not commit chat events ({type(exc).__name__})") from exc
+        self._on_accepted()

@@ -269,12 +269,8 @@ class _Parts:
 
 def _walk_parts(msg: Message) -> _Parts:
     parts = _Parts()
-    maintype = msg.get_content_maintype()
-    if _is_leaf(msg) and (
-        maintype == "multipart" or (maintype == "text" and not _is_attachment(msg))
-    ):
-        # A single-part message of any text subtype is its own body, and so is a
-        # multipart whose boundary never appears: better raw MIME than nothing.
+    if _is_leaf(msg) and msg.get_content_maintype() == "text" and not _is_attachment(msg):
+        # A single-part message of any text subtype is its own body.
         target = parts.html if msg.get_content_subtype() == "html" else parts.plain
         target.append(_part_text(msg))
     else:
@@ -295,12 +291,36 @@ def _collect(part: Message, depth: int, take_text: bool, parts: _Parts) -> None:
             _collect(child, depth + 1, keep, parts)
         return
     content_type = part.get_content_type()
-    if content_type in ("text/plain", "text/html") and not _is_attachment(part):
+    if content_type.startswith("multipart/"):
+        recovered = _recover_multipart(part)
+        if recovered is not None:
+            _collect(recovered, depth + 1, take_text, parts)
+        elif take_text:  # raw MIME is better than losing the text
+            parts.plain.append(_part_text(part))
+    elif content_type in ("text/plain", "text/html") and not _is_attachment(part):
         if take_text:  # the other renderings of a multipart/alternative are not attachments
             target = parts.plain if content_type == "text/plain" else parts.html
             target.append(_part_text(part))
-        return
-    parts.attachments.append(_attachment(part))
+    else:
+        parts.attachments.append(_attachment(part))
+
+
+def _recover_multipart(part: Message) -> Message | None:
+    """A multipart whose boundary parameter got lost (say, its header line was not indented
+    as a continuation): take the boundary from the first delimiter line and parse again."""
+    payload = part.get_payload()
+    if not isinstance(payload, str):
+        return None
+    delimiter = re.search(r"^--([^\s\"]{1,70})\s*$", payload, re.MULTILINE)
+    if delimiter is None:
+        return None
+    head = f'Content-Type: {part.get_content_type()}; boundary="{delimiter.group(1)}"\n\n'
+    try:
+        raw = (head + payload).encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that are not escaped bytes
+        return None
+    recovered = BytesParser(EmailMessage, policy=policy.default).parsebytes(raw)
+    return recovered if recovered.is_multipart() else None
 
 
 def _is_leaf(part: Message) -> bool:
@@ -376,18 +396,21 @@ _CHARSET_ALIASES = {
 
 
 def _decode(data: bytes, charset: str | None) -> str:
-    """Decode body bytes; never raises. Absent charset: UTF-8, else cp1252."""
+    """Decode body bytes, never raising.
+
+    The declared charset if the bytes fit it, else UTF-8 if they fit that (a common
+    mislabelling), else the declared charset with replacement characters. Absent and
+    unknown charsets: UTF-8, else cp1252 with replacement characters.
+    """
     label = (charset or "").strip().strip("\"'").lower()
     name = _CHARSET_ALIASES.get(label, label)
-    if name:
+    attempts = ((name, "strict"), ("utf-8", "strict"), (name, "replace")) if name else ()
+    for encoding, errors in attempts or (("utf-8", "strict"),):
         try:
-            return data.decode(codecs.lookup(name).name, errors="replace")
-        except Exception:  # unknown label, or a codec (idna...) that rejects errors="replace"
-            return data.decode("utf-8", errors="replace")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace")
+            return data.decode(codecs.lookup(encoding).name, errors)
+        except (LookupError, ValueError):  # an unknown or absurd label, bytes that do not fit
+            continue
+    return data.decode("cp1252", errors="replace")
 
 
 def html_to_text(html_text: str) -> str:

@@ -58,6 +58,8 @@ _BLOCK_FROM = re.compile(r"^\**(?:from|von|de)\s?:\**\s", re.IGNORECASE)
 _BLOCK_SENT = re.compile(r"^\**(?:sent|date|gesendet|datum|envoy[ée])\s?:\**\s", re.IGNORECASE)
 _BLOCK_TO = re.compile(r"^\**(?:to|subject|an|betreff|[àa]|objet)\s?:\**\s", re.IGNORECASE)
 _BLOCK_SPAN = 6
+# A horizontal rule as mail clients and html2text ("* * *" for <hr>) write it.
+_RULE = re.compile(r"[\s*_=~-]*")
 
 
 def strip_quoted(text: str) -> str:
@@ -65,6 +67,8 @@ def strip_quoted(text: str) -> str:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     lines = lines[: _hard_cut_index(lines)]
     kept = _drop_quotes(lines)
+    while kept and _RULE.fullmatch(kept[-1]):  # blank lines and the rule above the history
+        kept.pop()
     new = "\n".join(kept).strip("\n")
     return new if new.strip() else text
 

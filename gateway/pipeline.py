@@ -23,13 +23,12 @@ from gateway.domain import (
     incident_ref,
 )
 from gateway.mail import ParsedMail
+from gateway.relay import ChatSettings, announcement, chat_to_incident, page_spec
 from gateway.replies import Sender, ack_body, ack_subject, base_subject, one_line, render
 from rules.book import Rulebook
 from rules.engine import triage
 from rules.types import Mailbox, Period, Priority, Report, TriageDecision
 
-_SEVERITY = {Priority.P1: "critical", Priority.P2: "error", Priority.P3: "warning",
-             Priority.P4: "info"}
 _TEXT_LIMIT = 4000
 _DAY_NAMES = {"Mon": "Monday", "Tue": "Tuesday", "Wed": "Wednesday", "Thu": "Thursday",
               "Fri": "Friday", "Sat": "Saturday", "Sun": "Sunday"}
@@ -42,6 +41,7 @@ class Settings:
     sender: Sender
     pager_source: str
     signature: str
+    chat: ChatSettings | None = None
 
 
 def report_for(mailbox: Mailbox, mail_from: str | None, mail: ParsedMail) -> Report:
@@ -91,11 +91,12 @@ def plan_email(
     if decision.ignored is not None:
         return Plan(outcome=f"ignored: {decision.ignored}")
     if thread is not None:
-        return _join(row, mail, thread, now)
+        return _join(row, mail, thread, settings, now)
     return _new_incident(row, mail, decision, next_id, book, settings, now)
 
 
-def _join(row: InboxRow, mail: ParsedMail, incident: Incident, now: datetime) -> Plan:
+def _join(row: InboxRow, mail: ParsedMail, incident: Incident, settings: Settings,
+          now: datetime) -> Plan:
     sender = mail.from_addr or row.mail_from.lower()
     ids = (mail.message_id,) if mail.message_id else ()
     events = [TimelineEvent(now, "reporter.replied", sender, mail.new_text[:_TEXT_LIMIT],
@@ -104,12 +105,19 @@ def _join(row: InboxRow, mail: ParsedMail, incident: Incident, now: datetime) ->
     if reopen:
         events.append(TimelineEvent(now, "reopened", sender,
                                     "Reopened: the reporter replied after it was resolved"))
+    outbox: tuple[OutboxSpec, ...] = ()
+    if settings.chat is not None:
+        note = f"{sender} replied by email: {mail.new_text[:1000]}"
+        if reopen:
+            note = f"{incident.ref} reopened: " + note
+        outbox = (chat_to_incident(note, "relay", settings.chat.incidents_room),)
     return Plan(
         outcome=f"joined {incident.ref}" + (" (reopened)" if reopen else ""),
         incident_id=incident.id,
         reporter=Reporter(Channel.EMAIL, sender, ids),
         reopen=reopen,
         timeline=tuple(events),
+        outbox=outbox,
         message_ids=ids,
     )
 
@@ -137,8 +145,13 @@ def _new_incident(
                       {"rule": decision.rule, "period": decision.period}),
     ]
     outbox = []
+    if settings.chat is not None:
+        outbox.append(OutboxSpec(OutboxKind.CHAT_ANNOUNCE, {
+            "room_id": settings.chat.incidents_room,
+            "body": announcement(ref, title, decision, sender, "email", book),
+        }))
     if decision.page:
-        outbox.append(_page(ref, title, decision, sender, row, settings))
+        outbox.append(page_spec(ref, title, decision, sender, row.mailbox, settings.pager_source))
     if decision.ticket:
         outbox.append(_ticket(ref, title, decision, sender, mail))
     our_ids: tuple[str, ...] = ()
@@ -160,20 +173,6 @@ def _new_incident(
         outbox=tuple(outbox),
         message_ids=their_ids + our_ids,
     )
-
-
-def _page(ref: str, title: str, decision: TriageDecision, sender: str, row: InboxRow,
-          settings: Settings) -> OutboxSpec:
-    assert decision.priority is not None
-    return OutboxSpec(OutboxKind.PAGE_TRIGGER, {
-        "dedup_key": ref,
-        "summary": f"[{ref}] {decision.priority}: {title}",
-        "severity": _SEVERITY[decision.priority],
-        "source": settings.pager_source,
-        "details": {"reference": ref, "priority": decision.priority, "reporter": sender,
-                    "mailbox": row.mailbox, "rule": decision.rule,
-                    "reasons": list(decision.reasons)},
-    })
 
 
 def _ticket(ref: str, title: str, decision: TriageDecision, sender: str,

@@ -62,3 +62,12 @@ class MailSender(Protocol):
     async def send(self, message: bytes, mail_from: str, rcpt_to: str) -> Mapping[str, Any]:
         """Deliver; idempotent per Message-ID where the transport allows it."""
         ...
+
+
+class ChatSender(Protocol):
+    """Posts one event to a chat room. `txn_id` makes a retried send deliver exactly once."""
+
+    async def send(self, room_id: str, content: Mapping[str, Any], txn_id: str
+                   ) -> Mapping[str, Any]:
+        """Send; returns at least {"event_id": ...}."""
+        ...

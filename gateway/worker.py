@@ -10,10 +10,13 @@ from functools import partial
 
 import structlog
 
+from gateway.chat import ChatMessage, parse_chat, plan_report_room, should_ignore
+from gateway.commands import CommandEnv, parse_command, plan_command
 from gateway.db import ThreadKeys
-from gateway.domain import InboxRow, Plan, PlanContext
+from gateway.domain import Channel, InboxRow, Plan, PlanContext
 from gateway.mail import ParsedMail, UnparseableMessage, parse_mail
 from gateway.pipeline import Settings, plan_email, plan_unreadable
+from gateway.relay import ChatSettings
 from gateway.store import Store
 from rules.book import Rulebook
 
@@ -76,6 +79,9 @@ class InboxWorker:
         return len(rows)
 
     async def _process(self, row: InboxRow) -> None:
+        if row.channel is Channel.MATRIX:
+            await self._process_chat(row)
+            return
         bound = log.bind(inbox_id=row.id, mailbox=row.mailbox)
         now = self._clock()
         try:
@@ -101,6 +107,36 @@ class InboxWorker:
                 plan = await self._store.process(row.id, None, _const(failed), now)
         bound.info("inbox.processed", outcome=plan.outcome)
         self._on_planned(plan)
+
+    async def _process_chat(self, row: InboxRow) -> None:
+        now = self._clock()
+        chat = self._settings.chat
+        msg = parse_chat(row.raw)
+        keys: ThreadKeys | None = None
+        if msg is None or chat is None:
+            make = _const(Plan(outcome="ignored: not a text message in a room we watch"))
+        elif (why := should_ignore(msg, chat)) is not None:
+            make = _const(Plan(outcome=f"ignored: {why}"))
+        elif msg.room_id == chat.incidents_room:
+            command = parse_command(msg.body)
+            if command is None:
+                make = _const(Plan(outcome="ignored: conversation"))
+            else:
+                keys = ThreadKeys(msg.thread_keys(), incident_id=command.ref)
+                env = CommandEnv(chat, self.rulebook, self._settings.sender,
+                                 self._settings.pager_source, f"c{row.id}", now)
+                make = partial(plan_command, msg, command, env=env)
+        else:
+            keys = ThreadKeys(msg.thread_keys())
+            make = partial(self._plan_report, msg, chat, now)
+        plan = await self._store.process(row.id, keys, make, now)
+        log.info("inbox.processed", inbox_id=row.id, channel="matrix", outcome=plan.outcome)
+        self._on_planned(plan)
+
+    def _plan_report(self, msg: ChatMessage, chat: ChatSettings, now: datetime,
+                     ctx: PlanContext) -> Plan:
+        return plan_report_room(msg, ctx.thread, ctx.next_id, self.rulebook, chat,
+                                self._settings.pager_source, now)
 
     def _plan(self, row: InboxRow, mail: ParsedMail, now: datetime, ctx: PlanContext) -> Plan:
         return plan_email(row, mail, ctx.thread, ctx.next_id, self.rulebook, self._settings, now)

@@ -203,3 +203,17 @@ def _clock_words(policy: PriorityPolicy, period: Period) -> str:
     if period is Period.IN_HOURS:
         return "wall-clock time, in-hours targets"
     return "wall-clock time, out-of-hours targets"
+
+
+def next_update_due(priority: Priority, now: datetime, book: Rulebook) -> datetime:
+    """When reporters are next owed an update, counting from an update sent at `now`."""
+    policy = book.priorities.get(priority)
+    return _due(policy.update, policy, book.clock.period_at(now), now, book.clock)
+
+
+def pages_at(priority: Priority, now: datetime, book: Rulebook) -> bool:
+    """Whether a report of this priority pages at `now` (the priority's page policy)."""
+    policy = book.priorities.get(priority)
+    return policy.page is PagePolicy.ALWAYS or (
+        policy.page is PagePolicy.IN_HOURS and book.clock.period_at(now) is Period.IN_HOURS
+    )
