@@ -73,7 +73,8 @@ def parse_command(body: str) -> Command | None:
     head, _, rest = text[1:].partition(" ")
     rest = rest.strip()
     first, _, after = rest.partition(" ")
-    match = _REF.match(first)
+    # !merge INC-7 names the incident to fold in, not the one the command acts on.
+    match = _REF.match(first) if head.lower() != "merge" else None
     ref = int(match.group(1)) if match else None
     return Command(head.lower(), ref, after.strip() if match else rest)
 
