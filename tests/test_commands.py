@@ -198,7 +198,7 @@ def test_report_room_message_opens_an_incident_and_answers_in_thread() -> None:
     plan = plan_report_room(m, None, 5, BOOK, CHAT, "gw", IN_HOURS)
     assert plan.new_incident is not None and plan.new_incident.priority is Priority.P1
     assert kinds(plan)[0] is OutboxKind.CHAT_ANNOUNCE
-    ack = [s for s in plan.outbox if s.payload.get("purpose") == "acknowledgement"][0]
+    ack = next(s for s in plan.outbox if s.payload.get("purpose") == "acknowledgement")
     assert ack.payload["room_id"] == "!ask:hs" and ack.payload["thread_root"] == "$ev"
     assert plan.reporter is not None and plan.reporter.thread_root == "$ev"
 

@@ -115,7 +115,7 @@ def test_legacy_charsets_are_decoded(charset: str, encoded: bytes, expected: str
     assert mail.text == expected
 
 
-@pytest.mark.parametrize("charset", ["x-klingon-42", "base64", "idna", '""'])
+@pytest.mark.parametrize("charset", ["x-klingon-42", "base64", "idna", '""', '"a\x00b"'])
 def test_unknown_or_unusable_charset_is_decoded_with_replacement(charset: str) -> None:
     """An unknown charset (or a codec that is not a text encoding) degrades, never raises."""
     mail = parse_mail(
@@ -128,12 +128,20 @@ def test_unknown_or_unusable_charset_is_decoded_with_replacement(charset: str) -
     assert mail.text.startswith("Server ") and mail.text.endswith(" down")
 
 
-def test_unlabelled_8bit_body_is_tried_as_utf8() -> None:
-    """A body that declares us-ascii but carries UTF-8 (a common lie) decodes as UTF-8."""
+@pytest.mark.parametrize("charset", ["us-ascii", "iso-2022-jp", "utf-7"])
+def test_mislabelled_utf8_body_is_decoded_as_utf8(charset: str) -> None:
+    """A body whose bytes do not fit its declared 7-bit charset but are UTF-8 decodes as UTF-8."""
     mail = parse_mail(
-        raw_mail("Zürich DC offline".encode(), b"Content-Type: text/plain; charset=us-ascii")
+        raw_mail(
+            "Zürich DC offline".encode(), f"Content-Type: text/plain; charset={charset}".encode()
+        )
     )
     assert mail.text == "Zürich DC offline"
+
+
+def test_unlabelled_body_that_is_not_utf8_falls_back_to_windows_1252() -> None:
+    """An unlabelled 8-bit body that is not UTF-8 decodes as windows-1252, never raising."""
+    assert parse_mail(raw_mail(b"Caf\xe9 \x80 down")).text == "Café € down"
 
 
 def test_quoted_printable_body_is_decoded() -> None:
@@ -355,6 +363,18 @@ def test_outlook_header_block_is_cut(separator: str) -> None:
     assert strip_quoted(text) == "VPN is down for the whole office."
 
 
+def test_outlook_html_reply_keeps_only_the_new_text() -> None:
+    """An HTML Outlook reply: the rule and the bold header block are cut after conversion."""
+    html = (
+        "<div>Still broken, please call me.</div><hr><div><b>From:</b> Support &lt;s@gw.example&gt;"
+        "<br><b>Sent:</b> Monday, 23 November 2026 10:00<br><b>To:</b> Alice<br>"
+        "<b>Subject:</b> RE: VPN</div><div>We restarted it.</div>"
+    )
+    msg = human_mail()
+    msg.set_content(html, subtype="html")
+    assert parse_mail(msg.as_bytes()).new_text == "Still broken, please call me."
+
+
 def test_forwarded_history_is_cut() -> None:
     """A forwarded-message marker starts history."""
     text = "FYI, see below.\n\n---------- Forwarded message ---------\nFrom: monitor@x\n\nCPU 100%"
@@ -409,6 +429,18 @@ def test_inline_images_of_an_html_alternative_are_attachments() -> None:
     mail = parse_mail(msg.as_bytes())
     assert mail.text == "Plain text wins."
     assert [a.content_type for a in mail.attachments] == ["image/gif"]
+
+
+def test_multipart_with_an_unfolded_boundary_line_is_recovered() -> None:
+    """A boundary parameter on an unindented line (a known client bug) is recovered."""
+    raw = raw_mail(
+        b"--b1\nContent-Type: text/plain\n\nPlain body\n"
+        b"--b1\nContent-Type: text/html\n\n<p>HTML body</p>\n--b1--\n",
+        b"Content-Type: multipart/alternative;",
+        b'boundary="b1"',
+    )
+    mail = parse_mail(raw)
+    assert (mail.text, mail.attachments) == ("Plain body", ())
 
 
 def test_multipart_without_its_boundary_keeps_the_raw_text() -> None:
