@@ -142,8 +142,9 @@ class MatrixLink:
                 raise BadCredentials("the access token was refused")
         if self._password is None:
             raise BadCredentials("no usable access token and no password")
-        resp = await client.login(self._password, device_name=self._device_name,
-                                  device_id=device)
+        if device:
+            client.device_id = device  # nio logs in as this device when set
+        resp = await client.login(self._password, device_name=self._device_name)
         if not isinstance(resp, LoginResponse):
             if resp.status_code in ("M_FORBIDDEN", "M_USER_DEACTIVATED", "M_INVALID_USERNAME"):
                 raise BadCredentials("the homeserver refused the password")
@@ -183,6 +184,13 @@ class MatrixLink:
                 delay *= random.uniform(0.8, 1.2)
                 log.warning("matrix.backing_off", error=getattr(exc, "reason", type(exc).__name__),
                             delay_s=round(delay, 2))
+            except Exception:
+                # A bug here must not take the whole daemon down: report it, back off, retry.
+                failures += 1
+                self.state = "backing_off"
+                self.connected.clear()
+                delay = self._backoff_max_s
+                log.exception("matrix.sync_crashed", delay_s=delay)
             else:
                 failures = 0
                 continue

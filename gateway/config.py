@@ -160,7 +160,7 @@ class PagerDutyConfig(_Model):
     timeout_s: float = Field(default=10.0, gt=0)
 
 
-_ROOM_ID = r"^![^:\s]+:\S+$"
+_ROOM_ID = r"^!\S+$"  # room version 12 ids have no server part
 _USER_ID = r"^@[^:\s]+:\S+$"
 
 

@@ -177,7 +177,8 @@ def process(
 
 
 def apply_plan(conn: sqlite3.Connection, plan: Plan, now: datetime) -> int | None:
-    """Write a plan's incident, reporter, thread keys, timeline and outbox entries."""
+    """Write a plan's incident, reporter, thread keys, timeline and outbox entries (an
+    answer in chat may have outbox entries and no incident)."""
     incident_id = plan.incident_id
     if plan.new_incident is not None:
         n = plan.new_incident
@@ -190,6 +191,12 @@ def apply_plan(conn: sqlite3.Connection, plan: Plan, now: datetime) -> int | Non
              n.next_update_by and ts(n.next_update_by), dumps(list(n.flags))),
         )
         incident_id = int(cur.lastrowid or 0)
+    for spec in plan.outbox:
+        conn.execute(
+            "INSERT INTO outbox (created_at, kind, incident_id, payload, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (ts(now), spec.kind, incident_id, dumps(dict(spec.payload)), ts(now)),
+        )
     if incident_id is None:
         return None
     if plan.reopen:
@@ -211,12 +218,6 @@ def apply_plan(conn: sqlite3.Connection, plan: Plan, now: datetime) -> int | Non
         )
     for event in plan.timeline:
         add_timeline(conn, incident_id, event)
-    for spec in plan.outbox:
-        conn.execute(
-            "INSERT INTO outbox (created_at, kind, incident_id, payload, next_attempt_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (ts(now), spec.kind, incident_id, dumps(dict(spec.payload)), ts(now)),
-        )
     return incident_id
 
 

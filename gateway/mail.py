@@ -308,7 +308,10 @@ def _collect(part: Message, depth: int, take_text: bool, parts: _Parts) -> None:
 def _recover_multipart(part: Message) -> Message | None:
     """A multipart whose boundary parameter got lost (say, its header line was not indented
     as a continuation): take the boundary from the first delimiter line and parse again."""
-    payload = part.get_payload()
+    try:
+        payload = part.get_payload()
+    except Exception:  # get_payload decodes with the charset parameter, whatever it says
+        return None
     if not isinstance(payload, str):
         return None
     delimiter = re.search(r"^--([^\s\"]{1,70})\s*$", payload, re.MULTILINE)

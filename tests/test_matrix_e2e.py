@@ -1,0 +1,198 @@
+"""Matrix end to end against a real Synapse: announcements, engineers' commands, relays back
+to email and chat reporters, reopening, refusals, and a restart that replays nothing."""
+
+from __future__ import annotations
+
+import email
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from email import policy
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import pytest
+
+from gateway import db, schema
+from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running
+from tests.fakes.smtp_capture import SmtpCapture
+from tests.peers.synapse import Synapse
+
+pytestmark = pytest.mark.peer
+
+
+@dataclass
+class World:
+    synapse: Synapse
+    bot: str
+    bot_password: str
+    eng: str
+    eng_token: str
+    tenant: str
+    tenant_token: str
+    stranger_token: str
+    incidents: str
+    reports: str
+
+
+@pytest.fixture
+def world(synapse: Synapse) -> World:
+    bot, _, _ = synapse.register("gateway", password="bot-password-1")
+    eng, eng_token, _ = synapse.register("engineer")
+    tenant, tenant_token, _ = synapse.register("tenant")
+    stranger, stranger_token, _ = synapse.register("stranger")
+    incidents = synapse.create_room(eng_token, invite=[bot, stranger],
+                                    tokens_to_join=[stranger_token], name="incidents")
+    reports = synapse.create_room(eng_token, invite=[bot, tenant],
+                                  tokens_to_join=[tenant_token], name="ask-platform")
+    return World(synapse, bot, "bot-password-1", eng, eng_token, tenant, tenant_token,
+                 stranger_token, incidents, reports)
+
+
+def config_for(w: World, state: Path, relay_port: int) -> Any:
+    return make_config(
+        state,
+        mail_out={"mode": "smtp", "smtp": {"host": "127.0.0.1", "port": relay_port,
+                                           "starttls": False}},
+        matrix={"homeserver": w.synapse.url, "user_id": w.bot,
+                "password": {"value": w.bot_password}, "incidents_room": w.incidents,
+                "report_rooms": [{"room": w.reports}], "engineers": [w.eng],
+                "sync_timeout_s": 1, "backoff_max_s": 1},
+    )
+
+
+def bot_notices(w: World, room: str, contains: str = "") -> list[dict[str, Any]]:
+    return [e for e in w.synapse.messages(w.eng_token, room, limit=200)
+            if e["sender"] == w.bot and e.get("content", {}).get("msgtype") == "m.notice"
+            and contains in e["content"].get("body", "")]
+
+
+def thread_of(event: dict[str, Any]) -> str | None:
+    relates = event.get("content", {}).get("m.relates_to", {})
+    return relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
+
+
+def incident(state: Path, number: int = 1) -> Any:
+    conn = schema.connect(str(state / "gateway.sqlite3"), readonly=True)
+    try:
+        return db.load_incident(conn, number)
+    finally:
+        conn.close()
+
+
+async def send_mail(port: int, raw: bytes) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client:
+        await client.sendmail("alice@tenant.example", ["emergency@localhost"], raw)
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[SmtpCapture]:
+    async with SmtpCapture() as capture:
+        yield capture
+
+
+async def test_email_reporter_full_flow(world: World, relay: SmtpCapture, tmp_path: Path
+                                        ) -> None:
+    """P1 email → announcement → !ack, !update → threaded email update → !resolve → resolution
+    with reopen instructions → reporter replies → reopened, and the reply shows in the thread."""
+    w = world
+    async with running(config_for(w, tmp_path, relay.port), clock=lambda: IN_HOURS) as app:
+        assert app.matrix is not None
+        await eventually(app.matrix.connected.is_set, timeout=20)
+        await send_mail(app.smtp_port or 0, email_bytes(message_id="<rep-1@tenant.example>"))
+        [root] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 · P1"))
+        assert "alice@tenant.example" in root["content"]["body"]
+
+        w.synapse.send_text(w.eng_token, w.incidents, "!ack", thread_root=root["event_id"])
+        [acked] = await eventually(lambda: bot_notices(w, w.incidents, "acknowledged by"))
+        assert thread_of(acked) == root["event_id"]
+
+        w.synapse.send_text(w.eng_token, w.incidents, "!update The load balancer is back.",
+                            thread_root=root["event_id"])
+        await eventually(lambda: len(relay.messages) >= 2)  # acknowledgement + update
+        update = email.message_from_bytes(relay.messages[1].content, policy=policy.default)
+        assert update["In-Reply-To"] == "<rep-1@tenant.example>"
+        assert "The load balancer is back." in update.get_content()
+
+        w.synapse.send_text(w.eng_token, w.incidents, "!resolve Replaced the faulty node.",
+                            thread_root=root["event_id"])
+        await eventually(lambda: len(relay.messages) >= 3)
+        resolution = email.message_from_bytes(relay.messages[2].content, policy=policy.default)
+        assert "Replaced the faulty node." in resolution.get_content()
+        assert "reply to this message" in resolution.get_content()
+
+        reply = email_bytes(subject="Re: [INC-1] Our site is down", body="Still broken for us.",
+                            message_id="<rep-2@tenant.example>",
+                            In_Reply_To=resolution["Message-ID"],
+                            References=resolution["Message-ID"])
+        await send_mail(app.smtp_port or 0, reply)
+        [reopened] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 reopened"))
+        assert thread_of(reopened) == root["event_id"]
+        assert "Still broken for us." in reopened["content"]["body"]
+    final = incident(tmp_path)
+    assert final.status == "open" and final.pages_sent == 1
+    kinds = [e.kind for e in final.timeline]
+    assert {"command.ack", "command.update", "command.resolve", "reopened"} <= set(kinds)
+
+
+async def test_chat_reporter_gets_updates_in_their_thread(world: World, relay: SmtpCapture,
+                                                          tmp_path: Path) -> None:
+    """A report in a report room is acknowledged in its thread and receives !update there."""
+    w = world
+    async with running(config_for(w, tmp_path, relay.port), clock=lambda: IN_HOURS) as app:
+        assert app.matrix is not None
+        await eventually(app.matrix.connected.is_set, timeout=20)
+        report = w.synapse.send_text(w.tenant_token, w.reports,
+                                     "Our site is down, every page gives 502")
+        [ack] = await eventually(lambda: bot_notices(w, w.reports, "logged this as INC-1"))
+        assert thread_of(ack) == report
+        [root] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 · P1"))
+        w.synapse.send_text(w.eng_token, w.incidents, "!update Fixed the DNS record.",
+                            thread_root=root["event_id"])
+        [update] = await eventually(lambda: bot_notices(w, w.reports, "Fixed the DNS record."))
+        assert thread_of(update) == report
+        w.synapse.send_text(w.tenant_token, w.reports, "Thanks, works again", thread_root=report)
+        await eventually(lambda: bot_notices(w, w.incidents, "Thanks, works again"))
+    assert incident(tmp_path).reporters[0].address == w.tenant
+
+
+async def test_stranger_cannot_run_commands(world: World, relay: SmtpCapture,
+                                            tmp_path: Path) -> None:
+    """A room member who is not an engineer gets a refusal and the incident is unchanged."""
+    w = world
+    async with running(config_for(w, tmp_path, relay.port), clock=lambda: IN_HOURS) as app:
+        assert app.matrix is not None
+        await eventually(app.matrix.connected.is_set, timeout=20)
+        await send_mail(app.smtp_port or 0, email_bytes())
+        [root] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 · P1"))
+        w.synapse.send_text(w.stranger_token, w.incidents, "!resolve nothing to see",
+                            thread_root=root["event_id"])
+        await eventually(lambda: bot_notices(w, w.incidents, "only the support engineers"))
+    assert incident(tmp_path).status == "open"
+    assert len(relay.messages) == 1  # the acknowledgement only
+
+
+async def test_restart_replays_no_history_and_applies_no_command_twice(
+    world: World, relay: SmtpCapture, tmp_path: Path
+) -> None:
+    """After a restart the bot neither replays old commands nor posts its answers again."""
+    w = world
+    config = config_for(w, tmp_path, relay.port)
+    async with running(config, clock=lambda: IN_HOURS) as app:
+        assert app.matrix is not None
+        await eventually(app.matrix.connected.is_set, timeout=20)
+        await send_mail(app.smtp_port or 0, email_bytes())
+        [root] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 · P1"))
+        w.synapse.send_text(w.eng_token, w.incidents, "!update First update.",
+                            thread_root=root["event_id"])
+        await eventually(lambda: len(relay.messages) >= 2)
+    async with running(config, clock=lambda: IN_HOURS) as app:
+        assert app.matrix is not None
+        await eventually(app.matrix.connected.is_set, timeout=20)
+        w.synapse.send_text(w.eng_token, w.incidents, "!note after restart",
+                            thread_root=root["event_id"])
+        await eventually(lambda: bot_notices(w, w.incidents, "Noted on the timeline"))
+    assert len(relay.messages) == 2
+    assert len(bot_notices(w, w.incidents, "Update sent to")) == 1
+    assert len(bot_notices(w, w.incidents, "INC-1 · P1")) == 1
+    assert [e.kind for e in incident(tmp_path).timeline].count("command.update") == 1
