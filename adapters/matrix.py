@@ -182,6 +182,8 @@ class MatrixLink:
                 fresh_login = isinstance(exc, TransientError) and exc.reason == "M_UNKNOWN_TOKEN"
                 delay = min(self._backoff_max_s, 0.5 * 2 ** min(failures, 10))
                 delay *= random.uniform(0.8, 1.2)
+                if isinstance(exc, TransientError) and exc.retry_after_s:
+                    delay = max(delay, exc.retry_after_s)  # M_LIMIT_EXCEEDED: as told
                 log.warning("matrix.backing_off", error=getattr(exc, "reason", type(exc).__name__),
                             delay_s=round(delay, 2))
             except Exception:
@@ -265,8 +267,9 @@ class MatrixLink:
                    ) -> Mapping[str, Any]:
         """Send one event; the same txn_id (on the same token) is delivered once."""
         client = self._client
-        if client is None or not client.access_token:
-            raise TransientError("not logged in yet")
+        if client is None or not client.access_token or not self.connected.is_set():
+            # Not logged in, or our rooms not joined yet: the outbox tries again shortly.
+            raise TransientError("not connected to the homeserver yet", 1.0)
         try:
             resp = await asyncio.wait_for(
                 client.room_send(room_id, "m.room.message", dict(content), tx_id=txn_id,
@@ -287,6 +290,9 @@ def _classify(resp: ErrorResponse) -> TransientError | PermanentError:
     if code == "M_LIMIT_EXCEEDED":
         retry_ms = getattr(resp, "retry_after_ms", None)
         return TransientError("M_LIMIT_EXCEEDED", retry_ms / 1000 if retry_ms else None)
-    if code in ("M_FORBIDDEN", "M_NOT_FOUND", "M_BAD_JSON", "M_NOT_JSON", "M_TOO_LARGE"):
+    if code == "M_FORBIDDEN":
+        # Usually "not in room": an admin can fix that, so retry until the dead-letter cap.
+        return TransientError(f"{code}: {str(resp.message)[:200]}")
+    if code in ("M_NOT_FOUND", "M_BAD_JSON", "M_NOT_JSON", "M_TOO_LARGE"):
         return PermanentError(f"{code}: {str(resp.message)[:200]}")
     return TransientError(code or "homeserver error")

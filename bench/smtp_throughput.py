@@ -29,8 +29,10 @@ Run from the repository root, with the project's virtualenv:
     .venv/bin/python bench/smtp_throughput.py --conns 32 --repeat 5 --json
 
 Needs `smtp-source` from the Debian `postfix` package (installed without configuring
-Postfix). Exit codes: 0 measured; 1 a run failed or lost messages; 2 usage error or
-smtp-source missing.
+Postfix). The script is also the sink's program: `smtp_throughput.py --sink PORT` serves
+until SIGTERM and then prints its count. Exit codes: 0 measured; 1 a run failed or lost
+messages; 2 usage error or smtp-source missing; 130 interrupted (everything started is
+stopped and the temporary folders are removed first).
 """
 
 from __future__ import annotations

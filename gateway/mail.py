@@ -85,15 +85,22 @@ def parse_mail(
     unknown (then the Return-Path header stands in for it).
     """
     try:
-        msg = BytesParser(EmailMessage, policy=policy.default).parsebytes(bytes(raw))
-        return _assemble(msg, envelope_sender, loop_header)
+        return _assemble(_parse(bytes(raw)), envelope_sender, loop_header)
     except UnparseableMessage:
         raise
     except Exception as exc:  # every field degrades on its own; this is the last line of defence
         raise UnparseableMessage("the message could not be read") from exc
 
 
-def _assemble(msg: EmailMessage, envelope_sender: str | None, loop_header: str) -> ParsedMail:
+def _parse(raw: bytes) -> Message:
+    try:
+        return BytesParser(EmailMessage, policy=policy.default).parsebytes(raw)
+    except Exception:  # the parser reads Content-Type through the policy, which can raise
+        # compat32 treats headers as plain strings: the fields below cope with either.
+        return BytesParser(policy=policy.compat32).parsebytes(raw)
+
+
+def _assemble(msg: Message, envelope_sender: str | None, loop_header: str) -> ParsedMail:
     headers = _header_map(msg)
     parts = _walk_parts(msg)
     if not headers and not parts.text and not parts.attachments:
@@ -319,10 +326,9 @@ def _recover_multipart(part: Message) -> Message | None:
         return None
     head = f'Content-Type: {part.get_content_type()}; boundary="{delimiter.group(1)}"\n\n'
     try:
-        raw = (head + payload).encode("utf-8", "surrogateescape")
+        recovered = _parse((head + payload).encode("utf-8", "surrogateescape"))
     except UnicodeEncodeError:  # surrogates that are not escaped bytes
         return None
-    recovered = BytesParser(EmailMessage, policy=policy.default).parsebytes(raw)
     return recovered if recovered.is_multipart() else None
 
 
@@ -443,6 +449,7 @@ _STATUS_TYPES = (
     "message/disposition-notification",
     "message/feedback-report",
 )
+_REPORT_TYPE = re.compile(r"report-type\s*=\s*\"?([\w.-]+)", re.IGNORECASE)
 # System senders, compared with "-", "_" and "." removed so "post_master" counts too.
 _DAEMONS = frozenset({"mailerdaemon", "postmaster", "maildaemon"})
 # Last resort, for software that sets none of the headers above: the subjects of common
@@ -480,7 +487,7 @@ def _automatic(
 ) -> str | None:
     return (
         _header_reason(headers, loop)
-        or _report_reason(msg, parts.attachments)
+        or _report_reason(msg, headers, parts.attachments)
         or _sender_reason(headers, sender)
         or _content_reason(headers.get("subject", ""), parts)
     )
@@ -505,11 +512,14 @@ def _header_reason(headers: Mapping[str, str], loop_header: str) -> str | None:
     return next((reason for hit, reason in checks if hit), None)
 
 
-def _report_reason(msg: Message, attachments: list[Attachment]) -> str | None:
+def _report_reason(
+    msg: Message, headers: Mapping[str, str], attachments: list[Attachment]
+) -> str | None:
     """Delivery status notifications, read receipts and abuse reports (RFC 6522, 5965)."""
     content_type = msg.get_content_type()
     if content_type == "multipart/report":
-        report_type = str(msg.get_param("report-type", "") or "").lower() or "untyped"
+        found = _REPORT_TYPE.search(headers.get("content-type", ""))
+        report_type = found.group(1).lower() if found else "untyped"
         return f"delivery status notification ({content_type}; {report_type})"
     if content_type in _STATUS_TYPES:
         return f"delivery status notification ({content_type})"

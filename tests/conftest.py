@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -24,6 +25,12 @@ pytest_plugins = ["tests.peers.synapse"]
 IN_HOURS = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 # Sunday 22 November 2026, 03:00 in London: out of hours, overnight.
 OVERNIGHT = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
+
+
+def ticking(start: datetime) -> Callable[[], datetime]:
+    """A clock that starts at `start` and advances in real time (retries need time to pass)."""
+    origin = time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - origin)
 
 
 def make_config(state: Path, **sections: Any) -> Config:

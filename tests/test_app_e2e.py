@@ -9,7 +9,15 @@ from pathlib import Path
 import aiosmtplib
 
 from gateway import db, schema
-from tests.conftest import IN_HOURS, OVERNIGHT, email_bytes, eventually, make_config, running
+from tests.conftest import (
+    IN_HOURS,
+    OVERNIGHT,
+    email_bytes,
+    eventually,
+    make_config,
+    running,
+    ticking,
+)
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.smtp_capture import SmtpCapture
 
@@ -44,7 +52,7 @@ async def test_p1_email_pages_tickets_and_acknowledges_in_thread(tmp_path: Path)
                                                "starttls": False}},
         )
         raw = email_bytes(message_id="<report-1@tenant.example>")
-        async with running(config, clock=lambda: IN_HOURS) as app:
+        async with running(config, clock=ticking(IN_HOURS)) as app:
             assert app.smtp_port
             await send(app.smtp_port, raw)
             await eventually(lambda: relay.messages and pd.events)
@@ -68,7 +76,7 @@ async def test_p1_email_pages_tickets_and_acknowledges_in_thread(tmp_path: Path)
 async def test_embedded_defaults_record_page_and_write_eml(tmp_path: Path) -> None:
     """Without PagerDuty or a relay, the page is recorded locally and the reply is an .eml file."""
     config = make_config(tmp_path)
-    async with running(config, clock=lambda: OVERNIGHT) as app:
+    async with running(config, clock=ticking(OVERNIGHT)) as app:
         await send(app.smtp_port or 0, email_bytes())
         folder = tmp_path / "outgoing-mail"
         await eventually(lambda: folder.exists() and list(folder.glob("*.eml")))
@@ -83,7 +91,7 @@ async def test_embedded_defaults_record_page_and_write_eml(tmp_path: Path) -> No
 async def test_reply_in_thread_joins_the_incident(tmp_path: Path) -> None:
     """A reporter's reply referencing our acknowledgement joins the incident, no new page."""
     config = make_config(tmp_path)
-    async with running(config, clock=lambda: IN_HOURS) as app:
+    async with running(config, clock=ticking(IN_HOURS)) as app:
         port = app.smtp_port or 0
         await send(port, email_bytes(message_id="<first@tenant.example>"))
         await eventually(lambda: incidents(tmp_path) and incidents(tmp_path)[0].pages_sent)
@@ -104,7 +112,7 @@ async def test_resent_message_is_processed_once(tmp_path: Path) -> None:
     """The same Message-ID from the same sender, sent twice, is accepted twice, processed once."""
     config = make_config(tmp_path)
     raw = email_bytes(message_id="<same@tenant.example>")
-    async with running(config, clock=lambda: IN_HOURS) as app:
+    async with running(config, clock=ticking(IN_HOURS)) as app:
         first = await send(app.smtp_port or 0, raw)
         second = await send(app.smtp_port or 0, raw)
         await eventually(lambda: incidents(tmp_path) and incidents(tmp_path)[0].pages_sent)
@@ -116,7 +124,7 @@ async def test_automatic_mail_is_recorded_and_ignored(tmp_path: Path) -> None:
     """An out-of-office reply to the emergency address opens nothing and is not answered."""
     config = make_config(tmp_path)
     raw = email_bytes(subject="Automatic reply: site down", Auto_Submitted="auto-replied")
-    async with running(config, clock=lambda: IN_HOURS) as app:
+    async with running(config, clock=ticking(IN_HOURS)) as app:
         await send(app.smtp_port or 0, raw)
         conn = schema.connect(str(tmp_path / "gateway.sqlite3"), readonly=True)
         try:

@@ -478,6 +478,21 @@ def test_garbage_gives_a_parsed_mail_or_unparseable(raw: bytes) -> None:
         assert isinstance(parse_mail(raw), ParsedMail)
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"multipart/mixed; charset=idna",
+        b'multipart/mixed; charset="a\x00b"',
+        b"text/plain; charset*=idna''%ff",
+        b"multipart/report; report-type*=idna''%ff; boundary=b",
+    ],
+)
+def test_defective_parameters_degrade_a_part_not_the_message(content_type: bytes) -> None:
+    """Parameters that make the stdlib raise cost at most that part's text, never the mail."""
+    mail = parse_mail(raw_mail(b"--b\n\n\xff body\n", b"Content-Type: " + content_type))
+    assert mail.subject == "Site down"
+
+
 header_names = st.sampled_from(
     ["From", "To", "Reply-To", "Subject", "Date", "Message-ID", "References", "In-Reply-To",
      "Content-Type", "Content-Disposition", "Content-Transfer-Encoding", "Return-Path",

@@ -3,6 +3,7 @@ to email and chat reporters, reopening, refusals, and a restart that replays not
 
 from __future__ import annotations
 
+import asyncio
 import email
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ import aiosmtplib
 import pytest
 
 from gateway import db, schema
-from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running
+from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
+from tests.daemon import Daemon
 from tests.fakes.smtp_capture import SmtpCapture
 from tests.peers.synapse import Synapse
 
@@ -96,7 +98,7 @@ async def test_email_reporter_full_flow(world: World, relay: SmtpCapture, tmp_pa
     """P1 email → announcement → !ack, !update → threaded email update → !resolve → resolution
     with reopen instructions → reporter replies → reopened, and the reply shows in the thread."""
     w = world
-    async with running(config_for(w, tmp_path, relay.port), clock=lambda: IN_HOURS) as app:
+    async with running(config_for(w, tmp_path, relay.port), clock=ticking(IN_HOURS)) as app:
         assert app.matrix is not None
         await eventually(app.matrix.connected.is_set, timeout=20)
         await send_mail(app.smtp_port or 0, email_bytes(message_id="<rep-1@tenant.example>"))
@@ -139,7 +141,7 @@ async def test_chat_reporter_gets_updates_in_their_thread(world: World, relay: S
                                                           tmp_path: Path) -> None:
     """A report in a report room is acknowledged in its thread and receives !update there."""
     w = world
-    async with running(config_for(w, tmp_path, relay.port), clock=lambda: IN_HOURS) as app:
+    async with running(config_for(w, tmp_path, relay.port), clock=ticking(IN_HOURS)) as app:
         assert app.matrix is not None
         await eventually(app.matrix.connected.is_set, timeout=20)
         report = w.synapse.send_text(w.tenant_token, w.reports,
@@ -160,7 +162,7 @@ async def test_stranger_cannot_run_commands(world: World, relay: SmtpCapture,
                                             tmp_path: Path) -> None:
     """A room member who is not an engineer gets a refusal and the incident is unchanged."""
     w = world
-    async with running(config_for(w, tmp_path, relay.port), clock=lambda: IN_HOURS) as app:
+    async with running(config_for(w, tmp_path, relay.port), clock=ticking(IN_HOURS)) as app:
         assert app.matrix is not None
         await eventually(app.matrix.connected.is_set, timeout=20)
         await send_mail(app.smtp_port or 0, email_bytes())
@@ -178,7 +180,7 @@ async def test_restart_replays_no_history_and_applies_no_command_twice(
     """After a restart the bot neither replays old commands nor posts its answers again."""
     w = world
     config = config_for(w, tmp_path, relay.port)
-    async with running(config, clock=lambda: IN_HOURS) as app:
+    async with running(config, clock=ticking(IN_HOURS)) as app:
         assert app.matrix is not None
         await eventually(app.matrix.connected.is_set, timeout=20)
         await send_mail(app.smtp_port or 0, email_bytes())
@@ -186,7 +188,7 @@ async def test_restart_replays_no_history_and_applies_no_command_twice(
         w.synapse.send_text(w.eng_token, w.incidents, "!update First update.",
                             thread_root=root["event_id"])
         await eventually(lambda: len(relay.messages) >= 2)
-    async with running(config, clock=lambda: IN_HOURS) as app:
+    async with running(config, clock=ticking(IN_HOURS)) as app:
         assert app.matrix is not None
         await eventually(app.matrix.connected.is_set, timeout=20)
         w.synapse.send_text(w.eng_token, w.incidents, "!note after restart",
@@ -196,3 +198,59 @@ async def test_restart_replays_no_history_and_applies_no_command_twice(
     assert len(bot_notices(w, w.incidents, "Update sent to")) == 1
     assert len(bot_notices(w, w.incidents, "INC-1 · P1")) == 1
     assert [e.kind for e in incident(tmp_path).timeline].count("command.update") == 1
+
+
+async def test_synapse_outage_loses_nothing_and_doubles_nothing(
+    world: World, relay: SmtpCapture, tmp_path: Path
+) -> None:
+    """With Synapse down, a new report's announcement waits; after the restart it is posted
+    once, and commands work again."""
+    w = world
+    async with running(config_for(w, tmp_path, relay.port), clock=ticking(IN_HOURS)) as app:
+        assert app.matrix is not None
+        await eventually(app.matrix.connected.is_set, timeout=20)
+        w.synapse.stop()
+        try:
+            await send_mail(app.smtp_port or 0, email_bytes(subject="Platform API is down"))
+            await eventually(lambda: relay.messages)  # mail does not wait for chat
+            await eventually(lambda: app.matrix is not None and not app.matrix.connected.is_set())
+        finally:
+            w.synapse.start()
+        [root] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 · P1"), timeout=30)
+        w.synapse.send_text(w.eng_token, w.incidents, "!ack", thread_root=root["event_id"])
+        await eventually(lambda: bot_notices(w, w.incidents, "acknowledged by"), timeout=30)
+    assert len(bot_notices(w, w.incidents, "INC-1 · P1")) == 1
+    assert len(bot_notices(w, w.incidents, "acknowledged by")) == 1
+
+
+async def test_sigkill_applies_no_command_twice(world: World, relay: SmtpCapture,
+                                                tmp_path: Path) -> None:
+    """The daemon is SIGKILLed right after relaying an update; after a restart the update is
+    neither applied nor relayed again, and old history is not replayed."""
+    w = world
+    extra = (f'[mail_out]\nmode = "smtp"\n[mail_out.smtp]\nhost = "127.0.0.1"\n'
+             f"port = {relay.port}\nstarttls = false\n"
+             f'[matrix]\nhomeserver = "{w.synapse.url}"\nuser_id = "{w.bot}"\n'
+             f'password = {{ value = "{w.bot_password}" }}\nincidents_room = "{w.incidents}"\n'
+             f'engineers = ["{w.eng}"]\nsync_timeout_s = 1\nbackoff_max_s = 1\n')
+    d = Daemon(tmp_path, extra)
+    try:
+        await asyncio.to_thread(d.start)
+        await send_mail(d.port, email_bytes())
+        [root] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 · P1"), timeout=30)
+        w.synapse.send_text(w.eng_token, w.incidents, "!update Working on it.",
+                            thread_root=root["event_id"])
+        await eventually(lambda: bot_notices(w, w.incidents, "Update sent to"), timeout=30)
+        d.kill()
+        await asyncio.to_thread(d.start)
+        w.synapse.send_text(w.eng_token, w.incidents, "!note after the crash",
+                            thread_root=root["event_id"])
+        await eventually(lambda: bot_notices(w, w.incidents, "Noted on the timeline"),
+                         timeout=30)
+        assert await asyncio.to_thread(d.stop) == 0
+    finally:
+        d.kill()
+    updates = [m for m in relay.messages if b"Working on it." in m.content]
+    assert len(updates) == 1
+    assert len(bot_notices(w, w.incidents, "Update sent to")) == 1
+    assert len(bot_notices(w, w.incidents, "INC-1 · P1")) == 1
