@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
 import aiohttp
@@ -121,8 +122,8 @@ class App:
                                  await _instance_id(store))
         outbox = OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock)
 
-        def planned(plan: Plan) -> None:
-            if plan.outbox:
+        def planned(plans: Sequence[Plan]) -> None:
+            if any(plan.outbox for plan in plans):
                 outbox.wake()
 
         worker = InboxWorker(store, self.rulebook, pipeline_settings(cfg), planned, self.clock)
@@ -150,9 +151,15 @@ class App:
             log.info("gateway.stopping")
             if smtp is not None:
                 await smtp.stop()
-            for task in tasks:
+            # Let the workers finish what they hold (a delivered page is recorded before
+            # they return); the chat link just stops. Then drain what is left.
+            worker.stop()
+            outbox.stop()
+            for task in tasks[2:]:
                 task.cancel()
-            await asyncio.wait(tasks)
+            _, late = await asyncio.wait(tasks, timeout=cfg.outbox.drain_timeout_s)
+            for task in late:
+                task.cancel()
             await self._drain(worker, outbox)
             if link is not None:
                 await link.close()

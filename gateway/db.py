@@ -148,31 +148,62 @@ def next_incident_id(conn: sqlite3.Connection) -> int:
     return int(value)
 
 
-def process(
+@dataclass(frozen=True)
+class Work:
+    """One accepted message to process: how to find its thread, how to plan it, and the plan
+    to fall back on if planning fails (so a bug never loses the message)."""
+
+    inbox_id: int
+    keys: ThreadKeys | None
+    make_plan: Callable[[PlanContext], Plan]
+    fallback: Callable[[str], Plan]
+
+
+def process(conn: sqlite3.Connection, batch: Sequence[Work], now: datetime) -> list[Plan]:
+    """Find each message's thread, ask the pure pipeline for a plan, apply it and mark the
+    message processed. The whole batch is one transaction (one fsync); each message is a
+    savepoint, so one that fails falls back alone. A crash leaves all or nothing."""
+    plans = []
+    with transaction(conn):
+        for work in batch:
+            conn.execute("SAVEPOINT message")
+            try:
+                plan = _process_one(conn, work.inbox_id, work.keys, work.make_plan, now)
+            except Exception as exc:  # a bug in planning: keep the message for a human
+                conn.execute("ROLLBACK TO message")
+                failed = work.fallback(f"processing failed: {type(exc).__name__}")
+                plan = _process_one(conn, work.inbox_id, None, _fixed(failed), now)
+            conn.execute("RELEASE message")
+            plans.append(plan)
+    return plans
+
+
+def _fixed(plan: Plan) -> Callable[[PlanContext], Plan]:
+    return lambda _ctx: plan
+
+
+def _process_one(
     conn: sqlite3.Connection,
     inbox_id: int,
     keys: ThreadKeys | None,
     make_plan: Callable[[PlanContext], Plan],
     now: datetime,
 ) -> Plan:
-    """Find the thread, ask the pure pipeline for a plan, apply it and mark the message
-    processed — all in one transaction, so a crash leaves either nothing or everything."""
-    with transaction(conn):
-        (state,) = conn.execute("SELECT state FROM inbox WHERE id = ?", (inbox_id,)).fetchone()
-        if state != "pending":
-            return Plan(outcome="already processed")
-        context = PlanContext(
-            thread=find_thread(conn, keys) if keys else None,
-            next_id=next_incident_id(conn),
-            find=lambda iid: load_incident(conn, iid, with_timeline=False),
-            open_incidents=lambda: list_incidents(conn, open_only=True),
-        )
-        plan = make_plan(context)
-        apply_plan(conn, plan, now)
-        conn.execute(
-            "UPDATE inbox SET state = 'done', outcome = ?, processed_at = ? WHERE id = ?",
-            (plan.outcome, ts(now), inbox_id),
-        )
+    (state,) = conn.execute("SELECT state FROM inbox WHERE id = ?", (inbox_id,)).fetchone()
+    if state != "pending":
+        return Plan(outcome="already processed")
+    context = PlanContext(
+        thread=find_thread(conn, keys) if keys else None,
+        next_id=next_incident_id(conn),
+        find=lambda iid: load_incident(conn, iid, with_timeline=False),
+        open_incidents=lambda: list_incidents(conn, open_only=True),
+    )
+    plan = make_plan(context)
+    apply_plan(conn, plan, now)
+    conn.execute(
+        "UPDATE inbox SET state = 'done', outcome = ?, processed_at = ? WHERE id = ?",
+        (plan.outcome, ts(now), inbox_id),
+    )
     return plan
 
 
@@ -338,18 +369,37 @@ def next_outbox_due(conn: sqlite3.Connection) -> datetime | None:
     return _dt(value)
 
 
-def complete_outbox(
-    conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str, Any], now: datetime
-) -> None:
-    """Mark delivered and record what it did, in the same transaction (so never twice)."""
+@dataclass(frozen=True)
+class Attempt:
+    """How one delivery attempt went: a result (done), or an error and when to retry."""
+
+    entry: OutboxEntry
+    result: dict[str, Any] | None = None
+    error: str = ""
+    next_at: datetime | None = None
+    dead: bool = False
+
+
+def settle_outbox(conn: sqlite3.Connection, attempts: Sequence[Attempt], now: datetime) -> None:
+    """Record a round of attempts in one transaction. A delivery is marked done in the same
+    transaction that records its effect, and only once (a second completion changes nothing)."""
     with transaction(conn):
-        conn.execute(
-            "UPDATE outbox SET state = ?, attempts = attempts + 1, result = ?, done_at = ?,"
-            " last_error = NULL WHERE id = ? AND state = 'pending'",
-            (OutboxState.DONE, dumps(result), ts(now), entry.id),
-        )
-        if entry.incident_id is not None:
-            _record_effect(conn, entry, result, now)
+        for a in attempts:
+            if a.result is not None:
+                cur = conn.execute(
+                    "UPDATE outbox SET state = ?, attempts = attempts + 1, result = ?,"
+                    " done_at = ?, last_error = NULL WHERE id = ? AND state = 'pending'",
+                    (OutboxState.DONE, dumps(a.result), ts(now), a.entry.id),
+                )
+                if cur.rowcount and a.entry.incident_id is not None:
+                    _record_effect(conn, a.entry, a.result, now)
+            else:
+                conn.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?,"
+                    " next_attempt_at = ?, state = ? WHERE id = ? AND state = 'pending'",
+                    (a.error[:500], ts(a.next_at or now),
+                     OutboxState.DEAD if a.dead else OutboxState.PENDING, a.entry.id),
+                )
 
 
 def _record_effect(
@@ -415,19 +465,6 @@ def kv_set(conn: sqlite3.Connection, key: str, value: str) -> None:
     with transaction(conn):
         conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
                      " SET value = excluded.value", (key, value))
-
-
-def retry_outbox(
-    conn: sqlite3.Connection, entry_id: int, next_at: datetime, error: str, *, dead: bool
-) -> None:
-    """Count a failed attempt; schedule the next one, or give up (dead-letter)."""
-    with transaction(conn):
-        conn.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
-            " state = ? WHERE id = ? AND state = 'pending'",
-            (error[:500], ts(next_at), OutboxState.DEAD if dead else OutboxState.PENDING,
-             entry_id),
-        )
 
 
 def outbox_rows(conn: sqlite3.Connection, state: str | None = None) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from gateway.db import Attempt
 from gateway.domain import OutboxEntry, OutboxKind
 from gateway.ports import PermanentError, TransientError
 from gateway.store import Store
@@ -61,14 +62,20 @@ class OutboxWorker:
         self._concurrency = concurrency
         self._clock = clock
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def wake(self) -> None:
         """Something new is in the outbox."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """Finish the round in flight (so what was delivered is recorded), then return."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
-        """Deliver until cancelled, sleeping until the next entry is due or a wake-up."""
-        while True:
+        """Deliver until stopped, sleeping until the next entry is due or a wake-up."""
+        while not self._stopping:
             self._wake.clear()
             try:
                 delivered = await self.deliver_due()
@@ -89,12 +96,13 @@ class OutboxWorker:
                     pass
 
     async def deliver_due(self) -> int:
-        """One round: every entry due now, `concurrency` at a time; returns how many."""
+        """One round: every entry due now, `concurrency` at a time, then one transaction
+        that records every outcome; returns how many were attempted."""
         entries = await self._store.due_outbox(self._clock(), self._concurrency)
         if entries:
             async with asyncio.TaskGroup() as group:
-                for entry in entries:
-                    group.create_task(self._deliver(entry))
+                tasks = [group.create_task(self._attempt(entry)) for entry in entries]
+            await self._store.settle_outbox([t.result() for t in tasks], self._clock())
         return len(entries)
 
     async def drain(self, timeout_s: float) -> bool:
@@ -107,7 +115,7 @@ class OutboxWorker:
             return False
         return True
 
-    async def _deliver(self, entry: OutboxEntry) -> None:
+    async def _attempt(self, entry: OutboxEntry) -> Attempt:
         bound = log.bind(outbox_id=entry.id, kind=entry.kind, incident_id=entry.incident_id,
                          attempt=entry.attempts + 1)
         handler = self._handlers.get(entry.kind)
@@ -119,30 +127,26 @@ class OutboxWorker:
         except asyncio.CancelledError:
             raise
         except PermanentError as exc:
-            await self._fail(entry, exc.reason, None, bound, permanent=True)
-            return
+            return self._failed(entry, exc.reason, None, bound, permanent=True)
         except TransientError as exc:
-            await self._fail(entry, exc.reason, exc.retry_after_s, bound, permanent=False)
-            return
+            return self._failed(entry, exc.reason, exc.retry_after_s, bound, permanent=False)
         except TimeoutError:
-            await self._fail(entry, "timed out", None, bound, permanent=False)
-            return
+            return self._failed(entry, "timed out", None, bound, permanent=False)
         except Exception as exc:  # an adapter bug: keep the entry, retry later, shout
             bound.exception("outbox.handler_crashed")
-            await self._fail(entry, f"internal error: {type(exc).__name__}", None, bound,
-                             permanent=False)
-            return
-        await self._store.complete_outbox(entry, result, self._clock())
+            return self._failed(entry, f"internal error: {type(exc).__name__}", None, bound,
+                                permanent=False)
         bound.info("outbox.delivered")
+        return Attempt(entry, result=result)
 
-    async def _fail(self, entry: OutboxEntry, reason: str, retry_after_s: float | None,
-                    bound: Any, *, permanent: bool) -> None:
+    def _failed(self, entry: OutboxEntry, reason: str, retry_after_s: float | None,
+                bound: Any, *, permanent: bool) -> Attempt:
         attempts = entry.attempts + 1
         dead = permanent or attempts >= self._policy.max_attempts
         delay = self._policy.delay(attempts, retry_after_s)
-        next_at = self._clock() + timedelta(seconds=delay)
-        await self._store.retry_outbox(entry.id, next_at, reason, dead=dead)
         if dead:
             bound.error("outbox.dead_lettered", reason=reason)
         else:
             bound.warning("outbox.retry_scheduled", reason=reason, delay_s=round(delay, 2))
+        return Attempt(entry, error=reason, dead=dead,
+                       next_at=self._clock() + timedelta(seconds=delay))

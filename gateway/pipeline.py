@@ -84,10 +84,12 @@ def plan_email(
     book: Rulebook,
     settings: Settings,
     now: datetime,
+    decision: TriageDecision | None = None,
 ) -> Plan:
-    """Decide what one parsed email changes."""
+    """Decide what one parsed email changes (`decision`: the triage, if already made)."""
     assert row.mailbox is not None, "email is always accepted into a mailbox"
-    decision = triage(report_for(row.mailbox, row.mail_from, mail), now, book)
+    if decision is None:
+        decision = triage(report_for(row.mailbox, row.mail_from, mail), now, book)
     if decision.ignored is not None:
         return Plan(outcome=f"ignored: {decision.ignored}")
     if thread is not None:

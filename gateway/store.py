@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway import db, schema
-from gateway.db import Accepted, NewMessage, ThreadKeys
-from gateway.domain import InboxRow, Incident, OutboxEntry, Plan, PlanContext
+from gateway.db import Accepted, Attempt, NewMessage, Work
+from gateway.domain import InboxRow, Incident, OutboxEntry, Plan
 
 T = TypeVar("T")
 
@@ -108,15 +108,9 @@ class Store:
         """Accepted messages waiting to be processed, oldest first."""
         return await self._call(db.pending_inbox, limit)
 
-    async def process(
-        self,
-        inbox_id: int,
-        keys: ThreadKeys | None,
-        make_plan: Callable[[PlanContext], Plan],
-        now: datetime,
-    ) -> Plan:
-        """Thread lookup, plan and apply in one transaction (see gateway.db.process)."""
-        return await self._call(db.process, inbox_id, keys, make_plan, now)
+    async def process(self, batch: Sequence[Work], now: datetime) -> list[Plan]:
+        """Thread lookup, plan and apply for a batch, in one transaction (gateway.db.process)."""
+        return await self._call(db.process, batch, now)
 
     # -- outbox -----------------------------------------------------------------------------
     async def due_outbox(self, now: datetime, limit: int) -> list[OutboxEntry]:
@@ -127,17 +121,9 @@ class Store:
         """When the next pending entry is due."""
         return await self._call(db.next_outbox_due)
 
-    async def complete_outbox(
-        self, entry: OutboxEntry, result: dict[str, Any], now: datetime
-    ) -> None:
-        """Record a delivery and its effect atomically."""
-        await self._call(db.complete_outbox, entry, result, now)
-
-    async def retry_outbox(
-        self, entry_id: int, next_at: datetime, error: str, *, dead: bool
-    ) -> None:
-        """Record a failed attempt."""
-        await self._call(lambda c: db.retry_outbox(c, entry_id, next_at, error, dead=dead))
+    async def settle_outbox(self, attempts: Sequence[Attempt], now: datetime) -> None:
+        """Record a round of delivery attempts and their effects, atomically."""
+        await self._call(db.settle_outbox, attempts, now)
 
     # -- reads ------------------------------------------------------------------------------
     async def incident(self, incident_id: int) -> Incident | None:

@@ -1,10 +1,11 @@
-"""The inbox worker: takes accepted messages in order, parses them off the event loop, and has
-the store apply the pipeline's Plan for each in one transaction; then wakes the outbox."""
+"""The inbox worker: takes accepted messages in order, parses and triages them off the event
+loop and off the store thread, then has the store apply the pipeline's Plans for the whole
+batch in one transaction; then wakes the outbox."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
@@ -12,13 +13,15 @@ import structlog
 
 from gateway.chat import ChatMessage, parse_chat, plan_report_room, should_ignore
 from gateway.commands import CommandEnv, parse_command, plan_command
-from gateway.db import ThreadKeys
+from gateway.db import ThreadKeys, Work
 from gateway.domain import Channel, InboxRow, Plan, PlanContext
 from gateway.mail import ParsedMail, UnparseableMessage, parse_mail
-from gateway.pipeline import Settings, plan_email, plan_unreadable
+from gateway.pipeline import Settings, plan_email, plan_unreadable, report_for
 from gateway.relay import ChatSettings
 from gateway.store import Store
 from rules.book import Rulebook
+from rules.engine import triage
+from rules.types import TriageDecision
 
 log = structlog.get_logger("gateway.worker")
 Clock = Callable[[], datetime]
@@ -30,16 +33,17 @@ def utcnow() -> datetime:
 
 
 class InboxWorker:
-    """Processes the durable inbox, one message at a time, in arrival order."""
+    """Processes the durable inbox in arrival order, a batch per transaction."""
 
     def __init__(
         self,
         store: Store,
         rulebook: Rulebook,
         settings: Settings,
-        on_planned: Callable[[Plan], None],
+        on_planned: Callable[[Sequence[Plan]], None],
         clock: Clock = utcnow,
         retry_delay_s: float = 1.0,
+        batch: int = 64,
     ) -> None:
         self._store = store
         self.rulebook = rulebook
@@ -47,16 +51,22 @@ class InboxWorker:
         self._on_planned = on_planned
         self._clock = clock
         self._wake = asyncio.Event()
+        self._stopping = False
         self._retry_delay_s = retry_delay_s
-        self.idle = asyncio.Event()
+        self._batch = batch
 
     def wake(self) -> None:
         """New messages were accepted."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """Finish the batch in flight, then return from run()."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
-        """Process until cancelled; a store failure backs off and tries again."""
-        while True:
+        """Process until stopped; a store failure backs off and tries again."""
+        while not self._stopping:
             self._wake.clear()
             try:
                 done = await self.process_pending()
@@ -67,81 +77,91 @@ class InboxWorker:
                 await asyncio.sleep(self._retry_delay_s)
                 continue
             if not done:
-                self.idle.set()
                 await self._wake.wait()
-                self.idle.clear()
 
-    async def process_pending(self, limit: int = 64) -> int:
+    async def process_pending(self) -> int:
         """Process what is pending now; returns how many messages were handled."""
-        rows = await self._store.pending_inbox(limit)
-        for row in rows:
-            await self._process(row)
+        rows = await self._store.pending_inbox(self._batch)
+        if not rows:
+            return 0
+        now = self._clock()
+        # Parsing and triage are CPU work on untrusted input: run them on a worker thread,
+        # never on the event loop, and outside the store's transaction.
+        batch = await asyncio.to_thread(self._prepare_all, rows, now)
+        plans = await self._store.process(batch, now)
+        for row, plan in zip(rows, plans, strict=True):
+            event = "inbox.plan_failed" if plan.outcome.startswith(
+                "unreadable: processing failed") else "inbox.processed"
+            (log.error if event == "inbox.plan_failed" else log.info)(
+                event, inbox_id=row.id, channel=row.channel, outcome=plan.outcome)
+        self._on_planned(plans)
         return len(rows)
 
-    async def _process(self, row: InboxRow) -> None:
-        if row.channel is Channel.MATRIX:
-            await self._process_chat(row)
-            return
-        bound = log.bind(inbox_id=row.id, mailbox=row.mailbox)
-        now = self._clock()
-        try:
-            mail: ParsedMail | None = await asyncio.to_thread(parse_mail, row.raw, row.mail_from)
-            problem = ""
-        except UnparseableMessage as exc:
-            mail, problem = None, str(exc)[:200] or "unparseable"
-        if mail is None:
-            plan = await self._store.process(row.id, None, _const(plan_unreadable(row, problem,
-                                                                                  now)), now)
-        else:
-            keys = ThreadKeys(mail.in_reply_to + mail.references[::-1], mail.subject,
-                              mail.from_addr)
-            make = partial(self._plan, row, mail, now)
-            try:
-                plan = await self._store.process(row.id, keys, make, now)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # A bug in parsing or rules must not lose the message: keep it for a human.
-                bound.exception("inbox.plan_failed")
-                failed = plan_unreadable(row, f"processing failed: {type(exc).__name__}", now)
-                plan = await self._store.process(row.id, None, _const(failed), now)
-        bound.info("inbox.processed", outcome=plan.outcome)
-        self._on_planned(plan)
+    def _prepare_all(self, rows: list[InboxRow], now: datetime) -> list[Work]:
+        return [self._prepare(row, now) for row in rows]
 
-    async def _process_chat(self, row: InboxRow) -> None:
-        now = self._clock()
+    def _prepare(self, row: InboxRow, now: datetime) -> Work:
+        fallback = partial(_unreadable, row, now)
+        try:
+            if row.channel is Channel.MATRIX:
+                return self._prepare_chat(row, now, fallback)
+            return self._prepare_mail(row, now, fallback)
+        except Exception as exc:  # a bug must not lose the message: a ticket for a human
+            log.exception("inbox.prepare_failed", inbox_id=row.id)
+            return Work(row.id, None, _fixed(fallback(f"processing failed: "
+                                                      f"{type(exc).__name__}")), fallback)
+
+    def _prepare_mail(self, row: InboxRow, now: datetime,
+                      fallback: Callable[[str], Plan]) -> Work:
+        try:
+            mail = parse_mail(row.raw, row.mail_from)
+        except UnparseableMessage as exc:
+            return Work(row.id, None, _fixed(fallback(str(exc)[:200] or "unparseable")),
+                        fallback)
+        assert row.mailbox is not None
+        decision = triage(report_for(row.mailbox, row.mail_from, mail), now, self.rulebook)
+        keys = ThreadKeys(mail.in_reply_to + mail.references[::-1], mail.subject,
+                          mail.from_addr)
+        return Work(row.id, keys, partial(self._plan_mail, row, mail, decision, now), fallback)
+
+    def _plan_mail(self, row: InboxRow, mail: ParsedMail, decision: TriageDecision,
+                   now: datetime, ctx: PlanContext) -> Plan:
+        return plan_email(row, mail, ctx.thread, ctx.next_id, self.rulebook, self._settings,
+                          now, decision)
+
+    def _prepare_chat(self, row: InboxRow, now: datetime,
+                      fallback: Callable[[str], Plan]) -> Work:
         chat = self._settings.chat
         msg = parse_chat(row.raw)
-        keys: ThreadKeys | None = None
         if msg is None or chat is None:
-            make = _const(Plan(outcome="ignored: not a text message in a room we watch"))
-        elif (why := should_ignore(msg, chat)) is not None:
-            make = _const(Plan(outcome=f"ignored: {why}"))
-        elif msg.room_id == chat.incidents_room:
-            command = parse_command(msg.body)
-            if command is None:
-                make = _const(Plan(outcome="ignored: conversation"))
-            else:
-                keys = ThreadKeys(msg.thread_keys(), incident_id=command.ref)
-                env = CommandEnv(chat, self.rulebook, self._settings.sender,
-                                 self._settings.pager_source, f"c{row.id}", now)
-                make = partial(plan_command, msg, command, env=env)
-        else:
-            keys = ThreadKeys(msg.thread_keys())
-            make = partial(self._plan_report, msg, chat, now)
-        plan = await self._store.process(row.id, keys, make, now)
-        log.info("inbox.processed", inbox_id=row.id, channel="matrix", outcome=plan.outcome)
-        self._on_planned(plan)
+            return _ignored(row, "not a text message in a room we watch", fallback)
+        why = should_ignore(msg, chat)
+        if why is not None:
+            return _ignored(row, why, fallback)
+        if msg.room_id != chat.incidents_room:
+            return Work(row.id, ThreadKeys(msg.thread_keys()),
+                        partial(self._plan_report, msg, chat, now), fallback)
+        command = parse_command(msg.body)
+        if command is None:
+            return _ignored(row, "conversation", fallback)
+        env = CommandEnv(chat, self.rulebook, self._settings.sender,
+                         self._settings.pager_source, f"c{row.id}", now)
+        keys = ThreadKeys(msg.thread_keys(), incident_id=command.ref)
+        return Work(row.id, keys, partial(plan_command, msg, command, env=env), fallback)
 
     def _plan_report(self, msg: ChatMessage, chat: ChatSettings, now: datetime,
                      ctx: PlanContext) -> Plan:
         return plan_report_room(msg, ctx.thread, ctx.next_id, self.rulebook, chat,
                                 self._settings.pager_source, now)
 
-    def _plan(self, row: InboxRow, mail: ParsedMail, now: datetime, ctx: PlanContext) -> Plan:
-        return plan_email(row, mail, ctx.thread, ctx.next_id, self.rulebook, self._settings, now)
+
+def _unreadable(row: InboxRow, now: datetime, problem: str) -> Plan:
+    return plan_unreadable(row, problem, now)
 
 
-def _const(plan: Plan) -> Callable[[PlanContext], Plan]:
+def _ignored(row: InboxRow, why: str, fallback: Callable[[str], Plan]) -> Work:
+    return Work(row.id, None, _fixed(Plan(outcome=f"ignored: {why}")), fallback)
+
+
+def _fixed(plan: Plan) -> Callable[[PlanContext], Plan]:
     return lambda _ctx: plan
-

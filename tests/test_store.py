@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway import db, schema
-from gateway.db import NewMessage
+from gateway.db import Attempt, NewMessage, Work
 from gateway.domain import (
     Channel,
     NewIncident,
@@ -31,6 +31,12 @@ NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 def message(n: int, key: str | None = None) -> NewMessage:
     return NewMessage(Channel.EMAIL, Mailbox.EMERGENCY, f"s{n}@x.example",
                       ("emergency@localhost",), f"Subject: {n}\r\n\r\nbody".encode(), key, NOW)
+
+
+def work(inbox_id: int, make=None) -> Work:  # type: ignore[no-untyped-def]
+    """A unit of work whose plan opens an incident (or whatever `make` returns)."""
+    return Work(inbox_id, None, make or (lambda ctx: plan()),
+                lambda problem: Plan(outcome=f"unreadable: {problem}"))
 
 
 def plan(title: str = "Site down", msgid: str = "<a@x>") -> Plan:
@@ -80,8 +86,8 @@ async def test_processing_is_applied_once(store: Store) -> None:
         calls.append(ctx.next_id)
         return plan()
 
-    await store.process(accepted.inbox_id, None, make, NOW)
-    second = await store.process(accepted.inbox_id, None, make, NOW)
+    await store.process([work(accepted.inbox_id, make)], NOW)
+    [second] = await store.process([work(accepted.inbox_id, make)], NOW)
     assert calls == [1] and second.outcome == "already processed"
     assert len(await store.incidents()) == 1
     assert await store.pending_inbox() == []
@@ -90,7 +96,7 @@ async def test_processing_is_applied_once(store: Store) -> None:
 async def test_thread_found_by_message_id_and_by_tag_only_for_reporters(store: Store) -> None:
     """Known Message-IDs find the incident; [INC-1] does so only for one of its reporters."""
     accepted = await store.accept(message(1))
-    await store.process(accepted.inbox_id, None, lambda ctx: plan(), NOW)
+    await store.process([work(accepted.inbox_id)], NOW)
     conn = store._conn
     assert conn is not None
     by_id = db.find_thread(conn, db.ThreadKeys(("<a@x>",), "", "bob@y.example"))
@@ -103,28 +109,43 @@ async def test_thread_found_by_message_id_and_by_tag_only_for_reporters(store: S
 async def test_outbox_completion_records_the_page_once(store: Store) -> None:
     """Completing a page entry records one page; a second completion changes nothing."""
     accepted = await store.accept(message(1))
-    await store.process(accepted.inbox_id, None, lambda ctx: plan(), NOW)
+    await store.process([work(accepted.inbox_id)], NOW)
     [entry] = await store.due_outbox(NOW, 10)
-    await store.complete_outbox(entry, {"provider": "local"}, NOW)
-    await store.complete_outbox(entry, {"provider": "local"}, NOW)
+    await store.settle_outbox([Attempt(entry, result={"provider": "local"})], NOW)
+    await store.settle_outbox([Attempt(entry, result={"provider": "local"})], NOW)
     incident = await store.incident(1)
     assert incident is not None and incident.pages_sent == 1
+    assert [e.kind for e in incident.timeline].count("paged") == 1
     assert await store.due_outbox(NOW + timedelta(days=1), 10) == []
 
 
 async def test_outbox_retry_then_dead_letter(store: Store) -> None:
     """A failed attempt is rescheduled; a dead one is never due again."""
     accepted = await store.accept(message(1))
-    await store.process(accepted.inbox_id, None, lambda ctx: plan(), NOW)
+    await store.process([work(accepted.inbox_id)], NOW)
     [entry] = await store.due_outbox(NOW, 10)
-    await store.retry_outbox(entry.id, NOW + timedelta(seconds=30), "503", dead=False)
+    await store.settle_outbox([Attempt(entry, error="503", next_at=NOW + timedelta(seconds=30))],
+                              NOW)
     assert await store.due_outbox(NOW, 10) == []
     [again] = await store.due_outbox(NOW + timedelta(seconds=31), 10)
     assert again.attempts == 1
-    await store.retry_outbox(entry.id, NOW, "400", dead=True)
+    await store.settle_outbox([Attempt(again, error="400", dead=True)], NOW)
     assert await store.due_outbox(NOW + timedelta(days=1), 10) == []
     [row] = await store.outbox_rows("dead")
     assert row["last_error"] == "400" and row["attempts"] == 2
+
+
+async def test_a_failing_plan_falls_back_alone(store: Store) -> None:
+    """In a batch, a message whose planning raises is kept by its fallback; the others apply."""
+    ids = [(await store.accept(message(n))).inbox_id for n in range(3)]
+
+    def boom(ctx: PlanContext) -> Plan:
+        raise RuntimeError("bug")
+
+    plans = await store.process([work(ids[0]), work(ids[1], boom), work(ids[2])], NOW)
+    assert [p.outcome for p in plans] == ["opened", "unreadable: processing failed: "
+                                          "RuntimeError", "opened"]
+    assert len(await store.incidents()) == 2 and await store.pending_inbox() == []
 
 
 def test_migrations_are_ordered_and_refuse_a_newer_schema(tmp_path: Path) -> None:
