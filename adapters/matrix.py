@@ -204,6 +204,9 @@ class MatrixLink:
         client = self._client
         await self._login(client, fresh=fresh_login)
         await self._join(client)
+        # Logged in and joined: sends may go now, without waiting for a long-poll to return.
+        self.state = "connected"
+        self.connected.set()
         since = await self._kv.kv_get("matrix.next_batch")
         if since is None:
             # First start: skip history, begin from now.
