@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from rules.book import ClockKind, PagePolicy, PriorityPolicy, Rule, Rulebook, Target
 from rules.hours import SupportClock
-from rules.matching import Outcome
+from rules.matching import Outcome, PreparedReport
 from rules.types import Period, Priority, Report, TriageDecision
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -38,8 +38,9 @@ def classify(report: Report, book: Rulebook) -> Verdict:
     """The priority from the most severe matching rule, or else the mailbox default."""
     matched: list[tuple[Rule, Outcome]] = []
     set_aside: list[tuple[Rule, str]] = []
+    text = PreparedReport(report)
     for rule in book.rules:
-        outcome = rule.matcher.test(report)
+        outcome = rule.matcher.test(text)
         if outcome.matched:
             matched.append((rule, outcome))
         elif outcome.excluded_by is not None:

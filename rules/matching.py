@@ -9,24 +9,36 @@ what matched is described back to humans. It knows nothing about priorities.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
+from functools import cached_property, lru_cache
 
+from rules.literals import key, requirements, squeeze, word_runs
 from rules.types import Mailbox, Report
 
 # Tenants paste text from word processors and phones: curly apostrophes and non-breaking
 # spaces must not defeat a rule written with plain ones.
-_NORMALISE = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u00a0": " "})
+_NORMALISE = {"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u00a0": " "}
 # A space or hyphen in a phrase matches any run of whitespace (newlines included) or hyphens,
 # so "log in" also finds "log-in" and a phrase wrapped across lines.
 _SEPARATOR = r"[\s\-]+"
 _QUOTE_LIMIT = 60
+# How many candidate starts a term tries one by one before handing the rest of the field to
+# the expression's own search (both give the same match; this only bounds the cost).
+_MAX_TRIES = 24
+# Past this many spellings (apostrophes kept or dropped), a phrase's forms are not checked.
+_MAX_FORMS = 16
 
 
 def normalise(text: str) -> str:
     """Text as rules see it: typographic apostrophes and non-breaking spaces made plain."""
-    return text.translate(_NORMALISE)
+    if text.isascii():
+        return text
+    for typographic, plain in _NORMALISE.items():
+        if typographic in text:
+            text = text.replace(typographic, plain)
+    return text
 
 
 def compile_word(phrase: str) -> re.Pattern[str]:
@@ -37,11 +49,41 @@ def compile_word(phrase: str) -> re.Pattern[str]:
     ("can't" matches "can't", "can’t" and "cant"). Raises ValueError for a phrase with
     no letters or digits.
     """
-    tokens = [t for t in re.split(r"[\s\-]+", normalise(phrase).strip()) if t]
+    tokens = _tokens(phrase)
     if not tokens or not any(re.search(r"\w", t) for t in tokens):
         raise ValueError("a word must contain at least one letter or digit")
-    body = _SEPARATOR.join(re.escape(t).replace("'", "'?") for t in tokens)
-    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+    return re.compile(rf"(?<!\w){_phrase(tokens)}(?!\w)", re.IGNORECASE)
+
+
+def _phrase(tokens: Sequence[str]) -> str:
+    """The expression for a word's tokens, apart from the word-boundary checks."""
+    return _SEPARATOR.join(re.escape(t).replace("'", "'?") for t in tokens)
+
+
+def _tokens(phrase: str) -> list[str]:
+    """A word or phrase split where it matches flexible whitespace and hyphens."""
+    return [t for t in re.split(r"[\s\-]+", normalise(phrase).strip()) if t]
+
+
+def squeezed_forms(phrase: str) -> frozenset[str]:
+    """How every match of `compile_word(phrase)` reads in `PreparedReport.squeezed`.
+
+    That text is keyed (see `rules.literals.key`) with each run of whitespace and hyphens
+    made one space, so a match of "can't log in" reads "can't log in" or "cant log in"
+    there. Empty (nothing known) for a phrase with non-ASCII letters or many apostrophes.
+    """
+    forms: set[str] = {""}
+    for token in _tokens(phrase):
+        if not token.isascii():
+            return frozenset()
+        first, *rest = token.lower().split("'")
+        variants = {first}
+        for piece in rest:
+            variants = {v + apostrophe + piece for v in variants for apostrophe in ("'", "")}
+        forms = {f"{form} {variant}" if form else variant for form in forms for variant in variants}
+        if len(forms) > _MAX_FORMS:
+            return frozenset()
+    return frozenset(forms)
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -89,6 +131,189 @@ class Outcome:
 _NO_MATCH = Outcome(matched=False)
 
 
+class PreparedReport:
+    """A report with the views of its text that rules look at, each computed once.
+
+    Matching a whole rulebook against one report tests hundreds of terms; normalising the
+    text, keying it (see `rules.literals.key`) and parsing the sender are done here once,
+    not once per rule or per term.
+    """
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        subject, body = normalise(report.subject), normalise(report.body)
+        subject_key, body_key = key(subject), key(body)
+        # (where, text as rules see it, its key): the order in which fields are searched.
+        self.fields: tuple[tuple[str, str, str], ...] = (
+            ("subject", subject, subject_key),
+            ("body", body, body_key),
+        )
+        self.keyed = subject_key + "\n" + body_key
+        self.runs = word_runs(self.keyed)
+        self.squeezed = squeeze(self.keyed)
+        # Term.first_hit by expression: rules share many words ("intermittent", …).
+        self.hits: dict[re.Pattern[str], tuple[str, re.Match[str]] | None] = {}
+
+    @cached_property
+    def sender(self) -> str:
+        """The bare, lower-cased sender address."""
+        return sender_address(self.report.sender)
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """The headers, by lower-cased name."""
+        return {k.lower(): v for k, v in self.report.headers.items()}
+
+
+class Term:
+    """One compiled word or pattern, with what its matches must contain (`Requirements`).
+
+    `first_hit` gives exactly what searching the subject, then the body, with the
+    expression would give; the requirements only let it skip searches that cannot succeed.
+    """
+
+    __slots__ = ("_clauses", "_finder", "_forms", "_runs", "_start", "regex")
+
+    def __init__(
+        self,
+        regex: re.Pattern[str],
+        forms: frozenset[str] = frozenset(),
+        finder: re.Pattern[str] | None = None,
+    ) -> None:
+        """Analyse `regex`; a word also brings what only its phrase tells.
+
+        `forms`: its `squeezed_forms` (every match reads as one of them). `finder`: an
+        expression that matches the key wherever a match of `regex` can start.
+        """
+        self.regex = regex
+        self._forms = forms
+        needs = requirements(regex)
+        self._runs = needs.runs
+        self._clauses = needs.clauses
+        # Where matches can start: given, or one known start text (found with str.find), or
+        # several (found together by one expression over the key).
+        starts = sorted(needs.starts)
+        self._start = starts[0] if len(starts) == 1 and finder is None else None
+        if finder is None and len(starts) > 1:
+            finder = re.compile("|".join(map(re.escape, starts)))
+        self._finder = finder
+
+    def __repr__(self) -> str:
+        return f"Term({self.regex.pattern!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Term) and other.regex == self.regex
+
+    def __hash__(self) -> int:
+        return hash(self.regex)
+
+    @property
+    def runs(self) -> frozenset[str]:
+        """Word runs (keyed) that every match contains whole."""
+        return self._runs
+
+    def first_hit(self, text: PreparedReport) -> tuple[str, re.Match[str]] | None:
+        """The first field with a non-blank match, and that match (None if no field has one)."""
+        if not self._runs <= text.runs:
+            return None
+        try:
+            return text.hits[self.regex]
+        except KeyError:
+            hit = text.hits[self.regex] = self._first_hit(text)
+            return hit
+
+    def _first_hit(self, text: PreparedReport) -> tuple[str, re.Match[str]] | None:
+        if self._forms and not any(f in text.squeezed for f in self._forms):
+            return None
+        keyed = text.keyed
+        for clause in self._clauses:
+            if not any(s in keyed for s in clause):
+                return None
+        for where, plain, plain_key in text.fields:
+            found = self._search(plain, plain_key)
+            if found is None or not found.group(0).strip():
+                continue
+            return where, found
+        return None
+
+    def _search(self, plain: str, plain_key: str) -> re.Match[str] | None:
+        """`self.regex.search(plain)`, trying only where a match can start.
+
+        Every match starts at a position `_next_start` finds in the key (same positions as
+        `plain`), so trying those positions in order finds the leftmost match. Past
+        `_MAX_TRIES` of them, the expression's own search takes over from the next one.
+        """
+        if self._start is None and self._finder is None:
+            return self.regex.search(plain)
+        match = self.regex.match
+        at = self._next_start(plain_key, 0)
+        for _ in range(_MAX_TRIES):
+            if at < 0:
+                return None
+            found = match(plain, at)
+            if found is not None:
+                return found
+            at = self._next_start(plain_key, at + 1)
+        return None if at < 0 else self.regex.search(plain, at)
+
+    def _next_start(self, plain_key: str, pos: int) -> int:
+        """The first position from `pos` where a match could start, or -1."""
+        if self._start is not None:
+            return plain_key.find(self._start, pos)
+        assert self._finder is not None
+        found = self._finder.search(plain_key, pos)
+        return -1 if found is None else found.start()
+
+
+class Terms:
+    """A list of terms, in order, indexed by a word run each one needs.
+
+    Most terms of a rule need a word the report does not contain; the index finds the
+    others with one set intersection instead of a look at every term.
+    """
+
+    __slots__ = ("_always", "_index", "_keys", "_terms")
+
+    def __init__(self, terms: Sequence[Term] = ()) -> None:
+        self._terms = tuple(terms)
+        index: dict[str, list[int]] = {}
+        always: list[int] = []
+        for position, term in enumerate(self._terms):
+            if term.runs:
+                # The longest run, as the likeliest to be missing from a report.
+                index.setdefault(max(sorted(term.runs), key=len), []).append(position)
+            else:
+                always.append(position)
+        self._index = {run: tuple(positions) for run, positions in index.items()}
+        self._keys = frozenset(index)
+        self._always = tuple(always)
+
+    def __len__(self) -> int:
+        return len(self._terms)
+
+    def __iter__(self) -> Iterator[Term]:
+        return iter(self._terms)
+
+    def __repr__(self) -> str:
+        return f"Terms({list(self._terms)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Terms) and other._terms == self._terms
+
+    def __hash__(self) -> int:
+        return hash(self._terms)
+
+    def candidates(self, text: PreparedReport) -> list[Term]:
+        """The terms, in order, less some that cannot match `text`."""
+        found = self._keys & text.runs
+        if not found:
+            return [self._terms[p] for p in self._always]
+        positions = [*self._always]
+        for run in found:
+            positions.extend(self._index[run])
+        return [self._terms[p] for p in sorted(positions)]
+
+
 @dataclass(frozen=True)
 class Matcher:
     """A rule's conditions, compiled once when the rulebook is loaded."""
@@ -96,10 +321,10 @@ class Matcher:
     mailboxes: frozenset[Mailbox]
     senders: frozenset[str]
     sender_domains: tuple[str, ...]
-    terms: tuple[re.Pattern[str], ...]
-    also: tuple[re.Pattern[str], ...]
+    terms: Terms
+    also: Terms
     headers: tuple[tuple[str, re.Pattern[str]], ...]
-    unless: tuple[re.Pattern[str], ...]
+    unless: Terms
 
     @classmethod
     def build(
@@ -120,40 +345,44 @@ class Matcher:
             mailboxes=frozenset(mailboxes),
             senders=frozenset(sender_address(s) for s in senders),
             sender_domains=tuple(d.strip().lower().lstrip("@") for d in sender_domains),
-            terms=(*map(compile_word, words), *map(compile_pattern, patterns)),
-            also=tuple(map(compile_word, also_words)),
+            terms=Terms([*map(_word_term, words), *map(_pattern_term, patterns)]),
+            also=Terms(list(map(_word_term, also_words))),
             headers=tuple((k.lower(), compile_pattern(v)) for k, v in (headers or {}).items()),
-            unless=(*map(compile_word, unless_words), *map(compile_pattern, unless_patterns)),
+            unless=Terms([*map(_word_term, unless_words), *map(_pattern_term, unless_patterns)]),
         )
 
-    def test(self, report: Report) -> Outcome:
-        """Test every condition against the report; see `Outcome`."""
-        if self.mailboxes and report.mailbox not in self.mailboxes:
+    def test(self, report: Report | PreparedReport) -> Outcome:
+        """Test every condition against the report; see `Outcome`.
+
+        Pass a `PreparedReport` when testing many rules against one report, so its text is
+        prepared once.
+        """
+        text = report if isinstance(report, PreparedReport) else PreparedReport(report)
+        if self.mailboxes and text.report.mailbox not in self.mailboxes:
             return _NO_MATCH
         evidence: list[str] = []
-        who = self._sender_evidence(report.sender)
-        header_evidence = self._header_evidence(report.headers)
+        who = self._sender_evidence(text)
+        header_evidence = self._header_evidence(text)
         if who is None or header_evidence is None:
             return _NO_MATCH
-        fields = (("subject", normalise(report.subject)), ("body", normalise(report.body)))
         if self.terms:
-            hits = _find_all(self.terms, fields)
+            hits = _find_all(self.terms, text, limit=3)
             if not hits:
                 return _NO_MATCH
-            evidence.append("matched " + ", ".join(hits[:3]))
+            evidence.append("matched " + ", ".join(hits))
         if self.also:
-            also_hits = _find_all(self.also, fields)
+            also_hits = _find_all(self.also, text, limit=2)
             if not also_hits:
                 return _NO_MATCH
-            evidence.append("with " + ", ".join(also_hits[:2]))
+            evidence.append("with " + ", ".join(also_hits))
         evidence.extend(who)
         evidence.extend(header_evidence)
-        excluded = _find_all(self.unless, fields)
+        excluded = _find_all(self.unless, text, limit=1)
         if excluded:
             return Outcome(matched=False, excluded_by=excluded[0])
         return Outcome(matched=True, evidence=tuple(evidence))
 
-    def _sender_evidence(self, sender: str) -> list[str] | None:
+    def _sender_evidence(self, text: PreparedReport) -> list[str] | None:
         """Evidence for the sender condition, or None when it fails.
 
         `senders` and `sender_domains` form one condition: the sender must be one of the
@@ -161,7 +390,7 @@ class Matcher:
         """
         if not self.senders and not self.sender_domains:
             return []
-        address = sender_address(sender)
+        address = text.sender
         if address in self.senders:
             return [f"sender {address} is listed"]
         domain = address.rpartition("@")[2]
@@ -170,11 +399,11 @@ class Matcher:
                 return [f"sender domain {domain}"]
         return None
 
-    def _header_evidence(self, headers: Mapping[str, str]) -> list[str] | None:
+    def _header_evidence(self, text: PreparedReport) -> list[str] | None:
         """Evidence for the header conditions (all must match), or None when one fails."""
         if not self.headers:
             return []
-        lowered = {k.lower(): v for k, v in headers.items()}
+        lowered = text.headers
         evidence: list[str] = []
         for name, pattern in self.headers:
             value = lowered.get(name)
@@ -184,22 +413,43 @@ class Matcher:
         return evidence
 
 
-def _find_all(regexes: Sequence[re.Pattern[str]], fields: Sequence[tuple[str, str]]) -> list[str]:
-    """Each regex's first hit, described as `"text" in subject`.
+# Terms are immutable and cost some work to build: rules and reloaded rulebooks share them.
+@lru_cache(maxsize=4096)
+def _word_term(phrase: str) -> Term:
+    regex = compile_word(phrase)
+    tokens = _tokens(phrase)
+    finder = None
+    if all(t.isascii() for t in tokens):
+        # The phrase over the key, without the word-boundary checks: it matches wherever
+        # a match can start (the key has ASCII in lower case, separators kept).
+        finder = re.compile(_phrase([t.lower() for t in tokens]))
+    return Term(regex, squeezed_forms(phrase), finder)
 
-    A hit that overlaps one already found in the same field ("push fails" inside
-    "cf push fails") adds nothing and is left out.
+
+@lru_cache(maxsize=4096)
+def _pattern_term(pattern: str) -> Term:
+    return Term(compile_pattern(pattern))
+
+
+def _find_all(terms: Terms, text: PreparedReport, limit: int) -> list[str]:
+    """The first `limit` hits, one per term in order, each described as `"text" in subject`.
+
+    A term's hit is its first match in the subject, or else in the body. A hit that
+    overlaps one already found in the same field ("push fails" inside "cf push fails") adds
+    nothing and is left out. Later terms cannot change the first `limit` hits, so the
+    search stops there.
     """
     hits: list[str] = []
     spans: list[tuple[str, int, int]] = []
-    for regex in regexes:
-        for where, text in fields:
-            found = regex.search(text)
-            if found is None or not found.group(0).strip():
-                continue
-            start, end = found.span()
-            if not any(w == where and start < e and s < end for w, s, e in spans):
-                spans.append((where, start, end))
-                hits.append(f"{_quote(found.group(0))} in {where}")
-            break
+    for term in terms.candidates(text):
+        hit = term.first_hit(text)
+        if hit is None:
+            continue
+        where, found = hit
+        start, end = found.span()
+        if not any(w == where and start < e and s < end for w, s, e in spans):
+            spans.append((where, start, end))
+            hits.append(f"{_quote(found.group(0))} in {where}")
+            if len(hits) == limit:
+                break
     return hits
