@@ -5,6 +5,8 @@ batch in one transaction; then wakes the outbox."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -24,6 +26,8 @@ from rules.engine import triage
 from rules.types import TriageDecision
 
 log = structlog.get_logger("gateway.worker")
+_STORM_WINDOW_S = 0.1
+_STORM_POLL_S = 0.02
 Clock = Callable[[], datetime]
 
 
@@ -44,6 +48,8 @@ class InboxWorker:
         clock: Clock = utcnow,
         retry_delay_s: float = 1.0,
         batch: int = 64,
+        storm_threshold: int = 30,
+        max_defer_s: float = 1.0,
     ) -> None:
         self._store = store
         self.rulebook = rulebook
@@ -54,9 +60,13 @@ class InboxWorker:
         self._stopping = False
         self._retry_delay_s = retry_delay_s
         self._batch = batch
+        self._storm_threshold = storm_threshold
+        self._max_defer_s = max_defer_s
+        self._arrivals: deque[float] = deque(maxlen=4 * storm_threshold)
 
     def wake(self) -> None:
         """New messages were accepted."""
+        self._arrivals.append(time.monotonic())
         self._wake.set()
 
     def stop(self) -> None:
@@ -67,6 +77,7 @@ class InboxWorker:
     async def run(self) -> None:
         """Process until stopped; a store failure backs off and tries again."""
         while not self._stopping:
+            await self._let_intake_finish()
             self._wake.clear()
             try:
                 done = await self.process_pending()
@@ -78,6 +89,21 @@ class InboxWorker:
                 continue
             if not done:
                 await self._wake.wait()
+
+    def _storm(self) -> bool:
+        now = time.monotonic()
+        while self._arrivals and now - self._arrivals[0] > _STORM_WINDOW_S:
+            self._arrivals.popleft()
+        return len(self._arrivals) >= self._storm_threshold
+
+    async def _let_intake_finish(self) -> None:
+        # Intake has priority during a storm (more than storm_threshold messages in the last
+        # 100 ms): the messages are already durable, so let them in first and process in the
+        # lulls, and at the latest every max_defer_s. At ordinary rates nothing is deferred.
+        for _ in range(int(self._max_defer_s / _STORM_POLL_S)):
+            if self._stopping or not self._storm():
+                return
+            await asyncio.sleep(_STORM_POLL_S)
 
     async def process_pending(self) -> int:
         """Process what is pending now; returns how many messages were handled."""
