@@ -1,4 +1,5 @@
-"""Replaying real bounces, feedback reports and auto-replies: all parse, all are automatic.
+"""Replaying real bounces, feedback reports and auto-replies: all parse, all are automatic,
+and none opens, pages or is answered.
 
 The corpus is Sisimai's set-of-emails (BSD 2-Clause), checked out beside the repository.
 """
@@ -9,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from gateway.domain import Channel, InboxRow
 from gateway.mail import UnparseableMessage, parse_mail
+from gateway.pipeline import Settings, plan_email
+from gateway.replies import Sender
+from rules.book import default_rulebook
+from rules.types import Mailbox
+from tests.conftest import IN_HOURS
+
+BOOK = default_rulebook()
+SETTINGS = Settings(Sender("emergency@localhost", "Support", "localhost", "loop"), "gw", "Support")
 
 MAILDIR = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "sisimai" / "maildir"
 FOLDERS = (MAILDIR / "bsd", MAILDIR / "err")
@@ -34,3 +44,10 @@ def test_corpus_mail_parses_and_is_automatic(path: Path) -> None:
     except UnparseableMessage as exc:
         pytest.fail(f"unparseable: {exc} ({exc.__cause__!r})")
     assert mail.automatic is not None, f"not automatic: {mail.subject!r} from {mail.from_addr!r}"
+    # Through the pipeline, to the emergency address where unmatched mail pages: nothing
+    # is opened, paged, ticketed or answered.
+    row = InboxRow(1, Channel.EMAIL, Mailbox.EMERGENCY, mail.from_addr or "x@example.org",
+                   ("emergency@localhost",), IN_HOURS, b"")
+    plan = plan_email(row, mail, None, 1, BOOK, SETTINGS, IN_HOURS)
+    assert plan.outcome.startswith("ignored") and plan.outbox == ()
+    assert plan.new_incident is None
