@@ -26,7 +26,7 @@ from gateway.relay import ChatSettings, chat_reply, page_spec, to_reporters
 from gateway.replies import Sender, local_time
 from rules.book import Rulebook
 from rules.engine import next_update_due, pages_at
-from rules.types import Period, Priority, TriageDecision
+from rules.types import Priority, TriageDecision
 
 _REF = re.compile(r"^INC-(\d{1,12})$", re.IGNORECASE)
 _USER = re.compile(r"^@[^:\s]+:\S+$")
@@ -84,11 +84,6 @@ def authorised(msg: ChatMessage, chat: ChatSettings) -> bool:
     if msg.sender in chat.engineers:
         return True
     return chat.min_power_level is not None and msg.sender_power >= chat.min_power_level
-
-
-def command_keys(msg: ChatMessage, command: Command) -> tuple[int | None, tuple[str, ...]]:
-    """How to find the incident: the reference named, else the thread the command is in."""
-    return command.ref, msg.thread_keys()
 
 
 def plan_command(msg: ChatMessage, command: Command, ctx: PlanContext, env: CommandEnv) -> Plan:
@@ -190,21 +185,17 @@ def _sev(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
         return Plan(outcome="usage", outbox=(_answerer(msg, env)(f"Usage: {USAGE['sev']}"),))
     if not reason.strip():
         return Plan(outcome="usage", outbox=(_answerer(msg, env)(f"Usage: {USAGE['sev']}"),))
+    period = env.book.clock.period_at(env.now)
     outbox: tuple[OutboxSpec, ...] = ()
     if not inc.pages_sent and pages_at(priority, env.now, env.book):
-        decision = TriageDecision(priority, True, True, False, None, (reason,), ctx_period(env),
-                                  None, None)
+        decision = TriageDecision(priority, True, True, False, None, (reason,), period, None,
+                                  None)
         outbox = (page_spec(inc.ref, inc.title, decision, msg.sender, inc.mailbox,
                             env.pager_source),)
     return _changed(inc, f"priority {inc.priority} -> {priority}",
                     f"{inc.ref} is now {priority} (was {inc.priority}): {reason.strip()}"
                     + (" Paging the on-call engineer." if outbox else ""),
                     env, msg, changes={"priority": priority.value}, outbox=outbox)
-
-
-def ctx_period(env: CommandEnv) -> Period:
-    """The support period now (for the reasons of a page raised by hand)."""
-    return env.book.clock.period_at(env.now)
 
 
 def _title(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,

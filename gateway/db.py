@@ -449,6 +449,12 @@ def _record_effect(
         add_timeline(conn, iid, TimelineEvent(now, "replied", "gateway", text))
 
 
+def chat_root(conn: sqlite3.Connection, incident_id: int) -> str | None:
+    """The announcement event that roots the incident's chat thread, if posted yet."""
+    row = conn.execute("SELECT chat_root FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
 def chat_key(event_id: str) -> str:
     """The thread key of a chat event (kept apart from email Message-IDs)."""
     return f"mx:{event_id}"

@@ -100,11 +100,10 @@ def _chat_handlers(chat: ChatSender, store: Store, prefix: str) -> dict[OutboxKi
         p = entry.payload
         root = p.get("thread_root")
         if p.get("incident_thread"):
-            incident = await store.incident(entry.incident_id) if entry.incident_id else None
-            if incident is None or incident.chat_root is None:
+            root = await store.chat_root(entry.incident_id) if entry.incident_id else None
+            if root is None:
                 # The announcement that roots the thread is not out yet: try again shortly.
                 raise TransientError("waiting for the incident's announcement", 1.0)
-            root = incident.chat_root
         content = chat_content(p["body"], root, p.get("reply_to"))
         return dict(await chat.send(p["room_id"], content, txn_id=f"{prefix}-{entry.id}"))
 

@@ -130,6 +130,10 @@ class Store:
         """One incident with reporters and timeline."""
         return await self._call(db.load_incident, incident_id)
 
+    async def chat_root(self, incident_id: int) -> str | None:
+        """The chat event that roots an incident's thread, once announced."""
+        return await self._call(db.chat_root, incident_id)
+
     async def incidents(self, *, open_only: bool = False) -> list[Incident]:
         """All incidents, or the open ones (newest first)."""
         return await self._call(lambda c: db.list_incidents(c, open_only=open_only))

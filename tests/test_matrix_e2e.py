@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import email
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email import policy
 from pathlib import Path
@@ -15,6 +16,7 @@ import aiosmtplib
 import pytest
 
 from gateway import db, schema
+from gateway.app import App
 from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
 from tests.daemon import Daemon
 from tests.fakes.smtp_capture import SmtpCapture
@@ -82,6 +84,22 @@ def incident(state: Path, number: int = 1) -> Any:
         conn.close()
 
 
+@asynccontextmanager
+async def connected(config: Any) -> AsyncIterator[App]:
+    """The real App, running, with its Matrix link logged in and in its rooms."""
+    async with running(config, clock=ticking(IN_HOURS)) as app:
+        assert app.matrix is not None
+        await eventually(app.matrix.connected.is_set, timeout=20)
+        yield app
+
+
+async def report_by_mail(w: World, app: App, raw: bytes) -> dict[str, Any]:
+    """Email a P1 report; returns the incident's announcement (its thread root)."""
+    await send_mail(app.smtp_port or 0, raw)
+    [root] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 · P1"))
+    return root
+
+
 async def send_mail(port: int, raw: bytes) -> None:
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client:
         await client.sendmail("alice@tenant.example", ["emergency@localhost"], raw)
@@ -98,11 +116,8 @@ async def test_email_reporter_full_flow(world: World, relay: SmtpCapture, tmp_pa
     """P1 email → announcement → !ack, !update → threaded email update → !resolve → resolution
     with reopen instructions → reporter replies → reopened, and the reply shows in the thread."""
     w = world
-    async with running(config_for(w, tmp_path, relay.port), clock=ticking(IN_HOURS)) as app:
-        assert app.matrix is not None
-        await eventually(app.matrix.connected.is_set, timeout=20)
-        await send_mail(app.smtp_port or 0, email_bytes(message_id="<rep-1@tenant.example>"))
-        [root] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 · P1"))
+    async with connected(config_for(w, tmp_path, relay.port)) as app:
+        root = await report_by_mail(w, app, email_bytes(message_id="<rep-1@tenant.example>"))
         assert "alice@tenant.example" in root["content"]["body"]
 
         w.synapse.send_text(w.eng_token, w.incidents, "!ack", thread_root=root["event_id"])
@@ -141,9 +156,7 @@ async def test_chat_reporter_gets_updates_in_their_thread(world: World, relay: S
                                                           tmp_path: Path) -> None:
     """A report in a report room is acknowledged in its thread and receives !update there."""
     w = world
-    async with running(config_for(w, tmp_path, relay.port), clock=ticking(IN_HOURS)) as app:
-        assert app.matrix is not None
-        await eventually(app.matrix.connected.is_set, timeout=20)
+    async with connected(config_for(w, tmp_path, relay.port)):
         report = w.synapse.send_text(w.tenant_token, w.reports,
                                      "Our site is down, every page gives 502")
         [ack] = await eventually(lambda: bot_notices(w, w.reports, "logged this as INC-1"))
@@ -162,11 +175,8 @@ async def test_stranger_cannot_run_commands(world: World, relay: SmtpCapture,
                                             tmp_path: Path) -> None:
     """A room member who is not an engineer gets a refusal and the incident is unchanged."""
     w = world
-    async with running(config_for(w, tmp_path, relay.port), clock=ticking(IN_HOURS)) as app:
-        assert app.matrix is not None
-        await eventually(app.matrix.connected.is_set, timeout=20)
-        await send_mail(app.smtp_port or 0, email_bytes())
-        [root] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 · P1"))
+    async with connected(config_for(w, tmp_path, relay.port)) as app:
+        root = await report_by_mail(w, app, email_bytes())
         w.synapse.send_text(w.stranger_token, w.incidents, "!resolve nothing to see",
                             thread_root=root["event_id"])
         await eventually(lambda: bot_notices(w, w.incidents, "only the support engineers"))
@@ -180,17 +190,12 @@ async def test_restart_replays_no_history_and_applies_no_command_twice(
     """After a restart the bot neither replays old commands nor posts its answers again."""
     w = world
     config = config_for(w, tmp_path, relay.port)
-    async with running(config, clock=ticking(IN_HOURS)) as app:
-        assert app.matrix is not None
-        await eventually(app.matrix.connected.is_set, timeout=20)
-        await send_mail(app.smtp_port or 0, email_bytes())
-        [root] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 · P1"))
+    async with connected(config) as app:
+        root = await report_by_mail(w, app, email_bytes())
         w.synapse.send_text(w.eng_token, w.incidents, "!update First update.",
                             thread_root=root["event_id"])
         await eventually(lambda: len(relay.messages) >= 2)
-    async with running(config, clock=ticking(IN_HOURS)) as app:
-        assert app.matrix is not None
-        await eventually(app.matrix.connected.is_set, timeout=20)
+    async with connected(config) as app:
         w.synapse.send_text(w.eng_token, w.incidents, "!note after restart",
                             thread_root=root["event_id"])
         await eventually(lambda: bot_notices(w, w.incidents, "Noted on the timeline"))
@@ -206,9 +211,7 @@ async def test_synapse_outage_loses_nothing_and_doubles_nothing(
     """With Synapse down, a new report's announcement waits; after the restart it is posted
     once, and commands work again."""
     w = world
-    async with running(config_for(w, tmp_path, relay.port), clock=ticking(IN_HOURS)) as app:
-        assert app.matrix is not None
-        await eventually(app.matrix.connected.is_set, timeout=20)
+    async with connected(config_for(w, tmp_path, relay.port)) as app:
         w.synapse.stop()
         try:
             await send_mail(app.smtp_port or 0, email_bytes(subject="Platform API is down"))
