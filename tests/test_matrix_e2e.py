@@ -17,7 +17,15 @@ import pytest
 
 from gateway import db, schema
 from gateway.app import App
-from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
+from tests.conftest import (
+    IN_HOURS,
+    THREAD_KEY,
+    email_bytes,
+    eventually,
+    make_config,
+    running,
+    ticking,
+)
 from tests.daemon import Daemon
 from tests.fakes.smtp_capture import SmtpCapture
 from tests.peers.synapse import Synapse
@@ -62,6 +70,7 @@ def config_for(w: World, state: Path, relay_port: int) -> Any:
                 "password": {"value": w.bot_password}, "incidents_room": w.incidents,
                 "report_rooms": [{"room": w.reports}], "engineers": [w.eng],
                 "sync_timeout_s": 1, "backoff_max_s": 1},
+        trust={"allow_domains": ["tenant.example"], "allow_addresses": [w.tenant]},
     )
 
 
@@ -235,7 +244,9 @@ async def test_sigkill_applies_no_command_twice(world: World, relay: SmtpCapture
              f"port = {relay.port}\nstarttls = false\n"
              f'[matrix]\nhomeserver = "{w.synapse.url}"\nuser_id = "{w.bot}"\n'
              f'password = {{ value = "{w.bot_password}" }}\nincidents_room = "{w.incidents}"\n'
-             f'engineers = ["{w.eng}"]\nsync_timeout_s = 1\nbackoff_max_s = 1\n')
+             f'engineers = ["{w.eng}"]\nsync_timeout_s = 1\nbackoff_max_s = 1\n'
+             f'[trust]\nallow_domains = ["tenant.example"]\n'
+             f'[threading]\nkey = {{ value = "{THREAD_KEY}" }}\n')
     d = Daemon(tmp_path, extra)
     try:
         await asyncio.to_thread(d.start)
