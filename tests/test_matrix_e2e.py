@@ -193,6 +193,27 @@ async def test_stranger_cannot_run_commands(world: World, relay: SmtpCapture,
     assert len(relay.messages) == 1  # the acknowledgement only
 
 
+async def test_unverified_report_pages_only_when_an_engineer_confirms(
+    world: World, relay: SmtpCapture, tmp_path: Path
+) -> None:
+    """A stranger's P1 pages nobody; the room is asked; a non-engineer's !page is refused;
+    the engineer's !page pages exactly once, and a second !page changes nothing."""
+    w = world
+    async with connected(config_for(w, tmp_path, relay.port)) as app:
+        root = await report_by_mail(w, app, email_bytes(sender="mallory@evil.example"))
+        await eventually(lambda: bot_notices(w, w.incidents, "!page INC-1"))
+        assert incident(tmp_path).pages_sent == 0
+        w.synapse.send_text(w.stranger_token, w.incidents, "!page", thread_root=root["event_id"])
+        await eventually(lambda: bot_notices(w, w.incidents, "only the support engineers"))
+        assert incident(tmp_path).pages_sent == 0
+        for _ in range(2):
+            w.synapse.send_text(w.eng_token, w.incidents, "!page INC-1")
+        await eventually(lambda: bot_notices(w, w.incidents, "already been paged"))
+        await eventually(lambda: incident(tmp_path).pages_sent == 1)
+    final = incident(tmp_path)
+    assert final.pages_sent == 1 and "unverified sender" not in final.flags
+
+
 async def test_restart_replays_no_history_and_applies_no_command_twice(
     world: World, relay: SmtpCapture, tmp_path: Path
 ) -> None:
