@@ -8,6 +8,7 @@ import subprocess
 import dkim
 import pytest
 
+from gateway.config import ConfigError, parse_config
 from gateway.dkim_check import dkim_verifier
 from gateway.tokens import ThreadSigner
 from gateway.trust import (
@@ -181,3 +182,17 @@ def test_a_short_key_is_refused() -> None:
     """A key an attacker could brute-force is a configuration error, not a weak default."""
     with pytest.raises(ValueError, match="at least 16 bytes"):
         ThreadSigner(b"short", "gw.example")
+
+
+def test_config_requires_a_threading_key_with_a_relay_and_checks_the_allow_list() -> None:
+    """Mail through a relay needs a configured key; errors name their TOML path."""
+    relay = {"mode": "smtp", "smtp": {"host": "127.0.0.1"}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"mail_out": relay, "trust": {"allow_addresses": ["not an address"]}})
+    text = "\n".join(caught.value.errors)
+    assert "trust.allow_addresses[0]" in text
+    with pytest.raises(ConfigError, match=r"threading\.key: required"):
+        parse_config({"mail_out": relay})
+    config = parse_config({"mail_out": relay, "threading": {"key": {"value": "k" * 32}},
+                           "trust": {"allow_domains": ["Tenant.Example"]}})
+    assert config.trust.allow_domains == ["tenant.example"]
