@@ -21,6 +21,7 @@ from adapters.matrix import MatrixLink, RoomEvent
 from adapters.pagerduty import PagerDutyPager
 from adapters.smtp_intake import SmtpIntakeServer
 from gateway.config import Config
+from gateway.dkim_check import dkim_verifier
 from gateway.domain import Plan
 from gateway.egress import LocalPager, make_handlers
 from gateway.intake import ChatIntake, MailIntake
@@ -30,6 +31,9 @@ from gateway.ports import MailSender, Pager
 from gateway.relay import ChatSettings
 from gateway.replies import Sender
 from gateway.store import Store
+from gateway.storm import Limits
+from gateway.tokens import ThreadSigner, new_key
+from gateway.trust import TrustPolicy
 from gateway.worker import Clock, InboxWorker, utcnow
 from rules.book import Rulebook
 
@@ -42,8 +46,8 @@ def chat_rooms(config: Config) -> dict[str, str]:
     return {} if m is None else {r.room: r.mailbox for r in m.report_rooms}
 
 
-def pipeline_settings(config: Config) -> Settings:
-    """The deployment facts the pure pipeline needs."""
+def pipeline_settings(config: Config, thread_key: str | None = None) -> Settings:
+    """The deployment facts the pure pipeline needs (`thread_key` signs our Message-IDs)."""
     address = config.mail_out.from_address
     domain = address.rpartition("@")[2]
     m = config.matrix
@@ -53,11 +57,35 @@ def pipeline_settings(config: Config) -> Settings:
     )
     return Settings(
         sender=Sender(address=address, name=config.mail_out.from_name, msgid_domain=domain,
-                      loop_token=f"chatops-gateway; {domain}"),
+                      loop_token=f"chatops-gateway; {domain}",
+                      signer=ThreadSigner(thread_key.encode(), domain) if thread_key else None),
         pager_source=config.pagerduty.source if config.pagerduty else "chatops-gateway",
         signature=config.mail_out.from_name,
         chat=chat,
+        trust=trust_policy(config),
+        limits=Limits(**config.limits.model_dump()),
     )
+
+
+def trust_policy(config: Config) -> TrustPolicy:
+    """The sender-trust policy, with a DKIM check (real DNS) when configured."""
+    t = config.trust
+    return TrustPolicy(
+        authserv_id=t.trusted_authserv_id, allow_domains=frozenset(t.allow_domains),
+        allow_addresses=frozenset(t.allow_addresses), allow_all=t.allow_all,
+        dkim=dkim_verifier() if t.verify_dkim else None,
+    )
+
+
+async def _thread_key(config: Config, store: Store) -> str:
+    """The configured threading key, else one generated once and kept in the store."""
+    if config.threading.key is not None:
+        return config.read_secret(config.threading.key)
+    value = await store.kv_get("threading_key")
+    if value is None:
+        value = new_key()
+        await store.kv_set("threading_key", value)
+    return value
 
 
 async def _instance_id(store: Store) -> str:
@@ -126,7 +154,8 @@ class App:
             if any(plan.outbox for plan in plans):
                 outbox.wake()
 
-        worker = InboxWorker(store, self.rulebook, pipeline_settings(cfg), planned, self.clock)
+        settings = pipeline_settings(cfg, await _thread_key(cfg, store))
+        worker = InboxWorker(store, self.rulebook, settings, planned, self.clock)
         intake = MailIntake(store, cfg.mailboxes.emergency, cfg.mailboxes.support, worker.wake,
                             self.clock)
         smtp = self._smtp(intake) if cfg.smtp.enabled else None

@@ -7,7 +7,7 @@ Pure, like gateway.pipeline: the chat adapter only persisted the event; this dec
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from gateway.domain import (
 )
 from gateway.relay import ChatSettings, announcement, chat_reply, chat_to_incident, page_spec
 from gateway.replies import local_time, one_line
+from gateway.trust import UNVERIFIED_FLAG, TrustPolicy, judge_chat
 from rules.book import Rulebook
 from rules.engine import triage
 from rules.types import Mailbox, Report, TriageDecision
@@ -96,14 +97,21 @@ def plan_report_room(
     chat: ChatSettings,
     pager_source: str,
     now: datetime,
+    trust: TrustPolicy | None = None,
 ) -> Plan:
-    """A tenant's message in a report room: joins its incident, or becomes a new report."""
+    """A tenant's message in a report room: joins its incident, or becomes a new report.
+    Only allow-listed users (and engineers) page on their own (gateway.trust)."""
     if thread is not None:
         return _join(msg, thread, chat, now)
     mailbox = Mailbox(chat.report_rooms.get(msg.room_id, "support"))
     decision = triage(Report(mailbox=mailbox, sender=msg.sender, subject="", body=msg.body),
                       now, book)
     assert decision.priority is not None
+    priority = decision.priority
+    verdict = judge_chat(msg.sender, trust or TrustPolicy())
+    held = decision.page and not (verdict.trusted or msg.sender in chat.engineers)
+    if held:
+        decision = replace(decision, page=False)
     ref = incident_ref(next_id)
     first = next((ln for ln in msg.body.splitlines() if ln.strip()), "")
     title = one_line(first, 120) or "Report in chat"
@@ -113,6 +121,11 @@ def plan_report_room(
     })]
     if decision.page:
         outbox.append(page_spec(ref, title, decision, msg.sender, mailbox, pager_source))
+    if held:
+        outbox.append(chat_to_incident(
+            f"{ref}: Not paged: {msg.sender} is not on the allow-list. An engineer can page "
+            f"with !page {ref} after checking the report is genuine.", "alert",
+            chat.incidents_room))
     outbox.append(OutboxSpec(OutboxKind.TICKET_CREATE, {
         "reference": ref, "title": f"[{ref}] {title}", "priority": decision.priority,
         "requester": msg.sender, "body": msg.body[:_TEXT_LIMIT],
@@ -121,9 +134,10 @@ def plan_report_room(
                              "acknowledgement", to=msg.sender))
     return Plan(
         outcome=f"opened {ref} ({decision.priority}{', paged' if decision.page else ''})",
-        new_incident=NewIncident(title, decision.priority, mailbox, decision.rule,
+        new_incident=NewIncident(title, priority, mailbox, decision.rule,
                                  decision.reasons, decision.period, decision.respond_by,
-                                 decision.next_update_by),
+                                 decision.next_update_by,
+                                 (UNVERIFIED_FLAG,) if held else ()),
         reporter=Reporter(Channel.MATRIX, msg.sender, (chat_key(msg.event_id),), msg.room_id,
                           msg.event_id),
         timeline=(

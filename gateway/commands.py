@@ -21,13 +21,16 @@ from gateway.domain import (
     PlanContext,
     Status,
     TimelineEvent,
+    dumps,
 )
 from gateway.relay import ChatSettings, chat_reply, page_spec, to_reporters
 from gateway.replies import Sender, local_time
+from gateway.trust import UNVERIFIED_FLAG
 from rules.book import Rulebook
 from rules.engine import next_update_due, pages_at
 from rules.types import Priority, TriageDecision
 
+PAGED_ON_REQUEST = "paged on request"
 _REF = re.compile(r"^INC-(\d{1,12})$", re.IGNORECASE)
 _USER = re.compile(r"^@[^:\s]+:\S+$")
 HELP = "\n".join([
@@ -35,6 +38,7 @@ HELP = "\n".join([
     "!ack · !update <text> (sent to every reporter) · !note <text> (timeline only)",
     "!sev P1-P4 <reason> · !title <new title> · !resolve <text> · !reopen",
     "!notincident <reason> · !lead @user · !comms @user · !merge INC-7 · !status · !help",
+    "!page (confirms a report from an unverified sender and pages the on-call engineer)",
 ])
 USAGE = {
     "update": "!update <text for the reporters>", "note": "!note <text>",
@@ -262,6 +266,25 @@ def _merge(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
     return replace(plan, merge_source=other.id)
 
 
+def _page(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
+          env: CommandEnv) -> Plan:
+    """An engineer confirms a report (typically from an unverified sender): page once."""
+    if inc.pages_sent or PAGED_ON_REQUEST in inc.flags:
+        return _changed(inc, "page: nothing to do", f"{inc.ref} has already been paged.",
+                        env, msg)
+    if inc.status is Status.RESOLVED:
+        return _changed(inc, "page: resolved", f"{inc.ref} is resolved; !reopen it first.",
+                        env, msg)
+    period = env.book.clock.period_at(env.now)
+    decision = TriageDecision(inc.priority, True, True, False, inc.rule,
+                              (f"confirmed by {msg.sender}", *inc.reasons), period, None, None)
+    flags = [f for f in inc.flags if f != UNVERIFIED_FLAG] + [PAGED_ON_REQUEST]
+    page = page_spec(inc.ref, inc.title, decision, msg.sender, inc.mailbox, env.pager_source)
+    return _changed(inc, f"paged {inc.ref} on request",
+                    f"{inc.ref} confirmed by {msg.sender}. Paging the on-call engineer.",
+                    env, msg, changes={"flags": dumps(flags)}, outbox=(page,))
+
+
 def _status(incidents: list[Incident], env: CommandEnv) -> str:
     if not incidents:
         return "No open incidents."
@@ -278,5 +301,5 @@ def _status(incidents: list[Incident], env: CommandEnv) -> str:
 _HANDLERS: dict[str, Handler] = {
     "ack": _ack, "update": _update, "note": _note, "sev": _sev, "title": _title,
     "resolve": _resolve, "reopen": _reopen, "notincident": _notincident,
-    "lead": _role("lead"), "comms": _role("comms"), "merge": _merge,
+    "lead": _role("lead"), "comms": _role("comms"), "merge": _merge, "page": _page,
 }

@@ -222,6 +222,56 @@ class LogConfig(_Model):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+_DOMAIN = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"
+
+
+def _check_allowed(value: str) -> str:
+    value = value.strip().lower()
+    if re.match(_USER_ID, value):
+        return value
+    return _check_address(value)
+
+
+class TrustConfig(_Model):
+    """Who may page on their own (gateway.trust). Empty allow-lists: nobody does."""
+
+    trusted_authserv_id: str | None = None  # the MTA whose Authentication-Results count
+    verify_dkim: bool = False  # check DKIM ourselves (only without a trusted MTA)
+    allow_domains: list[Annotated[str, Field(pattern=_DOMAIN, max_length=253)]] = []
+    allow_addresses: list[Annotated[str, AfterValidator(_check_allowed)]] = []
+    allow_all: bool = False  # every authentic sender is known (for a trusted MTA that filters)
+    unverified: Literal["ticket"] = "ticket"  # what an untrusted page becomes
+
+    @field_validator("allow_domains", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return [v.strip().lower() for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _one_check(self) -> TrustConfig:
+        if self.verify_dkim and self.trusted_authserv_id:
+            raise ValueError("'verify_dkim' is for when no trusted MTA is in front; "
+                             "drop one of 'verify_dkim' and 'trusted_authserv_id'")
+        return self
+
+
+class ThreadingConfig(_Model):
+    """The key that signs our Message-IDs (gateway.tokens). Without it, a key is generated
+    once and kept in the state database; required when mail goes out through a relay."""
+
+    key: Secret | None = None
+
+
+class LimitsConfig(_Model):
+    """Rate limits, storm joining and loop detection (gateway.storm)."""
+
+    per_sender: int = Field(default=10, ge=1)
+    sender_window_s: float = Field(default=600.0, gt=0)
+    global_per_minute: int = Field(default=300, ge=1)
+    loop_threshold: int = Field(default=3, ge=2)
+    storm_window_s: float = Field(default=1800.0, ge=0)
+
+
 class Config(_Model):
     """The whole daemon configuration."""
 
@@ -234,6 +284,9 @@ class Config(_Model):
     rules: RulesConfig = RulesConfig()
     outbox: OutboxConfig = OutboxConfig()
     log: LogConfig = LogConfig()
+    trust: TrustConfig = TrustConfig()
+    threading: ThreadingConfig = ThreadingConfig()
+    limits: LimitsConfig = LimitsConfig()
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def state_dir(self) -> Path:
@@ -296,6 +349,9 @@ def parse_config(data: dict[str, Any], base_dir: Path = Path(".")) -> Config:
     except ValidationError as exc:
         raise ConfigError(_format(exc)) from None
     errors = _check_secret_files(config)
+    if config.mail_out.mode == "smtp" and config.threading.key is None:
+        errors.append("threading.key: required when mail_out.mode is 'smtp' (a secret of at "
+                      "least 16 bytes that signs our Message-IDs)")
     if errors:
         raise ConfigError(errors)
     return config
@@ -308,6 +364,8 @@ def _secrets(config: Config) -> list[tuple[str, Secret]]:
     relay = config.mail_out.smtp
     if relay is not None and relay.password is not None:
         found.append(("mail_out.smtp.password", relay.password))
+    if config.threading.key is not None:
+        found.append(("threading.key", config.threading.key))
     if config.matrix is not None:
         for name in ("access_token", "password"):
             secret = getattr(config.matrix, name)
@@ -326,6 +384,8 @@ def _check_secret_files(config: Config) -> list[str]:
             continue
         if not value:
             errors.append(f"{path}: the secret is empty")
+        elif path == "threading.key" and len(value.encode()) < 16:
+            errors.append(f"{path}: too short (at least 16 bytes)")
     return errors
 
 

@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+from gateway import storm_db
 from gateway.domain import (
     INCIDENT_CHANGES,
     Channel,
@@ -76,6 +78,11 @@ class ThreadKeys:
     subject: str = ""
     sender: str = ""
     incident_id: int | None = None  # named explicitly by someone allowed to (an engineer)
+    # Email: the incidents named by references we issued (gateway.tokens); then only the
+    # sender's own earlier ids and [INC-n] can also attach, and only when the sender is a
+    # reporter not shown to be forged. None (chat): every key as stored attaches.
+    issued: tuple[int, ...] | None = None
+    sender_authentic: bool = True
 
 
 @contextmanager
@@ -131,12 +138,31 @@ def find_thread(conn: sqlite3.Connection, keys: ThreadKeys) -> Incident | None:
     guesses a reference does not get in)."""
     if keys.incident_id is not None:
         return load_incident(conn, keys.incident_id, with_timeline=False)
+    if keys.issued is not None:
+        return _mail_thread(conn, keys)
     for key in keys.message_ids:
         row = conn.execute("SELECT incident_id FROM thread_keys WHERE key = ?", (key,)).fetchone()
         if row:
             return load_incident(conn, int(row[0]), with_timeline=False)
     for match in _SUBJECT_TAG.finditer(keys.subject):
         incident = load_incident(conn, int(match.group(1)), with_timeline=False)
+        if incident and any(r.address == keys.sender for r in incident.reporters):
+            return incident
+    return None
+
+
+def _mail_thread(conn: sqlite3.Connection, keys: ThreadKeys) -> Incident | None:
+    for iid in keys.issued or ():
+        incident = load_incident(conn, iid, with_timeline=False)
+        if incident:
+            return incident
+    if not keys.sender_authentic:
+        return None
+    candidates = [int(row[0]) for key in keys.message_ids for row in conn.execute(
+        "SELECT incident_id FROM thread_keys WHERE key = ? AND direction = 'in'", (key,))]
+    candidates += [int(m.group(1)) for m in _SUBJECT_TAG.finditer(keys.subject)]
+    for iid in candidates:
+        incident = load_incident(conn, iid, with_timeline=False)
         if incident and any(r.address == keys.sender for r in incident.reporters):
             return incident
     return None
@@ -197,6 +223,7 @@ def _process_one(
         next_id=next_incident_id(conn),
         find=lambda iid: load_incident(conn, iid, with_timeline=False),
         open_incidents=lambda: list_incidents(conn, open_only=True),
+        history=partial(storm_db.history, conn, inbox_id),
     )
     plan = make_plan(context)
     apply_plan(conn, plan, now)

@@ -171,7 +171,20 @@ class Plan:
 
 
 INCIDENT_CHANGES = frozenset({"title", "priority", "status", "lead", "comms", "acknowledged_at",
-                              "resolved_at", "next_update_by", "respond_by"})
+                              "resolved_at", "next_update_by", "respond_by", "flags"})
+
+
+@dataclass(frozen=True)
+class SenderHistory:
+    """What came before a message within the limit windows (gateway.storm)."""
+
+    from_sender: int  # earlier messages from the same sender
+    same_content: int  # of those, with the same content
+    everyone: int  # earlier messages from anyone in the last minute
+
+
+# (sender, content hash, received at, sender window in s) -> history; records the message too
+HistoryLookup = Callable[[str, str, datetime, float], SenderHistory]
 
 
 @dataclass(frozen=True)
@@ -182,6 +195,7 @@ class PlanContext:
     next_id: int
     find: Callable[[int], Incident | None]
     open_incidents: Callable[[], list[Incident]]
+    history: HistoryLookup | None = None
 
 
 def dumps(value: Any) -> str:

@@ -66,7 +66,7 @@ def to_reporters(
 
 def _email(incident: Incident, reporter: Reporter, body: str, purpose: str, key: str,
            sender: Sender, now: datetime) -> OutboxSpec:
-    message_id = f"<{incident.ref.lower()}.{purpose}.{key}@{sender.msgid_domain}>"
+    message_id = sender.message_id(incident.id, f"{purpose}.{key}")
     ids = list(reporter.message_ids)
     out = render(sender=sender, to=reporter.address,
                  subject=f"Re: [{incident.ref}] {one_line(incident.title, 150)}",

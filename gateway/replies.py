@@ -16,6 +16,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from zoneinfo import ZoneInfo
 
+from gateway.tokens import ThreadSigner
+
 LOOP_HEADER = "X-Chatops-Loop"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
 _REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|sv|antw)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
@@ -40,6 +42,13 @@ class Sender:
     name: str
     msgid_domain: str
     loop_token: str
+    signer: ThreadSigner | None = None  # signs our Message-IDs (gateway.tokens)
+
+    def message_id(self, incident_id: int, label: str) -> str:
+        """A Message-ID for mail about an incident: signed, so replies to it can be trusted."""
+        if self.signer is not None:
+            return self.signer.message_id(incident_id, label)
+        return f"<inc-{incident_id}.{label}@{self.msgid_domain}>"  # never attaches a reply
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,17 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: what each processed email looked like, for rate limits and loop detection
+    """
+    CREATE TABLE inbox_digest (
+        inbox_id INTEGER PRIMARY KEY REFERENCES inbox(id),
+        sender TEXT NOT NULL,
+        body_hash TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX inbox_digest_sender ON inbox_digest(sender, at);
+    CREATE INDEX inbox_digest_at ON inbox_digest(at);
+    """,
 )
 
 

@@ -18,9 +18,10 @@ from gateway.commands import CommandEnv, parse_command, plan_command
 from gateway.db import ThreadKeys, Work
 from gateway.domain import Channel, InboxRow, Plan, PlanContext
 from gateway.mail import ParsedMail, UnparseableMessage, parse_mail
-from gateway.pipeline import Settings, plan_email, plan_unreadable, report_for
+from gateway.pipeline import Settings, mail_thread_keys, plan_email, plan_unreadable, report_for
 from gateway.relay import ChatSettings
 from gateway.store import Store
+from gateway.trust import Verdict, judge_email
 from rules.book import Rulebook
 from rules.engine import triage
 from rules.types import TriageDecision
@@ -146,14 +147,15 @@ class InboxWorker:
                         fallback)
         assert row.mailbox is not None
         decision = triage(report_for(row.mailbox, row.mail_from, mail), now, self.rulebook)
-        keys = ThreadKeys(mail.in_reply_to + mail.references[::-1], mail.subject,
-                          mail.from_addr)
-        return Work(row.id, keys, partial(self._plan_mail, row, mail, decision, now), fallback)
+        verdict = judge_email(row.raw, mail.from_addr, self._settings.trust)
+        keys = mail_thread_keys(mail, self._settings, verdict)
+        return Work(row.id, keys, partial(self._plan_mail, row, mail, decision, verdict, now),
+                    fallback)
 
     def _plan_mail(self, row: InboxRow, mail: ParsedMail, decision: TriageDecision,
-                   now: datetime, ctx: PlanContext) -> Plan:
+                   verdict: Verdict, now: datetime, ctx: PlanContext) -> Plan:
         return plan_email(row, mail, ctx.thread, ctx.next_id, self.rulebook, self._settings,
-                          now, decision)
+                          now, decision, verdict=verdict, context=ctx)
 
     def _prepare_chat(self, row: InboxRow, now: datetime,
                       fallback: Callable[[str], Plan]) -> Work:
@@ -178,7 +180,7 @@ class InboxWorker:
     def _plan_report(self, msg: ChatMessage, chat: ChatSettings, now: datetime,
                      ctx: PlanContext) -> Plan:
         return plan_report_room(msg, ctx.thread, ctx.next_id, self.rulebook, chat,
-                                self._settings.pager_source, now)
+                                self._settings.pager_source, now, self._settings.trust)
 
 
 def _unreadable(row: InboxRow, now: datetime, problem: str) -> Plan:

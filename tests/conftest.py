@@ -27,6 +27,9 @@ IN_HOURS = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 OVERNIGHT = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 
 
+THREAD_KEY = "test-threading-key-0123456789"
+
+
 def ticking(start: datetime) -> Callable[[], datetime]:
     """A clock that starts at `start` and advances in real time (retries need time to pass)."""
     origin = time.monotonic()
@@ -37,6 +40,9 @@ def make_config(state: Path, **sections: Any) -> Config:
     """A config rooted in `state`, listening on a free port, plus any sections given."""
     data: dict[str, Any] = {"state": {"dir": str(state)}, "smtp": {"port": 0}}
     data["outbox"] = {"backoff_initial_s": 0.05, "backoff_max_s": 0.5, "drain_timeout_s": 5}
+    # The tenants in these tests are known; tests of strangers override the allow-list.
+    data["trust"] = {"allow_domains": ["tenant.example", "t.example"]}
+    data["threading"] = {"key": {"value": THREAD_KEY}}
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value}
     return parse_config(data)

@@ -17,7 +17,15 @@ import pytest
 
 from gateway import db, schema
 from gateway.app import App
-from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
+from tests.conftest import (
+    IN_HOURS,
+    THREAD_KEY,
+    email_bytes,
+    eventually,
+    make_config,
+    running,
+    ticking,
+)
 from tests.daemon import Daemon
 from tests.fakes.smtp_capture import SmtpCapture
 from tests.peers.synapse import Synapse
@@ -62,6 +70,7 @@ def config_for(w: World, state: Path, relay_port: int) -> Any:
                 "password": {"value": w.bot_password}, "incidents_room": w.incidents,
                 "report_rooms": [{"room": w.reports}], "engineers": [w.eng],
                 "sync_timeout_s": 1, "backoff_max_s": 1},
+        trust={"allow_domains": ["tenant.example"], "allow_addresses": [w.tenant]},
     )
 
 
@@ -184,6 +193,27 @@ async def test_stranger_cannot_run_commands(world: World, relay: SmtpCapture,
     assert len(relay.messages) == 1  # the acknowledgement only
 
 
+async def test_unverified_report_pages_only_when_an_engineer_confirms(
+    world: World, relay: SmtpCapture, tmp_path: Path
+) -> None:
+    """A stranger's P1 pages nobody; the room is asked; a non-engineer's !page is refused;
+    the engineer's !page pages exactly once, and a second !page changes nothing."""
+    w = world
+    async with connected(config_for(w, tmp_path, relay.port)) as app:
+        root = await report_by_mail(w, app, email_bytes(sender="mallory@evil.example"))
+        await eventually(lambda: bot_notices(w, w.incidents, "!page INC-1"))
+        assert incident(tmp_path).pages_sent == 0
+        w.synapse.send_text(w.stranger_token, w.incidents, "!page", thread_root=root["event_id"])
+        await eventually(lambda: bot_notices(w, w.incidents, "only the support engineers"))
+        assert incident(tmp_path).pages_sent == 0
+        for _ in range(2):
+            w.synapse.send_text(w.eng_token, w.incidents, "!page INC-1")
+        await eventually(lambda: bot_notices(w, w.incidents, "already been paged"))
+        await eventually(lambda: incident(tmp_path).pages_sent == 1)
+    final = incident(tmp_path)
+    assert final.pages_sent == 1 and "unverified sender" not in final.flags
+
+
 async def test_restart_replays_no_history_and_applies_no_command_twice(
     world: World, relay: SmtpCapture, tmp_path: Path
 ) -> None:
@@ -235,7 +265,9 @@ async def test_sigkill_applies_no_command_twice(world: World, relay: SmtpCapture
              f"port = {relay.port}\nstarttls = false\n"
              f'[matrix]\nhomeserver = "{w.synapse.url}"\nuser_id = "{w.bot}"\n'
              f'password = {{ value = "{w.bot_password}" }}\nincidents_room = "{w.incidents}"\n'
-             f'engineers = ["{w.eng}"]\nsync_timeout_s = 1\nbackoff_max_s = 1\n')
+             f'engineers = ["{w.eng}"]\nsync_timeout_s = 1\nbackoff_max_s = 1\n'
+             f'[trust]\nallow_domains = ["tenant.example"]\n'
+             f'[threading]\nkey = {{ value = "{THREAD_KEY}" }}\n')
     d = Daemon(tmp_path, extra)
     try:
         await asyncio.to_thread(d.start)

@@ -10,13 +10,18 @@ from gateway.domain import Channel, InboxRow, Incident, OutboxKind, Reporter, St
 from gateway.mail import parse_mail
 from gateway.pipeline import Settings, plan_email, plan_unreadable
 from gateway.replies import LOOP_HEADER, Sender
+from gateway.tokens import ThreadSigner
+from gateway.trust import TrustPolicy
 from rules.book import default_rulebook
 from rules.types import Mailbox, Priority
 from tests.conftest import IN_HOURS, OVERNIGHT, email_bytes
 
 BOOK = default_rulebook()
+SIGNER = ThreadSigner(b"pipeline-test-key-0123456789", "gw.example")
 SETTINGS = Settings(Sender("emergency@gw.example", "Platform support", "gw.example",
-                           "chatops-gateway; gw.example"), "chatops-gateway", "Platform support")
+                           "chatops-gateway; gw.example", SIGNER), "chatops-gateway",
+                    "Platform support",
+                    trust=TrustPolicy(allow_domains=frozenset({"tenant.example", "t.example"})))
 
 
 def row(raw: bytes, mailbox: Mailbox = Mailbox.EMERGENCY, mail_from: str = "alice@t.example"

@@ -1,0 +1,37 @@
+"""The counts behind rate limits and loop detection, kept in the store (`inbox_digest`).
+
+Each processed email is recorded (sender, content hash, when it was received) in the same
+transaction that processes it, and counted against what was recorded before it, so the
+limits survive a restart and a batch sees its own earlier messages.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+from gateway.domain import SenderHistory
+
+GLOBAL_WINDOW_S = 60.0
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def history(conn: sqlite3.Connection, inbox_id: int, sender: str, content: str,
+            at: datetime, window_s: float) -> SenderHistory:
+    """Record this message, and count the earlier ones in the windows that end at `at`."""
+    conn.execute("INSERT OR REPLACE INTO inbox_digest (inbox_id, sender, body_hash, at)"
+                 " VALUES (?, ?, ?, ?)", (inbox_id, sender, content, _ts(at)))
+    since = _ts(at - timedelta(seconds=window_s))
+    from_sender, same = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(body_hash = ?), 0) FROM inbox_digest"
+        " WHERE sender = ? AND at >= ? AND at <= ? AND inbox_id != ?",
+        (content, sender, since, _ts(at), inbox_id),
+    ).fetchone()
+    (everyone,) = conn.execute(
+        "SELECT COUNT(*) FROM inbox_digest WHERE at >= ? AND at <= ? AND inbox_id != ?",
+        (_ts(at - timedelta(seconds=GLOBAL_WINDOW_S)), _ts(at), inbox_id),
+    ).fetchone()
+    return SenderHistory(int(from_sender), int(same), int(everyone))
