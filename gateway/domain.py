@@ -38,6 +38,11 @@ class OutboxKind(StrEnum):
     MAIL_SEND = "mail.send"
     CHAT_ANNOUNCE = "chat.announce"
     CHAT_SEND = "chat.send"
+    TICKET_COMMENT = "ticket.comment"
+    TICKET_UPDATE = "ticket.update"
+    STATUSPAGE_OPEN = "statuspage.open"
+    STATUSPAGE_UPDATE = "statuspage.update"
+    STATUSPAGE_RESOLVE = "statuspage.resolve"
 
 
 class OutboxState(StrEnum):
@@ -171,7 +176,7 @@ class Plan:
 
 
 INCIDENT_CHANGES = frozenset({"title", "priority", "status", "lead", "comms", "acknowledged_at",
-                              "resolved_at", "next_update_by", "respond_by"})
+                              "resolved_at", "next_update_by", "respond_by", "flags"})
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,17 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: Statuspage incidents opened for our incidents (one per incident)
+    """
+    CREATE TABLE statuspage_incidents (
+        incident_id INTEGER PRIMARY KEY REFERENCES incidents(id),
+        page_id TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        link TEXT,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
 )
 
 
