@@ -61,10 +61,13 @@ class Statuspage:
 
     async def update(self, external_id: str, body: str,
                      since: datetime | None) -> Mapping[str, Any]:
-        """Post an update, unless the same text is already there."""
+        """Post an update, unless the same text was posted since it was planned."""
+        floor = since - timedelta(minutes=5) if since else None
         current = await self._api.call("GET", f"{self._page}/incidents/{external_id}")
         for update in obj(current.body, "incident_updates") or []:
-            if obj(update, "body") == body:
+            created = _when(obj(update, "created_at"))
+            recent = floor is None or (created is not None and created >= floor)
+            if obj(update, "body") == body and recent:
                 return {"update": "already there"}
         await self._api.call("PATCH", f"{self._page}/incidents/{external_id}", json_body={
             "incident": {"body": body, "deliver_notifications": True}})

@@ -98,8 +98,9 @@ def _statuspage(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettin
     action, _, rest = cmd.text.partition(" ")
     words = rest.split()
     names = []
-    while words and s.statuspage is not None and words[0].lower() in s.statuspage.components:
-        names.append(words.pop(0).lower())
+    # Component names are matched exactly: the message starts at the first other word.
+    while words and s.statuspage is not None and words[0] in s.statuspage.components:
+        names.append(words.pop(0))
     problem = _cannot_publish(msg, inc, s, action, names)
     if problem is not None:
         return Plan(outcome="statuspage refused", outbox=(_answer(msg, problem),))
