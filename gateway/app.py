@@ -20,14 +20,19 @@ from adapters.mail_out import FolderMailer, SmtpRelayMailer
 from adapters.matrix import MatrixLink, RoomEvent
 from adapters.pagerduty import PagerDutyPager
 from adapters.smtp_intake import SmtpIntakeServer
+from adapters.statuspage import Statuspage
+from adapters.tickets_deskpro import DeskproTickets
+from adapters.tickets_github import GitHubIssues
+from adapters.tickets_zendesk import ZendeskTickets
 from gateway.config import Config
 from gateway.dkim_check import dkim_verifier
 from gateway.domain import Plan
 from gateway.egress import LocalPager, make_handlers
+from gateway.external import HandlerFactory, mirror_handlers, mirror_settings, security_rooms
 from gateway.intake import ChatIntake, MailIntake
 from gateway.outbox import OutboxWorker, RetryPolicy
 from gateway.pipeline import Settings
-from gateway.ports import MailSender, Pager
+from gateway.ports import MailSender, Pager, TicketBackend
 from gateway.relay import ChatSettings
 from gateway.replies import Sender
 from gateway.store import Store
@@ -107,6 +112,7 @@ class App:
         self.ready = asyncio.Event()
         self.smtp_port: int | None = None
         self.matrix: MatrixLink | None = None
+        self._mirror_handlers: HandlerFactory = lambda _prefix: {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then shut down in order."""
@@ -115,6 +121,7 @@ class App:
         try:
             async with AsyncExitStack() as stack:
                 pager, provider = await self._pager(stack)
+                self._mirror_handlers = await self._external(store, stack)
                 await self._serve(store, pager, provider, self._mailer(), stop)
         finally:
             await store.close()
@@ -128,6 +135,29 @@ class App:
         key = self.config.read_secret(pd.routing_key)
         return PagerDutyPager(routing_key=key, base_url=pd.url, session=session,
                               timeout_s=pd.timeout_s), "pagerduty"
+
+    async def _external(self, store: Store, stack: AsyncExitStack) -> HandlerFactory:
+        """The configured ticket backend and status page, sharing one HTTP session."""
+        t, sp, read = self.config.tickets, self.config.statuspage, self.config.read_secret
+        if t.backend == "builtin" and sp is None:
+            return self._mirror_handlers
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        tickets: TicketBackend | None = None
+        if t.zendesk is not None and t.backend == "zendesk":
+            tickets = ZendeskTickets(t.zendesk.url, t.zendesk.email, read(t.zendesk.token),
+                                     session=session, timeout_s=t.zendesk.timeout_s)
+        elif t.deskpro is not None and t.backend == "deskpro":
+            tickets = DeskproTickets(
+                t.deskpro.url, read(t.deskpro.api_key), session=session,
+                fallback_requester=t.deskpro.requester or self.config.mail_out.from_address,
+                timeout_s=t.deskpro.timeout_s)
+        elif t.github is not None and t.backend == "github":
+            tickets = GitHubIssues(t.github.repo, read(t.github.token), session=session,
+                                   base_url=t.github.url, timeout_s=t.github.timeout_s)
+        page = None if sp is None else Statuspage(
+            sp.page_id, read(sp.api_key), session=session, base_url=sp.url,
+            timeout_s=sp.timeout_s)
+        return mirror_handlers(store, tickets, page, sp.page_id if sp else "")
 
     def _mailer(self) -> MailSender:
         out = self.config.mail_out
@@ -148,6 +178,7 @@ class App:
         link = self._matrix(store)
         handlers = make_handlers(pager, mailer, provider, link, store,
                                  await _instance_id(store))
+        handlers.update(self._mirror_handlers(await _instance_id(store)))
         outbox = OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock)
 
         def planned(plans: Sequence[Plan]) -> None:
@@ -155,7 +186,8 @@ class App:
                 outbox.wake()
 
         settings = pipeline_settings(cfg, await _thread_key(cfg, store))
-        worker = InboxWorker(store, self.rulebook, settings, planned, self.clock)
+        worker = InboxWorker(store, self.rulebook, settings, planned, self.clock,
+                             mirror=mirror_settings(cfg, self.rulebook))
         intake = MailIntake(store, cfg.mailboxes.emergency, cfg.mailboxes.support, worker.wake,
                             self.clock)
         smtp = self._smtp(intake) if cfg.smtp.enabled else None
@@ -200,7 +232,8 @@ class App:
         read = self.config.read_secret
         return MatrixLink(
             homeserver=m.homeserver, user_id=m.user_id,
-            rooms=[m.incidents_room, *(r.room for r in m.report_rooms)], store=store,
+            rooms=[m.incidents_room, *(r.room for r in m.report_rooms), *security_rooms(
+                self.config)], store=store,
             access_token=read(m.access_token) if m.access_token else None,
             password=read(m.password) if m.password else None, device_id=m.device_id,
             device_name=m.device_name, sync_timeout_s=m.sync_timeout_s,

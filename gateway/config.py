@@ -199,6 +199,76 @@ class MatrixConfig(_Model):
         return self
 
 
+_HTTPS = r"^https?://[^\s/]+(/\S*)?$"
+
+
+class ZendeskConfig(_Model):
+    """Zendesk Support: the account URL and an agent's email with an API token."""
+
+    url: Annotated[str, Field(pattern=_HTTPS)]  # https://example.zendesk.com
+    email: Address
+    token: Secret
+    timeout_s: float = Field(default=15.0, gt=0)
+
+
+class DeskproConfig(_Model):
+    """Deskpro: the helpdesk URL and an API key ("<id>:<secret>")."""
+
+    url: Annotated[str, Field(pattern=_HTTPS)]
+    api_key: Secret
+    requester: Address | None = None  # for reports whose sender has no email address
+    timeout_s: float = Field(default=15.0, gt=0)
+
+
+class GitHubConfig(_Model):
+    """GitHub issues in one repository, with a token allowed to write issues."""
+
+    repo: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")]
+    token: Secret
+    url: Annotated[str, Field(pattern=_HTTPS)] = "https://api.github.com"
+    timeout_s: float = Field(default=15.0, gt=0)
+
+
+class TicketsConfig(_Model):
+    """Where tickets live: the built-in store (default), Zendesk, Deskpro or GitHub issues."""
+
+    backend: Literal["builtin", "zendesk", "deskpro", "github"] = "builtin"
+    zendesk: ZendeskConfig | None = None
+    deskpro: DeskproConfig | None = None
+    github: GitHubConfig | None = None
+
+    @model_validator(mode="after")
+    def _section(self) -> TicketsConfig:
+        if self.backend != "builtin" and getattr(self, self.backend) is None:
+            raise ValueError(f"backend '{self.backend}' needs a [tickets.{self.backend}] section")
+        return self
+
+
+class StatuspageConfig(_Model):
+    """Atlassian Statuspage: the page, an API key, the components people may name."""
+
+    page_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9]+$")]
+    api_key: Secret
+    components: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")],
+                     Annotated[str, Field(pattern=r"^[A-Za-z0-9]+$")]] = Field(min_length=1)
+    min_priority: Literal["P1", "P2", "P3", "P4"] = "P2"
+    url: Annotated[str, Field(pattern=_HTTPS)] = "https://api.statuspage.io"
+    timeout_s: float = Field(default=15.0, gt=0)
+
+
+class SecurityConfig(_Model):
+    """Who is told at once about a suspected security breach: an address and/or a room."""
+
+    email: Address | None = None
+    room: Annotated[str, Field(pattern=_ROOM_ID)] | None = None
+
+    @model_validator(mode="after")
+    def _someone(self) -> SecurityConfig:
+        if self.email is None and self.room is None:
+            raise ValueError("give 'email' and/or 'room'")
+        return self
+
+
 class RulesConfig(_Model):
     """The triage rulebook: the packaged default unless a file is given."""
 
@@ -282,12 +352,21 @@ class Config(_Model):
     pagerduty: PagerDutyConfig | None = None
     matrix: MatrixConfig | None = None
     rules: RulesConfig = RulesConfig()
+    tickets: TicketsConfig = TicketsConfig()
+    statuspage: StatuspageConfig | None = None
+    security: SecurityConfig | None = None
     outbox: OutboxConfig = OutboxConfig()
     log: LogConfig = LogConfig()
     trust: TrustConfig = TrustConfig()
     threading: ThreadingConfig = ThreadingConfig()
     limits: LimitsConfig = LimitsConfig()
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _security_room(self) -> Config:
+        if self.security and self.security.room and self.matrix is None:
+            raise ValueError("security.room needs a [matrix] section")
+        return self
 
     def state_dir(self) -> Path:
         """The state directory: configured, else $STATE_DIRECTORY (systemd), else ./var."""
@@ -371,6 +450,21 @@ def _secrets(config: Config) -> list[tuple[str, Secret]]:
             secret = getattr(config.matrix, name)
             if secret is not None:
                 found.append((f"matrix.{name}", secret))
+    found.extend(_more_secrets(config))
+    return found
+
+
+def _more_secrets(config: Config) -> list[tuple[str, Secret]]:
+    t = config.tickets
+    found: list[tuple[str, Secret]] = []
+    if t.zendesk is not None:
+        found.append(("tickets.zendesk.token", t.zendesk.token))
+    if t.deskpro is not None:
+        found.append(("tickets.deskpro.api_key", t.deskpro.api_key))
+    if t.github is not None:
+        found.append(("tickets.github.token", t.github.token))
+    if config.statuspage is not None:
+        found.append(("statuspage.api_key", config.statuspage.api_key))
     return found
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from gateway import storm_db
+from gateway import mirror_db, storm_db
 from gateway.domain import (
     INCIDENT_CHANGES,
     Channel,
@@ -470,8 +470,10 @@ def _record_effect(
                      " VALUES (?, ?, 'out')", (chat_key(event_id), iid))
         add_timeline(conn, iid, TimelineEvent(now, "announced", "gateway",
                                               "Announced in the incidents room"))
+    elif entry.kind in mirror_db.MIRROR_KINDS:
+        mirror_db.record_effect(conn, entry, result, now, add_timeline)
     elif entry.kind is OutboxKind.CHAT_SEND and p.get("purpose") in ("update", "resolution",
-                                                                     "title"):
+                                                                     "title", "security"):
         text = f"{str(p['purpose']).capitalize()} posted to {p.get('to', 'the room')} in chat"
         add_timeline(conn, iid, TimelineEvent(now, "replied", "gateway", text))
 

@@ -38,6 +38,11 @@ class OutboxKind(StrEnum):
     MAIL_SEND = "mail.send"
     CHAT_ANNOUNCE = "chat.announce"
     CHAT_SEND = "chat.send"
+    TICKET_COMMENT = "ticket.comment"
+    TICKET_UPDATE = "ticket.update"
+    STATUSPAGE_OPEN = "statuspage.open"
+    STATUSPAGE_UPDATE = "statuspage.update"
+    STATUSPAGE_RESOLVE = "statuspage.resolve"
 
 
 class OutboxState(StrEnum):

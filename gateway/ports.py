@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -70,4 +71,76 @@ class ChatSender(Protocol):
     async def send(self, room_id: str, content: Mapping[str, Any], txn_id: str
                    ) -> Mapping[str, Any]:
         """Send; returns at least {"event_id": ...}."""
+        ...
+
+
+@dataclass(frozen=True)
+class NewTicket:
+    """A ticket to open. `key` is unique to the incident in this database: the backend
+    marks the ticket with it and looks for it before creating, so a create that happened
+    before a crash is found instead of repeated. Nothing created before `since` is ours."""
+
+    key: str
+    title: str
+    body: str
+    requester: str
+    priority: str  # P1..P4
+    since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TicketHandle:
+    """Where a ticket lives in the external tracker."""
+
+    external_id: str
+    link: str | None
+
+
+class TicketBackend(Protocol):
+    """An external ticket tracker (Zendesk, Deskpro, GitHub issues). Every call is safe to
+    repeat: creates reconcile by `NewTicket.key`, comments by their `key` marker."""
+
+    name: str
+
+    async def create(self, ticket: NewTicket) -> TicketHandle:
+        """Find the ticket marked with `ticket.key`, or open it."""
+        ...
+
+    async def comment(self, external_id: str, body: str, key: str,
+                      since: datetime | None) -> Mapping[str, Any]:
+        """Add an internal comment unless one marked with `key` is already there."""
+        ...
+
+    async def update(self, external_id: str, *, status: str | None = None,
+                     title: str | None = None) -> Mapping[str, Any]:
+        """Set the status ("open" or "solved") and/or the title; repeating changes nothing."""
+        ...
+
+
+@dataclass(frozen=True)
+class PublicIncident:
+    """A status-page incident to open: public wording only (never our references)."""
+
+    name: str
+    body: str
+    component_ids: tuple[str, ...]
+    since: datetime | None = None
+
+
+class StatusPage(Protocol):
+    """A public status page (Statuspage). Every call is safe to repeat."""
+
+    async def open(self, incident: PublicIncident) -> TicketHandle:
+        """Find the unresolved page incident of that name opened since `incident.since`, or
+        create it (notifying
+        subscribers, with the affected components marked)."""
+        ...
+
+    async def update(self, external_id: str, body: str,
+                     since: datetime | None) -> Mapping[str, Any]:
+        """Post an update unless the same text was already posted since `since`."""
+        ...
+
+    async def resolve(self, external_id: str, body: str) -> Mapping[str, Any]:
+        """Resolve the incident and mark its affected components operational."""
         ...

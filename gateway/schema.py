@@ -120,6 +120,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX inbox_digest_sender ON inbox_digest(sender, at);
     CREATE INDEX inbox_digest_at ON inbox_digest(at);
     """,
+    # 3: Statuspage incidents opened for our incidents (one per incident)
+    """
+    CREATE TABLE statuspage_incidents (
+        incident_id INTEGER PRIMARY KEY REFERENCES incidents(id),
+        page_id TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        link TEXT,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
 )
 
 

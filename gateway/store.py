@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway import db, schema
+from gateway import db, mirror_db, schema
 from gateway.db import Accepted, Attempt, NewMessage, Work
 from gateway.domain import InboxRow, Incident, OutboxEntry, Plan
 
@@ -133,6 +133,14 @@ class Store:
     async def chat_root(self, incident_id: int) -> str | None:
         """The chat event that roots an incident's thread, once announced."""
         return await self._call(db.chat_root, incident_id)
+
+    async def ticket(self, incident_id: int) -> mirror_db.TicketRow | None:
+        """The incident's recorded ticket (backend, external id, link), if created yet."""
+        return await self._call(mirror_db.ticket, incident_id)
+
+    async def statuspage(self, incident_id: int) -> mirror_db.PageRow | None:
+        """The incident's Statuspage incident, if one was opened."""
+        return await self._call(mirror_db.statuspage, incident_id)
 
     async def incidents(self, *, open_only: bool = False) -> list[Incident]:
         """All incidents, or the open ones (newest first)."""

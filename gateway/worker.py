@@ -8,16 +8,20 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 
 import structlog
 
+from gateway import mirror
 from gateway.chat import ChatMessage, parse_chat, plan_report_room, should_ignore
-from gateway.commands import CommandEnv, parse_command, plan_command
+from gateway.commands import CommandEnv, parse_command
 from gateway.db import ThreadKeys, Work
 from gateway.domain import Channel, InboxRow, Plan, PlanContext
+from gateway.escalation import command_planner
 from gateway.mail import ParsedMail, UnparseableMessage, parse_mail
+from gateway.mirror import MirrorSettings
 from gateway.pipeline import Settings, mail_thread_keys, plan_email, plan_unreadable, report_for
 from gateway.relay import ChatSettings
 from gateway.store import Store
@@ -51,6 +55,7 @@ class InboxWorker:
         batch: int = 64,
         storm_threshold: int = 30,
         max_defer_s: float = 1.0,
+        mirror: MirrorSettings | None = None,
     ) -> None:
         self._store = store
         self.rulebook = rulebook
@@ -64,6 +69,7 @@ class InboxWorker:
         self._storm_threshold = storm_threshold
         self._max_defer_s = max_defer_s
         self._arrivals: deque[float] = deque(maxlen=4 * storm_threshold)
+        self._mirror = mirror or MirrorSettings()
 
     def wake(self) -> None:
         """New messages were accepted."""
@@ -131,8 +137,11 @@ class InboxWorker:
         fallback = partial(_unreadable, row, now)
         try:
             if row.channel is Channel.MATRIX:
-                return self._prepare_chat(row, now, fallback)
-            return self._prepare_mail(row, now, fallback)
+                work = self._prepare_chat(row, now, fallback)
+            else:
+                work = self._prepare_mail(row, now, fallback)
+            # Tickets, security contacts and the status page hear of what the plan records.
+            return replace(work, make_plan=partial(_mirrored, work.make_plan, self._mirror, now))
         except Exception as exc:  # a bug must not lose the message: a ticket for a human
             log.exception("inbox.prepare_failed", inbox_id=row.id)
             return Work(row.id, None, _fixed(fallback(f"processing failed: "
@@ -166,6 +175,8 @@ class InboxWorker:
         why = should_ignore(msg, chat)
         if why is not None:
             return _ignored(row, why, fallback)
+        if msg.room_id != chat.incidents_room and msg.room_id not in chat.report_rooms:
+            return _ignored(row, "a room that takes no reports nor commands", fallback)
         if msg.room_id != chat.incidents_room:
             return Work(row.id, ThreadKeys(msg.thread_keys()),
                         partial(self._plan_report, msg, chat, now), fallback)
@@ -175,12 +186,17 @@ class InboxWorker:
         env = CommandEnv(chat, self.rulebook, self._settings.sender,
                          self._settings.pager_source, f"c{row.id}", now)
         keys = ThreadKeys(msg.thread_keys(), incident_id=command.ref)
-        return Work(row.id, keys, partial(plan_command, msg, command, env=env), fallback)
+        return Work(row.id, keys, command_planner(msg, command, env, self._mirror), fallback)
 
     def _plan_report(self, msg: ChatMessage, chat: ChatSettings, now: datetime,
                      ctx: PlanContext) -> Plan:
         return plan_report_room(msg, ctx.thread, ctx.next_id, self.rulebook, chat,
                                 self._settings.pager_source, now, self._settings.trust)
+
+
+def _mirrored(make_plan: Callable[[PlanContext], Plan], settings: MirrorSettings,
+              now: datetime, ctx: PlanContext) -> Plan:
+    return mirror.extend(make_plan(ctx), ctx, settings, now)
 
 
 def _unreadable(row: InboxRow, now: datetime, problem: str) -> Plan:

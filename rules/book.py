@@ -189,13 +189,20 @@ class Example(Frozen):
         return self
 
 
+class Action(StrEnum):
+    """Something a rule asks for besides its priority."""
+
+    SECURITY_ESCALATION = "security_escalation"  # tell the security contacts at once
+
+
 class Rule(Frozen):
-    """One `[[rule]]`: conditions on a report, the priority it gives, and why."""
+    """One `[[rule]]`: conditions on a report, the priority it gives, why, and actions."""
 
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
     priority: Priority
     reason: Text
     ooh_class: OohClass | None = None
+    actions: tuple[Action, ...] = ()
     mailboxes: tuple[Mailbox, ...] = ()
     senders: tuple[Text, ...] = ()
     sender_domains: tuple[Text, ...] = ()
