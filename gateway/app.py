@@ -12,13 +12,13 @@ import asyncio
 import secrets
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
 
 from adapters.http_status import StatusServer
 from adapters.mail_out import FolderMailer, SmtpRelayMailer
-from adapters.matrix import MatrixLink, RoomEvent
 from adapters.pagerduty import PagerDutyPager
 from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
@@ -36,6 +36,9 @@ from gateway.service import Loader, Service, endpoint_file
 from gateway.store import Store
 from gateway.worker import Clock, InboxWorker, utcnow
 from rules.book import Rulebook
+
+if TYPE_CHECKING:  # matrix-nio takes a third of the start-up: imported only when configured
+    from adapters.matrix import MatrixLink, RoomEvent
 
 log = structlog.get_logger("gateway.app")
 
@@ -222,6 +225,8 @@ class App:
         m = self.config.matrix
         if m is None:
             return None
+        from adapters.matrix import MatrixLink  # noqa: PLC0415  (see TYPE_CHECKING above)
+
         read = self.config.read_secret
         return MatrixLink(
             homeserver=m.homeserver, user_id=m.user_id,
