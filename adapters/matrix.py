@@ -31,6 +31,7 @@ from nio import (
     WhoamiResponse,
 )
 
+from gateway import metrics
 from gateway.ports import PermanentError, TransientError
 
 log = structlog.get_logger("adapters.matrix")
@@ -196,6 +197,7 @@ class MatrixLink:
             else:
                 failures = 0
                 continue
+            metrics.RECONNECTS.inc(component="matrix")
             await asyncio.sleep(delay)
 
     async def _session(self, fresh_login: bool) -> None:

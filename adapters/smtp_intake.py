@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from gateway import metrics
 from gateway.intake import MailIntake
 
 log = structlog.get_logger("adapters.smtp_intake")
@@ -39,6 +40,7 @@ class _Handler:
         mail_options: list[str],
     ) -> str:
         if self._owner.stopping:
+            metrics.REJECTED.inc(reason="shutting_down")
             return "421 4.3.2 Service shutting down, please try again later"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -53,14 +55,17 @@ class _Handler:
         rcpt_options: list[str],
     ) -> str:
         if self._owner.intake.mailbox_for(address) is None:
+            metrics.REJECTED.inc(reason="unknown_recipient")
             return "550 5.1.1 No such mailbox here"
         if len(envelope.rcpt_tos) >= self._owner.max_recipients:
+            metrics.REJECTED.inc(reason="too_many_recipients")
             return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self._owner.stopping:
+            metrics.REJECTED.inc(reason="shutting_down")
             return "421 4.3.2 Service shutting down, please try again later"
         raw = envelope.original_content or b""
         self._owner.in_flight += 1
@@ -74,11 +79,13 @@ class _Handler:
             raise
         except Exception as exc:
             log.error("inbox.accept_failed", error=type(exc).__name__)
+            metrics.REJECTED.inc(reason="commit_failed")
             return TEMPFAIL
         finally:
             self._owner.in_flight -= 1
             if not self._owner.in_flight:
                 self._owner.idle.set()
+        metrics.ACCEPTED.inc(channel="smtp")
         log.info(
             "inbox.accepted",
             inbox_id=accepted.inbox_id,
@@ -109,6 +116,8 @@ class _Session(SMTP):
 
     async def push(self, status: bytes | str) -> None:
         raw = status.encode("ascii") if isinstance(status, str) else status
+        if raw in _REWRITES:
+            metrics.REJECTED.inc(reason="too_big")
         await super().push(_REWRITES.get(raw, raw))
 
 
@@ -139,6 +148,13 @@ class SmtpIntakeServer:
         self._max_bytes = max_message_bytes
         self._idle_timeout_s = idle_timeout_s
         self._server: asyncio.Server | None = None
+
+    @property
+    def state(self) -> str:
+        """starting, listening or stopped (for readiness and health)."""
+        if self.stopping:
+            return "stopped"
+        return "starting" if self._server is None else "listening"
 
     @property
     def port(self) -> int:

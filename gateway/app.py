@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
 
+from adapters.http_status import StatusServer
 from adapters.mail_out import FolderMailer, SmtpRelayMailer
-from adapters.matrix import MatrixLink, RoomEvent
 from adapters.pagerduty import PagerDutyPager
+from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
 from adapters.statuspage import Statuspage
 from adapters.tickets_deskpro import DeskproTickets
 from adapters.tickets_github import GitHubIssues
 from adapters.tickets_zendesk import ZendeskTickets
+from gateway import metrics
 from gateway.config import Config
 from gateway.dkim_check import dkim_verifier
 from gateway.domain import Plan
@@ -35,12 +38,16 @@ from gateway.pipeline import Settings
 from gateway.ports import MailSender, Pager, TicketBackend
 from gateway.relay import ChatSettings
 from gateway.replies import Sender
+from gateway.service import Loader, Service, endpoint_file
 from gateway.store import Store
 from gateway.storm import Limits
 from gateway.tokens import ThreadSigner, new_key
 from gateway.trust import TrustPolicy
 from gateway.worker import Clock, InboxWorker, utcnow
 from rules.book import Rulebook
+
+if TYPE_CHECKING:  # matrix-nio takes a third of the start-up: imported only when configured
+    from adapters.matrix import MatrixLink, RoomEvent
 
 log = structlog.get_logger("gateway.app")
 
@@ -102,10 +109,14 @@ async def _instance_id(store: Store) -> str:
     return value
 
 
+_SETTLE_S = 30.0  # longest READY waits for intake links to connect or report a retry
+
+
 class App:
     """One daemon instance. Constructing it does nothing; `run` does everything."""
 
-    def __init__(self, config: Config, rulebook: Rulebook, clock: Clock = utcnow) -> None:
+    def __init__(self, config: Config, rulebook: Rulebook, clock: Clock = utcnow,
+                 loader: Loader | None = None) -> None:
         self.config = config
         self.rulebook = rulebook
         self.clock = clock
@@ -113,6 +124,14 @@ class App:
         self.smtp_port: int | None = None
         self.matrix: MatrixLink | None = None
         self._mirror_handlers: HandlerFactory = lambda _prefix: {}
+        self.loader = loader  # re-reads the configuration and rulebook on reload
+        self.reload_wanted = asyncio.Event()
+        self.service: Service | None = None
+        self.http_port: int | None = None
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the configuration and rulebook (see gateway.service)."""
+        self.reload_wanted.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then shut down in order."""
@@ -193,6 +212,12 @@ class App:
         smtp = self._smtp(intake) if cfg.smtp.enabled else None
         chat_intake = ChatIntake(store, chat_rooms(cfg), worker.wake, self.clock)
         self.matrix = link
+        service = self.service = Service(store, cfg, Notifier(), self.clock, {
+            "pager": provider, "mail": cfg.mail_out.mode, **({"chat": "matrix"} if link else {})})
+        if smtp is not None:
+            service.add("smtp", lambda: smtp.state)
+        if link is not None:
+            service.add("matrix", lambda: link.state)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(worker.run(), name="inbox-worker"),
                      group.create_task(outbox.run(), name="outbox-worker")]
@@ -200,35 +225,73 @@ class App:
                 async def deliver(events: list[RoomEvent]) -> None:
                     await chat_intake.accept_all((e.room_id, e.event, e.sender_power)
                                                  for e in events)
+                    metrics.ACCEPTED.inc(len(events), channel="matrix")
 
                 link.deliver_to(deliver)
                 tasks.append(group.create_task(link.run(), name="matrix-sync"))
             if smtp is not None:
                 await smtp.start()
                 self.smtp_port = smtp.port
+            status = await self._status_endpoint(service)
+            tasks += [group.create_task(service.watch(), name="service-watch"),
+                      group.create_task(service.serve_reloads(
+                          self.reload_wanted, self.loader, self._apply(worker)), name="reloads")]
+            await service.announce_ready(_SETTLE_S)
             self.ready.set()
-            log.info("gateway.ready", smtp_port=self.smtp_port)
+            log.info("gateway.ready", smtp_port=self.smtp_port, http_port=self.http_port)
             await stop.wait()
             log.info("gateway.stopping")
+            service.stopping()
             if smtp is not None:
                 await smtp.stop()
-            # Let the workers finish what they hold (a delivered page is recorded before
-            # they return); the chat link just stops. Then drain what is left.
-            worker.stop()
-            outbox.stop()
-            for task in tasks[2:]:
-                task.cancel()
-            _, late = await asyncio.wait(tasks, timeout=cfg.outbox.drain_timeout_s)
-            for task in late:
-                task.cancel()
-            await self._drain(worker, outbox)
+            await self._wind_down(worker, outbox, tasks)
+            if status is not None:
+                await status.stop()
             if link is not None:
                 await link.close()
+
+    async def _wind_down(self, worker: InboxWorker, outbox: OutboxWorker,
+                         tasks: list[asyncio.Task[None]]) -> None:
+        """Let the workers (the first two tasks) finish what they hold — a delivered page is
+        recorded before they return — stop the rest, then drain what is left."""
+        worker.stop()
+        outbox.stop()
+        for task in tasks[2:]:
+            task.cancel()
+        _, late = await asyncio.wait(tasks, timeout=self.config.outbox.drain_timeout_s)
+        for task in late:
+            task.cancel()
+        await self._drain(worker, outbox)
+
+    def _apply(self, worker: InboxWorker) -> Callable[[Config, Rulebook], None]:
+        def apply(_config: Config, rulebook: Rulebook) -> None:
+            self.rulebook = rulebook
+            worker.replace_rulebook(rulebook)
+        return apply
+
+    async def _status_endpoint(self, service: Service) -> StatusServer | None:
+        """Serve /healthz and /metrics; a taken port is logged, never fatal (intake matters
+        more). The bound address is written to the state folder for `status`."""
+        h = self.config.http
+        if not h.enabled:
+            return None
+        server = StatusServer(service.report, service.metrics_text, host=h.host, port=h.port)
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error("http.bind_failed", host=h.host, port=h.port, error=exc.strerror)
+            return None
+        self.http_port = server.port
+        endpoint = f"http://{h.host}:{server.port}\n"
+        await asyncio.to_thread(endpoint_file(self.config).write_text, endpoint)
+        return server
 
     def _matrix(self, store: Store) -> MatrixLink | None:
         m = self.config.matrix
         if m is None:
             return None
+        from adapters.matrix import MatrixLink  # noqa: PLC0415  (see TYPE_CHECKING above)
+
         read = self.config.read_secret
         return MatrixLink(
             homeserver=m.homeserver, user_id=m.user_id,

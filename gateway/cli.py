@@ -13,11 +13,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from gateway import logs, views
 from gateway.app import App
 from gateway.config import Config, ConfigError, load_config
+from gateway.status_cli import status_command
 from gateway.views import UsageError
 from rules.book import Rulebook, RulebookError, default_rulebook, load_rulebook
 from rules.engine import check_examples
@@ -67,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     olist = osub.add_parser("list")
     olist.add_argument("--state", choices=["pending", "done", "dead"])
     olist.add_argument("--config", type=Path)
+    status = sub.add_parser("status", help="ask the running daemon how it is (health, counters)")
+    status.add_argument("--config", type=Path)
+    status.add_argument("--json", action="store_true", help="print the health report as JSON")
     return p
 
 
@@ -93,9 +98,9 @@ def _errors(title: str, errors: Sequence[str]) -> None:
         print(f"  {line}", file=sys.stderr)
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911  (one return per command)
     if args.command == "run":
-        return _run(load_config(args.config))
+        return _run(load_config(args.config), args.config)
     if args.command == "check-config":
         config = load_config(args.file)
         load_rules(config.rules_file())
@@ -107,19 +112,28 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _rules_test(args.file)
     if args.command == "incidents":
         return _incidents(args)
+    if args.command == "status":
+        return status_command(load_config(args.config), as_json=args.json)
     return _outbox(args)
 
 
-def _run(config: Config) -> int:
+def _load_both(path: Path) -> tuple[Config, Rulebook]:
+    config = load_config(path)
+    return config, load_rules(config.rules_file())
+
+
+def _run(config: Config, path: Path | None = None) -> int:
     rulebook = load_rules(config.rules_file())
     logs.configure(config.log.level, config.log.format)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        app = App(config, rulebook, loader=None if path is None else partial(_load_both, path))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await App(config, rulebook).run(stop)
+        loop.add_signal_handler(signal.SIGHUP, app.request_reload)
+        await app.run(stop)
 
     asyncio.run(main())
     return EXIT_OK

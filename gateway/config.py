@@ -342,6 +342,26 @@ class LimitsConfig(_Model):
     storm_window_s: float = Field(default=1800.0, ge=0)
 
 
+class HttpConfig(_Model):
+    """The health and metrics endpoint (/healthz, /metrics), on loopback unless allowed."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9725, ge=0, le=65535)
+    allow_remote: bool = False  # required to bind anything but a loopback address
+    outbox_stuck_s: float = Field(default=900.0, gt=0)  # older pending entries: unhealthy
+
+    @model_validator(mode="after")
+    def _loopback(self) -> HttpConfig:
+        try:
+            loopback = self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            raise ValueError(f"host: not an IP address: {self.host!r}") from None
+        if not loopback and not self.allow_remote:
+            raise ValueError("host: not a loopback address (set allow_remote = true to allow)")
+        return self
+
+
 class Config(_Model):
     """The whole daemon configuration."""
 
@@ -360,6 +380,7 @@ class Config(_Model):
     trust: TrustConfig = TrustConfig()
     threading: ThreadingConfig = ThreadingConfig()
     limits: LimitsConfig = LimitsConfig()
+    http: HttpConfig = HttpConfig()
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")

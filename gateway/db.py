@@ -512,3 +512,26 @@ def outbox_rows(conn: sqlite3.Connection, state: str | None = None) -> list[dict
     cols = ("id", "kind", "incident_id", "state", "attempts", "next_attempt_at", "last_error",
             "created_at")
     return [dict(zip(cols, r, strict=True)) for r in conn.execute(sql + " ORDER BY id", args)]
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """How much waits in the inbox and the outbox, for health checks and metrics."""
+
+    inbox_pending: int
+    outbox_pending: int
+    outbox_oldest: datetime | None  # when the oldest pending entry was created
+    outbox_retrying: dict[str, int]  # kind -> pending entries that failed at least once
+    outbox_dead: int
+
+
+def queue_stats(conn: sqlite3.Connection) -> QueueStats:
+    """Read-only counts (the pending ones use the partial indexes on state = 'pending')."""
+    (inbox,) = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'pending'").fetchone()
+    pending, oldest = conn.execute(
+        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'").fetchone()
+    retrying = dict(conn.execute(
+        "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0"
+        " GROUP BY kind").fetchall())
+    (dead,) = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
+    return QueueStats(int(inbox), int(pending), _dt(oldest), retrying, int(dead))

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from gateway import metrics
 from gateway.db import Attempt
 from gateway.domain import OutboxEntry, OutboxKind
 from gateway.ports import PermanentError, TransientError
@@ -137,6 +138,7 @@ class OutboxWorker:
             return self._failed(entry, f"internal error: {type(exc).__name__}", None, bound,
                                 permanent=False)
         bound.info("outbox.delivered")
+        metrics.delivered(entry.kind)
         return Attempt(entry, result=result)
 
     def _failed(self, entry: OutboxEntry, reason: str, retry_after_s: float | None,
@@ -144,6 +146,7 @@ class OutboxWorker:
         attempts = entry.attempts + 1
         dead = permanent or attempts >= self._policy.max_attempts
         delay = self._policy.delay(attempts, retry_after_s)
+        metrics.DELIVERY_FAILURES.inc(kind=entry.kind, result="dead" if dead else "retry")
         if dead:
             bound.error("outbox.dead_lettered", reason=reason)
         else:

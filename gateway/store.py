@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway import db, mirror_db, schema
-from gateway.db import Accepted, Attempt, NewMessage, Work
+from gateway.db import Accepted, Attempt, NewMessage, QueueStats, Work
 from gateway.domain import InboxRow, Incident, OutboxEntry, Plan
 
 T = TypeVar("T")
@@ -157,3 +157,7 @@ class Store:
     async def outbox_rows(self, state: str | None = None) -> list[dict[str, Any]]:
         """Outbox entries for operators."""
         return await self._call(db.outbox_rows, state)
+
+    async def queue_stats(self) -> QueueStats:
+        """Inbox and outbox depth, read-only (health checks and metrics)."""
+        return await self._call(db.queue_stats)

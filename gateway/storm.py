@@ -7,11 +7,13 @@ transaction, so a restart resets nothing) and the open incidents in; a decision 
   window (a mail loop: an auto-responder that does not say so), or that exceeds the
   per-sender or the global rate. A held message is kept in the inbox and recorded; it is
   never answered and never pages; the incidents room is told once, when holding starts.
-- **Join** instead of opening: a report from someone who already reported an open incident
-  in the same mailbox within the storm window joins it as a reply (no new acknowledgement:
-  this is what ends a ping-pong with an auto-responder that drops threading headers); a
-  report from another known sender with a similar subject joins it as a further reporter
-  (acknowledged, told the updates, no second page).
+- **Join** instead of opening, when an unthreaded report has a subject similar to an open
+  incident's in the same mailbox within the storm window: from someone who already reported
+  it, it joins as a reply (no new acknowledgement); from another known sender, as a further
+  reporter (acknowledged, told the updates, no second page). A report about something else
+  opens its own incident, even from the same person: folding a second emergency into the
+  first would hide it. An auto-responder that drops threading headers and writes its own
+  subject therefore gets one acknowledgement, and its repeats are then joined or held.
 """
 
 from __future__ import annotations
@@ -103,11 +105,10 @@ def find_join(
     recent = [i for i in incidents if i.mailbox == mailbox and i.created_at >= since
               and i.merged_into is None]
     for incident in recent:
+        if not similar(subject, incident.title):
+            continue  # a different problem is a new report, even from the same person
         if any(r.address == sender for r in incident.reporters):
             return Join(incident, same_reporter=True)
-    if not known:  # a stranger never joins someone else's incident (they would get updates)
-        return None
-    for incident in recent:
-        if similar(subject, incident.title):
+        if known:  # a stranger never joins someone else's incident (they would get updates)
             return Join(incident, same_reporter=False)
     return None

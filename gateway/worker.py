@@ -14,7 +14,7 @@ from functools import partial
 
 import structlog
 
-from gateway import mirror
+from gateway import metrics, mirror
 from gateway.chat import ChatMessage, parse_chat, plan_report_room, should_ignore
 from gateway.commands import CommandEnv, parse_command
 from gateway.db import ThreadKeys, Work
@@ -70,6 +70,11 @@ class InboxWorker:
         self._max_defer_s = max_defer_s
         self._arrivals: deque[float] = deque(maxlen=4 * storm_threshold)
         self._mirror = mirror or MirrorSettings()
+        self._next_rulebook: Rulebook | None = None
+
+    def replace_rulebook(self, rulebook: Rulebook) -> None:
+        """Use `rulebook` from the next batch on (a batch never mixes two rulebooks)."""
+        self._next_rulebook = rulebook
 
     def wake(self) -> None:
         """New messages were accepted."""
@@ -114,6 +119,8 @@ class InboxWorker:
 
     async def process_pending(self) -> int:
         """Process what is pending now; returns how many messages were handled."""
+        if self._next_rulebook is not None:
+            self.rulebook, self._next_rulebook = self._next_rulebook, None
         rows = await self._store.pending_inbox(self._batch)
         if not rows:
             return 0
@@ -127,6 +134,7 @@ class InboxWorker:
                 "unreadable: processing failed") else "inbox.processed"
             (log.error if event == "inbox.plan_failed" else log.info)(
                 event, inbox_id=row.id, channel=row.channel, outcome=plan.outcome)
+        metrics.triaged(plans)
         self._on_planned(plans)
         return len(rows)
 

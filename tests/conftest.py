@@ -38,7 +38,8 @@ def ticking(start: datetime) -> Callable[[], datetime]:
 
 def make_config(state: Path, **sections: Any) -> Config:
     """A config rooted in `state`, listening on a free port, plus any sections given."""
-    data: dict[str, Any] = {"state": {"dir": str(state)}, "smtp": {"port": 0}}
+    data: dict[str, Any] = {"state": {"dir": str(state)}, "smtp": {"port": 0},
+                            "http": {"port": 0}}
     data["outbox"] = {"backoff_initial_s": 0.05, "backoff_max_s": 0.5, "drain_timeout_s": 5}
     # The tenants in these tests are known; tests of strangers override the allow-list.
     data["trust"] = {"allow_domains": ["tenant.example", "t.example"]}

@@ -27,20 +27,26 @@ class Daemon:
         self.config = folder / "gateway.toml"
         self.config.write_text(
             f'[state]\ndir = "{folder / "state"}"\n[smtp]\nport = {self.port}\n'
-            f'[log]\nformat = "json"\nlevel = "warning"\n{extra_toml}'
+            f'[log]\nformat = "json"\nlevel = "warning"\n[http]\nport = 0\n{extra_toml}'
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = folder / "daemon.log"
 
-    def start(self, timeout: float = 20.0) -> None:
-        """Start and wait until the SMTP port answers."""
+    def spawn(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start the process, with extra environment variables, and return at once."""
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         out.close()
+        return self.proc
+
+    def start(self, timeout: float = 20.0, env: dict[str, str] | None = None) -> None:
+        """Start and wait until the SMTP port answers."""
+        self.spawn(env)
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

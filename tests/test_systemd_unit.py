@@ -1,0 +1,64 @@
+"""The systemd unit: verified by systemd itself, hardened to the exposure level we promise."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+UNIT = Path(__file__).parent.parent / "systemd" / "chatops-gateway.service"
+MAX_EXPOSURE = 1.5
+
+
+def _analyze() -> str:
+    found = shutil.which("systemd-analyze")
+    assert found, "systemd-analyze is missing: scripts/test installs the Debian package systemd"
+    return found
+
+
+def _settings() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def test_unit_is_a_notify_service_with_watchdog_reload_and_credentials() -> None:
+    """Type=notify with a watchdog, reload by SIGHUP, restarts on failure but not on exit 3,
+    a dynamic user with a state directory, and port 25 without root."""
+    s = _settings()
+    assert s["Type"] == ["notify"]
+    assert s["WatchdogSec"] and s["Restart"] == ["on-failure"]
+    assert s["RestartPreventExitStatus"] == ["3"]
+    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert s["DynamicUser"] == ["yes"] and s["StateDirectory"] == ["chatops-gateway"]
+    assert s["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
+    # The stop timeout outlasts the SMTP grace and both default drains (5 + 10 + 10 s).
+    assert int(s["TimeoutStopSec"][0].removesuffix("s")) > 25
+
+
+def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
+    """`systemd-analyze verify` finds nothing (ExecStart pointed at this checkout's script)."""
+    script = Path(sys.executable).parent / "chatops-gateway"
+    unit = tmp_path / UNIT.name
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/chatops-gateway", str(script)))
+    result = subprocess.run([_analyze(), "verify", str(unit)], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+
+
+def test_security_exposure_is_at_most_one_and_a_half() -> None:
+    """`systemd-analyze security --offline=true` scores the unit at or below 1.5."""
+    result = subprocess.run(
+        [_analyze(), "security", "--offline=true", "--no-pager",
+         f"--threshold={int(MAX_EXPOSURE * 10)}", str(UNIT)],
+        capture_output=True, text=True, timeout=120, check=False)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d)", result.stdout)
+    assert match, result.stdout[-500:] + result.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE
+    assert result.returncode == 0, result.stderr
