@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack
 import aiohttp
 import structlog
 
+from adapters.imap_intake import ImapIntake
 from adapters.mail_out import FolderMailer, SmtpRelayMailer
 from adapters.matrix import MatrixLink, RoomEvent
 from adapters.pagerduty import PagerDutyPager
@@ -32,6 +33,7 @@ from gateway.replies import Sender
 from gateway.store import Store
 from gateway.worker import Clock, InboxWorker, utcnow
 from rules.book import Rulebook
+from rules.types import Mailbox
 
 log = structlog.get_logger("gateway.app")
 
@@ -79,6 +81,7 @@ class App:
         self.ready = asyncio.Event()
         self.smtp_port: int | None = None
         self.matrix: MatrixLink | None = None
+        self.imap: list[ImapIntake] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then shut down in order."""
@@ -132,6 +135,7 @@ class App:
         smtp = self._smtp(intake) if cfg.smtp.enabled else None
         chat_intake = ChatIntake(store, chat_rooms(cfg), worker.wake, self.clock)
         self.matrix = link
+        self.imap = self._imap(store, intake)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(worker.run(), name="inbox-worker"),
                      group.create_task(outbox.run(), name="outbox-worker")]
@@ -142,6 +146,8 @@ class App:
 
                 link.deliver_to(deliver)
                 tasks.append(group.create_task(link.run(), name="matrix-sync"))
+            tasks.extend(group.create_task(box.run(), name=f"imap-{box.name}")
+                         for box in self.imap)
             if smtp is not None:
                 await smtp.start()
                 self.smtp_port = smtp.port
@@ -163,6 +169,8 @@ class App:
             await self._drain(worker, outbox)
             if link is not None:
                 await link.close()
+            for box in self.imap:
+                await box.close()
 
     def _matrix(self, store: Store) -> MatrixLink | None:
         m = self.config.matrix
@@ -177,6 +185,20 @@ class App:
             device_name=m.device_name, sync_timeout_s=m.sync_timeout_s,
             backoff_max_s=m.backoff_max_s,
         )
+
+    def _imap(self, store: Store, intake: MailIntake) -> list[ImapIntake]:
+        return [
+            ImapIntake(
+                name=box.name, host=box.host, port=box.effective_port(), tls=box.tls,
+                user=box.user, password=self.config.read_secret(box.password),
+                mailbox=Mailbox(box.mailbox), sink=intake, kv=store, clock=self.clock,
+                folder=box.folder, processed_folder=box.processed_folder,
+                ca_file=self.config.imap_ca_file(box), idle_renew_s=box.idle_renew_s,
+                poll_interval_s=box.poll_interval_s, timeout_s=box.timeout_s,
+                backoff_max_s=box.backoff_max_s, auth_retry_s=box.auth_retry_s,
+            )
+            for box in self.config.imap
+        ]
 
     def _smtp(self, intake: MailIntake) -> SmtpIntakeServer:
         s = self.config.smtp
