@@ -12,12 +12,14 @@ import asyncio
 import secrets
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
 
 from adapters.http_status import StatusServer
+from adapters.imap_intake import ImapIntake
 from adapters.mail_out import FolderMailer, SmtpRelayMailer
 from adapters.pagerduty import PagerDutyPager
 from adapters.sdnotify import Notifier
@@ -45,6 +47,7 @@ from gateway.tokens import ThreadSigner, new_key
 from gateway.trust import TrustPolicy
 from gateway.worker import Clock, InboxWorker, utcnow
 from rules.book import Rulebook
+from rules.types import Mailbox
 
 if TYPE_CHECKING:  # matrix-nio takes a third of the start-up: imported only when configured
     from adapters.matrix import MatrixLink, RoomEvent
@@ -123,6 +126,7 @@ class App:
         self.ready = asyncio.Event()
         self.smtp_port: int | None = None
         self.matrix: MatrixLink | None = None
+        self.imap: list[ImapIntake] = []
         self._mirror_handlers: HandlerFactory = lambda _prefix: {}
         self.loader = loader  # re-reads the configuration and rulebook on reload
         self.reload_wanted = asyncio.Event()
@@ -212,12 +216,8 @@ class App:
         smtp = self._smtp(intake) if cfg.smtp.enabled else None
         chat_intake = ChatIntake(store, chat_rooms(cfg), worker.wake, self.clock)
         self.matrix = link
-        service = self.service = Service(store, cfg, Notifier(), self.clock, {
-            "pager": provider, "mail": cfg.mail_out.mode, **({"chat": "matrix"} if link else {})})
-        if smtp is not None:
-            service.add("smtp", lambda: smtp.state)
-        if link is not None:
-            service.add("matrix", lambda: link.state)
+        self.imap = self._imap(store, intake)
+        service = self.service = self._service(store, provider, smtp, link)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(worker.run(), name="inbox-worker"),
                      group.create_task(outbox.run(), name="outbox-worker")]
@@ -229,6 +229,8 @@ class App:
 
                 link.deliver_to(deliver)
                 tasks.append(group.create_task(link.run(), name="matrix-sync"))
+            tasks.extend(group.create_task(box.run(), name=f"imap-{box.name}")
+                         for box in self.imap)
             if smtp is not None:
                 await smtp.start()
                 self.smtp_port = smtp.port
@@ -249,6 +251,21 @@ class App:
                 await status.stop()
             if link is not None:
                 await link.close()
+            for box in self.imap:
+                await box.close()
+
+    def _service(self, store: Store, provider: str, smtp: SmtpIntakeServer | None,
+                 link: MatrixLink | None) -> Service:
+        """Readiness, STATUS lines and health: every intake and egress by its state."""
+        cfg = self.config
+        service = Service(store, cfg, Notifier(), self.clock, {
+            "pager": provider, "mail": cfg.mail_out.mode, **({"chat": "matrix"} if link else {})})
+        components: list[tuple[str, object]] = [("smtp", smtp), ("matrix", link)]
+        components += [(f"imap:{box.name}", box) for box in self.imap]
+        for name, part in components:
+            if part is not None:
+                service.add(name, partial(getattr, part, "state"))
+        return service
 
     async def _wind_down(self, worker: InboxWorker, outbox: OutboxWorker,
                          tasks: list[asyncio.Task[None]]) -> None:
@@ -302,6 +319,20 @@ class App:
             device_name=m.device_name, sync_timeout_s=m.sync_timeout_s,
             backoff_max_s=m.backoff_max_s,
         )
+
+    def _imap(self, store: Store, intake: MailIntake) -> list[ImapIntake]:
+        return [
+            ImapIntake(
+                name=box.name, host=box.host, port=box.effective_port(), tls=box.tls,
+                user=box.user, password=self.config.read_secret(box.password),
+                mailbox=Mailbox(box.mailbox), sink=intake, kv=store, clock=self.clock,
+                folder=box.folder, processed_folder=box.processed_folder,
+                ca_file=self.config.imap_ca_file(box), idle_renew_s=box.idle_renew_s,
+                poll_interval_s=box.poll_interval_s, timeout_s=box.timeout_s,
+                backoff_max_s=box.backoff_max_s, auth_retry_s=box.auth_retry_s,
+            )
+            for box in self.config.imap
+        ]
 
     def _smtp(self, intake: MailIntake) -> SmtpIntakeServer:
         s = self.config.smtp

@@ -269,6 +269,54 @@ class SecurityConfig(_Model):
         return self
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ImapConfig(_Model):
+    """One mailbox on an existing mail server, watched with IMAP IDLE (`[[imap]]`)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")]
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)  # default: 993, or 143 without TLS
+    tls: Literal["implicit", "starttls", "none"] = "implicit"
+    allow_plaintext: bool = False  # needed for tls = "none", and only on loopback
+    ca_file: Path | None = None  # trust this CA (PEM) instead of the system's
+    user: str
+    password: Secret
+    folder: str = "INBOX"
+    mailbox: Literal["emergency", "support"] = "emergency"
+    processed_folder: str | None = None  # move processed mail here instead of marking \Seen
+    idle_renew_s: float = Field(default=600.0, gt=0, le=600)
+    poll_interval_s: float = Field(default=60.0, gt=0, le=3600)  # when the server lacks IDLE
+    timeout_s: float = Field(default=60.0, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    auth_retry_s: float = Field(default=300.0, gt=0)  # after bad credentials
+
+    @model_validator(mode="after")
+    def _plaintext(self) -> ImapConfig:
+        if self.tls == "none":
+            if not self.allow_plaintext:
+                raise ValueError("tls = \"none\" sends the password in clear: set "
+                                 "allow_plaintext = true (loopback hosts only)")
+            if not _loopback(self.host):
+                raise ValueError("tls = \"none\" is only allowed for a loopback host")
+        if self.processed_folder is not None and self.processed_folder == self.folder:
+            raise ValueError("'processed_folder' must differ from 'folder'")
+        return self
+
+    def effective_port(self) -> int:
+        """The configured port, or the standard one for the TLS mode."""
+        if self.port is not None:
+            return self.port
+        return 993 if self.tls == "implicit" else 143
+
+
 class RulesConfig(_Model):
     """The triage rulebook: the packaged default unless a file is given."""
 
@@ -371,6 +419,7 @@ class Config(_Model):
     mail_out: MailOutConfig = MailOutConfig()
     pagerduty: PagerDutyConfig | None = None
     matrix: MatrixConfig | None = None
+    imap: list[ImapConfig] = []
     rules: RulesConfig = RulesConfig()
     tickets: TicketsConfig = TicketsConfig()
     statuspage: StatuspageConfig | None = None
@@ -387,6 +436,13 @@ class Config(_Model):
     def _security_room(self) -> Config:
         if self.security and self.security.room and self.matrix is None:
             raise ValueError("security.room needs a [matrix] section")
+        return self
+
+    @model_validator(mode="after")
+    def _imap_names(self) -> Config:
+        names = [box.name for box in self.imap]
+        if len(set(names)) != len(names):
+            raise ValueError("imap: each [[imap]] needs its own 'name'")
         return self
 
     def state_dir(self) -> Path:
@@ -411,6 +467,10 @@ class Config(_Model):
     def rules_file(self) -> Path | None:
         """The rulebook file, resolved against the config file's folder."""
         return None if self.rules.file is None else self.base_dir / self.rules.file
+
+    def imap_ca_file(self, box: ImapConfig) -> Path | None:
+        """An IMAP mailbox's CA file, resolved against the config file's folder."""
+        return None if box.ca_file is None else self.base_dir / box.ca_file
 
     def read_secret(self, secret: Secret) -> str:
         """The secret's value; a file is read now (and stripped of a trailing newline)."""
@@ -471,6 +531,8 @@ def _secrets(config: Config) -> list[tuple[str, Secret]]:
             secret = getattr(config.matrix, name)
             if secret is not None:
                 found.append((f"matrix.{name}", secret))
+    for index, box in enumerate(config.imap):
+        found.append((f"imap[{index}].password", box.password))
     found.extend(_more_secrets(config))
     return found
 

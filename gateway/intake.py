@@ -90,6 +90,21 @@ class MailIntake:
         self._on_accepted()
         return accepted
 
+    async def accept_fetched(self, mailbox: Mailbox, mail_from: str, raw: bytes) -> Accepted:
+        """Commit a message read from a mailbox (IMAP), addressed to that mailbox. Without a
+        Message-ID the content itself is the re-send key, so a re-scan of the folder never
+        processes a message twice. The caller wakes the worker (`wake`) after a batch."""
+        rcpt = next((a for a, box in self._boxes.items() if box is mailbox), mailbox.value)
+        key = resend_key(mail_from, raw) or "raw:" + hashlib.sha256(raw).hexdigest()
+        return await self._store.accept(NewMessage(
+            channel=Channel.EMAIL, mailbox=mailbox, mail_from=mail_from, rcpt_to=(rcpt,),
+            raw=raw, dedup_key=key, received_at=self._clock(),
+        ))
+
+    def wake(self) -> None:
+        """Tell the inbox worker there is new work."""
+        self._on_accepted()
+
 
 class ChatIntake:
     """Accepts chat events into the durable inbox, keyed by event id (so a replayed sync
