@@ -12,6 +12,7 @@ import asyncio
 import secrets
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from datetime import timedelta
 
 import aiohttp
 import structlog
@@ -29,9 +30,12 @@ from gateway.pipeline import Settings
 from gateway.ports import MailSender, Pager
 from gateway.relay import ChatSettings
 from gateway.replies import Sender
+from gateway.scheduler import Scheduler
+from gateway.sla import EscalationTarget, SlaSettings
 from gateway.store import Store
 from gateway.worker import Clock, InboxWorker, utcnow
 from rules.book import Rulebook
+from rules.types import Priority
 
 log = structlog.get_logger("gateway.app")
 
@@ -60,6 +64,29 @@ def pipeline_settings(config: Config) -> Settings:
     )
 
 
+def sla_settings(config: Config, settings: Settings) -> SlaSettings:
+    """The SLA planner's view of the `[sla]` and `[[escalation]]` sections."""
+    s = config.sla
+    steps = tuple(
+        EscalationTarget(kind=step.kind, after=timedelta(minutes=step.after_minutes),
+                         route=f"escalation-{index + 1}" if step.kind == "page" else None,
+                         room=step.room, address=step.address)
+        for index, step in enumerate(config.escalation))
+    return SlaSettings(
+        sender=settings.sender, pager_source=settings.pager_source,
+        incidents_room=settings.chat.incidents_room if settings.chat else None,
+        respond_warning=timedelta(minutes=s.respond_warning_minutes),
+        update_warning=timedelta(minutes=s.update_warning_minutes),
+        holding=frozenset(Priority(p) for p in s.holding_replies),
+        escalate=frozenset(Priority(p) for p in s.escalate), escalation=steps,
+        handover=frozenset(Priority(p) for p in s.handover_priorities),
+        handover_at_close=s.handover_at_close,
+        handover_after=(None if s.handover_after_hours is None
+                        else timedelta(hours=s.handover_after_hours)),
+        digest=s.digest,
+    )
+
+
 async def _instance_id(store: Store) -> str:
     """A random id for this database, made once (prefixes chat transaction ids)."""
     value = await store.kv_get("instance_id")
@@ -79,6 +106,8 @@ class App:
         self.ready = asyncio.Event()
         self.smtp_port: int | None = None
         self.matrix: MatrixLink | None = None
+        self.scheduler: Scheduler | None = None
+        self._routes: dict[str, Pager] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then shut down in order."""
@@ -98,6 +127,11 @@ class App:
             return LocalPager(), "local"
         session = await stack.enter_async_context(aiohttp.ClientSession())
         key = self.config.read_secret(pd.routing_key)
+        for index, step in enumerate(self.config.escalation):
+            if step.routing_key is not None:
+                self._routes[f"escalation-{index + 1}"] = PagerDutyPager(
+                    routing_key=self.config.read_secret(step.routing_key), base_url=pd.url,
+                    session=session, timeout_s=pd.timeout_s)
         return PagerDutyPager(routing_key=key, base_url=pd.url, session=session,
                               timeout_s=pd.timeout_s), "pagerduty"
 
@@ -119,14 +153,23 @@ class App:
                              max_s=cfg.outbox.backoff_max_s)
         link = self._matrix(store)
         handlers = make_handlers(pager, mailer, provider, link, store,
-                                 await _instance_id(store))
+                                 await _instance_id(store), self._routes)
         outbox = OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock)
 
         def planned(plans: Sequence[Plan]) -> None:
             if any(plan.outbox for plan in plans):
                 outbox.wake()
 
-        worker = InboxWorker(store, self.rulebook, pipeline_settings(cfg), planned, self.clock)
+        settings = pipeline_settings(cfg)
+        scheduler = Scheduler(store, self.rulebook, sla_settings(cfg, settings),
+                              lambda _fired: outbox.wake(), self.clock)
+        self.scheduler = scheduler
+
+        def changed(plans: Sequence[Plan]) -> None:
+            planned(plans)
+            scheduler.wake()  # an incident changed: its clocks may have moved
+
+        worker = InboxWorker(store, self.rulebook, settings, changed, self.clock)
         intake = MailIntake(store, cfg.mailboxes.emergency, cfg.mailboxes.support, worker.wake,
                             self.clock)
         smtp = self._smtp(intake) if cfg.smtp.enabled else None
@@ -135,6 +178,8 @@ class App:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(worker.run(), name="inbox-worker"),
                      group.create_task(outbox.run(), name="outbox-worker")]
+            timers = ([group.create_task(scheduler.run(), name="sla-scheduler")]
+                      if cfg.sla.enabled else [])
             if link is not None:
                 async def deliver(events: list[RoomEvent]) -> None:
                     await chat_intake.accept_all((e.room_id, e.event, e.sender_power)
@@ -155,9 +200,11 @@ class App:
             # they return); the chat link just stops. Then drain what is left.
             worker.stop()
             outbox.stop()
+            scheduler.stop()
             for task in tasks[2:]:
                 task.cancel()
-            _, late = await asyncio.wait(tasks, timeout=cfg.outbox.drain_timeout_s)
+            _, late = await asyncio.wait([*tasks, *timers],
+                                         timeout=cfg.outbox.drain_timeout_s)
             for task in late:
                 task.cancel()
             await self._drain(worker, outbox)
@@ -171,7 +218,8 @@ class App:
         read = self.config.read_secret
         return MatrixLink(
             homeserver=m.homeserver, user_id=m.user_id,
-            rooms=[m.incidents_room, *(r.room for r in m.report_rooms)], store=store,
+            rooms=[m.incidents_room, *(r.room for r in m.report_rooms),
+                   *(s.room for s in self.config.escalation if s.room)], store=store,
             access_token=read(m.access_token) if m.access_token else None,
             password=read(m.password) if m.password else None, device_id=m.device_id,
             device_name=m.device_name, sync_timeout_s=m.sync_timeout_s,

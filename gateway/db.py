@@ -414,7 +414,8 @@ def _record_effect(
             " response) VALUES (?, ?, ?, 'trigger', ?, ?, ?)",
             (iid, entry.id, result.get("provider", "?"), p["dedup_key"], ts(now), dumps(result)),
         )
-        text = f"Paged the on-call engineer via {result.get('provider', '?')}"
+        text = (f"Escalation page sent via {result.get('provider', '?')}" if p.get("route")
+                else f"Paged the on-call engineer via {result.get('provider', '?')}")
         add_timeline(conn, iid, TimelineEvent(now, "paged", "gateway", text))
     elif entry.kind is OutboxKind.TICKET_CREATE:
         conn.execute(
@@ -444,7 +445,8 @@ def _record_effect(
         add_timeline(conn, iid, TimelineEvent(now, "announced", "gateway",
                                               "Announced in the incidents room"))
     elif entry.kind is OutboxKind.CHAT_SEND and p.get("purpose") in ("update", "resolution",
-                                                                     "title"):
+                                                                     "title", "holding",
+                                                                     "escalation"):
         text = f"{str(p['purpose']).capitalize()} posted to {p.get('to', 'the room')} in chat"
         add_timeline(conn, iid, TimelineEvent(now, "replied", "gateway", text))
 
