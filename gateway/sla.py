@@ -152,7 +152,9 @@ def _candidates(incidents: Sequence[Incident], ctx: _Ctx) -> list[_Candidate]:
 
 def _notice(incident: Incident, ctx: _Ctx, text: str) -> tuple[OutboxSpec, ...]:
     room = ctx.settings.incidents_room
-    if room is None or incident.chat_root is None:
+    # Every incident is announced when chat is configured, except unreadable mail; the
+    # notice waits for the announcement that roots the thread if it is not out yet.
+    if room is None or (incident.chat_root is None and "unparseable" in incident.flags):
         return ()
     return (chat_to_incident(text, "reminder", room),)
 

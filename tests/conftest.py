@@ -38,7 +38,7 @@ def make_config(state: Path, **sections: Any) -> Config:
     data: dict[str, Any] = {"state": {"dir": str(state)}, "smtp": {"port": 0}}
     data["outbox"] = {"backoff_initial_s": 0.05, "backoff_max_s": 0.5, "drain_timeout_s": 5}
     for key, value in sections.items():
-        data[key] = {**data.get(key, {}), **value}
+        data[key] = value if isinstance(value, list) else {**data.get(key, {}), **value}
     return parse_config(data)
 
 
