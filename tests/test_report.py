@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
+
+from gateway.cli import main
 from gateway.domain import Status, TimelineEvent
 from gateway.report import clock_lines, clocks, render_report
 from rules.book import default_rulebook
 from rules.types import Priority
 from tests.conftest import IN_HOURS
-from tests.test_scheduler import incident
+from tests.test_scheduler import incident, open_p1
 
 BOOK = default_rulebook()
 
@@ -70,3 +74,23 @@ def test_security_incident_is_not_for_publication() -> None:
     """An incident triaged by the security rule is marked not for publication."""
     inc = replace(incident(Priority.P1), rule="security-breach")
     assert "NOT FOR PUBLICATION" in render_report(inc, BOOK, IN_HOURS)
+
+
+def test_cli_show_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`incidents show` lists the clocks; `incidents report` writes the Markdown draft;
+    an unknown reference exits 2."""
+    open_p1(tmp_path / "gateway.sqlite3")
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[state]\ndir = "{tmp_path}"\n')
+    with pytest.raises(SystemExit) as shown:
+        main(["incidents", "show", "INC-1", "--config", str(config)])
+    assert shown.value.code == 0
+    assert "clocks:\n    response due Mon 23 Nov 10:20:" in capsys.readouterr().out
+    out = tmp_path / "INC-1.md"
+    with pytest.raises(SystemExit) as written:
+        main(["incidents", "report", "INC-1", "--output", str(out), "--config", str(config)])
+    assert written.value.code == 0
+    assert out.read_text().startswith("# INC-1: Our site is down\n")
+    with pytest.raises(SystemExit) as unknown:
+        main(["incidents", "report", "INC-9", "--config", str(config)])
+    assert unknown.value.code == 2
