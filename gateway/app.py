@@ -12,6 +12,7 @@ import asyncio
 import secrets
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -40,14 +41,16 @@ from gateway.pipeline import Settings
 from gateway.ports import MailSender, Pager, TicketBackend
 from gateway.relay import ChatSettings
 from gateway.replies import Sender
+from gateway.scheduler import Scheduler
 from gateway.service import Loader, Service, endpoint_file
+from gateway.sla import EscalationTarget, SlaSettings
 from gateway.store import Store
 from gateway.storm import Limits
 from gateway.tokens import ThreadSigner, new_key
 from gateway.trust import TrustPolicy
 from gateway.worker import Clock, InboxWorker, utcnow
 from rules.book import Rulebook
-from rules.types import Mailbox
+from rules.types import Mailbox, Priority
 
 if TYPE_CHECKING:  # matrix-nio takes a third of the start-up: imported only when configured
     from adapters.matrix import MatrixLink, RoomEvent
@@ -103,6 +106,29 @@ async def _thread_key(config: Config, store: Store) -> str:
     return value
 
 
+def sla_settings(config: Config, settings: Settings) -> SlaSettings:
+    """The SLA planner's view of the `[sla]` and `[[escalation]]` sections."""
+    s = config.sla
+    steps = tuple(
+        EscalationTarget(kind=step.kind, after=timedelta(minutes=step.after_minutes),
+                         route=f"escalation-{index + 1}" if step.kind == "page" else None,
+                         room=step.room, address=step.address)
+        for index, step in enumerate(config.escalation))
+    return SlaSettings(
+        sender=settings.sender, pager_source=settings.pager_source,
+        incidents_room=settings.chat.incidents_room if settings.chat else None,
+        respond_warning=timedelta(minutes=s.respond_warning_minutes),
+        update_warning=timedelta(minutes=s.update_warning_minutes),
+        holding=frozenset(Priority(p) for p in s.holding_replies),
+        escalate=frozenset(Priority(p) for p in s.escalate), escalation=steps,
+        handover=frozenset(Priority(p) for p in s.handover_priorities),
+        handover_at_close=s.handover_at_close,
+        handover_after=(None if s.handover_after_hours is None
+                        else timedelta(hours=s.handover_after_hours)),
+        digest=s.digest,
+    )
+
+
 async def _instance_id(store: Store) -> str:
     """A random id for this database, made once (prefixes chat transaction ids)."""
     value = await store.kv_get("instance_id")
@@ -132,6 +158,8 @@ class App:
         self.reload_wanted = asyncio.Event()
         self.service: Service | None = None
         self.http_port: int | None = None
+        self.scheduler: Scheduler | None = None
+        self._routes: dict[str, Pager] = {}  # escalation routing keys, by route name
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the configuration and rulebook (see gateway.service)."""
@@ -156,6 +184,11 @@ class App:
             return LocalPager(), "local"
         session = await stack.enter_async_context(aiohttp.ClientSession())
         key = self.config.read_secret(pd.routing_key)
+        for index, step in enumerate(self.config.escalation):
+            if step.routing_key is not None:
+                self._routes[f"escalation-{index + 1}"] = PagerDutyPager(
+                    routing_key=self.config.read_secret(step.routing_key), base_url=pd.url,
+                    session=session, timeout_s=pd.timeout_s)
         return PagerDutyPager(routing_key=key, base_url=pd.url, session=session,
                               timeout_s=pd.timeout_s), "pagerduty"
 
@@ -192,25 +225,42 @@ class App:
                                password=password, starttls=relay.starttls, use_tls=relay.tls,
                                timeout_s=relay.timeout_s)
 
-    async def _serve(self, store: Store, pager: Pager, provider: str, mailer: MailSender,
-                     stop: asyncio.Event) -> None:
+    async def _outbox(self, store: Store, pager: Pager, provider: str, mailer: MailSender,
+                      link: MatrixLink | None) -> OutboxWorker:
+        """The outbox worker with a handler for every kind of effect."""
         cfg = self.config
         policy = RetryPolicy(max_attempts=cfg.outbox.max_attempts,
                              initial_s=cfg.outbox.backoff_initial_s,
                              max_s=cfg.outbox.backoff_max_s)
-        link = self._matrix(store)
-        handlers = make_handlers(pager, mailer, provider, link, store,
-                                 await _instance_id(store))
-        handlers.update(self._mirror_handlers(await _instance_id(store)))
-        outbox = OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock)
+        instance = await _instance_id(store)
+        handlers = make_handlers(pager, mailer, provider, link, store, instance, self._routes)
+        handlers.update(self._mirror_handlers(instance))
+        return OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock)
+
+    async def _processing(self, store: Store, outbox: OutboxWorker
+                          ) -> tuple[InboxWorker, Scheduler]:
+        """The inbox worker and the SLA scheduler; both wake the outbox when they plan."""
+        cfg = self.config
+        settings = pipeline_settings(cfg, await _thread_key(cfg, store))
+        scheduler = Scheduler(store, self.rulebook, sla_settings(cfg, settings),
+                              lambda _fired: outbox.wake(), self.clock)
 
         def planned(plans: Sequence[Plan]) -> None:
             if any(plan.outbox for plan in plans):
                 outbox.wake()
+            scheduler.wake()  # an incident may have changed: its clocks may have moved
 
-        settings = pipeline_settings(cfg, await _thread_key(cfg, store))
         worker = InboxWorker(store, self.rulebook, settings, planned, self.clock,
                              mirror=mirror_settings(cfg, self.rulebook))
+        return worker, scheduler
+
+    async def _serve(self, store: Store, pager: Pager, provider: str, mailer: MailSender,
+                     stop: asyncio.Event) -> None:
+        cfg = self.config
+        link = self._matrix(store)
+        outbox = await self._outbox(store, pager, provider, mailer, link)
+        worker, scheduler = await self._processing(store, outbox)
+        self.scheduler = scheduler
         intake = MailIntake(store, cfg.mailboxes.emergency, cfg.mailboxes.support, worker.wake,
                             self.clock)
         smtp = self._smtp(intake) if cfg.smtp.enabled else None
@@ -221,6 +271,8 @@ class App:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(worker.run(), name="inbox-worker"),
                      group.create_task(outbox.run(), name="outbox-worker")]
+            timers = ([group.create_task(scheduler.run(), name="sla-scheduler")]
+                      if cfg.sla.enabled else [])
             if link is not None:
                 async def deliver(events: list[RoomEvent]) -> None:
                     await chat_intake.accept_all((e.room_id, e.event, e.sender_power)
@@ -246,7 +298,7 @@ class App:
             service.stopping()
             if smtp is not None:
                 await smtp.stop()
-            await self._wind_down(worker, outbox, tasks)
+            await self._wind_down(worker, outbox, scheduler, tasks, timers)
             if status is not None:
                 await status.stop()
             if link is not None:
@@ -267,15 +319,18 @@ class App:
                 service.add(name, partial(getattr, part, "state"))
         return service
 
-    async def _wind_down(self, worker: InboxWorker, outbox: OutboxWorker,
-                         tasks: list[asyncio.Task[None]]) -> None:
-        """Let the workers (the first two tasks) finish what they hold — a delivered page is
-        recorded before they return — stop the rest, then drain what is left."""
+    async def _wind_down(self, worker: InboxWorker, outbox: OutboxWorker, scheduler: Scheduler,
+                         tasks: list[asyncio.Task[None]],
+                         timers: list[asyncio.Task[None]]) -> None:
+        """Let the workers (the first two tasks) and the scheduler finish what they hold — a
+        delivered page is recorded before they return — stop the rest, then drain."""
         worker.stop()
         outbox.stop()
+        scheduler.stop()
         for task in tasks[2:]:
             task.cancel()
-        _, late = await asyncio.wait(tasks, timeout=self.config.outbox.drain_timeout_s)
+        _, late = await asyncio.wait([*tasks, *timers],
+                                     timeout=self.config.outbox.drain_timeout_s)
         for task in late:
             task.cancel()
         await self._drain(worker, outbox)
@@ -284,6 +339,8 @@ class App:
         def apply(_config: Config, rulebook: Rulebook) -> None:
             self.rulebook = rulebook
             worker.replace_rulebook(rulebook)
+            if self.scheduler is not None:
+                self.scheduler.replace_rulebook(rulebook)
         return apply
 
     async def _status_endpoint(self, service: Service) -> StatusServer | None:
@@ -312,8 +369,9 @@ class App:
         read = self.config.read_secret
         return MatrixLink(
             homeserver=m.homeserver, user_id=m.user_id,
-            rooms=[m.incidents_room, *(r.room for r in m.report_rooms), *security_rooms(
-                self.config)], store=store,
+            rooms=[m.incidents_room, *(r.room for r in m.report_rooms),
+                   *security_rooms(self.config),
+                   *(s.room for s in self.config.escalation if s.room)], store=store,
             access_token=read(m.access_token) if m.access_token else None,
             password=read(m.password) if m.password else None, device_id=m.device_id,
             device_name=m.device_name, sync_timeout_s=m.sync_timeout_s,

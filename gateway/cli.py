@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -64,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     ishow.add_argument("ref")
     ishow.add_argument("--json", action="store_true")
     ishow.add_argument("--config", type=Path)
+    irep = isub.add_parser("report", help="write an incident report draft (Markdown)")
+    irep.add_argument("ref")
+    irep.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    irep.add_argument("--config", type=Path)
     out = sub.add_parser("outbox", help="read the outbox")
     osub = out.add_subparsers(dest="outbox_command", required=True)
     olist = osub.add_parser("list")
@@ -184,10 +189,28 @@ def _incidents(args: argparse.Namespace) -> int:
             items = views.list_incidents(conn)
             print(json.dumps(items, indent=2) if args.json else views.incidents_table(items))
             return EXIT_OK
-        item = views.show_incident(conn, args.ref)
+        book = load_rules(config.rules_file())
+        if args.incidents_command == "report":
+            return _report(conn, args, book)
+        item = views.show_incident(conn, args.ref, book, datetime.now(UTC))
         if item is None:
             raise UsageError(f"no incident {args.ref!r}")
         print(json.dumps(item, indent=2) if args.json else views.incident_text(item))
+    return EXIT_OK
+
+
+def _report(conn: sqlite3.Connection, args: argparse.Namespace, book: Rulebook) -> int:
+    text = views.incident_report(conn, args.ref, book, datetime.now(UTC))
+    if text is None:
+        raise UsageError(f"no incident {args.ref!r}")
+    if args.output is None:
+        print(text, end="")
+        return EXIT_OK
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+    print(f"wrote {args.output}")
     return EXIT_OK
 
 

@@ -333,6 +333,41 @@ class OutboxConfig(_Model):
     concurrency: int = Field(default=8, ge=1, le=64)
 
 
+class SlaConfig(_Model):
+    """Reminders, holding replies, the out-of-hours digest and handover reminders
+    (docs/sla.md). The clocks themselves come from the rulebook's priorities and hours."""
+
+    enabled: bool = True
+    respond_warning_minutes: int = Field(default=5, ge=1, le=120)
+    update_warning_minutes: int = Field(default=10, ge=1, le=240)
+    holding_replies: list[Literal["P1", "P2", "P3", "P4"]] = ["P1"]
+    escalate: list[Literal["P1", "P2", "P3", "P4"]] = ["P1"]
+    handover_priorities: list[Literal["P1", "P2", "P3", "P4"]] = ["P1", "P2"]
+    digest: bool = True
+    handover_at_close: bool = True
+    handover_after_hours: float | None = Field(default=6.0, gt=0)
+
+
+class EscalationStep(_Model):
+    """One `[[escalation]]` step, taken once when an incident is not acknowledged in time:
+    page an escalation routing key, post in a room, or email a contact."""
+
+    kind: Literal["page", "chat", "email"]
+    after_minutes: int = Field(default=0, ge=0)  # after the respond-by time
+    routing_key: Secret | None = None
+    room: Annotated[str, Field(pattern=_ROOM_ID)] | None = None
+    address: Address | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> EscalationStep:
+        needs = {"page": "routing_key", "chat": "room", "email": "address"}[self.kind]
+        given = [name for name in ("routing_key", "room", "address")
+                 if getattr(self, name) is not None]
+        if given != [needs]:
+            raise ValueError(f"kind '{self.kind}' takes '{needs}' (and only that)")
+        return self
+
+
 class LogConfig(_Model):
     """Structured logs: JSON lines for journald, or a console renderer on a terminal."""
 
@@ -430,6 +465,8 @@ class Config(_Model):
     threading: ThreadingConfig = ThreadingConfig()
     limits: LimitsConfig = LimitsConfig()
     http: HttpConfig = HttpConfig()
+    sla: SlaConfig = SlaConfig()
+    escalation: list[EscalationStep] = []
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")
@@ -443,6 +480,14 @@ class Config(_Model):
         names = [box.name for box in self.imap]
         if len(set(names)) != len(names):
             raise ValueError("imap: each [[imap]] needs its own 'name'")
+        return self
+
+    @model_validator(mode="after")
+    def _escalation_rooms(self) -> Config:
+        if self.matrix is None and any(step.kind == "chat" for step in self.escalation):
+            raise ValueError("escalation: a 'chat' step needs a [matrix] section")
+        if self.pagerduty is None and any(step.kind == "page" for step in self.escalation):
+            raise ValueError("escalation: a 'page' step needs a [pagerduty] section")
         return self
 
     def state_dir(self) -> Path:
@@ -531,6 +576,9 @@ def _secrets(config: Config) -> list[tuple[str, Secret]]:
             secret = getattr(config.matrix, name)
             if secret is not None:
                 found.append((f"matrix.{name}", secret))
+    for index, step in enumerate(config.escalation):
+        if step.routing_key is not None:
+            found.append((f"escalation[{index}].routing_key", step.routing_key))
     for index, box in enumerate(config.imap):
         found.append((f"imap[{index}].password", box.password))
     found.extend(_more_secrets(config))

@@ -441,7 +441,8 @@ def _record_effect(
             " response) VALUES (?, ?, ?, 'trigger', ?, ?, ?)",
             (iid, entry.id, result.get("provider", "?"), p["dedup_key"], ts(now), dumps(result)),
         )
-        text = f"Paged the on-call engineer via {result.get('provider', '?')}"
+        text = (f"Escalation page sent via {result.get('provider', '?')}" if p.get("route")
+                else f"Paged the on-call engineer via {result.get('provider', '?')}")
         add_timeline(conn, iid, TimelineEvent(now, "paged", "gateway", text))
     elif entry.kind is OutboxKind.TICKET_CREATE:
         conn.execute(
@@ -473,7 +474,8 @@ def _record_effect(
     elif entry.kind in mirror_db.MIRROR_KINDS:
         mirror_db.record_effect(conn, entry, result, now, add_timeline)
     elif entry.kind is OutboxKind.CHAT_SEND and p.get("purpose") in ("update", "resolution",
-                                                                     "title", "security"):
+                                                                     "title", "security",
+                                                                     "holding", "escalation"):
         text = f"{str(p['purpose']).capitalize()} posted to {p.get('to', 'the room')} in chat"
         add_timeline(conn, iid, TimelineEvent(now, "replied", "gateway", text))
 

@@ -13,7 +13,14 @@ import structlog
 
 from gateway.domain import OutboxEntry, OutboxKind
 from gateway.outbox import Handler
-from gateway.ports import ChatSender, MailSender, Pager, PageRequest, TransientError
+from gateway.ports import (
+    ChatSender,
+    MailSender,
+    Pager,
+    PageRequest,
+    PermanentError,
+    TransientError,
+)
 from gateway.store import Store
 
 log = structlog.get_logger("gateway.egress")
@@ -51,12 +58,19 @@ def chat_content(body: str, thread_root: str | None, reply_to: str | None) -> di
 
 def make_handlers(pager: Pager, mailer: MailSender, provider: str,
                   chat: ChatSender | None = None, store: Store | None = None,
-                  txn_prefix: str = "gw") -> dict[OutboxKind, Handler]:
-    """One handler per outbox kind."""
+                  txn_prefix: str = "gw", routes: Mapping[str, Pager] | None = None
+                  ) -> dict[OutboxKind, Handler]:
+    """One handler per outbox kind; a page with a `route` goes to that pager (escalation)."""
 
     async def page(entry: OutboxEntry) -> dict[str, Any]:
         p = entry.payload
-        result = await pager.trigger(PageRequest(
+        route = p.get("route")
+        target = pager
+        if route is not None:
+            if routes is None or route not in routes:
+                raise PermanentError(f"no pager configured for route {route}")
+            target = routes[route]
+        result = await target.trigger(PageRequest(
             dedup_key=p["dedup_key"], summary=p["summary"], severity=p["severity"],
             source=p["source"], details=p["details"],
         ))

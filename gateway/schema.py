@@ -131,6 +131,19 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL
     );
     """,
+    # 4: SLA reminders, escalations and holding replies that fired (at most once each)
+    """
+    CREATE TABLE reminders (
+        id INTEGER PRIMARY KEY,
+        subject TEXT NOT NULL,
+        incident_id INTEGER REFERENCES incidents(id),
+        kind TEXT NOT NULL,
+        due_at TEXT NOT NULL,
+        fired_at TEXT NOT NULL,
+        UNIQUE (subject, kind, due_at)
+    );
+    CREATE INDEX reminders_incident ON reminders(incident_id);
+    """,
 )
 
 

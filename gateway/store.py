@@ -16,9 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway import db, mirror_db, schema
+from gateway import db, mirror_db, reminders, schema
 from gateway.db import Accepted, Attempt, NewMessage, QueueStats, Work
 from gateway.domain import InboxRow, Incident, OutboxEntry, Plan
+from gateway.sla import Due
 
 T = TypeVar("T")
 
@@ -124,6 +125,12 @@ class Store:
     async def settle_outbox(self, attempts: Sequence[Attempt], now: datetime) -> None:
         """Record a round of delivery attempts and their effects, atomically."""
         await self._call(db.settle_outbox, attempts, now)
+
+    # -- SLA scheduler ----------------------------------------------------------------------
+    async def fire_reminders(self, plan: reminders.Planner, wake: reminders.Waker,
+                             now: datetime) -> tuple[list[Due], datetime | None]:
+        """Fire due SLA items exactly once each (gateway.reminders.fire_due)."""
+        return await self._call(reminders.fire_due, plan, wake, now)
 
     # -- reads ------------------------------------------------------------------------------
     async def incident(self, incident_id: int) -> Incident | None:

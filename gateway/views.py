@@ -15,6 +15,7 @@ from gateway.config import Config
 from gateway.domain import Incident
 from gateway.mail import UnparseableMessage, parse_mail
 from gateway.pipeline import report_for
+from gateway.report import clock_lines, clocks, render_report
 from rules.book import Rulebook
 from rules.engine import triage
 from rules.types import Mailbox
@@ -83,11 +84,31 @@ def list_incidents(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return out
 
 
-def show_incident(conn: sqlite3.Connection, ref: str) -> dict[str, Any] | None:
-    """One incident with its timeline, or None."""
+def show_incident(conn: sqlite3.Connection, ref: str, book: Rulebook | None = None,
+                  now: datetime | None = None) -> dict[str, Any] | None:
+    """One incident with its timeline (and its SLA clocks at `now`, given the rulebook)."""
+    incident = _load(conn, ref)
+    if incident is None:
+        return None
+    item = incident_dict(incident)
+    if book is not None and now is not None:
+        item["clocks"] = [
+            {"name": c.name, "due": _iso(c.due), "state": c.state, "done_at": _iso(c.done_at),
+             "how": c.how or None} for c in clocks(incident, book, now)]
+        item["clock_lines"] = clock_lines(incident, book, now)
+    return item
+
+
+def _load(conn: sqlite3.Connection, ref: str) -> Incident | None:
     number = _ref_id(ref)
-    incident = db.load_incident(conn, number) if number is not None else None
-    return None if incident is None else incident_dict(incident)
+    return db.load_incident(conn, number) if number is not None else None
+
+
+def incident_report(conn: sqlite3.Connection, ref: str, book: Rulebook,
+                    now: datetime) -> str | None:
+    """The Markdown incident report draft, or None for an unknown reference."""
+    incident = _load(conn, ref)
+    return None if incident is None else render_report(incident, book, now)
 
 
 def incidents_table(items: list[dict[str, Any]]) -> str:
@@ -110,8 +131,9 @@ def incident_text(item: dict[str, Any]) -> str:
         f"  pages sent: {item['pages_sent']}",
         "  reasons: " + "; ".join(item["reasons"]),
         "  reporters: " + ", ".join(f"{r['address']} ({r['channel']})" for r in item["reporters"]),
-        "  timeline:",
     ]
+    lines += ["  clocks:", *(f"    {line}" for line in item.get("clock_lines", []))]
+    lines.append("  timeline:")
     lines += [f"    {e['at']}  {e['kind']:<18} {e['actor']}: {e['text']}" for e in item["timeline"]]
     return "\n".join(lines)
 

@@ -104,6 +104,13 @@ class SupportClock:
         minutes = days * self.hours.in_hours.minutes
         return self.add_business_minutes(start, minutes)
 
+    def in_hours_window(self, day: date) -> tuple[datetime, datetime] | None:
+        """The in-hours window of `day` as UTC instants, or None on a day off."""
+        if not self.is_working_day(day):
+            return None
+        start, end = self._window(day, self.hours.in_hours)
+        return (start, end) if start < end else None
+
     def _window(self, day: date, window: TimeWindow) -> tuple[datetime, datetime]:
         """A local wall-time window on `day`, as UTC instants."""
         start = datetime.combine(day, window.start, tzinfo=self.tz).astimezone(UTC)

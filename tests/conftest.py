@@ -45,7 +45,7 @@ def make_config(state: Path, **sections: Any) -> Config:
     data["trust"] = {"allow_domains": ["tenant.example", "t.example"]}
     data["threading"] = {"key": {"value": THREAD_KEY}}
     for key, value in sections.items():
-        data[key] = {**data.get(key, {}), **value}
+        data[key] = value if isinstance(value, list) else {**data.get(key, {}), **value}
     return parse_config(data)
 
 
@@ -109,3 +109,18 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met in {timeout}s (last value: {value!r})")
         await asyncio.sleep(0.02)
+
+
+class ManualClock:
+    """A clock that stands still until a test moves it (no sleeping for SLA deadlines)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        """Move forward by timedelta(**delta); returns the new instant."""
+        self.now += timedelta(**delta)
+        return self.now

@@ -1,0 +1,278 @@
+"""The SLA planner (which reminders, escalations, holding replies, handover reminders and
+digests are due) and the store-backed scheduler: each fires once, survives a restart, and
+fires once on start when it fell due while the daemon was down."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from email import message_from_string, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+from gateway import db, reminders, schema
+from gateway.domain import (
+    Channel,
+    Incident,
+    NewIncident,
+    OutboxKind,
+    Plan,
+    Reporter,
+    Status,
+    incident_ref,
+)
+from gateway.replies import Sender
+from gateway.scheduler import Scheduler
+from gateway.sla import Due, EscalationTarget, SlaSettings, due_now, next_due
+from gateway.store import Store
+from rules.book import default_rulebook
+from rules.engine import next_update_due, respond_due
+from rules.types import Mailbox, Period, Priority
+from tests.conftest import IN_HOURS, ManualClock, eventually
+
+BOOK = default_rulebook()
+SENDER = Sender("emergency@example.org", "Platform support", "example.org", "loop")
+SETTINGS = SlaSettings(
+    sender=SENDER, pager_source="test", incidents_room="!incidents:example.org",
+    escalation=(EscalationTarget("page", timedelta(0), route="escalation-1"),
+                EscalationTarget("email", timedelta(minutes=15), address="cyber@example.org")),
+    digest=False,
+)
+REPORTER = Reporter(Channel.EMAIL, "alice@tenant.example", ("<r1@tenant.example>",))
+
+
+def incident(priority: Priority = Priority.P1, at: datetime = IN_HOURS, **fields: object
+             ) -> Incident:
+    base = Incident(
+        id=1, ref=incident_ref(1), title="Our site is down", priority=priority,
+        status=Status.OPEN, mailbox=Mailbox.EMERGENCY, created_at=at, rule=None, reasons=(),
+        period=BOOK.clock.period_at(at), respond_by=respond_due(priority, at, BOOK),
+        next_update_by=next_update_due(priority, at, BOOK), reporters=(REPORTER,),
+        chat_root="$root",
+    )
+    return replace(base, **fields)  # type: ignore[arg-type]
+
+
+def kinds(items: list[Due]) -> list[str]:
+    return sorted(d.kind for d in items)
+
+
+def outbox_kinds(due: Due) -> list[OutboxKind]:
+    return [spec.kind for spec in due.plan.outbox]
+
+
+def test_response_warning_then_overdue_and_escalation() -> None:
+    """A P1 gets a warning 5 minutes before respond-by; at respond-by the overdue reminder
+    and the first escalation step; the late step 15 minutes later. No stale warning."""
+    inc = incident()
+    assert kinds(due_now([inc], IN_HOURS + timedelta(minutes=14), BOOK, SETTINGS)) == []
+    soon = due_now([inc], IN_HOURS + timedelta(minutes=15), BOOK, SETTINGS)
+    assert kinds(soon) == ["respond.soon"]
+    assert "due by Mon 23 Nov 10:20" in soon[0].text
+    assert outbox_kinds(soon[0]) == [OutboxKind.CHAT_SEND]
+    late = due_now([inc], IN_HOURS + timedelta(minutes=20), BOOK, SETTINGS)
+    assert kinds(late) == ["escalate.1", "respond.overdue"]
+    [escalation] = [d for d in late if d.kind == "escalate.1"]
+    page = escalation.plan.outbox[0]
+    assert page.kind is OutboxKind.PAGE_TRIGGER and page.payload["route"] == "escalation-1"
+    assert page.payload["dedup_key"] == "INC-1-escalation-1"
+    later = due_now([inc], IN_HOURS + timedelta(minutes=35), BOOK, SETTINGS)
+    assert "escalate.2" in kinds(later)
+    [mail] = [d for d in later if d.kind == "escalate.2"]
+    assert outbox_kinds(mail) == [OutboxKind.MAIL_SEND, OutboxKind.CHAT_SEND]
+    assert mail.plan.outbox[0].payload["rcpt_to"] == "cyber@example.org"
+
+
+def test_acknowledged_incident_is_not_chased() -> None:
+    """After !ack there is no response reminder and no escalation."""
+    inc = incident(status=Status.ACKNOWLEDGED)
+    assert kinds(due_now([inc], IN_HOURS + timedelta(minutes=25), BOOK, SETTINGS)) == []
+
+
+def test_p2_is_not_escalated() -> None:
+    """Escalation follows the configured priorities (P1 by default)."""
+    inc = incident(Priority.P2)
+    assert kinds(due_now([inc], IN_HOURS + timedelta(minutes=30), BOOK, SETTINGS)) == [
+        "respond.overdue"]
+
+
+def test_update_warning_mentions_comms_else_lead() -> None:
+    """The next-update warning names the comms person, else the lead, else asks for one."""
+    at = IN_HOURS + timedelta(minutes=50)
+    ack = {"status": Status.ACKNOWLEDGED}
+    [d] = due_now([incident(comms="@carol:x", lead="@lee:x", **ack)], at, BOOK, SETTINGS)
+    assert d.kind == "update.soon" and "@carol:x: please post one" in d.text
+    [d] = due_now([incident(lead="@lee:x", **ack)], at, BOOK, SETTINGS)
+    assert "@lee:x: please post one" in d.text
+    [d] = due_now([incident(**ack)], at, BOOK, SETTINGS)
+    assert "Nobody is named" in d.text
+
+
+def test_holding_reply_at_next_update_time() -> None:
+    """A P1 update overdue: reporters get a holding reply promising the next update one
+    interval later, and the clock moves to that promise."""
+    inc = incident(status=Status.ACKNOWLEDGED)
+    now = IN_HOURS + timedelta(minutes=62)
+    [d] = due_now([inc], now, BOOK, SETTINGS)
+    assert d.kind == "update.overdue"
+    assert d.plan.changes["next_update_by"] == now + timedelta(hours=1)
+    mail = d.plan.outbox[0]
+    assert mail.kind is OutboxKind.MAIL_SEND and mail.payload["purpose"] == "holding"
+    body = message_from_string(mail.payload["data"], policy=policy.default)
+    assert isinstance(body, EmailMessage)
+    text = body.get_content()
+    assert "still working on it" in text and "next update by 12:02 on Monday 23 November" in text
+    assert "In-Reply-To: <r1@tenant.example>" in mail.payload["data"]
+
+
+def test_no_holding_reply_where_not_configured() -> None:
+    """P3 has no holding replies by default: only the engineers are reminded."""
+    inc = incident(Priority.P3, status=Status.ACKNOWLEDGED)
+    [d] = due_now([inc], inc.next_update_by or IN_HOURS, BOOK, SETTINGS)
+    assert d.kind == "update.overdue" and outbox_kinds(d) == [OutboxKind.CHAT_SEND]
+    assert "next_update_by" not in d.plan.changes
+
+
+def test_without_chat_reminders_go_on_the_timeline_only() -> None:
+    """With no chat configured a reminder changes nothing but the timeline."""
+    [d] = due_now([incident()], IN_HOURS + timedelta(minutes=15), BOOK,
+                  replace(SETTINGS, incidents_room=None))
+    assert d.plan.outbox == ()
+    assert [e.kind for e in d.plan.timeline] == ["sla.respond.soon"]
+
+
+def test_handover_reminders() -> None:
+    """A P1 open at 17:00 and one open 6 hours get a handover reminder; a P4 does not."""
+    inc = incident(status=Status.ACKNOWLEDGED, next_update_by=None)
+    close = IN_HOURS + timedelta(hours=7)  # 17:00
+    assert kinds(due_now([inc], close, BOOK, SETTINGS)) == ["handover.close",
+                                                            "handover.open_long"]
+    p4 = incident(Priority.P4, status=Status.ACKNOWLEDGED, next_update_by=None)
+    assert kinds(due_now([p4], close, BOOK, SETTINGS)) == []
+
+
+def test_out_of_hours_digest_at_opening() -> None:
+    """At 09:00 Monday the tickets that arrived since Friday 17:00 are listed, once that
+    opening is due; an in-hours ticket is not listed; after 17:00 it is no longer due."""
+    weekend = incident(Priority.P3, at=datetime(2026, 11, 22, 3, tzinfo=UTC),
+                       status=Status.ACKNOWLEDGED, next_update_by=None, respond_by=None)
+    friday = replace(weekend, id=2, ref="INC-2", created_at=datetime(2026, 11, 20, 16, tzinfo=UTC),
+                     period=Period.IN_HOURS)
+    opening = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    with_digest = replace(SETTINGS, digest=True)
+    [digest] = due_now([weekend, friday], opening, BOOK, with_digest)
+    assert digest.kind == "digest" and digest.due_at == opening
+    assert "INC-1 P3" in digest.text and "INC-2" not in digest.text
+    assert outbox_kinds(digest) == [OutboxKind.CHAT_SEND]
+    assert due_now([weekend], datetime(2026, 11, 23, 17, 30, tzinfo=UTC), BOOK,
+                   with_digest) == []
+
+
+def test_next_due_is_the_earliest_future_item() -> None:
+    """A fresh P1's next wake-up is its response warning."""
+    assert next_due([incident()], IN_HOURS, BOOK, SETTINGS) == IN_HOURS + timedelta(minutes=15)
+    assert next_due([], IN_HOURS, BOOK, replace(SETTINGS, digest=True)) == datetime(
+        2026, 11, 24, 9, tzinfo=UTC)
+
+
+# -- the store-backed scheduler ---------------------------------------------------------------
+
+
+def open_p1(path: Path, at: datetime = IN_HOURS) -> None:
+    """Record a P1 from alice, with its chat thread rooted, straight into the database."""
+    conn = schema.connect(str(path))
+    schema.migrate(conn)
+    try:
+        with db.transaction(conn):
+            plan = Plan(outcome="opened", reporter=REPORTER, new_incident=NewIncident(
+                "Our site is down", Priority.P1, Mailbox.EMERGENCY, None, (),
+                BOOK.clock.period_at(at), respond_due(Priority.P1, at, BOOK),
+                next_update_due(Priority.P1, at, BOOK)))
+            iid = db.apply_plan(conn, plan, at)
+            conn.execute("UPDATE incidents SET chat_root = '$root' WHERE id = ?", (iid,))
+    finally:
+        conn.close()
+
+
+def fired_rows(path: Path) -> list[tuple[str, datetime, datetime]]:
+    conn = schema.connect(str(path), readonly=True)
+    try:
+        return reminders.fired_for(conn, 1)
+    finally:
+        conn.close()
+
+
+def outbox_count(path: Path, kind: str) -> int:
+    conn = schema.connect(str(path), readonly=True)
+    try:
+        return sum(1 for r in db.outbox_rows(conn) if r["kind"] == kind)
+    finally:
+        conn.close()
+
+
+def scheduler(store: Store, clock: ManualClock, fired: list[Due]) -> Scheduler:
+    return Scheduler(store, BOOK, SETTINGS, fired.extend, clock)
+
+
+async def test_fires_once_and_not_again_after_restart(tmp_path: Path) -> None:
+    """The same due item fires once per store, and a new process on the same database does
+    not fire it again."""
+    path = tmp_path / "gateway.sqlite3"
+    open_p1(path)
+    clock = ManualClock(IN_HOURS + timedelta(minutes=20))
+    for _ in range(2):  # two daemon lifetimes
+        store = Store(path)
+        await store.open()
+        try:
+            sent: list[Due] = []
+            s = scheduler(store, clock, sent)
+            await s.fire()
+            await s.fire()
+        finally:
+            await store.close()
+    assert [kind for kind, _, _ in fired_rows(path)] == ["respond.overdue", "escalate.1"]
+    assert outbox_count(path, "page.trigger") == 1
+
+
+async def test_due_during_downtime_fires_once_on_start(tmp_path: Path) -> None:
+    """Three hours of downtime: on start the response is overdue (no stale warning), both
+    escalation steps go once, one holding reply goes out and the clock moves on."""
+    path = tmp_path / "gateway.sqlite3"
+    open_p1(path)
+    store = Store(path)
+    await store.open()
+    try:
+        start = IN_HOURS + timedelta(hours=3)
+        fired, next_at = await scheduler(store, ManualClock(start), []).fire()
+        inc = await store.incident(1)
+    finally:
+        await store.close()
+    assert kinds(fired) == ["escalate.1", "escalate.2", "respond.overdue", "update.overdue"]
+    assert inc is not None and inc.next_update_by == start + timedelta(hours=1)
+    assert outbox_count(path, "mail.send") == 2  # the holding reply and the escalation email
+    assert next_at == start + timedelta(minutes=50)  # the next update warning
+    assert "sla.holding" in [e.kind for e in inc.timeline]
+
+
+async def test_loop_wakes_at_the_due_time(store: Store, tmp_path: Path) -> None:
+    """The running loop fires when the controllable clock reaches the due time and it is
+    woken, not before, and wakes the outbox for what it queued."""
+    open_p1(tmp_path / "gateway.sqlite3")
+    clock = ManualClock(IN_HOURS)
+    sent: list[Due] = []
+    s = scheduler(store, clock, sent)
+    task = asyncio.create_task(s.run())
+    try:
+        await asyncio.sleep(0.05)
+        assert sent == []
+        clock.advance(minutes=15)
+        s.wake()
+        await eventually(lambda: [d.kind for d in sent] == ["respond.soon"])
+        clock.advance(minutes=5)
+        s.wake()
+        await eventually(lambda: len(sent) == 3)
+    finally:
+        s.stop()
+        await task
+    assert kinds(sent) == ["escalate.1", "respond.overdue", "respond.soon"]
