@@ -21,6 +21,7 @@ from adapters.matrix import MatrixLink, RoomEvent
 from adapters.pagerduty import PagerDutyPager
 from adapters.smtp_intake import SmtpIntakeServer
 from gateway.config import Config
+from gateway.deadletter import alert_in
 from gateway.domain import Plan
 from gateway.egress import LocalPager, make_handlers
 from gateway.intake import ChatIntake, MailIntake
@@ -120,7 +121,9 @@ class App:
         link = self._matrix(store)
         handlers = make_handlers(pager, mailer, provider, link, store,
                                  await _instance_id(store))
-        outbox = OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock)
+        room = cfg.matrix.incidents_room if cfg.matrix else None
+        outbox = OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock,
+                              alert_for=alert_in(room), poll_s=cfg.outbox.poll_interval_s)
 
         def planned(plans: Sequence[Plan]) -> None:
             if any(plan.outbox for plan in plans):
@@ -183,7 +186,9 @@ class App:
         return SmtpIntakeServer(intake, host=s.host, port=s.port, hostname=s.hostname,
                                 max_message_bytes=s.max_message_bytes,
                                 max_recipients=s.max_recipients,
-                                commit_timeout_s=s.commit_timeout_s)
+                                commit_timeout_s=s.commit_timeout_s,
+                                max_connections=s.max_connections,
+                                idle_timeout_s=s.idle_timeout_s)
 
     async def _drain(self, worker: InboxWorker, outbox: OutboxWorker) -> None:
         timeout = self.config.outbox.drain_timeout_s

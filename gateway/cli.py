@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     olist = osub.add_parser("list")
     olist.add_argument("--state", choices=["pending", "done", "dead"])
     olist.add_argument("--config", type=Path)
+    oretry = osub.add_parser("retry", help="send a dead entry back for delivery")
+    oretry.add_argument("id", type=int)
+    oretry.add_argument("--config", type=Path)
     return p
 
 
@@ -179,6 +182,10 @@ def _incidents(args: argparse.Namespace) -> int:
 
 def _outbox(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.outbox_command == "retry":
+        views.retry_outbox(config, args.id, datetime.now(UTC))
+        print(f"outbox entry {args.id} sent back for delivery")
+        return EXIT_OK
     with views.open_readonly(config) as conn:
         rows = views.outbox_list(conn, args.state)
     print(json.dumps(rows, indent=2))
