@@ -84,7 +84,9 @@ async def test_smuggling_variants_are_refused(
     assert answer.startswith(b"550 5.5.2")
     assert (await c.say(b"QUIT\r\n")).startswith(b"221")
     c.close()
-    assert await store.pending_inbox() == []
+    stored = len(await store.pending_inbox())
+    print(f"\nFIGURE smuggling {end!r}: reply={answer[:9]!r} stored={stored}")
+    assert stored == 0
 
 
 async def test_other_bare_lfs_are_kept_byte_for_byte(
@@ -110,7 +112,9 @@ async def test_connections_over_the_limit_get_421_and_are_closed(
     for c in held:
         assert (await c.reply()).startswith(b"220")
     extra = await Raw.open(server)
-    assert (await extra.reply()).startswith(b"421 4.7.0")
+    refused = await extra.reply()
+    print(f"\nFIGURE connection limit: held={len(held)} next_reply={refused[:9]!r}")
+    assert refused.startswith(b"421 4.7.0")
     assert await extra.reader.read() == b""
     extra.close()
     held.pop().close()
@@ -139,6 +143,7 @@ async def test_silent_clients_are_hung_up_on_and_cannot_exhaust_the_server(
         assert (await c.reply()).startswith(b"421 4.4.2")
         assert await c.reader.read() == b""
     assert (await stalled.reply()).startswith(b"421 4.4.2")
+    print(f"\nFIGURE idle timeout: silent_clients={len(silent) + 1} hung_up_with_421=all")
     for c in [*silent, stalled]:
         c.close()
     while True:
@@ -173,6 +178,7 @@ async def test_disk_full_answers_451_never_250(server: SmtpIntakeServer, store: 
     body = b"Subject: big\r\n\r\n" + (b"x" * 900 + b"\r\n") * 40
     answer = await send_one(server, body)
     assert answer.startswith(b"451 4.3.0") and b"full" not in answer.lower(), answer
+    print(f"\nFIGURE disk full: reply={answer[:9]!r} stored={len(await store.pending_inbox())}")
     assert await store.pending_inbox() == []
     await store._call(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
     assert (await send_one(server, body)).startswith(b"250")
