@@ -3,11 +3,16 @@
 The handler only checks the envelope and hands the message to the core's MailIntake; the
 work happens in the inbox worker. Every failure of ours is a 451 (try again later), never
 a 5xx, and never carries exception text to the client.
+
+Abuse limits: a lone dot between bare CRs or LFs in the data (SMTP smuggling) gets 550,
+too many recipients 452, oversize 552, connections past `max_connections` get 421 and are
+closed, and a client silent for `idle_timeout_s` is hung up on (aiosmtpd's `timeout`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import structlog
@@ -19,6 +24,24 @@ from gateway.intake import MailIntake
 log = structlog.get_logger("adapters.smtp_intake")
 
 TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
+TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, please try again later\r\n"
+IDLE_TIMEOUT = b"421 4.4.2 Idle too long, closing connection\r\n"
+SMUGGLING = "550 5.5.2 Message refused: a line with a lone dot must end in CRLF"
+# A lone dot between line ends other than CRLF ("\n.\n", "\r\n.\n", "\r.\r"): how SMTP
+# smuggling hides a second message that a less strict server would split off. Other bare
+# LFs are left alone: common clients (Python's smtplib given bytes) send them innocently.
+_DOT_LINE = re.compile(rb"(\r\n|\r|\n|^)\.(\r\n|\r|\n)")
+# aiosmtpd removes a line's leading dot before we see the data, so ".\n" sent at the start of
+# a line arrives as a line starting with a bare LF (or CR): refused as well.
+_BARE_LINE_START = re.compile(rb"(?:^|\r\n)(?:\n|\r(?!\n))")
+
+
+def smuggling(raw: bytes) -> bool:
+    """True when the data holds an end-of-data look-alike (the start counts as CRLF)."""
+    if _BARE_LINE_START.search(raw):
+        return True
+    return any(m.group(1) not in (b"\r\n", b"") or m.group(2) != b"\r\n"
+               for m in _DOT_LINE.finditer(raw))
 _TOO_BIG = b"552 5.3.4 Message too big for this system"
 _REWRITES = {
     # aiosmtpd's fixed texts, given the enhanced status codes RFC 3463 defines for them.
@@ -68,13 +91,21 @@ class _Handler:
             metrics.REJECTED.inc(reason="shutting_down")
             return "421 4.3.2 Service shutting down, please try again later"
         raw = envelope.original_content or b""
+        if smuggling(raw):
+            log.warning("smtp.smuggling_refused", size=len(raw))
+            return SMUGGLING
         self._owner.in_flight += 1
         self._owner.idle.clear()
+        # The idle timer must not hang up while we commit: a 421 then would hide a commit.
+        if server._timeout_handle is not None:
+            server._timeout_handle.cancel()
         try:
-            async with asyncio.timeout(self._owner.commit_timeout_s):
-                accepted = await self._owner.intake.accept(
-                    envelope.mail_from or "", envelope.rcpt_tos, raw
-                )
+            # On timeout the store withdraws the message unless its commit is under way,
+            # so a 451 always means "not kept".
+            accepted = await self._owner.intake.accept(
+                envelope.mail_from or "", envelope.rcpt_tos, raw,
+                timeout_s=self._owner.commit_timeout_s,
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -82,6 +113,7 @@ class _Handler:
             metrics.REJECTED.inc(reason="commit_failed")
             return TEMPFAIL
         finally:
+            server._reset_timeout()
             self._owner.in_flight -= 1
             if not self._owner.in_flight:
                 self._owner.idle.set()
@@ -107,12 +139,37 @@ class _Session(SMTP):
         self._owner = owner
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if len(self._owner.sessions) >= self._owner.max_connections:
+            # Over the limit: say so and hang up before any session state exists.
+            self._refused = True
+            log.warning("smtp.connection_refused", sessions=len(self._owner.sessions))
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(TOO_MANY_CONNECTIONS)
+            transport.close()
+            return
+        self._refused = False
         self._owner.sessions.add(self)
         super().connection_made(transport)
 
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return None if self._refused else super().eof_received()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
         self._owner.sessions.discard(self)
         super().connection_lost(exc)
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd just closes; RFC 5321 4.5.3.2 expects a 421 first.
+        log.info("smtp.idle_timeout")
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.write(IDLE_TIMEOUT)
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     async def push(self, status: bytes | str) -> None:
         raw = status.encode("ascii") if isinstance(status, str) else status
@@ -134,9 +191,11 @@ class SmtpIntakeServer:
         max_message_bytes: int,
         max_recipients: int,
         commit_timeout_s: float,
-        idle_timeout_s: float = 300.0,
+        idle_timeout_s: float = 60.0,
+        max_connections: int = 100,
     ) -> None:
         self.intake = intake
+        self.max_connections = max_connections
         self.max_recipients = max_recipients
         self.commit_timeout_s = commit_timeout_s
         self.sessions: set[_Session] = set()

@@ -31,6 +31,7 @@ from adapters.tickets_github import GitHubIssues
 from adapters.tickets_zendesk import ZendeskTickets
 from gateway import metrics
 from gateway.config import Config
+from gateway.deadletter import alert_in
 from gateway.dkim_check import dkim_verifier
 from gateway.domain import Plan
 from gateway.egress import LocalPager, make_handlers
@@ -235,7 +236,9 @@ class App:
         instance = await _instance_id(store)
         handlers = make_handlers(pager, mailer, provider, link, store, instance, self._routes)
         handlers.update(self._mirror_handlers(instance))
-        return OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock)
+        room = cfg.matrix.incidents_room if cfg.matrix else None
+        return OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock,
+                            alert_for=alert_in(room), poll_s=cfg.outbox.poll_interval_s)
 
     async def _processing(self, store: Store, outbox: OutboxWorker
                           ) -> tuple[InboxWorker, Scheduler]:
@@ -397,7 +400,9 @@ class App:
         return SmtpIntakeServer(intake, host=s.host, port=s.port, hostname=s.hostname,
                                 max_message_bytes=s.max_message_bytes,
                                 max_recipients=s.max_recipients,
-                                commit_timeout_s=s.commit_timeout_s)
+                                commit_timeout_s=s.commit_timeout_s,
+                                max_connections=s.max_connections,
+                                idle_timeout_s=s.idle_timeout_s)
 
     async def _drain(self, worker: InboxWorker, outbox: OutboxWorker) -> None:
         timeout = self.config.outbox.drain_timeout_s

@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     olist = osub.add_parser("list")
     olist.add_argument("--state", choices=["pending", "done", "dead"])
     olist.add_argument("--config", type=Path)
+    oretry = osub.add_parser("retry", help="send a dead entry back for delivery")
+    oretry.add_argument("id", type=int)
+    oretry.add_argument("--config", type=Path)
     status = sub.add_parser("status", help="ask the running daemon how it is (health, counters)")
     status.add_argument("--config", type=Path)
     status.add_argument("--json", action="store_true", help="print the health report as JSON")
@@ -216,6 +219,10 @@ def _report(conn: sqlite3.Connection, args: argparse.Namespace, book: Rulebook) 
 
 def _outbox(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if args.outbox_command == "retry":
+        views.retry_outbox(config, args.id, datetime.now(UTC))
+        print(f"outbox entry {args.id} sent back for delivery")
+        return EXIT_OK
     with views.open_readonly(config) as conn:
         rows = views.outbox_list(conn, args.state)
     print(json.dumps(rows, indent=2))

@@ -83,6 +83,8 @@ class SmtpIntakeConfig(_Model):
     max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_recipients: int = Field(default=50, ge=1)
     commit_timeout_s: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=100, ge=1)  # more get 421 4.7.0 and are closed
+    idle_timeout_s: float = Field(default=60.0, gt=0)  # a silent client is hung up on
 
     @field_validator("host")
     @classmethod
@@ -331,6 +333,7 @@ class OutboxConfig(_Model):
     backoff_max_s: float = Field(default=300.0, gt=0)
     drain_timeout_s: float = Field(default=10.0, ge=0)
     concurrency: int = Field(default=8, ge=1, le=64)
+    poll_interval_s: float = Field(default=5.0, gt=0)  # finds entries sent back by `retry`
 
 
 class SlaConfig(_Model):

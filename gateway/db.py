@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from gateway import mirror_db, storm_db
+from gateway import deadletter, mirror_db, storm_db
 from gateway.domain import (
     INCIDENT_CHANGES,
     Channel,
@@ -24,6 +24,7 @@ from gateway.domain import (
     Incident,
     OutboxEntry,
     OutboxKind,
+    OutboxSpec,
     OutboxState,
     Plan,
     PlanContext,
@@ -224,6 +225,7 @@ def _process_one(
         find=lambda iid: load_incident(conn, iid, with_timeline=False),
         open_incidents=lambda: list_incidents(conn, open_only=True),
         history=partial(storm_db.history, conn, inbox_id),
+        recent_open=partial(recent_open_incidents, conn),
     )
     plan = make_plan(context)
     apply_plan(conn, plan, now)
@@ -378,6 +380,20 @@ def list_incidents(conn: sqlite3.Connection, *, open_only: bool = False) -> list
     return [_incident(conn, row, with_timeline=False) for row in rows]
 
 
+RECENT_LIMIT = 50  # a storm joins one incident, so the one it joins is among the newest
+
+
+def recent_open_incidents(conn: sqlite3.Connection, mailbox: Mailbox, since: datetime,
+                          limit: int = RECENT_LIMIT) -> list[Incident]:
+    """The newest open incidents of a mailbox opened since `since` (for storm joining):
+    bounded, so a storm of distinct reports does not make each message read every other."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM incidents WHERE status != 'resolved' AND merged_into IS NULL"  # noqa: S608
+        " AND mailbox = ? AND created_at >= ? ORDER BY id DESC LIMIT ?",
+        (mailbox.value, ts(since), limit)).fetchall()
+    return [_incident(conn, row, with_timeline=False) for row in rows]
+
+
 def due_outbox(conn: sqlite3.Connection, now: datetime, limit: int) -> list[OutboxEntry]:
     """Pending entries whose next attempt is due, oldest first."""
     rows = conn.execute(
@@ -405,6 +421,7 @@ class Attempt:
     error: str = ""
     next_at: datetime | None = None
     dead: bool = False
+    alert: OutboxSpec | None = None  # queued for engineers when the entry goes dead
 
 
 def settle_outbox(conn: sqlite3.Connection, attempts: Sequence[Attempt], now: datetime) -> None:
@@ -421,12 +438,48 @@ def settle_outbox(conn: sqlite3.Connection, attempts: Sequence[Attempt], now: da
                 if cur.rowcount and a.entry.incident_id is not None:
                     _record_effect(conn, a.entry, a.result, now)
             else:
-                conn.execute(
+                cur = conn.execute(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = ?,"
                     " next_attempt_at = ?, state = ? WHERE id = ? AND state = 'pending'",
                     (a.error[:500], ts(a.next_at or now),
                      OutboxState.DEAD if a.dead else OutboxState.PENDING, a.entry.id),
                 )
+                if cur.rowcount and a.dead:
+                    _record_dead(conn, a, now)
+
+
+def _record_dead(conn: sqlite3.Connection, a: Attempt, now: datetime) -> None:
+    """A dead entry is on its incident's timeline, and its alert (if any) is queued."""
+    iid = a.entry.incident_id
+    if iid is not None:
+        text = deadletter.describe(a.entry, a.error[:500], a.entry.attempts + 1)
+        add_timeline(conn, iid, TimelineEvent(now, "dead_lettered", "gateway", text,
+                                              {"outbox_id": a.entry.id}))
+    if a.alert is not None:
+        conn.execute(
+            "INSERT INTO outbox (created_at, kind, incident_id, payload, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (ts(now), a.alert.kind, iid, dumps(dict(a.alert.payload)), ts(now)),
+        )
+
+
+def retry_dead(conn: sqlite3.Connection, outbox_id: int, now: datetime) -> str | None:
+    """Send a dead entry back to pending with a fresh attempt count, due now. Returns None
+    when done, else the entry's state (or "unknown") to explain why nothing changed."""
+    with transaction(conn):
+        row = conn.execute("SELECT state, incident_id, kind FROM outbox WHERE id = ?",
+                           (outbox_id,)).fetchone()
+        if row is None:
+            return "unknown"
+        if row[0] != OutboxState.DEAD:
+            return str(row[0])
+        conn.execute("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?"
+                     " WHERE id = ?", (ts(now), outbox_id))
+        if row[1] is not None:
+            add_timeline(conn, int(row[1]), TimelineEvent(
+                now, "retry_requested", "operator",
+                f"Outbox {outbox_id} ({row[2]}) sent back for delivery", {"outbox_id": outbox_id}))
+    return None
 
 
 def _record_effect(

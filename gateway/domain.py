@@ -201,6 +201,8 @@ class PlanContext:
     find: Callable[[int], Incident | None]
     open_incidents: Callable[[], list[Incident]]
     history: HistoryLookup | None = None
+    # (mailbox, since) -> the newest open incidents of that mailbox opened since then
+    recent_open: Callable[[Mailbox, datetime], list[Incident]] | None = None
 
 
 def dumps(value: Any) -> str:

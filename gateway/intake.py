@@ -76,8 +76,10 @@ class MailIntake:
         raw: bytes,
         *,
         received_at: datetime | None = None,
+        timeout_s: float | None = None,
     ) -> Accepted:
-        """Commit the message durably (emergency wins when both mailboxes are addressed)."""
+        """Commit the message durably (emergency wins when both mailboxes are addressed);
+        TimeoutError after `timeout_s` means it was not and will not be committed."""
         rcpts = tuple(rcpt_to)
         boxes = {self.mailbox_for(r) for r in rcpts} - {None}
         if not boxes:
@@ -86,7 +88,7 @@ class MailIntake:
         accepted = await self._store.accept(NewMessage(
             channel=Channel.EMAIL, mailbox=mailbox, mail_from=mail_from, rcpt_to=rcpts, raw=raw,
             dedup_key=resend_key(mail_from, raw), received_at=received_at or self._clock(),
-        ))
+        ), timeout_s)
         self._on_accepted()
         return accepted
 

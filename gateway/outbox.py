@@ -4,7 +4,9 @@ An entry is marked done in the same transaction that records its effect (the pag
 ticket, the timeline line), so a crash before that commit means one more attempt — made
 harmless by the idempotency each egress uses (PagerDuty dedup_key, a fixed Message-ID,
 the built-in ticket's unique incident). Failures back off exponentially to a cap with
-jitter, honour the peer's Retry-After, and after `max_attempts` go to the dead-letter state.
+jitter, honour the peer's Retry-After, and after `max_attempts` go to the dead-letter state
+(gateway.deadletter). The worker also polls every `poll_s` when idle, so an entry an
+operator sent back with `outbox retry` is found without a signal.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import structlog
 
 from gateway import metrics
 from gateway.db import Attempt
+from gateway.deadletter import AlertFor
 from gateway.domain import OutboxEntry, OutboxKind
 from gateway.ports import PermanentError, TransientError
 from gateway.store import Store
@@ -56,8 +59,12 @@ class OutboxWorker:
         policy: RetryPolicy,
         concurrency: int = 8,
         clock: Clock = utcnow,
+        alert_for: AlertFor | None = None,
+        poll_s: float = 5.0,
     ) -> None:
         self._store = store
+        self._alert_for = alert_for
+        self._poll_s = poll_s
         self._handlers = handlers
         self._policy = policy
         self._concurrency = concurrency
@@ -89,6 +96,8 @@ class OutboxWorker:
                 log.exception("outbox.loop_failed")
                 next_due = self._clock() + timedelta(seconds=self._policy.initial_s)
             wait_s = 3600.0 if next_due is None else (next_due - self._clock()).total_seconds()
+            # Poll now and then: `outbox retry` (another process) changes the due index.
+            wait_s = min(wait_s, self._poll_s)
             if wait_s > 0:
                 try:
                     async with asyncio.timeout(min(wait_s, 3600.0) + 0.01):
@@ -147,9 +156,11 @@ class OutboxWorker:
         dead = permanent or attempts >= self._policy.max_attempts
         delay = self._policy.delay(attempts, retry_after_s)
         metrics.DELIVERY_FAILURES.inc(kind=entry.kind, result="dead" if dead else "retry")
+        alert = None
         if dead:
             bound.error("outbox.dead_lettered", reason=reason)
+            alert = self._alert_for(entry, reason, attempts) if self._alert_for else None
         else:
             bound.warning("outbox.retry_scheduled", reason=reason, delay_s=round(delay, 2))
-        return Attempt(entry, error=reason, dead=dead,
+        return Attempt(entry, error=reason, dead=dead, alert=alert,
                        next_at=self._clock() + timedelta(seconds=delay))

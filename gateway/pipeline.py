@@ -7,7 +7,7 @@ what it asks for, and the reasons travel in the Plan's timeline instead of log l
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gateway.db import ThreadKeys
 from gateway.domain import (
@@ -111,13 +111,21 @@ def plan_email(
     if verdict is None:
         verdict = judge_email(row.raw, mail.from_addr, settings.trust)
     join = None if context is None else find_join(
-        context.open_incidents(), row.mailbox, _sender(row, mail), mail.subject, verdict.known,
-        now, settings.limits)
+        _recent_open(context, row.mailbox, now, settings.limits), row.mailbox,
+        _sender(row, mail), mail.subject, verdict.known, now, settings.limits)
     if join is not None and join.same_reporter:
         return _join(row, mail, join.incident, settings, now)
     if join is not None:
         return _storm_join(row, mail, join, book, settings, now)
     return _new_incident(row, mail, decision, next_id, book, settings, now, verdict)
+
+
+def _recent_open(context: PlanContext, mailbox: Mailbox, now: datetime,
+                 limits: Limits) -> list[Incident]:
+    since = now - timedelta(seconds=limits.storm_window_s)
+    if context.recent_open is not None:
+        return context.recent_open(mailbox, since)
+    return context.open_incidents()
 
 
 def mail_thread_keys(mail: ParsedMail, settings: Settings, verdict: Verdict) -> ThreadKeys:

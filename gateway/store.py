@@ -73,8 +73,13 @@ class Store:
         return await self._run(fn, self._conn, *args)
 
     # -- intake -----------------------------------------------------------------------------
-    async def accept(self, message: NewMessage) -> Accepted:
-        """Durably store one message; returns once it is committed (group commit)."""
+    async def accept(self, message: NewMessage, timeout_s: float | None = None) -> Accepted:
+        """Durably store one message; returns once it is committed (group commit).
+
+        With `timeout_s`, a message still queued when the time is up is withdrawn and
+        TimeoutError raised: it will never be committed, so the caller may say 4xx. One
+        whose commit is already under way waits for that commit's outcome instead
+        (bounded by SQLite's busy timeout), so a failure answer never hides a commit."""
         if self._closed:
             raise StoreClosed("store closed")
         fut: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
@@ -84,6 +89,13 @@ class Store:
             # A task (not the caller) drains the queue, so a client that hangs up mid-commit
             # cannot strand the messages of the others.
             self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+        if timeout_s is not None:
+            await asyncio.wait({fut}, timeout=timeout_s)  # waiting does not cancel fut
+            queued = [item for item in self._pending if item[1] is fut]
+            if not fut.done() and queued:
+                self._pending.remove(queued[0])
+                fut.cancel()
+                raise TimeoutError("not committed in time")
         return await fut
 
     async def _flush(self) -> None:

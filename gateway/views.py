@@ -143,6 +143,24 @@ def outbox_list(conn: sqlite3.Connection, state: str | None) -> list[dict[str, A
     return db.outbox_rows(conn, state)
 
 
+def retry_outbox(config: Config, outbox_id: int, now: datetime) -> None:
+    """Send a dead outbox entry back for delivery (the running daemon polls for it); raises
+    UsageError naming the problem when the entry is unknown or not dead."""
+    path = config.database_path()
+    if not path.exists():
+        raise UsageError(f"no state at {path}: has the daemon run with this configuration?")
+    conn = schema.connect(str(path))
+    try:
+        state = db.retry_dead(conn, outbox_id, now)
+    finally:
+        conn.close()
+    if state == "unknown":
+        raise UsageError(f"no outbox entry {outbox_id}")
+    if state is not None:
+        raise UsageError(f"outbox entry {outbox_id} is {state}, not dead: only dead entries "
+                         "can be retried")
+
+
 def triage_json(raw: bytes, mailbox: str, at: datetime, book: Rulebook) -> dict[str, Any]:
     """The decision for one message, explained, without touching any state."""
     try:

@@ -1,8 +1,9 @@
 """A capture SMTP server for outbound-mail tests: real aiosmtpd, served on the test's own loop.
 
 It records every accepted envelope, can refuse the next messages with a chosen reply at a
-chosen stage, and optionally requires AUTH. It never offers STARTTLS (no certificate), which is
-exactly what the "relay lost STARTTLS" test needs.
+chosen stage (or drop the connection there, or answer late), and optionally requires AUTH.
+It never offers STARTTLS (no certificate), which is exactly what the "relay lost STARTTLS"
+test needs.
 
     async with SmtpCapture() as relay:
         relay.fail_next("451 4.3.0 try later", stage="DATA")
@@ -32,11 +33,15 @@ class Captured:
     authenticated: bool
 
 
+DROP = "drop"  # a fault "reply" that closes the connection without answering
+
+
 @dataclass
 class _Fault:
     stage: Stage
-    reply: str
+    reply: str | None
     remaining: int
+    delay_s: float = 0.0
 
 
 class SmtpCapture:
@@ -84,9 +89,14 @@ class SmtpCapture:
     ) -> None:
         await self.close()
 
-    def fail_next(self, reply: str, *, stage: Stage = "RCPT", count: int = 1) -> None:
-        """Answer `reply` at `stage` for the next `count` messages that reach that stage."""
-        self._faults.append(_Fault(stage=stage, reply=reply, remaining=count))
+    def fail_next(self, reply: str | None, *, stage: Stage = "RCPT", count: int = 1,
+                  delay_s: float = 0.0) -> None:
+        """Answer `reply` at `stage` for the next `count` messages that reach that stage.
+
+        `reply=DROP` resets the connection instead of answering; `delay_s` holds the answer
+        back (a slow relay), and with `reply=None` then carries on normally.
+        """
+        self._faults.append(_Fault(stage=stage, reply=reply, remaining=count, delay_s=delay_s))
 
     async def wait_for(self, n: int, timeout: float = 5.0) -> list[Captured]:
         """Wait until at least `n` messages were accepted; returns them all."""
@@ -106,12 +116,17 @@ class SmtpCapture:
         self._protocols.append(protocol)
         return protocol
 
-    def _take_fault(self, stage: Stage) -> str | None:
+    async def _take_fault(self, server: SMTP, stage: Stage) -> str | None:
         for fault in self._faults:
             if fault.stage == stage:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
+                if fault.delay_s:
+                    await asyncio.sleep(fault.delay_s)
+                if fault.reply == DROP and server.transport is not None:
+                    server.transport.abort()  # RST: the client sees the connection reset
+                    return "421 4.4.2 dropped"  # never reaches the client
                 return fault.reply
         return None
 
@@ -131,7 +146,7 @@ class SmtpCapture:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        fault = self._take_fault("MAIL")
+        fault = await self._take_fault(server, "MAIL")
         if fault is not None:
             return fault
         envelope.mail_from = address
@@ -141,7 +156,7 @@ class SmtpCapture:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        fault = self._take_fault("RCPT")
+        fault = await self._take_fault(server, "RCPT")
         if fault is not None:
             return fault
         envelope.rcpt_tos.append(address)
@@ -149,7 +164,7 @@ class SmtpCapture:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        fault = self._take_fault("DATA")
+        fault = await self._take_fault(server, "DATA")
         if fault is not None:
             return fault
         content = envelope.original_content or b""
