@@ -161,6 +161,7 @@ class App:
             for task in late:
                 task.cancel()
             await self._drain(worker, outbox)
+            await worker.close()
             if link is not None:
                 await link.close()
 
