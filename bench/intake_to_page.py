@@ -188,7 +188,6 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="intake-to-page-") as tmp, FakeThread() as fake:
         proc, port = start_daemon(Path(tmp), fake.url, args.outbox_concurrency)
         try:
-            time.sleep(1.0)  # let the parse sandbox finish starting
             accepted, queued, errors = asyncio.run(offer(port, args.rate, count, args.conns))
             deadline = time.monotonic() + 30
             while len(fake.arrivals) < len(accepted) and time.monotonic() < deadline:

@@ -98,7 +98,6 @@ async def run(messages: list[bytes]) -> tuple[list[float], int, float]:
     with tempfile.TemporaryDirectory(prefix="loop-lag-") as tmp:
         config = make_config(Path(tmp), log={"level": "warning"})
         async with running(config) as app:
-            await asyncio.sleep(1.0)  # the parse sandbox starts
             lags: list[float] = []
             stop = asyncio.Event()
             watcher = asyncio.create_task(monitor(lags, stop))

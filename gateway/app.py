@@ -132,6 +132,7 @@ class App:
         smtp = self._smtp(intake) if cfg.smtp.enabled else None
         chat_intake = ChatIntake(store, chat_rooms(cfg), worker.wake, self.clock)
         self.matrix = link
+        await worker.start()  # the parse sandbox is up before the first message comes in
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(worker.run(), name="inbox-worker"),
                      group.create_task(outbox.run(), name="outbox-worker")]

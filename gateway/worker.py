@@ -77,6 +77,10 @@ class InboxWorker:
         self._stopping = True
         self._wake.set()
 
+    async def start(self) -> None:
+        """Start the parse sandbox's child process (run() also does, if not yet started)."""
+        await self.sandbox.start()
+
     async def close(self) -> None:
         """End the parse sandbox (after run() returned and the inbox was drained)."""
         await self.sandbox.close()
