@@ -15,7 +15,8 @@ import hashlib
 import os
 import ssl
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
@@ -47,6 +48,7 @@ class FolderMailer:
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self._folder = Path(folder)
+        self._folder_sync = _GroupSync()
 
     def __repr__(self) -> str:
         return f"FolderMailer(folder={str(self._folder)!r})"
@@ -66,6 +68,10 @@ class FolderMailer:
     def _write(self, message: bytes, rcpt_to: str) -> Path:
         path = self._folder / _file_name(message, rcpt_to)
         _write_atomically(self._folder, path, message)
+        # The rename is durable only once the directory entry itself reaches the disk. Sends
+        # run concurrently: one folder fsync started after a rename covers it, so renames
+        # that happen while an fsync is under way share the next one.
+        self._folder_sync.sync(lambda: _fsync_folder(self._folder))
         return path
 
 
@@ -90,7 +96,8 @@ def _message_id(message: bytes) -> str | None:
 
 
 def _write_atomically(folder: Path, path: Path, data: bytes) -> None:
-    """Blocking: temp file in the same folder, fsync, rename over the target, fsync the folder."""
+    """Blocking: temp file in the same folder, fsync, rename over the target (the caller
+    then fsyncs the folder)."""
     _ensure_folder(folder)
     fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
     try:
@@ -103,12 +110,37 @@ def _write_atomically(folder: Path, path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    # The rename is durable only once the directory entry itself reaches the disk.
+
+
+def _fsync_folder(folder: Path) -> None:
     dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class _GroupSync:
+    """Group fsync across threads: a caller returns once a sync that *started* after it
+    called has finished, so one sync serves every caller that was waiting for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards the counters
+        self._syncing = threading.Lock()  # one sync at a time
+        self._requested = 0
+        self._done = 0
+
+    def sync(self, do_sync: Callable[[], None]) -> None:
+        with self._lock:
+            self._requested += 1
+            mine = self._requested
+        with self._syncing:
+            if self._done >= mine:
+                return  # a sync that started after our request has completed
+            with self._lock:
+                covers = self._requested
+            do_sync()
+            self._done = covers
 
 
 def _ensure_folder(folder: Path) -> None:

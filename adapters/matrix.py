@@ -206,15 +206,16 @@ class MatrixLink:
         client = self._client
         await self._login(client, fresh=fresh_login)
         await self._join(client)
-        # Logged in and joined: sends may go now, without waiting for a long-poll to return.
-        self.state = "connected"
-        self.connected.set()
         since = await self._kv.kv_get("matrix.next_batch")
         if since is None:
             # First start: skip history, begin from now.
             first = await client.sync(timeout=0, sync_filter=_filter(self._rooms, 0))
             since = self._checked(first).next_batch
             await self._kv.kv_set("matrix.next_batch", since)
+        # Logged in, joined, and reading from `since` on: whatever is said in the rooms from
+        # now is seen, and sends may go without waiting for a long-poll to return.
+        self.state = "connected"
+        self.connected.set()
         while True:
             resp = self._checked(await client.sync(
                 timeout=int(self._sync_timeout_s * 1000), since=since,

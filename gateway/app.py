@@ -269,6 +269,7 @@ class App:
         smtp = self._smtp(intake) if cfg.smtp.enabled else None
         chat_intake = ChatIntake(store, chat_rooms(cfg), worker.wake, self.clock)
         self.matrix = link
+        await worker.start()  # the parse sandbox is up before the first message comes in
         self.imap = self._imap(store, intake)
         service = self.service = self._service(store, provider, smtp, link)
         async with asyncio.TaskGroup() as group:
@@ -337,6 +338,7 @@ class App:
         for task in late:
             task.cancel()
         await self._drain(worker, outbox)
+        await worker.close()
 
     def _apply(self, worker: InboxWorker) -> Callable[[Config, Rulebook], None]:
         def apply(_config: Config, rulebook: Rulebook) -> None:

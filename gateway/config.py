@@ -332,7 +332,7 @@ class OutboxConfig(_Model):
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
     drain_timeout_s: float = Field(default=10.0, ge=0)
-    concurrency: int = Field(default=8, ge=1, le=64)
+    concurrency: int = Field(default=32, ge=1, le=64)
     poll_interval_s: float = Field(default=5.0, gt=0)  # finds entries sent back by `retry`
 
 

@@ -3,8 +3,8 @@
 Owns the translation of raw RFC 5322 / MIME bytes, as SMTP or IMAP intake stored them,
 into a frozen `ParsedMail`: normalised message ids for threading, the decoded subject and
 sender, the body text and its newly written part (stripping lives in `gateway.mailquote`),
-the attachment list, a header map for rules, and whether the mail is automatic (RFC 3834
-auto-replies, bounces, reports, list traffic) so robots are told apart from people.
+the attachment list, a header map for rules, and whether the mail is automatic (the
+classifier is `gateway.automail`) so robots are told apart from people.
 
 Pure: bytes in, values out. Real-world mail is malformed in every way imaginable, so each
 field degrades on its own; only input with nothing usable raises `UnparseableMessage`.
@@ -23,12 +23,13 @@ from email.header import decode_header, make_header
 from email.headerregistry import AddressHeader
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
-from email.utils import parseaddr, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from functools import cached_property
 from types import MappingProxyType
 
 import html2text
 
+from gateway.automail import Evidence, classify, safe_parseaddr
 from gateway.mailquote import strip_quoted
 
 __all__ = [
@@ -93,11 +94,10 @@ def parse_mail(
 
 
 def _parse(raw: bytes) -> Message:
-    try:
-        return BytesParser(EmailMessage, policy=policy.default).parsebytes(raw)
-    except Exception:  # the parser reads Content-Type through the policy, which can raise
-        # compat32 treats headers as plain strings: the fields below cope with either.
-        return BytesParser(policy=policy.compat32).parsebytes(raw)
+    # compat32 keeps headers as plain strings: the modern policy parses every header of
+    # every part as it goes (a quarter of a millisecond per Content-Type), which made a
+    # mail with thousands of parts take seconds. The fields below decode what they use.
+    return BytesParser(policy=policy.compat32).parsebytes(raw)
 
 
 def _assemble(msg: Message, envelope_sender: str | None, loop_header: str) -> ParsedMail:
@@ -193,16 +193,8 @@ def _address(headers: Mapping[str, str], name: str) -> tuple[str, str] | None:
         first = None
     if first is not None:
         return _bare_address(first.addr_spec), _clean(first.display_name)
-    display, addr = _parseaddr(value)
+    display, addr = safe_parseaddr(value)
     return _bare_address(addr), _clean(display)
-
-
-def _parseaddr(value: str) -> tuple[str, str]:
-    """email.utils.parseaddr, which recurses on nested comments, made total."""
-    try:
-        return parseaddr(value[:_MAX_PARSE_CHARS])
-    except Exception:  # RecursionError on "((((...", and whatever else garbage finds
-        return "", ""
 
 
 _ADDRESS = re.compile(r"[^\s<>(),;:\"\[\]@]+(?:@[^\s<>(),;:\"\[\]@]+)?")
@@ -437,42 +429,7 @@ def html_to_text(html_text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-# --- automatic mail -----------------------------------------------------------------------
-
-_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
-_AUTOREPLY_HEADERS = ("x-autoreply", "x-autorespond", "x-auto-reply-from", "x-mail-autoreply")
-# List managers that predate RFC 2369 List-* headers (ezmlm, fml, SmartList).
-_LIST_HEADERS = ("mailing-list", "x-mailing-list", "x-mlserver", "x-ml-name")
-_STATUS_TYPES = (
-    "message/delivery-status",
-    "message/global-delivery-status",
-    "message/disposition-notification",
-    "message/feedback-report",
-)
-_REPORT_TYPE = re.compile(r"report-type\s*=\s*\"?([\w.-]+)", re.IGNORECASE)
-# System senders, compared with "-", "_" and "." removed so "post_master" counts too.
-_DAEMONS = frozenset({"mailerdaemon", "postmaster", "maildaemon"})
-# Last resort, for software that sets none of the headers above: the subjects of common
-# MTA bounces (Exchange, Postfix, Exim and DragonFly, sendmail, qmail), vacation replies
-# (Exchange in English, French, German; Apple) and Microsoft JMRP complaints. Anchored,
-# mostly with their colon, so a person's "Re: out of office?" does not match. A bounce
-# someone forwarded counts: it reports a delivery problem, it is not a new incident.
-_AUTO_SUBJECT = re.compile(
-    r"^(?:fwd?\s*:\s*)*(?:undeliverable\s*:|undelivered mail returned to sender"
-    r"|delivery status notification|mail delivery failed|returned mail\s*:|failure notice$"
-    r"|out of office(?: autoreply)?\s*:|automatic reply\s*:|auto[- ]?reply\s*:"
-    r"|r[ée]ponse automatique\s*:|abwesenheitsnotiz\s*:|automatische antwort\s*:"
-    r"|complaint about message from)",
-    re.IGNORECASE,
-)
-# Amazon SES bounce, complaint and delivery notifications relayed by SNS, as JSON.
-_SES_NOTIFICATION = re.compile(
-    r'\\?"(?:notification|event)Type\\?"\s*:\s*\\?"(?:Bounce|Complaint|Delivery)\\?"'
-)
-_FAILURE_TEXT = re.compile(
-    r"could not be delivered|undeliverable|delivery (?:has )?failed|permanent fatal error",
-    re.IGNORECASE,
-)
+# --- automatic mail (the classifier lives in gateway.automail) ----------------------------
 
 
 def automatic_reason(
@@ -485,87 +442,6 @@ def automatic_reason(
 def _automatic(
     msg: Message, headers: Mapping[str, str], parts: _Parts, sender: str | None, loop: str
 ) -> str | None:
-    return (
-        _header_reason(headers, loop)
-        or _report_reason(msg, headers, parts.attachments)
-        or _sender_reason(headers, sender)
-        or _content_reason(headers.get("subject", ""), parts)
-    )
-
-
-def _header_reason(headers: Mapping[str, str], loop_header: str) -> str | None:
-    """The headers RFC 3834, Microsoft, vacation programs and list managers set."""
-    submitted = _first_word(headers.get("auto-submitted", "no")) or "present"
-    suppress = _first_word(headers.get("x-auto-response-suppress", "none"))
-    precedence = _first_word(headers.get("precedence", ""))
-    autoreply = next((name for name in _AUTOREPLY_HEADERS if name in headers), "")
-    list_header = next((n for n in headers if n.startswith("list-") or n in _LIST_HEADERS), "")
-    checks = (
-        (loop_header.lower() in headers, "our own loop header"),
-        (submitted != "no", f"Auto-Submitted: {submitted}"),
-        ("x-failed-recipients" in headers, "X-Failed-Recipients"),
-        (bool(autoreply), _title(autoreply)),
-        (suppress not in ("", "none"), "X-Auto-Response-Suppress"),
-        (precedence in _PRECEDENCE, f"Precedence: {precedence}"),
-        (bool(list_header), f"{_title(list_header)} header"),
-    )
-    return next((reason for hit, reason in checks if hit), None)
-
-
-def _report_reason(
-    msg: Message, headers: Mapping[str, str], attachments: list[Attachment]
-) -> str | None:
-    """Delivery status notifications, read receipts and abuse reports (RFC 6522, 5965)."""
-    content_type = msg.get_content_type()
-    if content_type == "multipart/report":
-        found = _REPORT_TYPE.search(headers.get("content-type", ""))
-        report_type = found.group(1).lower() if found else "untyped"
-        return f"delivery status notification ({content_type}; {report_type})"
-    if content_type in _STATUS_TYPES:
-        return f"delivery status notification ({content_type})"
-    # Some gateways wrap a genuine status part in multipart/mixed; people never write one.
-    status = next((a.content_type for a in attachments if a.content_type in _STATUS_TYPES), "")
-    return f"delivery status part ({status})" if status else None
-
-
-def _sender_reason(headers: Mapping[str, str], envelope_sender: str | None) -> str | None:
-    """Null reverse-path, or a mail system or list manager sender, as vacation(1) checks.
-
-    Without an envelope (a file read from disk) the Return-Path header stands in for it.
-    """
-    if envelope_sender is None and "return-path" in headers:
-        envelope_sender = _parseaddr(headers["return-path"])[1] or headers["return-path"]
-    if envelope_sender is not None and not envelope_sender.strip().strip("<>").strip():
-        return "null return path"
-    if re.search(r"<\s*>", headers.get("from", "")):  # "MAILER-DAEMON <>": only bounces
-        return "null From address"
-    for source, value in (("envelope", envelope_sender), ("From", headers.get("from"))):
-        local = (_parseaddr(value)[1] if value else "").split("@")[0].lower()
-        if re.sub(r"[-_.]", "", local) in _DAEMONS:
-            return f"sender is {local.upper()} ({source})"
-        if local.startswith("owner-") or local.endswith("-request"):
-            return f"sender is a list manager ({source})"
-    return None
-
-
-def _content_reason(subject: str, parts: _Parts) -> str | None:
-    """Last resort: what bounces and reports say, for software that says nothing else."""
-    if _AUTO_SUBJECT.match(subject):
-        return f"automatic subject: {subject[:60]}"
-    if _SES_NOTIFICATION.search(parts.text[:10000]):
-        return "Amazon SES notification"
-    returned = {"message/rfc822", "text/rfc822-headers"} & {
-        a.content_type for a in parts.attachments
-    }
-    if returned and _FAILURE_TEXT.search(parts.text[:4000]):
-        return "returned message with a delivery failure notice"
-    return None
-
-
-def _first_word(value: str) -> str:
-    """The keyword of a header like "auto-generated (postmaster-notification)", lowercased."""
-    return re.split(r"[\s;,(]+", value.strip().lower(), maxsplit=1)[0]
-
-
-def _title(header_name: str) -> str:
-    return "-".join(word.capitalize() for word in header_name.split("-"))
+    evidence = Evidence(msg.get_content_type(), headers, parts.text,
+                        tuple(a.content_type for a in parts.attachments))
+    return classify(evidence, sender, loop)

@@ -2,6 +2,13 @@
 
 Pure: values in, RFC 5322 bytes out. Every header value that came from input is cleaned of
 CR/LF and control characters first, so a hostile subject can never add a header.
+
+The message is written directly rather than through `email.message.EmailMessage`: the
+header registry of the modern policy cost more than the rest of processing a report. The
+output is what that policy produced: unstructured text as RFC 2047 encoded words where it
+is not ASCII (`email.header.Header`), display names quoted or encoded by
+`email.utils.formataddr`, lines folded at 78 characters, a UTF-8 text/plain body in 7bit,
+8bit only when every line fits in 78 characters, else quoted-printable.
 """
 
 from __future__ import annotations
@@ -10,10 +17,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime
+from email import charset as _charset
+from email.header import Header
+from email.utils import format_datetime, formataddr
 from zoneinfo import ZoneInfo
 
 from gateway.tokens import ThreadSigner
@@ -79,25 +85,74 @@ def render(
     now: datetime,
 ) -> Outgoing:
     """Build one threaded, automatic-marked reply to exactly one recipient."""
-    msg = EmailMessage(policy=policy.SMTP)
     local, _, domain = sender.address.partition("@")
-    msg["From"] = Address(display_name=one_line(sender.name, 80), username=local, domain=domain)
     to_local, _, to_domain = one_line(to, 254).partition("@")
-    msg["To"] = Address(username=to_local, domain=to_domain)
-    msg["Subject"] = one_line(subject, 250)
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = message_id
+    headers = [
+        ("From", formataddr((one_line(sender.name, 80), f"{local}@{domain}"), "utf-8")),
+        ("To", f"{to_local}@{to_domain}"),
+        ("Subject", _unstructured("Subject", one_line(subject, 250))),
+        ("Date", format_datetime(now)),
+        ("Message-ID", one_line(message_id, 998)),
+    ]
     if in_reply_to:
-        msg["In-Reply-To"] = one_line(in_reply_to, 998)
+        headers.append(("In-Reply-To", one_line(in_reply_to, 998)))
     refs = [one_line(r, 998) for r in references if r][-20:]
     if refs:
-        msg["References"] = " ".join(refs)
+        headers.append(("References", _fold_words("References", refs)))
     # RFC 3834: we answer automatically, and nobody should answer us automatically.
-    msg["Auto-Submitted"] = "auto-replied"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg[LOOP_HEADER] = sender.loop_token
-    msg.set_content(body)
-    return Outgoing(message_id, sender.address, f"{to_local}@{to_domain}", msg.as_bytes())
+    headers += [("Auto-Submitted", "auto-replied"), ("X-Auto-Response-Suppress", "All"),
+                (LOOP_HEADER, one_line(sender.loop_token, 200))]
+    cte, payload = _body(body)
+    headers += [("Content-Type", 'text/plain; charset="utf-8"'),
+                ("Content-Transfer-Encoding", cte), ("MIME-Version", "1.0")]
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    # Only message ids and addresses from input can be non-ASCII here (RFC 6532 allows it).
+    data = head.encode("utf-8", "surrogateescape") + b"\r\n" + payload
+    return Outgoing(message_id, sender.address, f"{to_local}@{to_domain}", data)
+
+
+_MAX_LINE = 78
+
+
+def _unstructured(name: str, value: str) -> str:
+    """Folded at spaces; RFC 2047 encoded words (UTF-8) when not plain ASCII, or when the
+    text itself looks like an encoded word (so a reader shows it as written)."""
+    if value.isascii() and "=?" not in value:
+        return _fold_words(name, value.split(" "))
+    return Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+
+
+def _fold_words(name: str, words: Sequence[str]) -> str:
+    """Words joined by spaces, folded before a space so that lines stay within 78
+    characters where the words allow it (unfolding gives back the exact text)."""
+    lines: list[str] = []
+    line: str | None = None
+    width = len(name) + 2
+    for word in words:
+        if line is None:
+            line = word
+        elif width + len(line) + 1 + len(word) > _MAX_LINE and line.strip():
+            lines.append(line)
+            line, width = " " + word, 0  # the space that was there starts the next line
+        else:
+            line = f"{line} {word}"
+    lines.append(line or "")
+    return "\r\n".join(lines)
+
+
+def _body(text: str) -> tuple[str, bytes]:
+    """The transfer encoding and the encoded body, CRLF line ends, ending in one."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    raw = [line.encode("utf-8", "surrogateescape") for line in lines]
+    if all(len(line) <= _MAX_LINE for line in raw):
+        cte = "7bit" if all(line.isascii() for line in raw) else "8bit"
+        return cte, b"".join(line + b"\r\n" for line in raw)
+    encoded = _charset.Charset("utf-8")
+    encoded.body_encoding = _charset.QP
+    return "quoted-printable", (encoded.body_encode("\n".join(lines) + "\n") or "").replace(
+        "\n", "\r\n").encode("ascii")
 
 
 def ack_subject(ref: str, subject: str) -> str:

@@ -101,6 +101,8 @@ def find_join(
     limits: Limits,
 ) -> Join | None:
     """The open incident this unthreaded report should join, if any (newest first)."""
+    if limits.storm_window_s <= 0:  # joining is turned off
+        return None
     since = now - timedelta(seconds=limits.storm_window_s)
     recent = [i for i in incidents if i.mailbox == mailbox and i.created_at >= since
               and i.merged_into is None]

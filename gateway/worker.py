@@ -1,6 +1,7 @@
 """The inbox worker: takes accepted messages in order, parses and triages them off the event
-loop and off the store thread, then has the store apply the pipeline's Plans for the whole
-batch in one transaction; then wakes the outbox."""
+loop and off the store thread (emails in the parse sandbox, a child process with a time
+budget: gateway.sandbox), then has the store apply the pipeline's Plans for the whole batch
+in one transaction; then wakes the outbox."""
 
 from __future__ import annotations
 
@@ -20,15 +21,15 @@ from gateway.commands import CommandEnv, parse_command
 from gateway.db import ThreadKeys, Work
 from gateway.domain import Channel, InboxRow, Plan, PlanContext
 from gateway.escalation import command_planner
-from gateway.mail import ParsedMail, UnparseableMessage, parse_mail
+from gateway.mail import ParsedMail
 from gateway.mirror import MirrorSettings
-from gateway.pipeline import Settings, mail_thread_keys, plan_email, plan_unreadable, report_for
+from gateway.pipeline import Settings, mail_thread_keys, plan_email, plan_unreadable
 from gateway.relay import ChatSettings
+from gateway.sandbox import MailJob, ParseSandbox, Prepared
 from gateway.store import Store
 from gateway.trust import Verdict, judge_email
 from rules.book import Rulebook
-from rules.engine import triage
-from rules.types import TriageDecision
+from rules.types import Mailbox, TriageDecision
 
 log = structlog.get_logger("gateway.worker")
 _STORM_WINDOW_S = 0.1
@@ -56,6 +57,7 @@ class InboxWorker:
         storm_threshold: int = 30,
         max_defer_s: float = 1.0,
         mirror: MirrorSettings | None = None,
+        sandbox: ParseSandbox | None = None,
     ) -> None:
         self._store = store
         self.rulebook = rulebook
@@ -71,6 +73,7 @@ class InboxWorker:
         self._arrivals: deque[float] = deque(maxlen=4 * storm_threshold)
         self._mirror = mirror or MirrorSettings()
         self._next_rulebook: Rulebook | None = None
+        self.sandbox = sandbox or ParseSandbox(rulebook)
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
         """Use `rulebook` from the next batch on (a batch never mixes two rulebooks)."""
@@ -86,8 +89,17 @@ class InboxWorker:
         self._stopping = True
         self._wake.set()
 
+    async def start(self) -> None:
+        """Start the parse sandbox's child process (run() also does, if not yet started)."""
+        await self.sandbox.start()
+
+    async def close(self) -> None:
+        """End the parse sandbox (after run() returned and the inbox was drained)."""
+        await self.sandbox.close()
+
     async def run(self) -> None:
         """Process until stopped; a store failure backs off and tries again."""
+        await self.sandbox.start()
         while not self._stopping:
             await self._let_intake_finish()
             self._wake.clear()
@@ -121,13 +133,19 @@ class InboxWorker:
         """Process what is pending now; returns how many messages were handled."""
         if self._next_rulebook is not None:
             self.rulebook, self._next_rulebook = self._next_rulebook, None
+            self.sandbox.replace_rulebook(self.rulebook)
         rows = await self._store.pending_inbox(self._batch)
         if not rows:
             return 0
         now = self._clock()
-        # Parsing and triage are CPU work on untrusted input: run them on a worker thread,
-        # never on the event loop, and outside the store's transaction.
-        batch = await asyncio.to_thread(self._prepare_all, rows, now)
+        # Parsing and triage are CPU work on untrusted input: emails go to the sandbox
+        # process, chat events (JSON of bounded size) to a thread; never on the event loop,
+        # and outside the store's transaction.
+        mail_rows = [r for r in rows if r.channel is not Channel.MATRIX]
+        prepared = await self.sandbox.prepare_all(
+            [MailJob(r.raw, r.mail_from, r.mailbox or Mailbox.SUPPORT) for r in mail_rows], now)
+        ready = dict(zip((r.id for r in mail_rows), prepared, strict=True))
+        batch = await asyncio.to_thread(self._prepare_all, rows, ready, now)
         plans = await self._store.process(batch, now)
         for row, plan in zip(rows, plans, strict=True):
             event = "inbox.plan_failed" if plan.outcome.startswith(
@@ -138,16 +156,17 @@ class InboxWorker:
         self._on_planned(plans)
         return len(rows)
 
-    def _prepare_all(self, rows: list[InboxRow], now: datetime) -> list[Work]:
-        return [self._prepare(row, now) for row in rows]
+    def _prepare_all(self, rows: list[InboxRow], ready: dict[int, Prepared],
+                     now: datetime) -> list[Work]:
+        return [self._prepare(row, ready.get(row.id), now) for row in rows]
 
-    def _prepare(self, row: InboxRow, now: datetime) -> Work:
+    def _prepare(self, row: InboxRow, prepared: Prepared | None, now: datetime) -> Work:
         fallback = partial(_unreadable, row, now)
         try:
-            if row.channel is Channel.MATRIX:
+            if prepared is None:
                 work = self._prepare_chat(row, now, fallback)
             else:
-                work = self._prepare_mail(row, now, fallback)
+                work = self._prepare_mail(row, prepared, now, fallback)
             # Tickets, security contacts and the status page hear of what the plan records.
             return replace(work, make_plan=partial(_mirrored, work.make_plan, self._mirror, now))
         except Exception as exc:  # a bug must not lose the message: a ticket for a human
@@ -155,15 +174,14 @@ class InboxWorker:
             return Work(row.id, None, _fixed(fallback(f"processing failed: "
                                                       f"{type(exc).__name__}")), fallback)
 
-    def _prepare_mail(self, row: InboxRow, now: datetime,
+    def _prepare_mail(self, row: InboxRow, prepared: Prepared, now: datetime,
                       fallback: Callable[[str], Plan]) -> Work:
-        try:
-            mail = parse_mail(row.raw, row.mail_from)
-        except UnparseableMessage as exc:
-            return Work(row.id, None, _fixed(fallback(str(exc)[:200] or "unparseable")),
+        mail, decision = prepared.mail, prepared.decision
+        if mail is None or decision is None:
+            if prepared.bug is not None:
+                log.error("inbox.prepare_failed", inbox_id=row.id, traceback=prepared.bug)
+            return Work(row.id, None, _fixed(fallback(prepared.problem or "unparseable")),
                         fallback)
-        assert row.mailbox is not None
-        decision = triage(report_for(row.mailbox, row.mail_from, mail), now, self.rulebook)
         verdict = judge_email(row.raw, mail.from_addr, self._settings.trust)
         keys = mail_thread_keys(mail, self._settings, verdict)
         return Work(row.id, keys, partial(self._plan_mail, row, mail, decision, verdict, now),

@@ -1,0 +1,218 @@
+"""Intake-to-page latency under an open-loop load of emergency mail.
+
+What it measures: for each P1 report sent over SMTP, the time from the daemon's 250 after
+DATA (the message is durable) until a local PagerDuty Events API v2 fake
+(`tests/fakes/pagerduty.py`) receives the trigger for it. Prints p50/p90/p99/max.
+
+Target (issue 7): p99 at most 100 ms at 200 messages/s offered.
+
+Method: the daemon runs as `python -m gateway run` in its own process with a fresh state
+folder, PagerDuty configured to the fake, replies written to a folder, logs at warning.
+The fake runs on its own thread and event loop in this process and stamps each trigger with
+`time.perf_counter()` as it arrives; the load generator runs on the main loop. Messages are
+offered open loop: message i is due at start + i/rate whatever happened to the ones before
+it, and is sent on one of `--conns` persistent SMTP sessions (aiosmtplib). Each message has a
+unique subject, which the page's summary carries, so every page is matched to its message.
+Percentiles are nearest-rank over every message (none dropped). Queueing (due → 250) is
+reported too: when it grows, the daemon did not keep up with the offered rate.
+
+    .venv/bin/python bench/intake_to_page.py                      # 200 msg/s for 10 s
+    .venv/bin/python bench/intake_to_page.py --rate 100 --seconds 20 --conns 16
+
+Exit status: 0 measured (target met or not), 1 a message was not paged or a send failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiosmtplib
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.fakes.pagerduty import FakePagerDuty  # noqa: E402
+
+TARGET_P99_MS = 100.0
+ROUTING_KEY = "b" * 32
+
+
+class TimedPagerDuty(FakePagerDuty):
+    """The fake, stamping each accepted trigger with its arrival time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals: dict[str, float] = {}  # summary -> perf_counter at arrival
+
+    def _process(self, raw: bytes) -> web.Response:
+        now = time.perf_counter()
+        response = super()._process(raw)
+        if response.status == 202 and self.events:
+            self.arrivals.setdefault(str(self.events[-1].get("payload", {}).get("summary")), now)
+        return response
+
+
+class FakeThread:
+    """The fake on its own loop and thread, so the load generator cannot delay it."""
+
+    def __init__(self) -> None:
+        self.fake = TimedPagerDuty()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> TimedPagerDuty:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.fake.start(), self.loop).result(10)
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_daemon(folder: Path, pd_url: str, outbox_concurrency: int | None
+                 ) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    (folder / "pd-key").write_text(ROUTING_KEY)
+    config = folder / "gateway.toml"
+    config.write_text(
+        f'[state]\ndir = "{folder / "state"}"\n[smtp]\nport = {port}\n'
+        f'[pagerduty]\nrouting_key = {{ file = "pd-key" }}\nurl = "{pd_url}"\n'
+        '[log]\nlevel = "warning"\nformat = "json"\n'
+        + (f"[outbox]\nconcurrency = {outbox_concurrency}\n" if outbox_concurrency else ""))
+    log = (folder / "daemon.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"daemon exited: {(folder / 'daemon.log').read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("daemon did not start")
+
+
+def message(i: int) -> tuple[str, EmailMessage]:
+    subject = f"Our site is down bench-{i:06d}"
+    msg = EmailMessage()
+    msg["From"] = "Alice Tenant <alice@tenant.example>"
+    msg["To"] = "emergency@localhost"
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<bench-{i}-{os.getpid()}@tenant.example>"
+    msg.set_content("Hello, all our apps return 502 since 09:50. Users cannot reach the "
+                    "service. " * 8)
+    return subject, msg
+
+
+async def offer(port: int, rate: float, count: int, conns: int
+                ) -> tuple[dict[str, float], dict[str, float], list[str]]:
+    """Open-loop load; returns subject -> 250 time, subject -> queueing s, and errors."""
+    queue: asyncio.Queue[tuple[float, str, EmailMessage] | None] = asyncio.Queue()
+    accepted: dict[str, float] = {}
+    queued: dict[str, float] = {}
+    errors: list[str] = []
+
+    async def sender() -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30)
+        await client.connect()
+        try:
+            while (item := await queue.get()) is not None:
+                due, subject, msg = item
+                try:
+                    await client.send_message(msg)
+                except aiosmtplib.SMTPException as exc:
+                    errors.append(f"{subject}: {exc}")
+                    continue
+                accepted[subject] = time.perf_counter()
+                queued[subject] = accepted[subject] - due
+        finally:
+            await client.quit()
+
+    workers = [asyncio.create_task(sender()) for _ in range(conns)]
+    start = time.perf_counter() + 0.1
+    for i in range(count):
+        due = start + i / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        subject, msg = message(i)
+        queue.put_nowait((due, subject, msg))
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    return accepted, queued, errors
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+def line(name: str, values_ms: list[float]) -> str:
+    return (f"{name:<28} p50 {pct(values_ms, 50):8.1f}  p90 {pct(values_ms, 90):8.1f}  "
+            f"p99 {pct(values_ms, 99):8.1f}  max {max(values_ms):8.1f}  "
+            f"mean {statistics.fmean(values_ms):8.1f}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rate", type=float, default=200.0, help="messages per second offered")
+    p.add_argument("--seconds", type=float, default=10.0, help="how long to offer load")
+    p.add_argument("--conns", type=int, default=16, help="persistent SMTP sessions")
+    p.add_argument("--outbox-concurrency", type=int, default=None,
+                   help="[outbox] concurrency for the daemon (default: the daemon's default)")
+    args = p.parse_args()
+    count = int(args.rate * args.seconds)
+    with tempfile.TemporaryDirectory(prefix="intake-to-page-") as tmp, FakeThread() as fake:
+        proc, port = start_daemon(Path(tmp), fake.url, args.outbox_concurrency)
+        try:
+            accepted, queued, errors = asyncio.run(offer(port, args.rate, count, args.conns))
+            deadline = time.monotonic() + 30
+            while len(fake.arrivals) < len(accepted) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    latencies: list[float] = []
+    missing = 0
+    arrivals = {summary.rsplit(": ", 1)[-1]: at for summary, at in fake.arrivals.items()}
+    for subject, at in accepted.items():
+        if subject in arrivals:
+            latencies.append((arrivals[subject] - at) * 1000)
+        else:
+            missing += 1
+    print(f"offered {count} emergency P1 mails at {args.rate:g}/s over {args.conns} SMTP "
+          f"sessions; accepted {len(accepted)}, paged {len(latencies)}, not paged {missing}, "
+          f"send errors {len(errors)}")
+    if latencies:
+        print(line("250 -> page received (ms)", latencies))
+        print(line("due -> 250 (ms)", [q * 1000 for q in queued.values()]))
+        verdict = "met" if pct(latencies, 99) <= TARGET_P99_MS else "NOT met"
+        print(f"target p99 <= {TARGET_P99_MS:g} ms: {verdict}")
+    return 1 if missing or errors or not latencies else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

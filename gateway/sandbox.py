@@ -1,0 +1,223 @@
+"""Parsing and triage of untrusted mail in a child process, under a time budget.
+
+Owns the one place where inbound mail bytes meet CPython's `email` package and the
+rulebook. That package has quadratic and near-endless cases (tens of thousands of MIME
+parts, deep nesting, header lines with thousands of encoded words), and a thread cannot be
+stopped once it is stuck in one. So the work runs in a separate process:
+
+* One child process (started with "spawn", never "fork": the daemon has threads) holds the
+  rulebook and answers one request per batch: the batch's messages in, one `Prepared` per
+  message out (the parsed mail and its triage, or why it could not be read). The event loop
+  only waits on a pipe from a helper thread, so it never stalls, and on a host with a spare
+  CPU the parsing uses it.
+* Each batch has a deadline: `budget_s` plus `per_message_s` for each message. When the
+  child misses it, or dies (a crash, the OOM killer), it is killed and the batch is tried
+  again one message at a time, each with `budget_s` on a fresh child. A message that
+  overruns or kills the child on its own is the culprit: it comes back as unreadable
+  ("parsing took too long" / "parser crashed"), which the pipeline turns into a P4
+  ticket with the raw message kept. Every other message of the batch is processed
+  normally. So a hostile message costs at most one batch deadline plus its own budget,
+  and is never lost.
+* The child ignores SIGINT and SIGTERM (a stop of the service reaches the whole process
+  group) and exits when its pipe closes, so a stop never loses the batch in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
+from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from types import MappingProxyType
+
+import structlog
+
+from gateway.mail import ParsedMail, UnparseableMessage, parse_mail
+from gateway.pipeline import report_for
+from rules.book import Rulebook
+from rules.engine import triage
+from rules.types import Mailbox, TriageDecision
+
+log = structlog.get_logger("gateway.sandbox")
+TOO_SLOW = "parsing took too long"
+CRASHED = "the parser crashed"
+
+
+@dataclass(frozen=True)
+class MailJob:
+    """One accepted email to parse and triage."""
+
+    raw: bytes
+    mail_from: str
+    mailbox: Mailbox
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A parsed and triaged email, or the reason it could not be read (`problem`)."""
+
+    mail: ParsedMail | None = None
+    decision: TriageDecision | None = None
+    problem: str | None = None
+    bug: str | None = None  # an exception type from our own code, logged by the parent
+
+
+def prepare(job: MailJob, now: datetime, book: Rulebook) -> Prepared:
+    """Parse and triage one message (what the child runs; pure)."""
+    try:
+        mail = parse_mail(job.raw, job.mail_from)
+    except UnparseableMessage as exc:
+        return Prepared(problem=str(exc)[:200] or "unparseable")
+    try:
+        decision = triage(report_for(job.mailbox, job.mail_from, mail), now, book)
+    except Exception as exc:  # a bug must not lose the message: a ticket for a human
+        return Prepared(problem=f"processing failed: {type(exc).__name__}",
+                        bug=traceback.format_exc(limit=5))
+    return Prepared(mail, decision)
+
+
+def _portable(result: Prepared) -> Prepared:
+    # MappingProxyType does not pickle: the headers cross the pipe as a dict.
+    if result.mail is None:
+        return result
+    return replace(result, mail=replace(result.mail, headers=dict(result.mail.headers)))
+
+
+def _restored(result: Prepared) -> Prepared:
+    if result.mail is None:
+        return result
+    headers = MappingProxyType(dict(result.mail.headers))
+    return replace(result, mail=replace(result.mail, headers=headers))
+
+
+def _child_main(conn: Connection, book: Rulebook) -> None:
+    """The child's loop: a batch in, its results out, until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        try:
+            jobs, now = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send([_portable(prepare(job, now, book)) for job in jobs])
+
+
+class _Lost(Exception):
+    """The child missed its deadline or died; it has been killed."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+class ParseSandbox:
+    """Runs `prepare` in a child process with a deadline per batch (see the module doc).
+
+    Constructing it starts nothing; the child starts on first use (or `start()`), and is
+    replaced after it is killed. `close()` ends it.
+    """
+
+    def __init__(self, rulebook: Rulebook, *, budget_s: float = 5.0,
+                 per_message_s: float = 0.1) -> None:
+        self._book = rulebook
+        self._book_version = 0  # the child is replaced when this moves (a reload)
+        self._child_version = 0
+        self.budget_s = budget_s
+        self.per_message_s = per_message_s
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox")
+        self._proc: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self.restarts = 0
+
+    def replace_rulebook(self, rulebook: Rulebook) -> None:
+        """Triage with `rulebook` from the next batch on: a fresh child is started for it."""
+        self._book = rulebook
+        self._book_version += 1
+
+    async def start(self) -> None:
+        """Start the child now rather than on the first batch."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._ensure)
+
+    async def prepare_all(self, jobs: list[MailJob], now: datetime) -> list[Prepared]:
+        """Parse and triage a batch; never raises for what the messages contain."""
+        if not jobs:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._prepare_sync, jobs, now)
+
+    async def close(self) -> None:
+        """End the child and the helper thread."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._stop)
+        self._thread.shutdown(wait=True)
+
+    # -- the helper thread ------------------------------------------------------------------
+    def _prepare_sync(self, jobs: list[MailJob], now: datetime) -> list[Prepared]:
+        deadline = self.budget_s + self.per_message_s * len(jobs)
+        try:
+            return self._exchange(jobs, now, deadline)
+        except _Lost as lost:
+            if len(jobs) == 1:
+                return [Prepared(problem=lost.problem)]
+            log.warning("sandbox.batch_lost", size=len(jobs), problem=lost.problem)
+        results = []
+        for job in jobs:  # find the culprit: each message alone, with its own budget
+            try:
+                results.extend(self._exchange([job], now, self.budget_s + self.per_message_s))
+            except _Lost as lost:
+                results.append(Prepared(problem=lost.problem))
+        return results
+
+    def _exchange(self, jobs: list[MailJob], now: datetime, deadline_s: float) -> list[Prepared]:
+        conn = self._ensure()
+        try:
+            conn.send((jobs, now))
+            if not conn.poll(deadline_s):
+                self._kill(TOO_SLOW)
+                raise _Lost(TOO_SLOW)
+            results: list[Prepared] = conn.recv()
+        except (EOFError, OSError) as exc:
+            self._kill(CRASHED)
+            raise _Lost(CRASHED) from exc
+        if len(results) != len(jobs):  # cannot happen with our child; do not trust it
+            self._kill(CRASHED)
+            raise _Lost(CRASHED)
+        return [_restored(r) for r in results]
+
+    def _ensure(self) -> Connection:
+        if (self._conn is not None and self._proc is not None and self._proc.is_alive()
+                and self._child_version == self._book_version):
+            return self._conn
+        self._stop()
+        self._child_version = self._book_version
+        ctx = get_context("spawn")
+        ours, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_child_main, args=(theirs, self._book),
+                           name="gateway-parser", daemon=True)
+        proc.start()
+        theirs.close()
+        self._proc, self._conn = proc, ours
+        return ours
+
+    def _kill(self, why: str) -> None:
+        log.warning("sandbox.killed", reason=why)
+        self.restarts += 1
+        if self._proc is not None:
+            self._proc.kill()
+        self._stop()
+
+    def _stop(self) -> None:
+        conn, proc = self._conn, self._proc
+        self._conn = self._proc = None
+        if conn is not None:
+            conn.close()  # the child exits when it reads EOF
+        if proc is not None:
+            proc.join(5.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            proc.close()
