@@ -10,7 +10,6 @@ found. Mirrored messages are agent notes (never emailed to the requester) ending
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -19,17 +18,12 @@ from urllib.parse import quote
 import aiohttp
 
 from adapters.http_api import JsonApi, obj
-from gateway.ports import NewTicket, PermanentError, TicketHandle
+from gateway.ports import NewTicket, PermanentError, TicketHandle, ref_marker
 
 URGENCY = {"P1": 10, "P2": 8, "P3": 5, "P4": 2}
 STATUSES = {"solved": "resolved", "open": "awaiting_agent"}
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _MAX_PAGES = 20
 
-
-def marker(key: str) -> str:
-    """The line that identifies a mirrored note."""
-    return f"[ref: {key}]"
 
 
 class DeskproTickets:
@@ -55,7 +49,7 @@ class DeskproTickets:
         found = await self._api.call("GET", f"/api/v2/ticket_labels/{quote(ticket.key)}/tickets")
         for existing in obj(found.body, "data") or []:
             return self._handle(existing)
-        requester = ticket.requester if _EMAIL.match(ticket.requester) else self._fallback
+        requester = ticket.requester_email() or self._fallback
         body = ticket.body if requester == ticket.requester else (
             f"Reported by {ticket.requester}.\n\n{ticket.body}")
         answer = await self._api.call("POST", "/api/v2/tickets", json_body={
@@ -78,14 +72,14 @@ class DeskproTickets:
         for page in range(1, _MAX_PAGES + 1):
             answer = await self._api.call("GET", path, params={"page": str(page),
                                                                "count": "100"})
-            if any(marker(key) in str(obj(m, "message") or "")
+            if any(ref_marker(key) in str(obj(m, "message") or "")
                    for m in obj(answer.body, "data") or []):
                 return {"comment": "already there"}
             total = obj(answer.body, "meta", "pagination", "total_pages") or 1
             if page >= int(total):
                 break
         await self._api.call("POST", path, json_body={
-            "message": f"{body}\n\n{marker(key)}", "format": "text", "is_agent_note": True})
+            "message": f"{body}\n\n{ref_marker(key)}", "format": "text", "is_agent_note": True})
         return {"comment": "added"}
 
     async def update(self, external_id: str, *, status: str | None = None,

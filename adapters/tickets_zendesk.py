@@ -11,7 +11,6 @@ to reporters) and end with a `[ref: key]` line that is looked for before posting
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,16 +18,11 @@ from typing import Any
 import aiohttp
 
 from adapters.http_api import JsonApi, obj
-from gateway.ports import NewTicket, PermanentError, TicketHandle
+from gateway.ports import NewTicket, PermanentError, TicketHandle, ref_marker
 
 PRIORITIES = {"P1": "urgent", "P2": "high", "P3": "normal", "P4": "low"}
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _MAX_PAGES = 10
 
-
-def marker(key: str) -> str:
-    """The line that identifies a mirrored comment."""
-    return f"[ref: {key}]"
 
 
 class ZendeskTickets:
@@ -65,7 +59,7 @@ class ZendeskTickets:
             "priority": PRIORITIES.get(ticket.priority, "normal"),
             "tags": [*self._tags, ticket.priority.lower()],
         }
-        if _EMAIL.match(ticket.requester):
+        if ticket.requester_email():
             fields["requester"] = {"email": ticket.requester, "name": ticket.requester}
         answer = await self._api.call("POST", "/api/v2/tickets.json",
                                       json_body={"ticket": fields},
@@ -81,10 +75,10 @@ class ZendeskTickets:
     async def comment(self, external_id: str, body: str, key: str,
                       since: datetime | None) -> Mapping[str, Any]:
         """A private comment, unless the marked one is already on the ticket."""
-        if await self._has_comment(external_id, marker(key), since):
+        if await self._has_comment(external_id, ref_marker(key), since):
             return {"comment": "already there"}
         await self._api.call("PUT", f"/api/v2/tickets/{external_id}.json", json_body={
-            "ticket": {"comment": {"body": f"{body}\n\n{marker(key)}", "public": False}}})
+            "ticket": {"comment": {"body": f"{body}\n\n{ref_marker(key)}", "public": False}}})
         return {"comment": "added"}
 
     async def _has_comment(self, external_id: str, mark: str, since: datetime | None) -> bool:

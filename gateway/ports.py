@@ -7,6 +7,7 @@ at the boundary, so the outbox can decide what to do without knowing any library
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,6 +75,9 @@ class ChatSender(Protocol):
         ...
 
 
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
 @dataclass(frozen=True)
 class NewTicket:
     """A ticket to open. `key` is unique to the incident in this database: the backend
@@ -86,6 +90,15 @@ class NewTicket:
     requester: str
     priority: str  # P1..P4
     since: datetime | None = None
+
+    def requester_email(self) -> str | None:
+        """The requester as an email address a tracker will take, or None (a chat user)."""
+        return self.requester if _EMAIL.match(self.requester) else None
+
+
+def ref_marker(key: str) -> str:
+    """The line a mirrored note carries, so it is found (not repeated) after a crash."""
+    return f"[ref: {key}]"
 
 
 @dataclass(frozen=True)
