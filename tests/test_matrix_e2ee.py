@@ -125,3 +125,21 @@ async def test_undecryptable_command_gets_one_notice_and_is_not_acted_on(
         await eventually(lambda: eng.notices_with("!status"), timeout=30)
     assert len(await eng.notices_with(wanted)) == 1
     assert incident(tmp_path).status == "open"
+
+
+async def test_encrypted_room_without_encryption_is_flagged_and_noticed(
+    world: World, relay: SmtpCapture, tmp_path: Path
+) -> None:
+    """With encryption off, an encrypted incidents room makes the link report needs_e2ee, and
+    an encrypted message there gets the notice instead of vanishing."""
+    w, eng = world, world.engineer
+    config = config_for(w, tmp_path, relay.port)
+    assert config.matrix is not None
+    plain = config.model_copy(update={"matrix": config.matrix.model_copy(
+        update={"encryption": "off", "pickle_key": None})})
+    wanted = f"could not decrypt a message from {w.eng}"
+    async with connected(plain) as app:
+        assert app.matrix is not None and app.matrix.state == "needs_e2ee"
+        await eng.say(w.incidents, "!help")
+        await eventually(lambda: [e for e in bot_events(w)
+                                  if wanted in e["content"].get("body", "")], timeout=30)
