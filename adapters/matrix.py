@@ -14,7 +14,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from aiohttp import ClientError
@@ -23,16 +23,25 @@ from nio import (
     AsyncClientConfig,
     ErrorResponse,
     JoinError,
+    LocalProtocolError,
     LoginResponse,
+    MegolmEvent,
+    OlmTrustError,
+    RoomGetStateResponse,
     RoomMessagesError,
     RoomSendResponse,
+    SendRetryError,
     SyncError,
     SyncResponse,
     WhoamiResponse,
 )
 
+from adapters.matrix_undecryptable import Pending, Undecryptable, notice_for, room_is_encrypted
 from gateway import metrics
 from gateway.ports import PermanentError, TransientError
+
+if TYPE_CHECKING:
+    from adapters.matrix_crypto import MatrixCrypto
 
 log = structlog.get_logger("adapters.matrix")
 
@@ -67,7 +76,9 @@ def _filter(rooms: list[str], limit: int) -> dict[str, Any]:
         "room": {
             "rooms": rooms,
             # A large limit so a busy room is not cut short ("limited"); backfill covers the rest.
-            "timeline": {"limit": limit, "types": ["m.room.message"]},
+            # m.room.encrypted too: what we cannot read is never dropped in silence.
+            "timeline": {"limit": limit,
+                         "types": ["m.room.message", "m.room.encrypted", "m.room.encryption"]},
             "state": {"lazy_load_members": True},
             "ephemeral": {"not_types": ["*"]},
             "account_data": {"not_types": ["*"]},
@@ -91,6 +102,8 @@ class MatrixLink:
         device_name: str = "chatops-gateway",
         sync_timeout_s: float = 30.0,
         backoff_max_s: float = 30.0,
+        crypto: MatrixCrypto | None = None,
+        undecryptable_wait_s: float = 30.0,
     ) -> None:
         self.state = "starting"
         self._homeserver, self._user_id = homeserver, user_id
@@ -102,6 +115,10 @@ class MatrixLink:
         self._sync_timeout_s = sync_timeout_s
         self._backoff_max_s = backoff_max_s
         self._client: AsyncClient | None = None
+        self._crypto = crypto
+        self._undecryptable = Undecryptable(store, undecryptable_wait_s)
+        self.encrypted_rooms: list[str] = []
+        self._blind_rooms: list[str] = []
         self.connected = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -114,9 +131,14 @@ class MatrixLink:
     def _new_client(self) -> AsyncClient:
         # nio must not retry on its own: 429s and timeouts come back to our loop, which backs
         # off with a cap and keeps the state visible.
-        config = AsyncClientConfig(max_limit_exceeded=0, max_timeouts=0,
-                                   request_timeout=self._sync_timeout_s + 30,
-                                   store_sync_tokens=False, encryption_enabled=False)
+        settings: dict[str, Any] = {"max_limit_exceeded": 0, "max_timeouts": 0,
+                                    "request_timeout": self._sync_timeout_s + 30,
+                                    "store_sync_tokens": False}
+        if self._crypto is not None:
+            return AsyncClient(self._homeserver, self._user_id,
+                               store_path=str(self._crypto.store_dir),
+                               config=self._crypto.client_config(**settings))
+        config = AsyncClientConfig(**settings, encryption_enabled=False)
         return AsyncClient(self._homeserver, self._user_id, config=config)
 
     async def close(self) -> None:
@@ -129,13 +151,17 @@ class MatrixLink:
     async def _login(self, client: AsyncClient, *, fresh: bool = False) -> None:
         token = self._token or (None if fresh else await self._kv.kv_get("matrix.access_token"))
         device = self._device_id or await self._kv.kv_get("matrix.device_id")
+        if device and self._crypto and not self._crypto.has_store(self._user_id, device):
+            device, token = self._lost_keys(device)
         if token:
-            client.restore_login(self._user_id, device or "", token)
+            client.access_token = token  # whoami first: the crypto store is keyed by device
             who = await client.whoami()
             if isinstance(who, WhoamiResponse):
-                if who.device_id and not device:
-                    client.device_id = who.device_id
+                device = device or who.device_id
+                if who.device_id and not await self._kv.kv_get("matrix.device_id"):
                     await self._kv.kv_set("matrix.device_id", who.device_id)
+                self._prepare_store(device)
+                client.restore_login(self._user_id, device or "", token)
                 return
             if who.status_code not in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
                 raise _classify(who)
@@ -145,6 +171,7 @@ class MatrixLink:
             raise BadCredentials("no usable access token and no password")
         if device:
             client.device_id = device  # nio logs in as this device when set
+        self._prepare_store(device)
         resp = await client.login(self._password, device_name=self._device_name)
         if not isinstance(resp, LoginResponse):
             if resp.status_code in ("M_FORBIDDEN", "M_USER_DEACTIVATED", "M_INVALID_USERNAME"):
@@ -154,6 +181,21 @@ class MatrixLink:
         # de-duplicated by the homeserver for the same access token.
         await self._kv.kv_set("matrix.device_id", resp.device_id)
         await self._kv.kv_set("matrix.access_token", resp.access_token)
+        self._prepare_store(resp.device_id)
+
+    def _prepare_store(self, device: str | None) -> None:
+        if self._crypto is not None:
+            self._crypto.prepare_dir()
+            if device:
+                self._crypto.prepare(self._user_id, device)
+
+    def _lost_keys(self, device: str) -> tuple[None, None]:
+        # The device's keys are gone: reusing its id would clash with the keys the homeserver
+        # holds for it. Log in as a new device (docs/matrix-e2ee.md, "Restore").
+        log.error("matrix.e2ee.store_missing", device_id=device)
+        if self._device_id:
+            raise BadCredentials("the configured device_id has no crypto store")
+        return None, None
 
     async def _join(self, client: AsyncClient) -> None:
         for room in self._rooms:
@@ -206,6 +248,7 @@ class MatrixLink:
         client = self._client
         await self._login(client, fresh=fresh_login)
         await self._join(client)
+        await self._check_encryption(client)
         since = await self._kv.kv_get("matrix.next_batch")
         if since is None:
             # First start: skip history, begin from now.
@@ -214,19 +257,78 @@ class MatrixLink:
             await self._kv.kv_set("matrix.next_batch", since)
         # Logged in, joined, and reading from `since` on: whatever is said in the rooms from
         # now is seen, and sends may go without waiting for a long-poll to return.
-        self.state = "connected"
+        self.state = self._up_state()
         self.connected.set()
         while True:
             resp = self._checked(await client.sync(
                 timeout=int(self._sync_timeout_s * 1000), since=since,
                 sync_filter=_filter(self._rooms, 500)))
-            self.state = "connected"
+            self.state = self._up_state()
             self.connected.set()
+            if self._crypto is not None:
+                await self._crypto.key_traffic(client)
             events = await self._events(client, resp)
             if events and self._deliver is not None:
                 await self._deliver(events)
             since = resp.next_batch
             await self._kv.kv_set("matrix.next_batch", since)
+            await self._retry_undecrypted(client)
+
+    def _up_state(self) -> str:
+        # Encrypted rooms without encryption: connected but blind there, and health says so.
+        return "needs_e2ee" if self._blind_rooms else "connected"
+
+    async def _check_encryption(self, client: AsyncClient) -> None:
+        if self._crypto is not None:
+            self.encrypted_rooms = await self._crypto.load_rooms(client, self._rooms)
+            await self._crypto.key_traffic(client)
+            return
+        self.encrypted_rooms = []
+        for room_id in self._rooms:
+            resp = await client.room_get_state(room_id)
+            if isinstance(resp, RoomGetStateResponse) and room_is_encrypted(resp.events):
+                self.encrypted_rooms.append(room_id)
+                log.error("matrix.encrypted_room_without_e2ee", room_id=room_id)
+        self._blind_rooms = list(self.encrypted_rooms)
+
+    async def _undecrypted(self, client: AsyncClient, room_id: str,
+                           source: dict[str, Any]) -> None:
+        if not await self._undecryptable.add(room_id, source):
+            return
+        if self._crypto is None:
+            if room_id not in self._blind_rooms:  # encryption was turned on since we started
+                self._blind_rooms.append(room_id)
+                self.state = self._up_state()
+            return
+        event = MegolmEvent.from_dict(source)
+        if isinstance(event, MegolmEvent):
+            event.room_id = room_id
+            await self._crypto.request_key(client, event)
+
+    async def _retry_undecrypted(self, client: AsyncClient) -> None:
+        """Deliver what decrypts now; post the notice for what is still unreadable after the
+        wait. Never guessed at: an unreadable command is not acted on."""
+        for item in await self._undecryptable.waiting():
+            plain = (self._crypto.try_decrypt(client, item.source, item.room_id)
+                     if self._crypto is not None else None)
+            if plain is not None and plain.get("type") == "m.room.message":
+                await self._late(client, item, plain)
+            elif self._undecryptable.overdue(item):
+                content, txn_id = notice_for(item)
+                try:
+                    await self.send(item.room_id, content, txn_id)
+                except (TransientError, PermanentError) as exc:
+                    log.warning("matrix.undecryptable_notice_failed", room_id=item.room_id,
+                                error=str(exc))
+                    continue
+                await self._undecryptable.settle(item, "noticed")
+
+    async def _late(self, client: AsyncClient, item: Pending, plain: dict[str, Any]) -> None:
+        room = client.rooms.get(item.room_id)
+        power = room.power_levels.get_user_level(str(plain.get("sender", ""))) if room else 0
+        if self._deliver is not None:
+            await self._deliver([RoomEvent(item.room_id, plain, int(power))])
+        await self._undecryptable.settle(item, "decrypted")
 
     def _checked(self, resp: object) -> SyncResponse:
         if isinstance(resp, SyncResponse):
@@ -244,6 +346,9 @@ class MatrixLink:
                 sources = await self._backfill(client, room_id, info.timeline.prev_batch) + sources
             room = client.rooms.get(room_id)
             for source in sources:
+                if source.get("type") == "m.room.encrypted":
+                    await self._undecrypted(client, room_id, source)
+                    continue
                 if source.get("type") != "m.room.message":
                     continue
                 sender = str(source.get("sender", ""))
@@ -277,12 +382,20 @@ class MatrixLink:
             # Not logged in, or our rooms not joined yet: the outbox tries again shortly.
             raise TransientError("not connected to the homeserver yet", 1.0)
         try:
+            # With encryption on, keys go only to devices the trust policy verified; a device
+            # not yet decided on fails this send, and the next sync decides on it.
             resp = await asyncio.wait_for(
                 client.room_send(room_id, "m.room.message", dict(content), tx_id=txn_id,
-                                 ignore_unverified_devices=True),
+                                 ignore_unverified_devices=self._crypto is None),
                 self._sync_timeout_s + 30)
         except (ClientError, TimeoutError, OSError) as exc:
             raise TransientError(f"homeserver unreachable ({type(exc).__name__})") from None
+        except (LocalProtocolError, SendRetryError, OlmTrustError) as exc:
+            # A device not decided on yet (OlmUnverifiedDeviceError: decide now, the retry
+            # goes through), or a room whose state has not arrived.
+            if self._crypto is not None:
+                self._crypto.apply_trust(client)
+            raise TransientError(f"cannot encrypt yet ({type(exc).__name__})") from None
         if isinstance(resp, RoomSendResponse):
             return {"event_id": resp.event_id}
         assert isinstance(resp, ErrorResponse)

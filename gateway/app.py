@@ -34,6 +34,7 @@ from gateway.config import Config
 from gateway.deadletter import alert_in
 from gateway.dkim_check import dkim_verifier
 from gateway.domain import Plan
+from gateway.e2ee import PinnedDevice
 from gateway.egress import LocalPager, make_handlers
 from gateway.external import HandlerFactory, mirror_handlers, mirror_settings, security_rooms
 from gateway.intake import ChatIntake, MailIntake
@@ -55,6 +56,7 @@ from rules.types import Mailbox, Priority
 
 if TYPE_CHECKING:  # matrix-nio takes a third of the start-up: imported only when configured
     from adapters.matrix import MatrixLink, RoomEvent
+    from adapters.matrix_crypto import MatrixCrypto
 
 log = structlog.get_logger("gateway.app")
 
@@ -380,8 +382,22 @@ class App:
             access_token=read(m.access_token) if m.access_token else None,
             password=read(m.password) if m.password else None, device_id=m.device_id,
             device_name=m.device_name, sync_timeout_s=m.sync_timeout_s,
-            backoff_max_s=m.backoff_max_s,
+            backoff_max_s=m.backoff_max_s, crypto=self._matrix_crypto(),
+            undecryptable_wait_s=m.undecryptable_wait_s,
         )
+
+    def _matrix_crypto(self) -> MatrixCrypto | None:
+        """End-to-end encryption for the Matrix link, when configured (docs/matrix-e2ee.md)."""
+        m = self.config.matrix
+        if m is None or m.encryption != "on" or m.pickle_key is None:
+            return None
+        from adapters.matrix_crypto import MatrixCrypto  # noqa: PLC0415  (see TYPE_CHECKING)
+
+        return MatrixCrypto(
+            store_dir=self.config.state_dir() / "matrix-crypto",
+            pickle_key=self.config.read_secret(m.pickle_key), trust=m.trust,
+            engineers=m.engineers,
+            pinned=[PinnedDevice(d.user, d.device, d.ed25519) for d in m.trusted_devices])
 
     def _imap(self, store: Store, intake: MailIntake) -> list[ImapIntake]:
         return [

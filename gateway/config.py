@@ -173,6 +173,14 @@ class ReportRoomConfig(_Model):
     mailbox: Literal["emergency", "support"] = "support"
 
 
+class PinnedDeviceConfig(_Model):
+    """A device whose fingerprint an operator checked (Element: Settings → Sessions)."""
+
+    user: Annotated[str, Field(pattern=_USER_ID)]
+    device: Annotated[str, Field(min_length=1, max_length=255)]
+    ed25519: Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]{43}$")]
+
+
 class MatrixConfig(_Model):
     """The Matrix bot account and the rooms it works in (rooms by ID, never by invitation)."""
 
@@ -188,11 +196,20 @@ class MatrixConfig(_Model):
     min_power_level: int | None = None
     sync_timeout_s: float = Field(default=30.0, gt=0, le=300)
     backoff_max_s: float = Field(default=30.0, gt=0)
+    # End-to-end encryption (docs/matrix-e2ee.md)
+    encryption: Literal["off", "on"] = "off"
+    pickle_key: Secret | None = None  # encrypts the crypto store; required with encryption
+    trust: Literal["tofu-engineers", "verified-only"] = "tofu-engineers"
+    trusted_devices: list[PinnedDeviceConfig] = []
+    undecryptable_wait_s: float = Field(default=30.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _sane(self) -> MatrixConfig:
         if self.access_token is None and self.password is None:
             raise ValueError("give 'access_token' or 'password'")
+        if self.encryption == "on" and self.pickle_key is None:
+            raise ValueError("'encryption = \"on\"' needs 'pickle_key' (a secret file): "
+                             "the crypto store is never pickled with a default key")
         if not self.engineers and self.min_power_level is None:
             raise ValueError("nobody could run commands: set 'engineers' or 'min_power_level'")
         rooms = [self.incidents_room, *(r.room for r in self.report_rooms)]
@@ -575,7 +592,7 @@ def _secrets(config: Config) -> list[tuple[str, Secret]]:
     if config.threading.key is not None:
         found.append(("threading.key", config.threading.key))
     if config.matrix is not None:
-        for name in ("access_token", "password"):
+        for name in ("access_token", "password", "pickle_key"):
             secret = getattr(config.matrix, name)
             if secret is not None:
                 found.append((f"matrix.{name}", secret))
@@ -612,7 +629,7 @@ def _check_secret_files(config: Config) -> list[str]:
             continue
         if not value:
             errors.append(f"{path}: the secret is empty")
-        elif path == "threading.key" and len(value.encode()) < 16:
+        elif path in ("threading.key", "matrix.pickle_key") and len(value.encode()) < 16:
             errors.append(f"{path}: too short (at least 16 bytes)")
     return errors
 

@@ -13,9 +13,10 @@ from typing import Any
 
 from gateway.db import QueueStats
 
-# States a component may report; "starting" holds READY back, "bad_credentials" is unhealthy.
+# States a component may report; "starting" holds READY back, "bad_credentials" is unhealthy,
+# and so is "needs_e2ee" (the bot is in an encrypted room it cannot read).
 STARTING = "starting"
-BAD_STATES = frozenset({"bad_credentials", "failed"})
+BAD_STATES = frozenset({"bad_credentials", "failed", "needs_e2ee"})
 _EGRESS_KINDS = {"pager": ("page.trigger", "page.acknowledge", "page.resolve"),
                  "mail": ("mail.send",), "chat": ("chat.announce", "chat.send")}
 

@@ -83,6 +83,8 @@ RECONNECTS = REGISTRY.counter("chatops_reconnects_total",
                               "Connection retries after a failure, by component.", ["component"])
 RELOADS = REGISTRY.counter("chatops_reloads_total",
                            "Configuration reloads, by result (ok or rejected).", ["result"])
+UNDECRYPTABLE = REGISTRY.counter("chatops_matrix_undecryptable_total",
+                                 "Encrypted Matrix events the bot could not decrypt on arrival.")
 
 _PAGE_ACTIONS = {OutboxKind.PAGE_TRIGGER: "trigger", OutboxKind.PAGE_ACKNOWLEDGE: "acknowledge",
                  OutboxKind.PAGE_RESOLVE: "resolve"}
