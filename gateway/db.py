@@ -34,6 +34,7 @@ from gateway.domain import (
     dumps,
     incident_ref,
 )
+from gateway.replies import delivered_text
 from rules.types import Mailbox, Period, Priority
 
 _COLUMNS = ("id, title, priority, status, mailbox, created_at, rule, reasons, period, respond_by,"
@@ -515,7 +516,7 @@ def _record_effect(
              dumps(result)),
         )
     elif entry.kind is OutboxKind.MAIL_SEND:
-        text = f"{str(p.get('purpose', 'reply')).capitalize()} emailed to {p['rcpt_to']}"
+        text = delivered_text(str(p.get("purpose", "reply")), p["rcpt_to"], result)
         add_timeline(conn, iid, TimelineEvent(now, "replied", "gateway", text))
     elif entry.kind is OutboxKind.CHAT_ANNOUNCE:
         event_id = str(result["event_id"])

@@ -13,7 +13,7 @@ from dataclasses import replace
 from functools import partial
 
 from gateway.chat import ChatMessage
-from gateway.commands import Command, CommandEnv, authorised, plan_command
+from gateway.commands import Command, CommandEnv, authorised, plan_command, usage_of
 from gateway.domain import (
     Incident,
     OutboxKind,
@@ -29,7 +29,8 @@ from gateway.replies import local_time
 
 PUBLIC_FLAG = "--public"
 STATUSPAGE_NAME = "Possible issue being investigated"
-STATUSPAGE_USAGE = "!statuspage open <component…> <message>"
+STATUSPAGE_USAGE = usage_of("statuspage")
+NAMES = frozenset({"security", "statuspage"})  # the commands planned here
 Planner = Callable[[PlanContext], Plan]
 
 

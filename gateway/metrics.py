@@ -3,8 +3,7 @@
 Counters live in one process-wide registry, incremented with one call where things happen
 (intake accepts and rejects, triage outcomes, deliveries, reconnects). Gauges that describe
 stored state (outbox depth and age) are not kept here: they are read from the store when
-scraped and passed to `render`. Names are stable; the SLA counters stay at zero until the
-reminders feature counts into them.
+scraped and passed to `render`. Names are stable.
 """
 
 from __future__ import annotations
@@ -76,9 +75,11 @@ DELIVERY_FAILURES = REGISTRY.counter("chatops_outbox_failures_total",
                                      "Failed delivery attempts, by kind and result "
                                      "(retry or dead).", ["kind", "result"])
 SLA_REMINDERS = REGISTRY.counter("chatops_sla_reminders_total",
-                                 "Reminders sent before a respond-by or update-by time.")
+                                 "SLA reminders fired (warnings, overdue notices, escalations, "
+                                 "handover reminders, digests), by kind.", ["kind"])
 SLA_BREACHES = REGISTRY.counter("chatops_sla_breaches_total",
-                                "Respond-by or update-by times that passed unmet.")
+                                "Respond-by (respond) or update-by (update) times that passed "
+                                "unmet.", ["kind"])
 RECONNECTS = REGISTRY.counter("chatops_reconnects_total",
                               "Connection retries after a failure, by component.", ["component"])
 RELOADS = REGISTRY.counter("chatops_reloads_total",
@@ -116,6 +117,18 @@ def triaged(plans: Iterable[Plan]) -> None:
     """Count a processed batch's outcomes."""
     for plan in plans:
         TRIAGED.inc(outcome=outcome_of(plan))
+
+
+_BREACHES = {"respond.overdue": "respond", "update.overdue": "update"}
+
+
+def sla_fired(kinds: Iterable[str]) -> None:
+    """Count SLA items the store has just recorded as fired (each is recorded once, so a
+    scheduler pass that finds nothing new counts nothing). Escalation steps share one label."""
+    for kind in kinds:
+        SLA_REMINDERS.inc(kind="escalate" if kind.startswith("escalate.") else kind)
+        if kind in _BREACHES:
+            SLA_BREACHES.inc(kind=_BREACHES[kind])
 
 
 def _escape(value: str) -> str:

@@ -14,12 +14,13 @@ is not ASCII (`email.header.Header`), display names quoted or encoded by
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import charset as _charset
 from email.header import Header
 from email.utils import format_datetime, formataddr
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.tokens import ThreadSigner
@@ -153,6 +154,15 @@ def _body(text: str) -> tuple[str, bytes]:
     encoded.body_encoding = _charset.QP
     return "quoted-printable", (encoded.body_encode("\n".join(lines) + "\n") or "").replace(
         "\n", "\r\n").encode("ascii")
+
+
+def delivered_text(purpose: str, rcpt_to: str, result: Mapping[str, Any]) -> str:
+    """The timeline line for a delivered reply, true to how it left: handed to the relay, or
+    (folder mode, where the mail sender returns the file's `path`) only written as a file."""
+    if "path" in result:
+        return (f"{purpose.capitalize()} to {rcpt_to} written to the outgoing-mail folder "
+                "(not sent by the gateway)")
+    return f"{purpose.capitalize()} emailed to {rcpt_to}"
 
 
 def ack_subject(ref: str, subject: str) -> str:

@@ -15,6 +15,7 @@ from functools import partial
 
 import structlog
 
+from gateway import metrics
 from gateway.sla import Due, SlaSettings, due_now, next_due
 from gateway.store import Store
 from gateway.worker import Clock, utcnow
@@ -89,6 +90,7 @@ class Scheduler:
         plan = partial(due_now, now=at, book=self._book, settings=self._settings)
         wake = partial(next_due, now=at, book=self._book, settings=self._settings)
         fired, next_at = await self._store.fire_reminders(plan, wake, at)
+        metrics.sla_fired(due.kind for due in fired)
         for due in fired:
             # The text (which may quote a tenant's title) is on the timeline, not in the log.
             log.info("sla.fired", subject=due.subject, kind=due.kind,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from adapters.imap_intake import ImapIntake
 from gateway.app import App
@@ -62,6 +63,10 @@ async def deliver(dv: Dovecot, raw: bytes) -> None:
 
 async def unseen(dv: Dovecot, folder: str = "INBOX") -> list[int]:
     return await asyncio.to_thread(dv.uids, "gw", "UNSEEN", folder)
+
+
+async def inbox_folder_empty(dv: Dovecot) -> bool:
+    return await asyncio.to_thread(dv.uids, "gw", "ALL") == []
 
 
 def box_of(app: App) -> ImapIntake:
@@ -233,6 +238,49 @@ async def test_processed_folder_receives_processed_mail(tmp_path: Path, dovecot:
         await eventually(lambda: processed(tmp_path, 1))
     assert await asyncio.to_thread(dovecot.uids, "gw", "ALL") == []
     assert len(await asyncio.to_thread(dovecot.uids, "gw", "ALL", '"Gateway Done"')) == 1
+
+
+async def test_server_without_idle_is_polled(tmp_path: Path, dovecot: Dovecot) -> None:
+    """A server that does not offer IDLE is polled every `poll_interval_s`: mail delivered
+    while the intake waits is processed, and IDLE is never sent."""
+    await asyncio.to_thread(dovecot.without_capabilities, "IDLE")
+    config = imap_config(tmp_path, dovecot, poll_interval_s=0.2)
+
+    async def done_without_idling(n: int) -> bool:
+        assert not await idling(box), "IDLE sent to a server without IDLE"
+        return processed(tmp_path, n)
+
+    with capture_logs() as logs:
+        async with running(config, clock=ticking(IN_HOURS)) as app:
+            box = box_of(app)
+            await eventually(lambda: box.state == "connected")
+            for i in range(2):
+                await deliver(dovecot, email_bytes(subject=f"polled {i}",
+                                                   sender=f"p{i}@tenant.example"))
+                await eventually(lambda i=i: done_without_idling(i + 1))
+    [connected] = [e for e in logs if e["event"] == "imap.connected"]
+    assert connected["idle"] is False
+    assert await unseen(dovecot) == []
+    assert incident_count(tmp_path) == 2
+
+
+async def test_processed_folder_without_move_copies_flags_and_expunges(
+        tmp_path: Path, dovecot: Dovecot) -> None:
+    """Without MOVE, processed mail is copied to `processed_folder`, flagged \\Deleted and
+    expunged by UID (UIDPLUS): the folder ends empty, the copy is whole and not deleted."""
+    await asyncio.to_thread(dovecot.without_capabilities, "MOVE")
+    config = imap_config(tmp_path, dovecot, processed_folder="Gateway Done")
+    async with running(config, clock=ticking(IN_HOURS)) as app:
+        box = box_of(app)
+        await eventually(lambda: idling(box))
+        assert box._client is not None and not box._client.has_capability("MOVE")
+        await deliver(dovecot, email_bytes(message_id="<nomove-1@tenant.example>"))
+        await eventually(lambda: processed(tmp_path, 1))
+        await eventually(lambda: inbox_folder_empty(dovecot))
+    done = '"Gateway Done"'
+    assert len(await asyncio.to_thread(dovecot.uids, "gw", "UNDELETED", done)) == 1
+    assert await asyncio.to_thread(dovecot.uids, "gw", "DELETED", done) == []
+    assert incident_count(tmp_path) == 1
 
 
 @pytest.mark.parametrize("tls", ["implicit", "starttls"])

@@ -4,9 +4,10 @@ security contacts and the status page, and what is refused."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
-from gateway import mirror
-from gateway.commands import parse_command
+from gateway import escalation, mirror
+from gateway.commands import COMMANDS, HELP, handled, parse_command
 from gateway.domain import Channel, NewIncident, OutboxKind, Plan, PlanContext, Reporter
 from gateway.escalation import command_planner
 from gateway.mirror import MirrorSettings, SecurityContacts, StatuspageSettings
@@ -114,3 +115,19 @@ def test_public_update_goes_to_the_status_page_without_the_flag() -> None:
     assert spec.payload["body"] == "Fix deployed"
     assert not any("--public" in str(s.payload.get("data", s.payload.get("body", "")))
                    for s in p.outbox if s.kind is not OutboxKind.STATUSPAGE_UPDATE)
+
+
+def test_help_lists_every_command_the_parser_accepts() -> None:
+    """!help is made from the one command table; the table names exactly the commands that
+    are planned, every line of it is accepted as written, and the README names them all."""
+    assert {doc.name for doc in COMMANDS} == handled() | escalation.NAMES
+    assert answers(plan("!help")) == [HELP]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for doc in COMMANDS:
+        assert f"{doc.usage} — {doc.effect}" in HELP
+        assert f"`!{doc.name}" in readme, doc.name
+        answered = answers(plan(doc.usage.replace("<component…>", "api")))
+        assert not any(a.startswith("Unknown command") for a in answered), doc.usage
+    assert "--public" in HELP and "--public" in readme
+    assert OutboxKind.STATUSPAGE_UPDATE in kinds(plan("!update --public Back to normal"))
+    assert answers(plan("!frobnicate")) == ["Unknown command !frobnicate. Try !help."]

@@ -68,6 +68,8 @@ class Dovecot:
         self.port = free_port()
         self.tls_port = free_port()
         self.passwords: dict[str, str] = {}
+        # An explicit CAPABILITY list (Dovecot's `imap_capability`), to play an older server.
+        self.capabilities: list[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._out: IO[bytes] | None = None
 
@@ -96,6 +98,8 @@ class Dovecot:
         for key, value in (("{DIR}", str(self.base)), ("{PORT}", str(self.port)),
                            ("{TLS_PORT}", str(self.tls_port))):
             text = text.replace(key, value)
+        if self.capabilities is not None:
+            text += f"imap_capability = {' '.join(self.capabilities)}\n"
         self.config.write_text(text)
         self._write_users()
 
@@ -156,6 +160,23 @@ class Dovecot:
         if self._out is not None:
             self._out.close()
             self._out = None
+
+    def capability(self, user: str = "gw") -> list[str]:
+        """The CAPABILITY list a logged-in client sees (blocking: call it in a thread)."""
+        client = self._imap(user)
+        try:
+            typ, data = client.capability()
+            assert typ == "OK", typ
+            return data[0].decode().split()
+        finally:
+            client.logout()
+
+    def without_capabilities(self, *names: str) -> None:
+        """Restart as a server that does not offer `names` (e.g. IDLE, MOVE): Dovecot is told
+        the whole list explicitly, its own defaults less these."""
+        offered = self.capability()
+        self.capabilities = [c for c in offered if c.upper() not in {n.upper() for n in names}]
+        self.restart()
 
     def restart(self) -> None:
         """Stop and start again on the same ports and mail."""
