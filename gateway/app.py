@@ -251,7 +251,7 @@ class App:
         def planned(plans: Sequence[Plan]) -> None:
             if any(plan.outbox for plan in plans):
                 outbox.wake()
-            scheduler.wake()  # an incident may have changed: its clocks may have moved
+            scheduler.changed()  # an incident may have changed: its clocks may have moved
 
         worker = InboxWorker(store, self.rulebook, settings, planned, self.clock,
                              mirror=mirror_settings(cfg, self.rulebook))

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from gateway.db import apply_plan, list_incidents, transaction, ts
+from gateway.db import apply_plan, open_incidents, transaction, ts
 from gateway.domain import Incident
 from gateway.sla import Due
 
@@ -24,9 +24,13 @@ Waker = Callable[[Sequence[Incident]], datetime | None]
 def fire_due(conn: sqlite3.Connection, plan: Planner, wake: Waker, now: datetime
              ) -> tuple[list[Due], datetime | None]:
     """Fire what is due in one transaction; returns what fired and when to look again."""
+    # Most rounds find nothing due: they read, and write nothing (no write transaction).
+    incidents = open_incidents(conn)
+    if not plan(incidents):
+        return [], wake(incidents)
     fired = []
     with transaction(conn):
-        for due in plan(list_incidents(conn, open_only=True)):
+        for due in plan(open_incidents(conn)):
             cur = conn.execute(
                 "INSERT OR IGNORE INTO reminders (subject, incident_id, kind, due_at, fired_at)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -35,7 +39,7 @@ def fire_due(conn: sqlite3.Connection, plan: Planner, wake: Waker, now: datetime
             if cur.rowcount:
                 apply_plan(conn, due.plan, now)
                 fired.append(due)
-    return fired, wake(list_incidents(conn, open_only=True))
+    return fired, wake(open_incidents(conn))
 
 
 def fired_for(conn: sqlite3.Connection, incident_id: int) -> list[tuple[str, datetime, datetime]]:

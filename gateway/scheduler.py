@@ -35,6 +35,7 @@ class Scheduler:
         clock: Clock = utcnow,
         max_sleep_s: float = 60.0,
         retry_delay_s: float = 5.0,
+        min_gap_s: float = 1.0,
     ) -> None:
         self._store = store
         self._book = rulebook
@@ -43,30 +44,42 @@ class Scheduler:
         self._clock = clock
         self._max_sleep_s = max_sleep_s
         self._retry_delay_s = retry_delay_s
-        self._wake = asyncio.Event()
+        self._min_gap_s = min_gap_s
+        self._wake = asyncio.Event()  # look again (after the gap, if only incidents changed)
+        self._now = asyncio.Event()  # look again now
         self._stopping = False
-
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
         """Use `rulebook` (a reload) from the next pass on."""
         self._book = rulebook
         self.wake()
+
     def wake(self) -> None:
-        """Incidents changed (or the clock was moved): look again now."""
+        """The clock was moved or the rules changed: look again now."""
+        self._now.set()
+        self._wake.set()
+
+    def changed(self) -> None:
+        """Incidents changed (after every processed batch): look again, but at most once
+        per `min_gap_s`, so a storm of reports does not make every batch re-read every open
+        incident. Due times are minutes apart; a second's delay changes nothing."""
         self._wake.set()
 
     def stop(self) -> None:
         """Return from run() after the round in flight."""
         self._stopping = True
-        self._wake.set()
+        self.wake()
 
     async def run(self) -> None:
         """Fire due items until stopped, sleeping until the next is due or a wake-up.
 
         The sleep is capped (`max_sleep_s`) so a wall clock that jumps (suspend, NTP) is
         noticed soon enough."""
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             self._wake.clear()
+            self._now.clear()
+            started = loop.time()
             try:
                 _, next_at = await self.fire()
                 wait_s = self._max_sleep_s if next_at is None else (
@@ -82,6 +95,17 @@ class Scheduler:
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+            await self._coalesce(started + self._min_gap_s - loop.time())
+
+    async def _coalesce(self, gap_s: float) -> None:
+        # Woken only by `changed()` soon after the last round: wait out the gap (an urgent
+        # wake-up or a stop ends it).
+        if gap_s > 0 and not self._now.is_set():
+            try:
+                async with asyncio.timeout(gap_s):
+                    await self._now.wait()
+            except TimeoutError:
+                pass
 
     async def fire(self, now: datetime | None = None) -> tuple[list[Due], datetime | None]:
         """One round: fire everything due at `now`; returns what fired and the next due time."""
