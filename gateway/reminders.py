@@ -28,6 +28,7 @@ def fire_due(conn: sqlite3.Connection, plan: Planner, wake: Waker, now: datetime
     incidents = open_incidents(conn)
     if not plan(incidents):
         return [], wake(incidents)
+    del incidents  # read again inside the transaction; do not hold two copies
     fired = []
     with transaction(conn):
         for due in plan(open_incidents(conn)):
