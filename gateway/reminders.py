@@ -10,7 +10,8 @@ once on the first round after start.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 
 from gateway.db import apply_plan, open_incidents, transaction, ts
@@ -24,11 +25,6 @@ Waker = Callable[[Sequence[Incident]], datetime | None]
 def fire_due(conn: sqlite3.Connection, plan: Planner, wake: Waker, now: datetime
              ) -> tuple[list[Due], datetime | None]:
     """Fire what is due in one transaction; returns what fired and when to look again."""
-    # Most rounds find nothing due: they read, and write nothing (no write transaction).
-    incidents = open_incidents(conn)
-    if not plan(incidents):
-        return [], wake(incidents)
-    del incidents  # read again inside the transaction; do not hold two copies
     fired = []
     with transaction(conn):
         for due in plan(open_incidents(conn)):
@@ -41,6 +37,23 @@ def fire_due(conn: sqlite3.Connection, plan: Planner, wake: Waker, now: datetime
                 apply_plan(conn, due.plan, now)
                 fired.append(due)
     return fired, wake(open_incidents(conn))
+
+
+def snapshot(conn: sqlite3.Connection) -> tuple[list[Incident], set[tuple[str, str, str]]]:
+    """The open incidents and the keys of the items already fired (one read transaction)."""
+    with read_transaction(conn):
+        keys = set(conn.execute("SELECT subject, kind, due_at FROM reminders").fetchall())
+        return open_incidents(conn), keys
+
+
+@contextmanager
+def read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN (deferred: no write lock) … COMMIT, so both reads see the same state."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
 
 
 def fired_for(conn: sqlite3.Connection, incident_id: int) -> list[tuple[str, datetime, datetime]]:

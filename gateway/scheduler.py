@@ -9,12 +9,16 @@ The clock is injected, so tests move time instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
 
 import structlog
 
+from gateway.db import ts
+from gateway.domain import Incident
+from gateway.reminders import Planner, Waker
 from gateway.sla import Due, SlaSettings, due_now, next_due
 from gateway.store import Store
 from gateway.worker import Clock, utcnow
@@ -48,6 +52,7 @@ class Scheduler:
         self._wake = asyncio.Event()  # look again (after the gap, if only incidents changed)
         self._now = asyncio.Event()  # look again now
         self._stopping = False
+        self.last_round_s = 0.0  # how long the last round took (spaces out `changed()`)
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
         """Use `rulebook` (a reload) from the next pass on."""
@@ -61,8 +66,9 @@ class Scheduler:
 
     def changed(self) -> None:
         """Incidents changed (after every processed batch): look again, but at most once
-        per `min_gap_s`, so a storm of reports does not make every batch re-read every open
-        incident. Due times are minutes apart; a second's delay changes nothing."""
+        per `min_gap_s` (or ten times the last round's duration, if longer), so a storm of
+        reports does not make every batch re-read and re-plan every open incident. Due times
+        are minutes apart; a few seconds' delay changes nothing."""
         self._wake.set()
 
     def stop(self) -> None:
@@ -95,7 +101,10 @@ class Scheduler:
                         await self._wake.wait()
                 except TimeoutError:
                     pass
-            await self._coalesce(started + self._min_gap_s - loop.time())
+            # Rounds for changes are spaced by at least ten times what a round costs, so a
+            # store with many open incidents is not planned over continuously.
+            gap_s = max(self._min_gap_s, 10 * self.last_round_s)
+            await self._coalesce(started + gap_s - loop.time())
 
     async def _coalesce(self, gap_s: float) -> None:
         # Woken only by `changed()` soon after the last round: wait out the gap (an urgent
@@ -112,7 +121,17 @@ class Scheduler:
         at = now or self._clock()
         plan = partial(due_now, now=at, book=self._book, settings=self._settings)
         wake = partial(next_due, now=at, book=self._book, settings=self._settings)
+        # Most rounds find nothing due. Planning over every open incident is CPU work: do it
+        # on a snapshot, off the store's thread (which intake's commits need), and open a
+        # write transaction (which plans again, on what it reads) only when something is due.
+        started = time.monotonic()
+        anything_due, next_at = await asyncio.to_thread(
+            _look, plan, wake, *await self._store.sla_snapshot())
+        if not anything_due:
+            self.last_round_s = time.monotonic() - started
+            return [], next_at
         fired, next_at = await self._store.fire_reminders(plan, wake, at)
+        self.last_round_s = time.monotonic() - started
         for due in fired:
             # The text (which may quote a tenant's title) is on the timeline, not in the log.
             log.info("sla.fired", subject=due.subject, kind=due.kind,
@@ -120,3 +139,10 @@ class Scheduler:
         if any(due.plan.outbox for due in fired):
             self._on_fired(fired)
         return fired, next_at
+
+
+def _look(plan: Planner, wake: Waker, incidents: Sequence[Incident],
+          fired: set[tuple[str, str, str]]) -> tuple[bool, datetime | None]:
+    """Whether anything not yet fired is due, and the next due time, on a snapshot."""
+    new = any((d.subject, d.kind, ts(d.due_at)) not in fired for d in plan(incidents))
+    return new, wake(incidents)

@@ -1,15 +1,13 @@
 """The SLA scheduler's bulk read of open incidents gives exactly what the per-incident read
-gives, merged reporters, thread keys and page counts included; a round with nothing due
-writes nothing."""
+gives, merged reporters, thread keys and page counts included."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway import db, reminders, schema
-from gateway.domain import Channel, Incident, NewIncident, Plan, Reporter, TimelineEvent
-from gateway.sla import Due
+from gateway import db, schema
+from gateway.domain import Channel, NewIncident, Plan, Reporter, TimelineEvent
 from rules.types import Mailbox, Priority
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -65,26 +63,3 @@ def test_bulk_read_equals_the_per_incident_read(tmp_path: Path) -> None:
         "user1@tenant.example", "user2@tenant.example"]
     assert by_title["Site down 1"].pages_sent == 2 and by_title["Site down 5"].pages_sent == 1
     assert by_title["Site down 4"].reporters[1].message_ids == ("<j1@tenant.example>",)
-
-
-def test_a_round_with_nothing_due_writes_nothing(tmp_path: Path) -> None:
-    """When the planner finds nothing due, no transaction is opened and the database is
-    unchanged; the next wake-up still comes from every open incident."""
-    conn = filled(tmp_path / "gateway.sqlite3")
-    seen: list[int] = []
-
-    def plan(incidents: list[Incident]) -> list[Due]:
-        seen.append(len(incidents))
-        return []
-
-    def wake(incidents: list[Incident]) -> datetime | None:
-        return min(i.respond_by for i in incidents if i.respond_by)
-
-    try:
-        before = conn.total_changes
-        fired, next_at = reminders.fire_due(conn, plan, wake, NOW)
-        assert conn.total_changes == before and not conn.in_transaction
-    finally:
-        conn.close()
-    assert fired == [] and seen == [4]
-    assert next_at == NOW + timedelta(minutes=1)

@@ -306,3 +306,26 @@ async def test_incident_changes_are_coalesced_but_a_wake_is_not(store: Store,
     finally:
         s.stop()
         await task
+
+
+async def test_a_round_with_nothing_new_due_opens_no_write_transaction(
+        store: Store, tmp_path: Path) -> None:
+    """Once an overdue incident's items have fired, the next round sees they are recorded
+    and does not enter the store's firing transaction (it only reads a snapshot)."""
+    open_p1(tmp_path / "gateway.sqlite3")
+    clock = ManualClock(IN_HOURS)
+    clock.advance(minutes=30)
+    s = scheduler(store, clock, [])
+    calls: list[datetime] = []
+    real = store.fire_reminders
+
+    async def counting(plan: reminders.Planner, wake: reminders.Waker,
+                       now: datetime) -> tuple[list[Due], datetime | None]:
+        calls.append(now)
+        return await real(plan, wake, now)
+
+    store.fire_reminders = counting  # type: ignore[method-assign]
+    first, _ = await s.fire()
+    second, next_at = await s.fire()
+    assert "respond.overdue" in kinds(first)
+    assert second == [] and len(calls) == 1 and next_at is not None
