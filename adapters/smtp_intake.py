@@ -30,18 +30,26 @@ SMUGGLING = "550 5.5.2 Message refused: a line with a lone dot must end in CRLF"
 # A lone dot between line ends other than CRLF ("\n.\n", "\r\n.\n", "\r.\r"): how SMTP
 # smuggling hides a second message that a less strict server would split off. Other bare
 # LFs are left alone: common clients (Python's smtplib given bytes) send them innocently.
-_DOT_LINE = re.compile(rb"(\r\n|\r|\n|^)\.(\r\n|\r|\n)")
+# Each pattern starts with a literal, which the regex engine finds at memchr speed: a few ms
+# for a 3.6 MB message on the event loop, where alternations such as (?:^|\r\n) took 130 ms.
+_DOT_BEFORE_BARE_END = re.compile(rb"\n\.(?:\n|\r(?!\n))")  # "\n.\n", "\r\n.\r"
+_DOT_AFTER_CR = re.compile(rb"\r\.[\r\n]")  # "\r.\r", "\r.\r\n": a lone CR before the dot
+_DOT_AFTER_LF = re.compile(rb"(?<!\r)\n\.\r\n")  # a lone LF before "."; slower: used rarely
 # aiosmtpd removes a line's leading dot before we see the data, so ".\n" sent at the start of
 # a line arrives as a line starting with a bare LF (or CR): refused as well.
-_BARE_LINE_START = re.compile(rb"(?:^|\r\n)(?:\n|\r(?!\n))")
+_BARE_AFTER_CRLF = re.compile(rb"\r\n(?:\n|\r(?!\n))")
+_BARE_AT_START = re.compile(rb"\n|\r(?!\n)|\.(?:\n|\r(?!\n))")
 
 
 def smuggling(raw: bytes) -> bool:
     """True when the data holds an end-of-data look-alike (the start counts as CRLF)."""
-    if _BARE_LINE_START.search(raw):
+    if (_BARE_AT_START.match(raw) or _BARE_AFTER_CRLF.search(raw)
+            or _DOT_BEFORE_BARE_END.search(raw) or _DOT_AFTER_CR.search(raw)):
         return True
-    return any(m.group(1) not in (b"\r\n", b"") or m.group(2) != b"\r\n"
-               for m in _DOT_LINE.finditer(raw))
+    # "\n.\r\n" after a lone LF needs a lone LF somewhere: most data has none (SMTP is CRLF).
+    return raw.count(b"\n") != raw.count(b"\r\n") and _DOT_AFTER_LF.search(raw) is not None
+
+
 _TOO_BIG = b"552 5.3.4 Message too big for this system"
 _REWRITES = {
     # aiosmtpd's fixed texts, given the enhanced status codes RFC 3463 defines for them.

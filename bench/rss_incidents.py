@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,10 +40,11 @@ from rules.types import Mailbox, Priority  # noqa: E402
 TARGET_MB = 100.0
 
 
-def fill(path: Path, count: int) -> None:
+def fill(path: Path, count: int, due_in_h: float = 0.0) -> None:
     conn = schema.connect(str(path))
     schema.migrate(conn)
     now = datetime.now(UTC)
+    due = now + timedelta(hours=due_in_h)
     with db.transaction(conn):
         for i in range(count):
             sender = f"user{i}@tenant{i % 97}.example"
@@ -53,7 +54,7 @@ def fill(path: Path, count: int) -> None:
                     title=f"Our site is down ({i})", priority=Priority.P2,
                     mailbox=Mailbox.EMERGENCY, rule="apps-5xx",
                     reasons=("P2 by rule 'apps-5xx': some requests fail", "in hours"),
-                    period=None, respond_by=now, next_update_by=now),
+                    period=None, respond_by=due, next_update_by=due),
                 reporter=Reporter(Channel.EMAIL, sender, (f"<m{i}@tenant.example>",)),
                 timeline=(TimelineEvent(now, "reported", sender, "Reported by email " * 4),
                           TimelineEvent(now, "triaged", "rules", "P2: some requests fail")),
@@ -108,13 +109,17 @@ def main() -> int:
     p.add_argument("--incidents", type=int, default=10_000)
     p.add_argument("--reports", type=int, default=50)
     p.add_argument("--settle-s", type=float, default=3.0)
+    p.add_argument("--due-in-h", type=float, default=0.0,
+                   help="respond-by and next update of every incident this many hours from "
+                        "now (0: all overdue at start, so the first SLA round fires for every "
+                        "one of them)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="rss-incidents-") as tmp:
         folder = Path(tmp)
         (folder / "state").mkdir()
         database = folder / "state" / "gateway.sqlite3"
         started = time.perf_counter()
-        fill(database, args.incidents)
+        fill(database, args.incidents, args.due_in_h)
         print(f"filled {args.incidents} open incidents in {time.perf_counter() - started:.1f} s "
               f"({database.stat().st_size / 1e6:.1f} MB database)")
         with socket.socket() as s:

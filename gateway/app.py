@@ -16,23 +16,14 @@ from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
-import aiohttp
 import structlog
 
-from adapters.http_status import StatusServer
-from adapters.imap_intake import ImapIntake
 from adapters.mail_out import FolderMailer, SmtpRelayMailer
-from adapters.pagerduty import PagerDutyPager
 from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
-from adapters.statuspage import Statuspage
-from adapters.tickets_deskpro import DeskproTickets
-from adapters.tickets_github import GitHubIssues
-from adapters.tickets_zendesk import ZendeskTickets
 from gateway import metrics
 from gateway.config import Config
 from gateway.deadletter import alert_in
-from gateway.dkim_check import dkim_verifier
 from gateway.domain import Plan
 from gateway.e2ee import PinnedDevice
 from gateway.egress import LocalPager, make_handlers
@@ -54,7 +45,11 @@ from gateway.worker import Clock, InboxWorker, utcnow
 from rules.book import Rulebook
 from rules.types import Mailbox, Priority
 
-if TYPE_CHECKING:  # matrix-nio takes a third of the start-up: imported only when configured
+# Start-up time is mostly imports: an adapter (and the library behind it: matrix-nio,
+# aiohttp, aioimaplib, dkimpy) is imported where it is built, only when it is configured.
+if TYPE_CHECKING:
+    from adapters.http_status import StatusServer
+    from adapters.imap_intake import ImapIntake
     from adapters.matrix import MatrixLink, RoomEvent
     from adapters.matrix_crypto import MatrixCrypto
 
@@ -91,6 +86,8 @@ def pipeline_settings(config: Config, thread_key: str | None = None) -> Settings
 def trust_policy(config: Config) -> TrustPolicy:
     """The sender-trust policy, with a DKIM check (real DNS) when configured."""
     t = config.trust
+    if t.verify_dkim:
+        from gateway.dkim_check import dkim_verifier  # noqa: PLC0415  (lazy, see above)
     return TrustPolicy(
         authserv_id=t.trusted_authserv_id, allow_domains=frozenset(t.allow_domains),
         allow_addresses=frozenset(t.allow_addresses), allow_all=t.allow_all,
@@ -185,6 +182,10 @@ class App:
         pd = self.config.pagerduty
         if pd is None:
             return LocalPager(), "local"
+        import aiohttp  # noqa: PLC0415  (lazy, see above)
+
+        from adapters.pagerduty import PagerDutyPager  # noqa: PLC0415
+
         session = await stack.enter_async_context(aiohttp.ClientSession())
         key = self.config.read_secret(pd.routing_key)
         for index, step in enumerate(self.config.escalation):
@@ -200,6 +201,13 @@ class App:
         t, sp, read = self.config.tickets, self.config.statuspage, self.config.read_secret
         if t.backend == "builtin" and sp is None:
             return self._mirror_handlers
+        import aiohttp  # noqa: PLC0415  (lazy, see above)
+
+        from adapters.statuspage import Statuspage  # noqa: PLC0415
+        from adapters.tickets_deskpro import DeskproTickets  # noqa: PLC0415
+        from adapters.tickets_github import GitHubIssues  # noqa: PLC0415
+        from adapters.tickets_zendesk import ZendeskTickets  # noqa: PLC0415
+
         session = await stack.enter_async_context(aiohttp.ClientSession())
         tickets: TicketBackend | None = None
         if t.zendesk is not None and t.backend == "zendesk":
@@ -253,7 +261,7 @@ class App:
         def planned(plans: Sequence[Plan]) -> None:
             if any(plan.outbox for plan in plans):
                 outbox.wake()
-            scheduler.wake()  # an incident may have changed: its clocks may have moved
+            scheduler.changed()  # an incident may have changed: its clocks may have moved
 
         worker = InboxWorker(store, self.rulebook, settings, planned, self.clock,
                              mirror=mirror_settings(cfg, self.rulebook))
@@ -265,6 +273,7 @@ class App:
         link = self._matrix(store)
         outbox = await self._outbox(store, pager, provider, mailer, link)
         worker, scheduler = await self._processing(store, outbox)
+        outbox.busy = worker.in_storm  # outbox rounds wait for a lull in a storm too
         self.scheduler = scheduler
         intake = MailIntake(store, cfg.mailboxes.emergency, cfg.mailboxes.support, worker.wake,
                             self.clock)
@@ -356,6 +365,8 @@ class App:
         h = self.config.http
         if not h.enabled:
             return None
+        from adapters.http_status import StatusServer  # noqa: PLC0415  (lazy, see above)
+
         server = StatusServer(service.report, service.metrics_text, host=h.host, port=h.port)
         try:
             await server.start()
@@ -371,7 +382,7 @@ class App:
         m = self.config.matrix
         if m is None:
             return None
-        from adapters.matrix import MatrixLink  # noqa: PLC0415  (see TYPE_CHECKING above)
+        from adapters.matrix import MatrixLink  # noqa: PLC0415  (lazy, see above)
 
         read = self.config.read_secret
         return MatrixLink(
@@ -400,6 +411,10 @@ class App:
             pinned=[PinnedDevice(d.user, d.device, d.ed25519) for d in m.trusted_devices])
 
     def _imap(self, store: Store, intake: MailIntake) -> list[ImapIntake]:
+        if not self.config.imap:
+            return []
+        from adapters.imap_intake import ImapIntake  # noqa: PLC0415  (lazy, see above)
+
         return [
             ImapIntake(
                 name=box.name, host=box.host, port=box.effective_port(), tls=box.tls,

@@ -361,13 +361,19 @@ def _incident(conn: sqlite3.Connection, row: Sequence[Any], with_timeline: bool)
     (pages,) = conn.execute(
         "SELECT COUNT(*) FROM pages WHERE incident_id = ? AND action = 'trigger'", (iid,)
     ).fetchone()
+    return _incident_of(row, tuple(reporters), tuple(timeline), int(pages))
+
+
+def _incident_of(row: Sequence[Any], reporters: tuple[Reporter, ...],
+                 timeline: tuple[TimelineEvent, ...], pages: int) -> Incident:
+    iid = int(row[0])
     return Incident(
         id=iid, ref=incident_ref(iid), title=row[1], priority=Priority(row[2]),
         status=Status(row[3]), mailbox=Mailbox(row[4]),
         created_at=datetime.fromisoformat(row[5]), rule=row[6],
         reasons=tuple(json.loads(row[7])), period=Period(row[8]) if row[8] else None,
-        respond_by=_dt(row[9]), next_update_by=_dt(row[10]), reporters=tuple(reporters),
-        timeline=tuple(timeline), pages_sent=int(pages), flags=tuple(json.loads(row[11])),
+        respond_by=_dt(row[9]), next_update_by=_dt(row[10]), reporters=reporters,
+        timeline=timeline, pages_sent=pages, flags=tuple(json.loads(row[11])),
         lead=row[12], comms=row[13], chat_root=row[14], merged_into=row[15],
     )
 
@@ -379,6 +385,38 @@ def list_incidents(conn: sqlite3.Connection, *, open_only: bool = False) -> list
         sql += " WHERE status != 'resolved' AND merged_into IS NULL"
     rows = conn.execute(sql + " ORDER BY id DESC").fetchall()
     return [_incident(conn, row, with_timeline=False) for row in rows]
+
+
+# Reporters of open incidents: a reporter follows its incident, or the one it was merged into.
+_OPEN_REPORTERS = (
+    "SELECT r.id, r.channel, r.address, r.room_id, r.thread_root,"
+    " COALESCE(i.merged_into, i.id) AS owner"
+    " FROM reporters r JOIN incidents i ON i.id = r.incident_id"
+    " WHERE COALESCE(i.merged_into, i.id) IN (SELECT id FROM incidents"
+    " WHERE status != 'resolved' AND merged_into IS NULL)")
+
+
+def open_incidents(conn: sqlite3.Connection) -> list[Incident]:
+    """`list_incidents(conn, open_only=True)` in four queries instead of three per incident
+    (the SLA scheduler reads every open incident each round)."""
+    keys: dict[int, list[str]] = {}
+    for rid, key in conn.execute(
+            "SELECT reporter_id, key FROM thread_keys WHERE direction = 'in'"  # noqa: S608
+            " AND reporter_id IN (SELECT id FROM (" + _OPEN_REPORTERS + ")) ORDER BY rowid"):
+        keys.setdefault(rid, []).append(key)
+    reporters: dict[int, list[Reporter]] = {}
+    for rid, channel, address, room_id, thread_root, owner in conn.execute(
+            _OPEN_REPORTERS + " ORDER BY r.id"):
+        reporters.setdefault(owner, []).append(
+            Reporter(Channel(channel), address, tuple(keys.get(rid, ())), room_id, thread_root))
+    pages = dict(conn.execute(
+        "SELECT incident_id, COUNT(*) FROM pages WHERE action = 'trigger' GROUP BY incident_id"
+    ).fetchall())
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM incidents"  # noqa: S608  (constant columns)
+        " WHERE status != 'resolved' AND merged_into IS NULL ORDER BY id DESC").fetchall()
+    return [_incident_of(row, tuple(reporters.get(row[0], ())), (), int(pages.get(row[0], 0)))
+            for row in rows]
 
 
 RECENT_LIMIT = 50  # a storm joins one incident, so the one it joins is among the newest

@@ -188,8 +188,9 @@ class SenderHistory:
     everyone: int  # earlier messages from anyone in the last minute
 
 
-# (sender, content hash, received at, sender window in s) -> history; records the message too
-HistoryLookup = Callable[[str, str, datetime, float], SenderHistory]
+# (sender, content hash, received at, sender window in s, count cap) -> history; records the
+# message too. Counts stop at the cap (see gateway.storm.count_cap).
+HistoryLookup = Callable[[str, str, datetime, float, int], SenderHistory]
 
 
 @dataclass(frozen=True)

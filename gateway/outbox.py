@@ -30,6 +30,7 @@ from gateway.worker import Clock, utcnow
 
 log = structlog.get_logger("gateway.outbox")
 Handler = Callable[[OutboxEntry], Awaitable[dict[str, Any]]]
+_DEFER_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class OutboxWorker:
         clock: Clock = utcnow,
         alert_for: AlertFor | None = None,
         poll_s: float = 5.0,
+        busy: Callable[[], bool] | None = None,
+        max_defer_s: float = 1.0,
     ) -> None:
         self._store = store
         self._alert_for = alert_for
@@ -71,6 +74,8 @@ class OutboxWorker:
         self._clock = clock
         self._wake = asyncio.Event()
         self._stopping = False
+        self.busy = busy  # intake is in a storm (InboxWorker.in_storm)
+        self._max_defer_s = max_defer_s
 
     def wake(self) -> None:
         """Something new is in the outbox."""
@@ -84,6 +89,7 @@ class OutboxWorker:
     async def run(self) -> None:
         """Deliver until stopped, sleeping until the next entry is due or a wake-up."""
         while not self._stopping:
+            await self._let_intake_finish()
             self._wake.clear()
             try:
                 delivered = await self.deliver_due()
@@ -104,6 +110,15 @@ class OutboxWorker:
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+
+    async def _let_intake_finish(self) -> None:
+        # As the inbox worker does: during a storm of incoming mail, intake (whose 250 waits
+        # for a commit) goes first, and each round's settle transaction waits for a lull, at
+        # most max_defer_s. The inbox worker defers too, so a storm queues little here.
+        for _ in range(int(self._max_defer_s / _DEFER_POLL_S)):
+            if self._stopping or self.busy is None or not self.busy():
+                return
+            await asyncio.sleep(_DEFER_POLL_S)
 
     async def deliver_due(self) -> int:
         """One round: every entry due now, `concurrency` at a time, then one transaction

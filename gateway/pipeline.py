@@ -25,13 +25,14 @@ from gateway.domain import (
     incident_ref,
 )
 from gateway.mail import ParsedMail
+from gateway.parse_child import report_for as report_for  # noqa: PLC0414  (re-exported)
 from gateway.relay import ChatSettings, announcement, chat_reply, chat_to_incident, page_spec
 from gateway.replies import Sender, ack_body, ack_subject, base_subject, one_line, render
-from gateway.storm import Join, Limits, body_hash, find_join, hold_reason
+from gateway.storm import Join, Limits, body_hash, count_cap, find_join, hold_reason
 from gateway.trust import UNVERIFIED_FLAG, TrustPolicy, Verdict, judge_email
 from rules.book import Rulebook
 from rules.engine import triage
-from rules.types import Mailbox, Period, Priority, Report, TriageDecision
+from rules.types import Mailbox, Period, Priority, TriageDecision
 
 _TEXT_LIMIT = 4000
 _DAY_NAMES = {"Mon": "Monday", "Tue": "Tuesday", "Wed": "Wednesday", "Thu": "Thursday",
@@ -48,21 +49,6 @@ class Settings:
     chat: ChatSettings | None = None
     trust: TrustPolicy = field(default_factory=TrustPolicy)  # empty allow-list: nobody pages
     limits: Limits = field(default_factory=Limits)
-
-
-def report_for(mailbox: Mailbox, mail_from: str | None, mail: ParsedMail) -> Report:
-    """The channel-neutral view of a message that the rules triage."""
-    automatic = mail.automatic
-    if automatic is None and mail_from == "":
-        automatic = "null return path"
-    return Report(
-        mailbox=mailbox,
-        sender=mail.from_addr or (mail_from or "").lower(),
-        subject=mail.subject,
-        body=mail.new_text,
-        headers=mail.headers,
-        automatic=automatic,
-    )
 
 
 def reply_address(row: InboxRow, mail: ParsedMail) -> str | None:
@@ -148,8 +134,9 @@ def _held(row: InboxRow, mail: ParsedMail, settings: Settings,
     if context is None or context.history is None:
         return None
     sender = _sender(row, mail)
+    limits = settings.limits
     history = context.history(sender, body_hash(mail.new_text or mail.subject),
-                              row.received_at, settings.limits.sender_window_s)
+                              row.received_at, limits.sender_window_s, count_cap(limits))
     found = hold_reason(history, settings.limits)
     if found is None:
         return None

@@ -10,10 +10,11 @@ once on the first round after start.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 
-from gateway.db import apply_plan, list_incidents, transaction, ts
+from gateway.db import apply_plan, open_incidents, transaction, ts
 from gateway.domain import Incident
 from gateway.sla import Due
 
@@ -26,7 +27,7 @@ def fire_due(conn: sqlite3.Connection, plan: Planner, wake: Waker, now: datetime
     """Fire what is due in one transaction; returns what fired and when to look again."""
     fired = []
     with transaction(conn):
-        for due in plan(list_incidents(conn, open_only=True)):
+        for due in plan(open_incidents(conn)):
             cur = conn.execute(
                 "INSERT OR IGNORE INTO reminders (subject, incident_id, kind, due_at, fired_at)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -35,7 +36,24 @@ def fire_due(conn: sqlite3.Connection, plan: Planner, wake: Waker, now: datetime
             if cur.rowcount:
                 apply_plan(conn, due.plan, now)
                 fired.append(due)
-    return fired, wake(list_incidents(conn, open_only=True))
+    return fired, wake(open_incidents(conn))
+
+
+def snapshot(conn: sqlite3.Connection) -> tuple[list[Incident], set[tuple[str, str, str]]]:
+    """The open incidents and the keys of the items already fired (one read transaction)."""
+    with read_transaction(conn):
+        keys = set(conn.execute("SELECT subject, kind, due_at FROM reminders").fetchall())
+        return open_incidents(conn), keys
+
+
+@contextmanager
+def read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN (deferred: no write lock) … COMMIT, so both reads see the same state."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
 
 
 def fired_for(conn: sqlite3.Connection, incident_id: int) -> list[tuple[str, datetime, datetime]]:

@@ -5,11 +5,13 @@ rulebook. That package has quadratic and near-endless cases (tens of thousands o
 parts, deep nesting, header lines with thousands of encoded words), and a thread cannot be
 stopped once it is stuck in one. So the work runs in a separate process:
 
-* One child process (started with "spawn", never "fork": the daemon has threads) holds the
-  rulebook and answers one request per batch: the batch's messages in, one `Prepared` per
-  message out (the parsed mail and its triage, or why it could not be read). The event loop
-  only waits on a pipe from a helper thread, so it never stalls, and on a host with a spare
-  CPU the parsing uses it.
+* One child process holds the rulebook and answers one request per batch: the batch's
+  messages in, one `Prepared` per message out (the parsed mail and its triage, or why it
+  could not be read). The event loop only waits on a pipe from a helper thread, so it never
+  stalls, and on a host with a spare CPU the parsing uses it. The child is a fresh
+  interpreter running `gateway.parse_child` (never a fork: the daemon has threads; nor
+  multiprocessing's "spawn", which re-imports the daemon's main module), so it loads only
+  the parser and the rulebook.
 * Each batch has a deadline: `budget_s` plus `per_message_s` for each message. When the
   child misses it, or dies (a crash, the OOM killer), it is killed and the batch is tried
   again one message at a time, each with `budget_s` on a fresh child. A message that
@@ -25,86 +27,63 @@ stopped once it is stuck in one. So the work runs in a separate process:
 from __future__ import annotations
 
 import asyncio
-import signal
-import traceback
+import contextlib
+import os
+import socket
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from datetime import datetime
-from multiprocessing import get_context
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from types import MappingProxyType
+from pathlib import Path
 
 import structlog
 
-from gateway.mail import ParsedMail, UnparseableMessage, parse_mail
-from gateway.pipeline import report_for
+from gateway.parse_child import MailJob, Prepared, prepare, restored
 from rules.book import Rulebook
-from rules.engine import triage
-from rules.types import Mailbox, TriageDecision
+
+__all__ = ["CRASHED", "TOO_SLOW", "MailJob", "ParseSandbox", "Prepared", "prepare"]
 
 log = structlog.get_logger("gateway.sandbox")
 TOO_SLOW = "parsing took too long"
 CRASHED = "the parser crashed"
+_ROOT = str(Path(__file__).resolve().parent.parent)  # where `gateway` and `rules` live
 
 
-@dataclass(frozen=True)
-class MailJob:
-    """One accepted email to parse and triage."""
+class _Child:
+    """The child process (`python -m gateway.parse_child`) and our end of its socket."""
 
-    raw: bytes
-    mail_from: str
-    mailbox: Mailbox
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A parsed and triaged email, or the reason it could not be read (`problem`)."""
-
-    mail: ParsedMail | None = None
-    decision: TriageDecision | None = None
-    problem: str | None = None
-    bug: str | None = None  # an exception type from our own code, logged by the parent
-
-
-def prepare(job: MailJob, now: datetime, book: Rulebook) -> Prepared:
-    """Parse and triage one message (what the child runs; pure)."""
-    try:
-        mail = parse_mail(job.raw, job.mail_from)
-    except UnparseableMessage as exc:
-        return Prepared(problem=str(exc)[:200] or "unparseable")
-    try:
-        decision = triage(report_for(job.mailbox, job.mail_from, mail), now, book)
-    except Exception as exc:  # a bug must not lose the message: a ticket for a human
-        return Prepared(problem=f"processing failed: {type(exc).__name__}",
-                        bug=traceback.format_exc(limit=5))
-    return Prepared(mail, decision)
-
-
-def _portable(result: Prepared) -> Prepared:
-    # MappingProxyType does not pickle: the headers cross the pipe as a dict.
-    if result.mail is None:
-        return result
-    return replace(result, mail=replace(result.mail, headers=dict(result.mail.headers)))
-
-
-def _restored(result: Prepared) -> Prepared:
-    if result.mail is None:
-        return result
-    headers = MappingProxyType(dict(result.mail.headers))
-    return replace(result, mail=replace(result.mail, headers=headers))
-
-
-def _child_main(conn: Connection, book: Rulebook) -> None:
-    """The child's loop: a batch in, its results out, until the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    while True:
+    def __init__(self, book: Rulebook) -> None:
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
         try:
-            jobs, now = conn.recv()
-        except (EOFError, OSError):
-            return
-        conn.send([_portable(prepare(job, now, book)) for job in jobs])
+            self.proc = subprocess.Popen(  # noqa: S603  (our interpreter, fixed arguments)
+                [sys.executable, "-m", "gateway.parse_child", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+        finally:
+            theirs.close()
+        self.conn = Connection(ours.detach())
+        self.conn.send(book)
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self.proc.pid
+
+    def is_alive(self) -> bool:
+        """Whether the child is still running."""
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the child."""
+        if self.is_alive():
+            self.proc.kill()
+
+    def join(self, timeout_s: float | None = None) -> None:
+        """Wait for the child to exit (at most `timeout_s`)."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout_s)
 
 
 class _Lost(Exception):
@@ -130,8 +109,7 @@ class ParseSandbox:
         self.budget_s = budget_s
         self.per_message_s = per_message_s
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox")
-        self._proc: BaseProcess | None = None
-        self._conn: Connection | None = None
+        self._proc: _Child | None = None
         self.restarts = 0
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
@@ -173,8 +151,8 @@ class ParseSandbox:
         return results
 
     def _exchange(self, jobs: list[MailJob], now: datetime, deadline_s: float) -> list[Prepared]:
-        conn = self._ensure()
         try:
+            conn = self._ensure()
             conn.send((jobs, now))
             if not conn.poll(deadline_s):
                 self._kill(TOO_SLOW)
@@ -186,22 +164,16 @@ class ParseSandbox:
         if len(results) != len(jobs):  # cannot happen with our child; do not trust it
             self._kill(CRASHED)
             raise _Lost(CRASHED)
-        return [_restored(r) for r in results]
+        return [restored(r) for r in results]
 
     def _ensure(self) -> Connection:
-        if (self._conn is not None and self._proc is not None and self._proc.is_alive()
+        if (self._proc is not None and self._proc.is_alive()
                 and self._child_version == self._book_version):
-            return self._conn
+            return self._proc.conn
         self._stop()
         self._child_version = self._book_version
-        ctx = get_context("spawn")
-        ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=_child_main, args=(theirs, self._book),
-                           name="gateway-parser", daemon=True)
-        proc.start()
-        theirs.close()
-        self._proc, self._conn = proc, ours
-        return ours
+        self._proc = _Child(self._book)
+        return self._proc.conn
 
     def _kill(self, why: str) -> None:
         log.warning("sandbox.killed", reason=why)
@@ -211,13 +183,10 @@ class ParseSandbox:
         self._stop()
 
     def _stop(self) -> None:
-        conn, proc = self._conn, self._proc
-        self._conn = self._proc = None
-        if conn is not None:
-            conn.close()  # the child exits when it reads EOF
+        proc, self._proc = self._proc, None
         if proc is not None:
+            proc.conn.close()  # the child exits when it reads EOF
             proc.join(5.0)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-            proc.close()

@@ -9,6 +9,7 @@ The clock is injected, so tests move time instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
@@ -16,6 +17,9 @@ from functools import partial
 import structlog
 
 from gateway import metrics
+from gateway.db import ts
+from gateway.domain import Incident
+from gateway.reminders import Planner, Waker
 from gateway.sla import Due, SlaSettings, due_now, next_due
 from gateway.store import Store
 from gateway.worker import Clock, utcnow
@@ -36,6 +40,7 @@ class Scheduler:
         clock: Clock = utcnow,
         max_sleep_s: float = 60.0,
         retry_delay_s: float = 5.0,
+        min_gap_s: float = 1.0,
     ) -> None:
         self._store = store
         self._book = rulebook
@@ -44,30 +49,44 @@ class Scheduler:
         self._clock = clock
         self._max_sleep_s = max_sleep_s
         self._retry_delay_s = retry_delay_s
-        self._wake = asyncio.Event()
+        self._min_gap_s = min_gap_s
+        self._wake = asyncio.Event()  # look again (after the gap, if only incidents changed)
+        self._now = asyncio.Event()  # look again now
         self._stopping = False
-
+        self.last_round_s = 0.0  # how long the last round took (spaces out `changed()`)
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
         """Use `rulebook` (a reload) from the next pass on."""
         self._book = rulebook
         self.wake()
+
     def wake(self) -> None:
-        """Incidents changed (or the clock was moved): look again now."""
+        """The clock was moved or the rules changed: look again now."""
+        self._now.set()
+        self._wake.set()
+
+    def changed(self) -> None:
+        """Incidents changed (after every processed batch): look again, but at most once
+        per `min_gap_s` (or ten times the last round's duration, if longer), so a storm of
+        reports does not make every batch re-read and re-plan every open incident. Due times
+        are minutes apart; a few seconds' delay changes nothing."""
         self._wake.set()
 
     def stop(self) -> None:
         """Return from run() after the round in flight."""
         self._stopping = True
-        self._wake.set()
+        self.wake()
 
     async def run(self) -> None:
         """Fire due items until stopped, sleeping until the next is due or a wake-up.
 
         The sleep is capped (`max_sleep_s`) so a wall clock that jumps (suspend, NTP) is
         noticed soon enough."""
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             self._wake.clear()
+            self._now.clear()
+            started = loop.time()
             try:
                 _, next_at = await self.fire()
                 wait_s = self._max_sleep_s if next_at is None else (
@@ -83,14 +102,38 @@ class Scheduler:
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+            # Rounds for changes are spaced by at least ten times what a round costs, so a
+            # store with many open incidents is not planned over continuously.
+            gap_s = max(self._min_gap_s, 10 * self.last_round_s)
+            await self._coalesce(started + gap_s - loop.time())
+
+    async def _coalesce(self, gap_s: float) -> None:
+        # Woken only by `changed()` soon after the last round: wait out the gap (an urgent
+        # wake-up or a stop ends it).
+        if gap_s > 0 and not self._now.is_set():
+            try:
+                async with asyncio.timeout(gap_s):
+                    await self._now.wait()
+            except TimeoutError:
+                pass
 
     async def fire(self, now: datetime | None = None) -> tuple[list[Due], datetime | None]:
         """One round: fire everything due at `now`; returns what fired and the next due time."""
         at = now or self._clock()
         plan = partial(due_now, now=at, book=self._book, settings=self._settings)
         wake = partial(next_due, now=at, book=self._book, settings=self._settings)
+        # Most rounds find nothing due. Planning over every open incident is CPU work: do it
+        # on a snapshot, off the store's thread (which intake's commits need), and open a
+        # write transaction (which plans again, on what it reads) only when something is due.
+        started = time.monotonic()
+        anything_due, next_at = await asyncio.to_thread(
+            _look, plan, wake, *await self._store.sla_snapshot())
+        if not anything_due:
+            self.last_round_s = time.monotonic() - started
+            return [], next_at
         fired, next_at = await self._store.fire_reminders(plan, wake, at)
         metrics.sla_fired(due.kind for due in fired)
+        self.last_round_s = time.monotonic() - started
         for due in fired:
             # The text (which may quote a tenant's title) is on the timeline, not in the log.
             log.info("sla.fired", subject=due.subject, kind=due.kind,
@@ -98,3 +141,10 @@ class Scheduler:
         if any(due.plan.outbox for due in fired):
             self._on_fired(fired)
         return fired, next_at
+
+
+def _look(plan: Planner, wake: Waker, incidents: Sequence[Incident],
+          fired: set[tuple[str, str, str]]) -> tuple[bool, datetime | None]:
+    """Whether anything not yet fired is due, and the next due time, on a snapshot."""
+    new = any((d.subject, d.kind, ts(d.due_at)) not in fired for d in plan(incidents))
+    return new, wake(incidents)

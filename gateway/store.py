@@ -165,6 +165,11 @@ class Store:
         """All incidents, or the open ones (newest first)."""
         return await self._call(lambda c: db.list_incidents(c, open_only=open_only))
 
+    async def sla_snapshot(self) -> tuple[list[Incident], set[tuple[str, str, str]]]:
+        """The open incidents (no timelines, read in bulk) and the keys (subject, kind,
+        due_at) of every SLA item already fired, for the scheduler's look-ahead."""
+        return await self._call(reminders.snapshot)
+
     async def kv_get(self, key: str) -> str | None:
         """A persisted small value."""
         return await self._call(db.kv_get, key)

@@ -67,6 +67,12 @@ def similar(subject: str, title: str) -> bool:
     return len(a & b) / len(a | b) >= SIMILAR
 
 
+def count_cap(limits: Limits) -> int:
+    """How far the store need count earlier messages: one past every threshold they are
+    compared with, so a storm does not make each message count all the others."""
+    return max(limits.per_sender, limits.loop_threshold, limits.global_per_minute) + 1
+
+
 def hold_reason(history: SenderHistory, limits: Limits) -> tuple[str, bool] | None:
     """Why a message is held, and whether it is the first held for that reason (then the
     incidents room is told); None when it may be processed."""

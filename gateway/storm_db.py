@@ -20,18 +20,20 @@ def _ts(value: datetime) -> str:
 
 
 def history(conn: sqlite3.Connection, inbox_id: int, sender: str, content: str,
-            at: datetime, window_s: float) -> SenderHistory:
-    """Record this message, and count the earlier ones in the windows that end at `at`."""
+            at: datetime, window_s: float, cap: int = 1_000_000) -> SenderHistory:
+    """Record this message, and count the earlier ones in the windows that end at `at`
+    (each count stops at `cap`: past every threshold it is compared with, more is moot)."""
     conn.execute("INSERT OR REPLACE INTO inbox_digest (inbox_id, sender, body_hash, at)"
                  " VALUES (?, ?, ?, ?)", (inbox_id, sender, content, _ts(at)))
     since = _ts(at - timedelta(seconds=window_s))
     from_sender, same = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(body_hash = ?), 0) FROM inbox_digest"
-        " WHERE sender = ? AND at >= ? AND at <= ? AND inbox_id != ?",
-        (content, sender, since, _ts(at), inbox_id),
+        "SELECT COUNT(*), COALESCE(SUM(body_hash = ?), 0) FROM (SELECT body_hash"
+        " FROM inbox_digest WHERE sender = ? AND at >= ? AND at <= ? AND inbox_id != ?"
+        " LIMIT ?)", (content, sender, since, _ts(at), inbox_id, cap),
     ).fetchone()
     (everyone,) = conn.execute(
-        "SELECT COUNT(*) FROM inbox_digest WHERE at >= ? AND at <= ? AND inbox_id != ?",
-        (_ts(at - timedelta(seconds=GLOBAL_WINDOW_S)), _ts(at), inbox_id),
+        "SELECT COUNT(*) FROM (SELECT 1 FROM inbox_digest WHERE at >= ? AND at <= ?"
+        " AND inbox_id != ? LIMIT ?)",
+        (_ts(at - timedelta(seconds=GLOBAL_WINDOW_S)), _ts(at), inbox_id, cap),
     ).fetchone()
     return SenderHistory(int(from_sender), int(same), int(everyone))

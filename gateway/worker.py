@@ -114,6 +114,10 @@ class InboxWorker:
             if not done:
                 await self._wake.wait()
 
+    def in_storm(self) -> bool:
+        """More than storm_threshold messages arrived in the last 100 ms."""
+        return self._storm()
+
     def _storm(self) -> bool:
         now = time.monotonic()
         while self._arrivals and now - self._arrivals[0] > _STORM_WINDOW_S:

@@ -276,3 +276,56 @@ async def test_loop_wakes_at_the_due_time(store: Store, tmp_path: Path) -> None:
         s.stop()
         await task
     assert kinds(sent) == ["escalate.1", "respond.overdue", "respond.soon"]
+
+
+async def test_incident_changes_are_coalesced_but_a_wake_is_not(store: Store,
+                                                                 tmp_path: Path) -> None:
+    """After every processed batch the scheduler is told incidents changed; within the gap
+    those notices make no further round (no re-read of every open incident), while an
+    explicit wake-up (the clock moved) still makes one at once."""
+    open_p1(tmp_path / "gateway.sqlite3")
+    clock = ManualClock(IN_HOURS)
+    rounds: list[datetime] = []
+
+    class Counting(Scheduler):
+        async def fire(self, now: datetime | None = None) -> tuple[list[Due], datetime | None]:
+            rounds.append(self._clock())
+            return await super().fire(now)
+
+    s = Counting(store, BOOK, SETTINGS, lambda _fired: None, clock, min_gap_s=3600.0)
+    task = asyncio.create_task(s.run())
+    try:
+        await eventually(lambda: len(rounds) == 1)
+        for _ in range(20):
+            s.changed()
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.1)
+        assert len(rounds) == 1
+        s.wake()
+        await eventually(lambda: len(rounds) == 2)
+    finally:
+        s.stop()
+        await task
+
+
+async def test_a_round_with_nothing_new_due_opens_no_write_transaction(
+        store: Store, tmp_path: Path) -> None:
+    """Once an overdue incident's items have fired, the next round sees they are recorded
+    and does not enter the store's firing transaction (it only reads a snapshot)."""
+    open_p1(tmp_path / "gateway.sqlite3")
+    clock = ManualClock(IN_HOURS)
+    clock.advance(minutes=30)
+    s = scheduler(store, clock, [])
+    calls: list[datetime] = []
+    real = store.fire_reminders
+
+    async def counting(plan: reminders.Planner, wake: reminders.Waker,
+                       now: datetime) -> tuple[list[Due], datetime | None]:
+        calls.append(now)
+        return await real(plan, wake, now)
+
+    store.fire_reminders = counting  # type: ignore[method-assign]
+    first, _ = await s.fire()
+    second, next_at = await s.fire()
+    assert "respond.overdue" in kinds(first)
+    assert second == [] and len(calls) == 1 and next_at is not None
