@@ -14,6 +14,16 @@ from aiohttp import web
 Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def serve_locally(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve `app` on a free loopback port: the runner (to clean up) and the base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
+
+
 @dataclass(frozen=True)
 class Fault:
     """Answer one request with this instead of handling it."""
@@ -61,12 +71,7 @@ class FakeApi:
     async def __aenter__(self) -> FakeApi:
         app = web.Application(middlewares=[self._middleware])
         app.add_routes(self.routes())
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve_locally(app)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,

@@ -23,6 +23,8 @@ from types import TracebackType
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.http_base import serve_locally
+
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host",
                "content-encoding"}
 
@@ -62,12 +64,7 @@ class SynapseProxy:
         self._session = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve_locally(app)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
