@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from adapters.smtp_data import MAX_LINE, TOO_BIG, read_body
 from gateway import metrics
 from gateway.intake import MailIntake
 
@@ -50,11 +51,9 @@ def smuggling(raw: bytes) -> bool:
     return raw.count(b"\n") != raw.count(b"\r\n") and _DOT_AFTER_LF.search(raw) is not None
 
 
-_TOO_BIG = b"552 5.3.4 Message too big for this system"
 _REWRITES = {
-    # aiosmtpd's fixed texts, given the enhanced status codes RFC 3463 defines for them.
-    b"552 Error: Too much mail data": _TOO_BIG,
-    b"552 Error: message size exceeds fixed maximum message size": _TOO_BIG,
+    # aiosmtpd's fixed text for MAIL FROM's SIZE=, given the enhanced status code.
+    b"552 Error: message size exceeds fixed maximum message size": TOO_BIG.encode(),
 }
 
 
@@ -142,6 +141,11 @@ class _Handler:
 class _Session(SMTP):
     """aiosmtpd's protocol, registered with its server so a stop can close it."""
 
+    # aiosmtpd sizes its stream buffer by the line limit (1001 bytes), so every message
+    # pauses and resumes the socket's reading. Lines are checked on their own (the DATA
+    # reader checks MAX_LINE; commands have their own, smaller limits).
+    line_length_limit = 64 * 1024
+
     def __init__(self, owner: SmtpIntakeServer, **kwargs: Any) -> None:
         super().__init__(_Handler(owner), **kwargs)
         self._owner = owner
@@ -172,6 +176,39 @@ class _Session(SMTP):
         self._owner.sessions.discard(self)
         super().connection_lost(exc)
 
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA with the body read by adapters.smtp_data (same answers, far
+        fewer awaits, and the event loop keeps turning on a huge message)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            body = await read_body(self._reader, size_limit=self.data_size_limit,
+                                   line_limit=MAX_LINE)
+        except asyncio.IncompleteReadError:  # the client hung up mid-message
+            self._writer.close()
+            return
+        except asyncio.CancelledError:  # the connection was lost (aiosmtpd cancels us)
+            self._writer.close()
+            raise
+        if body.refusal is not None:
+            if body.refusal == TOO_BIG:
+                metrics.REJECTED.inc(reason="too_big")
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push(body.refusal)
+            return
+        self.envelope.content = self.envelope.original_content = body.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(status)
+
     def _timeout_cb(self) -> None:
         # aiosmtpd just closes; RFC 5321 4.5.3.2 expects a 421 first.
         log.info("smtp.idle_timeout")
@@ -183,7 +220,8 @@ class _Session(SMTP):
         raw = status.encode("ascii") if isinstance(status, str) else status
         if raw in _REWRITES:
             metrics.REJECTED.inc(reason="too_big")
-        await super().push(_REWRITES.get(raw, raw))
+            raw = _REWRITES[raw]
+        await super().push(raw)
 
 
 class SmtpIntakeServer:

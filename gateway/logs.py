@@ -38,7 +38,9 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     renderer: Any = (structlog.dev.ConsoleRenderer() if console
                      else structlog.processors.JSONRenderer())
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info,
+        # The level check comes first: a filtered-out event costs almost nothing.
+        processors=[structlog.stdlib.filter_by_level, *shared,
+                    structlog.processors.format_exc_info,
                     structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,

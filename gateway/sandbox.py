@@ -33,7 +33,7 @@ import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -118,8 +118,10 @@ class ParseSandbox:
         self._book_version += 1
 
     async def start(self) -> None:
-        """Start the child now rather than on the first batch."""
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._ensure)
+        """Start the child now rather than on the first batch, and wait until it answers
+        (it has loaded the parser and the rulebook). A child that does not answer within
+        the budget is killed; the first batch starts a fresh one."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._ping)
 
     async def prepare_all(self, jobs: list[MailJob], now: datetime) -> list[Prepared]:
         """Parse and triage a batch; never raises for what the messages contain."""
@@ -149,6 +151,10 @@ class ParseSandbox:
             except _Lost as lost:
                 results.append(Prepared(problem=lost.problem))
         return results
+
+    def _ping(self) -> None:
+        with contextlib.suppress(_Lost):  # _kill has logged it
+            self._exchange([], datetime.now(UTC), self.budget_s)
 
     def _exchange(self, jobs: list[MailJob], now: datetime, deadline_s: float) -> list[Prepared]:
         try:

@@ -89,14 +89,21 @@ class Store:
             # A task (not the caller) drains the queue, so a client that hangs up mid-commit
             # cannot strand the messages of the others.
             self._flush_task = asyncio.get_running_loop().create_task(self._flush())
-        if timeout_s is not None:
-            await asyncio.wait({fut}, timeout=timeout_s)  # waiting does not cancel fut
-            queued = [item for item in self._pending if item[1] is fut]
-            if not fut.done() and queued:
-                self._pending.remove(queued[0])
-                fut.cancel()
-                raise TimeoutError("not committed in time")
-        return await fut
+        if timeout_s is None:
+            return await fut
+        timer = asyncio.get_running_loop().call_later(timeout_s, self._withdraw, fut)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+
+    def _withdraw(self, fut: asyncio.Future[Accepted]) -> None:
+        # Time is up: a message still queued is taken out and will never be committed.
+        # One already in a commit is left to it; its waiter gets the commit's outcome.
+        queued = [item for item in self._pending if item[1] is fut]
+        if queued and not fut.done():
+            self._pending.remove(queued[0])
+            fut.set_exception(TimeoutError("not committed in time"))
 
     async def _flush(self) -> None:
         # Commit everything queued, then whatever queued up meanwhile, until empty.

@@ -37,7 +37,8 @@ def test_ready_arrives_after_the_smtp_port_answers_then_watchdog_and_stopping(
         finally:
             d.kill()
     order = [next(iter(f)) for _, f in ns.received]
-    assert order.index("READY") < order.index("WATCHDOG")
+    # Pings may start during start-up (a slow start is not a hung one); they go on after it.
+    assert "WATCHDOG" in order[order.index("READY"):order.index("STOPPING")]
 
 
 def test_reload_sends_reloading_with_a_monotonic_timestamp_then_ready(tmp_path: Path) -> None:
