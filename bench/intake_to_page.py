@@ -98,6 +98,7 @@ def start_daemon(folder: Path, pd_url: str, outbox_concurrency: int | None
         f'[state]\ndir = "{folder / "state"}"\n[smtp]\nport = {port}\n'
         f'[pagerduty]\nrouting_key = {{ file = "pd-key" }}\nurl = "{pd_url}"\n'
         '[log]\nlevel = "warning"\nformat = "json"\n'
+        '[trust]\nallow_domains = ["tenant.example"]\n'
         + (f"[outbox]\nconcurrency = {outbox_concurrency}\n" if outbox_concurrency else ""))
     log = (folder / "daemon.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],

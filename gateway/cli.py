@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+import structlog
+
 from gateway import logs, views
 from gateway.app import App
 from gateway.config import Config, ConfigError, load_config
@@ -133,6 +135,11 @@ def _load_both(path: Path) -> tuple[Config, Rulebook]:
 def _run(config: Config, path: Path | None = None) -> int:
     rulebook = load_rules(config.rules_file())
     logs.configure(config.log.level, config.log.format)
+    if path is None:
+        structlog.get_logger("gateway.cli").warning(
+            "gateway.embedded_defaults",
+            note="trial set-up: every sender may page, pages are only recorded in the store; "
+                 "run with --config FILE for a deployment")
 
     async def main() -> None:
         stop = asyncio.Event()

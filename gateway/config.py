@@ -215,10 +215,17 @@ def _check_secret_files(config: Config) -> list[str]:
     return errors
 
 
+# The embedded defaults are for trying the gateway out on one machine: SMTP on loopback,
+# pages recorded in the store (nobody is woken), replies written to a folder. There every
+# sender may page, so that a first report shows the whole path; a configuration file starts
+# from an empty allow-list instead (nobody pages without an engineer's !page).
+EMBEDDED_DEFAULTS: dict[str, Any] = {"trust": {"allow_all": True}}
+
+
 def load_config(path: Path | None) -> Config:
     """Read and validate a TOML file, or return the embedded defaults when `path` is None."""
     if path is None:
-        return parse_config({})
+        return parse_config(EMBEDDED_DEFAULTS)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
