@@ -98,7 +98,10 @@ def start_daemon(folder: Path, pd_url: str, outbox_concurrency: int | None
         f'[state]\ndir = "{folder / "state"}"\n[smtp]\nport = {port}\n'
         f'[pagerduty]\nrouting_key = {{ file = "pd-key" }}\nurl = "{pd_url}"\n'
         '[log]\nlevel = "warning"\nformat = "json"\n'
+        # Each message is a distinct P1 report that must page: a trusted tenant, its own
+        # sender, no storm joining, and a global limit above the offered rate.
         '[trust]\nallow_domains = ["tenant.example"]\n'
+        '[limits]\nstorm_window_s = 0\nglobal_per_minute = 1000000\n'
         + (f"[outbox]\nconcurrency = {outbox_concurrency}\n" if outbox_concurrency else ""))
     log = (folder / "daemon.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
@@ -120,7 +123,7 @@ def start_daemon(folder: Path, pd_url: str, outbox_concurrency: int | None
 def message(i: int) -> tuple[str, EmailMessage]:
     subject = f"Our site is down bench-{i:06d}"
     msg = EmailMessage()
-    msg["From"] = "Alice Tenant <alice@tenant.example>"
+    msg["From"] = f"Tenant user {i} <user{i}@tenant.example>"
     msg["To"] = "emergency@localhost"
     msg["Subject"] = subject
     msg["Message-ID"] = f"<bench-{i}-{os.getpid()}@tenant.example>"

@@ -422,14 +422,16 @@ RECENT_LIMIT = 50  # a storm joins one incident, so the one it joins is among th
 
 
 def recent_open_incidents(conn: sqlite3.Connection, mailbox: Mailbox, since: datetime,
+                          title_matches: Callable[[str], bool],
                           limit: int = RECENT_LIMIT) -> list[Incident]:
-    """The newest open incidents of a mailbox opened since `since` (for storm joining):
-    bounded, so a storm of distinct reports does not make each message read every other."""
+    """The newest open incidents of a mailbox opened since `since` whose title passes
+    `title_matches` (for storm joining): bounded, and only those are read in full, so a
+    storm of distinct reports does not make each message read every other."""
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM incidents WHERE status != 'resolved' AND merged_into IS NULL"  # noqa: S608
         " AND mailbox = ? AND created_at >= ? ORDER BY id DESC LIMIT ?",
         (mailbox.value, ts(since), limit)).fetchall()
-    return [_incident(conn, row, with_timeline=False) for row in rows]
+    return [_incident(conn, row, with_timeline=False) for row in rows if title_matches(row[1])]
 
 
 def due_outbox(conn: sqlite3.Connection, now: datetime, limit: int) -> list[OutboxEntry]:

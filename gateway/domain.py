@@ -202,8 +202,9 @@ class PlanContext:
     find: Callable[[int], Incident | None]
     open_incidents: Callable[[], list[Incident]]
     history: HistoryLookup | None = None
-    # (mailbox, since) -> the newest open incidents of that mailbox opened since then
-    recent_open: Callable[[Mailbox, datetime], list[Incident]] | None = None
+    # (mailbox, since, title test) -> the newest open incidents of that mailbox opened since
+    # then whose title passes the test
+    recent_open: Callable[[Mailbox, datetime, Callable[[str], bool]], list[Incident]] | None = None
 
 
 def dumps(value: Any) -> str:

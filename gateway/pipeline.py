@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 
 from gateway.db import ThreadKeys
 from gateway.domain import (
@@ -28,7 +29,15 @@ from gateway.mail import ParsedMail
 from gateway.parse_child import report_for as report_for  # noqa: PLC0414  (re-exported)
 from gateway.relay import ChatSettings, announcement, chat_reply, chat_to_incident, page_spec
 from gateway.replies import Sender, ack_body, ack_subject, base_subject, one_line, render
-from gateway.storm import Join, Limits, body_hash, count_cap, find_join, hold_reason
+from gateway.storm import (
+    Join,
+    Limits,
+    body_hash,
+    count_cap,
+    find_join,
+    hold_reason,
+    similar,
+)
 from gateway.trust import UNVERIFIED_FLAG, TrustPolicy, Verdict, judge_email
 from rules.book import Rulebook
 from rules.engine import triage
@@ -97,7 +106,7 @@ def plan_email(
     if verdict is None:
         verdict = judge_email(row.raw, mail.from_addr, settings.trust)
     join = None if context is None else find_join(
-        _recent_open(context, row.mailbox, now, settings.limits), row.mailbox,
+        _recent_open(context, row.mailbox, mail.subject, now, settings.limits), row.mailbox,
         _sender(row, mail), mail.subject, verdict.known, now, settings.limits)
     if join is not None and join.same_reporter:
         return _join(row, mail, join.incident, settings, now)
@@ -106,11 +115,14 @@ def plan_email(
     return _new_incident(row, mail, decision, next_id, book, settings, now, verdict)
 
 
-def _recent_open(context: PlanContext, mailbox: Mailbox, now: datetime,
+def _recent_open(context: PlanContext, mailbox: Mailbox, subject: str, now: datetime,
                  limits: Limits) -> list[Incident]:
+    # The candidates find_join picks from: only those a report with this subject could join.
+    if limits.storm_window_s <= 0:  # joining is turned off
+        return []
     since = now - timedelta(seconds=limits.storm_window_s)
     if context.recent_open is not None:
-        return context.recent_open(mailbox, since)
+        return context.recent_open(mailbox, since, partial(similar, subject))
     return context.open_incidents()
 
 
