@@ -102,6 +102,7 @@ def start_daemon(folder: Path, pd_url: str, outbox_concurrency: int | None
         # sender, no storm joining, and a global limit above the offered rate.
         '[trust]\nallow_domains = ["tenant.example"]\n'
         '[limits]\nstorm_window_s = 0\nglobal_per_minute = 1000000\n'
+        + os.environ.get("EXTRA_TOML", "").replace("\\n", "\n")
         + (f"[outbox]\nconcurrency = {outbox_concurrency}\n" if outbox_concurrency else ""))
     log = (folder / "daemon.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],

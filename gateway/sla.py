@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from gateway.domain import (
     Incident,
@@ -100,6 +101,12 @@ class _Ctx:
         clock = self.book.clock
         object.__setattr__(self, "when", lambda at: label(clock, at))
 
+    @cached_property
+    def last_close(self) -> datetime | None:
+        """The latest end of support hours at or before `now` (the same for every incident
+        of a round: worked out once)."""
+        return last_closing(self.book.clock, self.now)
+
 
 def due_now(incidents: Sequence[Incident], now: datetime, book: Rulebook,
             settings: SlaSettings) -> list[Due]:
@@ -159,9 +166,12 @@ def _notice(incident: Incident, ctx: _Ctx, text: str) -> tuple[OutboxSpec, ...]:
     return (chat_to_incident(text, "reminder", room),)
 
 
-def _reminder(incident: Incident, kind: str, due_at: datetime, ctx: _Ctx, text: str,
-              until: datetime | None = None) -> _Candidate:
+def _reminder(incident: Incident, kind: str, due_at: datetime, ctx: _Ctx,
+              words: Callable[[], str], until: datetime | None = None) -> _Candidate:
+    # The words are only put together for what is due: a round looks at every candidate of
+    # every open incident, and formatting the times in them was most of its cost.
     def build() -> tuple[str, Plan]:
+        text = words()
         return text, Plan(outcome=kind, incident_id=incident.id,
                           timeline=(TimelineEvent(ctx.now, f"sla.{kind}", "gateway", text),),
                           outbox=_notice(incident, ctx, text))
@@ -175,11 +185,11 @@ def _response(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
     s, ref, when = ctx.settings, incident.ref, ctx.when
     found = [
         _reminder(incident, "respond.soon", by - s.respond_warning, ctx,
-                  f"{ref}: a response is due by {when(by)} and nobody has acknowledged it yet. "
-                  "Reply !ack when you are on it.", until=by),
+                  lambda: f"{ref}: a response is due by {when(by)} and nobody has acknowledged "
+                          "it yet. Reply !ack when you are on it.", until=by),
         _reminder(incident, "respond.overdue", by, ctx,
-                  f"{ref}: the response was due by {when(by)} and nobody has acknowledged it. "
-                  "Reply !ack when you are on it."),
+                  lambda: f"{ref}: the response was due by {when(by)} and nobody has "
+                          "acknowledged it. Reply !ack when you are on it."),
     ]
     if incident.priority in s.escalate:
         found += [_escalation(incident, index, step, ctx)
@@ -242,11 +252,12 @@ def _updates(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
     ask = (f"{who}: please post one with !update <text>." if who else
            "Nobody is named comms or lead yet (!comms @user); post one with !update <text>.")
     soon = _reminder(incident, "update.soon", by - s.update_warning, ctx,
-                     f"{ref}: the next update to reporters is due by {when(by)}. {ask}",
+                     lambda: f"{ref}: the next update to reporters is due by {when(by)}. {ask}",
                      until=by)
     if incident.priority not in s.holding or not incident.reporters:
-        overdue = _reminder(incident, "update.overdue", by, ctx,
-                            f"{ref}: the update to reporters due by {when(by)} is overdue. {ask}")
+        overdue = _reminder(
+            incident, "update.overdue", by, ctx,
+            lambda: f"{ref}: the update to reporters due by {when(by)} is overdue. {ask}")
         return [soon, overdue]
     return [soon, _Candidate(ref, incident.id, "update.overdue", by,
                              lambda: _holding(incident, ctx, ask))]
@@ -281,12 +292,12 @@ def _handover(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
         at = incident.created_at + s.handover_after
         hours = s.handover_after.total_seconds() / 3600
         found.append(_reminder(incident, "handover.open_long", at, ctx,
-                               f"{incident.ref} has been open for {hours:g} hours: {ask}"))
-    close = last_closing(ctx.book.clock, ctx.now) if s.handover_at_close else None
+                               lambda: f"{incident.ref} has been open for {hours:g} hours: {ask}"))
+    close = ctx.last_close if s.handover_at_close else None
     if close is not None and close > incident.created_at:
         found.append(_reminder(incident, "handover.close", close, ctx,
-                               f"{incident.ref} is still open at the end of support hours: "
-                               f"{ask}"))
+                               lambda: f"{incident.ref} is still open at the end of support "
+                                       f"hours: {ask}"))
     return found
 
 
