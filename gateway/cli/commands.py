@@ -1,0 +1,237 @@
+"""The command line: the only place that exits the process, with documented exit codes.
+
+Exit codes: 0 success; 1 failure (rule examples failed, the daemon crashed);
+2 usage error, unreadable input or unknown reference; 3 invalid configuration or rulebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sqlite3
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import structlog
+
+from gateway.app import App
+from gateway.cli import views
+from gateway.cli.status import status_command
+from gateway.cli.views import UsageError
+from gateway.config.model import Config, ConfigError, load_config
+from gateway.run import logs
+from rules.book import Rulebook, RulebookError, default_rulebook, load_rulebook
+from rules.engine import check_examples
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
+
+
+def load_rules(path: Path | None) -> Rulebook:
+    """The rulebook at `path`, or the packaged default."""
+    if path is None:
+        return default_rulebook()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulebookError([f"{path}: cannot read ({exc})"]) from None
+    return load_rulebook(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="chatops-gateway", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon (embedded defaults without --config)")
+    run.add_argument("--config", type=Path)
+    check = sub.add_parser("check-config", help="validate a configuration file and its rulebook")
+    check.add_argument("file", type=Path)
+    tri = sub.add_parser("triage", help="explain the decision for one .eml file; changes nothing")
+    tri.add_argument("file", type=Path)
+    tri.add_argument("--json", action="store_true", help="print one JSON object")
+    tri.add_argument("--at", help="ISO-8601 instant to triage at (default: now)")
+    tri.add_argument("--mailbox", choices=["emergency", "support"], default="emergency")
+    tri.add_argument("--config", type=Path)
+    rules = sub.add_parser("rules", help="rulebook tools")
+    rsub = rules.add_subparsers(dest="rules_command", required=True)
+    rtest = rsub.add_parser("test", help="check every rule's examples")
+    rtest.add_argument("file", nargs="?", type=Path)
+    inc = sub.add_parser("incidents", help="read incidents from the store")
+    isub = inc.add_subparsers(dest="incidents_command", required=True)
+    ilist = isub.add_parser("list")
+    ilist.add_argument("--json", action="store_true")
+    ilist.add_argument("--config", type=Path)
+    ishow = isub.add_parser("show")
+    ishow.add_argument("ref")
+    ishow.add_argument("--json", action="store_true")
+    ishow.add_argument("--config", type=Path)
+    irep = isub.add_parser("report", help="write an incident report draft (Markdown)")
+    irep.add_argument("ref")
+    irep.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    irep.add_argument("--config", type=Path)
+    out = sub.add_parser("outbox", help="read the outbox")
+    osub = out.add_subparsers(dest="outbox_command", required=True)
+    olist = osub.add_parser("list")
+    olist.add_argument("--state", choices=["pending", "done", "dead"])
+    olist.add_argument("--config", type=Path)
+    oretry = osub.add_parser("retry", help="send a dead entry back for delivery")
+    oretry.add_argument("id", type=int)
+    oretry.add_argument("--config", type=Path)
+    status = sub.add_parser("status", help="ask the running daemon how it is (health, counters)")
+    status.add_argument("--config", type=Path)
+    status.add_argument("--json", action="store_true", help="print the health report as JSON")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `chatops-gateway` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        code = _dispatch(args)
+    except ConfigError as exc:
+        _errors("invalid configuration", exc.errors)
+        code = EXIT_CONFIG
+    except RulebookError as exc:
+        _errors("invalid rulebook", exc.errors)
+        code = EXIT_CONFIG
+    except UsageError as exc:
+        print(f"chatops-gateway: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    sys.exit(code)
+
+
+def _errors(title: str, errors: Sequence[str]) -> None:
+    print(f"chatops-gateway: {title}:", file=sys.stderr)
+    for line in errors:
+        print(f"  {line}", file=sys.stderr)
+
+
+def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911  (one return per command)
+    if args.command == "run":
+        return _run(load_config(args.config), args.config)
+    if args.command == "check-config":
+        config = load_config(args.file)
+        load_rules(config.rules_file())
+        print(f"{args.file}: OK")
+        return EXIT_OK
+    if args.command == "triage":
+        return _triage(args)
+    if args.command == "rules":
+        return _rules_test(args.file)
+    if args.command == "incidents":
+        return _incidents(args)
+    if args.command == "status":
+        return status_command(load_config(args.config), as_json=args.json)
+    return _outbox(args)
+
+
+def _load_both(path: Path) -> tuple[Config, Rulebook]:
+    config = load_config(path)
+    return config, load_rules(config.rules_file())
+
+
+def _run(config: Config, path: Path | None = None) -> int:
+    rulebook = load_rules(config.rules_file())
+    logs.configure(config.log.level, config.log.format)
+    if path is None:
+        structlog.get_logger("gateway.cli.commands").warning(
+            "gateway.embedded_defaults",
+            note="trial set-up: every sender may page, pages are only recorded in the store; "
+                 "run with --config FILE for a deployment")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        app = App(config, rulebook, loader=None if path is None else partial(_load_both, path))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, app.request_reload)
+        await app.run(stop)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def _triage(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    book = load_rules(config.rules_file())
+    try:
+        raw = sys.stdin.buffer.read() if str(args.file) == "-" else args.file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    at = _instant(args.at)
+    result = views.triage_json(raw, args.mailbox, at, book)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(views.triage_text(result))
+    return EXIT_OK
+
+
+def _instant(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--at: not an ISO-8601 instant: {value!r}") from None
+    if at.tzinfo is None:
+        raise UsageError("--at: give a time zone offset, e.g. 2026-11-23T10:00:00+00:00")
+    return at
+
+
+def _rules_test(path: Path | None) -> int:
+    book = load_rules(path)
+    failures = check_examples(book)
+    for line in failures:
+        print(f"FAIL {line}")
+    count = sum(len(rule.examples) for rule in book.rules)
+    print(f"{count - len(failures)} of {count} examples give their expected priority")
+    return EXIT_FAILURE if failures else EXIT_OK
+
+
+def _incidents(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    with views.open_readonly(config) as conn:
+        if args.incidents_command == "list":
+            items = views.list_incidents(conn)
+            print(json.dumps(items, indent=2) if args.json else views.incidents_table(items))
+            return EXIT_OK
+        book = load_rules(config.rules_file())
+        if args.incidents_command == "report":
+            return _report(conn, args, book)
+        item = views.show_incident(conn, args.ref, book, datetime.now(UTC))
+        if item is None:
+            raise UsageError(f"no incident {args.ref!r}")
+        print(json.dumps(item, indent=2) if args.json else views.incident_text(item))
+    return EXIT_OK
+
+
+def _report(conn: sqlite3.Connection, args: argparse.Namespace, book: Rulebook) -> int:
+    text = views.incident_report(conn, args.ref, book, datetime.now(UTC))
+    if text is None:
+        raise UsageError(f"no incident {args.ref!r}")
+    if args.output is None:
+        print(text, end="")
+        return EXIT_OK
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.outbox_command == "retry":
+        views.retry_outbox(config, args.id, datetime.now(UTC))
+        print(f"outbox entry {args.id} sent back for delivery")
+        return EXIT_OK
+    with views.open_readonly(config) as conn:
+        rows = views.outbox_list(conn, args.state)
+    print(json.dumps(rows, indent=2))
+    return EXIT_OK
