@@ -26,9 +26,9 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from aioimaplib import IMAP4, AioImapException, Command, IMAP4ClientProtocol, Response
 
+from gateway.domain import Accepted
 from gateway.plan.imapsync import Cursor, chunks, cursor_key, envelope_sender, plan_scan, uid_set
 from gateway.ports import TransientError
-from gateway.store.db import Accepted
 from rules.types import Mailbox
 
 log = structlog.get_logger("adapters.imap_intake")

@@ -4,7 +4,7 @@ and the Plan the pipeline returns for the store to apply in one transaction."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -210,3 +210,116 @@ class PlanContext:
 def dumps(value: Any) -> str:
     """Compact, stable JSON for the store."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The result of accepting one message: its inbox id, and whether it was a re-send."""
+
+    inbox_id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to accept into the inbox."""
+
+    channel: Channel
+    mailbox: Mailbox | None
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    raw: bytes
+    dedup_key: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class ThreadKeys:
+    """What a message offers to find the incident it belongs to."""
+
+    message_ids: tuple[str, ...]
+    subject: str = ""
+    sender: str = ""
+    incident_id: int | None = None  # named explicitly by someone allowed to (an engineer)
+    # Email: the incidents named by references we issued (gateway.plan.tokens); then only the
+    # sender's own earlier ids and [INC-n] can also attach, and only when the sender is a
+    # reporter not shown to be forged. None (chat): every key as stored attaches.
+    issued: tuple[int, ...] | None = None
+    sender_authentic: bool = True
+
+
+@dataclass(frozen=True)
+class Work:
+    """One accepted message to process: how to find its thread, how to plan it, and the plan
+    to fall back on if planning fails (so a bug never loses the message)."""
+
+    inbox_id: int
+    keys: ThreadKeys | None
+    make_plan: Callable[[PlanContext], Plan]
+    fallback: Callable[[str], Plan]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one delivery attempt went: a result (done), or an error and when to retry."""
+
+    entry: OutboxEntry
+    result: dict[str, Any] | None = None
+    error: str = ""
+    next_at: datetime | None = None
+    dead: bool = False
+    alert: OutboxSpec | None = None  # queued for engineers when the entry goes dead
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """How much waits in the inbox and the outbox, for health checks and metrics."""
+
+    inbox_pending: int
+    outbox_pending: int
+    outbox_oldest: datetime | None  # when the oldest pending entry was created
+    outbox_retrying: dict[str, int]  # kind -> pending entries that failed at least once
+    outbox_dead: int
+
+
+def chat_key(event_id: str) -> str:
+    """The thread key of a chat event (kept apart from email Message-IDs)."""
+    return f"mx:{event_id}"
+
+
+@dataclass(frozen=True)
+class TicketRow:
+    """An incident's ticket as recorded."""
+
+    backend: str
+    external_id: str
+    link: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class PageRow:
+    """An incident's Statuspage incident as recorded."""
+
+    external_id: str
+    link: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class Due:
+    """One reminder (or escalation, holding reply, digest) to fire, and what it changes."""
+
+    subject: str  # the incident's reference, or "digest"
+    incident_id: int | None
+    kind: str
+    due_at: datetime
+    plan: Plan
+    text: str
+
+
+# The SLA planner as the store calls it inside its transaction: open incidents in, what is
+# due out; and when to look again.
+Planner = Callable[[Sequence[Incident]], list[Due]]
+Waker = Callable[[Sequence[Incident]], datetime | None]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gateway.domain import (
     Channel,
+    Due,
     Incident,
     NewIncident,
     OutboxKind,
@@ -23,9 +24,9 @@ from gateway.domain import (
     incident_ref,
 )
 from gateway.plan.replies import Sender
-from gateway.plan.sla import Due, EscalationTarget, SlaSettings, due_now, next_due
+from gateway.plan.sla import EscalationTarget, SlaSettings, due_now, next_due
 from gateway.run.scheduler import Scheduler, _look
-from gateway.store import db, reminders, schema
+from gateway.store import db, incidents, outbox, reminders, schema
 from gateway.store.db import ts
 from gateway.store.sqlite import Store
 from rules.book import default_rulebook
@@ -191,7 +192,7 @@ def open_p1(path: Path, at: datetime = IN_HOURS) -> None:
                 "Our site is down", Priority.P1, Mailbox.EMERGENCY, None, (),
                 BOOK.clock.period_at(at), respond_due(Priority.P1, at, BOOK),
                 next_update_due(Priority.P1, at, BOOK)))
-            iid = db.apply_plan(conn, plan, at)
+            iid = incidents.apply_plan(conn, plan, at)
             conn.execute("UPDATE incidents SET chat_root = '$root' WHERE id = ?", (iid,))
     finally:
         conn.close()
@@ -208,7 +209,7 @@ def fired_rows(path: Path) -> list[tuple[str, datetime, datetime]]:
 def outbox_count(path: Path, kind: str) -> int:
     conn = schema.connect(str(path), readonly=True)
     try:
-        return sum(1 for r in db.outbox_rows(conn) if r["kind"] == kind)
+        return sum(1 for r in outbox.outbox_rows(conn) if r["kind"] == kind)
     finally:
         conn.close()
 

@@ -11,17 +11,20 @@ from pathlib import Path
 import pytest
 
 from gateway.domain import (
+    Attempt,
     Channel,
     NewIncident,
+    NewMessage,
     OutboxKind,
     OutboxSpec,
     Plan,
     PlanContext,
     Reporter,
+    ThreadKeys,
     TimelineEvent,
+    Work,
 )
-from gateway.store import db, schema
-from gateway.store.db import Attempt, NewMessage, Work
+from gateway.store import schema, threads
 from gateway.store.sqlite import Store, StoreClosed
 from rules.types import Mailbox, Priority
 
@@ -99,9 +102,9 @@ async def test_thread_found_by_message_id_and_by_tag_only_for_reporters(store: S
     await store.process([work(accepted.inbox_id)], NOW)
     conn = store._conn
     assert conn is not None
-    by_id = db.find_thread(conn, db.ThreadKeys(("<a@x>",), "", "bob@y.example"))
-    by_tag = db.find_thread(conn, db.ThreadKeys((), "Re: [INC-1] x", "alice@x.example"))
-    stranger = db.find_thread(conn, db.ThreadKeys((), "Re: [INC-1] x", "mallory@evil.example"))
+    by_id = threads.find_thread(conn, ThreadKeys(("<a@x>",), "", "bob@y.example"))
+    by_tag = threads.find_thread(conn, ThreadKeys((), "Re: [INC-1] x", "alice@x.example"))
+    stranger = threads.find_thread(conn, ThreadKeys((), "Re: [INC-1] x", "mallory@evil.example"))
     assert by_id is not None and by_id.ref == "INC-1"
     assert by_tag is not None and stranger is None
 

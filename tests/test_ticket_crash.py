@@ -11,7 +11,7 @@ import pytest
 from gateway.deliver.mirror_egress import ticket_handlers
 from gateway.deliver.outbox import OutboxWorker, RetryPolicy
 from gateway.domain import NewIncident, OutboxKind, OutboxSpec, Plan
-from gateway.store import db, schema
+from gateway.store import db, incidents, schema
 from gateway.store.sqlite import Store
 from rules.types import Mailbox, Priority
 from tests.test_ticket_backends import FAKES, case
@@ -34,7 +34,7 @@ def _incident_with_ticket_entry(path: Path) -> None:
             "requester": "alice@tenant.example", "body": "All apps return 502.",
             "at": NOW.isoformat()}),))
     with db.transaction(conn):
-        db.apply_plan(conn, plan, NOW)
+        incidents.apply_plan(conn, plan, NOW)
     conn.close()
 
 

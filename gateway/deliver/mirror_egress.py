@@ -12,9 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from gateway.deliver.outbox import Handler
-from gateway.domain import OutboxEntry, OutboxKind
+from gateway.domain import OutboxEntry, OutboxKind, TicketRow
 from gateway.ports import NewTicket, PublicIncident, StatusPage, TicketBackend, TransientError
-from gateway.store.mirror_db import TicketRow
 from gateway.store.sqlite import Store
 
 

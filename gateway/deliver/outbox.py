@@ -21,11 +21,10 @@ from typing import Any
 import structlog
 
 from gateway.deliver.deadletter import AlertFor
-from gateway.domain import OutboxEntry, OutboxKind
+from gateway.domain import Attempt, OutboxEntry, OutboxKind
 from gateway.ports import PermanentError, TransientError
 from gateway.run import metrics
 from gateway.run.worker import Clock, utcnow
-from gateway.store.db import Attempt
 from gateway.store.sqlite import Store
 
 log = structlog.get_logger("gateway.deliver.outbox")

@@ -21,12 +21,12 @@ from gateway.domain import (
     Reporter,
     Status,
     TimelineEvent,
+    chat_key,
     incident_ref,
 )
 from gateway.plan.relay import ChatSettings, announcement, chat_reply, chat_to_incident, page_spec
 from gateway.plan.replies import local_time, one_line
 from gateway.plan.trust import UNVERIFIED_FLAG, TrustPolicy, judge_chat
-from gateway.store.db import chat_key
 from rules.book import Rulebook
 from rules.engine import triage
 from rules.types import Mailbox, Report, TriageDecision

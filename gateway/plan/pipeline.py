@@ -21,6 +21,7 @@ from gateway.domain import (
     PlanContext,
     Reporter,
     Status,
+    ThreadKeys,
     TimelineEvent,
     incident_ref,
 )
@@ -38,7 +39,6 @@ from gateway.plan.storm import (
     similar,
 )
 from gateway.plan.trust import UNVERIFIED_FLAG, TrustPolicy, Verdict, judge_email
-from gateway.store.db import ThreadKeys
 from rules.book import Rulebook
 from rules.engine import triage
 from rules.types import Mailbox, Period, Priority, TriageDecision

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 
 from gateway.domain import (
+    Due,
     Incident,
     OutboxKind,
     OutboxSpec,
@@ -66,18 +67,6 @@ class SlaSettings:
     handover_at_close: bool = True
     handover_after: timedelta | None = timedelta(hours=6)
     digest: bool = True
-
-
-@dataclass(frozen=True)
-class Due:
-    """One reminder (or escalation, holding reply, digest) to fire, and what it changes."""
-
-    subject: str  # the incident's reference, or "digest"
-    incident_id: int | None
-    kind: str
-    due_at: datetime
-    plan: Plan
-    text: str
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from gateway.store.db import QueueStats
+from gateway.domain import QueueStats
 
 # States a component may report; "starting" holds READY back, "bad_credentials" is unhealthy,
 # and so is "needs_e2ee" (the bot is in an encrypted room it cannot read).

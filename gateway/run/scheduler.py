@@ -17,12 +17,11 @@ from functools import partial
 
 import structlog
 
-from gateway.domain import Incident
-from gateway.plan.sla import Due, SlaSettings, due_now, next_due
+from gateway.domain import Due, Incident, Planner, Waker
+from gateway.plan.sla import SlaSettings, due_now, next_due
 from gateway.run import metrics
 from gateway.run.worker import Clock, utcnow
 from gateway.store.db import ts
-from gateway.store.reminders import Planner, Waker
 from gateway.store.sqlite import Store
 from rules.book import Rulebook
 

@@ -15,7 +15,7 @@ from functools import partial
 
 import structlog
 
-from gateway.domain import Channel, InboxRow, Plan, PlanContext
+from gateway.domain import Channel, InboxRow, Plan, PlanContext, ThreadKeys, Work
 from gateway.parse.mail import ParsedMail
 from gateway.parse.sandbox import MailJob, ParseSandbox, Prepared
 from gateway.plan import mirror
@@ -27,7 +27,6 @@ from gateway.plan.pipeline import Settings, mail_thread_keys, plan_email, plan_u
 from gateway.plan.relay import ChatSettings
 from gateway.plan.trust import Verdict, judge_email
 from gateway.run import metrics
-from gateway.store.db import ThreadKeys, Work
 from gateway.store.sqlite import Store
 from rules.book import Rulebook
 from rules.types import Mailbox, TriageDecision

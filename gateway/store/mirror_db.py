@@ -9,33 +9,13 @@ incident belongs to an incident).
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.domain import OutboxEntry, OutboxKind, TimelineEvent, dumps
+from gateway.domain import OutboxEntry, OutboxKind, PageRow, TicketRow, TimelineEvent, dumps
 
 MIRROR_KINDS = frozenset({OutboxKind.TICKET_UPDATE, OutboxKind.STATUSPAGE_OPEN,
                           OutboxKind.STATUSPAGE_UPDATE, OutboxKind.STATUSPAGE_RESOLVE})
-
-
-@dataclass(frozen=True)
-class TicketRow:
-    """An incident's ticket as recorded."""
-
-    backend: str
-    external_id: str
-    link: str | None
-    status: str
-
-
-@dataclass(frozen=True)
-class PageRow:
-    """An incident's Statuspage incident as recorded."""
-
-    external_id: str
-    link: str | None
-    status: str
 
 
 def _ts(value: datetime) -> str:
