@@ -42,13 +42,13 @@ from gateway.plan.sla import EscalationTarget, SlaSettings
 from gateway.plan.storm import Limits
 from gateway.plan.tokens import ThreadSigner, new_key
 from gateway.plan.trust import TrustPolicy
-from gateway.ports import MailSender, Pager, TicketBackend
+from gateway.ports import MailSender, Pager, Store, TicketBackend
 from gateway.run import metrics
 from gateway.run.intake import ChatIntake, MailIntake
 from gateway.run.scheduler import Scheduler
 from gateway.run.service import Loader, Service, endpoint_file
 from gateway.run.worker import Clock, InboxWorker, utcnow
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore
 from rules.book import Rulebook
 from rules.types import Mailbox, Priority
 
@@ -178,7 +178,7 @@ class App:
         # (mail accepted meanwhile is durable and waits for it in the inbox).
         sandbox = ParseSandbox(self.rulebook)
         sandbox_up = asyncio.create_task(sandbox.start(), name="parse-sandbox-start")
-        store = Store(self.config.database_path())
+        store = SqliteStore(self.config.database_path())
         try:
             await store.open()
             async with AsyncExitStack() as stack:

@@ -19,7 +19,7 @@ from gateway.plan.replies import Sender
 from gateway.plan.trust import TrustPolicy
 from gateway.run.worker import InboxWorker
 from gateway.store import outbox
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore
 from rules.book import default_rulebook
 from rules.types import Mailbox, Priority
 from tests.conftest import IN_HOURS, email_bytes
@@ -99,7 +99,7 @@ async def test_pathological_mail_becomes_unparseable_ticket_next_to_a_good_one(
         tmp_path: Path) -> None:
     """Through the inbox worker: the hostile message is a P4 unparseable ticket with its raw
     bytes kept, the good message in the same batch opens its P1 incident and pages."""
-    store = Store(tmp_path / "gateway.sqlite3")
+    store = SqliteStore(tmp_path / "gateway.sqlite3")
     await store.open()
     planned: list[Sequence[Plan]] = []
     worker = InboxWorker(store, BOOK, SETTINGS, planned.append, clock=lambda: IN_HOURS,

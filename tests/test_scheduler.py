@@ -28,7 +28,7 @@ from gateway.plan.sla import EscalationTarget, SlaSettings, due_now, next_due
 from gateway.run.scheduler import Scheduler, _look
 from gateway.store import db, incidents, outbox, reminders, schema
 from gateway.store.db import ts
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore
 from rules.book import default_rulebook
 from rules.engine import next_update_due, respond_due
 from rules.types import Mailbox, Period, Priority
@@ -214,7 +214,7 @@ def outbox_count(path: Path, kind: str) -> int:
         conn.close()
 
 
-def scheduler(store: Store, clock: ManualClock, fired: list[Due]) -> Scheduler:
+def scheduler(store: SqliteStore, clock: ManualClock, fired: list[Due]) -> Scheduler:
     return Scheduler(store, BOOK, SETTINGS, fired.extend, clock)
 
 
@@ -225,7 +225,7 @@ async def test_fires_once_and_not_again_after_restart(tmp_path: Path) -> None:
     open_p1(path)
     clock = ManualClock(IN_HOURS + timedelta(minutes=20))
     for _ in range(2):  # two daemon lifetimes
-        store = Store(path)
+        store = SqliteStore(path)
         await store.open()
         try:
             sent: list[Due] = []
@@ -243,7 +243,7 @@ async def test_due_during_downtime_fires_once_on_start(tmp_path: Path) -> None:
     escalation steps go once, one holding reply goes out and the clock moves on."""
     path = tmp_path / "gateway.sqlite3"
     open_p1(path)
-    store = Store(path)
+    store = SqliteStore(path)
     await store.open()
     try:
         start = IN_HOURS + timedelta(hours=3)
@@ -258,7 +258,7 @@ async def test_due_during_downtime_fires_once_on_start(tmp_path: Path) -> None:
     assert "sla.holding" in [e.kind for e in inc.timeline]
 
 
-async def test_loop_wakes_at_the_due_time(store: Store, tmp_path: Path) -> None:
+async def test_loop_wakes_at_the_due_time(store: SqliteStore, tmp_path: Path) -> None:
     """The running loop fires when the controllable clock reaches the due time and it is
     woken, not before, and wakes the outbox for what it queued."""
     open_p1(tmp_path / "gateway.sqlite3")
@@ -281,7 +281,7 @@ async def test_loop_wakes_at_the_due_time(store: Store, tmp_path: Path) -> None:
     assert kinds(sent) == ["escalate.1", "respond.overdue", "respond.soon"]
 
 
-async def test_incident_changes_are_coalesced_but_a_wake_is_not(store: Store,
+async def test_incident_changes_are_coalesced_but_a_wake_is_not(store: SqliteStore,
                                                                  tmp_path: Path) -> None:
     """After every processed batch the scheduler is told incidents changed; within the gap
     those notices make no further round (no re-read of every open incident), while an
@@ -312,7 +312,7 @@ async def test_incident_changes_are_coalesced_but_a_wake_is_not(store: Store,
 
 
 async def test_a_round_with_nothing_new_due_opens_no_write_transaction(
-        store: Store, tmp_path: Path) -> None:
+        store: SqliteStore, tmp_path: Path) -> None:
     """Once an overdue incident's items have fired, the next round sees they are recorded
     and does not enter the store's firing transaction (it only reads a snapshot)."""
     open_p1(tmp_path / "gateway.sqlite3")

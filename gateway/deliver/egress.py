@@ -19,9 +19,9 @@ from gateway.ports import (
     Pager,
     PageRequest,
     PermanentError,
+    Store,
     TransientError,
 )
-from gateway.store.sqlite import Store
 
 log = structlog.get_logger("gateway.deliver.egress")
 

@@ -12,8 +12,7 @@ from gateway.deliver.outbox import Handler
 from gateway.domain import OutboxKind
 from gateway.plan.mirror import MirrorSettings, SecurityContacts, StatuspageSettings
 from gateway.plan.replies import Sender
-from gateway.ports import StatusPage, TicketBackend
-from gateway.store.sqlite import Store
+from gateway.ports import StatusPage, Store, TicketBackend
 from rules.book import Action, Rulebook
 from rules.types import Priority
 

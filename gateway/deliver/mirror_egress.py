@@ -13,8 +13,14 @@ from typing import Any
 
 from gateway.deliver.outbox import Handler
 from gateway.domain import OutboxEntry, OutboxKind, TicketRow
-from gateway.ports import NewTicket, PublicIncident, StatusPage, TicketBackend, TransientError
-from gateway.store.sqlite import Store
+from gateway.ports import (
+    NewTicket,
+    PublicIncident,
+    StatusPage,
+    Store,
+    TicketBackend,
+    TransientError,
+)
 
 
 def _since(entry: OutboxEntry) -> datetime | None:

@@ -22,10 +22,9 @@ import structlog
 
 from gateway.deliver.deadletter import AlertFor
 from gateway.domain import Attempt, OutboxEntry, OutboxKind
-from gateway.ports import PermanentError, TransientError
+from gateway.ports import PermanentError, Store, TransientError
 from gateway.run import metrics
 from gateway.run.worker import Clock, utcnow
-from gateway.store.sqlite import Store
 
 log = structlog.get_logger("gateway.deliver.outbox")
 Handler = Callable[[OutboxEntry], Awaitable[dict[str, Any]]]

@@ -15,9 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from gateway.domain import Accepted, Channel, NewMessage
-from gateway.ports import TransientError
+from gateway.ports import Store, TransientError
 from gateway.run.worker import Clock, utcnow
-from gateway.store.sqlite import Store
 from rules.types import Mailbox
 
 _MSGID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)

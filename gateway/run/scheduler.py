@@ -19,10 +19,10 @@ import structlog
 
 from gateway.domain import Due, Incident, Planner, Waker
 from gateway.plan.sla import SlaSettings, due_now, next_due
+from gateway.ports import Store
 from gateway.run import metrics
 from gateway.run.worker import Clock, utcnow
 from gateway.store.db import ts
-from gateway.store.sqlite import Store
 from rules.book import Rulebook
 
 log = structlog.get_logger("gateway.run.scheduler")

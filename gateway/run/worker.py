@@ -26,8 +26,8 @@ from gateway.plan.mirror import MirrorSettings
 from gateway.plan.pipeline import Settings, mail_thread_keys, plan_email, plan_unreadable
 from gateway.plan.relay import ChatSettings
 from gateway.plan.trust import Verdict, judge_email
+from gateway.ports import Store
 from gateway.run import metrics
-from gateway.store.sqlite import Store
 from rules.book import Rulebook
 from rules.types import Mailbox, TriageDecision
 

@@ -32,17 +32,15 @@ from gateway.domain import (
     Waker,
     Work,
 )
+from gateway.ports import StoreClosed
 from gateway.store import db, inbox, incidents, mirror_db, outbox, reminders, schema
 
 T = TypeVar("T")
 
 
-class StoreClosed(RuntimeError):
-    """The store is shutting down and takes no more work."""
-
-
-class Store:
-    """Async facade over gateway.store.db, with group commit for intake."""
+class SqliteStore:
+    """The Store port on SQLite: an async facade over the table modules, with group commit
+    for intake."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
