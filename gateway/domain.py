@@ -161,6 +161,7 @@ class Plan:
     incident; neither when it is ignored. `message_ids` are thread keys (ours and theirs)
     that later replies may reference. `changes` updates the incident's columns (only those
     in INCIDENT_CHANGES); `merge_source` makes another incident's reporters follow this one.
+    `digest` is the email's record for rate limits and loop detection, kept with the Plan.
     """
 
     outcome: str
@@ -173,6 +174,7 @@ class Plan:
     message_ids: tuple[str, ...] = ()
     changes: Mapping[str, Any] = field(default_factory=dict)
     merge_source: int | None = None
+    digest: Digest | None = None
 
 
 INCIDENT_CHANGES = frozenset({"title", "priority", "status", "lead", "comms", "acknowledged_at",
@@ -188,8 +190,19 @@ class SenderHistory:
     everyone: int  # earlier messages from anyone in the last minute
 
 
-# (sender, content hash, received at, sender window in s, count cap) -> history; records the
-# message too. Counts stop at the cap (see gateway.plan.storm.count_cap).
+@dataclass(frozen=True)
+class Digest:
+    """What the limits remember of a processed email: who sent it, a hash of what it says,
+    and when it was received (the store records it when it applies the Plan)."""
+
+    sender: str
+    content: str
+    at: datetime
+
+
+# (sender, content hash, received at, sender window in s, count cap) -> history of the
+# messages recorded before this one (a read). Counts stop at the cap (see
+# gateway.plan.storm.count_cap).
 HistoryLookup = Callable[[str, str, datetime, float, int], SenderHistory]
 
 
@@ -270,6 +283,9 @@ class Attempt:
     next_at: datetime | None = None
     dead: bool = False
     alert: OutboxSpec | None = None  # queued for engineers when the entry goes dead
+    # what the outcome says on the incident's timeline (gateway.deliver.timeline.worded),
+    # recorded with the first completion (or the dead letter) only
+    timeline: tuple[TimelineEvent, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.deliver.timeline import worded
 from gateway.domain import (
     Attempt,
     Channel,
@@ -115,8 +116,8 @@ async def test_outbox_completion_records_the_page_once(store: SqliteStore) -> No
     accepted = await store.accept(message(1))
     await store.process([work(accepted.inbox_id)], NOW)
     [entry] = await store.due_outbox(NOW, 10)
-    await store.settle_outbox([Attempt(entry, result={"provider": "local"})], NOW)
-    await store.settle_outbox([Attempt(entry, result={"provider": "local"})], NOW)
+    await store.settle_outbox([worded(Attempt(entry, result={"provider": "local"}), NOW)], NOW)
+    await store.settle_outbox([worded(Attempt(entry, result={"provider": "local"}), NOW)], NOW)
     incident = await store.incident(1)
     assert incident is not None and incident.pages_sent == 1
     assert [e.kind for e in incident.timeline].count("paged") == 1
@@ -133,7 +134,7 @@ async def test_outbox_retry_then_dead_letter(store: SqliteStore) -> None:
     assert await store.due_outbox(NOW, 10) == []
     [again] = await store.due_outbox(NOW + timedelta(seconds=31), 10)
     assert again.attempts == 1
-    await store.settle_outbox([Attempt(again, error="400", dead=True)], NOW)
+    await store.settle_outbox([worded(Attempt(again, error="400", dead=True), NOW)], NOW)
     assert await store.due_outbox(NOW + timedelta(days=1), 10) == []
     [row] = await store.outbox_rows("dead")
     assert row["last_error"] == "400" and row["attempts"] == 2

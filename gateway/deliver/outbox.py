@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from gateway.deliver.deadletter import AlertFor
+from gateway.deliver.timeline import worded
 from gateway.domain import Attempt, OutboxEntry, OutboxKind
 from gateway.ports import PermanentError, Store, TransientError
 from gateway.run import metrics
@@ -125,7 +126,8 @@ class OutboxWorker:
         if entries:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._attempt(entry)) for entry in entries]
-            await self._store.settle_outbox([t.result() for t in tasks], self._clock())
+            now = self._clock()
+            await self._store.settle_outbox([worded(t.result(), now) for t in tasks], now)
         return len(entries)
 
     async def drain(self, timeout_s: float) -> bool:

@@ -12,6 +12,7 @@ from functools import partial
 
 from gateway.domain import (
     Channel,
+    Digest,
     InboxRow,
     Incident,
     NewIncident,
@@ -92,7 +93,29 @@ def plan_email(
 ) -> Plan:
     """Decide what one parsed email changes (`decision`: the triage, if already made;
     `verdict`: the sender's trust, if already judged; `context`: the store's view, for
-    rate limits, loops and storms)."""
+    rate limits, loops and storms). With the store's view, the Plan carries the email's
+    digest for the limits, which the store records when it applies the Plan."""
+    plan = _decide(row, mail, thread, next_id, book, settings, now, decision,
+                   verdict=verdict, context=context)
+    if context is None or context.history is None:
+        return plan
+    return replace(plan, digest=Digest(_sender(row, mail),
+                                       body_hash(mail.new_text or mail.subject), row.received_at))
+
+
+def _decide(
+    row: InboxRow,
+    mail: ParsedMail,
+    thread: Incident | None,
+    next_id: int,
+    book: Rulebook,
+    settings: Settings,
+    now: datetime,
+    decision: TriageDecision | None = None,
+    *,
+    verdict: Verdict | None = None,
+    context: PlanContext | None = None,
+) -> Plan:
     assert row.mailbox is not None, "email is always accepted into a mailbox"
     if decision is None:
         decision = triage(report_for(row.mailbox, row.mail_from, mail), now, book)
@@ -142,7 +165,7 @@ def _sender(row: InboxRow, mail: ParsedMail) -> str:
 
 def _held(row: InboxRow, mail: ParsedMail, settings: Settings,
           context: PlanContext | None) -> Plan | None:
-    """Record the message for the limits; a Plan that holds it when it breaks one."""
+    """A Plan that holds the message when it breaks one of the limits."""
     if context is None or context.history is None:
         return None
     sender = _sender(row, mail)

@@ -111,6 +111,8 @@ def _process_one(
     )
     plan = make_plan(context)
     apply_plan(conn, plan, now)
+    if plan.digest is not None:
+        storm_db.record(conn, inbox_id, plan.digest)
     conn.execute(
         "UPDATE inbox SET state = 'done', outcome = ?, processed_at = ? WHERE id = ?",
         (plan.outcome, ts(now), inbox_id),

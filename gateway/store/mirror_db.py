@@ -1,6 +1,6 @@
 """What delivered ticket mirrors, Statuspage posts and security notices leave in the store.
 
-Called by gateway.store.db inside the outbox completion's transaction, so an external ticket's
+Called by gateway.store.outbox inside the outbox completion's transaction, so an external ticket's
 id, a status change or a Statuspage incident is recorded exactly once, together with the
 entry being marked done. Also the reads the egress handlers need (which ticket, which page
 incident belongs to an incident).
@@ -12,7 +12,7 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.domain import OutboxEntry, OutboxKind, PageRow, TicketRow, TimelineEvent, dumps
+from gateway.domain import OutboxEntry, OutboxKind, PageRow, TicketRow
 
 MIRROR_KINDS = frozenset({OutboxKind.TICKET_UPDATE, OutboxKind.STATUSPAGE_OPEN,
                           OutboxKind.STATUSPAGE_UPDATE, OutboxKind.STATUSPAGE_RESOLVE})
@@ -37,7 +37,7 @@ def statuspage(conn: sqlite3.Connection, incident_id: int) -> PageRow | None:
 
 
 def record_effect(conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str, Any],
-                  now: datetime, add_timeline: Any) -> None:
+                  now: datetime) -> None:
     """Record one delivered mirror entry (see MIRROR_KINDS); skipped deliveries change
     nothing."""
     iid = entry.incident_id
@@ -57,15 +57,6 @@ def record_effect(conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str
             (iid, str(result.get("page_id", "")), str(result["external_id"]), result.get("link"),
              _ts(now)),
         )
-        add_timeline(conn, iid, TimelineEvent(
-            now, "statuspage.opened", "gateway",
-            f"Published on the status page: {result.get('link') or result['external_id']}",
-            {"result": dumps(result)}))
-    elif entry.kind is OutboxKind.STATUSPAGE_UPDATE:
-        add_timeline(conn, iid, TimelineEvent(now, "statuspage.updated", "gateway",
-                                              "Update posted on the status page"))
     elif entry.kind is OutboxKind.STATUSPAGE_RESOLVE:
         conn.execute("UPDATE statuspage_incidents SET status = 'resolved' WHERE incident_id = ?",
                      (iid,))
-        add_timeline(conn, iid, TimelineEvent(now, "statuspage.resolved", "gateway",
-                                              "Resolved on the status page"))

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from gateway.deliver import deadletter
 from gateway.domain import (
     Attempt,
     OutboxEntry,
@@ -21,7 +20,6 @@ from gateway.domain import (
     chat_key,
     dumps,
 )
-from gateway.plan.replies import delivered_text
 from gateway.store import mirror_db
 from gateway.store.db import from_ts, transaction, ts
 from gateway.store.incidents import add_timeline
@@ -58,6 +56,7 @@ def settle_outbox(conn: sqlite3.Connection, attempts: Sequence[Attempt], now: da
                 )
                 if cur.rowcount and a.entry.incident_id is not None:
                     _record_effect(conn, a.entry, a.result, now)
+                    _add_lines(conn, a)
             else:
                 cur = conn.execute(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = ?,"
@@ -70,12 +69,9 @@ def settle_outbox(conn: sqlite3.Connection, attempts: Sequence[Attempt], now: da
 
 
 def _record_dead(conn: sqlite3.Connection, a: Attempt, now: datetime) -> None:
-    """A dead entry is on its incident's timeline, and its alert (if any) is queued."""
+    """A dead entry's timeline lines are recorded, and its alert (if any) is queued."""
     iid = a.entry.incident_id
-    if iid is not None:
-        text = deadletter.describe(a.entry, a.error[:500], a.entry.attempts + 1)
-        add_timeline(conn, iid, TimelineEvent(now, "dead_lettered", "gateway", text,
-                                              {"outbox_id": a.entry.id}))
+    _add_lines(conn, a)
     if a.alert is not None:
         conn.execute(
             "INSERT INTO outbox (created_at, kind, incident_id, payload, next_attempt_at)"
@@ -115,9 +111,6 @@ def _record_effect(
             " response) VALUES (?, ?, ?, 'trigger', ?, ?, ?)",
             (iid, entry.id, result.get("provider", "?"), p["dedup_key"], ts(now), dumps(result)),
         )
-        text = (f"Escalation page sent via {result.get('provider', '?')}" if p.get("route")
-                else f"Paged the on-call engineer via {result.get('provider', '?')}")
-        add_timeline(conn, iid, TimelineEvent(now, "paged", "gateway", text))
     elif entry.kind is OutboxKind.TICKET_CREATE:
         conn.execute(
             "INSERT OR IGNORE INTO tickets (incident_id, backend, external_id, link, title, status,"
@@ -125,8 +118,6 @@ def _record_effect(
             (iid, result.get("backend", "builtin"), str(result.get("external_id", "")),
              result.get("link"), p["title"], p["body"], ts(now)),
         )
-        text = f"Ticket {result.get('external_id')} opened ({result.get('backend', 'builtin')})"
-        add_timeline(conn, iid, TimelineEvent(now, "ticketed", "gateway", text))
     elif entry.kind in (OutboxKind.PAGE_ACKNOWLEDGE, OutboxKind.PAGE_RESOLVE):
         action = "acknowledge" if entry.kind is OutboxKind.PAGE_ACKNOWLEDGE else "resolve"
         conn.execute(
@@ -135,23 +126,20 @@ def _record_effect(
             (iid, entry.id, result.get("provider", "?"), action, p["dedup_key"], ts(now),
              dumps(result)),
         )
-    elif entry.kind is OutboxKind.MAIL_SEND:
-        text = delivered_text(str(p.get("purpose", "reply")), p["rcpt_to"], result)
-        add_timeline(conn, iid, TimelineEvent(now, "replied", "gateway", text))
     elif entry.kind is OutboxKind.CHAT_ANNOUNCE:
         event_id = str(result["event_id"])
         conn.execute("UPDATE incidents SET chat_root = ? WHERE id = ?", (event_id, iid))
         conn.execute("INSERT OR IGNORE INTO thread_keys (key, incident_id, direction)"
                      " VALUES (?, ?, 'out')", (chat_key(event_id), iid))
-        add_timeline(conn, iid, TimelineEvent(now, "announced", "gateway",
-                                              "Announced in the incidents room"))
     elif entry.kind in mirror_db.MIRROR_KINDS:
-        mirror_db.record_effect(conn, entry, result, now, add_timeline)
-    elif entry.kind is OutboxKind.CHAT_SEND and p.get("purpose") in ("update", "resolution",
-                                                                     "title", "security",
-                                                                     "holding", "escalation"):
-        text = f"{str(p['purpose']).capitalize()} posted to {p.get('to', 'the room')} in chat"
-        add_timeline(conn, iid, TimelineEvent(now, "replied", "gateway", text))
+        mirror_db.record_effect(conn, entry, result, now)
+
+
+def _add_lines(conn: sqlite3.Connection, a: Attempt) -> None:
+    """The timeline lines the outcome was worded with (gateway.deliver.timeline)."""
+    if a.entry.incident_id is not None:
+        for event in a.timeline:
+            add_timeline(conn, a.entry.incident_id, event)
 
 
 def outbox_rows(conn: sqlite3.Connection, state: str | None = None) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from gateway.deliver.timeline import worded
 from gateway.domain import (
     Attempt,
     OutboxKind,
@@ -27,8 +28,8 @@ async def test_a_page_is_recorded_once(store: Store) -> None:
     """Completing a page twice records one page and one timeline line; it is not due again."""
     await _one_incident(store)
     [entry] = await store.due_outbox(NOW, 10)
-    await store.settle_outbox([Attempt(entry, result={"provider": "local"})], NOW)
-    await store.settle_outbox([Attempt(entry, result={"provider": "local"})], NOW)
+    await store.settle_outbox([worded(Attempt(entry, result={"provider": "local"}), NOW)], NOW)
+    await store.settle_outbox([worded(Attempt(entry, result={"provider": "local"}), NOW)], NOW)
     incident = await store.incident(1)
     assert incident is not None and incident.pages_sent == 1
     assert [e.kind for e in incident.timeline].count("paged") == 1
@@ -46,7 +47,7 @@ async def test_a_failure_is_retried_then_dead_lettered(store: Store) -> None:
     assert await store.next_outbox_due() == retry_at
     [again] = await store.due_outbox(retry_at, 10)
     assert again.attempts == 1
-    await store.settle_outbox([Attempt(again, error="400", dead=True)], retry_at)
+    await store.settle_outbox([worded(Attempt(again, error="400", dead=True), retry_at)], retry_at)
     assert await store.due_outbox(NOW + timedelta(days=1), 10) == []
     [row] = await store.outbox_rows("dead")
     assert (row["last_error"], row["attempts"], row["kind"]) == ("400", 2, "page.trigger")

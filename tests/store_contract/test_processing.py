@@ -3,7 +3,15 @@ falls back alone, and threads are found by the keys a message offers."""
 
 from __future__ import annotations
 
-from gateway.domain import OutboxKind, Plan, PlanContext, Status, ThreadKeys, TimelineEvent
+from gateway.domain import (
+    Digest,
+    OutboxKind,
+    Plan,
+    PlanContext,
+    Status,
+    ThreadKeys,
+    TimelineEvent,
+)
 from gateway.ports import Store
 from tests.store_contract.builders import NOW, message, opened, work
 
@@ -119,3 +127,18 @@ async def test_an_outbox_entry_is_queued_with_its_plan(store: Store) -> None:
     )
     stats = await store.queue_stats()
     assert (stats.inbox_pending, stats.outbox_pending, stats.outbox_dead) == (0, 1, 0)
+
+
+async def test_a_digest_is_counted_for_the_messages_after_it(store: Store) -> None:
+    """A Plan's digest is recorded when applied; later messages count it, never their own."""
+    counts: list[tuple[int, int, int]] = []
+
+    def make(ctx: PlanContext) -> Plan:
+        assert ctx.history is not None
+        seen = ctx.history("s@x.example", "h1", NOW, 3600.0, 100)
+        counts.append((seen.from_sender, seen.same_content, seen.everyone))
+        return Plan(outcome="held", digest=Digest("s@x.example", "h1", NOW))
+
+    for n in range(3):
+        await store.process([work((await store.accept(message(n))).inbox_id, make)], NOW)
+    assert counts == [(0, 0, 0), (1, 1, 1), (2, 2, 2)]
