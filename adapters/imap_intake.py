@@ -28,7 +28,7 @@ from aioimaplib import IMAP4, AioImapException, Command, IMAP4ClientProtocol, Re
 
 from gateway.domain import Accepted
 from gateway.plan.imapsync import Cursor, chunks, cursor_key, envelope_sender, plan_scan, uid_set
-from gateway.ports import TransientError
+from gateway.ports import KeyValue, TransientError
 from rules.types import Mailbox
 
 log = structlog.get_logger("adapters.imap_intake")
@@ -47,13 +47,6 @@ class Sink(Protocol):
     async def accept_fetched(self, mailbox: Mailbox, mail_from: str, raw: bytes
                              ) -> Accepted: ...
     def wake(self) -> None: ...
-
-
-class KeyValue(Protocol):
-    """Where the cursor is kept."""
-
-    async def kv_get(self, key: str) -> str | None: ...
-    async def kv_set(self, key: str, value: str) -> None: ...
 
 
 class BadCredentials(Exception):

@@ -14,7 +14,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import ClientError
@@ -37,20 +37,13 @@ from nio import (
 )
 
 from adapters.matrix_undecryptable import Pending, Undecryptable, notice_for, room_is_encrypted
-from gateway.ports import PermanentError, TransientError
+from gateway.ports import KeyValue, PermanentError, TransientError
 from gateway.run import metrics
 
 if TYPE_CHECKING:
     from adapters.matrix_crypto import MatrixCrypto
 
 log = structlog.get_logger("adapters.matrix")
-
-
-class KeyValue(Protocol):
-    """Where the link keeps its sync token, device and access token."""
-
-    async def kv_get(self, key: str) -> str | None: ...
-    async def kv_set(self, key: str, value: str) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,9 @@ def plan(title: str = "Site down", msgid: str = "<a@x>") -> Plan:
                                  None, None, None),
         reporter=Reporter(Channel.EMAIL, "alice@x.example", (msgid,)),
         timeline=(TimelineEvent(NOW, "reported", "alice@x.example", "Reported"),),
-        outbox=(OutboxSpec(OutboxKind.PAGE_TRIGGER, {"dedup_key": "INC-1"}),),
+        outbox=(OutboxSpec(OutboxKind.PAGE_TRIGGER, {
+            "dedup_key": "INC-1", "summary": "[INC-1] P1: Site down", "severity": "critical",
+            "source": "gw", "details": {}}),),
         message_ids=(msgid,),
     )
 

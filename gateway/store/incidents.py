@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from gateway import payloads
 from gateway.domain import (
     INCIDENT_CHANGES,
     Channel,
@@ -33,6 +34,9 @@ def apply_plan(conn: sqlite3.Connection, plan: Plan, now: datetime) -> int | Non
     """Write a plan's incident, reporter, thread keys, timeline and outbox entries (an
     answer in chat may have outbox entries and no incident)."""
     incident_id = plan.incident_id
+    wrong = [p for spec in plan.outbox for p in payloads.problems(spec.kind, spec.payload)]
+    if wrong:
+        raise ValueError("; ".join(wrong))
     if plan.new_incident is not None:
         n = plan.new_incident
         cur = conn.execute(

@@ -21,6 +21,13 @@ from gateway.domain import (
 from rules.types import Mailbox, Priority
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+PAGE = {
+    "dedup_key": "INC-1",
+    "summary": "[INC-1] P1: Site down",
+    "severity": "critical",
+    "source": "gateway",
+    "details": {"reference": "INC-1"},
+}
 
 
 def message(n: int, key: str | None = None, at: datetime = NOW) -> NewMessage:
@@ -50,9 +57,7 @@ def opened(
         ),
         reporter=Reporter(Channel.EMAIL, sender, (msgid,)),
         timeline=(TimelineEvent(NOW, "reported", sender, "Reported"),),
-        outbox=(OutboxSpec(OutboxKind.PAGE_TRIGGER, {"dedup_key": "INC-1"}),)
-        if outbox is None
-        else outbox,
+        outbox=(OutboxSpec(OutboxKind.PAGE_TRIGGER, PAGE),) if outbox is None else outbox,
         message_ids=(msgid,),
     )
 

@@ -61,7 +61,9 @@ async def test_a_dead_entry_may_raise_an_alert(store: Store) -> None:
     """The alert a dead entry carries is queued in the same step."""
     await _one_incident(store)
     [entry] = await store.due_outbox(NOW, 10)
-    alert = OutboxSpec(OutboxKind.CHAT_SEND, {"room_id": "!ops", "body": "dead", "txn": "a1"})
+    alert = OutboxSpec(
+        OutboxKind.CHAT_SEND, {"room_id": "!ops", "body": "dead", "purpose": "alert"}
+    )
     await store.settle_outbox([Attempt(entry, error="400", dead=True, alert=alert)], NOW)
     [queued] = await store.due_outbox(NOW, 10)
     assert queued.kind is OutboxKind.CHAT_SEND and queued.payload["body"] == "dead"
@@ -69,7 +71,9 @@ async def test_a_dead_entry_may_raise_an_alert(store: Store) -> None:
 
 async def test_an_announcement_roots_the_chat_thread(store: Store) -> None:
     """A delivered announcement records the chat root, and replies in it find the incident."""
-    await _one_incident(store, OutboxSpec(OutboxKind.CHAT_ANNOUNCE, {"room_id": "!r"}))
+    await _one_incident(
+        store, OutboxSpec(OutboxKind.CHAT_ANNOUNCE, {"room_id": "!r", "body": "INC-1"})
+    )
     assert await store.chat_root(1) is None
     [entry] = await store.due_outbox(NOW, 10)
     await store.settle_outbox([Attempt(entry, result={"event_id": "$ev1"})], NOW)
@@ -87,7 +91,16 @@ async def test_an_announcement_roots_the_chat_thread(store: Store) -> None:
 
 async def test_a_created_ticket_is_read_back(store: Store) -> None:
     """A delivered ticket creation is recorded once and read back by the egress handlers."""
-    spec = OutboxSpec(OutboxKind.TICKET_CREATE, {"title": "Site down", "body": "b"})
+    spec = OutboxSpec(
+        OutboxKind.TICKET_CREATE,
+        {
+            "reference": "INC-1",
+            "title": "Site down",
+            "priority": "P1",
+            "requester": "a@x",
+            "body": "b",
+        },
+    )
     await _one_incident(store, spec)
     assert await store.ticket(1) is None and await store.statuspage(1) is None
     [entry] = await store.due_outbox(NOW, 10)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from gateway.domain import (
     Digest,
     OutboxKind,
+    OutboxSpec,
     Plan,
     PlanContext,
     Status,
@@ -13,7 +14,7 @@ from gateway.domain import (
     TimelineEvent,
 )
 from gateway.ports import Store
-from tests.store_contract.builders import NOW, message, opened, work
+from tests.store_contract.builders import NOW, PAGE, message, opened, work
 
 
 async def test_processing_applies_a_plan_once(store: Store) -> None:
@@ -122,7 +123,7 @@ async def test_an_outbox_entry_is_queued_with_its_plan(store: Store) -> None:
     assert (entry.kind, entry.incident_id, dict(entry.payload), entry.attempts) == (
         OutboxKind.PAGE_TRIGGER,
         1,
-        {"dedup_key": "INC-1"},
+        PAGE,
         0,
     )
     stats = await store.queue_stats()
@@ -142,3 +143,13 @@ async def test_a_digest_is_counted_for_the_messages_after_it(store: Store) -> No
     for n in range(3):
         await store.process([work((await store.accept(message(n))).inbox_id, make)], NOW)
     assert counts == [(0, 0, 0), (1, 1, 1), (2, 2, 2)]
+
+
+async def test_a_payload_its_kind_does_not_allow_falls_back(store: Store) -> None:
+    """A Plan queuing a payload without its kind's required keys is not applied; the
+    message is kept by its fallback and nothing is queued."""
+    bad = opened(outbox=(OutboxSpec(OutboxKind.MAIL_SEND, {"purpose": "acknowledgement"}),))
+    row = await store.accept(message(1))
+    [plan] = await store.process([work(row.inbox_id, lambda _c: bad)], NOW)
+    assert plan.outcome == "unreadable: processing failed: ValueError"
+    assert await store.due_outbox(NOW, 10) == [] and await store.incidents() == []
