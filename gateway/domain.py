@@ -45,6 +45,20 @@ class OutboxKind(StrEnum):
     STATUSPAGE_RESOLVE = "statuspage.resolve"
 
 
+class Outcome(StrEnum):
+    """What became of a processed message, the first word(s) of `Plan.outcome` (whose rest
+    says which incident and why, for people). Anything else is a command's outcome."""
+
+    OPENED = "opened"
+    JOINED = "joined"
+    HELD = "held"
+    IGNORED = "ignored"
+    UNREADABLE = "unreadable"
+    PLANNING_FAILED = "unreadable: processing failed"
+    ALREADY_PROCESSED = "already processed"
+    COMMAND = "command"
+
+
 class OutboxState(StrEnum):
     """Pending until delivered (done) or given up on (dead)."""
 
@@ -175,6 +189,17 @@ class Plan:
     changes: Mapping[str, Any] = field(default_factory=dict)
     merge_source: int | None = None
     digest: Digest | None = None
+
+    def kind(self) -> Outcome:
+        """The outcome's kind, read from its leading words (the one place that parses them)."""
+        for kind in _OUTCOME_ORDER:
+            if self.outcome.startswith(kind.value):
+                return kind
+        return Outcome.COMMAND
+
+
+# The most specific first: "unreadable: processing failed" before "unreadable".
+_OUTCOME_ORDER = sorted(set(Outcome) - {Outcome.COMMAND}, key=lambda o: -len(o.value))
 
 
 INCIDENT_CHANGES = frozenset({"title", "priority", "status", "lead", "comms", "acknowledged_at",

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 from gateway.domain import (
@@ -39,6 +40,19 @@ class TransientError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after_s = retry_after_s
+
+
+class LinkState(StrEnum):
+    """The states a component (a listener, a link to a peer) reports to health and READY."""
+
+    STARTING = "starting"
+    LISTENING = "listening"
+    CONNECTED = "connected"
+    BACKING_OFF = "backing_off"
+    BAD_CREDENTIALS = "bad_credentials"
+    NEEDS_E2EE = "needs_e2ee"
+    FAILED = "failed"
+    STOPPED = "stopped"
 
 
 class PermanentError(Exception):

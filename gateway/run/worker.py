@@ -15,7 +15,7 @@ from functools import partial
 
 import structlog
 
-from gateway.domain import Channel, InboxRow, Plan, PlanContext, ThreadKeys, Work
+from gateway.domain import Channel, InboxRow, Outcome, Plan, PlanContext, ThreadKeys, Work
 from gateway.parse.mail import ParsedMail
 from gateway.parse.sandbox import MailJob, ParseSandbox, Prepared
 from gateway.plan import mirror
@@ -152,8 +152,8 @@ class InboxWorker:
         batch = await asyncio.to_thread(self._prepare_all, rows, ready, now)
         plans = await self._store.process(batch, now)
         for row, plan in zip(rows, plans, strict=True):
-            event = "inbox.plan_failed" if plan.outcome.startswith(
-                "unreadable: processing failed") else "inbox.processed"
+            failed = plan.kind() is Outcome.PLANNING_FAILED
+            event = "inbox.plan_failed" if failed else "inbox.processed"
             (log.error if event == "inbox.plan_failed" else log.info)(
                 event, inbox_id=row.id, channel=row.channel, outcome=plan.outcome)
         metrics.triaged(plans)
