@@ -15,7 +15,6 @@ refused credentials park the intake in "bad_credentials" instead of hammering th
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -29,6 +28,7 @@ from aioimaplib import IMAP4, AioImapException, Command, IMAP4ClientProtocol, Re
 from gateway.domain import Accepted
 from gateway.plan.imapsync import Cursor, chunks, cursor_key, envelope_sender, plan_scan, uid_set
 from gateway.ports import KeyValue, TransientError
+from gateway.run.supervise import backoff_s
 from rules.types import Mailbox
 
 log = structlog.get_logger("adapters.imap_intake")
@@ -172,8 +172,7 @@ class ImapIntake:
                     OSError) as exc:
                 failures = 0 if self.connected.is_set() else failures + 1
                 self._down("backing_off")
-                delay = min(self._backoff_max_s, 0.25 * 2 ** min(failures, 10))
-                delay *= random.uniform(0.8, 1.2)
+                delay = backoff_s(failures, 0.25, self._backoff_max_s, max_doublings=10)
                 log.warning("imap.backing_off", mailbox=self.name, error=_reason(exc),
                             delay_s=round(delay, 2))
             except Exception:

@@ -11,7 +11,6 @@ the link in a state the health check can show instead of hammering the homeserve
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,6 +38,7 @@ from nio import (
 from adapters.matrix_undecryptable import Pending, Undecryptable, notice_for, room_is_encrypted
 from gateway.ports import KeyValue, PermanentError, TransientError
 from gateway.run import metrics
+from gateway.run.supervise import backoff_s
 
 if TYPE_CHECKING:
     from adapters.matrix_crypto import MatrixCrypto
@@ -216,8 +216,7 @@ class MatrixLink:
                 self.state = "backing_off"
                 self.connected.clear()
                 fresh_login = isinstance(exc, TransientError) and exc.reason == "M_UNKNOWN_TOKEN"
-                delay = min(self._backoff_max_s, 0.5 * 2 ** min(failures, 10))
-                delay *= random.uniform(0.8, 1.2)
+                delay = backoff_s(failures, 0.5, self._backoff_max_s, max_doublings=10)
                 if isinstance(exc, TransientError) and exc.retry_after_s:
                     delay = max(delay, exc.retry_after_s)  # M_LIMIT_EXCEEDED: as told
                 log.warning("matrix.backing_off", error=getattr(exc, "reason", type(exc).__name__),

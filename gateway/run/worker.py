@@ -28,6 +28,7 @@ from gateway.plan.relay import ChatSettings
 from gateway.plan.trust import Verdict, judge_email
 from gateway.ports import Store
 from gateway.run import metrics
+from gateway.run.supervise import rounds
 from rules.book import Rulebook
 from rules.types import Mailbox, TriageDecision
 
@@ -100,19 +101,13 @@ class InboxWorker:
     async def run(self) -> None:
         """Process until stopped; a store failure backs off and tries again."""
         await self.sandbox.start()
-        while not self._stopping:
-            await self._let_intake_finish()
-            self._wake.clear()
-            try:
-                done = await self.process_pending()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("inbox.process_failed")
-                await asyncio.sleep(self._retry_delay_s)
-                continue
-            if not done:
-                await self._wake.wait()
+        await rounds(self._round, wake=self._wake, stopping=lambda: self._stopping,
+                     failed="inbox.process_failed", retry_s=self._retry_delay_s,
+                     retry_on_wake=False, before=self._let_intake_finish, logger=log)
+
+    async def _round(self) -> float | None:
+        # Another batch at once while there was work; else sleep until woken.
+        return 0 if await self.process_pending() else None
 
     def in_storm(self) -> bool:
         """More than storm_threshold messages arrived in the last 100 ms."""

@@ -9,17 +9,14 @@ incident belongs to an incident).
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from gateway.domain import OutboxEntry, OutboxKind, PageRow, TicketRow
+from gateway.store.db import ts
 
 MIRROR_KINDS = frozenset({OutboxKind.TICKET_UPDATE, OutboxKind.STATUSPAGE_OPEN,
                           OutboxKind.STATUSPAGE_UPDATE, OutboxKind.STATUSPAGE_RESOLVE})
-
-
-def _ts(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def ticket(conn: sqlite3.Connection, incident_id: int) -> TicketRow | None:
@@ -55,7 +52,7 @@ def record_effect(conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str
             "INSERT OR IGNORE INTO statuspage_incidents (incident_id, page_id, external_id, link,"
             " status, created_at) VALUES (?, ?, ?, ?, 'open', ?)",
             (iid, str(result.get("page_id", "")), str(result["external_id"]), result.get("link"),
-             _ts(now)),
+             ts(now)),
         )
     elif entry.kind is OutboxKind.STATUSPAGE_RESOLVE:
         conn.execute("UPDATE statuspage_incidents SET status = 'resolved' WHERE incident_id = ?",
