@@ -256,7 +256,8 @@ class ImapIntake:
         self._client = client
         await self._call(client.wait_hello_from_server())
         if self._tls == "starttls":
-            assert context is not None
+            if context is None:
+                raise RuntimeError("context is set here")
             await self._starttls(client, context)
         self.logins += 1
         resp = await self._call(client.protocol.login(self._user, self._password))
@@ -296,7 +297,8 @@ class ImapIntake:
         resp = await self._ok(proto.search(plan.criteria, charset=None, by_uid=True), "SEARCH")
         uids = plan.new(parse_search(resp))
         if plan.reason == "new":
-            assert stored is not None
+            if stored is None:
+                raise RuntimeError("stored is set here")
             cursor = stored
         else:
             log.info("imap.rescan", mailbox=self.name, reason=plan.reason, messages=len(uids))

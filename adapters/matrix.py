@@ -141,7 +141,8 @@ class MatrixLink:
             self._client = None
 
     # -- login --------------------------------------------------------------------------------
-    async def _login(self, client: AsyncClient, *, fresh: bool = False) -> None:
+    # C901: every way a homeserver answers a login (token, password, errors), side by side.
+    async def _login(self, client: AsyncClient, *, fresh: bool = False) -> None:  # noqa: C901
         token = self._token or (None if fresh else await self._kv.kv_get("matrix.access_token"))
         device = self._device_id or await self._kv.kv_get("matrix.device_id")
         if device and self._crypto and not self._crypto.has_store(self._user_id, device):
@@ -325,7 +326,8 @@ class MatrixLink:
     def _checked(self, resp: object) -> SyncResponse:
         if isinstance(resp, SyncResponse):
             return resp
-        assert isinstance(resp, SyncError)
+        if not isinstance(resp, SyncError):
+            raise TypeError(f"expected SyncError, got {type(resp).__name__}")
         raise _classify(resp)
 
     async def _events(self, client: AsyncClient, resp: SyncResponse) -> list[RoomEvent]:
@@ -390,7 +392,8 @@ class MatrixLink:
             raise TransientError(f"cannot encrypt yet ({type(exc).__name__})") from None
         if isinstance(resp, RoomSendResponse):
             return {"event_id": resp.event_id}
-        assert isinstance(resp, ErrorResponse)
+        if not isinstance(resp, ErrorResponse):
+            raise TypeError(f"expected ErrorResponse, got {type(resp).__name__}")
         raise _classify(resp)
 
 

@@ -44,20 +44,23 @@ async def test_a_failing_round_is_logged_and_retried_until_stopped() -> None:
 async def test_a_round_waits_until_woken() -> None:
     """A round returning None waits for a wake-up; one returning 0 goes again at once."""
     wake, results = asyncio.Event(), [0.0, None, 0.0]
-    done = asyncio.Event()
+    done, waiting = asyncio.Event(), asyncio.Event()
 
     async def round_() -> float | None:
         if not results:
             done.set()
             return 0.0
-        return results.pop(0)
+        result = results.pop(0)
+        if result is None:
+            waiting.set()
+        return result
 
     task = asyncio.create_task(
         rounds(round_, wake=wake, stopping=done.is_set, failed="test.failed", retry_s=0.0)
     )
-    while len(results) != 1:  # the second round returned None: the loop waits
-        await asyncio.sleep(0)
-    assert not task.done()
+    await waiting.wait()  # the second round returned None: the loop waits for a wake-up
+    await asyncio.sleep(0)
+    assert not task.done() and results == [0.0]
     wake.set()
     await task
     assert results == [] and done.is_set()

@@ -106,7 +106,8 @@ def plan_report_room(
     mailbox = Mailbox(chat.report_rooms.get(msg.room_id, "support"))
     decision = triage(Report(mailbox=mailbox, sender=msg.sender, subject="", body=msg.body),
                       now, book)
-    assert decision.priority is not None
+    if decision.priority is None:
+        raise RuntimeError("priority is set here")
     priority = decision.priority
     verdict = judge_chat(msg.sender, trust or TrustPolicy())
     held = decision.page and not (verdict.trusted or msg.sender in chat.engineers)
@@ -151,7 +152,8 @@ def plan_report_room(
 
 
 def _ack_text(ref: str, decision: TriageDecision, book: Rulebook) -> str:
-    assert decision.priority is not None
+    if decision.priority is None:
+        raise RuntimeError("priority is set here")
     level = book.priorities.get(decision.priority)
     parts = [f"Thanks, we have logged this as {ref}, priority {decision.priority} "
              f"({level.name}): {level.meaning}"]

@@ -116,7 +116,8 @@ def _decide(
     verdict: Verdict | None = None,
     context: PlanContext | None = None,
 ) -> Plan:
-    assert row.mailbox is not None, "email is always accepted into a mailbox"
+    if row.mailbox is None:
+        raise RuntimeError("email is always accepted into a mailbox")
     if decision is None:
         decision = triage(report_for(row.mailbox, row.mail_from, mail), now, book)
     held = _held(row, mail, settings, context)
@@ -221,7 +222,8 @@ def _new_incident(
     now: datetime,
     verdict: Verdict,
 ) -> Plan:
-    assert decision.priority is not None and row.mailbox is not None
+    if decision.priority is None or row.mailbox is None:
+        raise RuntimeError("priority and mailbox are set here")
     priority = decision.priority
     held = decision.page and not verdict.trusted
     if held:  # never pages alone: a ticket, and the incidents room is asked to confirm
@@ -335,7 +337,8 @@ def _with_note(body: str, note: str) -> str:
 def _ack(ref: str, title: str, decision: TriageDecision, mail: ParsedMail, to: str,
          row: InboxRow, book: Rulebook, settings: Settings, now: datetime,
          note: str = "") -> OutboxSpec:
-    assert decision.priority is not None
+    if decision.priority is None:
+        raise RuntimeError("priority is set here")
     level = book.priorities.get(decision.priority)
     body = ack_body(
         ref=ref, title=title, priority=decision.priority, priority_name=level.name,

@@ -188,7 +188,8 @@ def _response(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
 
 def _escalation(incident: Incident, index: int, step: EscalationTarget,
                 ctx: _Ctx) -> _Candidate:
-    assert incident.respond_by is not None
+    if incident.respond_by is None:
+        raise RuntimeError("respond_by is set here")
     due = incident.respond_by + step.after
     kind = f"escalate.{index + 1}"
 
@@ -216,9 +217,11 @@ def _escalation_spec(incident: Incident, index: int, step: EscalationTarget, mes
                         "escalation_step": index + 1},
         }),)
     if step.kind == "chat":
-        assert step.room is not None
+        if step.room is None:
+            raise RuntimeError("room is set here")
         return (chat_reply(step.room, None, message, "escalation", to=step.room),)
-    assert step.address is not None
+    if step.address is None:
+        raise RuntimeError("address is set here")
     sender = ctx.settings.sender
     out = render(sender=sender, to=step.address,
                  subject=f"[{incident.ref}] Escalation: {incident.title}"[:200],
@@ -254,7 +257,8 @@ def _updates(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
 
 def _holding(incident: Incident, ctx: _Ctx, ask: str) -> tuple[str, Plan]:
     """The update is overdue: reporters get an honest holding reply and a new promise."""
-    assert incident.next_update_by is not None
+    if incident.next_update_by is None:
+        raise RuntimeError("next_update_by is set here")
     tz = ctx.book.hours.timezone
     nxt = next_update_due(incident.priority, ctx.now, ctx.book)
     body = (f"Update on {incident.ref} ({incident.title}):\n\nWe are still working on it. "

@@ -38,7 +38,8 @@ def record_effect(conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str
     """Record one delivered mirror entry (see MIRROR_KINDS); skipped deliveries change
     nothing."""
     iid = entry.incident_id
-    assert iid is not None
+    if iid is None:
+        raise RuntimeError("iid is set here")
     if result.get("skipped"):
         return
     p = entry.payload

@@ -103,7 +103,8 @@ def _record_effect(
     conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str, Any], now: datetime
 ) -> None:
     iid = entry.incident_id
-    assert iid is not None
+    if iid is None:
+        raise RuntimeError("iid is set here")
     p = entry.payload
     if entry.kind is OutboxKind.PAGE_TRIGGER:
         conn.execute(
