@@ -14,7 +14,6 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -24,6 +23,7 @@ from adapters.mail_out import FolderMailer, SmtpRelayMailer
 from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
 from gateway.config.model import Config
+from gateway.config.settings import chat_rooms, pipeline_settings, sla_settings
 from gateway.deliver.deadletter import alert_in
 from gateway.deliver.egress import LocalPager, make_handlers
 from gateway.deliver.external import (
@@ -36,13 +36,7 @@ from gateway.deliver.outbox import OutboxWorker, RetryPolicy
 from gateway.domain import Plan
 from gateway.parse.sandbox import ParseSandbox
 from gateway.plan.e2ee import PinnedDevice
-from gateway.plan.pipeline import Settings
-from gateway.plan.relay import ChatSettings
-from gateway.plan.replies import Sender
-from gateway.plan.sla import EscalationTarget, SlaSettings
-from gateway.plan.storm import Limits
-from gateway.plan.tokens import ThreadSigner, new_key
-from gateway.plan.trust import TrustPolicy
+from gateway.plan.tokens import new_key
 from gateway.ports import MailSender, Pager, Store, TicketBackend
 from gateway.run import metrics
 from gateway.run.intake import ChatIntake, MailIntake
@@ -51,7 +45,7 @@ from gateway.run.service import Loader, Service, endpoint_file
 from gateway.run.worker import Clock, InboxWorker, utcnow
 from gateway.store.sqlite import SqliteStore
 from rules.book import Rulebook
-from rules.types import Mailbox, Priority
+from rules.types import Mailbox
 
 # Start-up time is mostly imports: an adapter (and the library behind it: matrix-nio,
 # aiohttp, aioimaplib, dkimpy) is imported where it is built, only when it is configured.
@@ -64,45 +58,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gateway.app")
 
 
-def chat_rooms(config: Config) -> dict[str, str]:
-    """Report rooms and the mailbox kind each feeds."""
-    m = config.matrix
-    return {} if m is None else {r.room: r.mailbox for r in m.report_rooms}
-
-
-def pipeline_settings(config: Config, thread_key: str | None = None) -> Settings:
-    """The deployment facts the pure pipeline needs (`thread_key` signs our Message-IDs)."""
-    address = config.mail_out.from_address
-    domain = address.rpartition("@")[2]
-    m = config.matrix
-    chat = None if m is None else ChatSettings(
-        bot_user_id=m.user_id, incidents_room=m.incidents_room, report_rooms=chat_rooms(config),
-        engineers=frozenset(m.engineers), min_power_level=m.min_power_level,
-    )
-    return Settings(
-        sender=Sender(address=address, name=config.mail_out.from_name, msgid_domain=domain,
-                      loop_token=f"chatops-gateway; {domain}",
-                      signer=ThreadSigner(thread_key.encode(), domain) if thread_key else None),
-        pager_source=config.pagerduty.source if config.pagerduty else "chatops-gateway",
-        signature=config.mail_out.from_name,
-        chat=chat,
-        trust=trust_policy(config),
-        limits=Limits(**config.limits.model_dump()),
-    )
-
-
-def trust_policy(config: Config) -> TrustPolicy:
-    """The sender-trust policy, with a DKIM check (real DNS) when configured."""
-    t = config.trust
-    if t.verify_dkim:
-        from gateway.parse.dkim_check import dkim_verifier  # noqa: PLC0415  (lazy, see above)
-    return TrustPolicy(
-        authserv_id=t.trusted_authserv_id, allow_domains=frozenset(t.allow_domains),
-        allow_addresses=frozenset(t.allow_addresses), allow_all=t.allow_all,
-        dkim=dkim_verifier() if t.verify_dkim else None,
-    )
-
-
 async def _thread_key(config: Config, store: Store) -> str:
     """The configured threading key, else one generated once and kept in the store."""
     if config.threading.key is not None:
@@ -112,29 +67,6 @@ async def _thread_key(config: Config, store: Store) -> str:
         value = new_key()
         await store.kv_set("threading_key", value)
     return value
-
-
-def sla_settings(config: Config, settings: Settings) -> SlaSettings:
-    """The SLA planner's view of the `[sla]` and `[[escalation]]` sections."""
-    s = config.sla
-    steps = tuple(
-        EscalationTarget(kind=step.kind, after=timedelta(minutes=step.after_minutes),
-                         route=f"escalation-{index + 1}" if step.kind == "page" else None,
-                         room=step.room, address=step.address)
-        for index, step in enumerate(config.escalation))
-    return SlaSettings(
-        sender=settings.sender, pager_source=settings.pager_source,
-        incidents_room=settings.chat.incidents_room if settings.chat else None,
-        respond_warning=timedelta(minutes=s.respond_warning_minutes),
-        update_warning=timedelta(minutes=s.update_warning_minutes),
-        holding=frozenset(Priority(p) for p in s.holding_replies),
-        escalate=frozenset(Priority(p) for p in s.escalate), escalation=steps,
-        handover=frozenset(Priority(p) for p in s.handover_priorities),
-        handover_at_close=s.handover_at_close,
-        handover_after=(None if s.handover_after_hours is None
-                        else timedelta(hours=s.handover_after_hours)),
-        digest=s.digest,
-    )
 
 
 async def _instance_id(store: Store) -> str:
