@@ -37,7 +37,7 @@ from gateway.relay import ChatSettings
 from gateway.replies import Sender
 from gateway.sandbox import ParseSandbox
 from gateway.scheduler import Scheduler
-from gateway.service import Loader, Service, endpoint_file
+from gateway.service import INSTANCE_KEY, Loader, Service, endpoint_file
 from gateway.sla import EscalationTarget, SlaSettings
 from gateway.store import Store
 from gateway.storm import Limits
@@ -133,10 +133,10 @@ def sla_settings(config: Config, settings: Settings) -> SlaSettings:
 
 async def _instance_id(store: Store) -> str:
     """A random id for this database, made once (prefixes chat transaction ids)."""
-    value = await store.kv_get("instance_id")
+    value = await store.kv_get(INSTANCE_KEY)
     if value is None:
         value = secrets.token_hex(6)
-        await store.kv_set("instance_id", value)
+        await store.kv_set(INSTANCE_KEY, value)
     return value
 
 
