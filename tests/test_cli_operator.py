@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from gateway.cli import _parser, main
-from gateway.config import parse_config
-from gateway.service import INSTANCE_KEY, endpoint_file
-from gateway.status_cli import status_command
-from gateway.store import Store
+from gateway.cli.commands import _parser, main
+from gateway.cli.status import status_command
+from gateway.config.model import parse_config
+from gateway.run.service import INSTANCE_KEY, endpoint_file
+from gateway.store.sqlite import Store
 from tests.fakes.http_base import serve_locally
 
 

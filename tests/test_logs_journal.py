@@ -12,7 +12,7 @@ from pathlib import Path
 
 SCRIPT = """
 import structlog, logging
-from gateway import logs
+from gateway.run import logs
 logs.configure("info", "json")
 log = structlog.get_logger("gateway.test")
 log.error("test.failed", reason="x")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import metrics
+from gateway.run import metrics
 from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.test_app_e2e import send
