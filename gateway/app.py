@@ -41,7 +41,7 @@ from gateway.ports import MailSender, Pager, Store, TicketBackend
 from gateway.run import metrics
 from gateway.run.intake import ChatIntake, MailIntake
 from gateway.run.scheduler import Scheduler
-from gateway.run.service import Loader, Service, endpoint_file
+from gateway.run.service import INSTANCE_KEY, Loader, Service, endpoint_file
 from gateway.run.worker import Clock, InboxWorker, utcnow
 from gateway.store.sqlite import SqliteStore
 from rules.book import Rulebook
@@ -71,10 +71,10 @@ async def _thread_key(config: Config, store: Store) -> str:
 
 async def _instance_id(store: Store) -> str:
     """A random id for this database, made once (prefixes chat transaction ids)."""
-    value = await store.kv_get("instance_id")
+    value = await store.kv_get(INSTANCE_KEY)
     if value is None:
         value = secrets.token_hex(6)
-        await store.kv_set("instance_id", value)
+        await store.kv_set(INSTANCE_KEY, value)
     return value
 
 

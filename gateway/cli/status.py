@@ -1,8 +1,11 @@
 """`chatops-gateway status`: ask the running daemon's status endpoint and summarise it.
 
 The address is the one the daemon wrote to its state folder when it started (so a port
-chosen by the system is found too), else the configured one. Returns the CLI's exit code:
-0 healthy, 1 unhealthy or not running, 2 when the endpoint is turned off.
+chosen by the system is found too), else the configured one. The daemon that answers must
+serve the same state: its instance id (made once per database) must be the one stored in the
+state folder this configuration names, or `status` says it reached another daemon. Returns
+the CLI's exit code: 0 healthy, 1 unhealthy, not running or another daemon, 2 when the
+endpoint is turned off or there is no state yet.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from gateway.cli import views
 from gateway.config.model import Config
 from gateway.run import health
-from gateway.run.service import endpoint_file
+from gateway.run.service import INSTANCE_KEY, endpoint_file
+from gateway.store import db
 
 _SHOWN = ("chatops_messages_accepted_total", "chatops_messages_rejected_total",
           "chatops_triage_total", "chatops_pages_sent_total", "chatops_replies_sent_total",
@@ -62,6 +67,8 @@ def status_command(config: Config, *, as_json: bool = False) -> int:
         print("chatops-gateway: the status endpoint is turned off ([http] enabled = false)",
               file=sys.stderr)
         return 2
+    with views.open_readonly(config) as conn:  # no state yet: UsageError, exit 2
+        instance = db.kv_get(conn, INSTANCE_KEY)
     url = base_url(config)
     try:
         _, body = _get(f"{url}/healthz")
@@ -71,6 +78,11 @@ def status_command(config: Config, *, as_json: bool = False) -> int:
         reason = getattr(exc, "reason", None) or exc
         print(f"chatops-gateway: the daemon is not running (no answer at {url}: {reason})",
               file=sys.stderr)
+        return 1
+    if instance is None or report.get("instance") != instance:
+        print(f"chatops-gateway: the daemon answering at {url} is not the one using "
+              f"{config.state_dir()} (instance {report.get('instance')!r}, expected "
+              f"{instance!r}); is it running with this configuration?", file=sys.stderr)
         return 1
     if as_json:
         print(json.dumps(report, indent=2))

@@ -143,6 +143,21 @@ def outbox_list(conn: sqlite3.Connection, state: str | None) -> list[dict[str, A
     return outbox.outbox_rows(conn, state)
 
 
+def outbox_table(rows: list[dict[str, Any]]) -> str:
+    """Outbox entries for humans: one line each, the last error shortened."""
+    if not rows:
+        return "No outbox entries."
+    lines = [f"{'ID':>6} {'KIND':<18} {'INC':>5} {'STATE':<8} {'TRIES':>5}  {'NEXT ATTEMPT':<25}"
+             "  LAST ERROR"]
+    for r in rows:
+        inc = "" if r["incident_id"] is None else f"{r['incident_id']}"
+        error = (r["last_error"] or "").replace("\n", " ")
+        error = error if len(error) <= 60 else error[:59] + "…"
+        lines.append(f"{r['id']:>6} {r['kind']:<18} {inc:>5} {r['state']:<8} {r['attempts']:>5}  "
+                     f"{r['next_attempt_at'] or '':<25}  {error}")
+    return "\n".join(lines)
+
+
 def retry_outbox(config: Config, outbox_id: int, now: datetime) -> None:
     """Send a dead outbox entry back for delivery (the running daemon polls for it); raises
     UsageError naming the problem when the entry is unknown or not dead."""

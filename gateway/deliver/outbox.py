@@ -137,7 +137,8 @@ class OutboxWorker:
         try:
             if handler is None:
                 raise PermanentError(f"no handler for {entry.kind}")
-            async with asyncio.timeout(self._policy.attempt_timeout_s):
+            async with asyncio.timeout(self._policy.attempt_timeout_s), \
+                    metrics.attempt_timer(entry.kind):
                 result = await handler(entry)
         except asyncio.CancelledError:
             raise
@@ -152,7 +153,7 @@ class OutboxWorker:
             return self._failed(entry, f"internal error: {type(exc).__name__}", None, bound,
                                 permanent=False)
         bound.info("outbox.delivered")
-        metrics.delivered(entry.kind)
+        metrics.delivered(entry.kind, entry.payload)
         return Attempt(entry, result=result)
 
     def _failed(self, entry: OutboxEntry, reason: str, retry_after_s: float | None,

@@ -31,6 +31,9 @@ Apply = Callable[[Config, Rulebook], None]
 LIVE_SECTIONS = frozenset({"rules", "log"})
 
 
+INSTANCE_KEY = "instance_id"  # this database's random id, made once (gateway.app)
+
+
 def endpoint_file(config: Config) -> Path:
     """Where the running daemon writes its status endpoint's address (for `status`)."""
     return config.state_dir() / "http-endpoint"
@@ -134,8 +137,12 @@ class Service:
     async def report(self) -> dict[str, Any]:
         """The health report (see gateway.run.health)."""
         stats = await self._store.queue_stats()
-        return health.report(self.states(), health.egress_states(stats, self._egress), stats,
-                             self._clock(), self.config.http.outbox_stuck_s)
+        report = health.report(self.states(), health.egress_states(stats, self._egress), stats,
+                               self._clock(), self.config.http.outbox_stuck_s)
+        # Which daemon this is: `status` compares it with the state it was pointed at, so it
+        # never describes another daemon that happens to answer on the same address.
+        report["instance"] = await self._store.kv_get(INSTANCE_KEY)
+        return report
 
     async def metrics_text(self) -> str:
         """Counters and the report's gauges in the Prometheus text format."""

@@ -136,7 +136,7 @@ class InboxWorker:
         rows = await self._store.pending_inbox(self._batch)
         if not rows:
             return 0
-        now = self._clock()
+        now, started = self._clock(), time.perf_counter()
         # Parsing and triage are CPU work on untrusted input: emails go to the sandbox
         # process, chat events (JSON of bounded size) to a thread; never on the event loop,
         # and outside the store's transaction.
@@ -152,6 +152,8 @@ class InboxWorker:
             (log.error if event == "inbox.plan_failed" else log.info)(
                 event, inbox_id=row.id, channel=row.channel, outcome=plan.outcome)
         metrics.triaged(plans)
+        metrics.pages_planned(zip((row.received_at for row in rows), plans, strict=True))
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         self._on_planned(plans)
         return len(rows)
 
