@@ -16,7 +16,7 @@ import aiosmtplib
 import pytest
 
 from gateway.app import App
-from gateway.store import db, schema
+from gateway.store import incidents, schema
 from tests.conftest import (
     IN_HOURS,
     THREAD_KEY,
@@ -88,7 +88,7 @@ def thread_of(event: dict[str, Any]) -> str | None:
 def incident(state: Path, number: int = 1) -> Any:
     conn = schema.connect(str(state / "gateway.sqlite3"), readonly=True)
     try:
-        return db.load_incident(conn, number)
+        return incidents.load_incident(conn, number)
     finally:
         conn.close()
 

@@ -122,7 +122,8 @@ class Config(_Model):
         """The secret's value; a file is read now (and stripped of a trailing newline)."""
         if secret.value is not None:
             return secret.value.get_secret_value()
-        assert secret.file is not None
+        if secret.file is None:
+            raise RuntimeError("file is set here")
         path = secret.file
         if not path.is_absolute():
             creds = os.environ.get("CREDENTIALS_DIRECTORY")

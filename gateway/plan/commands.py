@@ -136,7 +136,8 @@ def plan_command(msg: ChatMessage, command: Command, ctx: PlanContext, env: Comm
         outcome, text = early
         return Plan(outcome=outcome, outbox=(_answerer(msg, env)(text),))
     handler, incident = _HANDLERS[command.name], ctx.thread
-    assert incident is not None
+    if incident is None:
+        raise RuntimeError("incident is set here")
     plan = handler(msg, command, incident, ctx, env)
     if plan.incident_id is None:  # a refusal or a usage answer
         return plan

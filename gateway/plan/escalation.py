@@ -74,7 +74,8 @@ def _security(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettings
     if refused is not None:
         return refused
     inc = ctx.thread
-    assert inc is not None
+    if inc is None:
+        raise RuntimeError("inc is set here")
     reporter = ", ".join(r.address for r in inc.reporters) or "unknown"
     why = f"{msg.sender}: {cmd.text}" if cmd.text else f"{msg.sender} (by hand)"
     specs, event = security_escalation(inc.ref, inc.title, inc.priority, reporter, why, s,
@@ -95,7 +96,8 @@ def _statuspage(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettin
     if refused is not None:
         return refused
     inc = ctx.thread
-    assert inc is not None
+    if inc is None:
+        raise RuntimeError("inc is set here")
     action, _, rest = cmd.text.partition(" ")
     words = rest.split()
     names = []
@@ -105,7 +107,8 @@ def _statuspage(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettin
     problem = _cannot_publish(msg, inc, s, action, names)
     if problem is not None:
         return Plan(outcome="statuspage refused", outbox=(_answer(msg, problem),))
-    assert s.statuspage is not None
+    if s.statuspage is None:
+        raise RuntimeError("statuspage is set here")
     when = (f" We will post an update by {local_time(inc.next_update_by, env.book.hours.timezone)}"
             " (UK time)." if inc.next_update_by else "")
     body = (f"We are investigating a possible issue affecting {', '.join(names)}. "

@@ -12,6 +12,7 @@ from functools import partial
 
 from gateway.domain import (
     Channel,
+    Digest,
     InboxRow,
     Incident,
     NewIncident,
@@ -21,6 +22,7 @@ from gateway.domain import (
     PlanContext,
     Reporter,
     Status,
+    ThreadKeys,
     TimelineEvent,
     incident_ref,
 )
@@ -38,7 +40,6 @@ from gateway.plan.storm import (
     similar,
 )
 from gateway.plan.trust import UNVERIFIED_FLAG, TrustPolicy, Verdict, judge_email
-from gateway.store.db import ThreadKeys
 from rules.book import Rulebook
 from rules.engine import triage
 from rules.types import Mailbox, Period, Priority, TriageDecision
@@ -92,8 +93,31 @@ def plan_email(
 ) -> Plan:
     """Decide what one parsed email changes (`decision`: the triage, if already made;
     `verdict`: the sender's trust, if already judged; `context`: the store's view, for
-    rate limits, loops and storms)."""
-    assert row.mailbox is not None, "email is always accepted into a mailbox"
+    rate limits, loops and storms). With the store's view, the Plan carries the email's
+    digest for the limits, which the store records when it applies the Plan."""
+    plan = _decide(row, mail, thread, next_id, book, settings, now, decision,
+                   verdict=verdict, context=context)
+    if context is None or context.history is None:
+        return plan
+    return replace(plan, digest=Digest(_sender(row, mail),
+                                       body_hash(mail.new_text or mail.subject), row.received_at))
+
+
+def _decide(
+    row: InboxRow,
+    mail: ParsedMail,
+    thread: Incident | None,
+    next_id: int,
+    book: Rulebook,
+    settings: Settings,
+    now: datetime,
+    decision: TriageDecision | None = None,
+    *,
+    verdict: Verdict | None = None,
+    context: PlanContext | None = None,
+) -> Plan:
+    if row.mailbox is None:
+        raise RuntimeError("email is always accepted into a mailbox")
     if decision is None:
         decision = triage(report_for(row.mailbox, row.mail_from, mail), now, book)
     held = _held(row, mail, settings, context)
@@ -142,7 +166,7 @@ def _sender(row: InboxRow, mail: ParsedMail) -> str:
 
 def _held(row: InboxRow, mail: ParsedMail, settings: Settings,
           context: PlanContext | None) -> Plan | None:
-    """Record the message for the limits; a Plan that holds it when it breaks one."""
+    """A Plan that holds the message when it breaks one of the limits."""
     if context is None or context.history is None:
         return None
     sender = _sender(row, mail)
@@ -198,7 +222,8 @@ def _new_incident(
     now: datetime,
     verdict: Verdict,
 ) -> Plan:
-    assert decision.priority is not None and row.mailbox is not None
+    if decision.priority is None or row.mailbox is None:
+        raise RuntimeError("priority and mailbox are set here")
     priority = decision.priority
     held = decision.page and not verdict.trusted
     if held:  # never pages alone: a ticket, and the incidents room is asked to confirm
@@ -312,7 +337,8 @@ def _with_note(body: str, note: str) -> str:
 def _ack(ref: str, title: str, decision: TriageDecision, mail: ParsedMail, to: str,
          row: InboxRow, book: Rulebook, settings: Settings, now: datetime,
          note: str = "") -> OutboxSpec:
-    assert decision.priority is not None
+    if decision.priority is None:
+        raise RuntimeError("priority is set here")
     level = book.priorities.get(decision.priority)
     body = ack_body(
         ref=ref, title=title, priority=decision.priority, priority_name=level.name,

@@ -81,7 +81,8 @@ def _email(incident: Incident, reporter: Reporter, body: str, purpose: str, key:
 def page_spec(ref: str, title: str, decision: TriageDecision, sender: str, mailbox: Mailbox,
               source: str) -> OutboxSpec:
     """A page; the incident reference is the dedup key, so retries never page twice."""
-    assert decision.priority is not None
+    if decision.priority is None:
+        raise RuntimeError("priority is set here")
     return OutboxSpec(OutboxKind.PAGE_TRIGGER, {
         "dedup_key": ref,
         "summary": f"[{ref}] {decision.priority}: {title}",
@@ -96,7 +97,8 @@ def page_spec(ref: str, title: str, decision: TriageDecision, sender: str, mailb
 def announcement(ref: str, title: str, decision: TriageDecision, reporter: str, channel: str,
                  book: Rulebook) -> str:
     """The incidents-room post that roots each incident's thread."""
-    assert decision.priority is not None
+    if decision.priority is None:
+        raise RuntimeError("priority is set here")
     level = book.priorities.get(decision.priority)
     tz = book.hours.timezone
     lines = [

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 
 from gateway.domain import (
+    Due,
     Incident,
     OutboxKind,
     OutboxSpec,
@@ -66,18 +67,6 @@ class SlaSettings:
     handover_at_close: bool = True
     handover_after: timedelta | None = timedelta(hours=6)
     digest: bool = True
-
-
-@dataclass(frozen=True)
-class Due:
-    """One reminder (or escalation, holding reply, digest) to fire, and what it changes."""
-
-    subject: str  # the incident's reference, or "digest"
-    incident_id: int | None
-    kind: str
-    due_at: datetime
-    plan: Plan
-    text: str
 
 
 @dataclass(frozen=True)
@@ -199,7 +188,8 @@ def _response(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
 
 def _escalation(incident: Incident, index: int, step: EscalationTarget,
                 ctx: _Ctx) -> _Candidate:
-    assert incident.respond_by is not None
+    if incident.respond_by is None:
+        raise RuntimeError("respond_by is set here")
     due = incident.respond_by + step.after
     kind = f"escalate.{index + 1}"
 
@@ -227,9 +217,11 @@ def _escalation_spec(incident: Incident, index: int, step: EscalationTarget, mes
                         "escalation_step": index + 1},
         }),)
     if step.kind == "chat":
-        assert step.room is not None
+        if step.room is None:
+            raise RuntimeError("room is set here")
         return (chat_reply(step.room, None, message, "escalation", to=step.room),)
-    assert step.address is not None
+    if step.address is None:
+        raise RuntimeError("address is set here")
     sender = ctx.settings.sender
     out = render(sender=sender, to=step.address,
                  subject=f"[{incident.ref}] Escalation: {incident.title}"[:200],
@@ -265,7 +257,8 @@ def _updates(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
 
 def _holding(incident: Incident, ctx: _Ctx, ask: str) -> tuple[str, Plan]:
     """The update is overdue: reporters get an honest holding reply and a new promise."""
-    assert incident.next_update_by is not None
+    if incident.next_update_by is None:
+        raise RuntimeError("next_update_by is set here")
     tz = ctx.book.hours.timezone
     nxt = next_update_due(incident.priority, ctx.now, ctx.book)
     body = (f"Update on {incident.ref} ({incident.title}):\n\nWe are still working on it. "
