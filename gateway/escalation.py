@@ -25,7 +25,7 @@ from gateway.domain import (
 )
 from gateway.mirror import SECURITY_FLAG, MirrorSettings, security_escalation
 from gateway.relay import chat_reply
-from gateway.replies import local_time
+from gateway.replies import local_time, zone_name
 
 PUBLIC_FLAG = "--public"
 STATUSPAGE_NAME = "Possible issue being investigated"
@@ -107,7 +107,7 @@ def _statuspage(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettin
         return Plan(outcome="statuspage refused", outbox=(_answer(msg, problem),))
     assert s.statuspage is not None
     when = (f" We will post an update by {local_time(inc.next_update_by, env.book.hours.timezone)}"
-            " (UK time)." if inc.next_update_by else "")
+            f" ({zone_name(env.book.hours.timezone)})." if inc.next_update_by else "")
     body = (f"We are investigating a possible issue affecting {', '.join(names)}. "
             f"{' '.join(words)}".strip() + when)
     name = f"{STATUSPAGE_NAME}: {', '.join(names)}"
