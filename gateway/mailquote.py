@@ -43,21 +43,22 @@ _TRACE_REPLY = re.compile(r"^\s*<\s")
 def strip_quoted(text: str) -> str:
     """Return only the newly written part of `text`; the whole `text` if nothing would remain."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    lines = lines[: _hard_cut_index(lines)]
-    kept = _drop_quotes(lines)
+    colons = {i for i, line in enumerate(lines) if line.rstrip().endswith((":", "："))}
+    lines = lines[: _hard_cut_index(lines, colons)]
+    kept = _drop_quotes(lines, colons)
     while kept and _RULE.fullmatch(kept[-1]):  # blank lines and the rule above the history
         kept.pop()
     new = "\n".join(kept).strip("\n")
     return new if new.strip() else text
 
 
-def _hard_cut_index(lines: list[str]) -> int:
+def _hard_cut_index(lines: list[str], colons: set[int]) -> int:
     """Index of the first line where appended history or a signature begins."""
     for index, line in enumerate(lines):
         stripped = line.strip()
         if _starts_history(stripped, lines, index):
             return index
-        width, attribution = _attribution(lines, index)
+        width, attribution = _attribution(lines, index, colons)
         if width and _history_is_unquoted(lines, index + width, attribution):
             return index
     return len(lines)
@@ -123,12 +124,14 @@ def _weak(text: str) -> bool:
     return bool(_ADDRESS.search(text) or _YEAR.search(text) or _TIME.search(text))
 
 
-def _attribution(lines: list[str], index: int) -> tuple[int, str]:
+def _attribution(lines: list[str], index: int, colons: set[int]) -> tuple[int, str]:
     """(number of lines, text) when an attribution, possibly wrapped over up to three lines,
-    starts at `index`; (0, "") otherwise."""
+    starts at `index`; (0, "") otherwise. `colons`: the indexes of lines ending in a colon."""
     first = lines[index].strip()
     if not first or first.startswith((">", "|")) or len(first) > _MAX_ATTRIBUTION_CHARS:
         return 0, ""
+    if not any(i in colons for i in range(index, index + _MAX_ATTRIBUTION_LINES)):
+        return 0, ""  # every attribution ends in a colon: most lines stop here, cheaply
     if _is_attribution(first, single=True):
         return 1, first
     if not _weak(first) and "<" not in first:
@@ -173,7 +176,7 @@ def _history_is_unquoted(lines: list[str], after: int, attribution: str) -> bool
     return _strong(attribution)
 
 
-def _drop_quotes(lines: list[str]) -> list[str]:
+def _drop_quotes(lines: list[str], colons: set[int]) -> list[str]:
     """Drop ">" lines (and "|" lines once an attribution introduced them) with the
     attribution lines that introduce them; keep interleaved replies and pasted traces."""
     traces = _trace_lines(lines)
@@ -189,7 +192,7 @@ def _drop_quotes(lines: list[str]) -> list[str]:
         if dropped and not line and kept and not kept[-1].strip():
             index += 1  # one blank line where a quote was between two answers
             continue
-        width, _ = _attribution(lines, index)
+        width, _ = _attribution(lines, index, colons)
         if width and _introduces_quote(lines, index + width):
             pipes = pipes or _next_text(lines, index + width).startswith("|")
             index += width

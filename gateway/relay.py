@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.domain import Channel, Incident, OutboxKind, OutboxSpec, Reporter
-from gateway.replies import Sender, local_time, one_line, render
+from gateway.replies import Sender, local_time, one_line, render, zone_name
 from rules.book import Rulebook
 from rules.types import Mailbox, Priority, TriageDecision
 
@@ -111,6 +111,6 @@ def announcement(ref: str, title: str, decision: TriageDecision, reporter: str, 
         f"Paged: {'yes' if decision.page else 'no'}",
     ]
     if decision.respond_by:
-        lines.append(f"Respond by {local_time(decision.respond_by, tz)}")
+        lines.append(f"Respond by {local_time(decision.respond_by, tz)} ({zone_name(tz)})")
     lines.append("Reply in this thread with !ack, !update <text>, !resolve <text> or !help.")
     return "\n".join(lines)

@@ -16,14 +16,14 @@ from gateway.commands import CommandEnv, parse_command, plan_command
 from gateway.domain import Incident, OutboxKind, Plan, PlanContext, TimelineEvent
 from gateway.mail import parse_mail
 from gateway.pipeline import hours_text, plan_email
-from gateway.relay import ChatSettings
+from gateway.relay import ChatSettings, announcement
 from gateway.replies import LOOP_HEADER, Sender, local_time, priority_line, zone_name
 from gateway.report import render_report
 from gateway.sla import due_now
 from gateway.tokens import ThreadSigner
 from rules.book import Rulebook, default_rulebook, default_rulebook_text, load_rulebook
-from rules.engine import next_update_due, respond_due
-from rules.types import Priority
+from rules.engine import next_update_due, respond_due, triage
+from rules.types import Mailbox, Priority, Report
 from tests.conftest import IN_HOURS, email_bytes
 from tests.test_pipeline import SETTINGS as PIPELINE_SETTINGS
 from tests.test_pipeline import plan_for, row
@@ -100,8 +100,8 @@ def test_zone_names() -> None:
 
 @pytest.mark.parametrize(("book", "zone"), [(LONDON, "(UK time)"), (BERLIN, "(Europe/Berlin)")])
 def test_every_message_names_the_configured_zone(book: Rulebook, zone: str) -> None:
-    """Ack, chat answer, engineer update, holding reply, statuspage text and support hours
-    all state the rulebook's zone, never a hard-coded one."""
+    """Ack, chat answer, engineer update, holding reply, the incidents-room announcement and
+    support hours all state the rulebook's zone, never a hard-coded one."""
     other = "(Europe/Berlin)" if zone == "(UK time)" else "UK time"
     texts: list[str] = []
     ack = plan_for_book(book)
@@ -117,7 +117,10 @@ def test_every_message_names_the_configured_zone(book: Rulebook, zone: str) -> N
                         book, SLA_SETTINGS)
     texts += [mail_text(s.payload["data"])[1] for s in holding.plan.outbox
               if s.kind is OutboxKind.MAIL_SEND]
-    assert len(texts) == 4
+    report = Report(Mailbox.EMERGENCY, "alice@tenant.example", "Site down", "All apps 503")
+    texts.append(announcement("INC-1", "Site down", triage(report, IN_HOURS, book),
+                              "alice@tenant.example", "email", book))
+    assert len(texts) == 5
     for text in texts:
         assert zone in text, text
         assert other not in text, text
