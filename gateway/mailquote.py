@@ -75,10 +75,10 @@ def _starts_history(stripped: str, lines: list[str], index: int) -> bool:
     if (titled := words.DASHED_TITLE.match(stripped)) and (
             _strong(titled.group(1)) or _header_follows(lines, index + 1)):
         return True
-    if words.FROM_LINE.match(stripped):
-        return _inline_block(stripped) or _is_header_block(
-            lines[index + 1 : index + _BLOCK_SPAN + 1])
-    return False
+    labelled = words.FROM_LINE.match(stripped) or words.SENT_LINE.match(stripped)
+    return bool(labelled) and (
+        (words.FROM_LINE.match(stripped) is not None and _inline_block(stripped))
+        or _is_header_block(lines[index : index + _BLOCK_SPAN + 1]))
 
 
 def _inline_block(line: str) -> bool:
@@ -95,16 +95,20 @@ def line_is_footer(stripped: str) -> bool:
     return found is not None and words.FOOTER_DEVICE.search(stripped) is not None
 
 
-def _is_header_block(following: list[str]) -> bool:
-    """Whether the lines under a "From:" line carry at least two more header labels, one of
-    them the date or the subject (so "From: 17:02 / To: 17:40" written by a person stays)."""
+def _is_header_block(block: list[str]) -> bool:
+    """Whether `block` (from its first line on) is a quoted header block: a From line and at
+    least two more labels, one of them the date or the subject, the first line being one of
+    them (Outlook starts with From, GMX with the date). "From: 17:02 / To: 17:40" written by
+    a person stays."""
     roles = set()
-    for line in following:
-        for role, pattern in (("sent", words.SENT_LINE), ("to", words.TO_LINE),
-                              ("subject", words.SUBJECT_LINE), ("cc", words.CC_LINE)):
+    for line in block:
+        for role, pattern in (("from", words.FROM_LINE), ("sent", words.SENT_LINE),
+                              ("to", words.TO_LINE), ("subject", words.SUBJECT_LINE),
+                              ("cc", words.CC_LINE)):
             if pattern.match(line):
                 roles.add(role)
-    return len(roles) >= 2 and bool(roles & {"sent", "subject"})
+                break
+    return "from" in roles and len(roles) >= 3 and bool(roles & {"sent", "subject"})
 
 
 def _header_follows(lines: list[str], start: int) -> bool:
