@@ -10,7 +10,7 @@ replies, and reports that only look like history), for each stripper:
 - no-quote-leaked: of the cases that name history strings, the share where none got through;
 - µs/reply: mean time per reply over `--repeat` passes (after one warm-up pass).
 
-Strippers: `gateway.mailquote.strip_quoted` (ours); `mail-parser-reply` with every language
+Strippers: `gateway.parse.mailquote.strip_quoted` (ours); `mail-parser-reply` with every language
 it ships (`latest_reply`, and `replies[0].body`, which also drops what it takes for a
 signature); `quotequail.quote(..., quote_intro_line=True)` keeping the parts it expands;
 `talon.quotations.extract_from_plain`.
@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.mailquote import strip_quoted
+from gateway.parse.mailquote import strip_quoted
 from tests.reply_set import Case, load_cases, rates, score
 
 Stripper = Callable[[str], str]
@@ -108,7 +108,7 @@ def main() -> int:
     parser.add_argument("--baseline", help="another mailquote.py whose strip_quoted to score")
     args = parser.parse_args()
     cases = load_cases()
-    strippers: dict[str, Stripper | None] = {"ours (gateway.mailquote)": strip_quoted}
+    strippers: dict[str, Stripper | None] = {"ours (gateway.parse.mailquote)": strip_quoted}
     if args.baseline:
         strippers[f"baseline ({Path(args.baseline).name})"] = _from_file(args.baseline)
     strippers["mail-parser-reply latest_reply"] = _mail_parser_reply(body=False)

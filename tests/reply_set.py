@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.mail import html_to_text
+from gateway.parse.mail import html_to_text
 
 FIXTURES = Path(__file__).parent / "fixtures" / "replies"
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.mail import parse_mail
-from gateway.mailquote import strip_quoted
+from gateway.parse.mail import parse_mail
+from gateway.parse.mailquote import strip_quoted
 from tests.reply_set import Case, load_cases, normalise, rates, score
 
 CASES = load_cases()

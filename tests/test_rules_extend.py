@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.commands import main
 from rules.book import RulebookError, default_rulebook, load_rulebook
 from rules.types import Priority
 from tests.conftest import email_bytes

@@ -11,16 +11,16 @@ from email.message import EmailMessage
 
 import pytest
 
-from gateway.chat import ChatMessage, plan_report_room
-from gateway.commands import CommandEnv, parse_command, plan_command
 from gateway.domain import Incident, OutboxKind, Plan, PlanContext, TimelineEvent
-from gateway.mail import parse_mail
-from gateway.pipeline import hours_text, plan_email
-from gateway.relay import ChatSettings, announcement
-from gateway.replies import LOOP_HEADER, Sender, local_time, priority_line, zone_name
-from gateway.report import render_report
-from gateway.sla import due_now
-from gateway.tokens import ThreadSigner
+from gateway.parse.mail import parse_mail
+from gateway.plan.chat import ChatMessage, plan_report_room
+from gateway.plan.commands import CommandEnv, parse_command, plan_command
+from gateway.plan.pipeline import hours_text, plan_email
+from gateway.plan.relay import ChatSettings, announcement
+from gateway.plan.replies import LOOP_HEADER, Sender, local_time, priority_line, zone_name
+from gateway.plan.report import render_report
+from gateway.plan.sla import due_now
+from gateway.plan.tokens import ThreadSigner
 from rules.book import Rulebook, default_rulebook, default_rulebook_text, load_rulebook
 from rules.engine import next_update_due, respond_due, triage
 from rules.types import Mailbox, Priority, Report
