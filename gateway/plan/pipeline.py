@@ -29,7 +29,15 @@ from gateway.domain import (
 from gateway.parse.child import report_for as report_for  # noqa: PLC0414  (re-exported)
 from gateway.parse.mail import ParsedMail
 from gateway.plan.relay import ChatSettings, announcement, chat_reply, chat_to_incident, page_spec
-from gateway.plan.replies import Sender, ack_body, ack_subject, base_subject, one_line, render
+from gateway.plan.replies import (
+    Sender,
+    ack_body,
+    ack_subject,
+    base_subject,
+    one_line,
+    render,
+    zone_name,
+)
 from gateway.plan.storm import (
     Join,
     Limits,
@@ -235,6 +243,7 @@ def _new_incident(
     events = [
         TimelineEvent(now, "reported", sender, f"Reported by email to the {row.mailbox} mailbox",
                       {"inbox_id": row.id, "subject": mail.subject,
+                       "text": (mail.new_text or mail.text)[:_TEXT_LIMIT],
                        "attachments": [a.filename or a.content_type for a in mail.attachments]}),
         TimelineEvent(now, "triaged", "rules",
                       f"{decision.priority}: " + "; ".join(decision.reasons),
@@ -366,7 +375,7 @@ def hours_text(book: Rulebook) -> str:
     days = [d.capitalize() for d in h.working_days]
     span = f"{_DAY_NAMES[days[0]]} to {_DAY_NAMES[days[-1]]}" if len(days) > 1 else (
         _DAY_NAMES[days[0]])
-    zone = "UK time" if h.timezone == "Europe/London" else h.timezone
+    zone = zone_name(h.timezone)
     return f"{span}, {h.in_hours.start:%H:%M}–{h.in_hours.end:%H:%M} {zone}"
 
 
