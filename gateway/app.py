@@ -35,7 +35,8 @@ from gateway.deliver.outbox import OutboxWorker, RetryPolicy
 from gateway.domain import Plan
 from gateway.parse.sandbox import ParseSandbox
 from gateway.plan.e2ee import PinnedDevice
-from gateway.plan.pipeline import Settings
+from gateway.plan.forwarder import Forwarder, ForwarderJudge, Lookup, forwarder_judge
+from gateway.plan.pipeline import AnswerLimits, Settings
 from gateway.plan.relay import ChatSettings
 from gateway.plan.replies import Sender
 from gateway.plan.sla import EscalationTarget, SlaSettings
@@ -87,6 +88,7 @@ def pipeline_settings(config: Config, thread_key: str | None = None) -> Settings
         chat=chat,
         trust=trust_policy(config),
         limits=Limits(**config.limits.model_dump()),
+        answers=AnswerLimits(config.answers.per_address, config.answers.window_s),
     )
 
 
@@ -95,11 +97,21 @@ def trust_policy(config: Config) -> TrustPolicy:
     t = config.trust
     if t.verify_dkim:
         from gateway.parse.dkim_check import dkim_verifier  # noqa: PLC0415  (lazy, see above)
+    dkim = dkim_verifier() if t.verify_dkim else None
     return TrustPolicy(
         authserv_id=t.trusted_authserv_id, allow_domains=frozenset(t.allow_domains),
         allow_addresses=frozenset(t.allow_addresses), allow_all=t.allow_all,
-        dkim=dkim_verifier() if t.verify_dkim else None,
+        dkim=dkim, forwarded=forwarders_judge(config, dkim),
     )
+
+
+def forwarders_judge(config: Config, dkim: Callable[[bytes], str | None] | None,
+                     lookup: Lookup | None = None) -> ForwarderJudge:
+    """The trusted forwarders' judge (gateway.plan.forwarder); `lookup` replaces real DNS."""
+    t = config.trust
+    return forwarder_judge([Forwarder(f.name, f.authserv_id, f.list_id, f.arc_signer,
+                                      f.dkim_domain) for f in t.forwarders],
+                           mta_authserv_id=t.trusted_authserv_id, dkim=dkim, lookup=lookup)
 
 
 async def _thread_key(config: Config, store: Store) -> str:

@@ -35,7 +35,7 @@ from gateway.domain import (
     incident_ref,
 )
 from gateway.plan.replies import delivered_text
-from gateway.store import mirror_db, storm_db
+from gateway.store import answer_db, mirror_db, storm_db
 from rules.types import Mailbox, Period, Priority
 
 _COLUMNS = ("id, title, priority, status, mailbox, created_at, rule, reasons, period, respond_by,"
@@ -228,6 +228,7 @@ def _process_one(
         open_incidents=lambda: list_incidents(conn, open_only=True),
         history=partial(storm_db.history, conn, inbox_id),
         recent_open=partial(recent_open_incidents, conn),
+        answers=partial(answer_db.answer_fits, conn),
     )
     plan = make_plan(context)
     apply_plan(conn, plan, now)
