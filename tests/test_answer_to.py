@@ -190,3 +190,44 @@ async def test_answers_to_one_address_are_limited_across_a_restart(tmp_path: Pat
         email.message_from_bytes(m.as_bytes(), policy=policy.default)["Auto-Submitted"]
         for m in sent
     )
+
+
+async def test_relay_spam_through_acknowledgements_reaches_no_victim(tmp_path: Path) -> None:
+    """The helpdesk relay-spam attack over real SMTP: 20 reports in a victim's name (From and
+    Reply-To), unauthenticated at the trusted MTA, spam as subject and body. No mail reaches
+    the victim; the attacker's own envelope gets at most `per_address` neutral answers."""
+    config = make_config(
+        tmp_path,
+        trust={"trusted_authserv_id": MTA},
+        limits={"storm_window_s": 0, "per_sender": 1000, "loop_threshold": 50},
+    )
+    spam = "Cheap pills at pills.example"
+    async with running(config, ticking(IN_HOURS)) as app:
+        for n in range(20):
+            raw = email_bytes(
+                subject=f"{spam} {n}",
+                body=f"{spam}, offer {n}.",
+                sender="victim@else.example",
+                Reply_To="victim@else.example",
+            )
+            raw = (
+                f"Authentication-Results: {MTA}; spf=fail smtp.mailfrom=evil.example\r\n".encode()
+                + raw
+            )
+            await send(app.smtp_port or 0, raw, "mallory@evil.example")
+        await eventually(
+            lambda: (
+                settled(tmp_path)
+                and len(read(tmp_path, "SELECT 1 FROM inbox WHERE state = 'done'")) == 20
+            ),
+            timeout=30,
+        )
+    sent = mails(tmp_path)
+    to = [m["To"] for m in sent]
+    echoed = sum("pills" in m.as_string().lower() for m in sent)
+    print(
+        f"\nFIGURE relay spam: reports=20 to_victim={to.count('victim@else.example')} "
+        f"to_envelope={to.count('mallory@evil.example')} echoed={echoed}"
+    )
+    assert "victim@else.example" not in to and echoed == 0
+    assert to == ["mallory@evil.example"] * 10  # the default limit per address and hour
