@@ -20,7 +20,7 @@ from gateway.parse.mail import ParsedMail, parse_mail
 from gateway.plan.forwarder import Forwarder, forwarder_judge
 from gateway.plan.imapsync import envelope_sender
 from gateway.plan.pipeline import Settings, plan_email
-from gateway.plan.relay import to_reporters
+from gateway.plan.relay import ChatSettings, to_reporters
 from gateway.plan.replies import Sender
 from gateway.plan.tokens import ThreadSigner
 from gateway.plan.trust import TrustPolicy
@@ -162,6 +162,16 @@ def test_a_message_wrapped_by_mailman_is_read_from_the_authors_own_message() -> 
     assert mail.from_addr == "ana.silva@tenant.example"
     assert "every cf push fails with 502" in mail.new_text
     assert "original message is attached" not in mail.new_text
+
+
+def test_the_incidents_room_is_told_why_an_author_was_not_acknowledged() -> None:
+    """Without a trusted forwarder, engineers read in the incidents room that the author
+    behind the group was not mailed, and why."""
+    chat = ChatSettings("@gw:hs", "!incidents:hs", {}, frozenset({"@alice:hs"}), None)
+    s = replace(settings(), chat=chat)
+    p, _ = plan(delivered("gg-rewritten-p1.eml", MTA_ARC_PASS), s)
+    notes = [str(o.payload["body"]) for o in p.outbox if o.kind is OutboxKind.CHAT_SEND]
+    assert any("not acknowledged by email" in n and "list" in n for n in notes)
 
 
 def test_a_broken_arc_chain_does_not_vouch_for_the_author() -> None:
