@@ -243,6 +243,9 @@ class PlanContext:
     # (mailbox, since, title test) -> the newest open incidents of that mailbox opened since
     # then whose title passes the test
     recent_open: Callable[[Mailbox, datetime, Callable[[str], bool]], list[Incident]] | None = None
+    # (address, at, window in s, limit) -> whether one more automatic answer to that address
+    # fits the limit; records it when it does (gateway.store.answer_db)
+    answers: Callable[[str, datetime, float, int], bool] | None = None
 
 
 def dumps(value: Any) -> str:

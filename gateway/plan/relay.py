@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.domain import Channel, Incident, OutboxKind, OutboxSpec, Reporter
+from gateway.plan.answer_to import usable_address
 from gateway.plan.replies import Sender, local_time, one_line, render, zone_name
 from rules.book import Rulebook
 from rules.types import Mailbox, Priority, TriageDecision
@@ -58,6 +59,8 @@ def to_reporters(
     False when the body is an engineer's own words (gateway.plan.replies.render)."""
     specs = []
     for index, reporter in enumerate(incident.reporters):
+        if reporter.channel is Channel.EMAIL and not usable_address(reporter.address):
+            continue  # a list, system or odd address (gateway.plan.answer_to) is never mailed
         if reporter.channel is Channel.EMAIL:
             specs.append(_email(incident, reporter, body, purpose, f"{key}.{index}", sender, now,
                                 automatic))

@@ -21,7 +21,7 @@ from gateway.domain import (
     Work,
     dumps,
 )
-from gateway.store import storm_db
+from gateway.store import answer_db, storm_db
 from gateway.store.db import transaction, ts
 from gateway.store.incidents import (
     apply_plan,
@@ -108,6 +108,7 @@ def _process_one(
         open_incidents=lambda: list_incidents(conn, open_only=True),
         history=partial(storm_db.history, conn, inbox_id),
         recent_open=partial(recent_open_incidents, conn),
+        answers=partial(answer_db.answer_fits, conn),
     )
     plan = make_plan(context)
     apply_plan(conn, plan, now)
