@@ -22,6 +22,7 @@ import structlog
 from gateway import logs, views
 from gateway.app import App
 from gateway.config import Config, ConfigError, load_config
+from gateway.held_cli import held_command
 from gateway.status_cli import status_command
 from gateway.views import UsageError
 from rules.book import Rulebook, RulebookError, default_rulebook, load_rulebook
@@ -79,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     oretry = osub.add_parser("retry", help="send a dead entry back for delivery")
     oretry.add_argument("id", type=int)
     oretry.add_argument("--config", type=Path)
+    held = sub.add_parser("held", help="mail held by the rate limits: list, release")
+    hsub = held.add_subparsers(dest="held_command", required=True)
+    hlist = hsub.add_parser("list")
+    hlist.add_argument("--json", action="store_true")
+    hlist.add_argument("--config", type=Path)
+    hrel = hsub.add_parser("release", help="process held messages now, exactly once")
+    hrel.add_argument("ids", nargs="+", type=int, metavar="ID")
+    hrel.add_argument("--config", type=Path)
     status = sub.add_parser("status", help="ask the running daemon how it is (health, counters)")
     status.add_argument("--config", type=Path)
     status.add_argument("--json", action="store_true", help="print the health report as JSON")
@@ -124,6 +133,8 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911  (one return pe
         return _incidents(args)
     if args.command == "status":
         return status_command(load_config(args.config), as_json=args.json)
+    if args.command == "held":
+        return held_command(args)
     return _outbox(args)
 
 

@@ -70,6 +70,7 @@ class NewMessage:
     raw: bytes
     dedup_key: str | None
     received_at: datetime
+    client: str | None = None  # the connecting client's address, when intake knows it
 
 
 @dataclass(frozen=True)
@@ -106,9 +107,9 @@ def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> lis
         for m in messages:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
-                " dedup_key, raw) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " dedup_key, raw, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (ts(m.received_at), m.channel, m.mailbox, m.mail_from,
-                 dumps(list(m.rcpt_to)), m.dedup_key, m.raw),
+                 dumps(list(m.rcpt_to)), m.dedup_key, m.raw, m.client),
             )
             if cur.rowcount:
                 results.append(Accepted(int(cur.lastrowid or 0), duplicate=False))
@@ -123,13 +124,14 @@ def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> lis
 def pending_inbox(conn: sqlite3.Connection, limit: int) -> list[InboxRow]:
     """The oldest messages not yet processed."""
     rows = conn.execute(
-        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw FROM inbox"
-        " WHERE state = 'pending' ORDER BY id LIMIT ?",
+        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw, client,"
+        " released_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?",
         (limit,),
     ).fetchall()
     return [
         InboxRow(r[0], Channel(r[1]), Mailbox(r[2]) if r[2] else None, r[3],
-                 tuple(json.loads(r[4])), datetime.fromisoformat(r[5]), bytes(r[6]))
+                 tuple(json.loads(r[4])), datetime.fromisoformat(r[5]), bytes(r[6]), r[7],
+                 released=r[8] is not None)
         for r in rows
     ]
 
@@ -230,9 +232,9 @@ def _process_one(
     )
     plan = make_plan(context)
     apply_plan(conn, plan, now)
-    conn.execute(
-        "UPDATE inbox SET state = 'done', outcome = ?, processed_at = ? WHERE id = ?",
-        (plan.outcome, ts(now), inbox_id),
+    conn.execute(  # a held message waits apart for an operator (gateway.held_db)
+        "UPDATE inbox SET state = ?, outcome = ?, processed_at = ? WHERE id = ?",
+        ("held" if plan.held else "done", plan.outcome, ts(now), inbox_id),
     )
     return plan
 
@@ -618,6 +620,7 @@ class QueueStats:
     outbox_oldest: datetime | None  # when the oldest pending entry was created
     outbox_retrying: dict[str, int]  # kind -> pending entries that failed at least once
     outbox_dead: int
+    inbox_held: int = 0  # held by the limits, waiting for `held release`
 
 
 def queue_stats(conn: sqlite3.Connection) -> QueueStats:
@@ -629,4 +632,5 @@ def queue_stats(conn: sqlite3.Connection) -> QueueStats:
         "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0"
         " GROUP BY kind").fetchall())
     (dead,) = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
-    return QueueStats(int(inbox), int(pending), _dt(oldest), retrying, int(dead))
+    (held,) = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'held'").fetchone()
+    return QueueStats(int(inbox), int(pending), _dt(oldest), retrying, int(dead), int(held))

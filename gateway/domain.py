@@ -69,6 +69,8 @@ class InboxRow:
     rcpt_to: tuple[str, ...]
     received_at: datetime
     raw: bytes
+    client: str | None = None  # the connecting client's address (SMTP), which nobody forges
+    released: bool = False  # held, then released by an operator: the limits do not apply
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ class Plan:
     message_ids: tuple[str, ...] = ()
     changes: Mapping[str, Any] = field(default_factory=dict)
     merge_source: int | None = None
+    held: bool = False  # kept in the inbox (state 'held') until an operator releases it
 
 
 INCIDENT_CHANGES = frozenset({"title", "priority", "status", "lead", "comms", "acknowledged_at",

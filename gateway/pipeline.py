@@ -36,6 +36,7 @@ from gateway.storm import (
     count_cap,
     find_join,
     hold_reason,
+    limit_key,
     similar,
 )
 from gateway.trust import UNVERIFIED_FLAG, TrustPolicy, Verdict, judge_email
@@ -96,18 +97,19 @@ def plan_email(
     assert row.mailbox is not None, "email is always accepted into a mailbox"
     if decision is None:
         decision = triage(report_for(row.mailbox, row.mail_from, mail), now, book)
-    held = _held(row, mail, settings, context)
+    if verdict is None:
+        verdict = judge_email(row.raw, mail.from_addr, settings.trust)
+    held = _held(row, mail, settings, context, verdict)
     if decision.ignored is not None:
         return Plan(outcome=f"ignored: {decision.ignored}")
     if held is not None:
         return held
     if thread is not None:
         return _join(row, mail, thread, settings, now)
-    if verdict is None:
-        verdict = judge_email(row.raw, mail.from_addr, settings.trust)
     join = None if context is None else find_join(
         _recent_open(context, row.mailbox, mail.subject, now, settings.limits), row.mailbox,
-        _sender(row, mail), mail.subject, verdict.known, now, settings.limits)
+        _sender(row, mail), mail.subject, now, settings.limits,
+        authentic=verdict.authentic is not False, trusted=verdict.trusted)
     if join is not None and join.same_reporter:
         return _join(row, mail, join.incident, settings, now)
     if join is not None:
@@ -141,24 +143,34 @@ def _sender(row: InboxRow, mail: ParsedMail) -> str:
 
 
 def _held(row: InboxRow, mail: ParsedMail, settings: Settings,
-          context: PlanContext | None) -> Plan | None:
-    """Record the message for the limits; a Plan that holds it when it breaks one."""
-    if context is None or context.history is None:
+          context: PlanContext | None, verdict: Verdict) -> Plan | None:
+    return hold_plan(row, _sender(row, mail), body_hash(mail.new_text or mail.subject),
+                     settings, context, verdict)
+
+
+def hold_plan(row: InboxRow, sender: str, content: str, settings: Settings,
+              context: PlanContext | None, verdict: Verdict) -> Plan | None:
+    """Record the message for the limits; a Plan that holds it when it breaks one (never
+    for a message an operator released from hold)."""
+    if context is None or context.history is None or row.released:
         return None
-    sender = _sender(row, mail)
     limits = settings.limits
-    history = context.history(sender, body_hash(mail.new_text or mail.subject),
-                              row.received_at, limits.sender_window_s, count_cap(limits))
-    found = hold_reason(history, settings.limits)
+    key = limit_key(sender, row.client, authentic=verdict.authentic, trusted=verdict.trusted)
+    history = context.history(key, content, row.received_at, limits.sender_window_s,
+                              count_cap(limits))
+    found = hold_reason(history, settings.limits, trusted=verdict.trusted)
     if found is None:
         return None
     why, first = found
     outbox: tuple[OutboxSpec, ...] = ()
     if first and settings.chat is not None:
+        via = f" via {one_line(row.client, 60)}" if row.client else ""
         outbox = (chat_reply(settings.chat.incidents_room, None,
-                             f"Holding mail from {one_line(sender, 120)} ({why}). It is kept "
-                             "but not answered and pages nobody.", "alert"),)
-    return Plan(outcome=f"held: {why}", outbox=outbox)
+                             f"Holding mail from {one_line(sender, 120)}{via} ({why}). It is "
+                             "kept but not answered and pages nobody until released: "
+                             "`chatops-gateway held list`, then `chatops-gateway held release "
+                             f"ID` (first held: inbox #{row.id}).", "alert"),)
+    return Plan(outcome=f"held: {why}", outbox=outbox, held=True)
 
 
 def _join(row: InboxRow, mail: ParsedMail, incident: Incident, settings: Settings,

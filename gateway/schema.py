@@ -144,6 +144,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX reminders_incident ON reminders(incident_id);
     """,
+    # 5: the connecting client's address (what rate limits count for unverified mail), and
+    # held messages kept apart (state 'held') until an operator releases them
+    """
+    ALTER TABLE inbox ADD COLUMN client TEXT;
+    ALTER TABLE inbox ADD COLUMN released_at TEXT;
+    CREATE INDEX inbox_held ON inbox(id) WHERE state = 'held';
+    """,
 )
 
 

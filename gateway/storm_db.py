@@ -1,8 +1,10 @@
 """The counts behind rate limits and loop detection, kept in the store (`inbox_digest`).
 
-Each processed email is recorded (sender, content hash, when it was received) in the same
-transaction that processes it, and counted against what was recorded before it, so the
-limits survive a restart and a batch sees its own earlier messages.
+Each processed email is recorded (its limit bucket, content hash, when it was received) in
+the same transaction that processes it, and counted against what was recorded before it,
+so the limits survive a restart and a batch sees its own earlier messages. The bucket is
+`gateway.storm.limit_key` (kept in the `sender` column); the global count is of untrusted
+buckets only, so trusted mail neither fills it nor is held by it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from gateway.domain import SenderHistory
+from gateway.storm import UNTRUSTED_PREFIX
 
 GLOBAL_WINDOW_S = 60.0
 
@@ -33,7 +36,8 @@ def history(conn: sqlite3.Connection, inbox_id: int, sender: str, content: str,
     ).fetchone()
     (everyone,) = conn.execute(
         "SELECT COUNT(*) FROM (SELECT 1 FROM inbox_digest WHERE at >= ? AND at <= ?"
-        " AND inbox_id != ? LIMIT ?)",
-        (_ts(at - timedelta(seconds=GLOBAL_WINDOW_S)), _ts(at), inbox_id, cap),
+        " AND inbox_id != ? AND substr(sender, 1, ?) = ? LIMIT ?)",
+        (_ts(at - timedelta(seconds=GLOBAL_WINDOW_S)), _ts(at), inbox_id,
+         len(UNTRUSTED_PREFIX), UNTRUSTED_PREFIX, cap),
     ).fetchone()
     return SenderHistory(int(from_sender), int(same), int(everyone))

@@ -6,6 +6,7 @@ in one transaction; then wakes the outbox."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from gateway.relay import ChatSettings
 from gateway.sandbox import MailJob, ParseSandbox, Prepared
 from gateway.store import Store
 from gateway.trust import Verdict, judge_email
+from gateway.unreadable import judge_unreadable, plan_unreadable_emergency
 from rules.book import Rulebook
 from rules.types import Mailbox, TriageDecision
 
@@ -58,6 +60,7 @@ class InboxWorker:
         max_defer_s: float = 1.0,
         mirror: MirrorSettings | None = None,
         sandbox: ParseSandbox | None = None,
+        poll_s: float = 2.0,
     ) -> None:
         self._store = store
         self.rulebook = rulebook
@@ -74,6 +77,7 @@ class InboxWorker:
         self._mirror = mirror or MirrorSettings()
         self._next_rulebook: Rulebook | None = None
         self.sandbox = sandbox or ParseSandbox(rulebook)
+        self._poll_s = poll_s  # an idle worker looks for mail released by `held release`
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
         """Use `rulebook` from the next batch on (a batch never mixes two rulebooks)."""
@@ -112,7 +116,9 @@ class InboxWorker:
                 await asyncio.sleep(self._retry_delay_s)
                 continue
             if not done:
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_s):
+                        await self._wake.wait()
 
     def in_storm(self) -> bool:
         """More than storm_threshold messages arrived in the last 100 ms."""
@@ -152,6 +158,10 @@ class InboxWorker:
         batch = await asyncio.to_thread(self._prepare_all, rows, ready, now)
         plans = await self._store.process(batch, now)
         for row, plan in zip(rows, plans, strict=True):
+            if plan.held:  # nobody hears of it otherwise without Matrix: a warning
+                log.warning("inbox.held", inbox_id=row.id, client=row.client,
+                            outcome=plan.outcome)
+                continue
             event = "inbox.plan_failed" if plan.outcome.startswith(
                 "unreadable: processing failed") else "inbox.processed"
             (log.error if event == "inbox.plan_failed" else log.info)(
@@ -184,8 +194,13 @@ class InboxWorker:
         if mail is None or decision is None:
             if prepared.bug is not None:
                 log.error("inbox.prepare_failed", inbox_id=row.id, traceback=prepared.bug)
-            return Work(row.id, None, _fixed(fallback(prepared.problem or "unparseable")),
-                        fallback)
+            problem = prepared.problem or "unparseable"
+            if row.mailbox is Mailbox.EMERGENCY:  # fails towards a person (gateway.unreadable)
+                sender, verdict = judge_unreadable(row.raw, row.mail_from, self._settings)
+                return Work(row.id, None, partial(
+                    plan_unreadable_emergency, row, problem, self.rulebook, self._settings,
+                    now, sender, verdict), fallback)
+            return Work(row.id, None, _fixed(fallback(problem)), fallback)
         verdict = judge_email(row.raw, mail.from_addr, self._settings.trust)
         keys = mail_thread_keys(mail, self._settings, verdict)
         return Work(row.id, keys, partial(self._plan_mail, row, mail, decision, verdict, now),
