@@ -22,6 +22,8 @@ transaction, so a restart resets nothing) and the open incidents in; a decision 
   (no new acknowledgement); from another trusted sender, as a further reporter
   (acknowledged, told the updates, no second page). Anyone else opens their own incident:
   a forged From must not put words on someone's timeline nor subscribe to their updates.
+  Nor does a trusted report join an incident still awaiting `!page` (its sender was not
+  verified): joined, it would page nobody, so whoever wrote first could absorb the page.
   A report about something else opens its own incident, even from the same person:
   folding a second emergency into the first would hide it. An auto-responder that drops
   threading headers and writes its own subject therefore gets one acknowledgement, and its
@@ -38,6 +40,7 @@ from datetime import datetime, timedelta
 
 from gateway.domain import Incident, SenderHistory
 from gateway.replies import base_subject
+from gateway.trust import UNVERIFIED_FLAG
 from rules.types import Mailbox
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -147,6 +150,8 @@ def find_join(
     for incident in recent:
         if not similar(subject, incident.title):
             continue  # a different problem is a new report, even from the same person
+        if trusted and UNVERIFIED_FLAG in incident.flags:
+            continue  # joined, a trusted report would not page: a forger could open it first
         if authentic and any(r.address == sender for r in incident.reporters):
             return Join(incident, same_reporter=True)
         if trusted:  # a stranger never joins someone else's incident (they would get updates)

@@ -136,3 +136,24 @@ async def test_a_pre_sent_copy_does_not_swallow_the_genuine_report(tmp_path: Pat
     titles = {i.title: i for i in incidents(tmp_path)}
     assert titles["Our site is down"].pages_sent == 1
     assert set(titles) == {"Hello", "Our site is down"}
+
+
+async def test_a_forged_report_opened_first_does_not_absorb_the_genuine_page(
+        tmp_path: Path) -> None:
+    """A forged mail in alice's name opens an unverified "Our site is down" first; alice's
+    authenticated P1 with the same subject does not join it (which would page nobody): it
+    opens its own incident and pages. So does bob's, arriving next, which joins hers."""
+    async with running(authenticated_config(tmp_path), ticking(IN_HOURS)) as app:
+        port = app.smtp_port or 0
+        await send(port, email_bytes(Authentication_Results=FAIL), "alice@tenant.example")
+        await eventually(lambda: settled(tmp_path))
+        await send(port, p1(), "alice@tenant.example")
+        await eventually(lambda: settled(tmp_path))
+        await send(port, email_bytes(subject="Site is down", sender="bob@tenant.example",
+                                     Authentication_Results=PASS), "bob@tenant.example")
+        await eventually(lambda: settled(tmp_path))
+    forged, genuine = incidents(tmp_path)
+    assert "unverified sender" in forged.flags and forged.pages_sent == 0
+    assert genuine.pages_sent == 1 and "unverified sender" not in genuine.flags
+    assert [r.address for r in genuine.reporters] == ["alice@tenant.example",
+                                                      "bob@tenant.example"]
