@@ -254,7 +254,10 @@ def _new_incident(
     incident = NewIncident(
         title=title, priority=priority, mailbox=row.mailbox, rule=decision.rule,
         reasons=decision.reasons, period=decision.period, respond_by=decision.respond_by,
-        next_update_by=decision.next_update_by, flags=(UNVERIFIED_FLAG,) if held else (),
+        # Flagged whenever the sender is not trusted, paging or not: a trusted report never
+        # joins such an incident (gateway.storm.find_join), whoever's name it carries.
+        next_update_by=decision.next_update_by,
+        flags=() if verdict.trusted else (UNVERIFIED_FLAG,),
     )
     return Plan(
         outcome=f"opened {ref} ({decision.priority}{', paged' if decision.page else ''}"

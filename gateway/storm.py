@@ -22,8 +22,9 @@ transaction, so a restart resets nothing) and the open incidents in; a decision 
   (no new acknowledgement); from another trusted sender, as a further reporter
   (acknowledged, told the updates, no second page). Anyone else opens their own incident:
   a forged From must not put words on someone's timeline nor subscribe to their updates.
-  Nor does a trusted report join an incident still awaiting `!page` (its sender was not
-  verified): joined, it would page nobody, so whoever wrote first could absorb the page.
+  Nor does a trusted report join an incident opened by a sender who was not trusted
+  (flagged "unverified sender"): joined, it would page nobody, so whoever wrote first, in
+  anyone's name, could absorb the page.
   A report about something else opens its own incident, even from the same person:
   folding a second emergency into the first would hide it. An auto-responder that drops
   threading headers and writes its own subject therefore gets one acknowledgement, and its
@@ -151,7 +152,8 @@ def find_join(
         if not similar(subject, incident.title):
             continue  # a different problem is a new report, even from the same person
         if trusted and UNVERIFIED_FLAG in incident.flags:
-            continue  # joined, a trusted report would not page: a forger could open it first
+            continue  # opened by someone not trusted, perhaps in this sender's name: joined,
+            # the trusted report would page nobody (a forger could open it first)
         if authentic and any(r.address == sender for r in incident.reporters):
             return Join(incident, same_reporter=True)
         if trusted:  # a stranger never joins someone else's incident (they would get updates)

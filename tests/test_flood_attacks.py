@@ -157,3 +157,20 @@ async def test_a_forged_report_opened_first_does_not_absorb_the_genuine_page(
     assert genuine.pages_sent == 1 and "unverified sender" not in genuine.flags
     assert [r.address for r in genuine.reporters] == ["alice@tenant.example",
                                                       "bob@tenant.example"]
+
+
+async def test_a_forged_low_priority_report_does_not_absorb_a_genuine_p1(
+        tmp_path: Path) -> None:
+    """The forger opens a P3 that pages nobody under a subject; alice's authenticated
+    report under a similar subject, which reads as a P1, opens its own incident and pages."""
+    async with running(authenticated_config(tmp_path), ticking(IN_HOURS)) as app:
+        port = app.smtp_port or 0
+        await send(port, email_bytes(subject="Deploys are slow", body="Deploys are a bit slow.",
+                                     Authentication_Results=FAIL), "alice@tenant.example")
+        await eventually(lambda: settled(tmp_path))
+        await send(port, p1(subject="Deploys are slow"), "alice@tenant.example")
+        await eventually(lambda: settled(tmp_path))
+    forged, genuine = incidents(tmp_path)
+    assert forged.pages_sent == 0 and forged.flags == ("unverified sender",)
+    assert forged.priority != "P1"
+    assert genuine.priority == "P1" and genuine.pages_sent == 1
