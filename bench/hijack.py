@@ -89,6 +89,12 @@ def raw(sender: str, subject: str, verdict: str, body: str, msgid: str,
     return ("\r\n".join(head) + "\r\n\r\n" + body + "\r\n").encode()
 
 
+def genuine_body(title: str) -> str:
+    """A report that reads as a P1 whatever its subject (so it pages at any hour)."""
+    return (f"{title}: all our apps return 502 since 02:10. Users cannot reach the service, "
+            "production is down.")
+
+
 class Client:
     """SMTP over loopback, one session per message (as most senders do)."""
 
@@ -175,7 +181,7 @@ def forged_first(c: Client, folder: Path, rounds: int) -> Tally:
             continue
         settle(folder)
         c.send("alice@tenant.example", raw("alice@tenant.example", title, "pass",
-                                           f"Genuine: {title} for all our users.",
+                                           genuine_body(title),
                                            f"<fg-{i}@tenant.example>"))
         settle(folder)
         if paged(folder, title):
@@ -194,7 +200,7 @@ def message_id(c: Client, folder: Path, rounds: int) -> Tally:
                                                   f"nothing to see {i}", msgid)):
             t.refused += 1
             continue
-        genuine = raw("alice@tenant.example", title, "pass", f"Genuine: {title}.", msgid)
+        genuine = raw("alice@tenant.example", title, "pass", genuine_body(title), msgid)
         c.send("alice@tenant.example", genuine)
         c.send("alice@tenant.example", genuine)  # a true re-send: processed once
         settle(folder)
