@@ -187,6 +187,9 @@ class Work:
     keys: ThreadKeys | None
     make_plan: Callable[[PlanContext], Plan]
     fallback: Callable[[str], Plan]
+    # Tried before `fallback` when planning fails, with the problem and the store's view
+    # (emergency mail: a P1 for a person, gateway.unreadable); `fallback` if it fails too.
+    rescue: Callable[[str, PlanContext], Plan] | None = None
 
 
 def process(conn: sqlite3.Connection, batch: Sequence[Work], now: datetime) -> list[Plan]:
@@ -201,11 +204,21 @@ def process(conn: sqlite3.Connection, batch: Sequence[Work], now: datetime) -> l
                 plan = _process_one(conn, work.inbox_id, work.keys, work.make_plan, now)
             except Exception as exc:  # a bug in planning: keep the message for a human
                 conn.execute("ROLLBACK TO message")
-                failed = work.fallback(f"processing failed: {type(exc).__name__}")
-                plan = _process_one(conn, work.inbox_id, None, _fixed(failed), now)
+                plan = _fall_back(conn, work, f"processing failed: {type(exc).__name__}", now)
             conn.execute("RELEASE message")
             plans.append(plan)
     return plans
+
+
+def _fall_back(conn: sqlite3.Connection, work: Work, problem: str, now: datetime) -> Plan:
+    if work.rescue is not None:
+        rescue = work.rescue
+        try:
+            return _process_one(conn, work.inbox_id, None, lambda ctx: rescue(problem, ctx),
+                                now)
+        except Exception:  # the rescue failed as well: the plain fallback, which cannot
+            conn.execute("ROLLBACK TO message")
+    return _process_one(conn, work.inbox_id, None, _fixed(work.fallback(problem)), now)
 
 
 def _fixed(plan: Plan) -> Callable[[PlanContext], Plan]:

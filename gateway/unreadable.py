@@ -1,7 +1,8 @@
 """Mail to the emergency mailbox that could not be read: it still reaches a person at once.
 
 When a message to the emergency mailbox cannot be parsed or triaged in time (the parse
-sandbox's budget ran out, the parser crashed, the bytes are not a message), nobody knows
+sandbox's budget ran out, the parser crashed, the bytes are not a message), or planning it
+failed (a bug of ours: the worker's `rescue`, tried before the plain fallback), nobody knows
 what it says, and it may be the one report that matters tonight. It becomes a P1 incident
 flagged "unparseable", with the raw message kept and a ticket:
 

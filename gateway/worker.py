@@ -176,17 +176,32 @@ class InboxWorker:
 
     def _prepare(self, row: InboxRow, prepared: Prepared | None, now: datetime) -> Work:
         fallback = partial(_unreadable, row, now)
+        # Emergency mail whose planning fails still reaches a person (gateway.unreadable).
+        rescue = None if prepared is None or row.mailbox is not Mailbox.EMERGENCY else (
+            partial(self._rescue, row, now))
         try:
             if prepared is None:
                 work = self._prepare_chat(row, now, fallback)
             else:
                 work = self._prepare_mail(row, prepared, now, fallback)
             # Tickets, security contacts and the status page hear of what the plan records.
-            return replace(work, make_plan=partial(_mirrored, work.make_plan, self._mirror, now))
+            return replace(work, make_plan=partial(_mirrored, work.make_plan, self._mirror, now),
+                           rescue=rescue)
         except Exception as exc:  # a bug must not lose the message: a ticket for a human
             log.exception("inbox.prepare_failed", inbox_id=row.id)
-            return Work(row.id, None, _fixed(fallback(f"processing failed: "
-                                                      f"{type(exc).__name__}")), fallback)
+            problem = f"processing failed: {type(exc).__name__}"
+            make_plan = _fixed(fallback(problem)) if rescue is None else partial(rescue, problem)
+            return Work(row.id, None, make_plan, fallback)
+
+    def _rescue(self, row: InboxRow, now: datetime, problem: str, ctx: PlanContext) -> Plan:
+        return _mirrored(partial(self._plan_unreadable, row, now, problem), self._mirror, now,
+                         ctx)
+
+    def _plan_unreadable(self, row: InboxRow, now: datetime, problem: str,
+                         ctx: PlanContext) -> Plan:
+        sender, verdict = judge_unreadable(row.raw, row.mail_from, self._settings)
+        return plan_unreadable_emergency(row, problem, self.rulebook, self._settings, now,
+                                         sender, verdict, ctx)
 
     def _prepare_mail(self, row: InboxRow, prepared: Prepared, now: datetime,
                       fallback: Callable[[str], Plan]) -> Work:
@@ -196,10 +211,8 @@ class InboxWorker:
                 log.error("inbox.prepare_failed", inbox_id=row.id, traceback=prepared.bug)
             problem = prepared.problem or "unparseable"
             if row.mailbox is Mailbox.EMERGENCY:  # fails towards a person (gateway.unreadable)
-                sender, verdict = judge_unreadable(row.raw, row.mail_from, self._settings)
-                return Work(row.id, None, partial(
-                    plan_unreadable_emergency, row, problem, self.rulebook, self._settings,
-                    now, sender, verdict), fallback)
+                return Work(row.id, None, partial(self._plan_unreadable, row, now, problem),
+                            fallback)
             return Work(row.id, None, _fixed(fallback(problem)), fallback)
         verdict = judge_email(row.raw, mail.from_addr, self._settings.trust)
         keys = mail_thread_keys(mail, self._settings, verdict)

@@ -110,3 +110,26 @@ async def test_emergency_mail_whose_triage_times_out_still_reaches_a_person(
     assert any("!page INC-2" in e.text for e in stranger.timeline)
     assert support.priority == "P4" and support.flags == ("unparseable",)
     assert read(tmp_path, "SELECT COUNT(*) FROM tickets") == [(3,)]
+
+
+async def test_emergency_mail_whose_planning_fails_still_reaches_a_person(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in planning (injected): the authenticated tenant's emergency mail still pages
+    as an unparseable P1; support mail whose planning fails stays a P4 ticket."""
+    def bug(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("injected planning bug")
+
+    monkeypatch.setattr("gateway.worker.plan_email", bug)
+    config = make_config(tmp_path, trust={"trusted_authserv_id": MTA})
+    async with running(config, ticking(IN_HOURS)) as app:
+        port = app.smtp_port or 0
+        await send(port, email_bytes(Authentication_Results=PASS), "alice@tenant.example")
+        await eventually(lambda: settled(tmp_path) and len(incidents(tmp_path)) == 1)
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client:
+            await client.sendmail("alice@tenant.example", ["support@localhost"],
+                                  email_bytes(to="support@localhost", subject="Question"))
+        await eventually(lambda: settled(tmp_path) and len(incidents(tmp_path)) == 2)
+    emergency, support = incidents(tmp_path)
+    assert emergency.priority == "P1" and emergency.pages_sent == 1
+    assert "processing failed: RuntimeError" in emergency.reasons[0]
+    assert support.priority == "P4" and support.pages_sent == 0

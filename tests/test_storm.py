@@ -18,6 +18,7 @@ from gateway.domain import (
     InboxRow,
     Incident,
     OutboxKind,
+    Plan,
     PlanContext,
     Reporter,
     SenderHistory,
@@ -274,3 +275,29 @@ def test_trust_verdict_on_an_unreadable_header_matches_the_parsed_one() -> None:
     sender, verdict = judge_unreadable(raw, "alice@tenant.example", SETTINGS)
     assert sender == "alice@tenant.example"
     assert verdict == judge_email(raw, sender, SETTINGS.trust)
+
+
+def test_a_planning_bug_on_emergency_mail_is_rescued_to_a_p1(conn: sqlite3.Connection) -> None:
+    """Planning raises: the rescue makes the emergency mail a P1 for a person; a rescue that
+    raises too leaves the plain fallback (the message is never lost)."""
+    row = inbox_row(conn, email_bytes(Authentication_Results=PASS))
+    sender, verdict = judge_unreadable(row.raw, row.mail_from, SETTINGS)
+
+    def boom(_ctx: PlanContext) -> Plan:
+        raise RuntimeError("bug")
+
+    def rescue(problem: str, ctx: PlanContext) -> Plan:
+        return plan_unreadable_emergency(row, problem, BOOK, SETTINGS, IN_HOURS, sender,
+                                         verdict, ctx)
+
+    def fallback(problem: str) -> Plan:
+        return Plan(outcome=f"unreadable: {problem}")
+
+    [rescued] = db.process(conn, [db.Work(row.id, None, boom, fallback, rescue)], IN_HOURS)
+    assert rescued.outcome == ("unreadable: processing failed: RuntimeError; opened INC-1 "
+                               "(P1, paged)")
+    other = inbox_row(conn, email_bytes(Authentication_Results=PASS), seconds=1)
+    [plain] = db.process(conn, [db.Work(other.id, None, boom, fallback,
+                                        lambda p, ctx: boom(ctx))], IN_HOURS)
+    assert plain.outcome == "unreadable: processing failed: RuntimeError"
+    assert [r[0] for r in conn.execute("SELECT state FROM inbox ORDER BY id")] == ["done"] * 2
