@@ -111,8 +111,12 @@ def hold_reason(history: SenderHistory, limits: Limits, *, trusted: bool = False
                 f"{history.same_content + 1} times", history.same_content + 1
                 == limits.loop_threshold)
     if history.from_sender >= limits.per_sender:
+        # Under a flood of untrusted mail the global notice speaks for every bucket: one
+        # notice each would let a flood of senders flood the incidents room instead.
+        flooded = not trusted and history.everyone >= limits.global_per_minute
         return (f"rate limit: more than {limits.per_sender} messages from this sender in "
-                f"{limits.sender_window_s:g} s", history.from_sender == limits.per_sender)
+                f"{limits.sender_window_s:g} s",
+                history.from_sender == limits.per_sender and not flooded)
     if not trusted and history.everyone >= limits.global_per_minute:
         return (f"rate limit: more than {limits.global_per_minute} unverified messages a "
                 "minute", history.everyone == limits.global_per_minute)

@@ -111,6 +111,16 @@ def test_global_rate_holds_untrusted_mail_only() -> None:
     assert hold_reason(replace(busy, everyone=6), LIMITS, trusted=False) == (why, False)
 
 
+def test_under_a_global_flood_bucket_holds_are_not_announced_one_by_one() -> None:
+    """Past the global rate, an untrusted bucket reaching per_sender is held without a
+    notice of its own (the global one covers it); a trusted bucket still gets one."""
+    flooded = SenderHistory(from_sender=3, same_content=0, everyone=9)
+    assert hold_reason(flooded, LIMITS, trusted=False) == (
+        "rate limit: more than 3 messages from this sender in 600 s", False)
+    assert hold_reason(flooded, LIMITS, trusted=True) == (
+        "rate limit: more than 3 messages from this sender in 600 s", True)
+
+
 def test_own_traffic_still_holds_a_trusted_sender() -> None:
     """A trusted sender's own loop or own flood is held (told once, when it starts)."""
     assert hold_reason(SenderHistory(3, 0, 0), LIMITS, trusted=True) == (
