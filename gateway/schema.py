@@ -144,12 +144,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX reminders_incident ON reminders(incident_id);
     """,
-    # 5: the connecting client's address (what rate limits count for unverified mail), and
-    # held messages kept apart (state 'held') until an operator releases them
+    # 5: the connecting client's address (what rate limits count for unverified mail),
+    # held messages kept apart (state 'held') until an operator releases them, and the
+    # untrusted mail the global rate counts (gateway.storm_db)
     """
     ALTER TABLE inbox ADD COLUMN client TEXT;
     ALTER TABLE inbox ADD COLUMN released_at TEXT;
     CREATE INDEX inbox_held ON inbox(id) WHERE state = 'held';
+    CREATE INDEX inbox_digest_untrusted ON inbox_digest(at) WHERE substr(sender, 1, 2) = 'u:';
     """,
 )
 

@@ -29,7 +29,7 @@ from gateway.mail import parse_mail
 from gateway.pipeline import Settings, plan_email
 from gateway.relay import ChatSettings
 from gateway.replies import Sender
-from gateway.storm import Limits, find_join, hold_reason, limit_key
+from gateway.storm import UNTRUSTED_PREFIX, Limits, find_join, hold_reason, limit_key
 from gateway.trust import TrustPolicy, judge_email
 from gateway.unreadable import judge_unreadable, plan_unreadable_emergency, sender_of
 from rules.book import default_rulebook
@@ -311,3 +311,17 @@ def test_a_planning_bug_on_emergency_mail_is_rescued_to_a_p1(conn: sqlite3.Conne
                                         lambda p, ctx: boom(ctx))], IN_HOURS)
     assert plain.outcome == "unreadable: processing failed: RuntimeError"
     assert [r[0] for r in conn.execute("SELECT state FROM inbox ORDER BY id")] == ["done"] * 2
+
+
+def test_the_global_count_reads_only_untrusted_rows(conn: sqlite3.Connection) -> None:
+    """The untrusted prefix is the one the partial index is built on, and the global count
+    uses that index (trusted mail, however much, is never scanned)."""
+    assert UNTRUSTED_PREFIX == "u:"
+    plan_rows = conn.execute(
+        "EXPLAIN QUERY PLAN SELECT 1 FROM inbox_digest WHERE substr(sender, 1, 2) = 'u:'"
+        " AND at >= ? AND at <= ? AND inbox_id != ? LIMIT ?", ("a", "b", 1, 5)).fetchall()
+    assert any("inbox_digest_untrusted" in str(row) for row in plan_rows)
+    for n in range(3):
+        storm_db.history(conn, n + 1, f"t:a{n}@tenant.example", "h", IN_HOURS, 600.0)
+    storm_db.history(conn, 10, "u:- x@x.example", "h", IN_HOURS, 600.0)
+    assert storm_db.history(conn, 11, "u:- y@x.example", "h2", IN_HOURS, 600.0).everyone == 1
