@@ -74,6 +74,7 @@ async def test_global_flood_does_not_hold_an_authenticated_page(tmp_path: Path) 
     assert read(tmp_path, "SELECT COUNT(*) FROM inbox WHERE state = 'held'") == [(3,)]
     assert metrics.TRIAGED.value(outcome="held") - held_before == 3
     assert 'chatops_triage_total{outcome="held"}' in text
+    assert "\nchatops_inbox_held 3\n" in text
     assert health["inbox"]["held"] == 3
 
 
