@@ -62,23 +62,43 @@ def two_froms() -> bytes:
 def mta_attacks() -> list[tuple[str, bytes]]:
     """Forged mail in a tenant's name, as a trusted MTA would stamp it."""
     return [
-        ("quoted ';' hides dmarc=pass (1)", ar(
-            f'{MTA}; spf=pass smtp.mailfrom="x;dmarc=pass ."@attacker.example; '
-            "dmarc=fail header.from=tenant.example")),
-        ("quoted ';' hides dkim=pass (2)", ar(
-            f'{MTA}; spf=fail smtp.mailfrom="a;dkim=pass header.d=tenant.example;"'
-            "@attacker.example")),
-        ("quoted ';' hides dmarc=pass (3)", ar(
-            f'{MTA}; spf=neutral smtp.mailfrom="q;dmarc=pass header.from=tenant.example"'
-            "@evil.example; dmarc=fail (p=reject) header.from=tenant.example")),
+        (
+            "quoted ';' hides dmarc=pass (1)",
+            ar(
+                f'{MTA}; spf=pass smtp.mailfrom="x;dmarc=pass ."@attacker.example; '
+                "dmarc=fail header.from=tenant.example"
+            ),
+        ),
+        (
+            "quoted ';' hides dkim=pass (2)",
+            ar(
+                f'{MTA}; spf=fail smtp.mailfrom="a;dkim=pass header.d=tenant.example;"'
+                "@attacker.example"
+            ),
+        ),
+        (
+            "quoted ';' hides dmarc=pass (3)",
+            ar(
+                f'{MTA}; spf=neutral smtp.mailfrom="q;dmarc=pass header.from=tenant.example"'
+                "@evil.example; dmarc=fail (p=reject) header.from=tenant.example"
+            ),
+        ),
         ("dmarc=pass without header.from, two From", ar(f"{MTA}; dmarc=pass", two_froms())),
-        ("dmarc=pass for the other From, two From",
-         ar(f"{MTA}; dmarc=pass header.from=attacker.example", two_froms())),
+        (
+            "dmarc=pass for the other From, two From",
+            ar(f"{MTA}; dmarc=pass header.from=attacker.example", two_froms()),
+        ),
         ("dmarc=pass for another domain", ar(f"{MTA}; dmarc=pass header.from=attacker.example")),
-        ("dkim=pass by a public suffix (github.io)",
-         ar(f"{MTA}; dkim=pass header.d=github.io", email(sender="alice@tenant.github.io"))),
-        ("spf=pass by a public suffix (github.io)",
-         ar(f"{MTA}; spf=pass smtp.mailfrom=x@github.io", email(sender="alice@tenant.github.io"))),
+        (
+            "dkim=pass by a public suffix (github.io)",
+            ar(f"{MTA}; dkim=pass header.d=github.io", email(sender="alice@tenant.github.io")),
+        ),
+        (
+            "spf=pass by a public suffix (github.io)",
+            ar(
+                f"{MTA}; spf=pass smtp.mailfrom=x@github.io", email(sender="alice@tenant.github.io")
+            ),
+        ),
     ]
 
 
@@ -86,29 +106,45 @@ def dkim_attacks() -> list[tuple[str, bytes]]:
     """A genuine signed tenant mail, replayed with unsigned additions."""
     import dkim  # noqa: PLC0415
 
-    private = subprocess.run(["openssl", "genrsa", "-traditional", "2048"], check=True,
-                             capture_output=True).stdout
-    public = subprocess.run(["openssl", "rsa", "-pubout", "-outform", "DER"], input=private,
-                            check=True, capture_output=True).stdout
+    private = subprocess.run(
+        ["openssl", "genrsa", "-traditional", "2048"], check=True, capture_output=True
+    ).stdout
+    public = subprocess.run(
+        ["openssl", "rsa", "-pubout", "-outform", "DER"],
+        input=private,
+        check=True,
+        capture_output=True,
+    ).stdout
     dkim_attacks.record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)  # type: ignore[attr-defined]
 
     def sign(headers: list[bytes], length: bool = False) -> bytes:
         raw = email(subject="Weekly usage report")
-        return dkim.sign(raw, b"s1", b"tenant.example", private, include_headers=headers,
-                         length=length) + raw
+        return (
+            dkim.sign(
+                raw, b"s1", b"tenant.example", private, include_headers=headers, length=length
+            )
+            + raw
+        )
 
     base = sign([b"from", b"to", b"subject", b"message-id"])
     cut = base.index(b"From: ")
     no_subject = sign([b"from", b"to", b"message-id"])
     cut2 = no_subject.index(b"Subject: ")
     return [
-        ("unsigned Subject above the signed one",
-         base[:cut] + b"Subject: URGENT: all sites down\r\n" + base[cut:]),
-        ("Subject not signed, rewritten",
-         no_subject[:cut2] + b"Subject: URGENT: all sites down\r\n"
-         + no_subject[no_subject.index(b"\r\n", cut2) + 2:]),
-        ("l= signature, text appended",
-         sign([b"from", b"subject"], length=True) + b"Page the on-call now.\r\n"),
+        (
+            "unsigned Subject above the signed one",
+            base[:cut] + b"Subject: URGENT: all sites down\r\n" + base[cut:],
+        ),
+        (
+            "Subject not signed, rewritten",
+            no_subject[:cut2]
+            + b"Subject: URGENT: all sites down\r\n"
+            + no_subject[no_subject.index(b"\r\n", cut2) + 2 :],
+        ),
+        (
+            "l= signature, text appended",
+            sign([b"from", b"subject"], length=True) + b"Page the on-call now.\r\n",
+        ),
     ]
 
 
@@ -163,8 +199,9 @@ def _pattern_child(pattern: str, body: str) -> str:
     from rules.engine import triage  # noqa: PLC0415
     from rules.types import Mailbox, Report  # noqa: PLC0415
 
-    text = default_rulebook_text() + RULEBOOK.format(pattern=json.dumps(pattern),
-                                                     body=json.dumps(body))
+    text = default_rulebook_text() + RULEBOOK.format(
+        pattern=json.dumps(pattern), body=json.dumps(body)
+    )
     try:
         book = load_rulebook(text)
     except ValueError:
@@ -177,8 +214,13 @@ def _pattern_child(pattern: str, body: str) -> str:
 def pattern_outcome(pattern: str, body: str, budget_s: float, kill_s: float) -> str:
     started = time.monotonic()
     try:
-        out = subprocess.run([sys.executable, __file__, "--child", pattern, body],
-                             capture_output=True, text=True, timeout=kill_s, check=False)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", pattern, body],
+            capture_output=True,
+            text=True,
+            timeout=kill_s,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return "harmful"
     took = time.monotonic() - started
@@ -190,10 +232,14 @@ def pattern_outcome(pattern: str, body: str, budget_s: float, kill_s: float) -> 
 
 
 def _table(name: str, outcomes: list[tuple[str, str]]) -> None:
-    counts = {k: sum(1 for _, o in outcomes if o == k)
-              for k in ("refused", "accepted-harmless", "harmful")}
-    print(f"\n{name}: attempts {len(outcomes)}, refused {counts['refused']}, "
-          f"accepted-harmless {counts['accepted-harmless']}, harmful {counts['harmful']}")
+    counts = {
+        k: sum(1 for _, o in outcomes if o == k)
+        for k in ("refused", "accepted-harmless", "harmful")
+    }
+    print(
+        f"\n{name}: attempts {len(outcomes)}, refused {counts['refused']}, "
+        f"accepted-harmless {counts['accepted-harmless']}, harmful {counts['harmful']}"
+    )
     for label, outcome in outcomes:
         print(f"  {outcome:18} {label}")
 
@@ -208,13 +254,21 @@ def main() -> None:
         print(_pattern_child(*args.child))
         return
     verdict: Callable[[bool], str] = lambda trusted: "harmful" if trusted else "refused"  # noqa: E731
-    _table("17.7 forged Authentication-Results (trusted MTA)",
-           [(label, verdict(judge(raw, False))) for label, raw in mta_attacks()])
-    _table("17.7 replayed DKIM-signed mail (verify_dkim)",
-           [(label, verdict(judge(raw, True))) for label, raw in dkim_attacks()])
-    _table("17.8 catastrophic rulebook patterns",
-           [(pattern, pattern_outcome(pattern, body, args.budget_s, args.kill_s))
-            for pattern, body in EVIL_PATTERNS])
+    _table(
+        "17.7 forged Authentication-Results (trusted MTA)",
+        [(label, verdict(judge(raw, False))) for label, raw in mta_attacks()],
+    )
+    _table(
+        "17.7 replayed DKIM-signed mail (verify_dkim)",
+        [(label, verdict(judge(raw, True))) for label, raw in dkim_attacks()],
+    )
+    _table(
+        "17.8 catastrophic rulebook patterns",
+        [
+            (pattern, pattern_outcome(pattern, body, args.budget_s, args.kill_s))
+            for pattern, body in EVIL_PATTERNS
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,11 @@ def parse_header(value: str) -> ParsedHeader | None:
 
 
 def _result(result: authres.core.AuthenticationResult) -> AuthResult:
-    props = {f"{p.type}.{p.name}".lower(): str(p.value).strip('"')
-             for p in result.properties if p.type and p.name and p.value is not None}
+    props = {
+        f"{p.type}.{p.name}".lower(): str(p.value).strip('"')
+        for p in result.properties
+        if p.type and p.name and p.value is not None
+    }
     method = str(result.method).split("/")[0].lower()  # "dkim/1": a method version
     return AuthResult(method, str(result.result).lower(), MappingProxyType(props))
 

@@ -19,8 +19,9 @@ from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, runni
 from tests.test_trust_e2e import incidents, send, settled
 
 MTA = "mx.gw.example"
-POLICY = TrustPolicy(authserv_id=MTA, allow_domains=frozenset({"tenant.example",
-                                                                "tenant.github.io"}))
+POLICY = TrustPolicy(
+    authserv_id=MTA, allow_domains=frozenset({"tenant.example", "tenant.github.io"})
+)
 
 # A quoted local part (RFC 5321 allows ";" in it) that a naive parser splits on.
 QUOTED_SEMICOLON = (
@@ -68,9 +69,14 @@ def two_froms(first: str, second: str) -> bytes:
     return raw.replace(b"From: ", f"From: {second}\r\nFrom: ".encode(), 1)
 
 
-@pytest.mark.parametrize("ar", [f"{MTA}; dmarc=pass",
-                                f"{MTA}; dmarc=pass header.from=tenant.example",
-                                f"{MTA}; dkim=pass header.d=tenant.example"])
+@pytest.mark.parametrize(
+    "ar",
+    [
+        f"{MTA}; dmarc=pass",
+        f"{MTA}; dmarc=pass header.from=tenant.example",
+        f"{MTA}; dkim=pass header.d=tenant.example",
+    ],
+)
 def test_mail_with_two_from_headers_is_never_trusted(ar: str) -> None:
     """RFC 5322 allows one From; with two, nobody can tell which one was checked."""
     raw = with_ar(ar, two_froms("mallory@attacker.example", "alice@tenant.example"))
@@ -82,27 +88,38 @@ def test_mail_with_two_from_headers_is_never_trusted(ar: str) -> None:
 def test_mail_with_two_subject_headers_is_not_trusted() -> None:
     """Two Subjects: the one rules and people read may not be the one that was signed."""
     raw = email_bytes().replace(b"Subject: ", b"Subject: Everything is on fire\r\nSubject: ", 1)
-    verdict = judge_email(with_ar(f"{MTA}; dmarc=pass header.from=tenant.example", raw),
-                          "alice@tenant.example", POLICY)
+    verdict = judge_email(
+        with_ar(f"{MTA}; dmarc=pass header.from=tenant.example", raw),
+        "alice@tenant.example",
+        POLICY,
+    )
     assert not verdict.trusted and any("Subject" in r for r in verdict.reasons)
 
 
 def test_alignment_uses_organisational_domains_from_the_public_suffix_list() -> None:
     """A signature by a public suffix (github.io) does not vouch for a tenant under it."""
-    raw = with_ar(f"{MTA}; dkim=pass header.d=github.io",
-                  email_bytes(sender="alice@tenant.github.io"))
+    raw = with_ar(
+        f"{MTA}; dkim=pass header.d=github.io", email_bytes(sender="alice@tenant.github.io")
+    )
     assert not judge_email(raw, "alice@tenant.github.io", POLICY).trusted
-    spf = with_ar(f"{MTA}; spf=pass smtp.mailfrom=bounce@github.io",
-                  email_bytes(sender="alice@tenant.github.io"))
+    spf = with_ar(
+        f"{MTA}; spf=pass smtp.mailfrom=bounce@github.io",
+        email_bytes(sender="alice@tenant.github.io"),
+    )
     assert not judge_email(spf, "alice@tenant.github.io", POLICY).trusted
 
 
 def test_sibling_subdomains_of_one_organisation_are_aligned() -> None:
     """Relaxed alignment (RFC 7489): the same organisational domain, whichever subdomains."""
-    raw = with_ar(f"{MTA}; dkim=pass header.d=mail.tenant.example",
-                  email_bytes(sender="alice@eu.tenant.example"))
-    assert judge_email(raw, "alice@eu.tenant.example", TrustPolicy(
-        authserv_id=MTA, allow_domains=frozenset({"eu.tenant.example"}))).trusted
+    raw = with_ar(
+        f"{MTA}; dkim=pass header.d=mail.tenant.example",
+        email_bytes(sender="alice@eu.tenant.example"),
+    )
+    assert judge_email(
+        raw,
+        "alice@eu.tenant.example",
+        TrustPolicy(authserv_id=MTA, allow_domains=frozenset({"eu.tenant.example"})),
+    ).trusted
     assert aligned("bounces.tenant.co.uk", "tenant.co.uk")
     assert not aligned("other.co.uk", "tenant.co.uk")
     assert not aligned("co.uk", "tenant.co.uk")
@@ -112,9 +129,11 @@ def test_sibling_subdomains_of_one_organisation_are_aligned() -> None:
 
 def test_only_the_first_header_of_the_trusted_authserv_id_counts() -> None:
     """The reusable reader: results of the topmost header with a given authserv-id."""
-    headers = ["other.example; dmarc=pass header.from=tenant.example",
-               f"{MTA.upper()} 1; dkim=fail header.d=tenant.example",
-               f"{MTA}; dkim=pass header.d=tenant.example"]
+    headers = [
+        "other.example; dmarc=pass header.from=tenant.example",
+        f"{MTA.upper()} 1; dkim=fail header.d=tenant.example",
+        f"{MTA}; dkim=pass header.d=tenant.example",
+    ]
     results = header_results(headers, MTA)
     assert results is not None and [(r.method, r.result) for r in results] == [("dkim", "fail")]
     assert header_results(["garbage ;;; ="], MTA) is None
@@ -129,28 +148,42 @@ def test_unreadable_header_from_the_trusted_mta_is_not_a_pass() -> None:
 
 # --- verify_dkim mode: a genuine signature replayed with unsigned additions ----------------
 
+
 @pytest.fixture(scope="module")
 def dkim_key() -> tuple[bytes, bytes]:
     """A fresh RSA key (PKCS#1 as dkimpy reads it) and its DNS TXT record."""
-    private = subprocess.run(["openssl", "genrsa", "-traditional", "2048"], check=True,
-                             capture_output=True).stdout
-    public = subprocess.run(["openssl", "rsa", "-pubout", "-outform", "DER"], input=private,
-                            check=True, capture_output=True).stdout
+    private = subprocess.run(
+        ["openssl", "genrsa", "-traditional", "2048"], check=True, capture_output=True
+    ).stdout
+    public = subprocess.run(
+        ["openssl", "rsa", "-pubout", "-outform", "DER"],
+        input=private,
+        check=True,
+        capture_output=True,
+    ).stdout
     return private, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
 
-def signed(private: bytes, headers: tuple[bytes, ...] = (b"from", b"to", b"subject",
-                                                          b"message-id"),
-           subject: str = "Weekly usage report", length: bool = False) -> bytes:
+def signed(
+    private: bytes,
+    headers: tuple[bytes, ...] = (b"from", b"to", b"subject", b"message-id"),
+    subject: str = "Weekly usage report",
+    length: bool = False,
+) -> bytes:
     raw = email_bytes(subject=subject, body="Usage is normal this week.")
     raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    return dkim.sign(raw, b"s1", b"tenant.example", private, include_headers=list(headers),
-                     length=length) + raw
+    return (
+        dkim.sign(
+            raw, b"s1", b"tenant.example", private, include_headers=list(headers), length=length
+        )
+        + raw
+    )
 
 
 def dkim_policy(record: bytes) -> TrustPolicy:
-    return TrustPolicy(allow_domains=frozenset({"tenant.example"}),
-                       dkim=dkim_verifier(lambda name: record))
+    return TrustPolicy(
+        allow_domains=frozenset({"tenant.example"}), dkim=dkim_verifier(lambda name: record)
+    )
 
 
 def test_genuine_signed_mail_is_trusted(dkim_key: tuple[bytes, bytes]) -> None:
@@ -161,7 +194,8 @@ def test_genuine_signed_mail_is_trusted(dkim_key: tuple[bytes, bytes]) -> None:
 
 
 def test_replayed_signed_mail_with_an_unsigned_subject_above_is_not_trusted(
-        dkim_key: tuple[bytes, bytes]) -> None:
+    dkim_key: tuple[bytes, bytes],
+) -> None:
     """An extra Subject above the signed one still verifies in DKIM, but it is not signed."""
     private, record = dkim_key
     raw = signed(private)
@@ -187,7 +221,8 @@ def test_oversigned_headers_are_trusted(dkim_key: tuple[bytes, bytes]) -> None:
 
 
 def test_body_length_limited_signature_with_appended_text_is_not_trusted(
-        dkim_key: tuple[bytes, bytes]) -> None:
+    dkim_key: tuple[bytes, bytes],
+) -> None:
     """An l= signature lets anyone append text; appended text is not vouched for."""
     private, record = dkim_key
     raw = signed(private, length=True) + b"Also: please page the on-call now.\r\n"
@@ -203,8 +238,11 @@ async def test_quoted_semicolon_attack_over_smtp_pages_nobody(tmp_path: Path) ->
         await send(port, with_ar(QUOTED_SEMICOLON[0]), "alice@tenant.example")
         await eventually(lambda: settled(tmp_path) and len(incidents(tmp_path)) == 1)
         genuine = email_bytes(subject="Database unreachable", body="Every query times out.")
-        await send(port, with_ar(f"{MTA}; dmarc=pass header.from=tenant.example", genuine),
-                   "alice@tenant.example")
+        await send(
+            port,
+            with_ar(f"{MTA}; dmarc=pass header.from=tenant.example", genuine),
+            "alice@tenant.example",
+        )
         await eventually(lambda: settled(tmp_path) and len(incidents(tmp_path)) == 2)
     forged, real = incidents(tmp_path)
     assert forged.pages_sent == 0 and "unverified sender" in forged.flags
