@@ -72,6 +72,9 @@ def pipeline_settings(config: Config, thread_key: str | None = None) -> Settings
     chat = None if m is None else ChatSettings(
         bot_user_id=m.user_id, incidents_room=m.incidents_room, report_rooms=chat_rooms(config),
         engineers=frozenset(m.engineers), min_power_level=m.min_power_level,
+        verified_only=m.encryption == "on" and m.trust == "verified-only",
+        verified_report_rooms=frozenset(r.room for r in m.report_rooms
+                                        if r.verified_devices_only),
     )
     return Settings(
         sender=Sender(address=address, name=config.mail_out.from_name, msgid_domain=domain,
