@@ -22,6 +22,7 @@ import structlog
 from gateway import logs, views
 from gateway.app import App
 from gateway.config import Config, ConfigError, load_config
+from gateway.config_warnings import config_warnings
 from gateway.status_cli import status_command
 from gateway.views import UsageError
 from rules.book import Rulebook, RulebookError, default_rulebook, load_rulebook
@@ -114,6 +115,8 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911  (one return pe
     if args.command == "check-config":
         config = load_config(args.file)
         load_rules(config.rules_file())
+        for line in config_warnings(config):
+            print(f"warning: {line}", file=sys.stderr)
         print(f"{args.file}: OK")
         return EXIT_OK
     if args.command == "triage":
@@ -135,6 +138,8 @@ def _load_both(path: Path) -> tuple[Config, Rulebook]:
 def _run(config: Config, path: Path | None = None) -> int:
     rulebook = load_rules(config.rules_file())
     logs.configure(config.log.level, config.log.format)
+    for line in config_warnings(config):
+        structlog.get_logger("gateway.cli").warning("config.warning", problem=line)
     if path is None:
         structlog.get_logger("gateway.cli").warning(
             "gateway.embedded_defaults",
