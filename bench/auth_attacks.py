@@ -16,8 +16,9 @@ It uses only the long-standing entry points (`gateway.trust.judge_email`,
     .venv/bin/python bench/auth_attacks.py                      # this tree
     PYTHONPATH=/path/to/old/tree .venv/bin/python bench/auth_attacks.py   # another tree
 
-Each pattern attack runs in a child process killed after `--kill-s` seconds (counted as
-harmful), so a catastrophic pattern cannot hang the script.
+Each pattern attack runs in a child process that times the triage alone; one still running
+after `--kill-s` seconds is killed (and counted as harmful), so a catastrophic pattern
+cannot hang the script.
 """
 
 from __future__ import annotations
@@ -148,6 +149,17 @@ def dkim_attacks() -> list[tuple[str, bytes]]:
     ]
 
 
+def mta_replays(dkim_raws: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The same replays behind a trusted MTA that (rightly) reports the signature valid."""
+    stamp = f"{MTA}; dkim=pass header.d=tenant.example; spf=fail smtp.mailfrom=x@evil.example"
+    dmarc = f"{MTA}; dmarc=pass header.from=tenant.example"
+    out = []
+    for label, raw in dkim_raws[:2]:
+        out.append((f"{label}, MTA says dkim=pass", ar(stamp, raw)))
+        out.append((f"{label}, MTA says dmarc=pass", ar(dmarc, raw)))
+    return out
+
+
 def judge(raw: bytes, dkim_mode: bool) -> bool:
     """Would this mail page on its own (trusted)?"""
     from gateway.mail import parse_mail  # noqa: PLC0415
@@ -207,12 +219,13 @@ def _pattern_child(pattern: str, body: str) -> str:
     except ValueError:
         return "refused"
     report = Report(mailbox=Mailbox.SUPPORT, sender="a@tenant.example", subject=body, body=body)
+    started = time.perf_counter()
     triage(report, datetime(2026, 11, 24, 10, tzinfo=UTC), book)
-    return "done"
+    return f"done {time.perf_counter() - started:.3f}"
 
 
 def pattern_outcome(pattern: str, body: str, budget_s: float, kill_s: float) -> str:
-    started = time.monotonic()
+    """How one pattern fared: the child times the triage alone (not its own start-up)."""
     try:
         out = subprocess.run(
             [sys.executable, __file__, "--child", pattern, body],
@@ -223,12 +236,12 @@ def pattern_outcome(pattern: str, body: str, budget_s: float, kill_s: float) -> 
         )
     except subprocess.TimeoutExpired:
         return "harmful"
-    took = time.monotonic() - started
     if out.returncode != 0:
         return f"error: {out.stderr.strip().splitlines()[-1:]}"
-    if out.stdout.strip() == "refused":
+    words = out.stdout.split()
+    if words == ["refused"]:
         return "refused"
-    return "harmful" if took > budget_s else "accepted-harmless"
+    return "harmful" if float(words[-1]) > budget_s else "accepted-harmless"
 
 
 def _table(name: str, outcomes: list[tuple[str, str]]) -> None:
@@ -258,9 +271,14 @@ def main() -> None:
         "17.7 forged Authentication-Results (trusted MTA)",
         [(label, verdict(judge(raw, False))) for label, raw in mta_attacks()],
     )
+    replays = dkim_attacks()
     _table(
         "17.7 replayed DKIM-signed mail (verify_dkim)",
-        [(label, verdict(judge(raw, True))) for label, raw in dkim_attacks()],
+        [(label, verdict(judge(raw, True))) for label, raw in replays],
+    )
+    _table(
+        "17.7 replayed DKIM-signed mail (trusted MTA)",
+        [(label, verdict(judge(raw, False))) for label, raw in mta_replays(replays)],
     )
     _table(
         "17.8 catastrophic rulebook patterns",

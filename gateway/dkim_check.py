@@ -4,12 +4,8 @@ Uses dkimpy. The DNS lookup is injectable (`lookup(name) -> TXT record bytes or 
 tests use a key they generate; the daemon uses dkimpy's own resolver (dnspython), which
 blocks, so this runs on the worker thread with the rest of the per-message CPU work.
 
-A valid signature proves only what it covers. Mail can be replayed with headers added
-above the signed ones (a signature covers the bottom-most instances of each name in its
-`h=` list) or with text appended after an `l=` body length, and DKIM still verifies. The
-gateway decides on the From and the Subject (the topmost instance of each, as every mail
-reader shows them), so a signature vouches for a message only when it covers every From
-and Subject header the message has, and the whole body.
+A valid signature proves only what it covers: it vouches for a message only when it covers
+every From and Subject header and the whole body (`gateway.signed_headers`).
 """
 
 from __future__ import annotations
@@ -19,10 +15,10 @@ from dataclasses import dataclass
 
 import dkim
 
+from gateway.signed_headers import uncovered
+
 Lookup = Callable[[bytes], bytes | None]
 _MAX_SIGNATURES = 4  # a message may carry several; more is abuse
-# Headers the gateway decides on: every instance must be signed.
-DECISION_HEADERS = (b"from", b"subject")
 
 
 @dataclass(frozen=True)
@@ -65,14 +61,7 @@ def dkim_verifier(lookup: Lookup | None = None) -> Callable[[bytes], DkimResult]
 
 def _uncovered(checker: dkim.DKIM) -> str | None:
     """What a verified signature leaves unsigned that the gateway relies on, or None."""
-    fields = checker.signature_fields
-    if b"l" in fields:
-        return "the whole body (it has a body length, l=)"
-    listed = [bytes(h).lower() for h in checker.include_headers]
-    present = [bytes(name).lower() for name, _value in checker.headers]
-    for name in DECISION_HEADERS:
-        # h= signs instances from the bottom up, once per listing: fewer listings than
-        # instances leaves the topmost ones, the ones readers show, unsigned.
-        if present.count(name) > listed.count(name):
-            return f"every {name.decode().title()} header"
-    return None
+    tags = {bytes(k).decode("ascii", "replace").lower(): bytes(v).decode("ascii", "replace")
+            for k, v in checker.signature_fields.items()}
+    names = [bytes(name).decode("ascii", "replace") for name, _value in checker.headers]
+    return uncovered(tags, names)

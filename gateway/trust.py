@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from gateway.auth_results import AuthResult, authentication_headers, header_results, parse_header
 from gateway.orgdomain import aligned
+from gateway.signed_headers import signatures, uncovered
 
 if TYPE_CHECKING:  # dkimpy is imported only where DKIM checking is configured
     from gateway.dkim_check import DkimResult
@@ -105,6 +106,31 @@ def authentic_from_results(results: Sequence[AuthResult], from_domain: str
     return False, f"no aligned pass ({seen})"
 
 
+def unsigned_decision_headers(raw: bytes, results: Sequence[AuthResult], from_domain: str
+                              ) -> str | None:
+    """Why a trusted MTA's pass does not vouch for the From and Subject we decide on, or None.
+
+    An aligned SPF pass means the tenant's own server sent the mail: nothing to add. A pass
+    that rests on DKIM vouches only for what the signature covers (`gateway.signed_headers`):
+    the signatures it names (by `header.b`), or else every signature aligned with the From
+    domain, must cover every From and Subject, so a replayed signed mail with its Subject
+    replaced or added to is not believed."""
+    if any(r.method == "spf" and r.result == "pass" and aligned(r.domain("smtp.mailfrom"),
+                                                                from_domain) for r in results):
+        return None
+    tags, names = signatures(raw)
+    mine = [t for t in tags if aligned(t.get("d", ""), from_domain)]
+    named = [r.properties.get("header.b", "") for r in results
+             if r.method == "dkim" and r.result == "pass" and r.properties.get("header.b")]
+    if named:
+        mine = [t for t in mine if any(t.get("b", "").startswith(b) for b in named)] or mine
+    for t in mine:
+        gap = uncovered(t, names)
+        if gap is not None:
+            return f"the DKIM signature of {t.get('d', '?')} does not cover {gap}"
+    return None
+
+
 def _headers(raw: bytes) -> Message | None:
     try:
         return BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
@@ -147,6 +173,10 @@ def judge_email(raw: bytes, from_addr: str, policy_: TrustPolicy) -> Verdict:
             authentic, why = False, f"no Authentication-Results from {policy_.authserv_id}"
         else:
             authentic, why = authentic_from_results(results, from_domain)
+            if authentic:
+                gap = unsigned_decision_headers(raw, results, from_domain)
+                if gap is not None:
+                    authentic, why = False, f"{why}, but {gap}"
         reasons.append(why)
     elif policy_.dkim is not None:
         found = policy_.dkim(raw)

@@ -247,3 +247,30 @@ async def test_quoted_semicolon_attack_over_smtp_pages_nobody(tmp_path: Path) ->
     forged, real = incidents(tmp_path)
     assert forged.pages_sent == 0 and "unverified sender" in forged.flags
     assert real.pages_sent == 1 and "unverified sender" not in real.flags
+
+
+def test_trusted_mta_dkim_pass_does_not_vouch_for_an_unsigned_subject(
+    dkim_key: tuple[bytes, bytes],
+) -> None:
+    """The MTA's dkim=pass is for a signature without the Subject: a replay with the
+    Subject rewritten is not believed; the same mail with an aligned SPF pass is."""
+    private, _record = dkim_key
+    raw = signed(private, headers=(b"from", b"to", b"message-id"))
+    start = raw.index(b"Subject: ")
+    replayed = raw[:start] + b"Subject: URGENT: page now" + raw[raw.index(b"\r\n", start) :]
+    dkim_pass = f"{MTA}; dkim=pass header.d=tenant.example; spf=fail smtp.mailfrom=x@evil.example"
+    verdict = judge_email(with_ar(dkim_pass, replayed), "alice@tenant.example", POLICY)
+    assert not verdict.trusted and any("does not cover every Subject" in r for r in verdict.reasons)
+    dmarc = f"{MTA}; dmarc=pass header.from=tenant.example"
+    assert not judge_email(with_ar(dmarc, replayed), "alice@tenant.example", POLICY).trusted
+    spf = f"{MTA}; dkim=pass header.d=tenant.example; spf=pass smtp.mailfrom=a@tenant.example"
+    assert judge_email(with_ar(spf, replayed), "alice@tenant.example", POLICY).trusted
+
+
+def test_trusted_mta_dkim_pass_with_a_covering_signature_is_trusted(
+    dkim_key: tuple[bytes, bytes],
+) -> None:
+    """The control: a signature covering From and Subject, and the MTA's pass, is trusted."""
+    private, _record = dkim_key
+    ar = f"{MTA}; dkim=pass header.d=tenant.example"
+    assert judge_email(with_ar(ar, signed(private)), "alice@tenant.example", POLICY).trusted
