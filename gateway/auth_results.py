@@ -14,6 +14,7 @@ on a trusted MTA or on a named forwarder use the same reader.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email import policy
@@ -23,7 +24,11 @@ from types import MappingProxyType
 import authres
 
 # A header longer than this is not something an MTA wrote: it is not parsed at all.
-_MAX_HEADER_CHARS = 16_384
+_MAX_HEADER_CHARS = 8_192
+# The authserv-id, when the value starts with it (no comment first): read without parsing,
+# so that only the header of the MTA asked about is parsed in full (the parser's cost grows
+# faster than the length, and every other header is the sender's to make long).
+_LEADING_ID = re.compile(r"\s*([^\s;()]+)")
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,9 @@ def header_results(headers: Sequence[str], authserv_id: str) -> tuple[AuthResult
     (they cannot be told apart from a forgery), and so is everything below the first match."""
     wanted = authserv_id.lower()
     for value in headers:
+        leading = _LEADING_ID.match(value)
+        if leading is not None and leading.group(1).lower() != wanted:
+            continue  # another server's header (or a forgery): not parsed at all
         parsed = parse_header(value)
         if parsed is not None and parsed.authserv_id == wanted:
             return parsed.results
