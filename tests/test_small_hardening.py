@@ -4,6 +4,7 @@ within the 998-octet line limit."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ import pytest
 from gateway.cli import main
 from gateway.replies import Sender, render, trim_references
 from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
+from tests.daemon import Daemon
 from tests.test_trust_e2e import send, settled
 
 # C0 (but line breaks and tabs), DEL, C1 and direction overrides: none may reach a terminal.
@@ -148,3 +150,31 @@ def test_a_giant_message_id_never_makes_a_line_over_998_octets() -> None:
     head = reply_head(GIANT, [GIANT, *IDS[:3]])
     assert all(len(line) <= 998 for line in head.split(b"\r\n"))
     assert b"In-Reply-To" not in head and b"yyyy" not in head and IDS[0].encode() in head
+
+
+def test_the_daemon_logs_the_warnings_when_it_starts(tmp_path: Path) -> None:
+    """The real daemon started with a world-readable secret file and an exposed listener
+    behind a trusted MTA logs both as config.warning, without the secret, and runs."""
+    key = tmp_path / "threading-key"
+    key.write_text("s3cret-threading-key-0123456789", encoding="utf-8")
+    os.chmod(key, 0o644)
+    daemon = Daemon(
+        tmp_path,
+        '[threading]\nkey = { file = "threading-key" }\n'
+        '[trust]\ntrusted_authserv_id = "mx.example.org"\n',
+    )
+    daemon.config.write_text(
+        daemon.config.read_text().replace("[smtp]\n", '[smtp]\nhost = "0.0.0.0"\n'),
+        encoding="utf-8",
+    )
+    try:
+        daemon.start()
+    finally:
+        assert daemon.stop() == 0
+    lines = [
+        json.loads(line) for line in daemon.log.read_text().splitlines() if line.startswith("{")
+    ]
+    problems = [e["problem"] for e in lines if e.get("event") == "config.warning"]
+    assert any(p.startswith("smtp.host:") for p in problems), lines
+    assert any(p.startswith("threading.key.file:") and "0644" in p for p in problems)
+    assert "s3cret-threading-key" not in daemon.log.read_text()
