@@ -9,9 +9,10 @@ For each attack family it counts attempts and how each ended:
 - harmful: the harm happened (a forged mail trusted, so it pages; a triage that ran past
   `--budget-s` seconds, so the daemon turned an authenticated report into an "unreadable" P4).
 
-It uses only the long-standing entry points (`gateway.trust.judge_email`,
-`gateway.dkim_check.dkim_verifier`, `gateway.mail.parse_mail`, `rules.book.load_rulebook`,
-`rules.engine.triage`), so the same script runs against older code for the "before" column:
+It uses only the long-standing entry points (`judge_email` in `gateway.plan.trust`,
+`dkim_verifier` in `gateway.parse.dkim_check`, `parse_mail` in `gateway.parse.mail`,
+`rules.book.load_rulebook`, `rules.engine.triage`), found in the flat layout of older trees
+too, so the same script runs against older code for the "before" column:
 
     .venv/bin/python bench/auth_attacks.py                      # this tree
     PYTHONPATH=/path/to/old/tree .venv/bin/python bench/auth_attacks.py   # another tree
@@ -162,12 +163,19 @@ def mta_replays(dkim_raws: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
 
 def judge(raw: bytes, dkim_mode: bool) -> bool:
     """Would this mail page on its own (trusted)?"""
-    from gateway.mail import parse_mail  # noqa: PLC0415
-    from gateway.trust import TrustPolicy, judge_email  # noqa: PLC0415
+    try:
+        from gateway.parse.mail import parse_mail  # noqa: PLC0415
+        from gateway.plan.trust import TrustPolicy, judge_email  # noqa: PLC0415
+    except ImportError:  # an older tree, before the package layout
+        from gateway.mail import parse_mail  # type: ignore[no-redef]  # noqa: PLC0415
+        from gateway.trust import TrustPolicy, judge_email  # type: ignore[no-redef]  # noqa: PLC0415
 
     domains = frozenset({"tenant.example", "tenant.github.io"})
     if dkim_mode:
-        from gateway.dkim_check import dkim_verifier  # noqa: PLC0415
+        try:
+            from gateway.parse.dkim_check import dkim_verifier  # noqa: PLC0415
+        except ImportError:  # an older tree, before the package layout
+            from gateway.dkim_check import dkim_verifier  # type: ignore[no-redef]  # noqa: PLC0415
 
         record = dkim_attacks.record  # type: ignore[attr-defined]
         policy = TrustPolicy(allow_domains=domains, dkim=dkim_verifier(lambda name: record))

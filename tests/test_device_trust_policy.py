@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from gateway.chat import parse_chat, plan_report_room
-from gateway.commands import CommandEnv, parse_command, plan_command
 from gateway.domain import PlanContext
-from gateway.e2ee import SENDER_DEVICE, SenderDevice, sender_device
+from gateway.plan.chat import parse_chat, plan_report_room
+from gateway.plan.commands import CommandEnv, parse_command, plan_command
+from gateway.plan.e2ee import SENDER_DEVICE, SenderDevice, sender_device
 from tests.conftest import IN_HOURS
 from tests.test_commands import BOOK, CHAT, SENDER, answers, incident, msg
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.commands import main
 from rules.book import RulebookError, default_rulebook_text, load_rulebook
 from rules.engine import triage
 from rules.matching import compile_pattern

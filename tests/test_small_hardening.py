@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.replies import Sender, render, trim_references
+from gateway.cli.commands import main
+from gateway.plan.replies import Sender, render, trim_references
 from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
 from tests.daemon import Daemon
 from tests.test_trust_e2e import send, settled

@@ -11,10 +11,10 @@ from pathlib import Path
 import dkim
 import pytest
 
-from gateway.auth_results import header_results, parse_header
-from gateway.dkim_check import dkim_verifier
-from gateway.orgdomain import aligned, organisational_domain
-from gateway.trust import TrustPolicy, judge_email
+from gateway.parse.auth_results import header_results, parse_header
+from gateway.parse.dkim_check import dkim_verifier
+from gateway.plan.orgdomain import aligned, organisational_domain
+from gateway.plan.trust import TrustPolicy, judge_email
 from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
 from tests.test_trust_e2e import incidents, send, settled
 
