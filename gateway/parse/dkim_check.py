@@ -34,7 +34,8 @@ def dkim_verifier(lookup: Lookup | None = None) -> Callable[[bytes], DkimResult]
     """A function: raw message -> the `DkimResult` of its first covering valid signature."""
 
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
-        assert lookup is not None
+        if lookup is None:
+            raise RuntimeError("lookup is set here")
         return lookup(name)
 
     def verify(raw: bytes) -> DkimResult:

@@ -54,6 +54,9 @@ class TrustPolicy:
     allow_addresses: frozenset[str] = frozenset()
     allow_all: bool = False
     dkim: Callable[[bytes], DkimResult] | None = None  # raw -> covering valid signature
+    # (raw, author) -> (authentic, why) when the mail came through a group or forwarder
+    # (gateway.plan.forwarder); None: judge it as direct mail
+    forwarded: Callable[[bytes, str], tuple[bool, str] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -169,9 +172,14 @@ def judge_email(raw: bytes, from_addr: str, policy_: TrustPolicy) -> Verdict:
     authentic: bool | None = None
     from_domain = _domain_of(from_addr)
     ambiguous = ambiguity(raw, subject=bool(policy_.authserv_id))
+    found = (policy_.forwarded(raw, from_addr)
+             if policy_.forwarded is not None and ambiguous is None else None)
     if ambiguous is not None:
         authentic = False
         reasons.append(f"not authentic: {ambiguous}")
+    elif found is not None:  # through a group: what the trusted forwarder recorded decides
+        authentic = found[0]
+        reasons.append(found[1])
     elif policy_.authserv_id:
         results = trusted_results(authentication_headers(raw), policy_.authserv_id)
         if results is None:
@@ -184,15 +192,15 @@ def judge_email(raw: bytes, from_addr: str, policy_: TrustPolicy) -> Verdict:
                     authentic, why = False, f"{why}, but {gap}"
         reasons.append(why)
     elif policy_.dkim is not None:
-        found = policy_.dkim(raw)
-        signer = found.domain
+        checked = policy_.dkim(raw)
+        signer = checked.domain
         authentic = signer is not None and aligned(signer, from_domain)
         if authentic:
             reasons.append(f"DKIM verified for {signer}")
         elif signer is not None:
             reasons.append(f"the DKIM signature of {signer} is not aligned with the From domain")
         else:
-            reasons.append(found.problem or "no valid DKIM signature")
+            reasons.append(checked.problem or "no valid DKIM signature")
     else:
         reasons.append("authenticity not checked (no trusted MTA, no DKIM check configured)")
     return _verdict(from_addr, authentic, reasons, policy_)
