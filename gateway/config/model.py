@@ -29,6 +29,7 @@ from gateway.config.egress import (
     StatuspageConfig,
     TicketsConfig,
 )
+from gateway.config.groups import AnswersConfig
 from gateway.config.intake import (
     HttpConfig,
     ImapConfig,
@@ -65,6 +66,7 @@ class Config(_Model):
     trust: TrustConfig = TrustConfig()
     threading: ThreadingConfig = ThreadingConfig()
     limits: LimitsConfig = LimitsConfig()
+    answers: AnswersConfig = AnswersConfig()
     http: HttpConfig = HttpConfig()
     sla: SlaConfig = SlaConfig()
     escalation: list[EscalationStep] = []

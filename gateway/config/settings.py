@@ -4,10 +4,12 @@ frozen settings out (the DKIM verifier, when configured, is built lazily here)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from gateway.config.model import Config
-from gateway.plan.pipeline import Settings
+from gateway.plan.forwarder import Forwarder, ForwarderJudge, Lookup, forwarder_judge
+from gateway.plan.pipeline import AnswerLimits, Settings
 from gateway.plan.relay import ChatSettings
 from gateway.plan.replies import Sender
 from gateway.plan.sla import EscalationTarget, SlaSettings
@@ -52,6 +54,7 @@ def pipeline_settings(config: Config, thread_key: str | None = None) -> Settings
         chat=chat,
         trust=trust_policy(config),
         limits=Limits(**config.limits.model_dump()),
+        answers=AnswerLimits(config.answers.per_address, config.answers.window_s),
     )
 
 
@@ -61,13 +64,24 @@ def trust_policy(config: Config) -> TrustPolicy:
     if t.verify_dkim:
         # Lazy: dkimpy and its DNS resolver load only where DKIM is checked (start-up time).
         from gateway.parse.dkim_check import dkim_verifier  # noqa: PLC0415
+    dkim = dkim_verifier() if t.verify_dkim else None
     return TrustPolicy(
         authserv_id=t.trusted_authserv_id,
         allow_domains=frozenset(t.allow_domains),
         allow_addresses=frozenset(t.allow_addresses),
         allow_all=t.allow_all,
-        dkim=dkim_verifier() if t.verify_dkim else None,
+        dkim=dkim,
+        forwarded=forwarders_judge(config, dkim),
     )
+
+
+def forwarders_judge(config: Config, dkim: Callable[[bytes], str | None] | None,
+                     lookup: Lookup | None = None) -> ForwarderJudge:
+    """The trusted forwarders' judge (gateway.plan.forwarder); `lookup` replaces real DNS."""
+    t = config.trust
+    return forwarder_judge([Forwarder(f.name, f.authserv_id, f.list_id, f.arc_signer,
+                                      f.dkim_domain) for f in t.forwarders],
+                           mta_authserv_id=t.trusted_authserv_id, dkim=dkim, lookup=lookup)
 
 
 def sla_settings(config: Config, settings: Settings) -> SlaSettings:

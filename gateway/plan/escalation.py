@@ -25,7 +25,7 @@ from gateway.plan.chat import ChatMessage
 from gateway.plan.commands import Command, CommandEnv, authorised, plan_command, usage_of
 from gateway.plan.mirror import SECURITY_FLAG, MirrorSettings, security_escalation
 from gateway.plan.relay import chat_reply
-from gateway.plan.replies import local_time
+from gateway.plan.replies import local_time, zone_name
 
 PUBLIC_FLAG = "--public"
 STATUSPAGE_NAME = "Possible issue being investigated"
@@ -110,7 +110,7 @@ def _statuspage(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettin
     if s.statuspage is None:
         raise RuntimeError("statuspage is set here")
     when = (f" We will post an update by {local_time(inc.next_update_by, env.book.hours.timezone)}"
-            " (UK time)." if inc.next_update_by else "")
+            f" ({zone_name(env.book.hours.timezone)})." if inc.next_update_by else "")
     body = (f"We are investigating a possible issue affecting {', '.join(names)}. "
             f"{' '.join(words)}".strip() + when)
     name = f"{STATUSPAGE_NAME}: {', '.join(names)}"

@@ -25,7 +25,7 @@ from gateway.domain import (
     TimelineEvent,
 )
 from gateway.plan.relay import chat_reply, chat_to_incident, to_reporters
-from gateway.plan.replies import Sender, local_time, render
+from gateway.plan.replies import Sender, local_time, render, zone_name
 from rules.book import Rulebook
 from rules.engine import label, next_update_due
 from rules.sla import closing_before, last_closing, last_opening
@@ -262,7 +262,7 @@ def _holding(incident: Incident, ctx: _Ctx, ask: str) -> tuple[str, Plan]:
     tz = ctx.book.hours.timezone
     nxt = next_update_due(incident.priority, ctx.now, ctx.book)
     body = (f"Update on {incident.ref} ({incident.title}):\n\nWe are still working on it. "
-            f"We will send the next update by {local_time(nxt, tz)} (UK time).")
+            f"We will send the next update by {local_time(nxt, tz)} ({zone_name(tz)}).")
     key = f"h{int(incident.next_update_by.timestamp())}"
     sent = to_reporters(incident, body, "holding", key, ctx.settings.sender, ctx.now)
     text = (f"{incident.ref}: the update to reporters due by {ctx.when(incident.next_update_by)}"
