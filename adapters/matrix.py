@@ -37,6 +37,7 @@ from nio import (
 
 from adapters.matrix_crypto import with_sender_device
 from adapters.matrix_undecryptable import Pending, Undecryptable, notice_for, room_is_encrypted
+from gateway.domain import ChatPost
 from gateway.ports import KeyValue, PermanentError, TransientError
 from gateway.run import metrics
 from gateway.run.supervise import backoff_s
@@ -310,7 +311,7 @@ class MatrixLink:
             elif self._undecryptable.overdue(item):
                 content, txn_id = notice_for(item)
                 try:
-                    await self.send(item.room_id, content, txn_id)
+                    await self._send_content(item.room_id, content, txn_id)
                 except (TransientError, PermanentError) as exc:
                     log.warning("matrix.undecryptable_notice_failed", room_id=item.room_id,
                                 error=str(exc))
@@ -369,8 +370,12 @@ class MatrixLink:
         return older
 
     # -- sending ----------------------------------------------------------------------------
-    async def send(self, room_id: str, content: Mapping[str, Any], txn_id: str
-                   ) -> Mapping[str, Any]:
+    async def send(self, post: ChatPost, txn_id: str) -> Mapping[str, Any]:
+        """Post the core's message as a notice; the same txn_id is delivered once."""
+        return await self._send_content(post.room_id, notice_content(post), txn_id)
+
+    async def _send_content(self, room_id: str, content: Mapping[str, Any], txn_id: str
+                            ) -> Mapping[str, Any]:
         """Send one event; the same txn_id (on the same token) is delivered once."""
         client = self._client
         if client is None or not client.access_token or not self.connected.is_set():
@@ -396,6 +401,17 @@ class MatrixLink:
         if not isinstance(resp, ErrorResponse):
             raise TypeError(f"expected ErrorResponse, got {type(resp).__name__}")
         raise _classify(resp)
+
+
+def notice_content(post: ChatPost) -> dict[str, Any]:
+    """An m.notice (bots speak in notices), in a thread when a root is given."""
+    content: dict[str, Any] = {"msgtype": "m.notice", "body": post.body}
+    if post.thread_root:
+        content["m.relates_to"] = {
+            "rel_type": "m.thread", "event_id": post.thread_root, "is_falling_back": True,
+            "m.in_reply_to": {"event_id": post.reply_to or post.thread_root},
+        }
+    return content
 
 
 def _classify(resp: ErrorResponse) -> TransientError | PermanentError:

@@ -45,6 +45,18 @@ class OutboxKind(StrEnum):
     STATUSPAGE_RESOLVE = "statuspage.resolve"
 
 
+@dataclass(frozen=True)
+class ChatPost:
+    """A message the gateway posts in a chat room: plain text, in a thread when a root is
+    given (as a reply to `reply_to`, else to the root). The chat adapter decides how its
+    system marks a bot's message (Matrix: an m.notice)."""
+
+    room_id: str
+    body: str
+    thread_root: str | None = None
+    reply_to: str | None = None
+
+
 class Outcome(StrEnum):
     """What became of a processed message, the first word(s) of `Plan.outcome` (whose rest
     says which incident and why, for people). Anything else is a command's outcome."""
@@ -247,7 +259,7 @@ class PlanContext:
     # then whose title passes the test
     recent_open: Callable[[Mailbox, datetime, Callable[[str], bool]], list[Incident]] | None = None
     # (address, at, window in s, limit) -> whether one more automatic answer to that address
-    # fits the limit; records it when it does (gateway.store.answer_db)
+    # fits the limit; records it when it does (gateway.store.sqlite.answer_db)
     answers: Callable[[str, datetime, float, int], bool] | None = None
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from gateway.domain import (
     Accepted,
     Attempt,
+    ChatPost,
     Due,
     InboxRow,
     Incident,
@@ -101,8 +102,7 @@ class MailSender(Protocol):
 class ChatSender(Protocol):
     """Posts one event to a chat room. `txn_id` makes a retried send deliver exactly once."""
 
-    async def send(self, room_id: str, content: Mapping[str, Any], txn_id: str
-                   ) -> Mapping[str, Any]:
+    async def send(self, post: ChatPost, txn_id: str) -> Mapping[str, Any]:
         """Send; returns at least {"event_id": ...}."""
         ...
 

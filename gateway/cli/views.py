@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.cli.printable import printable
 from gateway.config.model import Config
+from gateway.deliver.deadletter import retry_note
 from gateway.domain import Incident
 from gateway.parse.mail import UnparseableMessage, parse_mail
 from gateway.plan.pipeline import report_for
@@ -167,7 +168,7 @@ def retry_outbox(config: Config, outbox_id: int, now: datetime) -> None:
         raise UsageError(f"no state at {path}: has the daemon run with this configuration?")
     conn = schema.connect(str(path))
     try:
-        state = outbox.retry_dead(conn, outbox_id, now)
+        state = outbox.retry_dead(conn, outbox_id, now, retry_note)
     finally:
         conn.close()
     if state == "unknown":

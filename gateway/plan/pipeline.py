@@ -326,7 +326,7 @@ def _new_incident(
         title=title, priority=priority, mailbox=row.mailbox, rule=decision.rule,
         reasons=decision.reasons, period=decision.period, respond_by=decision.respond_by,
         # Flagged whenever the sender is not trusted, paging or not: a trusted report never
-        # joins such an incident (gateway.storm.find_join), whoever's name it carries.
+        # joins such an incident (gateway.plan.storm.find_join), whoever's name it carries.
         next_update_by=decision.next_update_by,
         flags=() if verdict.trusted else (UNVERIFIED_FLAG,),
     )

@@ -13,7 +13,7 @@ flagged "unparseable", with the raw message kept and a ticket:
   any unverified report.
 
 No acknowledgement is sent: we cannot tell what was asked, nor whom to answer safely.
-Mail to the support mailbox keeps the quiet path (`gateway.pipeline.plan_unreadable`).
+Mail to the support mailbox keeps the quiet path (`gateway.plan.pipeline.plan_unreadable`).
 Pure: values in, a Plan out; the header read is bounded (the first 64 KB of the header).
 """
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -80,9 +80,11 @@ def _record_dead(conn: sqlite3.Connection, a: Attempt, now: datetime) -> None:
         )
 
 
-def retry_dead(conn: sqlite3.Connection, outbox_id: int, now: datetime) -> str | None:
-    """Send a dead entry back to pending with a fresh attempt count, due now. Returns None
-    when done, else the entry's state (or "unknown") to explain why nothing changed."""
+def retry_dead(conn: sqlite3.Connection, outbox_id: int, now: datetime,
+               note: Callable[[int, str, datetime], TimelineEvent]) -> str | None:
+    """Send a dead entry back to pending with a fresh attempt count, due now, and put
+    `note(outbox_id, kind, now)` on its incident's timeline. Returns None when done, else
+    the entry's state (or "unknown") to explain why nothing changed."""
     with transaction(conn):
         row = conn.execute("SELECT state, incident_id, kind FROM outbox WHERE id = ?",
                            (outbox_id,)).fetchone()
@@ -93,9 +95,7 @@ def retry_dead(conn: sqlite3.Connection, outbox_id: int, now: datetime) -> str |
         conn.execute("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?"
                      " WHERE id = ?", (ts(now), outbox_id))
         if row[1] is not None:
-            add_timeline(conn, int(row[1]), TimelineEvent(
-                now, "retry_requested", "operator",
-                f"Outbox {outbox_id} ({row[2]}) sent back for delivery", {"outbox_id": outbox_id}))
+            add_timeline(conn, int(row[1]), note(outbox_id, str(row[2]), now))
     return None
 
 
