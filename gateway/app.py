@@ -22,7 +22,8 @@ import structlog
 from adapters.mail_out import FolderMailer, SmtpRelayMailer
 from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
-from gateway import metrics
+from adapters.smtp_limits import SmtpLimits
+from gateway import logs, metrics
 from gateway.config import Config
 from gateway.deadletter import alert_in
 from gateway.domain import Plan
@@ -169,6 +170,7 @@ class App:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then shut down in order."""
+        logs.quiet_accept_errors(asyncio.get_running_loop())
         # The parse sandbox's child loads the parser and rulebook while the rest starts
         # (mail accepted meanwhile is durable and waits for it in the inbox).
         sandbox = ParseSandbox(self.rulebook)
@@ -445,7 +447,13 @@ class App:
                                 max_recipients=s.max_recipients,
                                 commit_timeout_s=s.commit_timeout_s,
                                 max_connections=s.max_connections,
-                                idle_timeout_s=s.idle_timeout_s)
+                                idle_timeout_s=s.idle_timeout_s,
+                                limits=SmtpLimits(
+                                    max_junk_commands=s.max_junk_commands,
+                                    max_errors=s.max_errors,
+                                    max_connections_per_client=s.max_connections_per_client,
+                                    max_session_s=s.max_session_s,
+                                    max_data_bytes_in_flight=s.max_data_bytes_in_flight))
 
     async def _drain(self, worker: InboxWorker, outbox: OutboxWorker) -> None:
         timeout = self.config.outbox.drain_timeout_s
