@@ -379,7 +379,9 @@ class App:
             return None
         from adapters.http_status import StatusServer  # noqa: PLC0415  (lazy, see above)
 
-        server = StatusServer(service.report, service.metrics_text, host=h.host, port=h.port)
+        server = StatusServer(service.report, service.metrics_text, host=h.host, port=h.port,
+                              max_connections=h.max_connections,
+                              idle_timeout_s=h.idle_timeout_s)
         try:
             await server.start()
         except OSError as exc:

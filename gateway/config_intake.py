@@ -246,6 +246,8 @@ class HttpConfig(_Model):
     port: int = Field(default=9725, ge=0, le=65535)
     allow_remote: bool = False  # required to bind anything but a loopback address
     outbox_stuck_s: float = Field(default=900.0, gt=0)  # older pending entries: unhealthy
+    max_connections: int = Field(default=64, ge=1, le=4096)  # further ones get 503, closed
+    idle_timeout_s: float = Field(default=10.0, gt=0, le=3600)  # no whole request: closed
 
     @model_validator(mode="after")
     def _loopback(self) -> HttpConfig:
