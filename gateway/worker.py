@@ -74,6 +74,7 @@ class InboxWorker:
         self._mirror = mirror or MirrorSettings()
         self._next_rulebook: Rulebook | None = None
         self.sandbox = sandbox or ParseSandbox(rulebook)
+        self.batch_bytes = 32 * 1024 * 1024  # raw mail loaded per batch (at least one)
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
         """Use `rulebook` from the next batch on (a batch never mixes two rulebooks)."""
@@ -138,7 +139,7 @@ class InboxWorker:
         if self._next_rulebook is not None:
             self.rulebook, self._next_rulebook = self._next_rulebook, None
             self.sandbox.replace_rulebook(self.rulebook)
-        rows = await self._store.pending_inbox(self._batch)
+        rows = await self._store.pending_inbox(self._batch, max_bytes=self.batch_bytes)
         if not rows:
             return 0
         now = self._clock()

@@ -100,3 +100,16 @@ async def test_a_p1_behind_thirty_many_part_messages_pages_in_the_same_batch(
     bad = [i for i in incidents if i.title.startswith("Unreadable message")]
     assert len(bad) == 30
     assert all("too many MIME parts" in i.reasons[0] for i in bad)
+
+
+async def test_a_batch_loads_at_most_max_bytes_of_mail_but_at_least_one(store: Store) -> None:
+    """Five 1 MB messages pending: 2.5 MB loads two of them, 0.5 MB still loads one, and
+    without a byte limit all five come."""
+    for n in range(5):
+        raw = email_bytes(body="x" * 1_000_000 + str(n))
+        await store.accept(NewMessage(Channel.EMAIL, Mailbox.SUPPORT, f"a{n}@tenant.example",
+                                      ("support@gw.example",), raw, None, IN_HOURS))
+    assert [r.mail_from for r in await store.pending_inbox(64, max_bytes=2_500_000)] == [
+        "a0@tenant.example", "a1@tenant.example"]
+    assert len(await store.pending_inbox(64, max_bytes=500_000)) == 1
+    assert len(await store.pending_inbox(64)) == 5
