@@ -238,6 +238,7 @@ class _Session(SMTP):
                 self._junk += 1
                 if self._junk > self._owner.limits.max_junk_commands:
                     self._hang_up(TOO_MUCH_JUNK, "junk_commands")
+                    await asyncio.sleep(0)  # where the cancellation of this session lands
                     return
             await method(arg)
         return counted
@@ -269,6 +270,10 @@ class _Session(SMTP):
         if isinstance(self.transport, asyncio.WriteTransport):
             self.transport.write(reply)
             self.transport.close()
+        # The commands already buffered are never read: the session's task ends at its
+        # next await (aiosmtpd closes the writer on cancellation).
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()
 
     async def smtp_DATA(self, arg: str) -> None:
         """aiosmtpd's DATA with the body read by adapters.smtp_data (same answers, far
@@ -342,6 +347,7 @@ class _Session(SMTP):
             self._errors += 1
             if self._errors > self._owner.limits.max_errors:
                 self._hang_up(TOO_MANY_ERRORS, "errors")
+                await asyncio.sleep(0)  # where the cancellation of this session lands
                 return
         await super().push(raw)
         self._replies += 1
