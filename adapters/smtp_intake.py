@@ -324,6 +324,10 @@ class _Session(SMTP):
             self._committing = False
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
+        if status.startswith("250"):
+            # Budgets count what a client does *without* delivering mail (as Postfix's
+            # limits do): a relay that reuses its session for many messages is not junk.
+            self._junk = self._errors = 0
         if self._expired:
             self._hang_up(TOO_LONG, "session_too_long")
 

@@ -235,3 +235,17 @@ async def test_data_bytes_in_flight_are_capped_with_452(server: SmtpIntakeServer
     [row] = await store.pending_inbox()
     assert row.raw.startswith(b"Subject: a")
     assert server.data_bytes_in_flight == 0
+
+
+async def test_delivering_mail_renews_the_junk_budget(server: SmtpIntakeServer,
+                                                      store: Store) -> None:
+    """A relay that sends RSET before each of many messages on one session (more RSETs in
+    all than the junk budget) has every message accepted."""
+    c = await Raw.open(server)
+    assert (await c.reply()).startswith(b"220")
+    assert (await c.say(b"EHLO relay.example\r\n")).startswith(b"250")
+    for n in range(LIMITS.max_junk_commands + 5):
+        assert (await c.say(b"RSET\r\n")).startswith(b"250")
+        assert (await send_mail(c, b"Subject: %d\r\n\r\nhello\r\n" % n)).startswith(b"250")
+    c.close()
+    assert len(await store.pending_inbox(100)) == LIMITS.max_junk_commands + 5
