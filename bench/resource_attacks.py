@@ -73,6 +73,7 @@ class Daemon:
     repo: Path
     folder: Path
     extra_toml: str = ""
+    http_extra: str = ""
     nofile: int | None = None
     log_level: str = "warning"
     smtp_port: int = field(default_factory=free_port)
@@ -88,7 +89,7 @@ class Daemon:
         config.write_text(
             f'[state]\ndir = "{self.folder / "state"}"\n[smtp]\nport = {self.smtp_port}\n'
             f"{self.extra_toml}\n"
-            f'[http]\nport = {self.http_port}\n'
+            f'[http]\nport = {self.http_port}\n{self.http_extra}\n'
             f'[pagerduty]\nrouting_key = {{ file = "pd-key" }}\nurl = "{pd_url}"\n'
             f'[log]\nlevel = "{self.log_level}"\nformat = "json"\n'
             '[trust]\nallow_domains = ["tenant.example"]\n'
@@ -403,7 +404,7 @@ def run_one(name: str, args: argparse.Namespace) -> None:
     extra = {"keepalive": "idle_timeout_s = 5.0\n"}.get(name, "")
     with tempfile.TemporaryDirectory(prefix="attack-", dir="/tmp") as tmp, \
             FakeThread() as fake:
-        d = Daemon(args.repo, Path(tmp), extra_toml=extra,
+        d = Daemon(args.repo, Path(tmp), extra_toml=extra, http_extra=args.http_extra,
                    nofile=1024 if name == "http-idle" else None,
                    log_level="info" if name == "noop" else "warning")
         d.start(fake.url)
@@ -434,6 +435,9 @@ def main() -> int:
                    help="the checkout whose daemon is attacked (default: this one)")
     p.add_argument("--noops", type=int, default=250_000, help="NOOPs per session (noop)")
     p.add_argument("--limit-s", type=float, default=300.0, help="bound on each attack")
+    p.add_argument("--http-extra", default="",
+                   help='TOML lines for [http], e.g. "max_connections = 4096" to run '
+                        "http-idle into descriptor exhaustion and see the accept errors")
     args = p.parse_args()
     args.repo = args.repo.resolve()
     for name in ATTACKS if args.attack == "all" else [args.attack]:

@@ -175,23 +175,26 @@ async def test_the_session_lifetime_ends_a_session_that_keeps_sending_mail(
     assert answer.startswith(b"421 4.4.2")
 
 
-async def test_slow_but_steady_data_is_accepted(server: SmtpIntakeServer,
-                                                store: Store) -> None:
+async def test_slow_but_steady_data_is_accepted(store: Store) -> None:
     """DATA that takes longer in total than idle_timeout_s, but never pauses that long, is
     accepted (the idle timeout applies to each read, as in MTAs)."""
-    c = await Raw.open(server)
-    assert (await c.reply()).startswith(b"220")
-    assert (await c.say(b"HELO slow.example\r\n")).startswith(b"250")
-    assert (await c.say(b"MAIL FROM:<alice@tenant.example>\r\n")).startswith(b"250")
-    assert (await c.say(b"RCPT TO:<emergency@localhost>\r\n")).startswith(b"250")
-    assert (await c.say(b"DATA\r\n")).startswith(b"354")
-    c.writer.write(b"Subject: slow\r\n\r\n")
-    for _ in range(8):  # 8 x 0.2 s: three times the idle timeout in all
-        await asyncio.sleep(0.2)
-        c.writer.write(b"a line\r\n")
-        await c.writer.drain()
-    assert (await c.say(b".\r\n")).startswith(b"250")
-    c.close()
+    srv = await make_server(store, idle_timeout_s=1.0)
+    try:
+        c = await Raw.open(srv)
+        assert (await c.reply()).startswith(b"220")
+        assert (await c.say(b"HELO slow.example\r\n")).startswith(b"250")
+        assert (await c.say(b"MAIL FROM:<alice@tenant.example>\r\n")).startswith(b"250")
+        assert (await c.say(b"RCPT TO:<emergency@localhost>\r\n")).startswith(b"250")
+        assert (await c.say(b"DATA\r\n")).startswith(b"354")
+        c.writer.write(b"Subject: slow\r\n\r\n")
+        for _ in range(25):  # 25 x 0.1 s: two and a half times the idle timeout in all
+            await asyncio.sleep(0.1)
+            c.writer.write(b"a line\r\n")
+            await c.writer.drain()
+        assert (await c.say(b".\r\n")).startswith(b"250")
+        c.close()
+    finally:
+        await srv.stop()
     assert len(await store.pending_inbox()) == 1
 
 
