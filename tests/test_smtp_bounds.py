@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters.smtp_intake import SmtpIntakeServer, SmtpLimits
+from gateway.config import ConfigError, parse_config
 from gateway.intake import MailIntake
 from gateway.store import Store
 from tests.test_smtp_abuse import Raw
@@ -252,3 +253,19 @@ async def test_delivering_mail_renews_the_junk_budget(server: SmtpIntakeServer,
         assert (await send_mail(c, b"Subject: %d\r\n\r\nhello\r\n" % n)).startswith(b"250")
     c.close()
     assert len(await store.pending_inbox(100)) == LIMITS.max_junk_commands + 5
+
+
+def test_the_bounds_are_validated_with_safe_defaults() -> None:
+    """Defaults as documented; a DATA budget below the message size limit, a session
+    lifetime shorter than the idle timeout, or a zero limit are configuration errors."""
+    config = parse_config({})
+    assert (config.smtp.max_junk_commands, config.smtp.max_errors,
+            config.smtp.max_connections_per_client) == (100, 20, 50)
+    assert config.smtp.max_data_bytes_in_flight >= config.smtp.max_message_bytes
+    assert (config.http.max_connections, config.http.idle_timeout_s) == (64, 10.0)
+    for bad in ({"smtp": {"max_data_bytes_in_flight": 1024}},
+                {"smtp": {"max_session_s": 10, "idle_timeout_s": 60}},
+                {"smtp": {"max_junk_commands": 0}},
+                {"http": {"max_connections": 0}}):
+        with pytest.raises(ConfigError):
+            parse_config(bad)
