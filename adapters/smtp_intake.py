@@ -36,8 +36,8 @@ from adapters.smtp_limits import (
     DataBudget,
     SmtpLimits,
 )
-from gateway import metrics
-from gateway.intake import MailIntake
+from gateway.run import metrics
+from gateway.run.intake import MailIntake
 
 log = structlog.get_logger("adapters.smtp_intake")
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from adapters.http_status import StatusServer
-from gateway.logs import AcceptErrorFilter
+from gateway.run.logs import AcceptErrorFilter
 
 
 async def _report() -> dict[str, Any]:

@@ -12,9 +12,9 @@ import pytest
 import structlog
 
 from adapters.smtp_intake import SmtpIntakeServer, SmtpLimits
-from gateway import logs
-from gateway.intake import MailIntake
-from gateway.store import Store
+from gateway.run import logs
+from gateway.run.intake import MailIntake
+from gateway.store.sqlite import Store
 from tests.test_smtp_abuse import Raw
 from tests.test_smtp_bounds import replies_until_hangup, send_mail
 

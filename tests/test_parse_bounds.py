@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway import db
-from gateway.db import NewMessage
 from gateway.domain import Channel, OutboxKind, Plan
-from gateway.parse_child import MimeLimits, structure_problem
-from gateway.sandbox import MailJob, ParseSandbox, _pieces
-from gateway.store import Store
-from gateway.worker import InboxWorker
+from gateway.parse.child import MimeLimits, structure_problem
+from gateway.parse.sandbox import MailJob, ParseSandbox, _pieces
+from gateway.run.worker import InboxWorker
+from gateway.store import db
+from gateway.store.db import NewMessage
+from gateway.store.sqlite import Store
 from rules.types import Mailbox, Priority
 from tests.conftest import IN_HOURS, email_bytes
 from tests.test_parse_sandbox import BOOK, SETTINGS, many_parts
