@@ -5,10 +5,11 @@ each line starts with its syslog priority (`<3>` error, `<4>` warning, `<6>` inf
 debug), which journald strips and records, so `journalctl -p err` finds our errors.
 
 The libraries' stdlib loggers are routed through the same processors. Their protocol
-logging is off (only their errors pass) unless the level is "debug": aiosmtpd logs every
-command with the envelope addresses at INFO (128 bytes of log for a 6-byte NOOP), matrix-nio
-every room event, aioimaplib whole messages at DEBUG; our own `smtp.*`, `imap.*` and
-`matrix.*` events say what an operator needs. The event loop's accept errors
+logging is off unless the level is "debug" (only their warnings and errors pass, and of
+aiosmtpd's "mail.log" only errors): aiosmtpd logs every command with the envelope addresses
+at INFO (128 bytes of log for a 6-byte NOOP) and each unrecognised one at WARNING,
+matrix-nio every room event at INFO, aioimaplib whole messages at DEBUG; our own `smtp.*`,
+`imap.*` and `matrix.*` events say what an operator needs. The event loop's accept errors
 ("socket.accept() out of system resource", when descriptors run out) are logged at most
 once per interval per listening socket, with the number left out. Secrets and bodies are
 never passed to a logger in this codebase; the redactor below is a second line of defence
@@ -97,16 +98,20 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     root.handlers[:] = [handler]
     numeric = getattr(logging, level.upper())
     root.setLevel(numeric)
+    debugging = numeric <= logging.DEBUG
     for noisy in _LIBRARIES:
-        logging.getLogger(noisy).setLevel(numeric if numeric <= logging.DEBUG
-                                          else logging.ERROR)
+        logging.getLogger(noisy).setLevel(numeric if debugging
+                                          else max(numeric, logging.WARNING))
+    # aiosmtpd's warnings are per-command lines too (each unrecognised command, with the
+    # client's address): our smtp.* events say what matters, once per session.
+    logging.getLogger("mail.log").setLevel(numeric if debugging else logging.ERROR)
     # asyncio reports accept errors and unhandled task failures at ERROR: kept, but see
     # quiet_accept_errors for the flood of the former.
     logging.getLogger("asyncio").setLevel(max(numeric, logging.INFO))
 
 
 # Libraries that log protocol traffic: "mail.log" is aiosmtpd's logger.
-_LIBRARIES = ("aiosmtpd", "mail.log", "aioimaplib", "nio", "aiohttp", "peewee")
+_LIBRARIES = ("aiosmtpd", "aioimaplib", "nio", "aiohttp", "peewee")
 ACCEPT_ERROR_INTERVAL_S = 60.0
 
 
