@@ -24,7 +24,8 @@ plus what the attack is after:
 
 The daemon runs as `python -m gateway run` from `--repo` (default: this checkout), so the
 same attack can be run against another checkout (e.g. `git archive main`) for a baseline.
-Every attack is bounded in count and time (`--limit-s`).
+Every attack is bounded in count and time (`--limit-s`). `--env NAME=VALUE` passes an
+environment variable to the daemon (as the unit's `Environment=` lines do).
 
     .venv/bin/python bench/resource_attacks.py noop
     .venv/bin/python bench/resource_attacks.py all --repo /tmp/main-checkout
@@ -74,6 +75,7 @@ class Daemon:
     folder: Path
     extra_toml: str = ""
     http_extra: str = ""
+    env: dict[str, str] = field(default_factory=dict)
     nofile: int | None = None
     log_level: str = "warning"
     smtp_port: int = field(default_factory=free_port)
@@ -103,7 +105,7 @@ class Daemon:
             if limit is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.folder / "notify"),
+        env = {**os.environ, **self.env, "NOTIFY_SOCKET": str(self.folder / "notify"),
                "WATCHDOG_USEC": str(WATCHDOG_USEC), "PYTHONPATH": str(self.repo)}
         self.log = self.folder / "daemon.log"
         with self.log.open("wb") as out:
@@ -405,6 +407,7 @@ def run_one(name: str, args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="attack-", dir="/tmp") as tmp, \
             FakeThread() as fake:
         d = Daemon(args.repo, Path(tmp), extra_toml=extra, http_extra=args.http_extra,
+                   env=dict(e.split("=", 1) for e in args.env),
                    nofile=1024 if name == "http-idle" else None,
                    log_level="info" if name == "noop" else "warning")
         d.start(fake.url)
@@ -435,6 +438,9 @@ def main() -> int:
                    help="the checkout whose daemon is attacked (default: this one)")
     p.add_argument("--noops", type=int, default=250_000, help="NOOPs per session (noop)")
     p.add_argument("--limit-s", type=float, default=300.0, help="bound on each attack")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for the daemon, e.g. the unit's "
+                        "MALLOC_MMAP_THRESHOLD_=1048576")
     p.add_argument("--http-extra", default="",
                    help='TOML lines for [http], e.g. "max_connections = 4096" to run '
                         "http-idle into descriptor exhaustion and see the accept errors")

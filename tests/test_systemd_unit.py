@@ -48,6 +48,12 @@ def test_descriptor_limit_leaves_room_for_every_listener() -> None:
     assert int(value.split(":")[0]) >= 16384
 
 
+def test_large_buffers_are_given_back_to_the_system() -> None:
+    """glibc serves buffers of 1 MiB or more (mail bodies) from mmap, so memory taken by a
+    burst of large messages is returned once they are processed."""
+    assert "MALLOC_MMAP_THRESHOLD_=1048576" in _settings()["Environment"]
+
+
 def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     """`systemd-analyze verify` finds nothing (ExecStart pointed at this checkout's script)."""
     script = Path(sys.executable).parent / "chatops-gateway"
