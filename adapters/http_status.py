@@ -38,8 +38,8 @@ class _Busy(asyncio.Protocol):
     """A connection past the limit: 503, then closed."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(_BUSY)
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(_BUSY)
         transport.close()
 
 
@@ -86,7 +86,8 @@ class StatusServer:
         log.info("http.listening", host=self._host, port=self.port)
 
     def _connection(self) -> asyncio.BaseProtocol:
-        assert self._server is not None
+        if self._server is None:  # stopped between accept and here: refuse
+            return _Busy()
         if len(self._server.connections) < self._max_connections:
             return self._server()
         self._refused += 1

@@ -129,6 +129,8 @@ class _Handler:
             accepted = await self._owner.intake.accept(
                 envelope.mail_from or "", envelope.rcpt_tos, raw,
                 timeout_s=self._owner.commit_timeout_s,
+                # The limits count the client's address: unlike the headers, not forged.
+                client=str(session.peer[0]) if isinstance(session.peer, tuple) else None,
             )
         except asyncio.CancelledError:
             raise
@@ -192,7 +194,8 @@ class _Session(SMTP):
             log.warning("smtp.client_limit", client=client)
         if refusal is not None:
             # Over a limit: say so and hang up before any session state exists.
-            assert isinstance(transport, asyncio.WriteTransport)
+            if not isinstance(transport, asyncio.WriteTransport):
+                raise TypeError(f"expected asyncio.WriteTransport, got {type(transport).__name__}")
             transport.write(refusal)
             transport.close()
             return
@@ -281,7 +284,8 @@ class _Session(SMTP):
         restarts on every read)."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
-        assert self.envelope is not None
+        if self.envelope is None:
+            raise RuntimeError("envelope is set here")
         if not self.envelope.rcpt_tos:
             await self.push("503 Error: need RCPT command")
             return
@@ -308,7 +312,8 @@ class _Session(SMTP):
             budget.release(body.reserved)
 
     async def _data_done(self, content: bytes, refusal: str | None) -> None:
-        assert self.envelope is not None
+        if self.envelope is None:
+            raise RuntimeError("envelope is set here")
         if refusal is not None:
             metrics.REJECTED.inc(reason="too_big" if refusal == TOO_BIG else "no_room")
             if refusal == NO_ROOM:
@@ -410,7 +415,8 @@ class SmtpIntakeServer:
     @property
     def port(self) -> int:
         """The bound port (useful when configured as 0)."""
-        assert self._server is not None
+        if self._server is None:
+            raise RuntimeError("_server is set here")
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:

@@ -14,7 +14,7 @@ import structlog
 from adapters.smtp_intake import SmtpIntakeServer, SmtpLimits
 from gateway.run import logs
 from gateway.run.intake import MailIntake
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore as Store
 from tests.test_smtp_abuse import Raw
 from tests.test_smtp_bounds import replies_until_hangup, send_mail
 

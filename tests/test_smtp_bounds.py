@@ -12,7 +12,7 @@ import pytest
 from adapters.smtp_intake import SmtpIntakeServer, SmtpLimits
 from gateway.config.model import ConfigError, parse_config
 from gateway.run.intake import MailIntake
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore as Store
 from tests.test_smtp_abuse import Raw
 
 LIMITS = SmtpLimits(max_junk_commands=10, max_errors=5, max_connections_per_client=2,

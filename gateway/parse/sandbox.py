@@ -56,6 +56,7 @@ log = structlog.get_logger("gateway.parse.sandbox")
 TOO_SLOW = "parsing took too long"
 CRASHED = "the parser crashed"
 _ROOT = str(Path(__file__).resolve().parent.parent)  # where `gateway` and `rules` live
+_START_S = 30.0  # a fresh child must answer within this long
 _PLAIN_BYTES = 256 * 1024  # a message this small, with few "--" lines, is not a suspect
 _PLAIN_DASHES = 100
 
@@ -211,7 +212,15 @@ class ParseSandbox:
         self._stop()
         self._child_version = self._book_version
         self._proc = _Child(self._book, self._limits)
-        return self._proc.conn
+        # Wait until the fresh child has loaded the parser and rulebook (an empty request),
+        # so that its start-up, slow on a loaded host, is not charged to the mail's budget.
+        conn = self._proc.conn
+        conn.send(([], datetime.now(UTC)))
+        if not conn.poll(max(_START_S, self.budget_s)):
+            self._kill(CRASHED)
+            raise _Lost(CRASHED)
+        conn.recv()
+        return conn
 
     def _kill(self, why: str) -> None:
         log.warning("sandbox.killed", reason=why)

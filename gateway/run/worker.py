@@ -15,7 +15,7 @@ from functools import partial
 
 import structlog
 
-from gateway.domain import Channel, InboxRow, Plan, PlanContext
+from gateway.domain import Channel, InboxRow, Outcome, Plan, PlanContext, ThreadKeys, Work
 from gateway.parse.mail import ParsedMail
 from gateway.parse.sandbox import MailJob, ParseSandbox, Prepared
 from gateway.plan import mirror
@@ -26,9 +26,10 @@ from gateway.plan.mirror import MirrorSettings
 from gateway.plan.pipeline import Settings, mail_thread_keys, plan_email, plan_unreadable
 from gateway.plan.relay import ChatSettings
 from gateway.plan.trust import Verdict, judge_email
+from gateway.plan.unreadable import judge_unreadable, plan_unreadable_emergency
+from gateway.ports import Store
 from gateway.run import metrics
-from gateway.store.db import ThreadKeys, Work
-from gateway.store.sqlite import Store
+from gateway.run.supervise import rounds
 from rules.book import Rulebook
 from rules.types import Mailbox, TriageDecision
 
@@ -59,6 +60,7 @@ class InboxWorker:
         max_defer_s: float = 1.0,
         mirror: MirrorSettings | None = None,
         sandbox: ParseSandbox | None = None,
+        poll_s: float = 2.0,
     ) -> None:
         self._store = store
         self.rulebook = rulebook
@@ -75,6 +77,7 @@ class InboxWorker:
         self._mirror = mirror or MirrorSettings()
         self._next_rulebook: Rulebook | None = None
         self.sandbox = sandbox or ParseSandbox(rulebook)
+        self._poll_s = poll_s  # an idle worker looks for mail released by `held release`
         self.batch_bytes = 32 * 1024 * 1024  # raw mail loaded per batch (at least one)
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
@@ -102,19 +105,14 @@ class InboxWorker:
     async def run(self) -> None:
         """Process until stopped; a store failure backs off and tries again."""
         await self.sandbox.start()
-        while not self._stopping:
-            await self._let_intake_finish()
-            self._wake.clear()
-            try:
-                done = await self.process_pending()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("inbox.process_failed")
-                await asyncio.sleep(self._retry_delay_s)
-                continue
-            if not done:
-                await self._wake.wait()
+        await rounds(self._round, wake=self._wake, stopping=lambda: self._stopping,
+                     failed="inbox.process_failed", retry_s=self._retry_delay_s,
+                     retry_on_wake=False, before=self._let_intake_finish, logger=log)
+
+    async def _round(self) -> float | None:
+        # Another batch at once while there was work; else sleep until woken, or until the
+        # poll looks for mail an operator released (`held release`).
+        return 0 if await self.process_pending() else self._poll_s
 
     def in_storm(self) -> bool:
         """More than storm_threshold messages arrived in the last 100 ms."""
@@ -154,8 +152,12 @@ class InboxWorker:
         batch = await asyncio.to_thread(self._prepare_all, rows, ready, now)
         plans = await self._store.process(batch, now)
         for row, plan in zip(rows, plans, strict=True):
-            event = "inbox.plan_failed" if plan.outcome.startswith(
-                "unreadable: processing failed") else "inbox.processed"
+            if plan.held:  # nobody hears of it otherwise without Matrix: a warning
+                log.warning("inbox.held", inbox_id=row.id, client=row.client,
+                            outcome=plan.outcome)
+                continue
+            failed = plan.kind() is Outcome.PLANNING_FAILED
+            event = "inbox.plan_failed" if failed else "inbox.processed"
             (log.error if event == "inbox.plan_failed" else log.info)(
                 event, inbox_id=row.id, channel=row.channel, outcome=plan.outcome)
         metrics.triaged(plans)
@@ -170,17 +172,32 @@ class InboxWorker:
 
     def _prepare(self, row: InboxRow, prepared: Prepared | None, now: datetime) -> Work:
         fallback = partial(_unreadable, row, now)
+        # Emergency mail whose planning fails still reaches a person (gateway.plan.unreadable).
+        rescue = None if prepared is None or row.mailbox is not Mailbox.EMERGENCY else (
+            partial(self._rescue, row, now))
         try:
             if prepared is None:
                 work = self._prepare_chat(row, now, fallback)
             else:
                 work = self._prepare_mail(row, prepared, now, fallback)
             # Tickets, security contacts and the status page hear of what the plan records.
-            return replace(work, make_plan=partial(_mirrored, work.make_plan, self._mirror, now))
+            return replace(work, make_plan=partial(_mirrored, work.make_plan, self._mirror, now),
+                           rescue=rescue)
         except Exception as exc:  # a bug must not lose the message: a ticket for a human
             log.exception("inbox.prepare_failed", inbox_id=row.id)
-            return Work(row.id, None, _fixed(fallback(f"processing failed: "
-                                                      f"{type(exc).__name__}")), fallback)
+            problem = f"processing failed: {type(exc).__name__}"
+            make_plan = _fixed(fallback(problem)) if rescue is None else partial(rescue, problem)
+            return Work(row.id, None, make_plan, fallback)
+
+    def _rescue(self, row: InboxRow, now: datetime, problem: str, ctx: PlanContext) -> Plan:
+        return _mirrored(partial(self._plan_unreadable, row, now, problem), self._mirror, now,
+                         ctx)
+
+    def _plan_unreadable(self, row: InboxRow, now: datetime, problem: str,
+                         ctx: PlanContext) -> Plan:
+        sender, verdict = judge_unreadable(row.raw, row.mail_from, self._settings)
+        return plan_unreadable_emergency(row, problem, self.rulebook, self._settings, now,
+                                         sender, verdict, ctx)
 
     def _prepare_mail(self, row: InboxRow, prepared: Prepared, now: datetime,
                       fallback: Callable[[str], Plan]) -> Work:
@@ -188,8 +205,11 @@ class InboxWorker:
         if mail is None or decision is None:
             if prepared.bug is not None:
                 log.error("inbox.prepare_failed", inbox_id=row.id, traceback=prepared.bug)
-            return Work(row.id, None, _fixed(fallback(prepared.problem or "unparseable")),
-                        fallback)
+            problem = prepared.problem or "unparseable"
+            if row.mailbox is Mailbox.EMERGENCY:  # fails towards a person (gateway.plan.unreadable)
+                return Work(row.id, None, partial(self._plan_unreadable, row, now, problem),
+                            fallback)
+            return Work(row.id, None, _fixed(fallback(problem)), fallback)
         verdict = judge_email(row.raw, mail.from_addr, self._settings.trust)
         keys = mail_thread_keys(mail, self._settings, verdict)
         return Work(row.id, keys, partial(self._plan_mail, row, mail, decision, verdict, now),
