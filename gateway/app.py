@@ -22,6 +22,7 @@ import structlog
 from adapters.mail_out import FolderMailer, SmtpRelayMailer
 from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
+from adapters.smtp_limits import SmtpLimits
 from gateway.config.model import Config
 from gateway.config.settings import chat_rooms, pipeline_settings, sla_settings
 from gateway.deliver.deadletter import alert_in
@@ -38,7 +39,7 @@ from gateway.parse.sandbox import ParseSandbox
 from gateway.plan.e2ee import PinnedDevice
 from gateway.plan.tokens import new_key
 from gateway.ports import MailSender, Pager, Store, TicketBackend
-from gateway.run import metrics
+from gateway.run import logs, metrics
 from gateway.run.intake import ChatIntake, MailIntake
 from gateway.run.scheduler import Scheduler
 from gateway.run.service import INSTANCE_KEY, Loader, Service, endpoint_file
@@ -126,6 +127,7 @@ class App:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then shut down in order."""
+        logs.quiet_accept_errors(asyncio.get_running_loop())
         # The parse sandbox's child loads the parser and rulebook while the rest starts
         # (mail accepted meanwhile is durable and waits for it in the inbox).
         sandbox = ParseSandbox(self.rulebook)
@@ -362,7 +364,9 @@ class App:
             return None
         from adapters.http_status import StatusServer  # noqa: PLC0415  (lazy, see above)
 
-        server = StatusServer(service.report, service.metrics_text, host=h.host, port=h.port)
+        server = StatusServer(service.report, service.metrics_text, host=h.host, port=h.port,
+                              max_connections=h.max_connections,
+                              idle_timeout_s=h.idle_timeout_s)
         try:
             await server.start()
         except OSError as exc:
@@ -430,7 +434,13 @@ class App:
                                 max_recipients=s.max_recipients,
                                 commit_timeout_s=s.commit_timeout_s,
                                 max_connections=s.max_connections,
-                                idle_timeout_s=s.idle_timeout_s)
+                                idle_timeout_s=s.idle_timeout_s,
+                                limits=SmtpLimits(
+                                    max_junk_commands=s.max_junk_commands,
+                                    max_errors=s.max_errors,
+                                    max_connections_per_client=s.max_connections_per_client,
+                                    max_session_s=s.max_session_s,
+                                    max_data_bytes_in_flight=s.max_data_bytes_in_flight))
 
     async def _drain(self, worker: InboxWorker, outbox: OutboxWorker) -> None:
         timeout = self.config.outbox.drain_timeout_s

@@ -228,8 +228,10 @@ class Store(KeyValue, Protocol):
         with `timeout_s`, TimeoutError if it was not committed in time (then it never is)."""
         ...
 
-    async def pending_inbox(self, limit: int = 64) -> list[InboxRow]:
-        """Accepted messages waiting to be processed, oldest first."""
+    async def pending_inbox(self, limit: int = 64,
+                            max_bytes: int | None = None) -> list[InboxRow]:
+        """Accepted messages waiting to be processed, oldest first (at most `max_bytes` of
+        raw content, but at least one message)."""
         ...
 
     async def process(self, batch: Sequence[Work], now: datetime) -> list[Plan]:

@@ -41,6 +41,19 @@ def test_unit_is_a_notify_service_with_watchdog_reload_and_credentials() -> None
     assert int(s["TimeoutStopSec"][0].removesuffix("s")) > 25
 
 
+def test_descriptor_limit_leaves_room_for_every_listener() -> None:
+    """LimitNOFILE is raised well above systemd's default soft limit of 1024, so idle
+    connections to one port cannot starve the others' accept()."""
+    [value] = _settings()["LimitNOFILE"]
+    assert int(value.split(":")[0]) >= 16384
+
+
+def test_large_buffers_are_given_back_to_the_system() -> None:
+    """glibc serves buffers of 1 MiB or more (mail bodies) from mmap, so memory taken by a
+    burst of large messages is returned once they are processed."""
+    assert "MALLOC_MMAP_THRESHOLD_=1048576" in _settings()["Environment"]
+
+
 def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     """`systemd-analyze verify` finds nothing (ExecStart pointed at this checkout's script)."""
     script = Path(sys.executable).parent / "chatops-gateway"

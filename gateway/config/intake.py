@@ -47,6 +47,13 @@ class SmtpIntakeConfig(_Model):
     commit_timeout_s: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=100, ge=1)  # more get 421 4.7.0 and are closed
     idle_timeout_s: float = Field(default=60.0, gt=0)  # a silent client is hung up on
+    # Session bounds (README "SMTP limits"): past one, 421 and a hang-up.
+    max_connections_per_client: int = Field(default=50, ge=1)  # per remote IP (<= the above)
+    max_junk_commands: int = Field(default=100, ge=1)  # NOOP/RSET/VRFY/... without mail
+    max_errors: int = Field(default=20, ge=1)  # 4xx/5xx replies per session
+    max_session_s: float = Field(default=1800.0, gt=0)  # however busy
+    # DATA bytes all sessions hold in memory at once; more get 452 (try again later).
+    max_data_bytes_in_flight: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     @field_validator("host")
     @classmethod
@@ -54,6 +61,15 @@ class SmtpIntakeConfig(_Model):
         if value != "localhost":
             ipaddress.ip_address(value)
         return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SmtpIntakeConfig:
+        if self.max_data_bytes_in_flight < self.max_message_bytes:
+            raise ValueError("max_data_bytes_in_flight must be at least max_message_bytes "
+                             "(else no message of the largest size could ever be taken)")
+        if self.max_session_s < self.idle_timeout_s:
+            raise ValueError("max_session_s must be at least idle_timeout_s")
+        return self
 
 
 class MailboxesConfig(_Model):
@@ -239,6 +255,8 @@ class HttpConfig(_Model):
     port: int = Field(default=9725, ge=0, le=65535)
     allow_remote: bool = False  # required to bind anything but a loopback address
     outbox_stuck_s: float = Field(default=900.0, gt=0)  # older pending entries: unhealthy
+    max_connections: int = Field(default=64, ge=1, le=4096)  # further ones get 503, closed
+    idle_timeout_s: float = Field(default=10.0, gt=0, le=3600)  # no whole request: closed
 
     @model_validator(mode="after")
     def _loopback(self) -> HttpConfig:

@@ -78,6 +78,7 @@ class InboxWorker:
         self._next_rulebook: Rulebook | None = None
         self.sandbox = sandbox or ParseSandbox(rulebook)
         self._poll_s = poll_s  # an idle worker looks for mail released by `held release`
+        self.batch_bytes = 32 * 1024 * 1024  # raw mail loaded per batch (at least one)
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
         """Use `rulebook` from the next batch on (a batch never mixes two rulebooks)."""
@@ -137,7 +138,7 @@ class InboxWorker:
         if self._next_rulebook is not None:
             self.rulebook, self._next_rulebook = self._next_rulebook, None
             self.sandbox.replace_rulebook(self.rulebook)
-        rows = await self._store.pending_inbox(self._batch)
+        rows = await self._store.pending_inbox(self._batch, max_bytes=self.batch_bytes)
         if not rows:
             return 0
         now, started = self._clock(), time.perf_counter()

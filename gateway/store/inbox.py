@@ -54,8 +54,22 @@ def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> lis
     return results
 
 
-def pending_inbox(conn: sqlite3.Connection, limit: int) -> list[InboxRow]:
-    """The oldest messages not yet processed."""
+def pending_inbox(conn: sqlite3.Connection, limit: int,
+                  max_bytes: int | None = None) -> list[InboxRow]:
+    """The oldest messages not yet processed: at most `limit`, and with `max_bytes` only as
+    many as fit in that many bytes of raw content (always at least one). The sizes are read
+    first (length() of a blob does not load it), so a queue of large mail is never all in
+    memory at once."""
+    if max_bytes is not None:
+        sizes = conn.execute("SELECT length(raw) FROM inbox WHERE state = 'pending'"
+                             " ORDER BY id LIMIT ?", (limit,)).fetchall()
+        total, fits = 0, 0
+        for (size,) in sizes:
+            total += size or 0
+            if fits and total > max_bytes:
+                break
+            fits += 1
+        limit = fits
     rows = conn.execute(
         "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw, client,"
         " released_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?",

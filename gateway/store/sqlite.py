@@ -138,9 +138,11 @@ class SqliteStore:
                 fut.set_result(result)
 
     # -- pipeline ---------------------------------------------------------------------------
-    async def pending_inbox(self, limit: int = 64) -> list[InboxRow]:
-        """Accepted messages waiting to be processed, oldest first."""
-        return await self._call(inbox.pending_inbox, limit)
+    async def pending_inbox(self, limit: int = 64,
+                            max_bytes: int | None = None) -> list[InboxRow]:
+        """Accepted messages waiting to be processed, oldest first (at most `max_bytes` of
+        raw content, but at least one message)."""
+        return await self._call(inbox.pending_inbox, limit, max_bytes)
 
     async def process(self, batch: Sequence[Work], now: datetime) -> list[Plan]:
         """Thread lookup, plan and apply for a batch, in one transaction (inbox.process)."""
