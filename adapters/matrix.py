@@ -38,7 +38,7 @@ from nio import (
 
 from adapters.matrix_undecryptable import Pending, Undecryptable, notice_for, room_is_encrypted
 from gateway import metrics
-from gateway.ports import PermanentError, TransientError
+from gateway.ports import LinkDown, PermanentError, TransientError
 
 if TYPE_CHECKING:
     from adapters.matrix_crypto import MatrixCrypto
@@ -379,8 +379,8 @@ class MatrixLink:
         """Send one event; the same txn_id (on the same token) is delivered once."""
         client = self._client
         if client is None or not client.access_token or not self.connected.is_set():
-            # Not logged in, or our rooms not joined yet: the outbox tries again shortly.
-            raise TransientError("not connected to the homeserver yet", 1.0)
+            # Not logged in, or our rooms not joined yet: the outbox waits for the link.
+            raise LinkDown("not connected to the homeserver")
         try:
             # With encryption on, keys go only to devices the trust policy verified; a device
             # not yet decided on fails this send, and the next sync decides on it.
@@ -389,7 +389,7 @@ class MatrixLink:
                                  ignore_unverified_devices=self._crypto is None),
                 self._sync_timeout_s + 30)
         except (ClientError, TimeoutError, OSError) as exc:
-            raise TransientError(f"homeserver unreachable ({type(exc).__name__})") from None
+            raise LinkDown(f"homeserver unreachable ({type(exc).__name__})") from None
         except (LocalProtocolError, SendRetryError, OlmTrustError) as exc:
             # A device not decided on yet (OlmUnverifiedDeviceError: decide now, the retry
             # goes through), or a room whose state has not arrived.

@@ -30,6 +30,7 @@ from gateway.e2ee import PinnedDevice
 from gateway.egress import LocalPager, make_handlers
 from gateway.external import HandlerFactory, mirror_handlers, mirror_settings, security_rooms
 from gateway.intake import ChatIntake, MailIntake
+from gateway.links import LinkGate, egress_gates
 from gateway.outbox import OutboxWorker, RetryPolicy
 from gateway.pipeline import Settings
 from gateway.ports import MailSender, Pager, TicketBackend
@@ -41,6 +42,7 @@ from gateway.service import Loader, Service, endpoint_file
 from gateway.sla import EscalationTarget, SlaSettings
 from gateway.store import Store
 from gateway.storm import Limits
+from gateway.supervise import GatewayFailed, Supervisor
 from gateway.tokens import ThreadSigner, new_key
 from gateway.trust import TrustPolicy
 from gateway.worker import Clock, InboxWorker, utcnow
@@ -162,6 +164,8 @@ class App:
         self.http_port: int | None = None
         self.scheduler: Scheduler | None = None
         self._routes: dict[str, Pager] = {}  # escalation routing keys, by route name
+        self.gates: list[LinkGate] = []  # the egress links the outbox waits for when down
+        self.supervisor: Supervisor | None = None
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the configuration and rulebook (see gateway.service)."""
@@ -185,6 +189,8 @@ class App:
             await sandbox.close()
             await store.close()
             log.info("gateway.stopped")
+        if self.supervisor is not None and self.supervisor.fatal is not None:
+            raise GatewayFailed(self.supervisor.fatal)
 
     async def _pager(self, stack: AsyncExitStack) -> tuple[Pager, str]:
         pd = self.config.pagerduty
@@ -255,8 +261,15 @@ class App:
         handlers = make_handlers(pager, mailer, provider, link, store, instance, self._routes)
         handlers.update(self._mirror_handlers(instance))
         room = cfg.matrix.incidents_room if cfg.matrix else None
+        self.gates = egress_gates(
+            [*(["pager"] if cfg.pagerduty else []),
+             *(["mail"] if cfg.mail_out.mode != "folder" and cfg.mail_out.smtp else []),
+             *(["chat"] if link else [])],
+            cfg.outbox.backoff_initial_s, cfg.outbox.backoff_max_s,
+            {"chat": link.connected.is_set} if link else None)
         return OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock,
-                            alert_for=alert_in(room), poll_s=cfg.outbox.poll_interval_s)
+                            alert_for=alert_in(room), poll_s=cfg.outbox.poll_interval_s,
+                            gates=self.gates)
 
     async def _processing(self, store: Store, outbox: OutboxWorker, sandbox: ParseSandbox
                           ) -> tuple[InboxWorker, Scheduler]:
@@ -290,10 +303,15 @@ class App:
         self.matrix = link
         self.imap = self._imap(store, intake)
         service = self.service = self._service(store, provider, smtp, link)
+        # Every long-running task is supervised: none may end unnoticed (gateway.supervise).
+        sup = self.supervisor = Supervisor(stop.is_set, stop.set)
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(worker.run(), name="inbox-worker"),
-                     group.create_task(outbox.run(), name="outbox-worker")]
-            timers = ([group.create_task(scheduler.run(), name="sla-scheduler")]
+            tasks = [group.create_task(sup.essential("inbox-worker", worker.run),
+                                       name="inbox-worker"),
+                     group.create_task(sup.essential("outbox-worker", outbox.run),
+                                       name="outbox-worker")]
+            timers = ([group.create_task(sup.essential("sla-scheduler", scheduler.run),
+                                         name="sla-scheduler")]
                       if cfg.sla.enabled else [])
             if link is not None:
                 async def deliver(events: list[RoomEvent]) -> None:
@@ -302,16 +320,18 @@ class App:
                     metrics.ACCEPTED.inc(len(events), channel="matrix")
 
                 link.deliver_to(deliver)
-                tasks.append(group.create_task(link.run(), name="matrix-sync"))
-            tasks.extend(group.create_task(box.run(), name=f"imap-{box.name}")
-                         for box in self.imap)
+                tasks.append(group.create_task(sup.link("matrix", link), name="matrix-sync"))
+            tasks.extend(group.create_task(sup.link(f"imap:{box.name}", box),
+                                           name=f"imap-{box.name}") for box in self.imap)
             if smtp is not None:
                 await smtp.start()
                 self.smtp_port = smtp.port
             status = await self._status_endpoint(service)
-            tasks += [group.create_task(service.watch(), name="service-watch"),
-                      group.create_task(service.serve_reloads(
-                          self.reload_wanted, self.loader, self._apply(worker)), name="reloads")]
+            tasks += [group.create_task(sup.essential("service-watch", service.watch),
+                                        name="service-watch"),
+                      group.create_task(sup.essential("reloads", partial(
+                          service.serve_reloads, self.reload_wanted, self.loader,
+                          self._apply(worker))), name="reloads")]
             await service.announce_ready(_SETTLE_S)
             self.ready.set()
             # What start-up built lives as long as the process: leave it out of every later
@@ -342,7 +362,9 @@ class App:
         components += [(f"imap:{box.name}", box) for box in self.imap]
         for name, part in components:
             if part is not None:
-                service.add(name, partial(getattr, part, "state"))
+                service.add(name, partial(getattr, part, "state"),
+                            getattr(part, "problem", None))
+        service.gates = self.gates
         return service
 
     async def _wind_down(self, worker: InboxWorker, outbox: OutboxWorker, scheduler: Scheduler,

@@ -23,6 +23,7 @@ from gateway import logs, views
 from gateway.app import App
 from gateway.config import Config, ConfigError, load_config
 from gateway.status_cli import status_command
+from gateway.supervise import GatewayFailed
 from gateway.views import UsageError
 from rules.book import Rulebook, RulebookError, default_rulebook, load_rulebook
 from rules.engine import check_examples
@@ -150,7 +151,11 @@ def _run(config: Config, path: Path | None = None) -> int:
         loop.add_signal_handler(signal.SIGHUP, app.request_reload)
         await app.run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except GatewayFailed as exc:  # a task it cannot run without ended: let systemd restart
+        print(f"chatops-gateway: stopped: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -42,6 +42,12 @@ from gateway.config_intake import (
     ThreadingConfig,
     TrustConfig,
 )
+from gateway.config_links import (
+    CanaryConfig,
+    HealthConfig,
+    HeartbeatConfig,
+    NotifyFailureConfig,
+)
 
 __all__ = ["Config", "ConfigError", "Secret", "load_config", "parse_config"]
 
@@ -68,6 +74,10 @@ class Config(_Model):
     http: HttpConfig = HttpConfig()
     sla: SlaConfig = SlaConfig()
     escalation: list[EscalationStep] = []
+    health: HealthConfig = HealthConfig()
+    heartbeat: HeartbeatConfig | None = None
+    canary: CanaryConfig = CanaryConfig()
+    notify_failure: NotifyFailureConfig = NotifyFailureConfig()
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")

@@ -16,29 +16,73 @@ from gateway.db import QueueStats
 # States a component may report; "starting" holds READY back, "bad_credentials" is unhealthy,
 # and so is "needs_e2ee" (the bot is in an encrypted room it cannot read).
 STARTING = "starting"
-BAD_STATES = frozenset({"bad_credentials", "failed", "needs_e2ee"})
+# "degraded": up, but part of what is configured does not work (a room the bot is not in);
+# "failed": the component's task ended and is being restarted.
+BAD_STATES = frozenset({"bad_credentials", "failed", "needs_e2ee", "degraded"})
+# States in which a link carries traffic; any other state is "down" (see Downtime).
+UP_STATES = frozenset({"connected", "listening", "ok", "degraded", "needs_e2ee"})
 _EGRESS_KINDS = {"pager": ("page.trigger", "page.acknowledge", "page.resolve"),
                  "mail": ("mail.send",), "chat": ("chat.announce", "chat.send")}
 
 
-def egress_states(stats: QueueStats, configured: Mapping[str, str]) -> dict[str, str]:
-    """Each configured egress (name -> provider): "ok", or "backing_off" while any of its
-    entries waits for a retry after a failure."""
+def egress_states(stats: QueueStats, configured: Mapping[str, str],
+                  links: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Each configured egress (name -> provider): "ok", "backing_off" while any of its
+    entries waits for a retry after a failure, or its link's state ("unreachable",
+    "disconnected") while the link is down (`links`: name -> state)."""
     out = {}
     for name, provider in configured.items():
         kinds = _EGRESS_KINDS.get(name, ())
+        link = (links or {}).get(name, "ok")
         retrying = any(stats.outbox_retrying.get(k, 0) for k in kinds)
-        out[name] = f"{provider}: backing_off" if retrying else f"{provider}: ok"
+        state = link if link != "ok" else "backing_off" if retrying else "ok"
+        out[name] = f"{provider}: {state}"
     return out
 
 
+def is_up(state: str) -> bool:
+    """Whether a component's (or an egress's "provider: state") state carries traffic."""
+    return state.rpartition(": ")[2] in UP_STATES
+
+
+class Downtime:
+    """Since when each link has been down, from the states observed (monotonic seconds).
+    An egress in "backing_off" (its peer answers, with errors) is up; a component in
+    "backing_off" (reconnecting) is down."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, float] = {}
+
+    def observe(self, states: Mapping[str, str], now: float) -> dict[str, float]:
+        """Record the states seen at `now`; returns how long each down link has been down."""
+        for name, state in states.items():
+            up = is_up(state) or (name.startswith("egress:") and state.endswith("backing_off"))
+            if up:
+                self._since.pop(name, None)
+            else:
+                self._since.setdefault(name, now)
+        for name in set(self._since) - set(states):
+            del self._since[name]
+        return {name: now - since for name, since in self._since.items()}
+
+
 def report(components: Mapping[str, str], egress: Mapping[str, str], stats: QueueStats,
-           now: datetime, stuck_after_s: float) -> dict[str, Any]:
+           now: datetime, stuck_after_s: float, down_for: Mapping[str, float] | None = None,
+           grace_s: float = 30.0, details: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The health report; `healthy` is False when a component has bad credentials (or
-    failed) or the oldest outbox entry has waited longer than `stuck_after_s`."""
+    failed, or is degraded), when a link has been down (`down_for`, seconds) longer than
+    `grace_s`, or when the oldest outbox entry has waited longer than `stuck_after_s`.
+    `details` adds a reason to a component's problem line."""
     age = 0.0 if stats.outbox_oldest is None else max(
         0.0, (now - stats.outbox_oldest).total_seconds())
-    problems = [f"{name}: {state}" for name, state in components.items() if state in BAD_STATES]
+    details = details or {}
+    problems = [f"{name}: {state}" + (f" ({details[name]})" if details.get(name) else "")
+                for name, state in components.items() if state in BAD_STATES]
+    for name, seconds in sorted((down_for or {}).items()):
+        if seconds > grace_s:
+            shown = name.removeprefix("egress:")
+            state = components.get(name) or egress.get(shown, "down")
+            problems.append(f"{shown}: {state} for {seconds:.0f}s")
     if age > stuck_after_s:
         problems.append(f"outbox: oldest entry waiting {age:.0f}s")
     return {

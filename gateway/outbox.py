@@ -7,13 +7,18 @@ the built-in ticket's unique incident). Failures back off exponentially to a cap
 jitter, honour the peer's Retry-After, and after `max_attempts` go to the dead-letter state
 (gateway.deadletter). The worker also polls every `poll_s` when idle, so an entry an
 operator sent back with `outbox retry` is found without a signal.
+
+A peer that is away is not a peer that refuses: when an egress raises `LinkDown`, the
+entry is parked — no attempt counted, its place in line kept — and its link's gate
+(gateway.links) holds back every entry of that link until the link is back, however long
+that takes. Entries for one chat room go out one after another, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,13 +29,16 @@ from gateway import metrics
 from gateway.db import Attempt
 from gateway.deadletter import AlertFor
 from gateway.domain import OutboxEntry, OutboxKind
-from gateway.ports import PermanentError, TransientError
+from gateway.links import LinkGate
+from gateway.ports import LinkDown, PermanentError, TransientError
 from gateway.store import Store
 from gateway.worker import Clock, utcnow
 
 log = structlog.get_logger("gateway.outbox")
 Handler = Callable[[OutboxEntry], Awaitable[dict[str, Any]]]
 _DEFER_POLL_S = 0.02
+_GATE_POLL_S = 0.25  # how often a held-back link's state is looked at again
+_ORDERED = frozenset({OutboxKind.CHAT_ANNOUNCE, OutboxKind.CHAT_SEND})
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,11 @@ class OutboxWorker:
         poll_s: float = 5.0,
         busy: Callable[[], bool] | None = None,
         max_defer_s: float = 1.0,
+        gates: Sequence[LinkGate] = (),
     ) -> None:
         self._store = store
+        self.gates = list(gates)
+        self._gate_of = {kind: gate for gate in gates for kind in gate.kinds}
         self._alert_for = alert_for
         self._poll_s = poll_s
         self._handlers = handlers
@@ -95,7 +106,7 @@ class OutboxWorker:
                 delivered = await self.deliver_due()
                 if delivered:
                     continue
-                next_due = await self._store.next_outbox_due()
+                next_due = await self._store.next_outbox_due(self._held_back())
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -104,6 +115,8 @@ class OutboxWorker:
             wait_s = 3600.0 if next_due is None else (next_due - self._clock()).total_seconds()
             # Poll now and then: `outbox retry` (another process) changes the due index.
             wait_s = min(wait_s, self._poll_s)
+            if any(gate.is_down() for gate in self.gates):
+                wait_s = min(wait_s, _GATE_POLL_S)  # a link may come back meanwhile
             if wait_s > 0:
                 try:
                     async with asyncio.timeout(min(wait_s, 3600.0) + 0.01):
@@ -123,12 +136,31 @@ class OutboxWorker:
     async def deliver_due(self) -> int:
         """One round: every entry due now, `concurrency` at a time, then one transaction
         that records every outcome; returns how many were attempted."""
-        entries = await self._store.due_outbox(self._clock(), self._concurrency)
+        entries = await self._store.due_outbox(self._clock(), self._concurrency,
+                                               self._held_back())
         if entries:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._attempt(entry)) for entry in entries]
-            await self._store.settle_outbox([t.result() for t in tasks], self._clock())
+                tasks = [group.create_task(self._lane(lane)) for lane in _lanes(entries)]
+            await self._store.settle_outbox([a for t in tasks for a in t.result()],
+                                            self._clock())
         return len(entries)
+
+    def _held_back(self) -> frozenset[str]:
+        """The kinds whose link is down and not due for another try."""
+        return frozenset(kind for gate in self.gates if not gate.may_try()
+                         for kind in gate.kinds)
+
+    async def _lane(self, entries: list[OutboxEntry]) -> list[Attempt]:
+        """Entries that must go out in order, one after another. The lane stops at the first
+        entry not delivered (the rest keep their place for the next round), and after an
+        announcement (what follows in its thread needs the announcement recorded first)."""
+        done: list[Attempt] = []
+        for entry in entries:
+            attempt = await self._attempt(entry)
+            done.append(attempt)
+            if attempt.result is None or entry.kind is OutboxKind.CHAT_ANNOUNCE:
+                break
+        return done
 
     async def drain(self, timeout_s: float) -> bool:
         """Deliver what is due until nothing is, or the time is up; True if drained."""
@@ -151,9 +183,13 @@ class OutboxWorker:
                 result = await handler(entry)
         except asyncio.CancelledError:
             raise
+        except LinkDown as exc:
+            return self._parked(entry, exc.reason, bound)
         except PermanentError as exc:
+            self._answered(entry)
             return self._failed(entry, exc.reason, None, bound, permanent=True)
         except TransientError as exc:
+            self._answered(entry)
             return self._failed(entry, exc.reason, exc.retry_after_s, bound, permanent=False)
         except TimeoutError:
             return self._failed(entry, "timed out", None, bound, permanent=False)
@@ -161,9 +197,26 @@ class OutboxWorker:
             bound.exception("outbox.handler_crashed")
             return self._failed(entry, f"internal error: {type(exc).__name__}", None, bound,
                                 permanent=False)
+        self._answered(entry)
         bound.info("outbox.delivered")
         metrics.delivered(entry.kind)
         return Attempt(entry, result=result)
+
+    def _answered(self, entry: OutboxEntry) -> None:
+        gate = self._gate_of.get(entry.kind)
+        if gate is not None and gate.down_since is not None:
+            log.info("outbox.link_back", link=gate.name)
+            gate.answered()
+
+    def _parked(self, entry: OutboxEntry, reason: str, bound: Any) -> Attempt:
+        gate = self._gate_of.get(entry.kind)
+        if gate is not None:
+            if gate.down_since is None:
+                log.error("outbox.link_down", link=gate.name, reason=reason)
+            gate.unreachable(reason)
+        metrics.DELIVERY_FAILURES.inc(kind=entry.kind, result="parked")
+        bound.info("outbox.parked", reason=reason)
+        return Attempt(entry, error=reason, parked=True)
 
     def _failed(self, entry: OutboxEntry, reason: str, retry_after_s: float | None,
                 bound: Any, *, permanent: bool) -> Attempt:
@@ -179,3 +232,18 @@ class OutboxWorker:
             bound.warning("outbox.retry_scheduled", reason=reason, delay_s=round(delay, 2))
         return Attempt(entry, error=reason, dead=dead, alert=alert,
                        next_at=self._clock() + timedelta(seconds=delay))
+
+
+def _lanes(entries: list[OutboxEntry]) -> list[list[OutboxEntry]]:
+    """Chat entries grouped by room (in their order), every other entry on its own."""
+    rooms: dict[str, list[OutboxEntry]] = {}
+    lanes: list[list[OutboxEntry]] = []
+    for entry in entries:
+        room = entry.payload.get("room_id") if entry.kind in _ORDERED else None
+        if room is None:
+            lanes.append([entry])
+        elif str(room) in rooms:
+            rooms[str(room)].append(entry)
+        else:
+            lanes.append(rooms.setdefault(str(room), [entry]))
+    return lanes

@@ -2,7 +2,8 @@
 
 Adapters translate their library's failures (aiohttp errors, SMTP replies, nio error
 values) into TransientError (try again later) or PermanentError (retrying cannot help)
-at the boundary, so the outbox can decide what to do without knowing any library.
+at the boundary (LinkDown, a TransientError, when the peer cannot be reached at all), so
+the outbox can decide what to do without knowing any library.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ class TransientError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after_s = retry_after_s
+
+
+class LinkDown(TransientError):
+    """The peer cannot be reached at all (connection refused, dropped or timed out, not
+    logged in): it is away, not refusing. The outbox parks such entries, without counting
+    an attempt, until the link is back; it never dead-letters them."""
 
 
 class PermanentError(Exception):
