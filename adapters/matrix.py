@@ -65,6 +65,9 @@ class RoomEvent:
 Deliver = Callable[[list[RoomEvent]], Awaitable[None]]
 
 
+JOIN_RETRY_S = 60.0  # how often a configured room we are not in is tried again
+
+
 class BadCredentials(Exception):
     """The homeserver refused our token or password."""
 
@@ -119,6 +122,8 @@ class MatrixLink:
         self._undecryptable = Undecryptable(store, undecryptable_wait_s)
         self.encrypted_rooms: list[str] = []
         self._blind_rooms: list[str] = []
+        self.unjoined: dict[str, str] = {}  # configured rooms we are not in, and why
+        self._join_retry_at = 0.0
         self.connected = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -197,11 +202,38 @@ class MatrixLink:
             raise BadCredentials("the configured device_id has no crypto store")
         return None, None
 
-    async def _join(self, client: AsyncClient) -> None:
-        for room in self._rooms:
+    # -- rooms ------------------------------------------------------------------------------
+    async def _join(self, client: AsyncClient, rooms: list[str] | None = None) -> None:
+        """Join the configured rooms (or those given); what cannot be joined is remembered,
+        shown as "degraded", and joined again on an invitation or every JOIN_RETRY_S."""
+        for room in self._rooms if rooms is None else rooms:
             resp = await client.join(room)
             if isinstance(resp, JoinError):
-                log.error("matrix.join_failed", room_id=room, error=resp.status_code)
+                if room not in self.unjoined:
+                    log.error("matrix.join_failed", room_id=room, error=resp.status_code)
+                self.unjoined[room] = str(resp.status_code or "join refused")
+            elif room in self.unjoined:
+                del self.unjoined[room]
+                log.info("matrix.joined", room_id=room)
+        self._join_retry_at = asyncio.get_running_loop().time() + JOIN_RETRY_S
+
+    async def _join_missing(self, client: AsyncClient, resp: SyncResponse) -> None:
+        """Join a configured room we are not in as soon as we are invited (only configured
+        rooms: an invitation elsewhere is ignored), else now and then."""
+        if not self.unjoined:
+            return
+        invited = [room for room in resp.rooms.invite if room in self.unjoined]
+        if invited:
+            await self._join(client, invited)
+        elif asyncio.get_running_loop().time() >= self._join_retry_at:
+            await self._join(client, list(self.unjoined))
+
+    def problem(self) -> str:
+        """What is wrong while degraded: the configured rooms the bot is not in."""
+        if not self.unjoined:
+            return ""
+        rooms = ", ".join(f"{room} ({why})" for room, why in sorted(self.unjoined.items()))
+        return f"not in {rooms}: invite the bot"
 
     # -- the sync loop --------------------------------------------------------------------
     async def run(self) -> None:
@@ -263,6 +295,7 @@ class MatrixLink:
             resp = self._checked(await client.sync(
                 timeout=int(self._sync_timeout_s * 1000), since=since,
                 sync_filter=_filter(self._rooms, 500)))
+            await self._join_missing(client, resp)
             self.state = self._up_state()
             self.connected.set()
             if self._crypto is not None:
@@ -275,8 +308,11 @@ class MatrixLink:
             await self._retry_undecrypted(client)
 
     def _up_state(self) -> str:
-        # Encrypted rooms without encryption: connected but blind there, and health says so.
-        return "needs_e2ee" if self._blind_rooms else "connected"
+        # Encrypted rooms without encryption: connected but blind there, and health says so;
+        # a configured room we could not join: connected, but degraded.
+        if self._blind_rooms:
+            return "needs_e2ee"
+        return "degraded" if self.unjoined else "connected"
 
     async def _check_encryption(self, client: AsyncClient) -> None:
         if self._crypto is not None:

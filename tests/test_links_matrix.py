@@ -99,3 +99,47 @@ async def _unhealthy(port: int | None) -> tuple[int, Any, Any] | None:
 async def _healthy(port: int | None) -> tuple[int, Any, Any] | None:
     status, headers, body = await get(port, "/healthz")
     return (status, headers, body) if body["healthy"] else None
+
+
+def inbox_bodies(state: Path) -> list[str]:
+    conn = sqlite3.connect(f"file:{state / 'gateway.sqlite3'}?mode=ro", uri=True)
+    try:
+        return [row[0].decode() for row in conn.execute(
+            "SELECT raw FROM inbox WHERE channel = 'matrix'")]
+    finally:
+        conn.close()
+
+
+async def test_private_report_room_is_degraded_until_the_bot_is_invited(
+        synapse: Synapse, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A configured private report room the bot was not invited to: Matrix is `degraded`,
+    /healthz answers 503 naming the room, `status` shows it; once invited, the bot joins
+    without a restart, the link is `connected` again and a report there is taken in."""
+    from gateway.status_cli import status_command  # noqa: PLC0415
+
+    bot, _, _ = synapse.register("join-bot", password="join-bot-pw")
+    eng, eng_token, _ = synapse.register("join-eng")
+    incidents = synapse.create_room(eng_token, invite=[bot], name="incidents")
+    private = synapse.create_room(eng_token, name="private reports")  # bot not invited
+    cfg = make_config(
+        tmp_path,
+        matrix={"homeserver": synapse.url, "user_id": bot, "password": {"value": "join-bot-pw"},
+                "incidents_room": incidents, "engineers": [eng], "sync_timeout_s": 1,
+                "backoff_max_s": 1, "report_rooms": [{"room": private, "mailbox": "support"}]})
+    async with running(cfg, ticking(IN_HOURS)) as app:
+        link = app.matrix
+        assert link is not None
+        await eventually(lambda: link.state == "degraded", timeout=20)
+        status, _, body = await get(app.http_port, "/healthz")
+        code = await asyncio.to_thread(status_command, cfg)
+        shown = capsys.readouterr().out
+        assert status == 503 and body["components"]["matrix"] == "degraded"
+        assert [p for p in body["problems"] if private in p and "invite the bot" in p], body
+        assert code == 1 and private in shown and "degraded" in shown
+        await asyncio.to_thread(synapse.api, "POST",
+                                f"/_matrix/client/v3/rooms/{private}/invite", eng_token,
+                                {"user_id": bot})
+        await eventually(lambda: link.state == "connected", timeout=20)
+        status, _, body = await eventually(lambda: _healthy(app.http_port), timeout=10)
+        await asyncio.to_thread(synapse.send_text, eng_token, private, "Backups are failing")
+        await eventually(lambda: any("Backups are failing" in b for b in inbox_bodies(tmp_path)))
