@@ -23,17 +23,20 @@ from adapters.mail_out import FolderMailer, SmtpRelayMailer
 from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
 from gateway import metrics
+from gateway.canary import CanaryMonitor, canary_key, recogniser
 from gateway.config import Config
 from gateway.deadletter import alert_in
-from gateway.domain import Plan
+from gateway.domain import OutboxKind, Plan
 from gateway.e2ee import PinnedDevice
 from gateway.egress import LocalPager, make_handlers
 from gateway.external import HandlerFactory, mirror_handlers, mirror_settings, security_rooms
+from gateway.failure import failure_page
+from gateway.heartbeat import Heartbeat
 from gateway.intake import ChatIntake, MailIntake
 from gateway.links import LinkGate, egress_gates
 from gateway.outbox import OutboxWorker, RetryPolicy
 from gateway.pipeline import Settings
-from gateway.ports import MailSender, Pager, TicketBackend
+from gateway.ports import MailSender, Pager, PermanentError, TicketBackend, TransientError
 from gateway.relay import ChatSettings
 from gateway.replies import Sender
 from gateway.sandbox import ParseSandbox
@@ -166,6 +169,10 @@ class App:
         self._routes: dict[str, Pager] = {}  # escalation routing keys, by route name
         self.gates: list[LinkGate] = []  # the egress links the outbox waits for when down
         self.supervisor: Supervisor | None = None
+        self.canary: CanaryMonitor | None = None
+        self.heartbeat: Heartbeat | None = None
+        self._stack: AsyncExitStack | None = None
+        self._intake: MailIntake | None = None
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the configuration and rulebook (see gateway.service)."""
@@ -181,6 +188,7 @@ class App:
         try:
             await store.open()
             async with AsyncExitStack() as stack:
+                self._stack = stack
                 pager, provider = await self._pager(stack)
                 self._mirror_handlers = await self._external(store, stack)
                 await self._serve(store, pager, provider, self._mailer(), stop, sandbox)
@@ -260,6 +268,8 @@ class App:
         instance = await _instance_id(store)
         handlers = make_handlers(pager, mailer, provider, link, store, instance, self._routes)
         handlers.update(self._mirror_handlers(instance))
+        if self.canary is not None:
+            handlers[OutboxKind.CANARY] = self.canary.handler
         room = cfg.matrix.incidents_room if cfg.matrix else None
         self.gates = egress_gates(
             [*(["pager"] if cfg.pagerduty else []),
@@ -292,8 +302,11 @@ class App:
                      stop: asyncio.Event, sandbox: ParseSandbox) -> None:
         cfg = self.config
         link = self._matrix(store)
+        key = canary_key(await _thread_key(cfg, store))
+        self.canary = self._canary(key)
         outbox = await self._outbox(store, pager, provider, mailer, link)
         worker, scheduler = await self._processing(store, outbox, sandbox)
+        worker.canary = recogniser(key)  # even with the self-test off: ours are never reports
         outbox.busy = worker.in_storm  # outbox rounds wait for a lull in a storm too
         self.scheduler = scheduler
         intake = MailIntake(store, cfg.mailboxes.emergency, cfg.mailboxes.support, worker.wake,
@@ -303,6 +316,7 @@ class App:
         self.matrix = link
         self.imap = self._imap(store, intake)
         service = self.service = self._service(store, provider, smtp, link)
+        self.heartbeat = await self._heartbeat(service)
         # Every long-running task is supervised: none may end unnoticed (gateway.supervise).
         sup = self.supervisor = Supervisor(stop.is_set, stop.set)
         async with asyncio.TaskGroup() as group:
@@ -327,6 +341,7 @@ class App:
                 await smtp.start()
                 self.smtp_port = smtp.port
             status = await self._status_endpoint(service)
+            tasks += self._watch_ourselves(group, sup, intake, smtp)
             tasks += [group.create_task(sup.essential("service-watch", service.watch),
                                         name="service-watch"),
                       group.create_task(sup.essential("reloads", partial(
@@ -352,6 +367,50 @@ class App:
             for box in self.imap:
                 await box.close()
 
+    def _canary(self, key: bytes) -> CanaryMonitor | None:
+        """The end-to-end self-test (gateway.canary), unless turned off."""
+        c, boxes = self.config.canary, self.config.mailboxes
+        if not c.enabled:
+            return None
+        rcpt = (boxes.support or boxes.emergency)[0]
+        return CanaryMonitor(key, self._submit_canary, self.config.mail_out.from_address,
+                             rcpt, c.interval_s, c.deadline_s)
+
+    async def _submit_canary(self, mail_from: str, rcpt_to: str, raw: bytes) -> None:
+        """Through the SMTP listener when there is one, else straight into the inbox."""
+        if self.smtp_port is not None:
+            from adapters.canary_smtp import LoopbackSubmit  # noqa: PLC0415  (lazy)
+
+            await LoopbackSubmit(self.config.smtp.host, self.smtp_port)(mail_from, rcpt_to, raw)
+        elif self._intake is not None:
+            await self._intake.accept(mail_from, [rcpt_to], raw)
+
+    async def _heartbeat(self, service: Service) -> Heartbeat | None:
+        """Pings to an outside monitor while healthy (gateway.heartbeat), when configured."""
+        hb = self.config.heartbeat
+        if hb is None or self._stack is None:
+            return None
+        import aiohttp  # noqa: PLC0415  (lazy, see above)
+
+        from adapters.heartbeat_http import HttpPinger  # noqa: PLC0415
+
+        session = await self._stack.enter_async_context(aiohttp.ClientSession())
+        pinger = HttpPinger(hb.url, session=session, method=hb.method, fail_url=hb.fail_url,
+                            timeout_s=hb.timeout_s)
+        return Heartbeat(service.report, pinger, hb.interval_s)
+
+    def _watch_ourselves(self, group: asyncio.TaskGroup, sup: Supervisor, intake: MailIntake,
+                         smtp: SmtpIntakeServer | None) -> list[asyncio.Task[None]]:
+        """The canary and the heartbeat, supervised like the links."""
+        self._intake = intake
+        tasks = []
+        if self.canary is not None:
+            tasks.append(group.create_task(sup.link("canary", self.canary), name="canary"))
+        if self.heartbeat is not None:
+            tasks.append(group.create_task(sup.link("heartbeat", self.heartbeat),
+                                           name="heartbeat"))
+        return tasks
+
     def _service(self, store: Store, provider: str, smtp: SmtpIntakeServer | None,
                  link: MatrixLink | None) -> Service:
         """Readiness, STATUS lines and health: every intake and egress by its state."""
@@ -360,6 +419,7 @@ class App:
             "pager": provider, "mail": cfg.mail_out.mode, **({"chat": "matrix"} if link else {})})
         components: list[tuple[str, object]] = [("smtp", smtp), ("matrix", link)]
         components += [(f"imap:{box.name}", box) for box in self.imap]
+        components.append(("canary", self.canary))
         for name, part in components:
             if part is not None:
                 service.add(name, partial(getattr, part, "state"),
@@ -479,3 +539,44 @@ class App:
             log.warning("inbox.drain_incomplete")
         if not await outbox.drain(timeout):
             log.warning("outbox.drain_incomplete")
+
+
+async def notify_failure(config: Config, unit: str, reason: str) -> list[str]:
+    """`chatops-gateway notify-failure` (the unit's OnFailure= hook): page that the service
+    failed for good, and ping the heartbeat's failure URL; returns what was notified.
+    Raises TransientError/PermanentError when nothing could be."""
+    import aiohttp  # noqa: PLC0415  (lazy, see above)
+
+    from adapters.heartbeat_http import HttpPinger  # noqa: PLC0415
+    from adapters.pagerduty import PagerDutyPager  # noqa: PLC0415
+
+    done: list[str] = []
+    errors: list[TransientError | PermanentError] = []
+    pd, nf, hb = config.pagerduty, config.notify_failure, config.heartbeat
+    key = nf.routing_key or (pd.routing_key if pd else None)
+    async with aiohttp.ClientSession() as session:
+        if key is not None:
+            pager = PagerDutyPager(
+                routing_key=config.read_secret(key),
+                base_url=pd.url if pd else "https://events.pagerduty.com", session=session,
+                timeout_s=pd.timeout_s if pd else 10.0)
+            page = failure_page(unit, reason, pd.source if pd else "chatops-gateway",
+                                nf.severity)
+            try:
+                await pager.trigger(page)
+                done.append("pagerduty")
+            except (TransientError, PermanentError) as exc:
+                errors.append(exc)
+        if hb is not None and hb.fail_url is not None:
+            pinger = HttpPinger(hb.url, session=session, method=hb.method,
+                                fail_url=hb.fail_url, timeout_s=hb.timeout_s)
+            try:
+                await pinger.ping(False, f"{unit} failed: {reason}")
+                done.append("heartbeat")
+            except (TransientError, PermanentError) as exc:
+                errors.append(exc)
+    if not done:
+        raise errors[0] if errors else PermanentError(
+            "nothing to notify: configure [pagerduty] (or [notify_failure] routing_key) "
+            "or [heartbeat] fail_url")
+    return done

@@ -20,8 +20,9 @@ from pathlib import Path
 import structlog
 
 from gateway import logs, views
-from gateway.app import App
+from gateway.app import App, notify_failure
 from gateway.config import Config, ConfigError, load_config
+from gateway.ports import PermanentError, TransientError
 from gateway.status_cli import status_command
 from gateway.supervise import GatewayFailed
 from gateway.views import UsageError
@@ -80,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     oretry = osub.add_parser("retry", help="send a dead entry back for delivery")
     oretry.add_argument("id", type=int)
     oretry.add_argument("--config", type=Path)
+    fail = sub.add_parser("notify-failure",
+                          help="page that the service failed for good (systemd OnFailure=)")
+    fail.add_argument("--config", type=Path)
+    fail.add_argument("--unit", default="chatops-gateway.service")
+    fail.add_argument("--reason", default="the service failed and will not be restarted")
     status = sub.add_parser("status", help="ask the running daemon how it is (health, counters)")
     status.add_argument("--config", type=Path)
     status.add_argument("--json", action="store_true", help="print the health report as JSON")
@@ -123,6 +129,8 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911  (one return pe
         return _rules_test(args.file)
     if args.command == "incidents":
         return _incidents(args)
+    if args.command == "notify-failure":
+        return _notify_failure(load_config(args.config), args.unit, args.reason)
     if args.command == "status":
         return status_command(load_config(args.config), as_json=args.json)
     return _outbox(args)
@@ -156,6 +164,16 @@ def _run(config: Config, path: Path | None = None) -> int:
     except GatewayFailed as exc:  # a task it cannot run without ended: let systemd restart
         print(f"chatops-gateway: stopped: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _notify_failure(config: Config, unit: str, reason: str) -> int:
+    try:
+        done = asyncio.run(notify_failure(config, unit, reason))
+    except (TransientError, PermanentError) as exc:
+        print(f"chatops-gateway: could not notify anyone: {exc.reason}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"notified: {', '.join(done)}")
     return EXIT_OK
 
 

@@ -43,6 +43,7 @@ class OutboxKind(StrEnum):
     STATUSPAGE_OPEN = "statuspage.open"
     STATUSPAGE_UPDATE = "statuspage.update"
     STATUSPAGE_RESOLVE = "statuspage.resolve"
+    CANARY = "canary"  # the self-test came through (gateway.canary): no effect outside
 
 
 class OutboxState(StrEnum):

@@ -20,7 +20,7 @@ STARTING = "starting"
 # "failed": the component's task ended and is being restarted.
 BAD_STATES = frozenset({"bad_credentials", "failed", "needs_e2ee", "degraded"})
 # States in which a link carries traffic; any other state is "down" (see Downtime).
-UP_STATES = frozenset({"connected", "listening", "ok", "degraded", "needs_e2ee"})
+UP_STATES = frozenset({"connected", "listening", "ok", "degraded", "needs_e2ee", "waiting"})
 _EGRESS_KINDS = {"pager": ("page.trigger", "page.acknowledge", "page.resolve"),
                  "mail": ("mail.send",), "chat": ("chat.announce", "chat.send")}
 
@@ -88,6 +88,9 @@ def report(components: Mapping[str, str], egress: Mapping[str, str], stats: Queu
     return {
         "healthy": not problems,
         "problems": problems,
+        # Links down right now, even within their grace (the heartbeat waits for none).
+        "down": {name.removeprefix("egress:"): round(seconds, 1)
+                 for name, seconds in sorted((down_for or {}).items())},
         "components": dict(components),
         "egress": dict(egress),
         "inbox": {"pending": stats.inbox_pending},

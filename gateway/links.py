@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from gateway.domain import OutboxKind
 
 _EGRESS_KINDS: Mapping[str, frozenset[OutboxKind]] = {
-    "pager": frozenset({OutboxKind.PAGE_TRIGGER, OutboxKind.PAGE_ACKNOWLEDGE,
-                        OutboxKind.PAGE_RESOLVE}),
+    "pager": frozenset(
+        {OutboxKind.PAGE_TRIGGER, OutboxKind.PAGE_ACKNOWLEDGE, OutboxKind.PAGE_RESOLVE}
+    ),
     "mail": frozenset({OutboxKind.MAIL_SEND}),
     "chat": frozenset({OutboxKind.CHAT_ANNOUNCE, OutboxKind.CHAT_SEND}),
 }
@@ -70,7 +71,7 @@ class LinkGate:
         self._failures = 0
 
     def state(self) -> str:
-        """"ok", "unreachable" (an attempt failed to reach it) or "disconnected"."""
+        """ "ok", "unreachable" (an attempt failed to reach it) or "disconnected"."""
         if not self._connection_up():
             return "disconnected"
         return "unreachable" if self.down_since is not None else "ok"
@@ -87,10 +88,17 @@ class LinkGate:
         return up
 
 
-def egress_gates(configured: Iterable[str], initial_s: float, max_s: float,
-                 connected: Mapping[str, Callable[[], bool]] | None = None) -> list[LinkGate]:
+def egress_gates(
+    configured: Iterable[str],
+    initial_s: float,
+    max_s: float,
+    connected: Mapping[str, Callable[[], bool]] | None = None,
+) -> list[LinkGate]:
     """A gate per configured egress ("pager", "mail", "chat"), with the connection state of
     those that have one (Matrix)."""
     connected = connected or {}
-    return [LinkGate(name, _EGRESS_KINDS[name], initial_s, max_s, connected.get(name))
-            for name in configured if name in _EGRESS_KINDS]
+    return [
+        LinkGate(name, _EGRESS_KINDS[name], initial_s, max_s, connected.get(name))
+        for name in configured
+        if name in _EGRESS_KINDS
+    ]

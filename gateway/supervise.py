@@ -33,8 +33,13 @@ class Link(Protocol):
 class Supervisor:
     """Watches every long-running task of one daemon run."""
 
-    def __init__(self, stopping: Callable[[], bool], request_stop: Callable[[], None],
-                 initial_s: float = 1.0, max_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        stopping: Callable[[], bool],
+        request_stop: Callable[[], None],
+        initial_s: float = 1.0,
+        max_s: float = 60.0,
+    ) -> None:
         self._stopping = stopping
         self._request_stop = request_stop
         self._initial_s, self._max_s = initial_s, max_s
@@ -55,8 +60,9 @@ class Supervisor:
             part.state = "failed"
             self.restarts[name] = self.restarts.get(name, 0) + 1
             metrics.RECONNECTS.inc(component=name)
-            log.error("link.task_ended", component=name, reason=reason,
-                      restart_in_s=round(delay, 2))
+            log.error(
+                "link.task_ended", component=name, reason=reason, restart_in_s=round(delay, 2)
+            )
             await asyncio.sleep(delay)
             log.info("link.task_restarted", component=name)
 

@@ -33,8 +33,9 @@ def test_link_back_up_resets_its_downtime() -> None:
 def test_unreachable_egress_counts_as_down_but_a_refusing_one_does_not() -> None:
     """An egress whose peer is away is down; one whose entries retry after errors (the peer
     answers) is up."""
-    egress = health.egress_states(EMPTY, {"pager": "pagerduty", "mail": "smtp"},
-                                  {"pager": "unreachable", "mail": "ok"})
+    egress = health.egress_states(
+        EMPTY, {"pager": "pagerduty", "mail": "smtp"}, {"pager": "unreachable", "mail": "ok"}
+    )
     assert egress == {"pager": "pagerduty: unreachable", "mail": "smtp: ok"}
     down = health.Downtime()
     seen = {"egress:pager": egress["pager"], "egress:mail": "smtp: backing_off"}
@@ -46,7 +47,15 @@ def test_unreachable_egress_counts_as_down_but_a_refusing_one_does_not() -> None
 
 def test_degraded_component_is_named_with_its_reason() -> None:
     """A degraded Matrix link (a room it cannot join) is a problem with the room named."""
-    report = health.report({"matrix": "degraded"}, {}, EMPTY, NOW, 900, {}, 30.0,
-                           {"matrix": "not in !private:localhost (invite the bot)"})
+    report = health.report(
+        {"matrix": "degraded"},
+        {},
+        EMPTY,
+        NOW,
+        900,
+        {},
+        30.0,
+        {"matrix": "not in !private:localhost (invite the bot)"},
+    )
     assert report["healthy"] is False
     assert report["problems"] == ["matrix: degraded (not in !private:localhost (invite the bot))"]

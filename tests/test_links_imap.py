@@ -20,7 +20,8 @@ CYCLES = 8
 
 @pytest.mark.timeout(240)
 async def test_intake_survives_repeated_dovecot_restarts_while_idling(
-        tmp_path: Path, dovecot: Dovecot) -> None:
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
     """Eight stop/start cycles of Dovecot under an idling intake: each time /healthz shows
     `imap:ops` not connected while the server is down, the intake reconnects, and mail
     delivered afterwards is processed."""
@@ -37,6 +38,8 @@ async def test_intake_survives_repeated_dovecot_restarts_while_idling(
             assert body["components"]["imap:ops"] != "connected", body
             await asyncio.to_thread(dovecot.start)
             await eventually(lambda: idling(box), timeout=30)
-            await deliver(dovecot, email_bytes(subject=f"after restart {cycle}",
-                                               sender=f"r{cycle}@tenant.example"))
+            await deliver(
+                dovecot,
+                email_bytes(subject=f"after restart {cycle}", sender=f"r{cycle}@tenant.example"),
+            )
             await eventually(lambda n=cycle + 1: processed(tmp_path, n), timeout=30)

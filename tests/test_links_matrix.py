@@ -35,8 +35,11 @@ def settled(state: Path) -> bool:
 
 async def report(port: int, subject: str, sender: str) -> None:
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as smtp:
-        await smtp.sendmail(sender, ["emergency@localhost"],
-                            email_bytes(subject=subject, body=subject, sender=sender))
+        await smtp.sendmail(
+            sender,
+            ["emergency@localhost"],
+            email_bytes(subject=subject, body=subject, sender=sender),
+        )
 
 
 def bot_messages(synapse: Synapse, token: str, room: str, bot: str) -> list[dict[str, Any]]:
@@ -46,7 +49,8 @@ def bot_messages(synapse: Synapse, token: str, room: str, bot: str) -> list[dict
 
 @pytest.mark.timeout(180)
 async def test_homeserver_outage_longer_than_the_old_budget_loses_nothing(
-        synapse: Synapse, tmp_path: Path) -> None:
+    synapse: Synapse, tmp_path: Path
+) -> None:
     """Synapse stopped for 16 s while two incidents are reported: /healthz turns unhealthy
     naming the Matrix link, no chat entry burns an attempt or dies, and once Synapse is back
     every announcement is in the room exactly once, in the order reported."""
@@ -54,21 +58,29 @@ async def test_homeserver_outage_longer_than_the_old_budget_loses_nothing(
     eng, eng_token, _ = synapse.register("outage-eng")
     room = synapse.create_room(eng_token, invite=[bot], name="incidents")
     cfg = make_config(
-        tmp_path, health={"down_grace_s": 2},
-        matrix={"homeserver": synapse.url, "user_id": bot,
-                "password": {"value": "outage-bot-pw"}, "incidents_room": room,
-                "engineers": [eng], "sync_timeout_s": 1, "backoff_max_s": 1})
+        tmp_path,
+        health={"down_grace_s": 2},
+        matrix={
+            "homeserver": synapse.url,
+            "user_id": bot,
+            "password": {"value": "outage-bot-pw"},
+            "incidents_room": room,
+            "engineers": [eng],
+            "sync_timeout_s": 1,
+            "backoff_max_s": 1,
+        },
+    )
     try:
         async with running(cfg, ticking(IN_HOURS)) as app:
             assert app.matrix is not None and app.smtp_port is not None
-            await eventually(lambda: app.matrix is not None and app.matrix.state == "connected",
-                             timeout=20)
+            await eventually(
+                lambda: app.matrix is not None and app.matrix.state == "connected", timeout=20
+            )
             await asyncio.to_thread(synapse.stop)
             await report(app.smtp_port, "First outage report", "alice@tenant.example")
             await report(app.smtp_port, "Database is gone", "bob@t.example")
             await report(app.smtp_port, "More on the first", "alice@tenant.example")
-            status, _, body = await eventually(
-                lambda: _unhealthy(app.http_port), timeout=15)
+            status, _, body = await eventually(lambda: _unhealthy(app.http_port), timeout=15)
             assert status == 503 and any(p.startswith("matrix:") for p in body["problems"])
             await asyncio.sleep(OUTAGE_S)
             during = outbox_rows(tmp_path)
@@ -83,12 +95,19 @@ async def test_homeserver_outage_longer_than_the_old_budget_loses_nothing(
     assert [r for r in rows if r[2] == "dead"] == []
     messages = bot_messages(synapse, eng_token, room, bot)
     bodies = [m["content"]["body"] for m in messages]
-    order = [next((i for i, b in enumerate(bodies) if text in b), -1) for text in (
-        "INC-1 · P1 Critical incident: First outage report", "INC-2", "More on the first")]
+    order = [
+        next((i for i, b in enumerate(bodies) if text in b), -1)
+        for text in (
+            "INC-1 · P1 Critical incident: First outage report",
+            "INC-2",
+            "More on the first",
+        )
+    ]
     assert -1 not in order and order == sorted(order), bodies
     assert len(bodies) == len(set(bodies)), bodies
     assert len({m["event_id"] for m in messages}) == len(
-        [r for r in rows if r[1].startswith("chat.") and r[2] == "done"])
+        [r for r in rows if r[1].startswith("chat.") and r[2] == "done"]
+    )
 
 
 async def _unhealthy(port: int | None) -> tuple[int, Any, Any] | None:
@@ -104,14 +123,17 @@ async def _healthy(port: int | None) -> tuple[int, Any, Any] | None:
 def inbox_bodies(state: Path) -> list[str]:
     conn = sqlite3.connect(f"file:{state / 'gateway.sqlite3'}?mode=ro", uri=True)
     try:
-        return [row[0].decode() for row in conn.execute(
-            "SELECT raw FROM inbox WHERE channel = 'matrix'")]
+        return [
+            row[0].decode()
+            for row in conn.execute("SELECT raw FROM inbox WHERE channel = 'matrix'")
+        ]
     finally:
         conn.close()
 
 
 async def test_private_report_room_is_degraded_until_the_bot_is_invited(
-        synapse: Synapse, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    synapse: Synapse, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A configured private report room the bot was not invited to: Matrix is `degraded`,
     /healthz answers 503 naming the room, `status` shows it; once invited, the bot joins
     without a restart, the link is `connected` again and a report there is taken in."""
@@ -123,9 +145,17 @@ async def test_private_report_room_is_degraded_until_the_bot_is_invited(
     private = synapse.create_room(eng_token, name="private reports")  # bot not invited
     cfg = make_config(
         tmp_path,
-        matrix={"homeserver": synapse.url, "user_id": bot, "password": {"value": "join-bot-pw"},
-                "incidents_room": incidents, "engineers": [eng], "sync_timeout_s": 1,
-                "backoff_max_s": 1, "report_rooms": [{"room": private, "mailbox": "support"}]})
+        matrix={
+            "homeserver": synapse.url,
+            "user_id": bot,
+            "password": {"value": "join-bot-pw"},
+            "incidents_room": incidents,
+            "engineers": [eng],
+            "sync_timeout_s": 1,
+            "backoff_max_s": 1,
+            "report_rooms": [{"room": private, "mailbox": "support"}],
+        },
+    )
     async with running(cfg, ticking(IN_HOURS)) as app:
         link = app.matrix
         assert link is not None
@@ -136,9 +166,13 @@ async def test_private_report_room_is_degraded_until_the_bot_is_invited(
         assert status == 503 and body["components"]["matrix"] == "degraded"
         assert [p for p in body["problems"] if private in p and "invite the bot" in p], body
         assert code == 1 and private in shown and "degraded" in shown
-        await asyncio.to_thread(synapse.api, "POST",
-                                f"/_matrix/client/v3/rooms/{private}/invite", eng_token,
-                                {"user_id": bot})
+        await asyncio.to_thread(
+            synapse.api,
+            "POST",
+            f"/_matrix/client/v3/rooms/{private}/invite",
+            eng_token,
+            {"user_id": bot},
+        )
         await eventually(lambda: link.state == "connected", timeout=20)
         status, _, body = await eventually(lambda: _healthy(app.http_port), timeout=10)
         await asyncio.to_thread(synapse.send_text, eng_token, private, "Backups are failing")

@@ -44,8 +44,10 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 def enqueue(path: Path, kind: OutboxKind, **payload: Any) -> None:
     conn = sqlite3.connect(path)
     with conn:
-        conn.execute("INSERT INTO outbox (created_at, kind, payload, next_attempt_at)"
-                     " VALUES (?, ?, ?, ?)", (ts(NOW), kind, json.dumps(payload), ts(NOW)))
+        conn.execute(
+            "INSERT INTO outbox (created_at, kind, payload, next_attempt_at) VALUES (?, ?, ?, ?)",
+            (ts(NOW), kind, json.dumps(payload), ts(NOW)),
+        )
     conn.close()
 
 
@@ -58,7 +60,8 @@ def rows(path: Path) -> list[tuple[int, str, str, int]]:
 
 
 async def test_unreachable_peer_never_burns_attempts_or_dead_letters(
-        store: Store, tmp_path: Path) -> None:
+    store: Store, tmp_path: Path
+) -> None:
     """PagerDuty unreachable for 50 rounds with max_attempts 3: the page stays pending with
     0 attempts, the link is "unreachable", the page goes once the peer answers."""
     db = tmp_path / "gateway.sqlite3"
@@ -76,8 +79,13 @@ async def test_unreachable_peer_never_burns_attempts_or_dead_letters(
     tick = Tick()
     [gate] = egress_gates(["pager"], 1.0, 300.0)
     gate.clock = tick
-    outbox = OutboxWorker(store, {OutboxKind.PAGE_TRIGGER: page}, RetryPolicy(max_attempts=3),
-                          clock=lambda: NOW, gates=[gate])
+    outbox = OutboxWorker(
+        store,
+        {OutboxKind.PAGE_TRIGGER: page},
+        RetryPolicy(max_attempts=3),
+        clock=lambda: NOW,
+        gates=[gate],
+    )
     for _ in range(50):
         await outbox.deliver_due()
         tick.now += 400.0  # past the longest backoff: every round may try again
@@ -90,7 +98,8 @@ async def test_unreachable_peer_never_burns_attempts_or_dead_letters(
 
 
 async def test_link_down_holds_back_its_kinds_only_until_its_backoff(
-        store: Store, tmp_path: Path) -> None:
+    store: Store, tmp_path: Path
+) -> None:
     """After the relay is found away, its mail is not tried again before the backoff, while
     a page (another link) goes at once; the backoff doubles per failed round."""
     db = tmp_path / "gateway.sqlite3"
@@ -109,8 +118,13 @@ async def test_link_down_holds_back_its_kinds_only_until_its_backoff(
     gates = egress_gates(["mail", "pager"], 1.0, 300.0)
     for gate in gates:
         gate.clock = tick
-    outbox = OutboxWorker(store, {OutboxKind.MAIL_SEND: mail, OutboxKind.PAGE_TRIGGER: page},
-                          RetryPolicy(), clock=lambda: NOW, gates=gates)
+    outbox = OutboxWorker(
+        store,
+        {OutboxKind.MAIL_SEND: mail, OutboxKind.PAGE_TRIGGER: page},
+        RetryPolicy(),
+        clock=lambda: NOW,
+        gates=gates,
+    )
     await outbox.deliver_due()
     enqueue(db, OutboxKind.PAGE_TRIGGER, dedup_key="INC-2")
     assert await outbox.deliver_due() == 1 and tried == ["mail", "page"]
@@ -133,8 +147,13 @@ async def test_refusing_peer_is_still_dead_lettered(store: Store, tmp_path: Path
 
     policy = RetryPolicy(max_attempts=3, initial_s=1.0, max_s=1.0)
     now = NOW
-    outbox = OutboxWorker(store, {OutboxKind.MAIL_SEND: mail}, policy, clock=lambda: now,
-                          gates=egress_gates(["mail"], 1.0, 300.0))
+    outbox = OutboxWorker(
+        store,
+        {OutboxKind.MAIL_SEND: mail},
+        policy,
+        clock=lambda: now,
+        gates=egress_gates(["mail"], 1.0, 300.0),
+    )
     for _ in range(3):
         assert await outbox.deliver_due() == 1
         now += timedelta(seconds=2)  # past the retry time
@@ -142,7 +161,8 @@ async def test_refusing_peer_is_still_dead_lettered(store: Store, tmp_path: Path
 
 
 async def test_chat_waits_for_the_connection_and_keeps_the_room_order(
-        store: Store, tmp_path: Path) -> None:
+    store: Store, tmp_path: Path
+) -> None:
     """While the Matrix link is disconnected nothing for chat is tried; once it connects the
     entries for one room go out one after another, in the order they were queued."""
     db = tmp_path / "gateway.sqlite3"
@@ -156,8 +176,9 @@ async def test_chat_waits_for_the_connection_and_keeps_the_room_order(
         return {"event_id": f"$e{entry.id}"}
 
     gates = egress_gates(["chat"], 1.0, 300.0, {"chat": lambda: connected})
-    outbox = OutboxWorker(store, {OutboxKind.CHAT_SEND: send}, RetryPolicy(),
-                          clock=lambda: NOW, gates=gates)
+    outbox = OutboxWorker(
+        store, {OutboxKind.CHAT_SEND: send}, RetryPolicy(), clock=lambda: NOW, gates=gates
+    )
     assert await outbox.deliver_due() == 0 and sent == []
     assert gates[0].state() == "disconnected"
     connected = True
@@ -172,8 +193,9 @@ async def test_gate_of_a_connection_link_retries_at_once_when_it_reconnects() ->
     drops and comes back first: then the next round may try at once."""
     tick = Tick()
     up = True
-    gate = LinkGate("chat", frozenset({OutboxKind.CHAT_SEND}), 10.0, 300.0,
-                    connected=lambda: up, clock=tick)
+    gate = LinkGate(
+        "chat", frozenset({OutboxKind.CHAT_SEND}), 10.0, 300.0, connected=lambda: up, clock=tick
+    )
     gate.unreachable("homeserver unreachable (ClientConnectorError)")
     assert not gate.may_try()
     up = False

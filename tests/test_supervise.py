@@ -49,7 +49,10 @@ async def test_link_that_ends_is_marked_failed_logged_and_restarted() -> None:
         await asyncio.gather(task, return_exceptions=True)
     ended = [e for e in logs if e["event"] == "link.task_ended"]
     assert [e["reason"] for e in ended] == [
-        "returned", "raised RuntimeError", "raised a stray CancelledError"]
+        "returned",
+        "raised RuntimeError",
+        "raised a stray CancelledError",
+    ]
     assert all(e["log_level"] == "error" and e["component"] == "imap:ops" for e in ended)
     assert part.states_seen[1:] == ["failed", "failed", "failed"]  # down while restarting
     assert sup.restarts == {"imap:ops": 3} and sup.fatal is None
