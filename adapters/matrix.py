@@ -137,7 +137,9 @@ class MatrixLink:
         # nio must not retry on its own: 429s and timeouts come back to our loop, which backs
         # off with a cap and keeps the state visible.
         settings: dict[str, Any] = {"max_limit_exceeded": 0, "max_timeouts": 0,
-                                    "request_timeout": self._sync_timeout_s + 30,
+                                    # A hung homeserver is noticed 10 s after a long-poll
+                                    # should have returned (not 30: health waits for it).
+                                    "request_timeout": self._sync_timeout_s + 10,
                                     "store_sync_tokens": False}
         if self._crypto is not None:
             return AsyncClient(self._homeserver, self._user_id,

@@ -11,7 +11,8 @@ operator sent back with `outbox retry` is found without a signal.
 A peer that is away is not a peer that refuses: when an egress raises `LinkDown`, the
 entry is parked — no attempt counted, its place in line kept — and its link's gate
 (gateway.links) holds back every entry of that link until the link is back, however long
-that takes. Entries for one chat room go out one after another, in order.
+that takes. Entries for one chat room, and the actions on one page, go out one after
+another, in order.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ Handler = Callable[[OutboxEntry], Awaitable[dict[str, Any]]]
 _DEFER_POLL_S = 0.02
 _GATE_POLL_S = 0.25  # how often a held-back link's state is looked at again
 _ORDERED = frozenset({OutboxKind.CHAT_ANNOUNCE, OutboxKind.CHAT_SEND})
+_PAGES = frozenset({OutboxKind.PAGE_TRIGGER, OutboxKind.PAGE_ACKNOWLEDGE, OutboxKind.PAGE_RESOLVE})
 
 
 @dataclass(frozen=True)
@@ -234,16 +236,26 @@ class OutboxWorker:
                        next_at=self._clock() + timedelta(seconds=delay))
 
 
+def _lane_key(entry: OutboxEntry) -> str | None:
+    """What an entry must stay in order with: its chat room, or its page's dedup_key (an
+    acknowledgement must not overtake its trigger); None for an independent entry."""
+    if entry.kind in _ORDERED and entry.payload.get("room_id") is not None:
+        return f"room:{entry.payload['room_id']}"
+    if entry.kind in _PAGES and entry.payload.get("dedup_key") is not None:
+        return f"page:{entry.payload.get('route') or ''}:{entry.payload['dedup_key']}"
+    return None
+
+
 def _lanes(entries: list[OutboxEntry]) -> list[list[OutboxEntry]]:
-    """Chat entries grouped by room (in their order), every other entry on its own."""
-    rooms: dict[str, list[OutboxEntry]] = {}
+    """Entries grouped by lane (in their order), every independent entry on its own."""
+    keyed: dict[str, list[OutboxEntry]] = {}
     lanes: list[list[OutboxEntry]] = []
     for entry in entries:
-        room = entry.payload.get("room_id") if entry.kind in _ORDERED else None
-        if room is None:
+        key = _lane_key(entry)
+        if key is None:
             lanes.append([entry])
-        elif str(room) in rooms:
-            rooms[str(room)].append(entry)
+        elif key in keyed:
+            keyed[key].append(entry)
         else:
-            lanes.append(rooms.setdefault(str(room), [entry]))
+            lanes.append(keyed.setdefault(key, [entry]))
     return lanes
