@@ -66,6 +66,9 @@ Deliver = Callable[[list[RoomEvent]], Awaitable[None]]
 
 
 JOIN_RETRY_S = 60.0  # how often a configured room we are not in is tried again
+# A send takes milliseconds on a working homeserver; a hung one must not hold the outbox's
+# round (and the pages in it) for long.
+SEND_TIMEOUT_S = 10.0
 
 
 class BadCredentials(Exception):
@@ -425,7 +428,7 @@ class MatrixLink:
             resp = await asyncio.wait_for(
                 client.room_send(room_id, "m.room.message", dict(content), tx_id=txn_id,
                                  ignore_unverified_devices=self._crypto is None),
-                self._sync_timeout_s + 30)
+                SEND_TIMEOUT_S)
         except (ClientError, TimeoutError, OSError) as exc:
             raise LinkDown(f"homeserver unreachable ({type(exc).__name__})") from None
         except (LocalProtocolError, SendRetryError, OlmTrustError) as exc:

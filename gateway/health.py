@@ -45,25 +45,38 @@ def is_up(state: str) -> bool:
     return state.rpartition(": ")[2] in UP_STATES
 
 
+RECOVERED_AFTER_S = 2.0  # a link counts as back only once it has stayed up this long
+
+
 class Downtime:
     """Since when each link has been down, from the states observed (monotonic seconds).
     An egress in "backing_off" (its peer answers, with errors) is up; a component in
-    "backing_off" (reconnecting) is down."""
+    "backing_off" (reconnecting) is down. A link seen up again counts as back only after
+    staying up RECOVERED_AFTER_S: one that flaps (up for a moment, down again) keeps the
+    time it first went down, so it cannot stay "healthy" by reconnecting now and then."""
 
-    def __init__(self) -> None:
+    def __init__(self, recovered_after_s: float = RECOVERED_AFTER_S) -> None:
         self._since: dict[str, float] = {}
+        self._up_at: dict[str, float] = {}
+        self._recovered_after_s = recovered_after_s
 
     def observe(self, states: Mapping[str, str], now: float) -> dict[str, float]:
-        """Record the states seen at `now`; returns how long each down link has been down."""
+        """Record the states seen at `now`; returns how long each down link has been down
+        (links up again but not yet for RECOVERED_AFTER_S are not listed)."""
         for name, state in states.items():
             up = is_up(state) or (name.startswith("egress:") and state.endswith("backing_off"))
-            if up:
-                self._since.pop(name, None)
-            else:
+            if not up:
+                self._up_at.pop(name, None)
                 self._since.setdefault(name, now)
+            elif name in self._since:
+                back = self._up_at.setdefault(name, now)
+                if now - back >= self._recovered_after_s:
+                    del self._since[name], self._up_at[name]
         for name in set(self._since) - set(states):
-            del self._since[name]
-        return {name: now - since for name, since in self._since.items()}
+            self._since.pop(name, None)
+            self._up_at.pop(name, None)
+        return {name: now - since for name, since in self._since.items()
+                if name not in self._up_at}
 
 
 def report(components: Mapping[str, str], egress: Mapping[str, str], stats: QueueStats,

@@ -23,10 +23,11 @@ def test_link_down_past_the_grace_is_a_problem_named_with_its_state() -> None:
 
 
 def test_link_back_up_resets_its_downtime() -> None:
-    """A link that reconnected starts a new count when it drops again."""
+    """A link that reconnected (and stayed up) starts a new count when it drops again."""
     down = health.Downtime()
     down.observe({"matrix": "backing_off"}, 0.0)
     assert down.observe({"matrix": "connected"}, 50.0) == {}
+    assert down.observe({"matrix": "connected"}, 53.0) == {}  # up long enough: back
     assert down.observe({"matrix": "backing_off"}, 60.0) == {"matrix": 0.0}
 
 
@@ -59,3 +60,16 @@ def test_degraded_component_is_named_with_its_reason() -> None:
     )
     assert report["healthy"] is False
     assert report["problems"] == ["matrix: degraded (not in !private:localhost (invite the bot))"]
+
+
+def test_flapping_link_keeps_the_time_it_first_went_down() -> None:
+    """A link that comes up for a moment and drops again is still down since the first
+    drop: 3 s of flapping with a 2 s grace is a problem; after 2 s up it is back."""
+    down = health.Downtime()
+    down.observe({"matrix": "backing_off"}, 0.0)
+    down.observe({"matrix": "connected"}, 1.0)  # up for 0.5 s only
+    assert down.observe({"matrix": "backing_off"}, 1.5) == {"matrix": 1.5}
+    assert down.observe({"matrix": "backing_off"}, 3.0) == {"matrix": 3.0}
+    assert down.observe({"matrix": "connected"}, 3.5) == {}  # up: not reported meanwhile
+    assert down.observe({"matrix": "connected"}, 5.5) == {}  # and back for good
+    assert down.observe({"matrix": "backing_off"}, 6.0) == {"matrix": 0.0}

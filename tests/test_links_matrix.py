@@ -90,6 +90,11 @@ async def test_homeserver_outage_longer_than_the_old_budget_loses_nothing(
     finally:
         await asyncio.to_thread(synapse.start)  # the session's other tests need it
     chat = [r for r in during if r[1].startswith("chat.")]
+    print(
+        f"\nFIGURE matrix outage: outage_s={OUTAGE_S:.0f} chat_entries={len(chat)} "
+        f"attempts_during_outage={sum(r[3] for r in chat)} "
+        f"dead={sum(r[2] == 'dead' for r in outbox_rows(tmp_path))}"
+    )
     assert chat and all(r[2] == "pending" and r[3] == 0 for r in chat), during
     rows = outbox_rows(tmp_path)
     assert [r for r in rows if r[2] == "dead"] == []
