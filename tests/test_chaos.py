@@ -76,7 +76,8 @@ class Record:
     smtp_accepted: list[str] = field(default_factory=list)  # subjects that got 250
     imap_delivered: list[str] = field(default_factory=list)  # subjects in the mailbox
     acks: dict[int, str] = field(default_factory=dict)  # incident id -> command event id
-    samples: list[tuple[float, bool, list[str]]] = field(default_factory=list)
+    # (when, healthy, problems, the links the report itself shows down)
+    samples: list[tuple[float, bool, list[str], set[str]]] = field(default_factory=list)
     links: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
 
 
@@ -232,8 +233,19 @@ async def watch(app: App, stop: asyncio.Event, record: Record) -> None:
         if now - last_sample >= 0.25:
             last_sample = now
             _, _, body = await get(app.http_port, "/healthz")
-            record.samples.append((time.monotonic(), bool(body["healthy"]), body["problems"]))
+            record.samples.append(
+                (time.monotonic(), bool(body["healthy"]), body["problems"], shown_down(body))
+            )
         await asyncio.sleep(0.05)
+
+
+def shown_down(body: dict[str, Any]) -> set[str]:
+    """The links a health report shows as not up (an egress answering with errors is up)."""
+    parts = body["components"]
+    egress = {k: v.rpartition(": ")[2] for k, v in body["egress"].items()}
+    down = {"imap"} if parts.get("imap:ops") != "connected" else set()
+    down |= {"matrix"} if parts.get("matrix") != "connected" else set()
+    return down | {k for k in ("pager", "mail") if egress.get(k) not in ("ok", "backing_off")}
 
 
 def down_spans(timeline: list[tuple[float, bool]], end: float) -> Iterator[tuple[float, float]]:
@@ -250,15 +262,16 @@ def down_spans(timeline: list[tuple[float, bool]], end: float) -> Iterator[tuple
 
 
 def violations(record: Record, end: float) -> list[str]:
-    """Healthy samples taken while a link had been down past its grace (as the daemon saw it,
-    and, for the connected links, as the injected outage says)."""
+    """Healthy samples taken while a link had been down past its grace: as the daemon saw
+    it (the report itself shows the link down, and the 50 ms watcher saw it down since more
+    than the grace), and, for the connected links, as the injected outage says."""
     found = []
     for name, timeline in record.links.items():
         for start, stop in down_spans(timeline, end):
             found += [
                 f"{name} down since {t - start:.1f}s, /healthz healthy"
-                for t, healthy, _ in record.samples
-                if healthy and start + GRACE_S + SLACK_S < t < stop
+                for t, healthy, _, down in record.samples
+                if healthy and name in down and start + GRACE_S + SLACK_S < t < stop
             ]
     for o in record.outages:
         if o.peer not in DETECT_S or o.mode == "drop":
@@ -266,7 +279,7 @@ def violations(record: Record, end: float) -> list[str]:
         allowed = GRACE_S + DETECT_S[o.peer].get(o.mode, DETECT_DEFAULT_S) + SLACK_S
         found += [
             f"{o.peer} {o.mode} for {t - o.start:.1f}s, /healthz healthy"
-            for t, healthy, _ in record.samples
+            for t, healthy, _, _ in record.samples
             if healthy and o.start + allowed < t < o.end
         ]
     return found
@@ -285,11 +298,11 @@ def recovery_s(o: Outage, timeline: list[tuple[float, bool]]) -> float:
 PROBLEM_NAMES = {"imap": "imap:", "matrix": "matrix", "pager": "pager", "mail": "mail"}
 
 
-def shown_s(o: Outage, samples: list[tuple[float, bool, list[str]]]) -> float | None:
+def shown_s(o: Outage, samples: list[tuple[float, bool, list[str], set[str]]]) -> float | None:
     """From the fault to the first /healthz naming the peer's link as a problem, if it did
     during the outage."""
     name = PROBLEM_NAMES[o.peer]
-    for t, healthy, problems in samples:
+    for t, healthy, problems, _ in samples:
         if (
             o.start <= t <= o.end + SLACK_S
             and not healthy
