@@ -3,8 +3,8 @@ it; a short reconnect does not; a degraded component is named with its reason.""
 
 from __future__ import annotations
 
-from gateway import health
-from gateway.db import QueueStats
+from gateway.domain import QueueStats
+from gateway.run import health
 from tests.test_store import NOW
 
 EMPTY = QueueStats(0, 0, None, {}, 0)

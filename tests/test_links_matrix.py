@@ -142,7 +142,7 @@ async def test_private_report_room_is_degraded_until_the_bot_is_invited(
     """A configured private report room the bot was not invited to: Matrix is `degraded`,
     /healthz answers 503 naming the room, `status` shows it; once invited, the bot joins
     without a restart, the link is `connected` again and a report there is taken in."""
-    from gateway.status_cli import status_command  # noqa: PLC0415
+    from gateway.cli.status import status_command  # noqa: PLC0415
 
     bot, _, _ = synapse.register("join-bot", password="join-bot-pw")
     eng, eng_token, _ = synapse.register("join-eng")

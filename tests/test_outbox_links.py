@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from gateway.db import ts
+from gateway.deliver.links import LinkGate, egress_gates
+from gateway.deliver.outbox import OutboxWorker, RetryPolicy
 from gateway.domain import OutboxEntry, OutboxKind
-from gateway.links import LinkGate, egress_gates
-from gateway.outbox import OutboxWorker, RetryPolicy
 from gateway.ports import LinkDown, TransientError
-from gateway.store import Store
+from gateway.store.db import ts
+from gateway.store.sqlite import SqliteStore as Store
 from tests.test_store import NOW
 
 

@@ -1,101 +1,86 @@
-"""The supervisor: no link or worker task ends without the daemon noticing."""
+"""The shared loop shapes: capped backoff with jitter, and supervised rounds."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 from structlog.testing import capture_logs
 
-from gateway.supervise import Supervisor
+from gateway.run.supervise import backoff_s, rounds
 
 
-class Flaky:
-    """A link whose run loop ends on its own (returns, raises, or a stray cancellation)."""
-
-    def __init__(self, endings: list[str]) -> None:
-        self.state = "connected"
-        self.runs = 0
-        self.states_seen: list[str] = []
-        self._endings = endings
-        self.forever = asyncio.Event()
-
-    async def run(self) -> None:
-        self.states_seen.append(self.state)
-        self.runs += 1
-        if not self._endings:
-            self.state = "connected"
-            await self.forever.wait()
-            return
-        ending = self._endings.pop(0)
-        if ending == "raise":
-            raise RuntimeError("boom")
-        if ending == "cancelled":
-            raise asyncio.CancelledError
-        # "return": ends as if it had been told to stop
+def test_backoff_doubles_to_the_cap_within_the_jitter() -> None:
+    """Each failure doubles the delay (+/- 20 %) until the cap; doublings may be capped."""
+    for failures, base in ((0, 1.0), (1, 2.0), (3, 8.0), (9, 300.0), (40, 300.0)):
+        delay = backoff_s(failures, 1.0, 300.0)
+        assert base * 0.8 <= delay <= base * 1.2
+    assert backoff_s(20, 0.25, 10_000.0, max_doublings=10, jitter=0.0) == 256.0
+    assert backoff_s(-3, 1.0, 300.0, jitter=0.0) == 1.0
 
 
-async def test_link_that_ends_is_marked_failed_logged_and_restarted() -> None:
-    """A link task that returns, raises or hits a stray CancelledError while the daemon runs
-    is logged at error, marked `failed` and started again each time."""
-    stop = asyncio.Event()
-    sup = Supervisor(stop.is_set, stop.set, initial_s=0.01, max_s=0.05)
-    part = Flaky(["return", "raise", "cancelled"])
-    with capture_logs() as logs:
-        task = asyncio.create_task(sup.link("imap:ops", part))
-        while part.runs < 4:
-            await asyncio.sleep(0.01)
-        stop.set()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    ended = [e for e in logs if e["event"] == "link.task_ended"]
-    assert [e["reason"] for e in ended] == [
-        "returned",
-        "raised RuntimeError",
-        "raised a stray CancelledError",
-    ]
-    assert all(e["log_level"] == "error" and e["component"] == "imap:ops" for e in ended)
-    assert part.states_seen[1:] == ["failed", "failed", "failed"]  # down while restarting
-    assert sup.restarts == {"imap:ops": 3} and sup.fatal is None
+async def test_a_failing_round_is_logged_and_retried_until_stopped() -> None:
+    """A round that raises is logged under its event name and tried again; stop ends it."""
+    wake, calls = asyncio.Event(), []
 
-
-async def test_link_cancelled_on_shutdown_is_not_restarted() -> None:
-    """Cancelling a supervised link at shutdown ends it: no restart, nothing logged."""
-    stop = asyncio.Event()
-    sup = Supervisor(stop.is_set, stop.set, initial_s=0.01)
-    part = Flaky([])
-    with capture_logs() as logs:
-        task = asyncio.create_task(sup.link("matrix", part))
-        await asyncio.sleep(0.02)
-        stop.set()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    assert task.cancelled() and part.runs == 1
-    assert not [e for e in logs if e["event"].startswith("link.")]
-
-
-async def test_essential_task_that_ends_stops_the_daemon_with_a_reason() -> None:
-    """A worker that returns while the daemon runs asks it to stop and records why (the CLI
-    then exits non-zero, so the service manager restarts it)."""
-    stop = asyncio.Event()
-    sup = Supervisor(stop.is_set, stop.set)
-
-    async def worker() -> None:
-        return
+    async def round_() -> float | None:
+        calls.append(len(calls))
+        if len(calls) < 3:
+            raise RuntimeError("store down")
+        return 0.0
 
     with capture_logs() as logs:
-        await sup.essential("outbox-worker", worker)
-    assert stop.is_set() and sup.fatal == "outbox-worker returned"
-    assert [e["log_level"] for e in logs if e["event"] == "gateway.task_ended"] == ["critical"]
+        await rounds(
+            round_,
+            wake=wake,
+            stopping=lambda: len(calls) >= 3,
+            failed="test.round_failed",
+            retry_s=0.0,
+        )
+    assert calls == [0, 1, 2]
+    assert [e["event"] for e in logs] == ["test.round_failed", "test.round_failed"]
 
 
-async def test_essential_task_ending_at_shutdown_is_normal() -> None:
-    """A worker returning because the daemon is stopping is not a failure."""
-    stop = asyncio.Event()
-    stop.set()
-    sup = Supervisor(stop.is_set, lambda: None)
+async def test_a_round_waits_until_woken() -> None:
+    """A round returning None waits for a wake-up; one returning 0 goes again at once."""
+    wake, results = asyncio.Event(), [0.0, None, 0.0]
+    done, waiting = asyncio.Event(), asyncio.Event()
 
-    async def worker() -> None:
-        return
+    async def round_() -> float | None:
+        if not results:
+            done.set()
+            return 0.0
+        result = results.pop(0)
+        if result is None:
+            waiting.set()
+        return result
 
-    await sup.essential("inbox-worker", worker)
-    assert sup.fatal is None
+    task = asyncio.create_task(
+        rounds(round_, wake=wake, stopping=done.is_set, failed="test.failed", retry_s=0.0)
+    )
+    await waiting.wait()  # the second round returned None: the loop waits for a wake-up
+    await asyncio.sleep(0)
+    assert not task.done() and results == [0.0]
+    wake.set()
+    await task
+    assert results == [] and done.is_set()
+
+
+async def test_cancellation_is_not_swallowed() -> None:
+    """Cancelling the loop while a round runs ends it with CancelledError."""
+    started = asyncio.Event()
+
+    async def round_() -> float | None:
+        started.set()
+        await asyncio.Event().wait()
+        return None
+
+    task = asyncio.create_task(
+        rounds(
+            round_, wake=asyncio.Event(), stopping=lambda: False, failed="test.failed", retry_s=0.0
+        )
+    )
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

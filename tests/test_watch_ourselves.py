@@ -15,10 +15,10 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from gateway.canary import CanaryMonitor, canary_key, message, recogniser, verified_nonce
-from gateway.config import parse_config
+from gateway.config.model import parse_config
 from gateway.domain import Channel, InboxRow, OutboxEntry, OutboxKind
 from gateway.ports import TransientError
+from gateway.run.canary import CanaryMonitor, canary_key, message, recogniser, verified_nonce
 from tests.conftest import (
     IN_HOURS,
     THREAD_KEY,
