@@ -26,6 +26,7 @@ from gateway.config.base import (
     _loopback,
     _Model,
 )
+from gateway.config.groups import ForwarderConfig, check_forwarders
 
 
 class StateConfig(_Model):
@@ -76,6 +77,8 @@ class ReportRoomConfig(_Model):
 
     room: Annotated[str, Field(pattern=_ROOM_ID)]
     mailbox: Literal["emergency", "support"] = "support"
+    # With trust = "verified-only": reports only from verified devices (docs/matrix-e2ee.md)
+    verified_devices_only: bool = False
 
 
 class PinnedDeviceConfig(_Model):
@@ -117,6 +120,10 @@ class MatrixConfig(_Model):
                              "the crypto store is never pickled with a default key")
         if not self.engineers and self.min_power_level is None:
             raise ValueError("nobody could run commands: set 'engineers' or 'min_power_level'")
+        if any(r.verified_devices_only for r in self.report_rooms) and (
+                self.encryption != "on" or self.trust != "verified-only"):
+            raise ValueError("'verified_devices_only' in a report room needs "
+                             "'encryption = \"on\"' and 'trust = \"verified-only\"'")
         rooms = [self.incidents_room, *(r.room for r in self.report_rooms)]
         if len(set(rooms)) != len(rooms):
             raise ValueError("a room is listed twice")
@@ -191,6 +198,7 @@ class TrustConfig(_Model):
     allow_addresses: list[Annotated[str, AfterValidator(_check_allowed)]] = []
     allow_all: bool = False  # every authentic sender is known (for a trusted MTA that filters)
     unverified: Literal["ticket"] = "ticket"  # what an untrusted page becomes
+    forwarders: list[ForwarderConfig] = []  # groups whose record of authors counts
 
     @field_validator("allow_domains", mode="before")
     @classmethod
@@ -202,6 +210,7 @@ class TrustConfig(_Model):
         if self.verify_dkim and self.trusted_authserv_id:
             raise ValueError("'verify_dkim' is for when no trusted MTA is in front; "
                              "drop one of 'verify_dkim' and 'trusted_authserv_id'")
+        check_forwarders(self.forwarders, self.trusted_authserv_id, self.verify_dkim)
         return self
 
 

@@ -29,6 +29,7 @@ from gateway.config.egress import (
     StatuspageConfig,
     TicketsConfig,
 )
+from gateway.config.groups import AnswersConfig
 from gateway.config.intake import (
     HttpConfig,
     ImapConfig,
@@ -71,6 +72,7 @@ class Config(_Model):
     trust: TrustConfig = TrustConfig()
     threading: ThreadingConfig = ThreadingConfig()
     limits: LimitsConfig = LimitsConfig()
+    answers: AnswersConfig = AnswersConfig()
     http: HttpConfig = HttpConfig()
     sla: SlaConfig = SlaConfig()
     escalation: list[EscalationStep] = []
@@ -132,13 +134,17 @@ class Config(_Model):
         """The secret's value; a file is read now (and stripped of a trailing newline)."""
         if secret.value is not None:
             return secret.value.get_secret_value()
+        return self.secret_file(secret).read_text(encoding="utf-8").rstrip("\r\n")
+
+    def secret_file(self, secret: Secret) -> Path:
+        """Where a `{ file = … }` secret is read from."""
         if secret.file is None:
             raise RuntimeError("file is set here")
         path = secret.file
         if not path.is_absolute():
             creds = os.environ.get("CREDENTIALS_DIRECTORY")
             path = Path(creds) / path if creds else self.base_dir / path
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        return path
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -195,6 +201,12 @@ def _secrets(config: Config) -> list[tuple[str, Secret]]:
         found.append((f"imap[{index}].password", box.password))
     found.extend(_more_secrets(config))
     return found
+
+
+def secret_paths(config: Config) -> list[tuple[str, Path]]:
+    """(TOML path, file) of every secret given as a file."""
+    return [(name, config.secret_file(secret)) for name, secret in _secrets(config)
+            if secret.file is not None and secret.value is None]
 
 
 def _more_secrets(config: Config) -> list[tuple[str, Secret]]:
