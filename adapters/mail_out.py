@@ -27,7 +27,7 @@ from typing import Any
 
 import aiosmtplib
 
-from gateway.ports import PermanentError, TransientError
+from gateway.ports import LinkDown, PermanentError, TransientError
 
 __all__ = ["FolderMailer", "SmtpRelayMailer"]
 
@@ -302,7 +302,8 @@ def _classify(exc: Exception) -> TransientError | PermanentError:
     if isinstance(exc, OSError):
         # Refused or dropped connections and timeouts: aiosmtplib's SMTPServerDisconnected,
         # SMTPConnectError and SMTPTimeoutError are ConnectionError/TimeoutError, so OSErrors.
-        return TransientError(_clip(f"relay connection failed: {exc or type(exc).__name__}"))
+        # No answer to act on: the relay is away (LinkDown), not refusing.
+        return LinkDown(_clip(f"relay connection failed: {exc or type(exc).__name__}"))
     if isinstance(exc, aiosmtplib.SMTPException):
         # What remains is a capability mismatch (no AUTH offered, no SMTPUTF8): configuration.
         return PermanentError(_clip(f"relay cannot take this message: {exc.message}"))

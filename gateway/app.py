@@ -33,16 +33,28 @@ from gateway.deliver.external import (
     mirror_settings,
     security_rooms,
 )
+from gateway.deliver.links import LinkGate, egress_gates
 from gateway.deliver.outbox import OutboxWorker, RetryPolicy
-from gateway.domain import Plan
+from gateway.domain import OutboxKind, Plan
 from gateway.parse.sandbox import ParseSandbox
 from gateway.plan.e2ee import PinnedDevice
 from gateway.plan.tokens import new_key
-from gateway.ports import MailSender, Pager, Store, TicketBackend
+from gateway.ports import (
+    MailSender,
+    Pager,
+    PermanentError,
+    Store,
+    TicketBackend,
+    TransientError,
+)
 from gateway.run import logs, metrics
+from gateway.run.canary import CanaryMonitor, canary_key, recogniser
+from gateway.run.failure import failure_page
+from gateway.run.heartbeat import Heartbeat
 from gateway.run.intake import ChatIntake, MailIntake
 from gateway.run.scheduler import Scheduler
 from gateway.run.service import INSTANCE_KEY, Loader, Service, endpoint_file
+from gateway.run.supervisor import GatewayFailed, Supervisor
 from gateway.run.worker import Clock, InboxWorker, utcnow
 from gateway.store.sqlite import SqliteStore
 from rules.book import Rulebook
@@ -120,6 +132,12 @@ class App:
         self.service: Service | None = None
         self.http_port: int | None = None
         self.scheduler: Scheduler | None = None
+        self.gates: list[LinkGate] = []  # the egress links the outbox waits for when down
+        self.supervisor: Supervisor | None = None
+        self.canary: CanaryMonitor | None = None
+        self.heartbeat: Heartbeat | None = None
+        self._stack: AsyncExitStack | None = None
+        self._intake: MailIntake | None = None
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the configuration and rulebook (see gateway.run.service)."""
@@ -136,6 +154,7 @@ class App:
         try:
             await store.open()
             async with AsyncExitStack() as stack:
+                self._stack = stack
                 pager, provider, routes = await self._pager(stack)
                 egress = _Egress(pager, provider, routes, self._mailer(),
                                  await self._external(store, stack))
@@ -145,6 +164,8 @@ class App:
             await sandbox.close()
             await store.close()
             log.info("gateway.stopped")
+        if self.supervisor is not None and self.supervisor.fatal is not None:
+            raise GatewayFailed(self.supervisor.fatal)
 
     async def _pager(self, stack: AsyncExitStack) -> tuple[Pager, str, dict[str, Pager]]:
         """The pager, its provider's name, and the escalation routes' pagers."""
@@ -217,9 +238,18 @@ class App:
         handlers = make_handlers(egress.pager, egress.mailer, egress.provider, link, store,
                                  instance, egress.routes)
         handlers.update(egress.mirror(instance))
+        if self.canary is not None:
+            handlers[OutboxKind.CANARY] = self.canary.handler
         room = cfg.matrix.incidents_room if cfg.matrix else None
+        self.gates = egress_gates(
+            [*(["pager"] if cfg.pagerduty else []),
+             *(["mail"] if cfg.mail_out.mode != "folder" and cfg.mail_out.smtp else []),
+             *(["chat"] if link else [])],
+            cfg.outbox.backoff_initial_s, cfg.outbox.backoff_max_s,
+            {"chat": link.connected.is_set} if link else None)
         return OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock,
-                            alert_for=alert_in(room), poll_s=cfg.outbox.poll_interval_s)
+                            alert_for=alert_in(room), poll_s=cfg.outbox.poll_interval_s,
+                            gates=self.gates)
 
     async def _processing(self, store: Store, outbox: OutboxWorker, sandbox: ParseSandbox
                           ) -> tuple[InboxWorker, Scheduler]:
@@ -252,8 +282,11 @@ class App:
                            sandbox: ParseSandbox, edges: _Edges) -> None:
         cfg = self.config
         link = edges.link = self.matrix = self._matrix(store)
+        key = canary_key(await _thread_key(cfg, store))
+        self.canary = self._canary(key)
         outbox = await self._outbox(store, egress, link)
         worker, scheduler = await self._processing(store, outbox, sandbox)
+        worker.canary = recogniser(key)  # even with the self-test off: ours are never reports
         outbox.busy = worker.in_storm  # outbox rounds wait for a lull in a storm too
         self.scheduler = scheduler
         intake = MailIntake(store, cfg.mailboxes.emergency, cfg.mailboxes.support, worker.wake,
@@ -262,10 +295,16 @@ class App:
         chat_intake = ChatIntake(store, chat_rooms(cfg), worker.wake, self.clock)
         edges.imap = self.imap = self._imap(store, intake)
         service = self.service = self._service(store, egress.provider, smtp, link)
+        self.heartbeat = await self._heartbeat(service)
+        # Every long-running task is supervised: none may end unnoticed (run.supervisor).
+        sup = self.supervisor = Supervisor(stop.is_set, stop.set)
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(worker.run(), name="inbox-worker"),
-                     group.create_task(outbox.run(), name="outbox-worker")]
-            timers = ([group.create_task(scheduler.run(), name="sla-scheduler")]
+            tasks = [group.create_task(sup.essential("inbox-worker", worker.run),
+                                       name="inbox-worker"),
+                     group.create_task(sup.essential("outbox-worker", outbox.run),
+                                       name="outbox-worker")]
+            timers = ([group.create_task(sup.essential("sla-scheduler", scheduler.run),
+                                         name="sla-scheduler")]
                       if cfg.sla.enabled else [])
             if link is not None:
                 async def deliver(events: list[RoomEvent]) -> None:
@@ -274,18 +313,20 @@ class App:
                     metrics.ACCEPTED.inc(len(events), channel="matrix")
 
                 link.deliver_to(deliver)
-                tasks.append(group.create_task(link.run(), name="matrix-sync"))
-            tasks.extend(group.create_task(box.run(), name=f"imap-{box.name}")
-                         for box in self.imap)
+                tasks.append(group.create_task(sup.link("matrix", link), name="matrix-sync"))
+            tasks.extend(group.create_task(sup.link(f"imap:{box.name}", box),
+                                           name=f"imap-{box.name}") for box in self.imap)
             if smtp is not None:
                 edges.smtp = smtp
                 await smtp.start()
                 self.smtp_port = smtp.port
             edges.status = await self._status_endpoint(service)
-            tasks += [group.create_task(service.watch(), name="service-watch"),
-                      group.create_task(service.serve_reloads(
-                          self.reload_wanted, self.loader, self._apply(worker, scheduler)),
-                          name="reloads")]
+            tasks += self._watch_ourselves(group, sup, intake)
+            tasks += [group.create_task(sup.essential("service-watch", service.watch),
+                                        name="service-watch"),
+                      group.create_task(sup.essential("reloads", partial(
+                          service.serve_reloads, self.reload_wanted, self.loader,
+                          self._apply(worker, scheduler))), name="reloads")]
             await service.announce_ready(_SETTLE_S)
             self.ready.set()
             # What start-up built lives as long as the process: leave it out of every later
@@ -319,6 +360,50 @@ class App:
             except Exception as exc:  # closing the rest matters more
                 log.error("gateway.close_failed", component=name, error=type(exc).__name__)
 
+    def _canary(self, key: bytes) -> CanaryMonitor | None:
+        """The end-to-end self-test (gateway.run.canary), unless turned off."""
+        c, boxes = self.config.canary, self.config.mailboxes
+        if not c.enabled:
+            return None
+        rcpt = (boxes.support or boxes.emergency)[0]
+        return CanaryMonitor(key, self._submit_canary, self.config.mail_out.from_address,
+                             rcpt, c.interval_s, c.deadline_s)
+
+    async def _submit_canary(self, mail_from: str, rcpt_to: str, raw: bytes) -> None:
+        """Through the SMTP listener when there is one, else straight into the inbox."""
+        if self.smtp_port is not None:
+            from adapters.canary_smtp import LoopbackSubmit  # noqa: PLC0415  (lazy)
+
+            await LoopbackSubmit(self.config.smtp.host, self.smtp_port)(mail_from, rcpt_to, raw)
+        elif self._intake is not None:
+            await self._intake.accept(mail_from, [rcpt_to], raw)
+
+    async def _heartbeat(self, service: Service) -> Heartbeat | None:
+        """Pings to an outside monitor while healthy (gateway.run.heartbeat), if configured."""
+        hb = self.config.heartbeat
+        if hb is None or self._stack is None:
+            return None
+        import aiohttp  # noqa: PLC0415  (lazy, see above)
+
+        from adapters.heartbeat_http import HttpPinger  # noqa: PLC0415
+
+        session = await self._stack.enter_async_context(aiohttp.ClientSession())
+        pinger = HttpPinger(hb.url, session=session, method=hb.method, fail_url=hb.fail_url,
+                            timeout_s=hb.timeout_s)
+        return Heartbeat(service.report, pinger, hb.interval_s)
+
+    def _watch_ourselves(self, group: asyncio.TaskGroup, sup: Supervisor,
+                         intake: MailIntake) -> list[asyncio.Task[None]]:
+        """The canary and the heartbeat, supervised like the links."""
+        self._intake = intake
+        tasks = []
+        if self.canary is not None:
+            tasks.append(group.create_task(sup.link("canary", self.canary), name="canary"))
+        if self.heartbeat is not None:
+            tasks.append(group.create_task(sup.link("heartbeat", self.heartbeat),
+                                           name="heartbeat"))
+        return tasks
+
     def _service(self, store: Store, provider: str, smtp: SmtpIntakeServer | None,
                  link: MatrixLink | None) -> Service:
         """Readiness, STATUS lines and health: every intake and egress by its state."""
@@ -327,9 +412,12 @@ class App:
             "pager": provider, "mail": cfg.mail_out.mode, **({"chat": "matrix"} if link else {})})
         components: list[tuple[str, object]] = [("smtp", smtp), ("matrix", link)]
         components += [(f"imap:{box.name}", box) for box in self.imap]
+        components.append(("canary", self.canary))
         for name, part in components:
             if part is not None:
-                service.add(name, partial(getattr, part, "state"))
+                service.add(name, partial(getattr, part, "state"),
+                            getattr(part, "problem", None))
+        service.gates = self.gates
         return service
 
     async def _wind_down(self, worker: InboxWorker, outbox: OutboxWorker, scheduler: Scheduler,
@@ -452,3 +540,44 @@ class App:
             log.warning("inbox.drain_incomplete")
         if not await outbox.drain(timeout):
             log.warning("outbox.drain_incomplete")
+
+
+async def notify_failure(config: Config, unit: str, reason: str) -> list[str]:
+    """`chatops-gateway notify-failure` (the unit's OnFailure= hook): page that the service
+    failed for good, and ping the heartbeat's failure URL; returns what was notified.
+    Raises TransientError/PermanentError when nothing could be."""
+    import aiohttp  # noqa: PLC0415  (lazy, see above)
+
+    from adapters.heartbeat_http import HttpPinger  # noqa: PLC0415
+    from adapters.pagerduty import PagerDutyPager  # noqa: PLC0415
+
+    done: list[str] = []
+    errors: list[TransientError | PermanentError] = []
+    pd, nf, hb = config.pagerduty, config.notify_failure, config.heartbeat
+    key = nf.routing_key or (pd.routing_key if pd else None)
+    async with aiohttp.ClientSession() as session:
+        if key is not None:
+            pager = PagerDutyPager(
+                routing_key=config.read_secret(key),
+                base_url=pd.url if pd else "https://events.pagerduty.com", session=session,
+                timeout_s=pd.timeout_s if pd else 10.0)
+            page = failure_page(unit, reason, pd.source if pd else "chatops-gateway",
+                                nf.severity)
+            try:
+                await pager.trigger(page)
+                done.append("pagerduty")
+            except (TransientError, PermanentError) as exc:
+                errors.append(exc)
+        if hb is not None and hb.fail_url is not None:
+            pinger = HttpPinger(hb.url, session=session, method=hb.method,
+                                fail_url=hb.fail_url, timeout_s=hb.timeout_s)
+            try:
+                await pinger.ping(False, f"{unit} failed: {reason}")
+                done.append("heartbeat")
+            except (TransientError, PermanentError) as exc:
+                errors.append(exc)
+    if not done:
+        raise errors[0] if errors else PermanentError(
+            "nothing to notify: configure [pagerduty] (or [notify_failure] routing_key) "
+            "or [heartbeat] fail_url")
+    return done

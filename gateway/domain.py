@@ -43,6 +43,7 @@ class OutboxKind(StrEnum):
     STATUSPAGE_OPEN = "statuspage.open"
     STATUSPAGE_UPDATE = "statuspage.update"
     STATUSPAGE_RESOLVE = "statuspage.resolve"
+    CANARY = "canary"  # the self-test came through (gateway.run.canary): no effect outside
 
 
 @dataclass(frozen=True)
@@ -330,6 +331,7 @@ class Attempt:
     next_at: datetime | None = None
     dead: bool = False
     alert: OutboxSpec | None = None  # queued for engineers when the entry goes dead
+    parked: bool = False  # its link was down: no attempt counted, its place in line kept
     # what the outcome says on the incident's timeline (gateway.deliver.timeline.worded),
     # recorded with the first completion (or the dead letter) only
     timeline: tuple[TimelineEvent, ...] = ()

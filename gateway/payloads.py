@@ -108,6 +108,12 @@ class StatuspageResolve(TypedDict):
     body: str
 
 
+class Canary(TypedDict):
+    """The self-test came through (gateway.run.canary): nothing is sent anywhere."""
+
+    nonce: str
+
+
 PAYLOADS: Mapping[OutboxKind, type] = {
     OutboxKind.PAGE_TRIGGER: PageTrigger,
     OutboxKind.PAGE_ACKNOWLEDGE: PageFollow,
@@ -121,6 +127,7 @@ PAYLOADS: Mapping[OutboxKind, type] = {
     OutboxKind.STATUSPAGE_OPEN: StatuspageOpen,
     OutboxKind.STATUSPAGE_UPDATE: StatuspageUpdate,
     OutboxKind.STATUSPAGE_RESOLVE: StatuspageResolve,
+    OutboxKind.CANARY: Canary,
 }
 
 

@@ -22,14 +22,16 @@ from typing import Any
 import shtab
 import structlog
 
-from gateway.app import App
+from gateway.app import App, notify_failure
 from gateway.cli import views
 from gateway.cli.held import held_command
 from gateway.cli.status import status_command
 from gateway.cli.views import UsageError
 from gateway.config.model import Config, ConfigError, load_config
 from gateway.config.warnings import config_warnings
+from gateway.ports import PermanentError, TransientError
 from gateway.run import logs
+from gateway.run.supervisor import GatewayFailed
 from rules.book import Rulebook, RulebookError, default_rulebook, load_rulebook
 from rules.engine import check_examples
 
@@ -159,6 +161,16 @@ def _parser() -> argparse.ArgumentParser:
                                         "endpoint turned off or no state yet.")
     _with_config(status)
     _with_json(status, "the health report")
+    fail = sub.add_parser("notify-failure",
+                          help="page that the service failed for good (systemd OnFailure=)",
+                          description="Send one PagerDuty event (and ping [heartbeat] fail_url) "
+                                      "saying the service failed; run by the unit's OnFailure= "
+                                      "hook. Exit 0 when someone was notified, 1 otherwise.")
+    fail.add_argument("--unit", default="chatops-gateway.service", metavar="NAME",
+                      help="the unit that failed (systemd's %%i)")
+    fail.add_argument("--reason", default="the service failed and will not be restarted",
+                      metavar="TEXT", help="why, for the page")
+    _with_config(fail)
     comp = sub.add_parser("completion", help="print a shell completion script",
                           description="Print a completion script, e.g. "
                                       "`chatops-gateway completion bash > "
@@ -190,7 +202,7 @@ def _errors(title: str, errors: Sequence[str]) -> None:
         print(f"  {line}", file=sys.stderr)
 
 
-def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911  (one return per command)
+def _dispatch(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911  (one return per command)
     if args.command == "run":
         return _run(load_config(args.config), args.config)
     if args.command == "check-config":
@@ -206,6 +218,8 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911  (one return pe
         return _rules_test(args.file)
     if args.command == "incidents":
         return _incidents(args)
+    if args.command == "notify-failure":
+        return _notify_failure(load_config(args.config), args.unit, args.reason)
     if args.command == "status":
         return status_command(load_config(args.config), as_json=args.json)
     if args.command == "completion":
@@ -241,7 +255,21 @@ def _run(config: Config, path: Path | None = None) -> int:
         loop.add_signal_handler(signal.SIGHUP, app.request_reload)
         await app.run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except GatewayFailed as exc:  # a task it cannot run without ended: let systemd restart
+        print(f"chatops-gateway: stopped: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _notify_failure(config: Config, unit: str, reason: str) -> int:
+    try:
+        done = asyncio.run(notify_failure(config, unit, reason))
+    except (TransientError, PermanentError) as exc:
+        print(f"chatops-gateway: could not notify anyone: {exc.reason}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"notified: {', '.join(done)}")
     return EXIT_OK
 
 

@@ -43,6 +43,12 @@ from gateway.config.intake import (
     ThreadingConfig,
     TrustConfig,
 )
+from gateway.config.links import (
+    CanaryConfig,
+    HealthConfig,
+    HeartbeatConfig,
+    NotifyFailureConfig,
+)
 
 __all__ = ["Config", "ConfigError", "Secret", "load_config", "parse_config"]
 
@@ -70,6 +76,10 @@ class Config(_Model):
     http: HttpConfig = HttpConfig()
     sla: SlaConfig = SlaConfig()
     escalation: list[EscalationStep] = []
+    health: HealthConfig = HealthConfig()
+    heartbeat: HeartbeatConfig | None = None
+    canary: CanaryConfig = CanaryConfig()
+    notify_failure: NotifyFailureConfig = NotifyFailureConfig()
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")
