@@ -23,6 +23,9 @@ from adapters.mail_out import FolderMailer, SmtpRelayMailer
 from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
 from gateway import metrics
+from gateway.alert_intake import AlertIntake
+from gateway.alert_plan import AlertSettings
+from gateway.alert_work import WebhookSettings
 from gateway.config import Config
 from gateway.deadletter import alert_in
 from gateway.domain import Plan
@@ -50,6 +53,7 @@ from rules.types import Mailbox, Priority
 # Start-up time is mostly imports: an adapter (and the library behind it: matrix-nio,
 # aiohttp, aioimaplib, dkimpy) is imported where it is built, only when it is configured.
 if TYPE_CHECKING:
+    from adapters.alerts_http import AlertWebhookServer
     from adapters.http_status import StatusServer
     from adapters.imap_intake import ImapIntake
     from adapters.matrix import MatrixLink, RoomEvent
@@ -153,6 +157,7 @@ class App:
         self.clock = clock
         self.ready = asyncio.Event()
         self.smtp_port: int | None = None
+        self.alerts_port: int | None = None
         self.matrix: MatrixLink | None = None
         self.imap: list[ImapIntake] = []
         self._mirror_handlers: HandlerFactory = lambda _prefix: {}
@@ -271,8 +276,13 @@ class App:
                 outbox.wake()
             scheduler.changed()  # an incident may have changed: its clocks may have moved
 
+        hook = cfg.pagerduty.webhook if cfg.pagerduty else None
+        webhooks = WebhookSettings(AlertSettings(settings.sender, settings.pager_source,
+                                                 settings.chat),
+                                   hook.on_resolved if hook else "resolve")
         worker = InboxWorker(store, self.rulebook, settings, planned, self.clock,
-                             sandbox=sandbox, mirror=mirror_settings(cfg, self.rulebook))
+                             sandbox=sandbox, mirror=mirror_settings(cfg, self.rulebook),
+                             webhooks=webhooks)
         return worker, scheduler
 
     async def _serve(self, store: Store, pager: Pager, provider: str, mailer: MailSender,
@@ -290,6 +300,7 @@ class App:
         self.matrix = link
         self.imap = self._imap(store, intake)
         service = self.service = self._service(store, provider, smtp, link)
+        alerts = self._alert_listener(AlertIntake(store, worker.wake, self.clock), service)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(worker.run(), name="inbox-worker"),
                      group.create_task(outbox.run(), name="outbox-worker")]
@@ -308,6 +319,9 @@ class App:
             if smtp is not None:
                 await smtp.start()
                 self.smtp_port = smtp.port
+            if alerts is not None:
+                await alerts.start()
+                self.alerts_port = alerts.port
             status = await self._status_endpoint(service)
             tasks += [group.create_task(service.watch(), name="service-watch"),
                       group.create_task(service.serve_reloads(
@@ -324,6 +338,8 @@ class App:
             service.stopping()
             if smtp is not None:
                 await smtp.stop()
+            if alerts is not None:
+                await alerts.stop()
             await self._wind_down(worker, outbox, scheduler, tasks, timers)
             if status is not None:
                 await status.stop()
@@ -437,6 +453,34 @@ class App:
             )
             for box in self.config.imap
         ]
+
+    def _alert_listener(self, intake: AlertIntake, service: Service
+                        ) -> AlertWebhookServer | None:
+        """The alert and PagerDuty webhook listener, when `[alerts]` is configured (its
+        state is in the health report as "alerts")."""
+        a = self.config.alerts
+        if a is None or not a.enabled:
+            return None
+        from adapters.alerts_http import (  # noqa: PLC0415  (lazy, see above)
+            AlertWebhookServer,
+            PagerDutyHook,
+            SourceAuth,
+        )
+        from rules.alert_rules import AlertSource  # noqa: PLC0415
+
+        read = self.config.read_secret
+        sources = [SourceAuth(s.name, AlertSource(s.kind), s.auth, read(s.secret).encode(),
+                              s.hmac_header, s.rate_per_minute) for s in a.sources]
+        hook = self.config.pagerduty.webhook if self.config.pagerduty else None
+        pd = None if hook is None else PagerDutyHook(
+            tuple(read(x).encode() for x in hook.secrets), hook.max_age_s)
+        server = AlertWebhookServer(intake, sources, host=a.host, port=a.port,
+                                    max_body_bytes=a.max_body_bytes,
+                                    rate_per_minute=a.rate_per_minute,
+                                    commit_timeout_s=a.commit_timeout_s, pagerduty=pd,
+                                    clock=self.clock)
+        service.add("alerts", partial(getattr, server, "state"))
+        return server
 
     def _smtp(self, intake: MailIntake) -> SmtpIntakeServer:
         s = self.config.smtp

@@ -18,6 +18,7 @@ class Channel(StrEnum):
 
     EMAIL = "email"
     MATRIX = "matrix"
+    WEBHOOK = "webhook"  # monitoring alerts and PagerDuty events (gateway.alert_intake)
 
 
 class Status(StrEnum):

@@ -16,6 +16,8 @@ from functools import partial
 import structlog
 
 from gateway import metrics, mirror
+from gateway.alert_plan import AlertSettings
+from gateway.alert_work import WebhookSettings, prepare_webhook
 from gateway.chat import ChatMessage, parse_chat, plan_report_room, should_ignore
 from gateway.commands import CommandEnv, parse_command
 from gateway.db import ThreadKeys, Work
@@ -58,6 +60,7 @@ class InboxWorker:
         max_defer_s: float = 1.0,
         mirror: MirrorSettings | None = None,
         sandbox: ParseSandbox | None = None,
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         self._store = store
         self.rulebook = rulebook
@@ -74,6 +77,8 @@ class InboxWorker:
         self._mirror = mirror or MirrorSettings()
         self._next_rulebook: Rulebook | None = None
         self.sandbox = sandbox or ParseSandbox(rulebook)
+        self._webhooks = webhooks or WebhookSettings(
+            AlertSettings(settings.sender, settings.pager_source, settings.chat))
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
         """Use `rulebook` from the next batch on (a batch never mixes two rulebooks)."""
@@ -145,7 +150,7 @@ class InboxWorker:
         # Parsing and triage are CPU work on untrusted input: emails go to the sandbox
         # process, chat events (JSON of bounded size) to a thread; never on the event loop,
         # and outside the store's transaction.
-        mail_rows = [r for r in rows if r.channel is not Channel.MATRIX]
+        mail_rows = [r for r in rows if r.channel is Channel.EMAIL]
         prepared = await self.sandbox.prepare_all(
             [MailJob(r.raw, r.mail_from, r.mailbox or Mailbox.SUPPORT) for r in mail_rows], now)
         ready = dict(zip((r.id for r in mail_rows), prepared, strict=True))
@@ -167,7 +172,9 @@ class InboxWorker:
     def _prepare(self, row: InboxRow, prepared: Prepared | None, now: datetime) -> Work:
         fallback = partial(_unreadable, row, now)
         try:
-            if prepared is None:
+            if row.channel is Channel.WEBHOOK:  # alerts, PagerDuty (gateway.alert_work)
+                work = prepare_webhook(row, self.rulebook, self._webhooks, now, fallback)
+            elif prepared is None:
                 work = self._prepare_chat(row, now, fallback)
             else:
                 work = self._prepare_mail(row, prepared, now, fallback)

@@ -1,0 +1,222 @@
+"""The alert webhook listener (aiohttp): monitoring alerts and PagerDuty v3 events in.
+
+`POST /alerts/<source>` takes the configured source's payload (Alertmanager, Grafana,
+Pingdom or the generic JSON) and `POST /pagerduty` takes PagerDuty v3 webhooks. Each
+request is checked in this order, cheapest refusal first: the listener's rate limit (429),
+a known source (404), its credential compared in constant time (401), the source's rate
+limit (429), the body size (413), the payload (400 not JSON, 422 wrong shape; for
+PagerDuty, the signature (401) and the replay window (422) first). Only then is it decoded
+into neutral values (gateway.alerts, gateway.pagerduty_events) and committed to the
+durable inbox; 200 is answered after the commit, 503 with Retry-After if it failed. A
+refusal never quotes the request and nothing secret is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from aiohttp import web
+
+from gateway import metrics
+from gateway.alert_intake import AlertIntake
+from gateway.alert_payloads import BadPayload, decode
+from gateway.db import Accepted
+from gateway.pagerduty_events import decode_event, fresh, signature_ok
+from rules.alert_rules import AlertSource
+
+log = structlog.get_logger("adapters.alerts_http")
+_HMAC_PREFIX = "sha256="
+
+
+@dataclass(frozen=True)
+class SourceAuth:
+    """One configured alert source and the credential it must present."""
+
+    name: str
+    kind: AlertSource
+    auth: str  # bearer | hmac | url_token
+    secret: bytes
+    hmac_header: str = "X-Signature-256"
+    rate_per_minute: int = 600
+
+
+@dataclass(frozen=True)
+class PagerDutyHook:
+    """PagerDuty v3 webhook secrets (any may sign) and the replay window."""
+
+    secrets: tuple[bytes, ...]
+    max_age_s: float = 900.0
+
+
+class TokenBucket:
+    """`rate_per_minute` requests a minute, in bursts of up to that many."""
+
+    def __init__(self, rate_per_minute: int, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self._capacity = float(rate_per_minute)
+        self._per_s = rate_per_minute / 60.0
+        self._tokens = self._capacity
+        self._clock = clock
+        self._at = clock()
+
+    def take(self) -> float | None:
+        """None when allowed; else the seconds until a request would be."""
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._per_s)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return None
+        return (1 - self._tokens) / self._per_s
+
+
+def credential_ok(source: SourceAuth, request: web.Request, body: bytes | None) -> bool:
+    """The request carries the source's credential (constant-time comparisons)."""
+    if source.auth == "bearer":
+        given = request.headers.get("Authorization", "")
+        scheme, _, token = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), source.secret)
+    if source.auth == "url_token":
+        return hmac.compare_digest(request.query.get("token", "").encode(), source.secret)
+    assert body is not None
+    sig = request.headers.get(source.hmac_header, "").strip().removeprefix(_HMAC_PREFIX)
+    expected = hmac.new(source.secret, body, "sha256").hexdigest()
+    return hmac.compare_digest(sig.lower().encode(), expected.encode())
+
+
+def _refuse(status: int, reason: str, source: str, why: str,
+            headers: dict[str, str] | None = None) -> web.Response:
+    metrics.REJECTED.inc(reason=f"webhook_{why}")
+    log.warning("alerts.rejected", source=source, status=status, reason=why)
+    return web.json_response({"status": "rejected", "reason": reason}, status=status,
+                             headers=headers)
+
+
+class AlertWebhookServer:
+    """The listener. `state` is "starting", then "listening" (health)."""
+
+    def __init__(self, intake: AlertIntake, sources: Sequence[SourceAuth], *, host: str,
+                 port: int, max_body_bytes: int, rate_per_minute: int,
+                 commit_timeout_s: float = 10.0, pagerduty: PagerDutyHook | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self._intake = intake
+        self._sources = {s.name: s for s in sources}
+        self._buckets = {s.name: TokenBucket(s.rate_per_minute) for s in sources}
+        self._global = TokenBucket(rate_per_minute)
+        self._host, self._port = host, port
+        self._max_body = max_body_bytes
+        self._commit_timeout_s = commit_timeout_s
+        self._pagerduty = pagerduty
+        self._clock = clock
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+        self.state = "starting"
+
+    def app(self) -> web.Application:
+        """The aiohttp application (routes and the body limit)."""
+        app = web.Application(client_max_size=self._max_body)
+        app.router.add_post("/alerts/{source}", self._alert)
+        if self._pagerduty is not None:
+            app.router.add_post("/pagerduty", self._pd)
+        return app
+
+    async def start(self) -> None:
+        """Bind and serve."""
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        self.state = "listening"
+
+    async def stop(self) -> None:
+        """Stop taking requests; those in flight finish their commit."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.state = "stopped"
+
+    async def _body(self, request: web.Request) -> bytes | None:
+        if request.content_length is not None and request.content_length > self._max_body:
+            return None
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return None
+
+    async def _alert(self, request: web.Request) -> web.Response:  # noqa: PLR0911  (one refusal per check)
+        name = request.match_info["source"]
+        wait = self._global.take()
+        if wait is not None:
+            return _refuse(429, "too many requests", "-", "rate",
+                           {"Retry-After": str(max(1, round(wait)))})
+        source = self._sources.get(name)
+        if source is None:
+            return _refuse(404, "unknown source", "-", "unknown_source")
+        body = None
+        if source.auth == "hmac":
+            body = await self._body(request)
+            if body is None:
+                return _refuse(413, "body too large", name, "too_big")
+        if not credential_ok(source, request, body):
+            return _refuse(401, "bad credentials", name, "credentials")
+        wait = self._buckets[name].take()
+        if wait is not None:
+            return _refuse(429, "too many requests", name, "rate",
+                           {"Retry-After": str(max(1, round(wait)))})
+        if body is None:
+            body = await self._body(request)
+            if body is None:
+                return _refuse(413, "body too large", name, "too_big")
+        try:
+            notification = decode(source.kind, name, body)
+        except BadPayload as exc:
+            status = 400 if exc.reason.startswith("the body is not") else 422
+            return _refuse(status, exc.reason, name, "bad_payload")
+        return await self._commit(
+            name, lambda: self._intake.accept_alert(notification, body, self._commit_timeout_s),
+            alerts=len(notification.alerts))
+
+    async def _pd(self, request: web.Request) -> web.Response:
+        hook = self._pagerduty
+        assert hook is not None
+        if self._global.take() is not None:
+            return _refuse(429, "too many requests", "pagerduty", "rate", {"Retry-After": "1"})
+        body = await self._body(request)
+        if body is None:
+            return _refuse(413, "body too large", "pagerduty", "too_big")
+        if not signature_ok(request.headers.get("X-PagerDuty-Signature"), body, hook.secrets):
+            return _refuse(401, "bad signature", "pagerduty", "signature")
+        try:
+            event = decode_event(body)
+        except BadPayload as exc:
+            return _refuse(422, exc.reason, "pagerduty", "bad_payload")
+        now = self._clock() if self._clock else datetime.now(event.occurred_at.tzinfo)
+        if not fresh(event.occurred_at, now, hook.max_age_s):
+            return _refuse(422, "event outside the replay window", "pagerduty", "replay")
+        return await self._commit("pagerduty", lambda: self._intake.accept_pagerduty(
+            event, self._commit_timeout_s), event_type=event.event_type)
+
+    async def _commit(self, source: str, accept: Callable[[], Awaitable[Accepted]],
+                      **fields: object
+                      ) -> web.Response:
+        try:
+            accepted = await accept()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the sender retries; never the exception text
+            metrics.REJECTED.inc(reason="commit_failed")
+            log.error("alerts.commit_failed", source=source, error=type(exc).__name__)
+            return web.json_response({"status": "unavailable"}, status=503,
+                                     headers={"Retry-After": "5"})
+        metrics.ACCEPTED.inc(channel="webhook")
+        log.info("alerts.accepted", source=source, inbox_id=accepted.inbox_id,
+                 duplicate=accepted.duplicate, **fields)
+        return web.json_response({"status": "accepted", "duplicate": accepted.duplicate})
