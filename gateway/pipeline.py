@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 
+from gateway.alert_join import alert_for_report
 from gateway.db import ThreadKeys
 from gateway.domain import (
     Channel,
@@ -108,11 +109,21 @@ def plan_email(
     join = None if context is None else find_join(
         _recent_open(context, row.mailbox, mail.subject, now, settings.limits), row.mailbox,
         _sender(row, mail), mail.subject, verdict.known, now, settings.limits)
-    if join is not None and join.same_reporter:
-        return _join(row, mail, join.incident, settings, now)
     if join is not None:
-        return _storm_join(row, mail, join, book, settings, now)
-    return _new_incident(row, mail, decision, next_id, book, settings, now, verdict)
+        return (_join(row, mail, join.incident, settings, now) if join.same_reporter
+                else _storm_join(row, mail, join, book, settings, now))
+    alert = None if context is None else alert_for_report(  # gateway.alert_join
+        context, f"{mail.subject}\n{mail.new_text}", verdict.trusted, book)
+    if alert is None:
+        return _new_incident(row, mail, decision, next_id, book, settings, now, verdict)
+    return _alert_join(row, mail, alert, book, settings, now)  # monitoring found it first
+
+
+def _alert_join(row: InboxRow, mail: ParsedMail, alert: Incident, book: Rulebook,
+                settings: Settings, now: datetime) -> Plan:
+    if any(r.address == _sender(row, mail) for r in alert.reporters):
+        return _join(row, mail, alert, settings, now)
+    return _storm_join(row, mail, Join(alert, False), book, settings, now, _KNOWN_NOTE)
 
 
 def _recent_open(context: PlanContext, mailbox: Mailbox, subject: str, now: datetime,
@@ -271,10 +282,12 @@ _UNVERIFIED_NOTE = ("We could not confirm that this message comes from a known t
                     "address, so an engineer will check it before paging anyone.")
 _STORM_NOTE = ("Others have reported the same problem and we are already working on it. "
                "You will receive our updates.")
+_KNOWN_NOTE = ("We already know about this problem from our monitoring, and an engineer is on "
+               "it. You will receive our updates.")
 
 
 def _storm_join(row: InboxRow, mail: ParsedMail, join: Join, book: Rulebook,
-                settings: Settings, now: datetime) -> Plan:
+                settings: Settings, now: datetime, note: str = _STORM_NOTE) -> Plan:
     """Another reporter of an open incident: acknowledged and told the updates, no page."""
     inc, sender = join.incident, _sender(row, mail)
     ids = (mail.message_id,) if mail.message_id else ()
@@ -293,7 +306,7 @@ def _storm_join(row: InboxRow, mail: ParsedMail, join: Join, book: Rulebook,
     to = reply_address(row, mail)
     our_ids: tuple[str, ...] = ()
     if to is not None:
-        ack = _ack(inc.ref, inc.title, decision, mail, to, row, book, settings, now, _STORM_NOTE)
+        ack = _ack(inc.ref, inc.title, decision, mail, to, row, book, settings, now, note)
         outbox.append(ack)
         our_ids = (str(ack.payload["message_id"]),)
     return Plan(outcome=f"joined {inc.ref} (same outage)", incident_id=inc.id,
