@@ -41,6 +41,9 @@ from rules.book import Rulebook
 from rules.types import Mailbox
 
 _RESOLVE_FLAG = "on-resolved:"
+# Set with the page an alert asks for: a group's next notification can be planned before
+# that page is delivered (and counted in pages_sent), and must not page a second time.
+PAGE_PLANNED = "alert paged"
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def _open(n: AlertNotification, a: AlertDecision, next_id: int, book: Rulebook,
     incident = NewIncident(title=title, priority=d.priority, mailbox=Mailbox.EMERGENCY,
                            rule=d.rule, reasons=d.reasons, period=d.period,
                            respond_by=d.respond_by, next_update_by=d.next_update_by,
-                           flags=alert_flags(n, a))
+                           flags=alert_flags(n, a) + ((PAGE_PLANNED,) if d.page else ()))
     return Plan(outcome=f"opened {ref} ({d.priority}{', paged' if d.page else ''}) from an alert",
                 new_incident=incident, timeline=events, outbox=tuple(outbox),
                 message_ids=n.thread_keys())
@@ -148,7 +151,7 @@ def _page_if_needed(incident: Incident, a: AlertDecision, n: AlertNotification,
     """A page when the alerts call for one and the incident has none open: never paged, or
     `again` (it was resolved and fires anew)."""
     d = a.decision
-    if not d.page or (incident.pages_sent and not again):
+    if not d.page or ((incident.pages_sent or PAGE_PLANNED in incident.flags) and not again):
         return ()
     return (page_spec(incident.ref, incident.title, d, f"alerts:{n.source}", incident.mailbox,
                       settings.pager_source),)
@@ -166,6 +169,8 @@ def _fired(n: AlertNotification, incident: Incident, a: AlertDecision,
     pages = _page_if_needed(incident, a, n, settings, again)
     events = [_event(n, now, "alert.fired")]
     changes = _raised(incident, a)
+    if pages and PAGE_PLANNED not in incident.flags:
+        changes["flags"] = dumps([*incident.flags, PAGE_PLANNED])
     outbox = list(pages)
     if again:
         events.append(TimelineEvent(now, "reopened", f"alerts:{n.source}",
@@ -216,7 +221,8 @@ def _joined(n: AlertNotification, incident: Incident, a: AlertDecision,
             settings: AlertSettings, now: datetime) -> Plan:
     """A firing group about a component a tenant's open report names joins that report."""
     pages = _page_if_needed(incident, a, n, settings, again=False)
-    flags = list(dict.fromkeys([*incident.flags, *alert_flags(n, a)]))
+    flags = list(dict.fromkeys([*incident.flags, *alert_flags(n, a),
+                                *([PAGE_PLANNED] if pages else [])]))
     events = (_event(n, now, "alert.fired"),
               TimelineEvent(now, "alert.joined", f"alerts:{n.source}",
                             "Monitoring alerts about " + ", ".join(a.components)

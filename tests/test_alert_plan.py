@@ -142,3 +142,14 @@ def test_pagerduty_resolve_follows_the_policy_and_strangers_are_ignored() -> Non
     assert not noted.changes and "!resolve" in noted.outbox[0].payload["body"]
     other = plan_pagerduty(event("resolved", "INC-8"), incident(), SETTINGS, IN_HOURS, "w14")
     assert other.outcome.startswith("ignored")
+
+
+def test_next_notification_before_the_page_is_delivered_does_not_page_again() -> None:
+    """A group's second notification, planned before its first page was delivered (so not
+    yet counted), does not page a second time."""
+    opened = plan_alert(notification("firing"), ctx(None), BOOK, SETTINGS, OVERNIGHT, "w1")
+    assert opened.new_incident is not None
+    stored = incident(pages=0, flags=opened.new_incident.flags)
+    plan = plan_alert(notification("firing", "firing"), ctx(stored), BOOK, SETTINGS,
+                      OVERNIGHT, "w2")
+    assert OutboxKind.PAGE_TRIGGER not in kinds(plan)
