@@ -16,9 +16,10 @@ No I/O and no logging: reasons travel in the Plan.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from gateway.alarm_rooms import ROOM_FLAG, AlarmRooms, root_post, thread_post
 from gateway.alert_join import ALERT_FLAG, COMPONENT_FLAG, report_for_alert
 from gateway.alerts import AlertNotification, clip
 from gateway.domain import (
@@ -53,6 +54,7 @@ class AlertSettings:
     sender: Sender
     pager_source: str
     chat: ChatSettings | None = None
+    alarms: AlarmRooms = field(default_factory=AlarmRooms)
 
 
 def alert_flags(n: AlertNotification, decision: AlertDecision) -> tuple[str, ...]:
@@ -132,18 +134,38 @@ def _open(n: AlertNotification, a: AlertDecision, next_id: int, book: Rulebook,
                            *(f"- {clip(al.name, 200)}: {clip(al.summary, 500)}"
                              for al in n.firing()[:20]),
                            "", "Triage: " + "; ".join(d.reasons)])}))
+    room = settings.alarms.room_for(d.priority) if settings.chat is not None else None
+    if room is not None:
+        outbox.append(root_post(room, _alarm_text(ref, title, a, n, book)))
     incident = NewIncident(title=title, priority=d.priority, mailbox=Mailbox.EMERGENCY,
                            rule=d.rule, reasons=d.reasons, period=d.period,
                            respond_by=d.respond_by, next_update_by=d.next_update_by,
-                           flags=alert_flags(n, a) + ((PAGE_PLANNED,) if d.page else ()))
+                           flags=alert_flags(n, a) + ((PAGE_PLANNED,) if d.page else ())
+                           + ((f"{ROOM_FLAG}{room}",) if room else ()))
     return Plan(outcome=f"opened {ref} ({d.priority}{', paged' if d.page else ''}) from an alert",
                 new_incident=incident, timeline=events, outbox=tuple(outbox),
                 message_ids=n.thread_keys())
 
 
-def _note(settings: AlertSettings, text: str) -> tuple[OutboxSpec, ...]:
+def _alarm_text(ref: str, title: str, a: AlertDecision, n: AlertNotification,
+                book: Rulebook) -> str:
+    d = a.decision
+    assert d.priority is not None
+    level = book.priorities.get(d.priority)
+    return "\n".join([f"{ref} · {d.priority} {level.name}: {title}", describe(n),
+                      f"Paged: {'yes' if d.page else 'no'}",
+                      f"Reply in this thread with !ack, !note <text>, !resolve <text> or "
+                      f"!help (or name it: !ack {ref})."])
+
+
+def _note(settings: AlertSettings, text: str, incident: Incident | None = None
+          ) -> tuple[OutboxSpec, ...]:
+    """A note in the incident's thread in the incidents room, and in its alarm thread."""
     chat = settings.chat
-    return () if chat is None else (chat_to_incident(text, "relay", chat.incidents_room),)
+    if chat is None:
+        return ()
+    alarm = thread_post(incident, text) if incident is not None else ()
+    return (chat_to_incident(text, "relay", chat.incidents_room), *alarm)
 
 
 def _page_if_needed(incident: Incident, a: AlertDecision, n: AlertNotification,
@@ -176,14 +198,14 @@ def _fired(n: AlertNotification, incident: Incident, a: AlertDecision,
         events.append(TimelineEvent(now, "reopened", f"alerts:{n.source}",
                                     "Reopened: the alerts fire again"))
         outbox += _note(settings, f"{incident.ref} reopened: the alerts fire again"
-                                  + (" (paging again)." if pages else "."))
+                                  + (" (paging again)." if pages else "."), incident)
         outbox += to_reporters(incident, f"{incident.ref} ({incident.title}): our monitoring "
                                "shows the problem is back. We have reopened it and are looking "
                                "into it.", "update", key, settings.sender, now)
     else:
         outbox += _note(settings, f"{incident.ref}: {describe(n)}"
                                   + (" Paging the on-call engineer." if pages else
-                                     " (not paged again)"))
+                                     " (not paged again)"), incident)
     outcome = (f"joined {incident.ref} (alerts fire again{', paged' if pages else ''})" if again
                else f"joined {incident.ref} (alert update{', paged' if pages else ''})")
     return Plan(outcome=outcome, incident_id=incident.id, reopen=again, timeline=tuple(events),
@@ -201,13 +223,13 @@ def _resolved(n: AlertNotification, incident: Incident, settings: AlertSettings,
                     incident_id=incident.id, timeline=events, message_ids=n.thread_keys(),
                     outbox=_note(settings, f"{incident.ref}: every alert has resolved. If the "
                                            "problem is over, close it with !resolve <what "
-                                           "was done>."))
+                                           "was done>.", incident))
     text = (f"{incident.ref} ({incident.title}) is resolved: our monitoring shows the "
             "problem has cleared.\n\nIf it is not fixed for you, reply to this message and we "
             "will reopen it.")
     outbox = [*to_reporters(incident, text, "resolution", key, settings.sender, now),
               *_note(settings, f"{incident.ref} resolved: every alert has resolved "
-                               "(on_resolved = resolve).")]
+                               "(on_resolved = resolve).", incident)]
     if incident.pages_sent:
         outbox.append(OutboxSpec(OutboxKind.PAGE_RESOLVE, {"dedup_key": incident.ref}))
     return Plan(outcome=f"joined {incident.ref} (alerts resolved; incident resolved)",

@@ -23,12 +23,14 @@ from adapters.mail_out import FolderMailer, SmtpRelayMailer
 from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
 from gateway import metrics
+from gateway.alarm_egress import alarm_handler
+from gateway.alarm_rooms import alarm_rooms
 from gateway.alert_intake import AlertIntake
 from gateway.alert_plan import AlertSettings
 from gateway.alert_work import WebhookSettings
 from gateway.config import Config
 from gateway.deadletter import alert_in
-from gateway.domain import Plan
+from gateway.domain import OutboxKind, Plan
 from gateway.e2ee import PinnedDevice
 from gateway.egress import LocalPager, make_handlers
 from gateway.external import HandlerFactory, mirror_handlers, mirror_settings, security_rooms
@@ -259,6 +261,8 @@ class App:
         instance = await _instance_id(store)
         handlers = make_handlers(pager, mailer, provider, link, store, instance, self._routes)
         handlers.update(self._mirror_handlers(instance))
+        if link is not None:
+            handlers[OutboxKind.CHAT_ALARM] = alarm_handler(link, store, f"{instance}a")
         room = cfg.matrix.incidents_room if cfg.matrix else None
         return OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock,
                             alert_for=alert_in(room), poll_s=cfg.outbox.poll_interval_s)
@@ -278,7 +282,7 @@ class App:
 
         hook = cfg.pagerduty.webhook if cfg.pagerduty else None
         webhooks = WebhookSettings(AlertSettings(settings.sender, settings.pager_source,
-                                                 settings.chat),
+                                                 settings.chat, alarm_rooms(cfg.alerts)),
                                    hook.on_resolved if hook else "resolve")
         worker = InboxWorker(store, self.rulebook, settings, planned, self.clock,
                              sandbox=sandbox, mirror=mirror_settings(cfg, self.rulebook),
@@ -415,7 +419,8 @@ class App:
             homeserver=m.homeserver, user_id=m.user_id,
             rooms=[m.incidents_room, *(r.room for r in m.report_rooms),
                    *security_rooms(self.config),
-                   *(s.room for s in self.config.escalation if s.room)], store=store,
+                   *(s.room for s in self.config.escalation if s.room),
+                   *alarm_rooms(self.config.alerts).rooms()], store=store,
             access_token=read(m.access_token) if m.access_token else None,
             password=read(m.password) if m.password else None, device_id=m.device_id,
             device_name=m.device_name, sync_timeout_s=m.sync_timeout_s,

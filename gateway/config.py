@@ -96,6 +96,8 @@ class Config(_Model):
     @model_validator(mode="after")
     def _alert_listener(self) -> Config:
         a = self.alerts
+        if a is not None and (a.high_priority_room or a.low_priority_room) and not self.matrix:
+            raise ValueError("alerts: alarm rooms need a [matrix] section")
         if self.pagerduty and self.pagerduty.webhook and (a is None or not a.enabled):
             raise ValueError("pagerduty.webhook: needs the [alerts] listener, which serves it")
         if a is not None and a.enabled and self.http.enabled and a.port != 0 and (

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.config_base import Secret, _Model
+from gateway.config_base import _ROOM_ID, Secret, _Model
 
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _HEADER = r"^[A-Za-z0-9-]{1,64}$"
@@ -42,6 +42,11 @@ class AlertsConfig(_Model):
     commit_timeout_s: float = Field(default=10.0, gt=0)  # slower commits answer 503
     rate_per_minute: int = Field(default=6000, ge=1)  # every request, before credentials
     sources: list[AlertSourceConfig] = Field(default=[], alias="source")
+    # Alarm rooms (needs [matrix]): alert incidents of `high_priorities` are posted to the
+    # high-priority room, the others to the low-priority room, each in its own thread.
+    high_priority_room: Annotated[str, Field(pattern=_ROOM_ID)] | None = None
+    low_priority_room: Annotated[str, Field(pattern=_ROOM_ID)] | None = None
+    high_priorities: list[Literal["P1", "P2", "P3", "P4"]] = ["P1", "P2"]
 
     @field_validator("host")
     @classmethod

@@ -564,6 +564,9 @@ def _record_effect(
                      " VALUES (?, ?, 'out')", (chat_key(event_id), iid))
         add_timeline(conn, iid, TimelineEvent(now, "announced", "gateway",
                                               "Announced in the incidents room"))
+    elif entry.kind is OutboxKind.CHAT_ALARM and p.get("root"):  # gateway.alarm_rooms
+        conn.execute("INSERT OR IGNORE INTO thread_keys (key, incident_id, direction)"
+                     " VALUES (?, ?, 'out')", (chat_key(str(result["event_id"])), iid))
     elif entry.kind in mirror_db.MIRROR_KINDS:
         mirror_db.record_effect(conn, entry, result, now, add_timeline)
     elif entry.kind is OutboxKind.CHAT_SEND and p.get("purpose") in ("update", "resolution",

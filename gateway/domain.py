@@ -44,6 +44,7 @@ class OutboxKind(StrEnum):
     STATUSPAGE_OPEN = "statuspage.open"
     STATUSPAGE_UPDATE = "statuspage.update"
     STATUSPAGE_RESOLVE = "statuspage.resolve"
+    CHAT_ALARM = "chat.alarm"  # alert incidents in the alarm rooms (gateway.alarm_rooms)
 
 
 class OutboxState(StrEnum):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from gateway.alarm_rooms import thread_post
 from gateway.alert_plan import AlertSettings
 from gateway.domain import Incident, OutboxSpec, Plan, Status, TimelineEvent
 from gateway.pagerduty_events import PagerDutyEvent
@@ -33,9 +34,11 @@ def incident_number(event: PagerDutyEvent) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _note(settings: AlertSettings, text: str) -> tuple[OutboxSpec, ...]:
+def _note(settings: AlertSettings, text: str, incident: Incident) -> tuple[OutboxSpec, ...]:
     chat = settings.chat
-    return () if chat is None else (chat_to_incident(text, "relay", chat.incidents_room),)
+    if chat is None:
+        return ()
+    return (chat_to_incident(text, "relay", chat.incidents_room), *thread_post(incident, text))
 
 
 def plan_pagerduty(event: PagerDutyEvent, incident: Incident | None, settings: AlertSettings,
@@ -52,21 +55,22 @@ def plan_pagerduty(event: PagerDutyEvent, incident: Incident | None, settings: A
     if kind == "acknowledged":
         return _acknowledged(base, incident, settings, who, now, key)
     if kind == "unacknowledged" and incident.status is Status.ACKNOWLEDGED:
-        return _with(base, settings, f"{incident.ref}: the acknowledgement on PagerDuty timed "
-                     "out; it is open again.", changes={"status": Status.OPEN.value})
+        return _with(base, settings, incident, f"{incident.ref}: the acknowledgement on "
+                     "PagerDuty timed out; it is open again.",
+                     changes={"status": Status.OPEN.value})
     if kind == "resolved":
         return _resolved(base, incident, settings, who, now, key, on_resolved)
     if kind in ("reassigned", "escalated", "delegated", "reopened", "priority_updated",
                 "responder.added", "responder.replied", "annotated"):
-        return _with(base, settings, f"{incident.ref}: {_words(event, who)}")
+        return _with(base, settings, incident, f"{incident.ref}: {_words(event, who)}")
     return base
 
 
-def _with(plan: Plan, settings: AlertSettings, note: str, *,
+def _with(plan: Plan, settings: AlertSettings, incident: Incident, note: str, *,
           changes: dict[str, object] | None = None,
           outbox: tuple[OutboxSpec, ...] = ()) -> Plan:
     return Plan(outcome=plan.outcome, incident_id=plan.incident_id, timeline=plan.timeline,
-                outbox=(*outbox, *_note(settings, note)), changes=changes or {})
+                outbox=(*outbox, *_note(settings, note, incident)), changes=changes or {})
 
 
 def _words(event: PagerDutyEvent, who: str) -> str:
@@ -95,7 +99,7 @@ def _acknowledged(plan: Plan, incident: Incident, settings: AlertSettings, who: 
             "on-call engineer has acknowledged the problem and is investigating. We will "
             "keep you updated.")
     told = to_reporters(incident, text, "update", key, settings.sender, now)
-    return _with(plan, settings, f"{incident.ref} acknowledged on PagerDuty by {who}; "
+    return _with(plan, settings, incident, f"{incident.ref} acknowledged on PagerDuty by {who}; "
                  f"{len(told)} reporter(s) told an engineer is on it.",
                  changes={"status": Status.ACKNOWLEDGED.value, "acknowledged_at": now},
                  outbox=tuple(told))
@@ -106,12 +110,12 @@ def _resolved(plan: Plan, incident: Incident, settings: AlertSettings, who: str,
     if incident.status is Status.RESOLVED:
         return plan
     if on_resolved != "resolve":
-        return _with(plan, settings, f"{incident.ref} was resolved on PagerDuty by {who}. "
-                     "If it is over here too, close it with !resolve <what was done>.")
+        return _with(plan, settings, incident, f"{incident.ref} was resolved on PagerDuty by "
+                     f"{who}. If it is over here too, close it with !resolve <what was done>.")
     text = (f"{incident.ref} ({incident.title}) is resolved.\n\nIf it is not fixed for you, "
             "reply to this message and we will reopen it.")
     told = to_reporters(incident, text, "resolution", key, settings.sender, now)
-    return _with(plan, settings, f"{incident.ref} resolved on PagerDuty by {who}; "
+    return _with(plan, settings, incident, f"{incident.ref} resolved on PagerDuty by {who}; "
                  f"{len(told)} reporter(s) told.",
                  changes={"status": Status.RESOLVED.value, "resolved_at": now},
                  outbox=tuple(told))

@@ -212,9 +212,12 @@ class InboxWorker:
         why = should_ignore(msg, chat)
         if why is not None:
             return _ignored(row, why, fallback)
-        if msg.room_id != chat.incidents_room and msg.room_id not in chat.report_rooms:
+        # Alarm rooms (gateway.alarm_rooms) take commands, like the incidents room.
+        commands = msg.room_id == chat.incidents_room or (
+            msg.room_id in self._webhooks.alerts.alarms.rooms())
+        if not commands and msg.room_id not in chat.report_rooms:
             return _ignored(row, "a room that takes no reports nor commands", fallback)
-        if msg.room_id != chat.incidents_room:
+        if not commands:
             return Work(row.id, ThreadKeys(msg.thread_keys()),
                         partial(self._plan_report, msg, chat, now), fallback)
         command = parse_command(msg.body)
