@@ -4,11 +4,11 @@
 Pingdom or the generic JSON) and `POST /pagerduty` takes PagerDuty v3 webhooks. Each
 request is checked in this order, cheapest refusal first: the listener's rate limit (429),
 a known source (404), its credential compared in constant time (401), the source's rate
-limit (429), the body size (413), the payload (400 not JSON, 422 wrong shape; for
-PagerDuty, the signature (401) and the replay window (422) first). Only then is it decoded
-into neutral values (gateway.alerts, gateway.pagerduty_events) and committed to the
-durable inbox; 200 is answered after the commit, 503 with Retry-After if it failed. A
-refusal never quotes the request and nothing secret is logged.
+limit (429), the body size (413), the payload (400 not JSON, 422 wrong shape); for
+PagerDuty the signature (401) and the replay window (422), in adapters.pagerduty_webhook.
+Only then is it decoded into neutral values (gateway.alerts, gateway.pagerduty_events) and
+committed to the durable inbox; 200 is answered after the commit, 503 with Retry-After if it
+failed. A refusal never quotes the request and nothing secret is logged.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from datetime import datetime
 import structlog
 from aiohttp import web
 
+from adapters.pagerduty_webhook import PagerDutyHook, Refusal, check
 from gateway import metrics
 from gateway.alert_intake import AlertIntake
 from gateway.alert_payloads import BadPayload, decode
 from gateway.db import Accepted
-from gateway.pagerduty_events import decode_event, fresh, signature_ok
 from rules.alert_rules import AlertSource
 
 log = structlog.get_logger("adapters.alerts_http")
@@ -44,14 +44,6 @@ class SourceAuth:
     secret: bytes
     hmac_header: str = "X-Signature-256"
     rate_per_minute: int = 600
-
-
-@dataclass(frozen=True)
-class PagerDutyHook:
-    """PagerDuty v3 webhook secrets (any may sign) and the replay window."""
-
-    secrets: tuple[bytes, ...]
-    max_age_s: float = 900.0
 
 
 class TokenBucket:
@@ -192,15 +184,9 @@ class AlertWebhookServer:
         body = await self._body(request)
         if body is None:
             return _refuse(413, "body too large", "pagerduty", "too_big")
-        if not signature_ok(request.headers.get("X-PagerDuty-Signature"), body, hook.secrets):
-            return _refuse(401, "bad signature", "pagerduty", "signature")
-        try:
-            event = decode_event(body)
-        except BadPayload as exc:
-            return _refuse(422, exc.reason, "pagerduty", "bad_payload")
-        now = self._clock() if self._clock else datetime.now(event.occurred_at.tzinfo)
-        if not fresh(event.occurred_at, now, hook.max_age_s):
-            return _refuse(422, "event outside the replay window", "pagerduty", "replay")
+        event = check(hook, request.headers, body, self._clock() if self._clock else None)
+        if isinstance(event, Refusal):
+            return _refuse(event.status, event.reason, "pagerduty", event.why)
         return await self._commit("pagerduty", lambda: self._intake.accept_pagerduty(
             event, self._commit_timeout_s), event_type=event.event_type)
 

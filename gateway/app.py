@@ -468,9 +468,9 @@ class App:
             return None
         from adapters.alerts_http import (  # noqa: PLC0415  (lazy, see above)
             AlertWebhookServer,
-            PagerDutyHook,
             SourceAuth,
         )
+        from adapters.pagerduty_webhook import PagerDutyHook  # noqa: PLC0415
         from rules.alert_rules import AlertSource  # noqa: PLC0415
 
         read = self.config.read_secret
