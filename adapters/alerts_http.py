@@ -2,8 +2,9 @@
 
 `POST /alerts/<source>` takes the configured source's payload (Alertmanager, Grafana,
 Pingdom or the generic JSON) and `POST /pagerduty` takes PagerDuty v3 webhooks. Each
-request is checked in this order, cheapest refusal first: the listener's rate limit (429),
-a known source (404), its credential compared in constant time (401), the source's rate
+request is checked in this order, cheapest refusal first: a known source (404), its
+credential compared in constant time (401; either is 429 past the listener's rate, so
+unverified load is shed first), the source's rate
 limit (429), the body size (413), the payload (400 not JSON, 422 wrong shape); for
 PagerDuty the signature (401) and the replay window (422), in adapters.pagerduty_webhook.
 Only then is it decoded into neutral values (gateway.alerts, gateway.pagerduty_events) and
@@ -32,6 +33,7 @@ from rules.alert_rules import AlertSource
 
 log = structlog.get_logger("adapters.alerts_http")
 _HMAC_PREFIX = "sha256="
+READ_TIMEOUT_S = 30.0  # a body slower than this to arrive gets 408
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class TokenBucket:
         return (1 - self._tokens) / self._per_s
 
 
-def credential_ok(source: SourceAuth, request: web.Request, body: bytes | None) -> bool:
+def credential_ok(source: SourceAuth, request: web.Request, body: object) -> bool:
     """The request carries the source's credential (constant-time comparisons)."""
     if source.auth == "bearer":
         given = request.headers.get("Authorization", "")
@@ -77,8 +79,9 @@ def credential_ok(source: SourceAuth, request: web.Request, body: bytes | None) 
             token.strip().encode(), source.secret)
     if source.auth == "url_token":
         return hmac.compare_digest(request.query.get("token", "").encode(), source.secret)
-    assert body is not None
     sig = request.headers.get(source.hmac_header, "").strip().removeprefix(_HMAC_PREFIX)
+    if not isinstance(body, bytes):
+        return False
     expected = hmac.new(source.secret, body, "sha256").hexdigest()
     return hmac.compare_digest(sig.lower().encode(), expected.encode())
 
@@ -135,57 +138,71 @@ class AlertWebhookServer:
             self._runner = None
         self.state = "stopped"
 
-    async def _body(self, request: web.Request) -> bytes | None:
+    async def _body(self, request: web.Request, source: str) -> bytes | web.Response:
+        """The body, or the refusal: too large (413) or too slow to arrive (408)."""
         if request.content_length is not None and request.content_length > self._max_body:
-            return None
+            return _refuse(413, "body too large", source, "too_big")
         try:
-            return await request.read()
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return None
+            return _refuse(413, "body too large", source, "too_big")
+        except TimeoutError:
+            return _refuse(408, "body too slow", source, "too_slow")
 
-    async def _alert(self, request: web.Request) -> web.Response:  # noqa: PLR0911  (one refusal per check)
+    def _shed(self, over: float | None, status: int, reason: str, source: str,
+              why: str) -> web.Response:
+        # Unverified load is shed first: past the listener's limit, a request without a good
+        # credential gets 429 and no log line of its own (a flood must not flood the logs),
+        # while a source presenting its credential is only held to its own limit.
+        if over is None:
+            return _refuse(status, reason, source, why)
+        metrics.REJECTED.inc(reason="webhook_rate")
+        return web.json_response({"status": "rejected", "reason": "too many requests"},
+                                 status=429, headers={"Retry-After": str(max(1, round(over)))})
+
+    async def _alert(self, request: web.Request) -> web.Response:  # noqa: PLR0911  (a refusal per check)
         name = request.match_info["source"]
-        wait = self._global.take()
-        if wait is not None:
-            return _refuse(429, "too many requests", "-", "rate",
-                           {"Retry-After": str(max(1, round(wait)))})
+        over = self._global.take()
         source = self._sources.get(name)
         if source is None:
-            return _refuse(404, "unknown source", "-", "unknown_source")
-        body = None
+            return self._shed(over, 404, "unknown source", "-", "unknown_source")
+        body: bytes | web.Response | None = None
         if source.auth == "hmac":
-            body = await self._body(request)
-            if body is None:
-                return _refuse(413, "body too large", name, "too_big")
+            body = await self._body(request, name)
+            if isinstance(body, web.Response):
+                return body
         if not credential_ok(source, request, body):
-            return _refuse(401, "bad credentials", name, "credentials")
+            return self._shed(over, 401, "bad credentials", name, "credentials")
         wait = self._buckets[name].take()
         if wait is not None:
             return _refuse(429, "too many requests", name, "rate",
                            {"Retry-After": str(max(1, round(wait)))})
         if body is None:
-            body = await self._body(request)
-            if body is None:
-                return _refuse(413, "body too large", name, "too_big")
+            body = await self._body(request, name)
+        if isinstance(body, web.Response):
+            return body
         try:
             notification = decode(source.kind, name, body)
         except BadPayload as exc:
             status = 400 if exc.reason.startswith("the body is not") else 422
             return _refuse(status, exc.reason, name, "bad_payload")
+        raw = body
         return await self._commit(
-            name, lambda: self._intake.accept_alert(notification, body, self._commit_timeout_s),
+            name, lambda: self._intake.accept_alert(notification, raw, self._commit_timeout_s),
             alerts=len(notification.alerts))
 
     async def _pd(self, request: web.Request) -> web.Response:
         hook = self._pagerduty
         assert hook is not None
-        if self._global.take() is not None:
-            return _refuse(429, "too many requests", "pagerduty", "rate", {"Retry-After": "1"})
-        body = await self._body(request)
-        if body is None:
-            return _refuse(413, "body too large", "pagerduty", "too_big")
+        over = self._global.take()
+        body = await self._body(request, "pagerduty")
+        if isinstance(body, web.Response):
+            return body
         event = check(hook, request.headers, body, self._clock() if self._clock else None)
         if isinstance(event, Refusal):
+            if event.why == "signature":
+                return self._shed(over, event.status, event.reason, "pagerduty", event.why)
             return _refuse(event.status, event.reason, "pagerduty", event.why)
         return await self._commit("pagerduty", lambda: self._intake.accept_pagerduty(
             event, self._commit_timeout_s), event_type=event.event_type)

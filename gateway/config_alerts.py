@@ -40,7 +40,9 @@ class AlertsConfig(_Model):
     port: int = Field(default=9726, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)  # larger bodies get 413
     commit_timeout_s: float = Field(default=10.0, gt=0)  # slower commits answer 503
-    rate_per_minute: int = Field(default=6000, ge=1)  # every request, before credentials
+    # Every request counts; past it, requests without a good credential get 429 (unverified
+    # load is shed first), while each source is held only to its own rate_per_minute.
+    rate_per_minute: int = Field(default=6000, ge=1)
     sources: list[AlertSourceConfig] = Field(default=[], alias="source")
     # Alarm rooms (needs [matrix]): alert incidents of `high_priorities` are posted to the
     # high-priority room, the others to the low-priority room, each in its own thread.

@@ -148,3 +148,20 @@ async def test_bad_input_gets_a_clean_4xx_and_nothing_is_processed(tmp_path: Pat
     for secret in (TOKEN, HMAC_SECRET, PINGDOM_TOKEN, GENERIC_TOKEN, "nope" * 8):
         assert secret not in text
     assert any(e["event"] == "alerts.rejected" and e["reason"] == "credentials" for e in logs)
+
+
+async def test_strangers_flood_never_sheds_an_authenticated_source(tmp_path: Path) -> None:
+    """Past the listener's limit, requests without a good credential get 429 (and are not
+    logged one by one), while a source presenting its credential is still accepted."""
+    config = make_config(tmp_path, alerts=alerts_section(rate_per_minute=5))
+    async with running(config, clock=ticking(OVERNIGHT)) as app, \
+            aiohttp.ClientSession() as session:
+        base = f"http://127.0.0.1:{app.alerts_port}/alerts"
+        body = generic_body("k", "n")
+        with capture_logs() as logs:
+            flood = [(await post(session, f"{base}/generic", body, token="x" * 32))[0]
+                     for _ in range(20)]
+        good = await post(session, f"{base}/generic", body, token=GENERIC_TOKEN)
+    assert flood[:5] == [401] * 5 and set(flood[5:]) == {429}
+    assert good[0] == 200
+    assert sum(e["event"] == "alerts.rejected" for e in logs) <= 6
