@@ -4,8 +4,9 @@ Matching is by the rulebook's `[[component]]`s, never by free similarity: an ale
 the components whose labels or names it matches (rules.alerts.alert_components), and its
 incident is flagged with them; a report concerns the components whose words its subject or
 text names (rules.alerts.text_components). Then:
-- a report from a trusted sender (on the trust allow-list, not shown forged) that names a
-  component of an open alert incident joins it as a reporter; anyone else's report stays
+- a report from a trusted sender (on the trust allow-list, not shown forged; in a report
+  room, an allow-listed user or an engineer) that names a component of an open alert
+  incident joins it as a reporter; anyone else's report stays
   its own incident, so nobody becomes a reporter of an incident by naming a component;
 - a firing alert group with no incident of its own joins the newest open tenant incident
   whose title names one of its components, unless that report is held as coming from an
@@ -14,8 +15,14 @@ text names (rules.alerts.text_components). Then:
 
 from __future__ import annotations
 
-from gateway.domain import Incident, PlanContext, Status
-from gateway.trust import UNVERIFIED_FLAG
+from datetime import datetime
+
+from gateway.chat import ChatMessage
+from gateway.db import chat_key
+from gateway.domain import Channel, Incident, Plan, PlanContext, Reporter, Status, TimelineEvent
+from gateway.relay import ChatSettings, chat_reply, chat_to_incident
+from gateway.replies import one_line
+from gateway.trust import UNVERIFIED_FLAG, TrustPolicy, judge_chat
 from rules.alerts import text_components
 from rules.book import Rulebook
 
@@ -62,3 +69,31 @@ def alert_for_report(ctx: PlanContext, text: str, trusted: bool, book: Rulebook
                 and named & set(flagged_components(incident))):
             return incident
     return None
+
+
+def known_outage_in_chat(msg: ChatMessage, ctx: PlanContext, book: Rulebook,
+                         chat: ChatSettings, trust: TrustPolicy, now: datetime) -> Plan | None:
+    """A report-room message from a trusted user about a component of an open alert
+    incident: it joins that incident as a reporter (answered in their thread, sent every
+    update). None when it is anything else (planned as a report as usual)."""
+    if ctx.thread is not None:
+        return None
+    trusted = judge_chat(msg.sender, trust).trusted or msg.sender in chat.engineers
+    incident = alert_for_report(ctx, msg.body, trusted, book)
+    if incident is None:
+        return None
+    answer = (f"Thanks. We already know about this problem from our monitoring ({incident.ref}:"
+              f" {one_line(incident.title, 120)}), and an engineer is on it. Updates will come "
+              "in this thread.")
+    return Plan(
+        outcome=f"joined {incident.ref} (same outage, known from an alert)",
+        incident_id=incident.id,
+        reporter=Reporter(Channel.MATRIX, msg.sender, (chat_key(msg.event_id),), msg.room_id,
+                          msg.event_id),
+        timeline=(TimelineEvent(now, "reported", msg.sender,
+                                f"Reported the same problem in chat: {msg.body[:500]}"),),
+        outbox=(chat_reply(msg.room_id, msg.event_id, answer, "acknowledgement", to=msg.sender),
+                chat_to_incident(f"{incident.ref}: {msg.sender} reports it in chat too: "
+                                 f"{msg.body[:500]}", "relay", chat.incidents_room)),
+        message_ids=(chat_key(msg.event_id),),
+    )

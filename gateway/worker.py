@@ -16,6 +16,7 @@ from functools import partial
 import structlog
 
 from gateway import metrics, mirror
+from gateway.alert_join import known_outage_in_chat
 from gateway.alert_plan import AlertSettings
 from gateway.alert_work import WebhookSettings, prepare_webhook
 from gateway.chat import ChatMessage, parse_chat, plan_report_room, should_ignore
@@ -230,6 +231,9 @@ class InboxWorker:
 
     def _plan_report(self, msg: ChatMessage, chat: ChatSettings, now: datetime,
                      ctx: PlanContext) -> Plan:
+        known = known_outage_in_chat(msg, ctx, self.rulebook, chat, self._settings.trust, now)
+        if known is not None:  # monitoring found it first (gateway.alert_join)
+            return known
         return plan_report_room(msg, ctx.thread, ctx.next_id, self.rulebook, chat,
                                 self._settings.pager_source, now, self._settings.trust)
 

@@ -70,3 +70,45 @@ async def test_alerts_go_to_their_alarm_room_threaded_and_commands_work_there(
         [answer] = await eventually(lambda: notices(synapse, eng_token, bot, high,
                                                     "INC-1 acknowledged by"), timeout=20)
         assert thread_of(answer) == root["event_id"]
+
+
+async def test_chat_report_about_an_alerted_component_joins_the_alert_incident(
+        tmp_path: Path, synapse: Synapse) -> None:
+    """In a report room, an allow-listed tenant writing about the router while the Pingdom
+    alert is open joins that incident and is told in their thread that we know; a stranger
+    writing the same gets their own incident (held, not joined)."""
+    bot, _, _ = synapse.register("gateway", password="bot-password-1")
+    eng, eng_token, _ = synapse.register("engineer")
+    tenant, tenant_token, _ = synapse.register("tenant")
+    stranger, stranger_token, _ = synapse.register("stranger")
+    incidents_room = synapse.create_room(eng_token, invite=[bot], name="incidents")
+    reports = synapse.create_room(eng_token, invite=[bot, tenant, stranger],
+                                  tokens_to_join=[tenant_token, stranger_token], name="ask")
+    config = make_config(
+        tmp_path,
+        matrix={"homeserver": synapse.url, "user_id": bot,
+                "password": {"value": "bot-password-1"}, "incidents_room": incidents_room,
+                "report_rooms": [{"room": reports, "mailbox": "emergency"}],
+                "engineers": [eng], "sync_timeout_s": 1, "backoff_max_s": 1},
+        trust={"allow_addresses": [tenant]},
+        alerts={"port": 0, "source": [{"name": "pingdom", "kind": "pingdom",
+                                       "auth": "url_token",
+                                       "secret": {"value": PINGDOM_TOKEN}}]})
+    async with running(config, clock=ticking(OVERNIGHT)) as app, \
+            aiohttp.ClientSession() as session:
+        assert app.matrix is not None
+        await eventually(app.matrix.connected.is_set, timeout=20)
+        ping = f"http://127.0.0.1:{app.alerts_port}/alerts/pingdom?token={PINGDOM_TOKEN}"
+        assert (await post(session, ping, pingdom_body(5, "Apps: healthcheck")))[0] == 200
+        await eventually(lambda: incidents(tmp_path), timeout=20)
+        mine = synapse.send_text(tenant_token, reports, "All our apps return 502 since 03:00")
+        await eventually(lambda: notices(synapse, eng_token, bot, reports, "We already know"),
+                         timeout=20)
+        synapse.send_text(stranger_token, reports, "All our apps return 502 since 03:00")
+        await eventually(lambda: len(incidents(tmp_path)) == 2, timeout=20)
+    [answer] = notices(synapse, eng_token, bot, reports, "We already know")
+    assert thread_of(answer) == mine
+    by_id = {i.id: i for i in incidents(tmp_path)}
+    assert [r.address for r in by_id[1].reporters] == [tenant]
+    assert [r.address for r in by_id[2].reporters] == [stranger]
+    assert "unverified sender" in by_id[2].flags
