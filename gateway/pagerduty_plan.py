@@ -1,7 +1,7 @@
 """The pure PagerDuty planner: a v3 webhook event about one of our incidents in; a Plan out.
 
 Only incidents the gateway opened are touched: PagerDuty's `incident_key` is the dedup_key
-we paged with (our reference, INC-n). Then:
+we paged with (our reference, INC-n, or an escalation step's INC-n-escalation-k). Then:
 - acknowledged: ours is acknowledged (so respond-by reminders and escalation stop), the
   thread hears who, and reporters hear that an engineer is on it; PagerDuty is not told
   again (it told us);
@@ -25,7 +25,8 @@ from gateway.pagerduty_events import PagerDutyEvent
 from gateway.relay import chat_to_incident, to_reporters
 from gateway.replies import one_line
 
-_REF = re.compile(r"^INC-(\d{1,12})$")
+# Our dedup_keys: the reference, or an escalation step's page for it (gateway.sla).
+_REF = re.compile(r"^INC-(\d{1,12})(?:-escalation-\d{1,3})?$")
 
 
 def incident_number(event: PagerDutyEvent) -> int | None:
@@ -44,7 +45,7 @@ def _note(settings: AlertSettings, text: str, incident: Incident) -> tuple[Outbo
 def plan_pagerduty(event: PagerDutyEvent, incident: Incident | None, settings: AlertSettings,
                    now: datetime, key: str, on_resolved: str = "resolve") -> Plan:
     """What one PagerDuty event changes (`key`: unique per event, for Message-IDs)."""
-    if incident is None or incident.ref != event.incident_key:
+    if incident is None or incident_number(event) != incident.id:
         return Plan(outcome="ignored: PagerDuty event about an incident we did not open")
     who = one_line(event.agent, 120) or "PagerDuty"
     kind = event.event_type.removeprefix("incident.")

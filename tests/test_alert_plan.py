@@ -153,3 +153,14 @@ def test_next_notification_before_the_page_is_delivered_does_not_page_again() ->
     plan = plan_alert(notification("firing", "firing"), ctx(stored), BOOK, SETTINGS,
                       OVERNIGHT, "w2")
     assert OutboxKind.PAGE_TRIGGER not in kinds(plan)
+
+
+def test_pagerduty_ack_of_an_escalation_page_acknowledges_its_incident() -> None:
+    """The escalation step's page (dedup_key INC-7-escalation-1) is ours too; a look-alike
+    key is not."""
+    plan = plan_pagerduty(event("acknowledged", "INC-7-escalation-1"), incident(), SETTINGS,
+                          IN_HOURS, "w15")
+    assert plan.changes["status"] == "acknowledged"
+    other = plan_pagerduty(event("acknowledged", "INC-7-evil"), incident(), SETTINGS, IN_HOURS,
+                           "w16")
+    assert other.outcome.startswith("ignored")
