@@ -117,3 +117,49 @@ async def test_pagerduty_webhooks_refuse_bad_signatures_replays_and_strangers(
     for secret in (OLD_SECRET, NEW_SECRET):
         assert secret not in repr(logs)
     assert sum(e.get("reason") == "signature" for e in logs) == 3
+
+
+async def test_acknowledgement_on_pagerduty_stops_reminders_and_escalation(
+        tmp_path: Path) -> None:
+    """After an acknowledgement on PagerDuty nothing more is due for that incident: past its
+    respond-by time it gets no overdue reminder and no escalation page, while an incident
+    nobody acknowledged gets both."""
+    from tests.test_sla_e2e import ESCALATION_KEY, JumpingClock  # noqa: PLC0415
+
+    clock = JumpingClock(OVERNIGHT)
+    async with FakePagerDuty() as pd, SmtpCapture() as relay:
+        pd.clock = clock
+        config = make_config(
+            tmp_path, alerts={"port": 0}, sla={"digest": False},
+            escalation=[{"kind": "page", "routing_key": {"value": ESCALATION_KEY}}],
+            pagerduty={"routing_key": {"value": ROUTING_KEY}, "url": pd.url,
+                       "webhook": {"secrets": [{"value": NEW_SECRET}]}},
+            mail_out={"mode": "smtp", "smtp": {"host": "127.0.0.1", "port": relay.port,
+                                               "starttls": False}})
+        async with running(config, clock=clock) as app:
+            await report(app.smtp_port or 0)
+            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=app.smtp_port or 0,
+                                       start_tls=False) as client:
+                await client.sendmail("bob@tenant.example", ["emergency@localhost"],
+                                      email_bytes(subject="Platform API is down",
+                                                  sender="bob@tenant.example"))
+            await eventually(lambda: len(pd.events) == 2)
+            pd.subscribe(f"http://127.0.0.1:{app.alerts_port}/pagerduty", NEW_SECRET)
+            assert await pd.acknowledge_on_app("INC-1") == 200
+            await eventually(lambda: incidents_by_ref(tmp_path)["INC-1"].status
+                             == "acknowledged")
+            clock.jump(app, minutes=45)  # past both respond-by times (40 min out of hours)
+            await eventually(lambda: any(e.get("routing_key") == ESCALATION_KEY
+                                         for e in pd.events))
+            await eventually(lambda: "sla.respond.overdue" in kinds_of(tmp_path, "INC-2"))
+    assert [e["dedup_key"] for e in pd.events if e.get("routing_key") == ESCALATION_KEY] == [
+        "INC-2-escalation-1"]
+    assert not any(k.startswith("sla.") for k in kinds_of(tmp_path, "INC-1"))
+
+
+def incidents_by_ref(state: Path) -> dict[str, Any]:
+    return {i.ref: i for i in incidents(state)}
+
+
+def kinds_of(state: Path, ref: str) -> list[str]:
+    return [e.kind for e in incidents_by_ref(state)[ref].timeline]
