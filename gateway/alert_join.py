@@ -15,7 +15,7 @@ text names (rules.alerts.text_components). Then:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gateway.chat import ChatMessage
 from gateway.db import chat_key
@@ -25,6 +25,7 @@ from gateway.replies import one_line
 from gateway.trust import UNVERIFIED_FLAG, TrustPolicy, judge_chat
 from rules.alerts import text_components
 from rules.book import Rulebook
+from rules.types import Mailbox
 
 ALERT_FLAG = "alert"
 COMPONENT_FLAG = "component:"
@@ -40,19 +41,34 @@ def _live(incident: Incident) -> bool:
     return incident.status is not Status.RESOLVED and incident.merged_into is None
 
 
-def report_for_alert(ctx: PlanContext, components: tuple[str, ...], book: Rulebook
-                     ) -> Incident | None:
+# How far back an alert looks for the tenants' report it confirms (the newest few of each
+# mailbox opened since then are read: gateway.db.recent_open_incidents).
+REPORT_WINDOW = timedelta(days=2)
+
+
+def report_for_alert(ctx: PlanContext, components: tuple[str, ...], book: Rulebook,
+                     now: datetime) -> Incident | None:
     """The newest open tenant incident whose title names one of `components`."""
     if not components:
         return None
     wanted = set(components)
-    for incident in ctx.open_incidents():  # newest first
-        # Never one held as "unverified sender": its reporter would hear about the alert.
-        if (_live(incident) and ALERT_FLAG not in incident.flags
-                and UNVERIFIED_FLAG not in incident.flags
-                and wanted & set(text_components(incident.title, book))):
-            return incident
-    return None
+
+    def names(title: str) -> bool:
+        return bool(wanted & set(text_components(title, book)))
+    if ctx.recent_open is not None:
+        found = [i for box in Mailbox for i in ctx.recent_open(box, now - REPORT_WINDOW, names)]
+    else:
+        found = [i for i in ctx.open_incidents() if names(i.title)]
+    # Never one held as "unverified sender": its reporter would hear about the alert.
+    live = [i for i in found if _live(i) and ALERT_FLAG not in i.flags
+            and UNVERIFIED_FLAG not in i.flags]
+    return max(live, key=lambda i: i.id, default=None)
+
+
+def _open_alerts(ctx: PlanContext) -> list[Incident]:
+    if ctx.alert_ids is None:
+        return [i for i in ctx.open_incidents() if ALERT_FLAG in i.flags]
+    return [i for i in map(ctx.find, ctx.alert_ids()) if i is not None]
 
 
 def alert_for_report(ctx: PlanContext, text: str, trusted: bool, book: Rulebook
@@ -64,7 +80,7 @@ def alert_for_report(ctx: PlanContext, text: str, trusted: bool, book: Rulebook
     named = set(text_components(text, book))
     if not named:
         return None
-    for incident in ctx.open_incidents():
+    for incident in _open_alerts(ctx):  # newest first
         if (_live(incident) and ALERT_FLAG in incident.flags
                 and named & set(flagged_components(incident))):
             return incident

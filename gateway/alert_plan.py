@@ -99,7 +99,7 @@ def plan_alert(n: AlertNotification, ctx: PlanContext, book: Rulebook,
     decision = triage_alerts((a.facts(n.kind) for a in firing), now, book) if firing else None
     incident = ctx.thread
     if incident is None and decision is not None and book.alerts.join_reports:
-        incident = report_for_alert(ctx, decision.components, book)
+        incident = report_for_alert(ctx, decision.components, book, now)
         if incident is not None:
             return _joined(n, incident, decision, settings, now)
     if incident is None:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from gateway import deadletter, mirror_db, storm_db
+from gateway import alert_db, deadletter, mirror_db, storm_db
 from gateway.domain import (
     INCIDENT_CHANGES,
     Channel,
@@ -227,6 +227,7 @@ def _process_one(
         open_incidents=lambda: list_incidents(conn, open_only=True),
         history=partial(storm_db.history, conn, inbox_id),
         recent_open=partial(recent_open_incidents, conn),
+        alert_ids=partial(alert_db.open_alert_ids, conn),
     )
     plan = make_plan(context)
     apply_plan(conn, plan, now)

@@ -207,6 +207,8 @@ class PlanContext:
     # (mailbox, since, title test) -> the newest open incidents of that mailbox opened since
     # then whose title passes the test
     recent_open: Callable[[Mailbox, datetime, Callable[[str], bool]], list[Incident]] | None = None
+    # the ids of the open alert incidents, newest first (gateway.alert_db)
+    alert_ids: Callable[[], list[int]] | None = None
 
 
 def dumps(value: Any) -> str:
