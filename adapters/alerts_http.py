@@ -7,7 +7,7 @@ credential compared in constant time (401; either is 429 past the listener's rat
 unverified load is shed first), the source's rate
 limit (429), the body size (413), the payload (400 not JSON, 422 wrong shape); for
 PagerDuty the signature (401) and the replay window (422), in adapters.pagerduty_webhook.
-Only then is it decoded into neutral values (gateway.alerts, gateway.pagerduty_events) and
+Only then is it decoded into neutral values (gateway.alerts, gateway.parse.pagerduty_events) and
 committed to the durable inbox; 200 is answered after the commit, 503 with Retry-After if it
 failed. A refusal never quotes the request and nothing secret is logged.
 """
@@ -25,10 +25,10 @@ import structlog
 from aiohttp import web
 
 from adapters.pagerduty_webhook import PagerDutyHook, Refusal, check
-from gateway import metrics
-from gateway.alert_intake import AlertIntake
-from gateway.alert_payloads import BadPayload, decode
-from gateway.db import Accepted
+from gateway.parse.alert_payloads import BadPayload, decode
+from gateway.run import metrics
+from gateway.run.alert_intake import AlertIntake
+from gateway.store.db import Accepted
 from rules.alert_rules import AlertSource
 
 log = structlog.get_logger("adapters.alerts_http")

@@ -1,7 +1,7 @@
 """IMAP intake through aioimaplib: one supervised connection per configured mailbox folder.
 
 Per connection: connect (implicit TLS, STARTTLS, or plain text on loopback), LOGIN, SELECT,
-then repeat: scan what is new (gateway.imapsync decides which UIDs), fetch it with
+then repeat: scan what is new (gateway.plan.imapsync decides which UIDs), fetch it with
 BODY.PEEK[] (so nothing is marked read by the fetch), commit it to the durable inbox, mark it
 \\Seen (or move it to the processed folder), and only then persist the cursor; then wait with
 IDLE (re-issued every `idle_renew_s`) or, without IDLE, poll.
@@ -26,9 +26,9 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from aioimaplib import IMAP4, AioImapException, Command, IMAP4ClientProtocol, Response
 
-from gateway.db import Accepted
-from gateway.imapsync import Cursor, chunks, cursor_key, envelope_sender, plan_scan, uid_set
+from gateway.plan.imapsync import Cursor, chunks, cursor_key, envelope_sender, plan_scan, uid_set
 from gateway.ports import TransientError
+from gateway.store.db import Accepted
 from rules.types import Mailbox
 
 log = structlog.get_logger("adapters.imap_intake")

@@ -37,8 +37,8 @@ from nio import (
 )
 
 from adapters.matrix_undecryptable import Pending, Undecryptable, notice_for, room_is_encrypted
-from gateway import metrics
 from gateway.ports import PermanentError, TransientError
+from gateway.run import metrics
 
 if TYPE_CHECKING:
     from adapters.matrix_crypto import MatrixCrypto

@@ -3,7 +3,7 @@
 Owns the crypto store (an SQLite file in the state directory, 0700 folder, 0600 file, pickled
 with an operator-supplied key, never nio's default), the key traffic around each sync (upload,
 query, claim, to-device), room state for encrypted rooms after a restart, and the trust policy
-applied to every device (`gateway.e2ee.device_verdict`: verify or block, stored by nio).
+applied to every device (`gateway.plan.e2ee.device_verdict`: verify or block, stored by nio).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from nio import (
 from nio.crypto import ENCRYPTION_ENABLED
 
 from adapters.matrix_undecryptable import room_is_encrypted
-from gateway.e2ee import DeviceFacts, PinnedDevice, TrustMode, device_verdict
+from gateway.plan.e2ee import DeviceFacts, PinnedDevice, TrustMode, device_verdict
 
 log = structlog.get_logger("adapters.matrix_crypto")
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import structlog
 
-from gateway import metrics
-from gateway.e2ee import undecryptable_notice
+from gateway.plan.e2ee import undecryptable_notice
+from gateway.run import metrics
 
 log = structlog.get_logger("adapters.matrix")
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.alert_payloads import BadPayload
-from gateway.pagerduty_events import PagerDutyEvent, decode_event, fresh, signature_ok
+from gateway.parse.alert_payloads import BadPayload
+from gateway.parse.pagerduty_events import PagerDutyEvent, decode_event, fresh, signature_ok
 
 
 @dataclass(frozen=True)

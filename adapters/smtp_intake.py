@@ -19,8 +19,8 @@ import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from adapters.smtp_data import MAX_LINE, TOO_BIG, read_body
-from gateway import metrics
-from gateway.intake import MailIntake
+from gateway.run import metrics
+from gateway.run.intake import MailIntake
 
 log = structlog.get_logger("adapters.smtp_intake")
 

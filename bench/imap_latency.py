@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 import aioimaplib  # noqa: E402
 
-from gateway.config import parse_config  # noqa: E402
-from gateway.logs import configure  # noqa: E402
+from gateway.config.model import parse_config  # noqa: E402
+from gateway.run.logs import configure  # noqa: E402
 from tests.conftest import IN_HOURS, email_bytes, running, ticking  # noqa: E402
 from tests.peers.dovecot import Dovecot, installed  # noqa: E402
 

@@ -76,7 +76,7 @@ if str(REPO) not in sys.path:
 
 import aiosmtplib  # noqa: E402
 
-from gateway import logs  # noqa: E402
+from gateway.run import logs  # noqa: E402
 from tests.conftest import email_bytes, make_config, running  # noqa: E402
 from tests.fakes.smtp_capture import Captured, SmtpCapture  # noqa: E402
 from tests.peers.synapse import Synapse, synapse_python  # noqa: E402

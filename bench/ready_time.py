@@ -5,7 +5,7 @@ socket this script binds (as systemd does for Type=notify), on a fresh state fol
 first run of a fresh database includes creating its schema) or on the folder of the
 previous run (`--reuse-state`, a restart), and measures exec → READY=1. In the same run it
 measures two baselines: a bare `python -c pass` (the interpreter's own start) and
-`python -c "import gateway.cli"` (importing the daemon's code), so the figure can be read
+`python -c "import gateway.cli.commands"` (importing the daemon's code), so the figure can be read
 as a ratio on a noisy machine. Prints p50/max per phase, or JSON with --json.
 
     .venv/bin/python bench/ready_time.py              # 10 runs
@@ -84,7 +84,7 @@ def main() -> None:
     try:
         for i in range(args.runs):
             python.append(_timed([sys.executable, "-c", "pass"]))
-            imports.append(_timed([sys.executable, "-c", "import gateway.cli"]))
+            imports.append(_timed([sys.executable, "-c", "import gateway.cli.commands"]))
             state = folder / ("state" if args.reuse_state else f"state-{i}")
             ready.append(_ready_once(folder, state, sock, address))
     finally:

@@ -9,7 +9,7 @@ incidents as production does).
 Target (issue 7): at most 100 MB with 10,000 open incidents.
 
 Method: the store is filled through the same write path the pipeline uses
-(`gateway.db.apply_plan`, one transaction), then `python -m gateway run` is started on it
+(`gateway.store.db.apply_plan`, one transaction), then `python -m gateway run` is started on it
 with the default configuration (replies to a folder, pages recorded locally). RSS is read
 once the SMTP port answers plus `--settle-s`, and again after the reports are processed.
 
@@ -33,8 +33,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from gateway import db, schema  # noqa: E402
 from gateway.domain import Channel, NewIncident, Plan, Reporter, TimelineEvent  # noqa: E402
+from gateway.store import db, schema  # noqa: E402
 from rules.types import Mailbox, Priority  # noqa: E402
 
 TARGET_MB = 100.0

@@ -22,33 +22,38 @@ import structlog
 from adapters.mail_out import FolderMailer, SmtpRelayMailer
 from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
-from gateway import metrics
-from gateway.alarm_egress import alarm_handler
-from gateway.alarm_rooms import alarm_rooms
-from gateway.alert_intake import AlertIntake
-from gateway.alert_plan import AlertSettings
-from gateway.alert_work import WebhookSettings
-from gateway.config import Config
-from gateway.deadletter import alert_in
+from gateway.config.model import Config
+from gateway.deliver.alarm_egress import alarm_handler
+from gateway.deliver.deadletter import alert_in
+from gateway.deliver.egress import LocalPager, make_handlers
+from gateway.deliver.external import (
+    HandlerFactory,
+    mirror_handlers,
+    mirror_settings,
+    security_rooms,
+)
+from gateway.deliver.outbox import OutboxWorker, RetryPolicy
 from gateway.domain import OutboxKind, Plan
-from gateway.e2ee import PinnedDevice
-from gateway.egress import LocalPager, make_handlers
-from gateway.external import HandlerFactory, mirror_handlers, mirror_settings, security_rooms
-from gateway.intake import ChatIntake, MailIntake
-from gateway.outbox import OutboxWorker, RetryPolicy
-from gateway.pipeline import Settings
+from gateway.parse.sandbox import ParseSandbox
+from gateway.plan.alarm_rooms import alarm_rooms
+from gateway.plan.alert_plan import AlertSettings
+from gateway.plan.e2ee import PinnedDevice
+from gateway.plan.pipeline import Settings
+from gateway.plan.relay import ChatSettings
+from gateway.plan.replies import Sender
+from gateway.plan.sla import EscalationTarget, SlaSettings
+from gateway.plan.storm import Limits
+from gateway.plan.tokens import ThreadSigner, new_key
+from gateway.plan.trust import TrustPolicy
 from gateway.ports import MailSender, Pager, TicketBackend
-from gateway.relay import ChatSettings
-from gateway.replies import Sender
-from gateway.sandbox import ParseSandbox
-from gateway.scheduler import Scheduler
-from gateway.service import Loader, Service, endpoint_file
-from gateway.sla import EscalationTarget, SlaSettings
-from gateway.store import Store
-from gateway.storm import Limits
-from gateway.tokens import ThreadSigner, new_key
-from gateway.trust import TrustPolicy
-from gateway.worker import Clock, InboxWorker, utcnow
+from gateway.run import metrics
+from gateway.run.alert_intake import AlertIntake
+from gateway.run.alert_work import WebhookSettings
+from gateway.run.intake import ChatIntake, MailIntake
+from gateway.run.scheduler import Scheduler
+from gateway.run.service import INSTANCE_KEY, Loader, Service, endpoint_file
+from gateway.run.worker import Clock, InboxWorker, utcnow
+from gateway.store.sqlite import Store
 from rules.book import Rulebook
 from rules.types import Mailbox, Priority
 
@@ -95,7 +100,7 @@ def trust_policy(config: Config) -> TrustPolicy:
     """The sender-trust policy, with a DKIM check (real DNS) when configured."""
     t = config.trust
     if t.verify_dkim:
-        from gateway.dkim_check import dkim_verifier  # noqa: PLC0415  (lazy, see above)
+        from gateway.parse.dkim_check import dkim_verifier  # noqa: PLC0415  (lazy, see above)
     return TrustPolicy(
         authserv_id=t.trusted_authserv_id, allow_domains=frozenset(t.allow_domains),
         allow_addresses=frozenset(t.allow_addresses), allow_all=t.allow_all,
@@ -139,10 +144,10 @@ def sla_settings(config: Config, settings: Settings) -> SlaSettings:
 
 async def _instance_id(store: Store) -> str:
     """A random id for this database, made once (prefixes chat transaction ids)."""
-    value = await store.kv_get("instance_id")
+    value = await store.kv_get(INSTANCE_KEY)
     if value is None:
         value = secrets.token_hex(6)
-        await store.kv_set("instance_id", value)
+        await store.kv_set(INSTANCE_KEY, value)
     return value
 
 
@@ -171,7 +176,7 @@ class App:
         self._routes: dict[str, Pager] = {}  # escalation routing keys, by route name
 
     def request_reload(self) -> None:
-        """SIGHUP: re-read the configuration and rulebook (see gateway.service)."""
+        """SIGHUP: re-read the configuration and rulebook (see gateway.run.service)."""
         self.reload_wanted.set()
 
     async def run(self, stop: asyncio.Event) -> None:

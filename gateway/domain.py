@@ -183,7 +183,7 @@ INCIDENT_CHANGES = frozenset({"title", "priority", "status", "lead", "comms", "a
 
 @dataclass(frozen=True)
 class SenderHistory:
-    """What came before a message within the limit windows (gateway.storm)."""
+    """What came before a message within the limit windows (gateway.plan.storm)."""
 
     from_sender: int  # earlier messages from the same sender
     same_content: int  # of those, with the same content
@@ -191,7 +191,7 @@ class SenderHistory:
 
 
 # (sender, content hash, received at, sender window in s, count cap) -> history; records the
-# message too. Counts stop at the cap (see gateway.storm.count_cap).
+# message too. Counts stop at the cap (see gateway.plan.storm.count_cap).
 HistoryLookup = Callable[[str, str, datetime, float, int], SenderHistory]
 
 

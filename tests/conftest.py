@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from gateway.app import App
-from gateway.config import Config, parse_config
-from gateway.store import Store
+from gateway.config.model import Config, parse_config
+from gateway.store.sqlite import Store
 from rules.book import default_rulebook
 
 pytest_plugins = ["tests.peers.synapse", "tests.peers.dovecot", "tests.peers.alertmanager"]

@@ -8,9 +8,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.alert_payloads import BadPayload, decode
 from gateway.alerts import notification_from_json
-from gateway.pagerduty_events import decode_event, event_from_json
+from gateway.parse.alert_payloads import BadPayload, decode
+from gateway.parse.pagerduty_events import decode_event, event_from_json
 from rules.alert_rules import AlertSource
 
 JSON = st.recursive(

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from gateway.alert_plan import AlertSettings, plan_alert
 from gateway.alerts import Alert, AlertNotification
 from gateway.domain import Channel, Incident, OutboxKind, PlanContext, Reporter, Status
-from gateway.pagerduty_events import PagerDutyEvent
-from gateway.pagerduty_plan import plan_pagerduty
-from gateway.relay import ChatSettings
-from gateway.replies import Sender
+from gateway.parse.pagerduty_events import PagerDutyEvent
+from gateway.plan.alert_plan import AlertSettings, plan_alert
+from gateway.plan.pagerduty_plan import plan_pagerduty
+from gateway.plan.relay import ChatSettings
+from gateway.plan.replies import Sender
 from rules.alert_rules import AlertSource
 from rules.book import default_rulebook
 from rules.types import Mailbox, Priority

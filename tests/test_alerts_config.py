@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, parse_config
+from gateway.config.model import ConfigError, parse_config
 
 SOURCE = {"name": "am", "kind": "alertmanager", "secret": {"value": "s" * 32}}
 

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
-from gateway import db, schema
+from gateway.store import db, schema
 from tests.conftest import OVERNIGHT, eventually, make_config, running, ticking
 from tests.fakes.monitoring import (
     alertmanager_body,

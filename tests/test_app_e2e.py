@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from gateway import db, schema
+from gateway.store import db, schema
 from tests.conftest import (
     IN_HOURS,
     OVERNIGHT,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.commands import main
 from rules.book import default_rulebook_text
 from tests.conftest import email_bytes
 

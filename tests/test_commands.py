@@ -6,8 +6,6 @@ import email
 import json
 from email import policy
 
-from gateway.chat import ChatMessage, parse_chat, plan_report_room, should_ignore
-from gateway.commands import Command, CommandEnv, parse_command, plan_command
 from gateway.domain import (
     Channel,
     Incident,
@@ -17,8 +15,10 @@ from gateway.domain import (
     Reporter,
     Status,
 )
-from gateway.relay import ChatSettings
-from gateway.replies import Sender
+from gateway.plan.chat import ChatMessage, parse_chat, plan_report_room, should_ignore
+from gateway.plan.commands import Command, CommandEnv, parse_command, plan_command
+from gateway.plan.relay import ChatSettings
+from gateway.plan.replies import Sender
 from rules.book import default_rulebook
 from rules.types import Mailbox, Priority
 from tests.conftest import IN_HOURS

@@ -6,11 +6,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from gateway.deadletter import ALERT_PURPOSE, alert_in, describe
+from gateway.deliver.deadletter import ALERT_PURPOSE, alert_in, describe
+from gateway.deliver.outbox import OutboxWorker, RetryPolicy
 from gateway.domain import OutboxEntry, OutboxKind, OutboxSpec
-from gateway.outbox import OutboxWorker, RetryPolicy
 from gateway.ports import PermanentError
-from gateway.store import Store
+from gateway.store.sqlite import Store
 from tests.conftest import IN_HOURS
 
 

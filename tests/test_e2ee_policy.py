@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError
-from gateway.e2ee import DeviceFacts, PinnedDevice, device_verdict, undecryptable_notice
+from gateway.config.model import ConfigError
+from gateway.plan.e2ee import DeviceFacts, PinnedDevice, device_verdict, undecryptable_notice
 from tests.conftest import make_config
 
 ALICE = "@alice:example.org"

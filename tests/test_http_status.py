@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway import metrics
-from gateway.config import ConfigError, parse_config
+from gateway.config.model import ConfigError, parse_config
+from gateway.run import metrics
 from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
 from tests.daemon import Daemon
 from tests.fakes.pagerduty import FakePagerDuty

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Config, parse_config
-from gateway.status_cli import status_command
+from gateway.cli.status import status_command
+from gateway.config.model import Config, parse_config
 from tests.conftest import IN_HOURS, eventually, running, ticking
 from tests.peers.dovecot import Dovecot
 from tests.test_http_status import get

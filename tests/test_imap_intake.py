@@ -12,8 +12,8 @@ from structlog.testing import capture_logs
 
 from adapters.imap_intake import ImapIntake
 from gateway.app import App
-from gateway.config import Config, parse_config
-from gateway.imapsync import Cursor, cursor_key
+from gateway.config.model import Config, parse_config
+from gateway.plan.imapsync import Cursor, cursor_key
 from tests.conftest import IN_HOURS, email_bytes, eventually, running, ticking
 from tests.peers.dovecot import CuttingProxy, Dovecot
 

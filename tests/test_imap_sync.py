@@ -9,8 +9,8 @@ import pytest
 from aioimaplib import Response
 
 from adapters.imap_intake import parse_fetch, parse_search, parse_select
-from gateway.config import ConfigError, parse_config
-from gateway.imapsync import Cursor, envelope_sender, imap_date, plan_scan, uid_set
+from gateway.config.model import ConfigError, parse_config
+from gateway.plan.imapsync import Cursor, envelope_sender, imap_date, plan_scan, uid_set
 
 AT = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from gateway.domain import Channel, InboxRow
-from gateway.mail import UnparseableMessage, parse_mail
-from gateway.pipeline import Settings, plan_email
-from gateway.replies import Sender
-from gateway.trust import TrustPolicy
+from gateway.parse.mail import UnparseableMessage, parse_mail
+from gateway.plan.pipeline import Settings, plan_email
+from gateway.plan.replies import Sender
+from gateway.plan.trust import TrustPolicy
 from rules.book import default_rulebook
 from rules.types import Mailbox
 from tests.conftest import IN_HOURS

@@ -11,9 +11,9 @@ from email import policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.mail import UnparseableMessage, parse_mail
-from gateway.replies import Sender, one_line, render
-from gateway.sandbox import MailJob, prepare
+from gateway.parse.mail import UnparseableMessage, parse_mail
+from gateway.parse.sandbox import MailJob, prepare
+from gateway.plan.replies import Sender, one_line, render
 from rules.book import default_rulebook
 from rules.types import Mailbox
 

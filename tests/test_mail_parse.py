@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.mail import (
+from gateway.parse.mail import (
     ParsedMail,
     UnparseableMessage,
     automatic_reason,

@@ -15,8 +15,8 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from gateway import db, schema
 from gateway.app import App
+from gateway.store import db, schema
 from tests.conftest import (
     IN_HOURS,
     THREAD_KEY,

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from gateway import escalation, mirror
-from gateway.commands import COMMANDS, HELP, handled, parse_command
 from gateway.domain import Channel, NewIncident, OutboxKind, Plan, PlanContext, Reporter
-from gateway.escalation import command_planner
-from gateway.mirror import MirrorSettings, SecurityContacts, StatuspageSettings
+from gateway.plan import escalation, mirror
+from gateway.plan.commands import COMMANDS, HELP, handled, parse_command
+from gateway.plan.escalation import command_planner
+from gateway.plan.mirror import MirrorSettings, SecurityContacts, StatuspageSettings
 from rules.types import Mailbox, Priority
 from tests.conftest import IN_HOURS
 from tests.test_commands import ENV, SENDER, answers, incident, msg

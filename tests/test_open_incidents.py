@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway import db, schema
 from gateway.domain import Channel, NewIncident, Plan, Reporter, TimelineEvent
+from gateway.store import db, schema
 from rules.types import Mailbox, Priority
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

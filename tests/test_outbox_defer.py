@@ -7,9 +7,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from gateway.deliver.outbox import OutboxWorker, RetryPolicy
 from gateway.domain import OutboxEntry, OutboxKind
-from gateway.outbox import OutboxWorker, RetryPolicy
-from gateway.store import Store
+from gateway.store.sqlite import Store
 from tests.conftest import eventually
 from tests.test_store import NOW, message, work
 

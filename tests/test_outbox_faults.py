@@ -15,9 +15,10 @@ import aiosmtplib
 import pytest
 from structlog.testing import capture_logs
 
-from gateway import db, schema, views
 from gateway.app import App
-from gateway.cli import main
+from gateway.cli import views
+from gateway.cli.commands import main
+from gateway.store import db, schema
 from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.smtp_capture import DROP, SmtpCapture

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway import db
-from gateway.db import NewMessage
 from gateway.domain import Channel, OutboxKind, Plan
-from gateway.pipeline import Settings
-from gateway.replies import Sender
-from gateway.sandbox import TOO_SLOW, MailJob, ParseSandbox
-from gateway.store import Store
-from gateway.trust import TrustPolicy
-from gateway.worker import InboxWorker
+from gateway.parse.sandbox import TOO_SLOW, MailJob, ParseSandbox
+from gateway.plan.pipeline import Settings
+from gateway.plan.replies import Sender
+from gateway.plan.trust import TrustPolicy
+from gateway.run.worker import InboxWorker
+from gateway.store import db
+from gateway.store.db import NewMessage
+from gateway.store.sqlite import Store
 from rules.book import default_rulebook
 from rules.types import Mailbox, Priority
 from tests.conftest import IN_HOURS, email_bytes

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from email import policy
 
 from gateway.domain import Channel, InboxRow, Incident, OutboxKind, Reporter, Status
-from gateway.mail import parse_mail
-from gateway.pipeline import Settings, plan_email, plan_unreadable
-from gateway.replies import LOOP_HEADER, Sender
-from gateway.tokens import ThreadSigner
-from gateway.trust import TrustPolicy
+from gateway.parse.mail import parse_mail
+from gateway.plan.pipeline import Settings, plan_email, plan_unreadable
+from gateway.plan.replies import LOOP_HEADER, Sender
+from gateway.plan.tokens import ThreadSigner
+from gateway.plan.trust import TrustPolicy
 from rules.book import default_rulebook
 from rules.types import Mailbox, Priority
 from tests.conftest import IN_HOURS, OVERNIGHT, email_bytes

@@ -16,9 +16,9 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 import rules
-from gateway import metrics
 from gateway.app import App
-from gateway.cli import _load_both
+from gateway.cli.commands import _load_both
+from gateway.run import metrics
 from tests.conftest import IN_HOURS, email_bytes, eventually, ticking
 from tests.daemon import Daemon
 from tests.test_app_e2e import incidents, send

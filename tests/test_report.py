@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.commands import main
 from gateway.domain import Status, TimelineEvent
-from gateway.report import clock_lines, clocks, render_report
+from gateway.plan.report import clock_lines, clocks, render_report
 from rules.book import default_rulebook
 from rules.types import Priority
 from tests.conftest import IN_HOURS

@@ -12,8 +12,6 @@ from email.message import EmailMessage
 from functools import partial
 from pathlib import Path
 
-from gateway import db, reminders, schema
-from gateway.db import ts
 from gateway.domain import (
     Channel,
     Incident,
@@ -24,10 +22,12 @@ from gateway.domain import (
     Status,
     incident_ref,
 )
-from gateway.replies import Sender
-from gateway.scheduler import Scheduler, _look
-from gateway.sla import Due, EscalationTarget, SlaSettings, due_now, next_due
-from gateway.store import Store
+from gateway.plan.replies import Sender
+from gateway.plan.sla import Due, EscalationTarget, SlaSettings, due_now, next_due
+from gateway.run.scheduler import Scheduler, _look
+from gateway.store import db, reminders, schema
+from gateway.store.db import ts
+from gateway.store.sqlite import Store
 from rules.book import default_rulebook
 from rules.engine import next_update_due, respond_due
 from rules.types import Mailbox, Period, Priority

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters.smtp_intake import SmtpIntakeServer
-from gateway.intake import MailIntake
-from gateway.store import Store
+from gateway.run.intake import MailIntake
+from gateway.store.sqlite import Store
 from tests.conftest import email_bytes
 
 MAX_CONNECTIONS = 3

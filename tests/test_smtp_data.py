@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from adapters.smtp_data import LINE_TOO_LONG, MAX_LINE, TOO_BIG, Body, read_body, unstuff
 from adapters.smtp_intake import SmtpIntakeServer
-from gateway.intake import MailIntake
-from gateway.store import Store
+from gateway.run.intake import MailIntake
+from gateway.store.sqlite import Store
 from tests.test_smtp_abuse import Raw
 
 SIZE_LIMIT = 4096

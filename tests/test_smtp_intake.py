@@ -8,8 +8,8 @@ import aiosmtplib
 import pytest
 
 from adapters.smtp_intake import SmtpIntakeServer
-from gateway.intake import MailIntake, canonical_address, resend_key
-from gateway.store import Store
+from gateway.run.intake import MailIntake, canonical_address, resend_key
+from gateway.store.sqlite import Store
 from tests.conftest import email_bytes
 
 

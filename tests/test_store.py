@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway import db, schema
-from gateway.db import Attempt, NewMessage, Work
 from gateway.domain import (
     Channel,
     NewIncident,
@@ -22,7 +20,9 @@ from gateway.domain import (
     Reporter,
     TimelineEvent,
 )
-from gateway.store import Store, StoreClosed
+from gateway.store import db, schema
+from gateway.store.db import Attempt, NewMessage, Work
+from gateway.store.sqlite import Store, StoreClosed
 from rules.types import Mailbox, Priority
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

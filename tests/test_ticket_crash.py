@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway import db, schema
+from gateway.deliver.mirror_egress import ticket_handlers
+from gateway.deliver.outbox import OutboxWorker, RetryPolicy
 from gateway.domain import NewIncident, OutboxKind, OutboxSpec, Plan
-from gateway.mirror_egress import ticket_handlers
-from gateway.outbox import OutboxWorker, RetryPolicy
-from gateway.store import Store
+from gateway.store import db, schema
+from gateway.store.sqlite import Store
 from rules.types import Mailbox, Priority
 from tests.test_ticket_backends import FAKES, case
 

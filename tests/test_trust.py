@@ -8,10 +8,10 @@ import subprocess
 import dkim
 import pytest
 
-from gateway.config import ConfigError, parse_config
-from gateway.dkim_check import dkim_verifier
-from gateway.tokens import ThreadSigner
-from gateway.trust import (
+from gateway.config.model import ConfigError, parse_config
+from gateway.parse.dkim_check import dkim_verifier
+from gateway.plan.tokens import ThreadSigner
+from gateway.plan.trust import (
     TrustPolicy,
     is_known,
     judge_chat,

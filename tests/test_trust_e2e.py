@@ -12,9 +12,9 @@ from typing import Any
 
 import aiosmtplib
 
-from gateway import db, schema
-from gateway.relay import to_reporters
-from gateway.replies import Sender
+from gateway.plan.relay import to_reporters
+from gateway.plan.replies import Sender
+from gateway.store import db, schema
 from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
 from tests.fakes.smtp_capture import SmtpCapture
 

@@ -1,0 +1,182 @@
+"""The outbox worker: delivers pages, tickets and mail at least once, records each exactly once.
+
+An entry is marked done in the same transaction that records its effect (the page, the
+ticket, the timeline line), so a crash before that commit means one more attempt — made
+harmless by the idempotency each egress uses (PagerDuty dedup_key, a fixed Message-ID,
+the built-in ticket's unique incident). Failures back off exponentially to a cap with
+jitter, honour the peer's Retry-After, and after `max_attempts` go to the dead-letter state
+(gateway.deliver.deadletter). The worker also polls every `poll_s` when idle, so an entry an
+operator sent back with `outbox retry` is found without a signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from gateway.deliver.deadletter import AlertFor
+from gateway.domain import OutboxEntry, OutboxKind
+from gateway.ports import PermanentError, TransientError
+from gateway.run import metrics
+from gateway.run.worker import Clock, utcnow
+from gateway.store.db import Attempt
+from gateway.store.sqlite import Store
+
+log = structlog.get_logger("gateway.deliver.outbox")
+Handler = Callable[[OutboxEntry], Awaitable[dict[str, Any]]]
+_DEFER_POLL_S = 0.02
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try."""
+
+    max_attempts: int = 12
+    initial_s: float = 1.0
+    max_s: float = 300.0
+    attempt_timeout_s: float = 60.0
+
+    def delay(self, attempts: int, retry_after_s: float | None) -> float:
+        """Seconds before attempt number `attempts + 1`."""
+        if retry_after_s is not None:
+            return min(max(retry_after_s, self.initial_s), 3600.0)
+        base = min(self.max_s, self.initial_s * 2.0 ** max(attempts - 1, 0))
+        return base * random.uniform(0.8, 1.2)
+
+
+class OutboxWorker:
+    """Delivers due entries through the handler registered for their kind."""
+
+    def __init__(
+        self,
+        store: Store,
+        handlers: Mapping[OutboxKind, Handler],
+        policy: RetryPolicy,
+        concurrency: int = 8,
+        clock: Clock = utcnow,
+        alert_for: AlertFor | None = None,
+        poll_s: float = 5.0,
+        busy: Callable[[], bool] | None = None,
+        max_defer_s: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._alert_for = alert_for
+        self._poll_s = poll_s
+        self._handlers = handlers
+        self._policy = policy
+        self._concurrency = concurrency
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.busy = busy  # intake is in a storm (InboxWorker.in_storm)
+        self._max_defer_s = max_defer_s
+
+    def wake(self) -> None:
+        """Something new is in the outbox."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the round in flight (so what was delivered is recorded), then return."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until stopped, sleeping until the next entry is due or a wake-up."""
+        while not self._stopping:
+            await self._let_intake_finish()
+            self._wake.clear()
+            try:
+                delivered = await self.deliver_due()
+                if delivered:
+                    continue
+                next_due = await self._store.next_outbox_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox.loop_failed")
+                next_due = self._clock() + timedelta(seconds=self._policy.initial_s)
+            wait_s = 3600.0 if next_due is None else (next_due - self._clock()).total_seconds()
+            # Poll now and then: `outbox retry` (another process) changes the due index.
+            wait_s = min(wait_s, self._poll_s)
+            if wait_s > 0:
+                try:
+                    async with asyncio.timeout(min(wait_s, 3600.0) + 0.01):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def _let_intake_finish(self) -> None:
+        # As the inbox worker does: during a storm of incoming mail, intake (whose 250 waits
+        # for a commit) goes first, and each round's settle transaction waits for a lull, at
+        # most max_defer_s. The inbox worker defers too, so a storm queues little here.
+        for _ in range(int(self._max_defer_s / _DEFER_POLL_S)):
+            if self._stopping or self.busy is None or not self.busy():
+                return
+            await asyncio.sleep(_DEFER_POLL_S)
+
+    async def deliver_due(self) -> int:
+        """One round: every entry due now, `concurrency` at a time, then one transaction
+        that records every outcome; returns how many were attempted."""
+        entries = await self._store.due_outbox(self._clock(), self._concurrency)
+        if entries:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._attempt(entry)) for entry in entries]
+            await self._store.settle_outbox([t.result() for t in tasks], self._clock())
+        return len(entries)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Deliver what is due until nothing is, or the time is up; True if drained."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while await self.deliver_due():
+                    pass
+        except TimeoutError:
+            return False
+        return True
+
+    async def _attempt(self, entry: OutboxEntry) -> Attempt:
+        bound = log.bind(outbox_id=entry.id, kind=entry.kind, incident_id=entry.incident_id,
+                         attempt=entry.attempts + 1)
+        handler = self._handlers.get(entry.kind)
+        try:
+            if handler is None:
+                raise PermanentError(f"no handler for {entry.kind}")
+            async with asyncio.timeout(self._policy.attempt_timeout_s), \
+                    metrics.attempt_timer(entry.kind):
+                result = await handler(entry)
+        except asyncio.CancelledError:
+            raise
+        except PermanentError as exc:
+            return self._failed(entry, exc.reason, None, bound, permanent=True)
+        except TransientError as exc:
+            return self._failed(entry, exc.reason, exc.retry_after_s, bound, permanent=False)
+        except TimeoutError:
+            return self._failed(entry, "timed out", None, bound, permanent=False)
+        except Exception as exc:  # an adapter bug: keep the entry, retry later, shout
+            bound.exception("outbox.handler_crashed")
+            return self._failed(entry, f"internal error: {type(exc).__name__}", None, bound,
+                                permanent=False)
+        bound.info("outbox.delivered")
+        metrics.delivered(entry.kind, entry.payload)
+        return Attempt(entry, result=result)
+
+    def _failed(self, entry: OutboxEntry, reason: str, retry_after_s: float | None,
+                bound: Any, *, permanent: bool) -> Attempt:
+        attempts = entry.attempts + 1
+        dead = permanent or attempts >= self._policy.max_attempts
+        delay = self._policy.delay(attempts, retry_after_s)
+        metrics.DELIVERY_FAILURES.inc(kind=entry.kind, result="dead" if dead else "retry")
+        alert = None
+        if dead:
+            bound.error("outbox.dead_lettered", reason=reason)
+            alert = self._alert_for(entry, reason, attempts) if self._alert_for else None
+        else:
+            bound.warning("outbox.retry_scheduled", reason=reason, delay_s=round(delay, 2))
+        return Attempt(entry, error=reason, dead=dead, alert=alert,
+                       next_at=self._clock() + timedelta(seconds=delay))

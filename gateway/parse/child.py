@@ -1,0 +1,122 @@
+"""The parse child's own entry point: `python -m gateway.parse.child FD`.
+
+Owns what runs inside the parse sandbox's child process (gateway.parse.sandbox starts it): the
+jobs and results that cross the pipe, `prepare` (parse and triage one message) and the
+child's loop. It is a module of its own, started as a fresh interpreter rather than through
+multiprocessing's "spawn" (which re-imports the parent's main module and everything that
+pulls in), so the child loads only the mail parser and the rulebook: keep its imports to
+gateway.parse.mail and rules (no asyncio, no store, no logging, no adapters).
+
+Protocol, over the socket whose descriptor is FD (multiprocessing.connection framing): the
+first object received is the Rulebook; then each request is `(jobs, now)` and is answered
+with one `Prepared` per job, in order. The child exits when the socket closes.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+from dataclasses import dataclass, replace
+from datetime import datetime
+from multiprocessing.connection import Connection
+from types import MappingProxyType
+
+from gateway.parse.mail import ParsedMail, UnparseableMessage, parse_mail
+from rules.book import Rulebook
+from rules.engine import triage
+from rules.types import Mailbox, Report, TriageDecision
+
+
+@dataclass(frozen=True)
+class MailJob:
+    """One accepted email to parse and triage."""
+
+    raw: bytes
+    mail_from: str
+    mailbox: Mailbox
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A parsed and triaged email, or the reason it could not be read (`problem`)."""
+
+    mail: ParsedMail | None = None
+    decision: TriageDecision | None = None
+    problem: str | None = None
+    bug: str | None = None  # an exception type from our own code, logged by the parent
+
+
+def report_for(mailbox: Mailbox, mail_from: str | None, mail: ParsedMail) -> Report:
+    """The channel-neutral view of a message that the rules triage."""
+    automatic = mail.automatic
+    if automatic is None and mail_from == "":
+        automatic = "null return path"
+    return Report(
+        mailbox=mailbox,
+        sender=mail.from_addr or (mail_from or "").lower(),
+        subject=mail.subject,
+        body=mail.new_text,
+        headers=mail.headers,
+        automatic=automatic,
+    )
+
+
+def prepare(job: MailJob, now: datetime, book: Rulebook) -> Prepared:
+    """Parse and triage one message (what the child runs; pure)."""
+    try:
+        mail = parse_mail(job.raw, job.mail_from)
+    except UnparseableMessage as exc:
+        return Prepared(problem=str(exc)[:200] or "unparseable")
+    try:
+        decision = triage(report_for(job.mailbox, job.mail_from, mail), now, book)
+    except Exception as exc:  # a bug must not lose the message: a ticket for a human
+        return Prepared(problem=f"processing failed: {type(exc).__name__}",
+                        bug=traceback.format_exc(limit=5))
+    return Prepared(mail, decision)
+
+
+def portable(result: Prepared) -> Prepared:
+    """MappingProxyType does not pickle: the headers cross the pipe as a dict."""
+    if result.mail is None:
+        return result
+    return replace(result, mail=replace(result.mail, headers=dict(result.mail.headers)))
+
+
+def restored(result: Prepared) -> Prepared:
+    """The parent's side of `portable`: read-only headers again."""
+    if result.mail is None:
+        return result
+    headers = MappingProxyType(dict(result.mail.headers))
+    return replace(result, mail=replace(result.mail, headers=headers))
+
+
+def serve(conn: Connection) -> None:
+    """The child's loop: the rulebook, then a batch in, its results out, until EOF."""
+    try:
+        book: Rulebook = conn.recv()
+    except (EOFError, OSError):
+        return
+    while True:
+        try:
+            jobs, now = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send([portable(prepare(job, now, book)) for job in jobs])
+
+
+def main(argv: list[str]) -> None:
+    """Serve on the inherited descriptor argv[1]."""
+    # A stop of the service reaches the whole process group: the parent decides when the
+    # child ends (by closing the socket), so no batch in flight is cut short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    serve(Connection(int(argv[1])))
+
+
+if __name__ == "__main__":
+    # Run the imported module, not this `__main__` copy: the classes that cross the pipe
+    # must pickle as gateway.parse.child.*, the names the parent knows.
+    import importlib
+
+    importlib.import_module("gateway.parse.child").main(sys.argv)

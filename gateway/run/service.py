@@ -1,0 +1,150 @@
+"""Running as a service: readiness, the service manager's notifications, reload, health.
+
+`Service` knows the daemon's components (each reports a state such as listening, connected,
+backing_off or bad_credentials), tells the service manager READY once none is still
+starting, keeps its STATUS line current, pings its watchdog from the event loop, and serves
+reloads: the configuration and rulebook are read off the loop and, when valid, swapped in;
+when not, every error is logged and the running ones are kept. It also builds the health
+report and metrics text the status endpoint serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from gateway.config.model import Config, ConfigError
+from gateway.run import health, logs, metrics
+from gateway.run.worker import Clock
+from gateway.store.sqlite import Store
+from rules.book import Rulebook, RulebookError
+
+log = structlog.get_logger("gateway.run.service")
+
+Loader = Callable[[], tuple[Config, Rulebook]]
+Apply = Callable[[Config, Rulebook], None]
+# Sections a reload applies live; a change anywhere else is reported as needing a restart.
+LIVE_SECTIONS = frozenset({"rules", "log"})
+
+
+INSTANCE_KEY = "instance_id"  # this database's random id, made once (gateway.app)
+
+
+def endpoint_file(config: Config) -> Path:
+    """Where the running daemon writes its status endpoint's address (for `status`)."""
+    return config.state_dir() / "http-endpoint"
+
+
+class Notify(Protocol):
+    """The service manager's side (adapters.sdnotify.Notifier)."""
+
+    def ready(self, status: str) -> None: ...
+    def status(self, status: str) -> None: ...
+    def reloading(self) -> None: ...
+    def stopping(self) -> None: ...
+    async def run_watchdog(self) -> None: ...
+
+
+class Service:
+    """Lifecycle glue between the daemon, the service manager and the status endpoint."""
+
+    def __init__(self, store: Store, config: Config, notify: Notify, clock: Clock,
+                 egress: dict[str, str]) -> None:
+        self._store = store
+        self.config = config
+        self._notify = notify
+        self._clock = clock
+        self._egress = egress
+        self._states: dict[str, Callable[[], str]] = {}
+        self._last_status = ""
+
+    def add(self, name: str, state: Callable[[], str]) -> None:
+        """A component whose state readiness and health depend on."""
+        self._states[name] = state
+
+    def states(self) -> dict[str, str]:
+        """Every component's current state."""
+        return {name: state() for name, state in self._states.items()}
+
+    async def announce_ready(self, settle_timeout_s: float) -> None:
+        """READY=1 once no component is starting (each is up or in a reported retry
+        state), or after `settle_timeout_s` with the laggards named in STATUS."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settle_timeout_s
+        # Components expose a plain `.state`, not an event: poll it briefly.
+        while health.STARTING in self.states().values() and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        states = self.states()
+        if health.STARTING in states.values():
+            log.warning("gateway.ready_while_starting", components=states)
+        self._last_status = health.summary(states)
+        self._notify.ready(self._last_status)
+
+    def stopping(self) -> None:
+        """STOPPING=1."""
+        self._notify.stopping()
+
+    async def watch(self, interval_s: float = 1.0) -> None:
+        """Ping the watchdog and keep STATUS current, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._notify.run_watchdog())
+            while True:
+                line = health.summary(self.states())
+                if line != self._last_status:
+                    self._last_status = line
+                    self._notify.status(line)
+                await asyncio.sleep(interval_s)
+
+    # -- reload ---------------------------------------------------------------------------
+    async def serve_reloads(self, wanted: asyncio.Event, load: Loader | None,
+                            apply: Apply) -> None:
+        """Reload each time `wanted` is set (requests made meanwhile merge), until cancelled."""
+        while True:
+            await wanted.wait()
+            wanted.clear()
+            await self.reload(load, apply)
+
+    async def reload(self, load: Loader | None, apply: Apply) -> bool:
+        """One reload: read off the loop, apply if valid; True if applied."""
+        self._notify.reloading()
+        try:
+            if load is None:
+                raise ConfigError(["no configuration file to reload (started on defaults)"])
+            config, rulebook = await asyncio.to_thread(load)
+        except (ConfigError, RulebookError) as exc:
+            metrics.RELOADS.inc(result="rejected")
+            log.error("gateway.reload_rejected", errors=exc.errors)
+            self._notify.ready(self._last_status)
+            return False
+        restart = sorted(
+            key for key, value in config.model_dump().items()
+            if key not in LIVE_SECTIONS and value != self.config.model_dump().get(key))
+        apply(config, rulebook)
+        if config.log != self.config.log:
+            logs.configure(config.log.level, config.log.format)
+        self.config = self.config.model_copy(update={k: getattr(config, k)
+                                                     for k in LIVE_SECTIONS})
+        metrics.RELOADS.inc(result="ok")
+        log.info("gateway.reloaded", rules=len(rulebook.rules), needs_restart=restart)
+        self._notify.ready(self._last_status)
+        return True
+
+    # -- health and metrics ---------------------------------------------------------------
+    async def report(self) -> dict[str, Any]:
+        """The health report (see gateway.run.health)."""
+        stats = await self._store.queue_stats()
+        report = health.report(self.states(), health.egress_states(stats, self._egress), stats,
+                               self._clock(), self.config.http.outbox_stuck_s)
+        # Which daemon this is: `status` compares it with the state it was pointed at, so it
+        # never describes another daemon that happens to answer on the same address.
+        report["instance"] = await self._store.kv_get(INSTANCE_KEY)
+        return report
+
+    async def metrics_text(self) -> str:
+        """Counters and the report's gauges in the Prometheus text format."""
+        return metrics.render(health.gauges(await self.report()))
+

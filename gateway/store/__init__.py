@@ -1,0 +1,5 @@
+"""The durable store: the implementations of the Store port (gateway.ports.Store).
+
+SQLite today: one connection driven by one thread (sqlite.py), the SQL split by table
+group, and the schema with its ordered migrations. Applies the Plans that gateway.plan
+returns, in one transaction each; never decides what to say."""

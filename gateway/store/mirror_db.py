@@ -1,0 +1,91 @@
+"""What delivered ticket mirrors, Statuspage posts and security notices leave in the store.
+
+Called by gateway.store.db inside the outbox completion's transaction, so an external ticket's
+id, a status change or a Statuspage incident is recorded exactly once, together with the
+entry being marked done. Also the reads the egress handlers need (which ticket, which page
+incident belongs to an incident).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.domain import OutboxEntry, OutboxKind, TimelineEvent, dumps
+
+MIRROR_KINDS = frozenset({OutboxKind.TICKET_UPDATE, OutboxKind.STATUSPAGE_OPEN,
+                          OutboxKind.STATUSPAGE_UPDATE, OutboxKind.STATUSPAGE_RESOLVE})
+
+
+@dataclass(frozen=True)
+class TicketRow:
+    """An incident's ticket as recorded."""
+
+    backend: str
+    external_id: str
+    link: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class PageRow:
+    """An incident's Statuspage incident as recorded."""
+
+    external_id: str
+    link: str | None
+    status: str
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def ticket(conn: sqlite3.Connection, incident_id: int) -> TicketRow | None:
+    """The incident's ticket, once its creation is recorded."""
+    row = conn.execute("SELECT backend, external_id, link, status FROM tickets"
+                       " WHERE incident_id = ?", (incident_id,)).fetchone()
+    return None if row is None else TicketRow(*row)
+
+
+def statuspage(conn: sqlite3.Connection, incident_id: int) -> PageRow | None:
+    """The incident's Statuspage incident, if one was opened."""
+    row = conn.execute("SELECT external_id, link, status FROM statuspage_incidents"
+                       " WHERE incident_id = ?", (incident_id,)).fetchone()
+    return None if row is None else PageRow(*row)
+
+
+def record_effect(conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str, Any],
+                  now: datetime, add_timeline: Any) -> None:
+    """Record one delivered mirror entry (see MIRROR_KINDS); skipped deliveries change
+    nothing."""
+    iid = entry.incident_id
+    assert iid is not None
+    if result.get("skipped"):
+        return
+    p = entry.payload
+    if entry.kind is OutboxKind.TICKET_UPDATE:
+        if p.get("status"):
+            conn.execute("UPDATE tickets SET status = ? WHERE incident_id = ?", (p["status"], iid))
+        if p.get("title"):
+            conn.execute("UPDATE tickets SET title = ? WHERE incident_id = ?", (p["title"], iid))
+    elif entry.kind is OutboxKind.STATUSPAGE_OPEN:
+        conn.execute(
+            "INSERT OR IGNORE INTO statuspage_incidents (incident_id, page_id, external_id, link,"
+            " status, created_at) VALUES (?, ?, ?, ?, 'open', ?)",
+            (iid, str(result.get("page_id", "")), str(result["external_id"]), result.get("link"),
+             _ts(now)),
+        )
+        add_timeline(conn, iid, TimelineEvent(
+            now, "statuspage.opened", "gateway",
+            f"Published on the status page: {result.get('link') or result['external_id']}",
+            {"result": dumps(result)}))
+    elif entry.kind is OutboxKind.STATUSPAGE_UPDATE:
+        add_timeline(conn, iid, TimelineEvent(now, "statuspage.updated", "gateway",
+                                              "Update posted on the status page"))
+    elif entry.kind is OutboxKind.STATUSPAGE_RESOLVE:
+        conn.execute("UPDATE statuspage_incidents SET status = 'resolved' WHERE incident_id = ?",
+                     (iid,))
+        add_timeline(conn, iid, TimelineEvent(now, "statuspage.resolved", "gateway",
+                                              "Resolved on the status page"))
