@@ -46,6 +46,10 @@ class SourceAuth:
     secret: bytes
     hmac_header: str = "X-Signature-256"
     rate_per_minute: int = 600
+    # Grafana's HMAC option with a timestamp header signs "<unix seconds>:<body>"; a
+    # timestamp further than hmac_max_age_s from now is refused (a replay).
+    hmac_timestamp_header: str | None = None
+    hmac_max_age_s: float = 300.0
 
 
 class TokenBucket:
@@ -70,8 +74,10 @@ class TokenBucket:
         return (1 - self._tokens) / self._per_s
 
 
-def credential_ok(source: SourceAuth, request: web.Request, body: object) -> bool:
-    """The request carries the source's credential (constant-time comparisons)."""
+def credential_ok(source: SourceAuth, request: web.Request, body: object,
+                  now: float | None = None) -> bool:
+    """The request carries the source's credential (constant-time comparisons); `now` (Unix
+    seconds) for a signed timestamp's freshness."""
     if source.auth == "bearer":
         given = request.headers.get("Authorization", "")
         scheme, _, token = given.partition(" ")
@@ -82,7 +88,14 @@ def credential_ok(source: SourceAuth, request: web.Request, body: object) -> boo
     sig = request.headers.get(source.hmac_header, "").strip().removeprefix(_HMAC_PREFIX)
     if not isinstance(body, bytes):
         return False
-    expected = hmac.new(source.secret, body, "sha256").hexdigest()
+    signed = body
+    if source.hmac_timestamp_header is not None:
+        stamp = request.headers.get(source.hmac_timestamp_header, "").strip()
+        if not stamp.isdigit() or len(stamp) > 12 or abs(
+                int(stamp) - (time.time() if now is None else now)) > source.hmac_max_age_s:
+            return False
+        signed = stamp.encode() + b":" + body
+    expected = hmac.new(source.secret, signed, "sha256").hexdigest()
     return hmac.compare_digest(sig.lower().encode(), expected.encode())
 
 
@@ -172,7 +185,8 @@ class AlertWebhookServer:
             body = await self._body(request, name)
             if isinstance(body, web.Response):
                 return body
-        if not credential_ok(source, request, body):
+        now = self._clock().timestamp() if self._clock else None
+        if not credential_ok(source, request, body, now):
             return self._shed(over, 401, "bad credentials", name, "credentials")
         wait = self._buckets[name].take()
         if wait is not None:

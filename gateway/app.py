@@ -480,7 +480,8 @@ class App:
 
         read = self.config.read_secret
         sources = [SourceAuth(s.name, AlertSource(s.kind), s.auth, read(s.secret).encode(),
-                              s.hmac_header, s.rate_per_minute) for s in a.sources]
+                              s.hmac_header, s.rate_per_minute, s.hmac_timestamp_header,
+                              s.hmac_max_age_s) for s in a.sources]
         hook = self.config.pagerduty.webhook if self.config.pagerduty else None
         pd = None if hook is None else PagerDutyHook(
             tuple(read(x).encode() for x in hook.secrets), hook.max_age_s)

@@ -165,3 +165,30 @@ async def test_strangers_flood_never_sheds_an_authenticated_source(tmp_path: Pat
     assert flood[:5] == [401] * 5 and set(flood[5:]) == {429}
     assert good[0] == 200
     assert sum(e["event"] == "alerts.rejected" for e in logs) <= 6
+
+
+async def test_grafana_hmac_with_a_signed_timestamp_refuses_stale_or_unsigned_times(
+        tmp_path: Path) -> None:
+    """With Grafana's timestamp header configured, the signature covers "<ts>:<body>": a
+    fresh one is accepted, one five minutes old or without the timestamp is refused."""
+    clock = ticking(OVERNIGHT)
+    config = make_config(tmp_path, alerts={"port": 0, "source": [
+        {"name": "grafana", "kind": "grafana", "auth": "hmac",
+         "hmac_header": "X-Grafana-Alerting-Signature",
+         "hmac_timestamp_header": "X-Grafana-Alerting-Signature-Timestamp",
+         "hmac_max_age_s": 120, "secret": {"value": HMAC_SECRET}}]})
+    raw = json.dumps(grafana_body("HighMemory")).encode()
+
+    def signed(at: int, body: bytes = raw) -> dict[str, str]:
+        return {"X-Grafana-Alerting-Signature-Timestamp": str(at),
+                "X-Grafana-Alerting-Signature": hmac_header(HMAC_SECRET, f"{at}:".encode() + body)}
+
+    async with running(config, clock=clock) as app, aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{app.alerts_port}/alerts/grafana"
+        now = int(clock().timestamp())
+        stale = await post(session, url, raw, headers=signed(now - 300))
+        bare = await post(session, url, raw, headers={
+            "X-Grafana-Alerting-Signature": hmac_header(HMAC_SECRET, raw)})
+        fresh = await post(session, url, raw, headers=signed(now))
+        await eventually(lambda: incidents(tmp_path))
+    assert (stale[0], bare[0], fresh[0]) == (401, 401, 200)

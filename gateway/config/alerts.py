@@ -29,6 +29,10 @@ class AlertSourceConfig(_Model):
     auth: Literal["bearer", "hmac", "url_token"] = "bearer"
     secret: Secret
     hmac_header: Annotated[str, Field(pattern=_HEADER)] = "X-Signature-256"
+    # With Grafana's "Timestamp Header" set: the signature covers "<timestamp>:<body>", and a
+    # timestamp more than hmac_max_age_s from now is refused as a replay.
+    hmac_timestamp_header: Annotated[str, Field(pattern=_HEADER)] | None = None
+    hmac_max_age_s: float = Field(default=300.0, gt=0)
     rate_per_minute: int = Field(default=600, ge=1)  # more get 429 with Retry-After
 
 
