@@ -59,6 +59,7 @@ class AlertNotification:
     status: str  # firing when any alert fires, else resolved
     alerts: tuple[Alert, ...]
     title: str = ""
+    truncated: int = 0  # alerts the sender left out (Alertmanager's max_alerts)
 
     def firing(self) -> tuple[Alert, ...]:
         """The alerts that fire."""
@@ -73,7 +74,8 @@ class AlertNotification:
         """The inbox form."""
         return json.dumps({"type": "alert", "source": self.source, "kind": self.kind.value,
                            "group_key": self.group_key, "status": self.status,
-                           "title": self.title, "alerts": [_alert_json(a) for a in self.alerts]},
+                           "title": self.title, "truncated": self.truncated,
+                           "alerts": [_alert_json(a) for a in self.alerts]},
                           separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -113,7 +115,8 @@ def notification_from_json(raw: bytes) -> AlertNotification:
         for a in data["alerts"])
     return AlertNotification(source=str(data["source"]), kind=AlertSource(data["kind"]),
                              group_key=str(data["group_key"]), status=str(data["status"]),
-                             alerts=alerts, title=str(data["title"]))
+                             alerts=alerts, title=str(data["title"]),
+                             truncated=int(data.get("truncated", 0)))
 
 
 def clip(text: str, limit: int = _TEXT) -> str:

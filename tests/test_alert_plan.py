@@ -164,3 +164,10 @@ def test_pagerduty_ack_of_an_escalation_page_acknowledges_its_incident() -> None
     other = plan_pagerduty(event("acknowledged", "INC-7-evil"), incident(), SETTINGS, IN_HOURS,
                            "w16")
     assert other.outcome.startswith("ignored")
+
+
+def test_alerts_left_out_by_alertmanager_are_said_on_the_timeline() -> None:
+    """A notification Alertmanager truncated (max_alerts) says how many were left out."""
+    n = replace(notification("firing"), truncated=40)
+    plan = plan_alert(n, ctx(incident()), BOOK, SETTINGS, OVERNIGHT, "w17")
+    assert plan.timeline[0].text.endswith("; 40 more left out by the sender")

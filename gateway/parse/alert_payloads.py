@@ -174,7 +174,8 @@ def _title(alerts: tuple[Alert, ...], common: Mapping[str, str]) -> str:
 def _from_am(source: str, p: AlertmanagerPayload) -> AlertNotification:
     alerts = tuple(_am_alert(a) for a in p.alerts)
     return AlertNotification(source, AlertSource.ALERTMANAGER, p.groupKey, _status(alerts),
-                             alerts, _title(alerts, p.commonLabels))
+                             alerts, _title(alerts, p.commonLabels),
+                             truncated=max(0, p.truncatedAlerts))
 
 
 def _from_grafana(source: str, p: GrafanaPayload) -> AlertNotification:

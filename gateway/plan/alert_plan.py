@@ -81,7 +81,8 @@ def describe(n: AlertNotification) -> str:
         if count:
             shown = ", ".join(dict.fromkeys(names[:5]))
             parts.append(f"{count} {word} ({clip(shown, 200)}{', …' if count > 5 else ''})")
-    return f"{n.kind.value} ({n.source}): " + ", ".join(parts)
+    more = f"; {n.truncated} more left out by the sender" if n.truncated > 0 else ""
+    return f"{n.kind.value} ({n.source}): " + ", ".join(parts) + more
 
 
 def _event(n: AlertNotification, now: datetime, kind: str) -> TimelineEvent:
