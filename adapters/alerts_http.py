@@ -25,10 +25,10 @@ import structlog
 from aiohttp import web
 
 from adapters.pagerduty_webhook import PagerDutyHook, Refusal, check
+from gateway.domain import Accepted
 from gateway.parse.alert_payloads import BadPayload, decode
 from gateway.run import metrics
 from gateway.run.alert_intake import AlertIntake
-from gateway.store.db import Accepted
 from rules.alert_rules import AlertSource
 
 log = structlog.get_logger("adapters.alerts_http")
@@ -208,7 +208,8 @@ class AlertWebhookServer:
 
     async def _pd(self, request: web.Request) -> web.Response:
         hook = self._pagerduty
-        assert hook is not None
+        if hook is None:  # the route exists only with a hook
+            raise web.HTTPNotFound
         over = self._global.take()
         body = await self._body(request, "pagerduty")
         if isinstance(body, web.Response):

@@ -47,7 +47,8 @@ class StatusServer:
             raise
         self._runner = runner
         server = site._server  # aiohttp keeps the bound socket here; port 0 needs it
-        assert isinstance(server, asyncio.Server)
+        if not isinstance(server, asyncio.Server):
+            raise TypeError(f"expected asyncio.Server, got {type(server).__name__}")
         self.port = int(server.sockets[0].getsockname()[1])
         log.info("http.listening", host=self._host, port=self.port)
 

@@ -15,7 +15,6 @@ refused credentials park the intake in "bad_credentials" instead of hammering th
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -26,9 +25,10 @@ from typing import Any, Protocol, TypeVar
 import structlog
 from aioimaplib import IMAP4, AioImapException, Command, IMAP4ClientProtocol, Response
 
+from gateway.domain import Accepted
 from gateway.plan.imapsync import Cursor, chunks, cursor_key, envelope_sender, plan_scan, uid_set
-from gateway.ports import TransientError
-from gateway.store.db import Accepted
+from gateway.ports import KeyValue, TransientError
+from gateway.run.supervise import backoff_s
 from rules.types import Mailbox
 
 log = structlog.get_logger("adapters.imap_intake")
@@ -47,13 +47,6 @@ class Sink(Protocol):
     async def accept_fetched(self, mailbox: Mailbox, mail_from: str, raw: bytes
                              ) -> Accepted: ...
     def wake(self) -> None: ...
-
-
-class KeyValue(Protocol):
-    """Where the cursor is kept."""
-
-    async def kv_get(self, key: str) -> str | None: ...
-    async def kv_set(self, key: str, value: str) -> None: ...
 
 
 class BadCredentials(Exception):
@@ -179,8 +172,7 @@ class ImapIntake:
                     OSError) as exc:
                 failures = 0 if self.connected.is_set() else failures + 1
                 self._down("backing_off")
-                delay = min(self._backoff_max_s, 0.25 * 2 ** min(failures, 10))
-                delay *= random.uniform(0.8, 1.2)
+                delay = backoff_s(failures, 0.25, self._backoff_max_s, max_doublings=10)
                 log.warning("imap.backing_off", mailbox=self.name, error=_reason(exc),
                             delay_s=round(delay, 2))
             except Exception:
@@ -264,7 +256,8 @@ class ImapIntake:
         self._client = client
         await self._call(client.wait_hello_from_server())
         if self._tls == "starttls":
-            assert context is not None
+            if context is None:
+                raise RuntimeError("context is set here")
             await self._starttls(client, context)
         self.logins += 1
         resp = await self._call(client.protocol.login(self._user, self._password))
@@ -304,7 +297,8 @@ class ImapIntake:
         resp = await self._ok(proto.search(plan.criteria, charset=None, by_uid=True), "SEARCH")
         uids = plan.new(parse_search(resp))
         if plan.reason == "new":
-            assert stored is not None
+            if stored is None:
+                raise RuntimeError("stored is set here")
             cursor = stored
         else:
             log.info("imap.rescan", mailbox=self.name, reason=plan.reason, messages=len(uids))

@@ -11,10 +11,9 @@ the link in a state the health check can show instead of hammering the homeserve
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import ClientError
@@ -37,20 +36,14 @@ from nio import (
 )
 
 from adapters.matrix_undecryptable import Pending, Undecryptable, notice_for, room_is_encrypted
-from gateway.ports import PermanentError, TransientError
+from gateway.ports import KeyValue, PermanentError, TransientError
 from gateway.run import metrics
+from gateway.run.supervise import backoff_s
 
 if TYPE_CHECKING:
     from adapters.matrix_crypto import MatrixCrypto
 
 log = structlog.get_logger("adapters.matrix")
-
-
-class KeyValue(Protocol):
-    """Where the link keeps its sync token, device and access token."""
-
-    async def kv_get(self, key: str) -> str | None: ...
-    async def kv_set(self, key: str, value: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -148,7 +141,8 @@ class MatrixLink:
             self._client = None
 
     # -- login --------------------------------------------------------------------------------
-    async def _login(self, client: AsyncClient, *, fresh: bool = False) -> None:
+    # C901: every way a homeserver answers a login (token, password, errors), side by side.
+    async def _login(self, client: AsyncClient, *, fresh: bool = False) -> None:  # noqa: C901
         token = self._token or (None if fresh else await self._kv.kv_get("matrix.access_token"))
         device = self._device_id or await self._kv.kv_get("matrix.device_id")
         if device and self._crypto and not self._crypto.has_store(self._user_id, device):
@@ -223,8 +217,7 @@ class MatrixLink:
                 self.state = "backing_off"
                 self.connected.clear()
                 fresh_login = isinstance(exc, TransientError) and exc.reason == "M_UNKNOWN_TOKEN"
-                delay = min(self._backoff_max_s, 0.5 * 2 ** min(failures, 10))
-                delay *= random.uniform(0.8, 1.2)
+                delay = backoff_s(failures, 0.5, self._backoff_max_s, max_doublings=10)
                 if isinstance(exc, TransientError) and exc.retry_after_s:
                     delay = max(delay, exc.retry_after_s)  # M_LIMIT_EXCEEDED: as told
                 log.warning("matrix.backing_off", error=getattr(exc, "reason", type(exc).__name__),
@@ -333,7 +326,8 @@ class MatrixLink:
     def _checked(self, resp: object) -> SyncResponse:
         if isinstance(resp, SyncResponse):
             return resp
-        assert isinstance(resp, SyncError)
+        if not isinstance(resp, SyncError):
+            raise TypeError(f"expected SyncError, got {type(resp).__name__}")
         raise _classify(resp)
 
     async def _events(self, client: AsyncClient, resp: SyncResponse) -> list[RoomEvent]:
@@ -398,7 +392,8 @@ class MatrixLink:
             raise TransientError(f"cannot encrypt yet ({type(exc).__name__})") from None
         if isinstance(resp, RoomSendResponse):
             return {"event_id": resp.event_id}
-        assert isinstance(resp, ErrorResponse)
+        if not isinstance(resp, ErrorResponse):
+            raise TypeError(f"expected ErrorResponse, got {type(resp).__name__}")
         raise _classify(resp)
 
 

@@ -155,7 +155,8 @@ class _Session(SMTP):
             # Over the limit: say so and hang up before any session state exists.
             self._refused = True
             log.warning("smtp.connection_refused", sessions=len(self._owner.sessions))
-            assert isinstance(transport, asyncio.WriteTransport)
+            if not isinstance(transport, asyncio.WriteTransport):
+                raise TypeError(f"expected asyncio.WriteTransport, got {type(transport).__name__}")
             transport.write(TOO_MANY_CONNECTIONS)
             transport.close()
             return
@@ -181,7 +182,8 @@ class _Session(SMTP):
         fewer awaits, and the event loop keeps turning on a huge message)."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
-        assert self.envelope is not None
+        if self.envelope is None:
+            raise RuntimeError("envelope is set here")
         if not self.envelope.rcpt_tos:
             await self.push("503 Error: need RCPT command")
             return
@@ -264,7 +266,8 @@ class SmtpIntakeServer:
     @property
     def port(self) -> int:
         """The bound port (useful when configured as 0)."""
-        assert self._server is not None
+        if self._server is None:
+            raise RuntimeError("_server is set here")
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:

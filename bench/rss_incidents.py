@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from gateway.domain import Channel, NewIncident, Plan, Reporter, TimelineEvent  # noqa: E402
-from gateway.store import db, schema  # noqa: E402
+from gateway.store import db, incidents, schema  # noqa: E402
 from rules.types import Mailbox, Priority  # noqa: E402
 
 TARGET_MB = 100.0
@@ -60,7 +60,7 @@ def fill(path: Path, count: int, due_in_h: float = 0.0) -> None:
                           TimelineEvent(now, "triaged", "rules", "P2: some requests fail")),
                 message_ids=(f"<m{i}@tenant.example>", f"<inc-{i}.ack@localhost>"),
             )
-            db.apply_plan(conn, plan, now)
+            incidents.apply_plan(conn, plan, now)
     conn.close()
 
 

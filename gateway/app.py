@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from datetime import timedelta
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ from adapters.mail_out import FolderMailer, SmtpRelayMailer
 from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
 from gateway.config.model import Config
+from gateway.config.settings import chat_rooms, pipeline_settings, sla_settings
 from gateway.deliver.alarm_egress import alarm_handler
 from gateway.deliver.deadletter import alert_in
 from gateway.deliver.egress import LocalPager, make_handlers
@@ -38,14 +39,8 @@ from gateway.parse.sandbox import ParseSandbox
 from gateway.plan.alarm_rooms import alarm_rooms
 from gateway.plan.alert_plan import AlertSettings
 from gateway.plan.e2ee import PinnedDevice
-from gateway.plan.pipeline import Settings
-from gateway.plan.relay import ChatSettings
-from gateway.plan.replies import Sender
-from gateway.plan.sla import EscalationTarget, SlaSettings
-from gateway.plan.storm import Limits
-from gateway.plan.tokens import ThreadSigner, new_key
-from gateway.plan.trust import TrustPolicy
-from gateway.ports import MailSender, Pager, TicketBackend
+from gateway.plan.tokens import new_key
+from gateway.ports import MailSender, Pager, Store, TicketBackend
 from gateway.run import metrics
 from gateway.run.alert_intake import AlertIntake
 from gateway.run.alert_work import WebhookSettings
@@ -53,9 +48,9 @@ from gateway.run.intake import ChatIntake, MailIntake
 from gateway.run.scheduler import Scheduler
 from gateway.run.service import INSTANCE_KEY, Loader, Service, endpoint_file
 from gateway.run.worker import Clock, InboxWorker, utcnow
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore
 from rules.book import Rulebook
-from rules.types import Mailbox, Priority
+from rules.types import Mailbox
 
 # Start-up time is mostly imports: an adapter (and the library behind it: matrix-nio,
 # aiohttp, aioimaplib, dkimpy) is imported where it is built, only when it is configured.
@@ -69,45 +64,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gateway.app")
 
 
-def chat_rooms(config: Config) -> dict[str, str]:
-    """Report rooms and the mailbox kind each feeds."""
-    m = config.matrix
-    return {} if m is None else {r.room: r.mailbox for r in m.report_rooms}
-
-
-def pipeline_settings(config: Config, thread_key: str | None = None) -> Settings:
-    """The deployment facts the pure pipeline needs (`thread_key` signs our Message-IDs)."""
-    address = config.mail_out.from_address
-    domain = address.rpartition("@")[2]
-    m = config.matrix
-    chat = None if m is None else ChatSettings(
-        bot_user_id=m.user_id, incidents_room=m.incidents_room, report_rooms=chat_rooms(config),
-        engineers=frozenset(m.engineers), min_power_level=m.min_power_level,
-    )
-    return Settings(
-        sender=Sender(address=address, name=config.mail_out.from_name, msgid_domain=domain,
-                      loop_token=f"chatops-gateway; {domain}",
-                      signer=ThreadSigner(thread_key.encode(), domain) if thread_key else None),
-        pager_source=config.pagerduty.source if config.pagerduty else "chatops-gateway",
-        signature=config.mail_out.from_name,
-        chat=chat,
-        trust=trust_policy(config),
-        limits=Limits(**config.limits.model_dump()),
-    )
-
-
-def trust_policy(config: Config) -> TrustPolicy:
-    """The sender-trust policy, with a DKIM check (real DNS) when configured."""
-    t = config.trust
-    if t.verify_dkim:
-        from gateway.parse.dkim_check import dkim_verifier  # noqa: PLC0415  (lazy, see above)
-    return TrustPolicy(
-        authserv_id=t.trusted_authserv_id, allow_domains=frozenset(t.allow_domains),
-        allow_addresses=frozenset(t.allow_addresses), allow_all=t.allow_all,
-        dkim=dkim_verifier() if t.verify_dkim else None,
-    )
-
-
 async def _thread_key(config: Config, store: Store) -> str:
     """The configured threading key, else one generated once and kept in the store."""
     if config.threading.key is not None:
@@ -117,29 +73,6 @@ async def _thread_key(config: Config, store: Store) -> str:
         value = new_key()
         await store.kv_set("threading_key", value)
     return value
-
-
-def sla_settings(config: Config, settings: Settings) -> SlaSettings:
-    """The SLA planner's view of the `[sla]` and `[[escalation]]` sections."""
-    s = config.sla
-    steps = tuple(
-        EscalationTarget(kind=step.kind, after=timedelta(minutes=step.after_minutes),
-                         route=f"escalation-{index + 1}" if step.kind == "page" else None,
-                         room=step.room, address=step.address)
-        for index, step in enumerate(config.escalation))
-    return SlaSettings(
-        sender=settings.sender, pager_source=settings.pager_source,
-        incidents_room=settings.chat.incidents_room if settings.chat else None,
-        respond_warning=timedelta(minutes=s.respond_warning_minutes),
-        update_warning=timedelta(minutes=s.update_warning_minutes),
-        holding=frozenset(Priority(p) for p in s.holding_replies),
-        escalate=frozenset(Priority(p) for p in s.escalate), escalation=steps,
-        handover=frozenset(Priority(p) for p in s.handover_priorities),
-        handover_at_close=s.handover_at_close,
-        handover_after=(None if s.handover_after_hours is None
-                        else timedelta(hours=s.handover_after_hours)),
-        digest=s.digest,
-    )
 
 
 async def _instance_id(store: Store) -> str:
@@ -152,6 +85,28 @@ async def _instance_id(store: Store) -> str:
 
 
 _SETTLE_S = 30.0  # longest READY waits for intake links to connect or report a retry
+
+
+@dataclass(frozen=True)
+class _Egress:
+    """What the outbox delivers through, built once the store is open."""
+
+    pager: Pager
+    provider: str  # "pagerduty" or "local"
+    routes: Mapping[str, Pager]  # escalation routing keys, by route name
+    mailer: MailSender
+    mirror: HandlerFactory  # ticket backend and status page handlers, by instance id
+
+
+@dataclass
+class _Edges:
+    """The listeners and links started while serving, closed in reverse in every case."""
+
+    smtp: SmtpIntakeServer | None = None
+    alerts: AlertWebhookServer | None = None
+    status: StatusServer | None = None
+    link: MatrixLink | None = None
+    imap: list[ImapIntake] = field(default_factory=list)
 
 
 class App:
@@ -167,13 +122,11 @@ class App:
         self.alerts_port: int | None = None
         self.matrix: MatrixLink | None = None
         self.imap: list[ImapIntake] = []
-        self._mirror_handlers: HandlerFactory = lambda _prefix: {}
         self.loader = loader  # re-reads the configuration and rulebook on reload
         self.reload_wanted = asyncio.Event()
         self.service: Service | None = None
         self.http_port: int | None = None
         self.scheduler: Scheduler | None = None
-        self._routes: dict[str, Pager] = {}  # escalation routing keys, by route name
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the configuration and rulebook (see gateway.run.service)."""
@@ -185,42 +138,45 @@ class App:
         # (mail accepted meanwhile is durable and waits for it in the inbox).
         sandbox = ParseSandbox(self.rulebook)
         sandbox_up = asyncio.create_task(sandbox.start(), name="parse-sandbox-start")
-        store = Store(self.config.database_path())
+        store = SqliteStore(self.config.database_path())
         try:
             await store.open()
             async with AsyncExitStack() as stack:
-                pager, provider = await self._pager(stack)
-                self._mirror_handlers = await self._external(store, stack)
-                await self._serve(store, pager, provider, self._mailer(), stop, sandbox)
+                pager, provider, routes = await self._pager(stack)
+                egress = _Egress(pager, provider, routes, self._mailer(),
+                                 await self._external(store, stack))
+                await self._serve(store, egress, stop, sandbox)
         finally:
             await sandbox_up
             await sandbox.close()
             await store.close()
             log.info("gateway.stopped")
 
-    async def _pager(self, stack: AsyncExitStack) -> tuple[Pager, str]:
+    async def _pager(self, stack: AsyncExitStack) -> tuple[Pager, str, dict[str, Pager]]:
+        """The pager, its provider's name, and the escalation routes' pagers."""
         pd = self.config.pagerduty
         if pd is None:
-            return LocalPager(), "local"
+            return LocalPager(), "local", {}
         import aiohttp  # noqa: PLC0415  (lazy, see above)
 
         from adapters.pagerduty import PagerDutyPager  # noqa: PLC0415
 
         session = await stack.enter_async_context(aiohttp.ClientSession())
         key = self.config.read_secret(pd.routing_key)
+        routes: dict[str, Pager] = {}
         for index, step in enumerate(self.config.escalation):
             if step.routing_key is not None:
-                self._routes[f"escalation-{index + 1}"] = PagerDutyPager(
+                routes[f"escalation-{index + 1}"] = PagerDutyPager(
                     routing_key=self.config.read_secret(step.routing_key), base_url=pd.url,
                     session=session, timeout_s=pd.timeout_s)
         return PagerDutyPager(routing_key=key, base_url=pd.url, session=session,
-                              timeout_s=pd.timeout_s), "pagerduty"
+                              timeout_s=pd.timeout_s), "pagerduty", routes
 
     async def _external(self, store: Store, stack: AsyncExitStack) -> HandlerFactory:
         """The configured ticket backend and status page, sharing one HTTP session."""
         t, sp, read = self.config.tickets, self.config.statuspage, self.config.read_secret
         if t.backend == "builtin" and sp is None:
-            return self._mirror_handlers
+            return lambda _prefix: {}
         import aiohttp  # noqa: PLC0415  (lazy, see above)
 
         from adapters.statuspage import Statuspage  # noqa: PLC0415
@@ -256,16 +212,17 @@ class App:
                                password=password, starttls=relay.starttls, use_tls=relay.tls,
                                timeout_s=relay.timeout_s)
 
-    async def _outbox(self, store: Store, pager: Pager, provider: str, mailer: MailSender,
-                      link: MatrixLink | None) -> OutboxWorker:
+    async def _outbox(self, store: Store, egress: _Egress, link: MatrixLink | None
+                      ) -> OutboxWorker:
         """The outbox worker with a handler for every kind of effect."""
         cfg = self.config
         policy = RetryPolicy(max_attempts=cfg.outbox.max_attempts,
                              initial_s=cfg.outbox.backoff_initial_s,
                              max_s=cfg.outbox.backoff_max_s)
         instance = await _instance_id(store)
-        handlers = make_handlers(pager, mailer, provider, link, store, instance, self._routes)
-        handlers.update(self._mirror_handlers(instance))
+        handlers = make_handlers(egress.pager, egress.mailer, egress.provider, link, store,
+                                 instance, egress.routes)
+        handlers.update(egress.mirror(instance))
         if link is not None:
             handlers[OutboxKind.CHAT_ALARM] = alarm_handler(link, store, f"{instance}a")
         room = cfg.matrix.incidents_room if cfg.matrix else None
@@ -289,16 +246,26 @@ class App:
         webhooks = WebhookSettings(AlertSettings(settings.sender, settings.pager_source,
                                                  settings.chat, alarm_rooms(cfg.alerts)),
                                    hook.on_resolved if hook else "resolve")
-        worker = InboxWorker(store, self.rulebook, settings, planned, self.clock,
-                             sandbox=sandbox, mirror=mirror_settings(cfg, self.rulebook),
+        worker = InboxWorker(store, self.rulebook, settings, planned, self.clock, sandbox=sandbox,
+                             mirror=mirror_settings(cfg, self.rulebook, settings.sender),
                              webhooks=webhooks)
         return worker, scheduler
 
-    async def _serve(self, store: Store, pager: Pager, provider: str, mailer: MailSender,
-                     stop: asyncio.Event, sandbox: ParseSandbox) -> None:
+    async def _serve(self, store: Store, egress: _Egress, stop: asyncio.Event,
+                     sandbox: ParseSandbox) -> None:
+        """Serve until `stop`; the listeners and links are closed whether the stop was asked
+        for or a task failed (then before the store closes, in run())."""
+        edges = _Edges()
+        try:
+            await self._serve_until(store, egress, stop, sandbox, edges)
+        finally:
+            await self._close(edges)
+
+    async def _serve_until(self, store: Store, egress: _Egress, stop: asyncio.Event,
+                           sandbox: ParseSandbox, edges: _Edges) -> None:
         cfg = self.config
-        link = self._matrix(store)
-        outbox = await self._outbox(store, pager, provider, mailer, link)
+        link = edges.link = self.matrix = self._matrix(store)
+        outbox = await self._outbox(store, egress, link)
         worker, scheduler = await self._processing(store, outbox, sandbox)
         outbox.busy = worker.in_storm  # outbox rounds wait for a lull in a storm too
         self.scheduler = scheduler
@@ -306,9 +273,8 @@ class App:
                             self.clock)
         smtp = self._smtp(intake) if cfg.smtp.enabled else None
         chat_intake = ChatIntake(store, chat_rooms(cfg), worker.wake, self.clock)
-        self.matrix = link
-        self.imap = self._imap(store, intake)
-        service = self.service = self._service(store, provider, smtp, link)
+        edges.imap = self.imap = self._imap(store, intake)
+        service = self.service = self._service(store, egress.provider, smtp, link)
         alerts = self._alert_listener(AlertIntake(store, worker.wake, self.clock), service)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(worker.run(), name="inbox-worker"),
@@ -326,15 +292,18 @@ class App:
             tasks.extend(group.create_task(box.run(), name=f"imap-{box.name}")
                          for box in self.imap)
             if smtp is not None:
+                edges.smtp = smtp
                 await smtp.start()
                 self.smtp_port = smtp.port
             if alerts is not None:
+                edges.alerts = alerts
                 await alerts.start()
                 self.alerts_port = alerts.port
-            status = await self._status_endpoint(service)
+            edges.status = await self._status_endpoint(service)
             tasks += [group.create_task(service.watch(), name="service-watch"),
                       group.create_task(service.serve_reloads(
-                          self.reload_wanted, self.loader, self._apply(worker)), name="reloads")]
+                          self.reload_wanted, self.loader, self._apply(worker, scheduler)),
+                          name="reloads")]
             await service.announce_ready(_SETTLE_S)
             self.ready.set()
             # What start-up built lives as long as the process: leave it out of every later
@@ -346,16 +315,32 @@ class App:
             log.info("gateway.stopping")
             service.stopping()
             if smtp is not None:
+                edges.smtp = None  # stopped here, first: intake ends before the drain
                 await smtp.stop()
             if alerts is not None:
+                edges.alerts = None  # webhook intake ends before the drain too
                 await alerts.stop()
             await self._wind_down(worker, outbox, scheduler, tasks, timers)
-            if status is not None:
-                await status.stop()
-            if link is not None:
-                await link.close()
-            for box in self.imap:
-                await box.close()
+
+    async def _close(self, edges: _Edges) -> None:
+        """Stop listening and close the links, each bounded and each on its own: one that
+        fails is logged and the rest are still closed."""
+        closers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        if edges.smtp is not None:
+            closers.append(("smtp", edges.smtp.stop))
+        if edges.alerts is not None:
+            closers.append(("alerts", edges.alerts.stop))
+        if edges.status is not None:
+            closers.append(("status", edges.status.stop))
+        if edges.link is not None:
+            closers.append(("matrix", edges.link.close))
+        closers += [(f"imap:{box.name}", box.close) for box in edges.imap]
+        for name, close in closers:
+            try:
+                async with asyncio.timeout(self.config.outbox.drain_timeout_s):
+                    await close()
+            except Exception as exc:  # closing the rest matters more
+                log.error("gateway.close_failed", component=name, error=type(exc).__name__)
 
     def _service(self, store: Store, provider: str, smtp: SmtpIntakeServer | None,
                  link: MatrixLink | None) -> Service:
@@ -386,12 +371,12 @@ class App:
             task.cancel()
         await self._drain(worker, outbox)
 
-    def _apply(self, worker: InboxWorker) -> Callable[[Config, Rulebook], None]:
+    def _apply(self, worker: InboxWorker, scheduler: Scheduler
+               ) -> Callable[[Config, Rulebook], None]:
         def apply(_config: Config, rulebook: Rulebook) -> None:
             self.rulebook = rulebook
             worker.replace_rulebook(rulebook)
-            if self.scheduler is not None:
-                self.scheduler.replace_rulebook(rulebook)
+            scheduler.replace_rulebook(rulebook)
         return apply
 
     async def _status_endpoint(self, service: Service) -> StatusServer | None:

@@ -4,7 +4,7 @@ and the Plan the pipeline returns for the store to apply in one transaction."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -45,6 +45,20 @@ class OutboxKind(StrEnum):
     STATUSPAGE_UPDATE = "statuspage.update"
     STATUSPAGE_RESOLVE = "statuspage.resolve"
     CHAT_ALARM = "chat.alarm"  # alert incidents in the alarm rooms (gateway.alarm_rooms)
+
+
+class Outcome(StrEnum):
+    """What became of a processed message, the first word(s) of `Plan.outcome` (whose rest
+    says which incident and why, for people). Anything else is a command's outcome."""
+
+    OPENED = "opened"
+    JOINED = "joined"
+    HELD = "held"
+    IGNORED = "ignored"
+    UNREADABLE = "unreadable"
+    PLANNING_FAILED = "unreadable: processing failed"
+    ALREADY_PROCESSED = "already processed"
+    COMMAND = "command"
 
 
 class OutboxState(StrEnum):
@@ -163,6 +177,7 @@ class Plan:
     incident; neither when it is ignored. `message_ids` are thread keys (ours and theirs)
     that later replies may reference. `changes` updates the incident's columns (only those
     in INCIDENT_CHANGES); `merge_source` makes another incident's reporters follow this one.
+    `digest` is the email's record for rate limits and loop detection, kept with the Plan.
     """
 
     outcome: str
@@ -175,6 +190,18 @@ class Plan:
     message_ids: tuple[str, ...] = ()
     changes: Mapping[str, Any] = field(default_factory=dict)
     merge_source: int | None = None
+    digest: Digest | None = None
+
+    def kind(self) -> Outcome:
+        """The outcome's kind, read from its leading words (the one place that parses them)."""
+        for kind in _OUTCOME_ORDER:
+            if self.outcome.startswith(kind.value):
+                return kind
+        return Outcome.COMMAND
+
+
+# The most specific first: "unreadable: processing failed" before "unreadable".
+_OUTCOME_ORDER = sorted(set(Outcome) - {Outcome.COMMAND}, key=lambda o: -len(o.value))
 
 
 INCIDENT_CHANGES = frozenset({"title", "priority", "status", "lead", "comms", "acknowledged_at",
@@ -190,8 +217,19 @@ class SenderHistory:
     everyone: int  # earlier messages from anyone in the last minute
 
 
-# (sender, content hash, received at, sender window in s, count cap) -> history; records the
-# message too. Counts stop at the cap (see gateway.plan.storm.count_cap).
+@dataclass(frozen=True)
+class Digest:
+    """What the limits remember of a processed email: who sent it, a hash of what it says,
+    and when it was received (the store records it when it applies the Plan)."""
+
+    sender: str
+    content: str
+    at: datetime
+
+
+# (sender, content hash, received at, sender window in s, count cap) -> history of the
+# messages recorded before this one (a read). Counts stop at the cap (see
+# gateway.plan.storm.count_cap).
 HistoryLookup = Callable[[str, str, datetime, float, int], SenderHistory]
 
 
@@ -207,6 +245,9 @@ class PlanContext:
     # (mailbox, since, title test) -> the newest open incidents of that mailbox opened since
     # then whose title passes the test
     recent_open: Callable[[Mailbox, datetime, Callable[[str], bool]], list[Incident]] | None = None
+    # (address, at, window in s, limit) -> whether one more automatic answer to that address
+    # fits the limit; records it when it does (gateway.store.answer_db)
+    answers: Callable[[str, datetime, float, int], bool] | None = None
     # the ids of the open alert incidents, newest first (gateway.alert_db)
     alert_ids: Callable[[], list[int]] | None = None
 
@@ -214,3 +255,119 @@ class PlanContext:
 def dumps(value: Any) -> str:
     """Compact, stable JSON for the store."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The result of accepting one message: its inbox id, and whether it was a re-send."""
+
+    inbox_id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to accept into the inbox."""
+
+    channel: Channel
+    mailbox: Mailbox | None
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    raw: bytes
+    dedup_key: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class ThreadKeys:
+    """What a message offers to find the incident it belongs to."""
+
+    message_ids: tuple[str, ...]
+    subject: str = ""
+    sender: str = ""
+    incident_id: int | None = None  # named explicitly by someone allowed to (an engineer)
+    # Email: the incidents named by references we issued (gateway.plan.tokens); then only the
+    # sender's own earlier ids and [INC-n] can also attach, and only when the sender is a
+    # reporter not shown to be forged. None (chat): every key as stored attaches.
+    issued: tuple[int, ...] | None = None
+    sender_authentic: bool = True
+
+
+@dataclass(frozen=True)
+class Work:
+    """One accepted message to process: how to find its thread, how to plan it, and the plan
+    to fall back on if planning fails (so a bug never loses the message)."""
+
+    inbox_id: int
+    keys: ThreadKeys | None
+    make_plan: Callable[[PlanContext], Plan]
+    fallback: Callable[[str], Plan]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one delivery attempt went: a result (done), or an error and when to retry."""
+
+    entry: OutboxEntry
+    result: dict[str, Any] | None = None
+    error: str = ""
+    next_at: datetime | None = None
+    dead: bool = False
+    alert: OutboxSpec | None = None  # queued for engineers when the entry goes dead
+    # what the outcome says on the incident's timeline (gateway.deliver.timeline.worded),
+    # recorded with the first completion (or the dead letter) only
+    timeline: tuple[TimelineEvent, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """How much waits in the inbox and the outbox, for health checks and metrics."""
+
+    inbox_pending: int
+    outbox_pending: int
+    outbox_oldest: datetime | None  # when the oldest pending entry was created
+    outbox_retrying: dict[str, int]  # kind -> pending entries that failed at least once
+    outbox_dead: int
+
+
+def chat_key(event_id: str) -> str:
+    """The thread key of a chat event (kept apart from email Message-IDs)."""
+    return f"mx:{event_id}"
+
+
+@dataclass(frozen=True)
+class TicketRow:
+    """An incident's ticket as recorded."""
+
+    backend: str
+    external_id: str
+    link: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class PageRow:
+    """An incident's Statuspage incident as recorded."""
+
+    external_id: str
+    link: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class Due:
+    """One reminder (or escalation, holding reply, digest) to fire, and what it changes."""
+
+    subject: str  # the incident's reference, or "digest"
+    incident_id: int | None
+    kind: str
+    due_at: datetime
+    plan: Plan
+    text: str
+
+
+# The SLA planner as the store calls it inside its transaction: open incidents in, what is
+# due out; and when to look again.
+Planner = Callable[[Sequence[Incident]], list[Due]]
+Waker = Callable[[Sequence[Incident]], datetime | None]

@@ -1,4 +1,5 @@
-"""The small interfaces the core needs from the edges, and the two errors every edge speaks.
+"""The small interfaces the core needs from the edges (and the Store port it needs from its
+storage), and the two errors every edge speaks.
 
 Adapters translate their library's failures (aiohttp errors, SMTP replies, nio error
 values) into TransientError (try again later) or PermanentError (retrying cannot help)
@@ -8,10 +9,28 @@ at the boundary, so the outbox can decide what to do without knowing any library
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
+
+from gateway.domain import (
+    Accepted,
+    Attempt,
+    Due,
+    InboxRow,
+    Incident,
+    NewMessage,
+    OutboxEntry,
+    PageRow,
+    Plan,
+    Planner,
+    QueueStats,
+    TicketRow,
+    Waker,
+    Work,
+)
 
 
 class TransientError(Exception):
@@ -21,6 +40,19 @@ class TransientError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after_s = retry_after_s
+
+
+class LinkState(StrEnum):
+    """The states a component (a listener, a link to a peer) reports to health and READY."""
+
+    STARTING = "starting"
+    LISTENING = "listening"
+    CONNECTED = "connected"
+    BACKING_OFF = "backing_off"
+    BAD_CREDENTIALS = "bad_credentials"
+    NEEDS_E2EE = "needs_e2ee"
+    FAILED = "failed"
+    STOPPED = "stopped"
 
 
 class PermanentError(Exception):
@@ -156,4 +188,101 @@ class StatusPage(Protocol):
 
     async def resolve(self, external_id: str, body: str) -> Mapping[str, Any]:
         """Resolve the incident and mark its affected components operational."""
+        ...
+
+
+class KeyValue(Protocol):
+    """Small persisted values: cursors, sync tokens, device ids (each set is durable)."""
+
+    async def kv_get(self, key: str) -> str | None:
+        """The value, or None if never set."""
+        ...
+
+    async def kv_set(self, key: str, value: str) -> None:
+        """Persist the value durably before returning."""
+        ...
+
+
+class StoreClosed(RuntimeError):
+    """The store is shutting down and takes no more work."""
+
+
+class Store(KeyValue, Protocol):
+    """The durable store, as the core uses it: the inbox, processing (thread lookup, the
+    pure planner's Plan, applying it) in one transaction per batch, the outbox, the SLA
+    reminders fired exactly once, and the reads the egress handlers and health need.
+
+    Every write is atomic and durable when the call returns. Implementations: SQLite
+    (gateway.store.sqlite); each must pass tests/store_contract."""
+
+    async def open(self) -> None:
+        """Connect, create the schema if needed and migrate it."""
+        ...
+
+    async def close(self) -> None:
+        """Fail what is still queued with StoreClosed, finish what is under way, disconnect."""
+        ...
+
+    async def accept(self, message: NewMessage, timeout_s: float | None = None) -> Accepted:
+        """Durably store one message (a re-send with the same dedup key is the same message);
+        with `timeout_s`, TimeoutError if it was not committed in time (then it never is)."""
+        ...
+
+    async def pending_inbox(self, limit: int = 64) -> list[InboxRow]:
+        """Accepted messages waiting to be processed, oldest first."""
+        ...
+
+    async def process(self, batch: Sequence[Work], now: datetime) -> list[Plan]:
+        """For each message: find its thread, ask its planner, apply the Plan and mark it
+        processed; one that fails falls back alone. All or nothing on a crash."""
+        ...
+
+    async def due_outbox(self, now: datetime, limit: int) -> list[OutboxEntry]:
+        """Pending entries due for an attempt, oldest due first."""
+        ...
+
+    async def next_outbox_due(self) -> datetime | None:
+        """When the next pending entry is due, if any."""
+        ...
+
+    async def settle_outbox(self, attempts: Sequence[Attempt], now: datetime) -> None:
+        """Record a round of attempts and their effects atomically; an entry completes once."""
+        ...
+
+    async def fire_reminders(self, plan: Planner, wake: Waker, now: datetime
+                             ) -> tuple[list[Due], datetime | None]:
+        """Fire each due SLA item exactly once (keyed by subject, kind, due_at), applying its
+        Plan; returns what fired and when to look again."""
+        ...
+
+    async def sla_snapshot(self) -> tuple[list[Incident], set[tuple[str, str, str]]]:
+        """The open incidents (no timelines) and the keys of the SLA items already fired."""
+        ...
+
+    async def incident(self, incident_id: int) -> Incident | None:
+        """One incident with reporters and timeline."""
+        ...
+
+    async def incidents(self, *, open_only: bool = False) -> list[Incident]:
+        """All incidents, or the open ones not merged away (newest first, no timelines)."""
+        ...
+
+    async def chat_root(self, incident_id: int) -> str | None:
+        """The chat event that roots an incident's thread, once announced."""
+        ...
+
+    async def ticket(self, incident_id: int) -> TicketRow | None:
+        """The incident's recorded ticket, once created."""
+        ...
+
+    async def statuspage(self, incident_id: int) -> PageRow | None:
+        """The incident's status page incident, if one was opened."""
+        ...
+
+    async def outbox_rows(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Outbox entries for operators (no payload bodies), by id."""
+        ...
+
+    async def queue_stats(self) -> QueueStats:
+        """Inbox and outbox depth (health checks and metrics)."""
         ...

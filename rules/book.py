@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from rules.alert_rules import AlertPolicy, AlertRule, Component, duplicate_ids
+from rules.book_extend import extend
 from rules.hours import SupportClock
 from rules.hours_config import Frozen, Hours
 from rules.matching import Matcher, compile_pattern, compile_word
@@ -351,11 +352,18 @@ def _ooh_mismatches(book: Rulebook) -> list[InitErrorDetails]:
 
 
 def load_rulebook(text: str) -> Rulebook:
-    """Parse and validate rulebook TOML; raises RulebookError listing every problem."""
+    """Parse and validate rulebook TOML; raises RulebookError listing every problem.
+
+    A file that starts with `extends = "default"` changes the packaged rulebook rather than
+    replacing it (`rules.book_extend`)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RulebookError([f"TOML syntax: {exc}"]) from None
+    if "extends" in data or "drop_rules" in data:
+        data, problems = extend(tomllib.loads(default_rulebook_text()), data)
+        if problems:
+            raise RulebookError(problems)
     try:
         return Rulebook.model_validate(data)
     except ValidationError as exc:

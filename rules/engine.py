@@ -164,7 +164,20 @@ def label(clock: SupportClock, instant: datetime) -> str:
 def _due(
     target: Target, policy: PriorityPolicy, period: Period, now: datetime, clock: SupportClock
 ) -> datetime:
-    """When a target falls due, counting from `now` on the priority's clock (UTC)."""
+    """When a target falls due (UTC), rounded up to the whole minute: a promise is printed
+    as "by 14:04", so the deadline behind it is 14:04:00, never 14:03:36 (nor earlier)."""
+    return promise_minute(_exact_due(target, policy, period, now, clock))
+
+
+def promise_minute(instant: datetime) -> datetime:
+    """`instant` rounded up to the next whole minute (unchanged when already whole)."""
+    whole = instant.replace(second=0, microsecond=0)
+    return whole if whole == instant else whole + timedelta(minutes=1)
+
+
+def _exact_due(
+    target: Target, policy: PriorityPolicy, period: Period, now: datetime, clock: SupportClock
+) -> datetime:
     if target.business_days is not None:
         return clock.add_business_days(now, target.business_days)
     if target.minutes is None:  # excluded by Target's validation

@@ -260,7 +260,8 @@ class Term:
         """The first position from `pos` where a match could start, or -1."""
         if self._start is not None:
             return plain_key.find(self._start, pos)
-        assert self._finder is not None
+        if self._finder is None:
+            raise RuntimeError("_finder is set here")
         found = self._finder.search(plain_key, pos)
         return -1 if found is None else found.start()
 

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.app import App
 from gateway.config.model import Config, parse_config
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore
 from rules.book import default_rulebook
 
 pytest_plugins = ["tests.peers.synapse", "tests.peers.dovecot", "tests.peers.alertmanager"]
@@ -69,9 +69,9 @@ def email_bytes(
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     """An open store in a temporary folder."""
-    s = Store(tmp_path / "gateway.sqlite3")
+    s = SqliteStore(tmp_path / "gateway.sqlite3")
     await s.open()
     yield s
     await s.close()

@@ -9,7 +9,8 @@ from typing import Any
 import aiohttp
 from structlog.testing import capture_logs
 
-from gateway.store import db, schema
+from gateway.store import schema
+from gateway.store.incidents import list_incidents, load_incident
 from tests.conftest import OVERNIGHT, eventually, make_config, running, ticking
 from tests.fakes.monitoring import (
     alertmanager_body,
@@ -51,7 +52,7 @@ def rows(state: Path, sql: str) -> list[tuple[Any, ...]]:
 def incidents(state: Path) -> list[Any]:
     conn = schema.connect(str(state / "gateway.sqlite3"), readonly=True)
     try:
-        return [db.load_incident(conn, i.id) for i in db.list_incidents(conn)]
+        return [load_incident(conn, i.id) for i in list_incidents(conn)]
     finally:
         conn.close()
 

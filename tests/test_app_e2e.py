@@ -8,7 +8,8 @@ from pathlib import Path
 
 import aiosmtplib
 
-from gateway.store import db, schema
+from gateway.store import schema
+from gateway.store.incidents import list_incidents, load_incident
 from tests.conftest import (
     IN_HOURS,
     OVERNIGHT,
@@ -37,7 +38,7 @@ async def send(port: int, raw: bytes, sender: str = "alice@tenant.example",
 def incidents(state: Path) -> list:
     conn = schema.connect(str(state / "gateway.sqlite3"), readonly=True)
     try:
-        return [db.load_incident(conn, i.id) for i in db.list_incidents(conn)]
+        return [load_incident(conn, i.id) for i in list_incidents(conn)]
     finally:
         conn.close()
 

@@ -17,7 +17,7 @@ from gateway.cli.commands import _parser, main
 from gateway.cli.status import status_command
 from gateway.config.model import parse_config
 from gateway.run.service import INSTANCE_KEY, endpoint_file
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore as Store
 from tests.fakes.http_base import serve_locally
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -114,7 +113,7 @@ async def test_repeated_sigkill_under_load_loses_and_doubles_nothing(tmp_path: P
             titles, pending_in, pending_out, inbox = state(tmp_path)
             if not pending_in and not pending_out:
                 break
-            time.sleep(0.2)
+            await asyncio.sleep(0.2)
         assert d.stop() == 0
     finally:
         d.kill()

@@ -10,7 +10,7 @@ from gateway.deliver.deadletter import ALERT_PURPOSE, alert_in, describe
 from gateway.deliver.outbox import OutboxWorker, RetryPolicy
 from gateway.domain import OutboxEntry, OutboxKind, OutboxSpec
 from gateway.ports import PermanentError
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore
 from tests.conftest import IN_HOURS
 
 
@@ -18,7 +18,7 @@ async def refuse(entry: OutboxEntry) -> dict[str, Any]:
     raise PermanentError(f"refused {entry.kind}")
 
 
-def rows(store: Store) -> list[tuple[int, str, str, str]]:
+def rows(store: SqliteStore) -> list[tuple[int, str, str, str]]:
     conn = sqlite3.connect(store.path)
     try:
         return list(conn.execute("SELECT id, kind, state, json_extract(payload, '$.purpose')"
@@ -27,7 +27,7 @@ def rows(store: Store) -> list[tuple[int, str, str, str]]:
         conn.close()
 
 
-async def test_a_dead_alert_raises_no_further_alert(store: Store) -> None:
+async def test_a_dead_alert_raises_no_further_alert(store: SqliteStore) -> None:
     """When the chat is broken too, the page dies, its alert dies, and that is the end:
     two dead entries, no third."""
     conn = sqlite3.connect(store.path)

@@ -16,7 +16,7 @@ import aiosmtplib
 import pytest
 
 from gateway.app import App
-from gateway.store import db, schema
+from gateway.store import incidents, schema
 from tests.conftest import (
     IN_HOURS,
     THREAD_KEY,
@@ -88,7 +88,7 @@ def thread_of(event: dict[str, Any]) -> str | None:
 def incident(state: Path, number: int = 1) -> Any:
     conn = schema.connect(str(state / "gateway.sqlite3"), readonly=True)
     try:
-        return db.load_incident(conn, number)
+        return incidents.load_incident(conn, number)
     finally:
         conn.close()
 
@@ -139,6 +139,10 @@ async def test_email_reporter_full_flow(world: World, relay: SmtpCapture, tmp_pa
         update = email.message_from_bytes(relay.messages[1].content, policy=policy.default)
         assert update["In-Reply-To"] == "<rep-1@tenant.example>"
         assert "The load balancer is back." in update.get_content()
+        ack = email.message_from_bytes(relay.messages[0].content, policy=policy.default)
+        # software's mail says so; an engineer's own words do not, but keep the loop guards
+        assert ack["Auto-Submitted"] == "auto-replied"
+        assert update["Auto-Submitted"] is None and update["X-Chatops-Loop"]
 
         w.synapse.send_text(w.eng_token, w.incidents, "!resolve Replaced the faulty node.",
                             thread_root=root["event_id"])
@@ -147,7 +151,9 @@ async def test_email_reporter_full_flow(world: World, relay: SmtpCapture, tmp_pa
         assert "Replaced the faulty node." in resolution.get_content()
         assert "reply to this message" in resolution.get_content()
 
-        reply = email_bytes(subject="Re: [INC-1] Our site is down", body="Still broken for us.",
+        quoted = ("Still broken for us.\n\nLe lun. 23 nov. 2026 à 10:40, Platform support <\n"
+                  "emergency@gw.example> a\nécrit :\n\n> INC-1 (Our site is down) is resolved.")
+        reply = email_bytes(subject="Re: [INC-1] Our site is down", body=quoted,
                             message_id="<rep-2@tenant.example>",
                             In_Reply_To=resolution["Message-ID"],
                             References=resolution["Message-ID"])
@@ -155,6 +161,7 @@ async def test_email_reporter_full_flow(world: World, relay: SmtpCapture, tmp_pa
         [reopened] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 reopened"))
         assert thread_of(reopened) == root["event_id"]
         assert "Still broken for us." in reopened["content"]["body"]
+        assert "is resolved" not in reopened["content"]["body"]  # quoted history stripped
     final = incident(tmp_path)
     assert final.status == "open" and final.pages_sent == 1
     kinds = [e.kind for e in final.timeline]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.domain import QueueStats
 from gateway.run import health, metrics
-from gateway.store.db import QueueStats
 
 MONITORING = Path(__file__).resolve().parent.parent / "monitoring"
 RULES = MONITORING / "prometheus-rules.yml"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gateway.domain import Channel, NewIncident, Plan, Reporter, TimelineEvent
 from gateway.store import db, schema
+from gateway.store.incidents import apply_plan, load_incident, open_incidents
 from rules.types import Mailbox, Priority
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -32,12 +33,12 @@ def filled(path: Path) -> db.sqlite3.Connection:
     conn = schema.connect(str(path))
     schema.migrate(conn)
     with db.transaction(conn):
-        ids = [db.apply_plan(conn, opened(n), NOW) for n in range(1, 7)]
+        ids = [apply_plan(conn, opened(n), NOW) for n in range(1, 7)]
         # 2 merged into 1 (its reporter follows 1), 3 resolved, 4 joined by a second reporter.
-        db.apply_plan(conn, Plan(outcome="merged", incident_id=ids[0], merge_source=ids[1]), NOW)
-        db.apply_plan(conn, Plan(outcome="resolved", incident_id=ids[2],
+        apply_plan(conn, Plan(outcome="merged", incident_id=ids[0], merge_source=ids[1]), NOW)
+        apply_plan(conn, Plan(outcome="resolved", incident_id=ids[2],
                                  changes={"status": "resolved"}), NOW)
-        db.apply_plan(conn, Plan(outcome="joined", incident_id=ids[3],
+        apply_plan(conn, Plan(outcome="joined", incident_id=ids[3],
                                  reporter=Reporter(Channel.EMAIL, "bob@tenant.example",
                                                    ("<j1@tenant.example>",)),
                                  message_ids=("<j1@tenant.example>",)), NOW)
@@ -53,11 +54,11 @@ def test_bulk_read_equals_the_per_incident_read(tmp_path: Path) -> None:
     incident on its own."""
     conn = filled(tmp_path / "gateway.sqlite3")
     try:
-        bulk = db.open_incidents(conn)
+        bulk = open_incidents(conn)
         ids = [iid for (iid,) in conn.execute(
             "SELECT id FROM incidents WHERE status != 'resolved' AND merged_into IS NULL"
             " ORDER BY id DESC")]
-        one_by_one = [db.load_incident(conn, iid, with_timeline=False) for iid in ids]
+        one_by_one = [load_incident(conn, iid, with_timeline=False) for iid in ids]
     finally:
         conn.close()
     assert bulk == one_by_one

@@ -9,14 +9,14 @@ from typing import Any
 
 from gateway.deliver.outbox import OutboxWorker, RetryPolicy
 from gateway.domain import OutboxEntry, OutboxKind
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore
 from tests.conftest import eventually
 from tests.test_store import NOW, message, work
 
 
 async def test_outbox_waits_for_the_storm_to_pass(tmp_path: Path) -> None:
     """While intake reports a storm, no delivery is attempted; once it ends, the page goes."""
-    store = Store(tmp_path / "gateway.sqlite3")
+    store = SqliteStore(tmp_path / "gateway.sqlite3")
     await store.open()
     storm = True
     delivered: list[int] = []
@@ -43,7 +43,7 @@ async def test_outbox_waits_for_the_storm_to_pass(tmp_path: Path) -> None:
 
 
 async def store_has_nothing_due(tmp_path: Path) -> bool:
-    store = Store(tmp_path / "gateway.sqlite3")
+    store = SqliteStore(tmp_path / "gateway.sqlite3")
     await store.open()
     try:
         return await store.due_outbox(NOW, 10) == []

@@ -18,7 +18,8 @@ from structlog.testing import capture_logs
 from gateway.app import App
 from gateway.cli import views
 from gateway.cli.commands import main
-from gateway.store import db, schema
+from gateway.store import schema
+from gateway.store.outbox import outbox_rows
 from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.fakes.smtp_capture import DROP, SmtpCapture
@@ -60,7 +61,7 @@ async def report(app: App, n: int = 0) -> None:
 def outbox(state: Path) -> list[dict[str, Any]]:
     conn = schema.connect(str(state / "gateway.sqlite3"), readonly=True)
     try:
-        return db.outbox_rows(conn)
+        return outbox_rows(conn)
     finally:
         conn.close()
 

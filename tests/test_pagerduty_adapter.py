@@ -14,6 +14,7 @@ import pytest
 
 from adapters.pagerduty import MAX_SUMMARY_CHARS, PagerDutyPager, parse_retry_after
 from gateway.ports import PageRequest, PermanentError, TransientError
+from tests.conftest import eventually
 from tests.fakes.pagerduty import FakePagerDuty
 
 ROUTING_KEY = "R0ut1ngKeyS3cretAbCdEfGh01234567"
@@ -265,8 +266,7 @@ async def test_cancellation_propagates(fake: FakePagerDuty, make_pager: MakePage
     """Cancelling a call in flight raises CancelledError, not a port error."""
     fake.fail_next(delay_s=30)
     task = asyncio.create_task(make_pager().trigger(page()))
-    while fake.requests == 0:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: fake.requests > 0)
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

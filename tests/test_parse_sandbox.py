@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.domain import Channel, OutboxKind, Plan
+from gateway.domain import Channel, NewMessage, OutboxKind, Plan
 from gateway.parse.sandbox import TOO_SLOW, MailJob, ParseSandbox
 from gateway.plan.pipeline import Settings
 from gateway.plan.replies import Sender
 from gateway.plan.trust import TrustPolicy
 from gateway.run.worker import InboxWorker
-from gateway.store import db
-from gateway.store.db import NewMessage
-from gateway.store.sqlite import Store
+from gateway.store import outbox
+from gateway.store.sqlite import SqliteStore
 from rules.book import default_rulebook
 from rules.types import Mailbox, Priority
 from tests.conftest import IN_HOURS, email_bytes
@@ -100,7 +99,7 @@ async def test_pathological_mail_becomes_unparseable_ticket_next_to_a_good_one(
         tmp_path: Path) -> None:
     """Through the inbox worker: the hostile message is a P4 unparseable ticket with its raw
     bytes kept, the good message in the same batch opens its P1 incident and pages."""
-    store = Store(tmp_path / "gateway.sqlite3")
+    store = SqliteStore(tmp_path / "gateway.sqlite3")
     await store.open()
     planned: list[Sequence[Plan]] = []
     worker = InboxWorker(store, BOOK, SETTINGS, planned.append, clock=lambda: IN_HOURS,
@@ -115,7 +114,7 @@ async def test_pathological_mail_becomes_unparseable_ticket_next_to_a_good_one(
         hostile_raw = await store._call(
             lambda c: c.execute("SELECT raw FROM inbox WHERE mail_from = ?",
                                 ("mallory@evil.example",)).fetchone()[0])
-        pages = await store._call(lambda c: db.due_outbox(c, IN_HOURS, 100))
+        pages = await store._call(lambda c: outbox.due_outbox(c, IN_HOURS, 100))
     finally:
         await worker.close()
         await store.close()

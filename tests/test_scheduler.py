@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gateway.domain import (
     Channel,
+    Due,
     Incident,
     NewIncident,
     OutboxKind,
@@ -23,11 +24,11 @@ from gateway.domain import (
     incident_ref,
 )
 from gateway.plan.replies import Sender
-from gateway.plan.sla import Due, EscalationTarget, SlaSettings, due_now, next_due
+from gateway.plan.sla import EscalationTarget, SlaSettings, due_now, next_due
 from gateway.run.scheduler import Scheduler, _look
-from gateway.store import db, reminders, schema
+from gateway.store import db, incidents, outbox, reminders, schema
 from gateway.store.db import ts
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore
 from rules.book import default_rulebook
 from rules.engine import next_update_due, respond_due
 from rules.types import Mailbox, Period, Priority
@@ -191,7 +192,7 @@ def open_p1(path: Path, at: datetime = IN_HOURS) -> None:
                 "Our site is down", Priority.P1, Mailbox.EMERGENCY, None, (),
                 BOOK.clock.period_at(at), respond_due(Priority.P1, at, BOOK),
                 next_update_due(Priority.P1, at, BOOK)))
-            iid = db.apply_plan(conn, plan, at)
+            iid = incidents.apply_plan(conn, plan, at)
             conn.execute("UPDATE incidents SET chat_root = '$root' WHERE id = ?", (iid,))
     finally:
         conn.close()
@@ -208,12 +209,12 @@ def fired_rows(path: Path) -> list[tuple[str, datetime, datetime]]:
 def outbox_count(path: Path, kind: str) -> int:
     conn = schema.connect(str(path), readonly=True)
     try:
-        return sum(1 for r in db.outbox_rows(conn) if r["kind"] == kind)
+        return sum(1 for r in outbox.outbox_rows(conn) if r["kind"] == kind)
     finally:
         conn.close()
 
 
-def scheduler(store: Store, clock: ManualClock, fired: list[Due]) -> Scheduler:
+def scheduler(store: SqliteStore, clock: ManualClock, fired: list[Due]) -> Scheduler:
     return Scheduler(store, BOOK, SETTINGS, fired.extend, clock)
 
 
@@ -224,7 +225,7 @@ async def test_fires_once_and_not_again_after_restart(tmp_path: Path) -> None:
     open_p1(path)
     clock = ManualClock(IN_HOURS + timedelta(minutes=20))
     for _ in range(2):  # two daemon lifetimes
-        store = Store(path)
+        store = SqliteStore(path)
         await store.open()
         try:
             sent: list[Due] = []
@@ -242,7 +243,7 @@ async def test_due_during_downtime_fires_once_on_start(tmp_path: Path) -> None:
     escalation steps go once, one holding reply goes out and the clock moves on."""
     path = tmp_path / "gateway.sqlite3"
     open_p1(path)
-    store = Store(path)
+    store = SqliteStore(path)
     await store.open()
     try:
         start = IN_HOURS + timedelta(hours=3)
@@ -257,7 +258,7 @@ async def test_due_during_downtime_fires_once_on_start(tmp_path: Path) -> None:
     assert "sla.holding" in [e.kind for e in inc.timeline]
 
 
-async def test_loop_wakes_at_the_due_time(store: Store, tmp_path: Path) -> None:
+async def test_loop_wakes_at_the_due_time(store: SqliteStore, tmp_path: Path) -> None:
     """The running loop fires when the controllable clock reaches the due time and it is
     woken, not before, and wakes the outbox for what it queued."""
     open_p1(tmp_path / "gateway.sqlite3")
@@ -280,7 +281,7 @@ async def test_loop_wakes_at_the_due_time(store: Store, tmp_path: Path) -> None:
     assert kinds(sent) == ["escalate.1", "respond.overdue", "respond.soon"]
 
 
-async def test_incident_changes_are_coalesced_but_a_wake_is_not(store: Store,
+async def test_incident_changes_are_coalesced_but_a_wake_is_not(store: SqliteStore,
                                                                  tmp_path: Path) -> None:
     """After every processed batch the scheduler is told incidents changed; within the gap
     those notices make no further round (no re-read of every open incident), while an
@@ -311,7 +312,7 @@ async def test_incident_changes_are_coalesced_but_a_wake_is_not(store: Store,
 
 
 async def test_a_round_with_nothing_new_due_opens_no_write_transaction(
-        store: Store, tmp_path: Path) -> None:
+        store: SqliteStore, tmp_path: Path) -> None:
     """Once an overdue incident's items have fired, the next round sees they are recorded
     and does not enter the store's firing transaction (it only reads a snapshot)."""
     open_p1(tmp_path / "gateway.sqlite3")

@@ -12,14 +12,14 @@ import pytest
 
 from adapters.smtp_intake import SmtpIntakeServer
 from gateway.run.intake import MailIntake
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore
 from tests.conftest import email_bytes
 
 MAX_CONNECTIONS = 3
 
 
 @pytest.fixture
-async def server(store: Store) -> AsyncIterator[SmtpIntakeServer]:
+async def server(store: SqliteStore) -> AsyncIterator[SmtpIntakeServer]:
     intake = MailIntake(store, ["emergency@localhost"], ["support@localhost"], lambda: None)
     srv = SmtpIntakeServer(intake, host="127.0.0.1", port=0, hostname="localhost",
                            max_message_bytes=64 * 1024, max_recipients=3, commit_timeout_s=1,
@@ -74,7 +74,7 @@ SMUGGLED = b"MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<support@localhost>\r\
                          ids=["LF.LF", "CRLF.LF", "LF.CRLF", "CR.CR", "CR.CRLF", "CRLF.CR",
                               "LFLF.LFLF"])
 async def test_smuggling_variants_are_refused(
-    server: SmtpIntakeServer, store: Store, end: bytes
+    server: SmtpIntakeServer, store: SqliteStore, end: bytes
 ) -> None:
     """A message whose data hides a second message behind a non-CRLF end-of-data gets 550
     5.5.2 as a whole; neither it nor the smuggled one is stored, and the session goes on."""
@@ -90,7 +90,7 @@ async def test_smuggling_variants_are_refused(
 
 
 async def test_other_bare_lfs_are_kept_byte_for_byte(
-    server: SmtpIntakeServer, store: Store
+    server: SmtpIntakeServer, store: SqliteStore
 ) -> None:
     """A bare LF that hides no end-of-data (as Python's smtplib sends bytes) is taken and
     kept as sent, and an escaped dot line (".." on the wire) is not mistaken for smuggling."""
@@ -130,7 +130,7 @@ async def test_connections_over_the_limit_get_421_and_are_closed(
 
 
 async def test_silent_clients_are_hung_up_on_and_cannot_exhaust_the_server(
-    server: SmtpIntakeServer, store: Store
+    server: SmtpIntakeServer, store: SqliteStore
 ) -> None:
     """Clients that connect and say nothing (or stop mid-DATA) fill every slot, are sent 421
     4.4.2 and closed after the idle timeout, and a real client then gets its mail in."""
@@ -169,7 +169,8 @@ async def send_one(server: SmtpIntakeServer, body: bytes) -> bytes:
     return answer
 
 
-async def test_disk_full_answers_451_never_250(server: SmtpIntakeServer, store: Store) -> None:
+async def test_disk_full_answers_451_never_250(server: SmtpIntakeServer,
+                                               store: SqliteStore) -> None:
     """When SQLite reports the disk full (SQLITE_FULL, here by capping the database's pages
     on the store's own connection), the client gets 451 4.3.0 and nothing is kept; once
     space is back the same message is taken."""
@@ -185,7 +186,7 @@ async def test_disk_full_answers_451_never_250(server: SmtpIntakeServer, store: 
 
 
 async def test_locked_database_answers_451_never_250(
-    server: SmtpIntakeServer, store: Store
+    server: SmtpIntakeServer, store: SqliteStore
 ) -> None:
     """Another writer holding the database past the commit timeout gives 451 (once the
     commit already under way has failed: a 4xx never hides a commit), and nothing is kept."""
@@ -200,7 +201,7 @@ async def test_locked_database_answers_451_never_250(
     assert await store.pending_inbox() == []
 
 
-async def test_a_queued_message_that_times_out_is_never_committed(store: Store) -> None:
+async def test_a_queued_message_that_times_out_is_never_committed(store: SqliteStore) -> None:
     """Behind a commit that is stuck, a queued message whose time is up is withdrawn
     (TimeoutError, so intake says 451); when the stuck commit completes, only the first
     message is in the inbox."""

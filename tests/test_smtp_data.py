@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from adapters.smtp_data import LINE_TOO_LONG, MAX_LINE, TOO_BIG, Body, read_body, unstuff
 from adapters.smtp_intake import SmtpIntakeServer
 from gateway.run.intake import MailIntake
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore
 from tests.test_smtp_abuse import Raw
 
 SIZE_LIMIT = 4096
@@ -114,7 +114,7 @@ async def test_the_loop_turns_while_a_message_of_many_lines_is_read() -> None:
 
 
 @pytest.fixture
-async def server(store: Store) -> AsyncIterator[SmtpIntakeServer]:
+async def server(store: SqliteStore) -> AsyncIterator[SmtpIntakeServer]:
     intake = MailIntake(store, ["emergency@localhost"], ["support@localhost"], lambda: None)
     srv = SmtpIntakeServer(intake, host="127.0.0.1", port=0, hostname="localhost",
                            max_message_bytes=SIZE_LIMIT, max_recipients=3, commit_timeout_s=5)
@@ -124,7 +124,7 @@ async def server(store: Store) -> AsyncIterator[SmtpIntakeServer]:
 
 
 async def test_a_line_too_long_gets_500_and_is_not_kept(
-        server: SmtpIntakeServer, store: Store) -> None:
+        server: SmtpIntakeServer, store: SqliteStore) -> None:
     """A 1,001-byte line (without its CRLF) is refused once the data has ended, and the
     session goes on."""
     c = await Raw.open(server)
@@ -137,7 +137,7 @@ async def test_a_line_too_long_gets_500_and_is_not_kept(
 
 
 async def test_the_next_command_in_the_same_packet_is_answered(
-        server: SmtpIntakeServer, store: Store) -> None:
+        server: SmtpIntakeServer, store: SqliteStore) -> None:
     """A client that writes QUIT together with the end of data gets 250 and then 221: what
     follows the lone dot is left for the command loop."""
     c = await Raw.open(server)
@@ -150,7 +150,7 @@ async def test_the_next_command_in_the_same_packet_is_answered(
     assert row.raw == b"Subject: x\r\n\r\n.dot\r\n"
 
 
-async def test_an_empty_message_is_taken(server: SmtpIntakeServer, store: Store) -> None:
+async def test_an_empty_message_is_taken(server: SmtpIntakeServer, store: SqliteStore) -> None:
     """A lone dot straight after DATA is an empty message, as RFC 5321 allows."""
     c = await Raw.open(server)
     await c.envelope()

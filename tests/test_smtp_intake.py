@@ -9,12 +9,12 @@ import pytest
 
 from adapters.smtp_intake import SmtpIntakeServer
 from gateway.run.intake import MailIntake, canonical_address, resend_key
-from gateway.store.sqlite import Store
+from gateway.store.sqlite import SqliteStore
 from tests.conftest import email_bytes
 
 
 @pytest.fixture
-async def server(store: Store) -> AsyncIterator[SmtpIntakeServer]:
+async def server(store: SqliteStore) -> AsyncIterator[SmtpIntakeServer]:
     intake = MailIntake(store, ["emergency@localhost"], ["support@localhost"], lambda: None)
     srv = SmtpIntakeServer(intake, host="127.0.0.1", port=0, hostname="localhost",
                            max_message_bytes=64 * 1024, max_recipients=3, commit_timeout_s=5)
@@ -30,7 +30,8 @@ async def client(srv: SmtpIntakeServer) -> aiosmtplib.SMTP:
     return c
 
 
-async def test_accepted_message_is_in_the_inbox(server: SmtpIntakeServer, store: Store) -> None:
+async def test_accepted_message_is_in_the_inbox(server: SmtpIntakeServer,
+                                               store: SqliteStore) -> None:
     """250 comes back only with the message committed, envelope and bytes intact."""
     raw = email_bytes()
     c = await client(server)
@@ -65,7 +66,7 @@ async def test_too_many_recipients_get_452(server: SmtpIntakeServer) -> None:
 
 
 async def test_oversize_message_gets_552_and_is_not_stored(
-    server: SmtpIntakeServer, store: Store
+    server: SmtpIntakeServer, store: SqliteStore
 ) -> None:
     """A message over the size limit gets 552 5.3.4 (declared or not) and nothing is kept."""
     c = await client(server)
@@ -83,7 +84,7 @@ async def test_oversize_message_gets_552_and_is_not_stored(
 
 
 async def test_store_failure_answers_451_without_details(
-    server: SmtpIntakeServer, store: Store
+    server: SmtpIntakeServer, store: SqliteStore
 ) -> None:
     """When the store cannot commit, the client gets 451 4.3.0 and no exception text."""
     await store.close()

@@ -10,19 +10,24 @@ from pathlib import Path
 
 import pytest
 
+from gateway.deliver.timeline import worded
 from gateway.domain import (
+    Attempt,
     Channel,
     NewIncident,
+    NewMessage,
     OutboxKind,
     OutboxSpec,
     Plan,
     PlanContext,
     Reporter,
+    ThreadKeys,
     TimelineEvent,
+    Work,
 )
-from gateway.store import db, schema
-from gateway.store.db import Attempt, NewMessage, Work
-from gateway.store.sqlite import Store, StoreClosed
+from gateway.ports import StoreClosed
+from gateway.store import schema, threads
+from gateway.store.sqlite import SqliteStore
 from rules.types import Mailbox, Priority
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -46,12 +51,14 @@ def plan(title: str = "Site down", msgid: str = "<a@x>") -> Plan:
                                  None, None, None),
         reporter=Reporter(Channel.EMAIL, "alice@x.example", (msgid,)),
         timeline=(TimelineEvent(NOW, "reported", "alice@x.example", "Reported"),),
-        outbox=(OutboxSpec(OutboxKind.PAGE_TRIGGER, {"dedup_key": "INC-1"}),),
+        outbox=(OutboxSpec(OutboxKind.PAGE_TRIGGER, {
+            "dedup_key": "INC-1", "summary": "[INC-1] P1: Site down", "severity": "critical",
+            "source": "gw", "details": {}}),),
         message_ids=(msgid,),
     )
 
 
-async def test_concurrent_accepts_are_all_committed(store: Store, tmp_path: Path) -> None:
+async def test_concurrent_accepts_are_all_committed(store: SqliteStore, tmp_path: Path) -> None:
     """Two hundred concurrent accepts each get their own id and all are on disk."""
     results = await asyncio.gather(*(store.accept(message(i)) for i in range(200)))
     assert len({r.inbox_id for r in results}) == 200
@@ -60,7 +67,7 @@ async def test_concurrent_accepts_are_all_committed(store: Store, tmp_path: Path
     conn.close()
 
 
-async def test_resend_with_same_key_is_a_duplicate(store: Store) -> None:
+async def test_resend_with_same_key_is_a_duplicate(store: SqliteStore) -> None:
     """A message with a known re-send key returns the first id, flagged duplicate."""
     first = await store.accept(message(1, "k1"))
     again = await store.accept(message(2, "k1"))
@@ -70,14 +77,14 @@ async def test_resend_with_same_key_is_a_duplicate(store: Store) -> None:
 
 async def test_accept_after_close_fails(tmp_path: Path) -> None:
     """A closed store refuses new messages instead of pretending to keep them."""
-    s = Store(tmp_path / "g.sqlite3")
+    s = SqliteStore(tmp_path / "g.sqlite3")
     await s.open()
     await s.close()
     with pytest.raises(StoreClosed):
         await s.accept(message(1))
 
 
-async def test_processing_is_applied_once(store: Store) -> None:
+async def test_processing_is_applied_once(store: SqliteStore) -> None:
     """Processing the same inbox row twice applies its plan once."""
     accepted = await store.accept(message(1))
     calls = []
@@ -93,33 +100,33 @@ async def test_processing_is_applied_once(store: Store) -> None:
     assert await store.pending_inbox() == []
 
 
-async def test_thread_found_by_message_id_and_by_tag_only_for_reporters(store: Store) -> None:
+async def test_thread_found_by_message_id_and_by_tag_only_for_reporters(store: SqliteStore) -> None:
     """Known Message-IDs find the incident; [INC-1] does so only for one of its reporters."""
     accepted = await store.accept(message(1))
     await store.process([work(accepted.inbox_id)], NOW)
     conn = store._conn
     assert conn is not None
-    by_id = db.find_thread(conn, db.ThreadKeys(("<a@x>",), "", "bob@y.example"))
-    by_tag = db.find_thread(conn, db.ThreadKeys((), "Re: [INC-1] x", "alice@x.example"))
-    stranger = db.find_thread(conn, db.ThreadKeys((), "Re: [INC-1] x", "mallory@evil.example"))
+    by_id = threads.find_thread(conn, ThreadKeys(("<a@x>",), "", "bob@y.example"))
+    by_tag = threads.find_thread(conn, ThreadKeys((), "Re: [INC-1] x", "alice@x.example"))
+    stranger = threads.find_thread(conn, ThreadKeys((), "Re: [INC-1] x", "mallory@evil.example"))
     assert by_id is not None and by_id.ref == "INC-1"
     assert by_tag is not None and stranger is None
 
 
-async def test_outbox_completion_records_the_page_once(store: Store) -> None:
+async def test_outbox_completion_records_the_page_once(store: SqliteStore) -> None:
     """Completing a page entry records one page; a second completion changes nothing."""
     accepted = await store.accept(message(1))
     await store.process([work(accepted.inbox_id)], NOW)
     [entry] = await store.due_outbox(NOW, 10)
-    await store.settle_outbox([Attempt(entry, result={"provider": "local"})], NOW)
-    await store.settle_outbox([Attempt(entry, result={"provider": "local"})], NOW)
+    await store.settle_outbox([worded(Attempt(entry, result={"provider": "local"}), NOW)], NOW)
+    await store.settle_outbox([worded(Attempt(entry, result={"provider": "local"}), NOW)], NOW)
     incident = await store.incident(1)
     assert incident is not None and incident.pages_sent == 1
     assert [e.kind for e in incident.timeline].count("paged") == 1
     assert await store.due_outbox(NOW + timedelta(days=1), 10) == []
 
 
-async def test_outbox_retry_then_dead_letter(store: Store) -> None:
+async def test_outbox_retry_then_dead_letter(store: SqliteStore) -> None:
     """A failed attempt is rescheduled; a dead one is never due again."""
     accepted = await store.accept(message(1))
     await store.process([work(accepted.inbox_id)], NOW)
@@ -129,13 +136,13 @@ async def test_outbox_retry_then_dead_letter(store: Store) -> None:
     assert await store.due_outbox(NOW, 10) == []
     [again] = await store.due_outbox(NOW + timedelta(seconds=31), 10)
     assert again.attempts == 1
-    await store.settle_outbox([Attempt(again, error="400", dead=True)], NOW)
+    await store.settle_outbox([worded(Attempt(again, error="400", dead=True), NOW)], NOW)
     assert await store.due_outbox(NOW + timedelta(days=1), 10) == []
     [row] = await store.outbox_rows("dead")
     assert row["last_error"] == "400" and row["attempts"] == 2
 
 
-async def test_a_failing_plan_falls_back_alone(store: Store) -> None:
+async def test_a_failing_plan_falls_back_alone(store: SqliteStore) -> None:
     """In a batch, a message whose planning raises is kept by its fallback; the others apply."""
     ids = [(await store.accept(message(n))).inbox_id for n in range(3)]
 

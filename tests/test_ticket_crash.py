@@ -11,8 +11,8 @@ import pytest
 from gateway.deliver.mirror_egress import ticket_handlers
 from gateway.deliver.outbox import OutboxWorker, RetryPolicy
 from gateway.domain import NewIncident, OutboxKind, OutboxSpec, Plan
-from gateway.store import db, schema
-from gateway.store.sqlite import Store
+from gateway.store import db, incidents, schema
+from gateway.store.sqlite import SqliteStore
 from rules.types import Mailbox, Priority
 from tests.test_ticket_backends import FAKES, case
 
@@ -34,7 +34,7 @@ def _incident_with_ticket_entry(path: Path) -> None:
             "requester": "alice@tenant.example", "body": "All apps return 502.",
             "at": NOW.isoformat()}),))
     with db.transaction(conn):
-        db.apply_plan(conn, plan, NOW)
+        incidents.apply_plan(conn, plan, NOW)
     conn.close()
 
 
@@ -45,13 +45,13 @@ async def test_crash_after_create_leaves_exactly_one_ticket(tmp_path: Path,
     path = tmp_path / "gateway.sqlite3"
     _incident_with_ticket_entry(path)
     async with case(vendor) as c:
-        store = Store(path)
+        store = SqliteStore(path)
         await store.open()
         [entry] = await store.due_outbox(NOW, 10)
         await ticket_handlers(c.backend, store, "inst")[OutboxKind.TICKET_CREATE](entry)
         await store.close()  # the crash: the answer never reached the database
 
-        store = Store(path)
+        store = SqliteStore(path)
         await store.open()
         try:
             worker = OutboxWorker(store, ticket_handlers(c.backend, store, "inst"),

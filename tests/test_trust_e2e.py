@@ -14,7 +14,8 @@ import aiosmtplib
 
 from gateway.plan.relay import to_reporters
 from gateway.plan.replies import Sender
-from gateway.store import db, schema
+from gateway.store import schema
+from gateway.store.incidents import list_incidents, load_incident
 from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
 from tests.fakes.smtp_capture import SmtpCapture
 
@@ -36,7 +37,7 @@ def read(state: Path, sql: str) -> list[Any]:
 def incidents(state: Path) -> list[Any]:
     conn = schema.connect(str(state / "gateway.sqlite3"), readonly=True)
     try:
-        return [db.load_incident(conn, i.id) for i in reversed(db.list_incidents(conn))]
+        return [load_incident(conn, i.id) for i in reversed(list_incidents(conn))]
     finally:
         conn.close()
 

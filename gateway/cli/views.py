@@ -15,7 +15,7 @@ from gateway.domain import Incident
 from gateway.parse.mail import UnparseableMessage, parse_mail
 from gateway.plan.pipeline import report_for
 from gateway.plan.report import clock_lines, clocks, render_report
-from gateway.store import db, schema
+from gateway.store import incidents, outbox, schema
 from rules.book import Rulebook
 from rules.engine import triage
 from rules.types import Mailbox
@@ -77,7 +77,7 @@ def _ref_id(ref: str) -> int | None:
 def list_incidents(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every incident (without timelines), newest first."""
     out = []
-    for incident in db.list_incidents(conn):
+    for incident in incidents.list_incidents(conn):
         item = incident_dict(incident)
         del item["timeline"]
         out.append(item)
@@ -101,7 +101,7 @@ def show_incident(conn: sqlite3.Connection, ref: str, book: Rulebook | None = No
 
 def _load(conn: sqlite3.Connection, ref: str) -> Incident | None:
     number = _ref_id(ref)
-    return db.load_incident(conn, number) if number is not None else None
+    return incidents.load_incident(conn, number) if number is not None else None
 
 
 def incident_report(conn: sqlite3.Connection, ref: str, book: Rulebook,
@@ -140,7 +140,7 @@ def incident_text(item: dict[str, Any]) -> str:
 
 def outbox_list(conn: sqlite3.Connection, state: str | None) -> list[dict[str, Any]]:
     """Outbox entries (kinds, states, attempts, errors), never their payloads."""
-    return db.outbox_rows(conn, state)
+    return outbox.outbox_rows(conn, state)
 
 
 def outbox_table(rows: list[dict[str, Any]]) -> str:
@@ -166,7 +166,7 @@ def retry_outbox(config: Config, outbox_id: int, now: datetime) -> None:
         raise UsageError(f"no state at {path}: has the daemon run with this configuration?")
     conn = schema.connect(str(path))
     try:
-        state = db.retry_dead(conn, outbox_id, now)
+        state = outbox.retry_dead(conn, outbox_id, now)
     finally:
         conn.close()
     if state == "unknown":

@@ -26,6 +26,7 @@ from gateway.config.base import (
     _loopback,
     _Model,
 )
+from gateway.config.groups import ForwarderConfig, check_forwarders
 
 
 class StateConfig(_Model):
@@ -191,6 +192,7 @@ class TrustConfig(_Model):
     allow_addresses: list[Annotated[str, AfterValidator(_check_allowed)]] = []
     allow_all: bool = False  # every authentic sender is known (for a trusted MTA that filters)
     unverified: Literal["ticket"] = "ticket"  # what an untrusted page becomes
+    forwarders: list[ForwarderConfig] = []  # groups whose record of authors counts
 
     @field_validator("allow_domains", mode="before")
     @classmethod
@@ -202,6 +204,7 @@ class TrustConfig(_Model):
         if self.verify_dkim and self.trusted_authserv_id:
             raise ValueError("'verify_dkim' is for when no trusted MTA is in front; "
                              "drop one of 'verify_dkim' and 'trusted_authserv_id'")
+        check_forwarders(self.forwarders, self.trusted_authserv_id, self.verify_dkim)
         return self
 
 

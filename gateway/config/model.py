@@ -30,6 +30,7 @@ from gateway.config.egress import (
     StatuspageConfig,
     TicketsConfig,
 )
+from gateway.config.groups import AnswersConfig
 from gateway.config.intake import (
     HttpConfig,
     ImapConfig,
@@ -66,6 +67,7 @@ class Config(_Model):
     trust: TrustConfig = TrustConfig()
     threading: ThreadingConfig = ThreadingConfig()
     limits: LimitsConfig = LimitsConfig()
+    answers: AnswersConfig = AnswersConfig()
     http: HttpConfig = HttpConfig()
     sla: SlaConfig = SlaConfig()
     escalation: list[EscalationStep] = []
@@ -137,7 +139,8 @@ class Config(_Model):
         """The secret's value; a file is read now (and stripped of a trailing newline)."""
         if secret.value is not None:
             return secret.value.get_secret_value()
-        assert secret.file is not None
+        if secret.file is None:
+            raise RuntimeError("file is set here")
         path = secret.file
         if not path.is_absolute():
             creds = os.environ.get("CREDENTIALS_DIRECTORY")

@@ -10,8 +10,7 @@ from typing import Any
 from gateway.deliver.egress import chat_content
 from gateway.deliver.outbox import Handler
 from gateway.domain import OutboxEntry
-from gateway.ports import ChatSender, TransientError
-from gateway.store.sqlite import Store
+from gateway.ports import ChatSender, Store, TransientError
 
 
 def alarm_handler(chat: ChatSender, store: Store, prefix: str) -> Handler:

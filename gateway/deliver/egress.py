@@ -7,21 +7,22 @@ see ports' plain arguments.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
 from gateway.deliver.outbox import Handler
 from gateway.domain import OutboxEntry, OutboxKind
+from gateway.payloads import ChatAnnounce, ChatSend, MailSend, PageFollow, PageTrigger
 from gateway.ports import (
     ChatSender,
     MailSender,
     Pager,
     PageRequest,
     PermanentError,
+    Store,
     TransientError,
 )
-from gateway.store.sqlite import Store
 
 log = structlog.get_logger("gateway.deliver.egress")
 
@@ -63,7 +64,7 @@ def make_handlers(pager: Pager, mailer: MailSender, provider: str,
     """One handler per outbox kind; a page with a `route` goes to that pager (escalation)."""
 
     async def page(entry: OutboxEntry) -> dict[str, Any]:
-        p = entry.payload
+        p = cast(PageTrigger, entry.payload)
         route = p.get("route")
         target = pager
         if route is not None:
@@ -81,13 +82,13 @@ def make_handlers(pager: Pager, mailer: MailSender, provider: str,
         return {"backend": "builtin", "external_id": f"T-{entry.incident_id}"}
 
     async def mail(entry: OutboxEntry) -> dict[str, Any]:
-        p = entry.payload
+        p = cast(MailSend, entry.payload)
         data = str(p["data"]).encode("ascii", "surrogateescape")
         result = await mailer.send(data, p["mail_from"], p["rcpt_to"])
         return dict(result)
 
     async def follow(entry: OutboxEntry) -> dict[str, Any]:
-        key = str(entry.payload["dedup_key"])
+        key = cast(PageFollow, entry.payload)["dedup_key"]
         if entry.kind is OutboxKind.PAGE_ACKNOWLEDGE:
             return {"provider": provider, **await pager.acknowledge(key)}
         return {"provider": provider, **await pager.resolve(key)}
@@ -106,12 +107,12 @@ def _chat_handlers(chat: ChatSender, store: Store, prefix: str) -> dict[OutboxKi
     # Transaction ids come from the outbox row (stable across retries and restarts) and this
     # database's instance id (so a new database never collides with an old one's ids).
     async def announce(entry: OutboxEntry) -> dict[str, Any]:
-        p = entry.payload
+        p = cast(ChatAnnounce, entry.payload)
         return dict(await chat.send(p["room_id"], chat_content(p["body"], None, None),
                                     txn_id=f"{prefix}-{entry.id}"))
 
     async def send(entry: OutboxEntry) -> dict[str, Any]:
-        p = entry.payload
+        p = cast(ChatSend, entry.payload)
         root = p.get("thread_root")
         if p.get("incident_thread"):
             root = await store.chat_root(entry.incident_id) if entry.incident_id else None

@@ -12,8 +12,7 @@ from gateway.deliver.outbox import Handler
 from gateway.domain import OutboxKind
 from gateway.plan.mirror import MirrorSettings, SecurityContacts, StatuspageSettings
 from gateway.plan.replies import Sender
-from gateway.ports import StatusPage, TicketBackend
-from gateway.store.sqlite import Store
+from gateway.ports import StatusPage, Store, TicketBackend
 from rules.book import Action, Rulebook
 from rules.types import Priority
 
@@ -26,16 +25,11 @@ def security_rooms(config: Config) -> list[str]:
     return [room] if room else []
 
 
-def mirror_settings(config: Config, book: Rulebook, sender: Sender | None = None
-                    ) -> MirrorSettings:
-    """What the inbox worker mirrors, from the configuration and the rulebook."""
+def mirror_settings(config: Config, book: Rulebook, sender: Sender) -> MirrorSettings:
+    """What the inbox worker mirrors, from the configuration and the rulebook (`sender`:
+    the one the pipeline uses, so security notices are written like every other mail)."""
     sp = config.statuspage
     sec = config.security
-    if sender is None:
-        address = config.mail_out.from_address
-        domain = address.rpartition("@")[2]
-        sender = Sender(address=address, name=config.mail_out.from_name, msgid_domain=domain,
-                        loop_token=f"chatops-gateway; {domain}")
     return MirrorSettings(
         external_tickets=config.tickets.backend != "builtin",
         escalating_rules=frozenset(r.id for r in book.rules

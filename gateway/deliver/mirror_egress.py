@@ -9,13 +9,19 @@ recorded, and skip incidents whose ticket lives elsewhere (made before the backe
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from gateway.deliver.outbox import Handler
-from gateway.domain import OutboxEntry, OutboxKind
-from gateway.ports import NewTicket, PublicIncident, StatusPage, TicketBackend, TransientError
-from gateway.store.mirror_db import TicketRow
-from gateway.store.sqlite import Store
+from gateway.domain import OutboxEntry, OutboxKind, TicketRow
+from gateway.payloads import StatuspageOpen, TicketCreate, TicketUpdate
+from gateway.ports import (
+    NewTicket,
+    PublicIncident,
+    StatusPage,
+    Store,
+    TicketBackend,
+    TransientError,
+)
 
 
 def _since(entry: OutboxEntry) -> datetime | None:
@@ -33,7 +39,7 @@ def ticket_handlers(backend: TicketBackend, store: Store, prefix: str
     """Create, comment and update through `backend`."""
 
     async def create(entry: OutboxEntry) -> dict[str, Any]:
-        p = entry.payload
+        p = cast(TicketCreate, entry.payload)
         handle = await backend.create(NewTicket(
             key=ticket_key(prefix, entry.incident_id), title=str(p["title"]),
             body=str(p["body"]), requester=str(p["requester"]), priority=str(p["priority"]),
@@ -59,7 +65,7 @@ def ticket_handlers(backend: TicketBackend, store: Store, prefix: str
         row = await ticket(entry)
         if row is None:
             return {"skipped": "the ticket is in another backend"}
-        p = entry.payload
+        p = cast(TicketUpdate, entry.payload)
         if p.get("comment"):
             await backend.comment(row.external_id, str(p["comment"]), f"{prefix}-m{entry.id}",
                                   _since(entry))
@@ -79,7 +85,7 @@ def statuspage_handlers(page: StatusPage, page_id: str, store: Store
         existing = await store.statuspage(entry.incident_id) if entry.incident_id else None
         if existing is not None and existing.status != "resolved":
             return {"skipped": f"already on the status page ({existing.external_id})"}
-        p = entry.payload
+        p = cast(StatuspageOpen, entry.payload)
         handle = await page.open(PublicIncident(
             name=str(p["name"]), body=str(p["body"]),
             component_ids=tuple(str(c) for c in p["component_ids"]), since=_since(entry)))

@@ -12,7 +12,6 @@ operator sent back with `outbox retry` is found without a signal.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,12 +20,12 @@ from typing import Any
 import structlog
 
 from gateway.deliver.deadletter import AlertFor
-from gateway.domain import OutboxEntry, OutboxKind
-from gateway.ports import PermanentError, TransientError
+from gateway.deliver.timeline import worded
+from gateway.domain import Attempt, OutboxEntry, OutboxKind
+from gateway.ports import PermanentError, Store, TransientError
 from gateway.run import metrics
+from gateway.run.supervise import backoff_s, rounds
 from gateway.run.worker import Clock, utcnow
-from gateway.store.db import Attempt
-from gateway.store.sqlite import Store
 
 log = structlog.get_logger("gateway.deliver.outbox")
 Handler = Callable[[OutboxEntry], Awaitable[dict[str, Any]]]
@@ -46,8 +45,7 @@ class RetryPolicy:
         """Seconds before attempt number `attempts + 1`."""
         if retry_after_s is not None:
             return min(max(retry_after_s, self.initial_s), 3600.0)
-        base = min(self.max_s, self.initial_s * 2.0 ** max(attempts - 1, 0))
-        return base * random.uniform(0.8, 1.2)
+        return backoff_s(attempts - 1, self.initial_s, self.max_s)
 
 
 class OutboxWorker:
@@ -88,28 +86,19 @@ class OutboxWorker:
 
     async def run(self) -> None:
         """Deliver until stopped, sleeping until the next entry is due or a wake-up."""
-        while not self._stopping:
-            await self._let_intake_finish()
-            self._wake.clear()
-            try:
-                delivered = await self.deliver_due()
-                if delivered:
-                    continue
-                next_due = await self._store.next_outbox_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox.loop_failed")
-                next_due = self._clock() + timedelta(seconds=self._policy.initial_s)
-            wait_s = 3600.0 if next_due is None else (next_due - self._clock()).total_seconds()
-            # Poll now and then: `outbox retry` (another process) changes the due index.
-            wait_s = min(wait_s, self._poll_s)
-            if wait_s > 0:
-                try:
-                    async with asyncio.timeout(min(wait_s, 3600.0) + 0.01):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+        retry_s = min(self._policy.initial_s, self._poll_s, 3600.0) + 0.01
+        await rounds(self._round, wake=self._wake, stopping=lambda: self._stopping,
+                     failed="outbox.loop_failed", retry_s=retry_s,
+                     before=self._let_intake_finish, logger=log)
+
+    async def _round(self) -> float:
+        if await self.deliver_due():
+            return 0.0
+        next_due = await self._store.next_outbox_due()
+        wait_s = 3600.0 if next_due is None else (next_due - self._clock()).total_seconds()
+        # Poll now and then: `outbox retry` (another process) changes the due index.
+        wait_s = min(wait_s, self._poll_s)
+        return min(wait_s, 3600.0) + 0.01 if wait_s > 0 else 0.0
 
     async def _let_intake_finish(self) -> None:
         # As the inbox worker does: during a storm of incoming mail, intake (whose 250 waits
@@ -127,7 +116,8 @@ class OutboxWorker:
         if entries:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._attempt(entry)) for entry in entries]
-            await self._store.settle_outbox([t.result() for t in tasks], self._clock())
+            now = self._clock()
+            await self._store.settle_outbox([worded(t.result(), now) for t in tasks], now)
         return len(entries)
 
     async def drain(self, timeout_s: float) -> bool:

@@ -19,7 +19,8 @@ def dkim_verifier(lookup: Lookup | None = None) -> Callable[[bytes], str | None]
     """A function: raw message -> the domain (d=) of the first valid signature, or None."""
 
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
-        assert lookup is not None
+        if lookup is None:
+            raise RuntimeError("lookup is set here")
         return lookup(name)
 
     def verify(raw: bytes) -> str | None:

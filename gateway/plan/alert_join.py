@@ -17,12 +17,20 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from gateway.domain import Channel, Incident, Plan, PlanContext, Reporter, Status, TimelineEvent
+from gateway.domain import (
+    Channel,
+    Incident,
+    Plan,
+    PlanContext,
+    Reporter,
+    Status,
+    TimelineEvent,
+    chat_key,
+)
 from gateway.plan.chat import ChatMessage
 from gateway.plan.relay import ChatSettings, chat_reply, chat_to_incident
 from gateway.plan.replies import one_line
 from gateway.plan.trust import UNVERIFIED_FLAG, TrustPolicy, judge_chat
-from gateway.store.db import chat_key
 from rules.alerts import text_components
 from rules.book import Rulebook
 from rules.types import Mailbox

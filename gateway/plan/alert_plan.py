@@ -115,7 +115,8 @@ def plan_alert(n: AlertNotification, ctx: PlanContext, book: Rulebook,
 def _open(n: AlertNotification, a: AlertDecision, next_id: int, book: Rulebook,
           settings: AlertSettings, now: datetime) -> Plan:
     d = a.decision
-    assert d.priority is not None
+    if d.priority is None:
+        raise RuntimeError("an alert decision always has a priority")
     ref, title = incident_ref(next_id), clip(n.title, 120) or "Monitoring alert"
     reporter = f"alerts:{n.source}"
     events = (_event(n, now, "alert.fired"),
@@ -151,7 +152,8 @@ def _open(n: AlertNotification, a: AlertDecision, next_id: int, book: Rulebook,
 def _alarm_text(ref: str, title: str, a: AlertDecision, n: AlertNotification,
                 book: Rulebook) -> str:
     d = a.decision
-    assert d.priority is not None
+    if d.priority is None:
+        raise RuntimeError("an alert decision always has a priority")
     level = book.priorities.get(d.priority)
     return "\n".join([f"{ref} · {d.priority} {level.name}: {title}", describe(n),
                       f"Paged: {'yes' if d.page else 'no'}",
@@ -182,7 +184,8 @@ def _page_if_needed(incident: Incident, a: AlertDecision, n: AlertNotification,
 
 def _raised(incident: Incident, a: AlertDecision) -> dict[str, object]:
     d = a.decision
-    assert d.priority is not None
+    if d.priority is None:
+        raise RuntimeError("an alert decision always has a priority")
     return {"priority": d.priority.value} if d.priority.rank < incident.priority.rank else {}
 
 

@@ -21,12 +21,12 @@ from gateway.domain import (
     Reporter,
     Status,
     TimelineEvent,
+    chat_key,
     incident_ref,
 )
 from gateway.plan.relay import ChatSettings, announcement, chat_reply, chat_to_incident, page_spec
-from gateway.plan.replies import local_time, one_line
+from gateway.plan.replies import local_time, one_line, priority_line, zone_name
 from gateway.plan.trust import UNVERIFIED_FLAG, TrustPolicy, judge_chat
-from gateway.store.db import chat_key
 from rules.book import Rulebook
 from rules.engine import triage
 from rules.types import Mailbox, Report, TriageDecision
@@ -106,7 +106,8 @@ def plan_report_room(
     mailbox = Mailbox(chat.report_rooms.get(msg.room_id, "support"))
     decision = triage(Report(mailbox=mailbox, sender=msg.sender, subject="", body=msg.body),
                       now, book)
-    assert decision.priority is not None
+    if decision.priority is None:
+        raise RuntimeError("priority is set here")
     priority = decision.priority
     verdict = judge_chat(msg.sender, trust or TrustPolicy())
     held = decision.page and not (verdict.trusted or msg.sender in chat.engineers)
@@ -151,15 +152,16 @@ def plan_report_room(
 
 
 def _ack_text(ref: str, decision: TriageDecision, book: Rulebook) -> str:
-    assert decision.priority is not None
+    if decision.priority is None:
+        raise RuntimeError("priority is set here")
     level = book.priorities.get(decision.priority)
-    parts = [f"Thanks, we have logged this as {ref}, priority {decision.priority} "
-             f"({level.name}): {level.meaning}"]
+    parts = [f"Thanks, we have logged this as {ref}. "
+             + priority_line(decision.priority, level.name, level.meaning)]
     if decision.page:
         parts.append("We have paged the on-call engineer.")
     if decision.respond_by:
         when = local_time(decision.respond_by, book.hours.timezone)
-        parts.append(f"You will hear from us by {when} (UK time).")
+        parts.append(f"You will hear from us by {when} ({zone_name(book.hours.timezone)}).")
     parts.append("Updates will come in this thread; reply here to add information.")
     return " ".join(parts)
 

@@ -24,7 +24,7 @@ from gateway.domain import (
 )
 from gateway.plan.chat import ChatMessage
 from gateway.plan.relay import ChatSettings, chat_reply, page_spec, to_reporters
-from gateway.plan.replies import Sender, local_time
+from gateway.plan.replies import Sender, local_time, zone_name
 from gateway.plan.trust import UNVERIFIED_FLAG
 from rules.book import Rulebook
 from rules.engine import next_update_due, pages_at
@@ -136,7 +136,8 @@ def plan_command(msg: ChatMessage, command: Command, ctx: PlanContext, env: Comm
         outcome, text = early
         return Plan(outcome=outcome, outbox=(_answerer(msg, env)(text),))
     handler, incident = _HANDLERS[command.name], ctx.thread
-    assert incident is not None
+    if incident is None:
+        raise RuntimeError("incident is set here")
     plan = handler(msg, command, incident, ctx, env)
     if plan.incident_id is None:  # a refusal or a usage answer
         return plan
@@ -199,16 +200,18 @@ def _page_follow(inc: Incident, kind: OutboxKind) -> tuple[OutboxSpec, ...]:
     return (OutboxSpec(kind, {"dedup_key": inc.ref}),) if inc.pages_sent else ()
 
 
-def _relay(inc: Incident, text: str, purpose: str, env: CommandEnv) -> tuple[OutboxSpec, ...]:
-    return tuple(to_reporters(inc, text, purpose, env.key, env.sender, env.now))
+def _relay(inc: Incident, text: str, purpose: str, env: CommandEnv,
+           automatic: bool = True) -> tuple[OutboxSpec, ...]:
+    return tuple(to_reporters(inc, text, purpose, env.key, env.sender, env.now, automatic))
 
 
 def _update(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
             env: CommandEnv) -> Plan:
     due = next_update_due(inc.priority, env.now, env.book)
     when = local_time(due, env.book.hours.timezone)
-    text = f"Update on {inc.ref} ({inc.title}):\n\n{cmd.text}\n\nNext update by {when} (UK time)."
-    sent = _relay(inc, text, "update", env)
+    zone = zone_name(env.book.hours.timezone)
+    text = f"Update on {inc.ref} ({inc.title}):\n\n{cmd.text}\n\nNext update by {when} ({zone})."
+    sent = _relay(inc, text, "update", env, automatic=False)  # an engineer's own words
     return _changed(inc, f"update relayed to {len(sent)}",
                     f"Update sent to {len(sent)} reporter(s). Next update due by {when}.",
                     env, msg, changes={"next_update_by": due}, outbox=sent)
@@ -259,7 +262,7 @@ def _resolve(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
                         msg)
     text = (f"{inc.ref} ({inc.title}) is resolved.\n\n{cmd.text}\n\n"
             "If it is not fixed for you, reply to this message and we will reopen it.")
-    sent = _relay(inc, text, "resolution", env)
+    sent = _relay(inc, text, "resolution", env, automatic=False)
     return _changed(inc, f"resolved {inc.ref}",
                     f"{inc.ref} resolved; {len(sent)} reporter(s) told.", env, msg,
                     changes={"status": Status.RESOLVED.value, "resolved_at": env.now},

@@ -25,7 +25,7 @@ from gateway.plan.chat import ChatMessage
 from gateway.plan.commands import Command, CommandEnv, authorised, plan_command, usage_of
 from gateway.plan.mirror import SECURITY_FLAG, MirrorSettings, security_escalation
 from gateway.plan.relay import chat_reply
-from gateway.plan.replies import local_time
+from gateway.plan.replies import local_time, zone_name
 
 PUBLIC_FLAG = "--public"
 STATUSPAGE_NAME = "Possible issue being investigated"
@@ -74,7 +74,8 @@ def _security(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettings
     if refused is not None:
         return refused
     inc = ctx.thread
-    assert inc is not None
+    if inc is None:
+        raise RuntimeError("inc is set here")
     reporter = ", ".join(r.address for r in inc.reporters) or "unknown"
     why = f"{msg.sender}: {cmd.text}" if cmd.text else f"{msg.sender} (by hand)"
     specs, event = security_escalation(inc.ref, inc.title, inc.priority, reporter, why, s,
@@ -95,7 +96,8 @@ def _statuspage(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettin
     if refused is not None:
         return refused
     inc = ctx.thread
-    assert inc is not None
+    if inc is None:
+        raise RuntimeError("inc is set here")
     action, _, rest = cmd.text.partition(" ")
     words = rest.split()
     names = []
@@ -105,9 +107,10 @@ def _statuspage(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettin
     problem = _cannot_publish(msg, inc, s, action, names)
     if problem is not None:
         return Plan(outcome="statuspage refused", outbox=(_answer(msg, problem),))
-    assert s.statuspage is not None
+    if s.statuspage is None:
+        raise RuntimeError("statuspage is set here")
     when = (f" We will post an update by {local_time(inc.next_update_by, env.book.hours.timezone)}"
-            " (UK time)." if inc.next_update_by else "")
+            f" ({zone_name(env.book.hours.timezone)})." if inc.next_update_by else "")
     body = (f"We are investigating a possible issue affecting {', '.join(names)}. "
             f"{' '.join(words)}".strip() + when)
     name = f"{STATUSPAGE_NAME}: {', '.join(names)}"

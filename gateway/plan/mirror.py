@@ -87,7 +87,8 @@ def extend(plan: Plan, ctx: PlanContext, s: MirrorSettings, now: datetime) -> Pl
 
 def _new_incident(plan: Plan, ctx: PlanContext, s: MirrorSettings, now: datetime) -> Plan:
     n = plan.new_incident
-    assert n is not None
+    if n is None:
+        raise RuntimeError("n is set here")
     outbox = [_stamped(spec, plan, now) for spec in plan.outbox]
     if n.rule is None or n.rule not in s.escalating_rules:
         return replace(plan, outbox=tuple(outbox))

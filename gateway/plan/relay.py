@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.domain import Channel, Incident, OutboxKind, OutboxSpec, Reporter
-from gateway.plan.replies import Sender, local_time, one_line, render
+from gateway.plan.answer_to import usable_address
+from gateway.plan.replies import Sender, local_time, one_line, render, zone_name
 from rules.book import Rulebook
 from rules.types import Mailbox, Priority, TriageDecision
 
@@ -52,12 +53,17 @@ def to_reporters(
     key: str,
     sender: Sender,
     now: datetime,
+    automatic: bool = True,
 ) -> list[OutboxSpec]:
-    """One message per reporter, on their own channel and in their own thread."""
+    """One message per reporter, on their own channel and in their own thread; `automatic`
+    False when the body is an engineer's own words (gateway.plan.replies.render)."""
     specs = []
     for index, reporter in enumerate(incident.reporters):
+        if reporter.channel is Channel.EMAIL and not usable_address(reporter.address):
+            continue  # a list, system or odd address (gateway.plan.answer_to) is never mailed
         if reporter.channel is Channel.EMAIL:
-            specs.append(_email(incident, reporter, body, purpose, f"{key}.{index}", sender, now))
+            specs.append(_email(incident, reporter, body, purpose, f"{key}.{index}", sender, now,
+                                automatic))
         elif reporter.room_id is not None:
             specs.append(chat_reply(reporter.room_id, reporter.thread_root, body, purpose,
                                     to=reporter.address))
@@ -65,13 +71,14 @@ def to_reporters(
 
 
 def _email(incident: Incident, reporter: Reporter, body: str, purpose: str, key: str,
-           sender: Sender, now: datetime) -> OutboxSpec:
+           sender: Sender, now: datetime, automatic: bool = True) -> OutboxSpec:
     message_id = sender.message_id(incident.id, f"{purpose}.{key}")
     ids = list(reporter.message_ids)
     out = render(sender=sender, to=reporter.address,
                  subject=f"Re: [{incident.ref}] {one_line(incident.title, 150)}",
                  body=body + f"\n\n{sender.name}\n", message_id=message_id,
-                 in_reply_to=ids[-1] if ids else None, references=ids, now=now)
+                 in_reply_to=ids[-1] if ids else None, references=ids, now=now,
+                 automatic=automatic)
     return OutboxSpec(OutboxKind.MAIL_SEND, {
         "purpose": purpose, "message_id": out.message_id, "mail_from": out.mail_from,
         "rcpt_to": out.rcpt_to, "data": out.data.decode("ascii", "surrogateescape"),
@@ -81,7 +88,8 @@ def _email(incident: Incident, reporter: Reporter, body: str, purpose: str, key:
 def page_spec(ref: str, title: str, decision: TriageDecision, sender: str, mailbox: Mailbox,
               source: str) -> OutboxSpec:
     """A page; the incident reference is the dedup key, so retries never page twice."""
-    assert decision.priority is not None
+    if decision.priority is None:
+        raise RuntimeError("priority is set here")
     return OutboxSpec(OutboxKind.PAGE_TRIGGER, {
         "dedup_key": ref,
         "summary": f"[{ref}] {decision.priority}: {title}",
@@ -96,7 +104,8 @@ def page_spec(ref: str, title: str, decision: TriageDecision, sender: str, mailb
 def announcement(ref: str, title: str, decision: TriageDecision, reporter: str, channel: str,
                  book: Rulebook) -> str:
     """The incidents-room post that roots each incident's thread."""
-    assert decision.priority is not None
+    if decision.priority is None:
+        raise RuntimeError("priority is set here")
     level = book.priorities.get(decision.priority)
     tz = book.hours.timezone
     lines = [
@@ -107,6 +116,6 @@ def announcement(ref: str, title: str, decision: TriageDecision, reporter: str, 
         f"Paged: {'yes' if decision.page else 'no'}",
     ]
     if decision.respond_by:
-        lines.append(f"Respond by {local_time(decision.respond_by, tz)}")
+        lines.append(f"Respond by {local_time(decision.respond_by, tz)} ({zone_name(tz)})")
     lines.append("Reply in this thread with !ack, !update <text>, !resolve <text> or !help.")
     return "\n".join(lines)

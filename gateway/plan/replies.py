@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.plan.tokens import ThreadSigner
+from rules.engine import promise_minute
 
 LOOP_HEADER = "X-Chatops-Loop"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
@@ -69,9 +70,28 @@ class Outgoing:
 
 
 def local_time(when: datetime, tz: str) -> str:
-    """'14:40 on Monday 24 November' in the team's time zone."""
-    local = when.astimezone(ZoneInfo(tz))
+    """'14:40 on Monday 24 November' in the team's time zone. Every time we print this way is
+    a promise, so it is rounded up to the minute: never earlier than the clock it states."""
+    local = promise_minute(when).astimezone(ZoneInfo(tz))
     return f"{local:%H:%M} on {local:%A} {local.day} {local:%B}"
+
+
+def zone_name(tz: str) -> str:
+    """How messages name the rulebook's time zone: "UK time" for Europe/London, else the zone
+    itself ("Europe/Berlin", "UTC")."""
+    return "UK time" if tz in ("Europe/London", "GB", "GB-Eire") else tz
+
+
+def priority_line(priority: str, name: str, meaning: str) -> str:
+    """'Priority: P1, a critical incident: your live service is down.' The rulebook's meaning
+    usually names the level itself ("a critical incident: ..."); then the name is not said
+    twice. Otherwise: 'Priority: P1 (Critical incident): <meaning>.'"""
+    text = meaning.strip().rstrip(".")
+    first = text.split(maxsplit=1)[0].lower().rstrip(":,;") if text else ""
+    names_itself = first in ("a", "an", "the") or first == name.split(maxsplit=1)[0].lower()
+    if names_itself:
+        return f"Priority: {priority}, {text}."
+    return f"Priority: {priority} ({name}): {text}." if text else f"Priority: {priority} ({name})."
 
 
 def render(
@@ -84,8 +104,10 @@ def render(
     in_reply_to: str | None,
     references: Sequence[str],
     now: datetime,
+    automatic: bool = True,
 ) -> Outgoing:
-    """Build one threaded, automatic-marked reply to exactly one recipient."""
+    """Build one threaded reply to exactly one recipient, marked automatic unless a person
+    wrote it (`automatic=False`: an engineer's update or resolution)."""
     local, _, domain = sender.address.partition("@")
     to_local, _, to_domain = one_line(to, 254).partition("@")
     headers = [
@@ -100,8 +122,13 @@ def render(
     refs = [one_line(r, 998) for r in references if r][-20:]
     if refs:
         headers.append(("References", _fold_words("References", refs)))
-    # RFC 3834: we answer automatically, and nobody should answer us automatically.
-    headers += [("Auto-Submitted", "auto-replied"), ("X-Auto-Response-Suppress", "All"),
+    # RFC 3834: what software writes (acknowledgements, holding replies, notices) says so,
+    # and nobody should answer it automatically. An engineer's own words are not
+    # auto-submitted (some tenant systems discard auto-submitted mail), but keep everything
+    # else that stops loops: no auto-responses please, our loop header, our signed ids.
+    if automatic:
+        headers.append(("Auto-Submitted", "auto-replied"))
+    headers += [("X-Auto-Response-Suppress", "All"),
                 (LOOP_HEADER, one_line(sender.loop_token, 200))]
     cte, payload = _body(body)
     headers += [("Content-Type", 'text/plain; charset="utf-8"'),
@@ -191,23 +218,24 @@ def ack_body(
         "",
         f"Thank you for your report. We have logged it as {ref}: {title}",
         "",
-        f"Priority: {priority} ({priority_name}). {meaning}",
+        priority_line(priority, priority_name, meaning),
         "",
     ]
     if paged:
         lines.append("We have paged the on-call engineer.")
+    zone = zone_name(tz)
     if respond_by is not None:
         when = local_time(respond_by, tz)
         if in_hours or paged:
-            lines.append(f"An engineer will respond by {when} (UK time).")
+            lines.append(f"An engineer will respond by {when} ({zone}).")
         else:
             lines.append(
                 f"It is outside our support hours ({hours_text}), and this priority is not "
                 f"covered out of hours, so work on it will start in the next support period. "
-                f"You will hear from us by {when} (UK time)."
+                f"You will hear from us by {when} ({zone})."
             )
     if next_update_by is not None:
-        lines.append(f"We will send you an update by {local_time(next_update_by, tz)}.")
+        lines.append(f"We will send you an update by {local_time(next_update_by, tz)} ({zone}).")
     lines += [
         "",
         f"To add information, reply to this email and keep [{ref}] in the subject.",

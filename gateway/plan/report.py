@@ -2,8 +2,9 @@
 
 Pure: an Incident (with timeline), the rulebook and `now` in; clock verdicts and Markdown
 out. The report follows the support process: summary, priority history, impact as
-reported, the timeline with times, actions, reporters notified and when, each SLA promise
-met or missed, and follow-ups (the `!note` lines). Security incidents are marked not for
+reported (the reporters' own words), the timeline with times, actions, reporters notified
+and when, escalation contacts notified (kept apart), each SLA promise met or missed, and
+follow-ups (the `!note` lines). Security incidents are marked not for
 publication.
 """
 
@@ -89,7 +90,7 @@ def render_report(incident: Incident, book: Rulebook, now: datetime) -> str:
     out += [f"- {when(at)}: {p} ({why})" for at, p, why in priority_history(incident)] or [
         f"- {incident.priority} throughout"]
     out += ["", "## Impact as reported", ""]
-    out += [f"- {when(e.at)} {e.actor}: {_quote(e.text)}" for e in incident.timeline
+    out += [f"- {when(e.at)} {e.actor}: {_quote(_as_reported(e))}" for e in incident.timeline
             if e.kind in ("reported", "reporter.replied")]
     out += ["", "## Timeline", ""]
     out += [f"- {when(e.at)} · {e.kind} · {e.actor}: {_quote(e.text)}"
@@ -99,13 +100,34 @@ def render_report(incident: Incident, book: Rulebook, now: datetime) -> str:
             if e.kind in _ACTIONS or e.kind.startswith("sla.escalate")] or ["- none recorded"]
     out += ["", "## Reporters notified", ""]
     out += [f"- {when(e.at)}: {_quote(e.text)}" for e in incident.timeline
-            if e.kind == "replied"] or ["- none recorded"]
+            if e.kind == "replied" and not _to_contacts(e)] or ["- none recorded"]
+    out += ["", "## Escalation contacts notified", ""]
+    out += [f"- {when(e.at)}: {_quote(e.text)}" for e in incident.timeline
+            if _to_contacts(e)] or ["- none recorded"]
     out += ["", "## SLA", ""]
     out += [f"- {line}" for line in clock_lines(incident, book, now)]
     out += ["", "## Follow-ups", "", "*From `!note` lines; each still needs an owner.*", ""]
     out += [f"- [ ] {_note(e)} ({e.actor}, {when(e.at)})" for e in incident.timeline
             if e.kind == "command.note"] or ["- none noted"]
     return "\n".join(out) + "\n"
+
+
+def _as_reported(event: TimelineEvent) -> str:
+    """What the reporter wrote: the subject and text of an emailed report (kept with the
+    event since reports carry it), the body of a chat report, the text of a reply."""
+    if event.kind == "reported" and isinstance(event.data.get("text"), str):
+        subject = str(event.data.get("subject") or "").strip()
+        text = event.data["text"].strip()
+        return f"{subject} — {text}" if subject and text else subject or text or event.text
+    return event.text.removeprefix("Reported in chat: ")
+
+
+def _to_contacts(event: TimelineEvent) -> bool:
+    """A notice to escalation or security contacts rather than to reporters. The worker words
+    these "<Purpose> emailed to …", "<Purpose> posted to …" and "Escalation page sent via …"."""
+    if event.kind == "paged":
+        return event.text.startswith("Escalation")
+    return event.kind == "replied" and event.text.startswith(("Escalation", "Security"))
 
 
 def _note(event: TimelineEvent) -> str:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 
 from gateway.domain import (
+    Due,
     Incident,
     OutboxKind,
     OutboxSpec,
@@ -24,7 +25,7 @@ from gateway.domain import (
     TimelineEvent,
 )
 from gateway.plan.relay import chat_reply, chat_to_incident, to_reporters
-from gateway.plan.replies import Sender, local_time, render
+from gateway.plan.replies import Sender, local_time, render, zone_name
 from rules.book import Rulebook
 from rules.engine import label, next_update_due
 from rules.sla import closing_before, last_closing, last_opening
@@ -66,18 +67,6 @@ class SlaSettings:
     handover_at_close: bool = True
     handover_after: timedelta | None = timedelta(hours=6)
     digest: bool = True
-
-
-@dataclass(frozen=True)
-class Due:
-    """One reminder (or escalation, holding reply, digest) to fire, and what it changes."""
-
-    subject: str  # the incident's reference, or "digest"
-    incident_id: int | None
-    kind: str
-    due_at: datetime
-    plan: Plan
-    text: str
 
 
 @dataclass(frozen=True)
@@ -199,7 +188,8 @@ def _response(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
 
 def _escalation(incident: Incident, index: int, step: EscalationTarget,
                 ctx: _Ctx) -> _Candidate:
-    assert incident.respond_by is not None
+    if incident.respond_by is None:
+        raise RuntimeError("respond_by is set here")
     due = incident.respond_by + step.after
     kind = f"escalate.{index + 1}"
 
@@ -227,9 +217,11 @@ def _escalation_spec(incident: Incident, index: int, step: EscalationTarget, mes
                         "escalation_step": index + 1},
         }),)
     if step.kind == "chat":
-        assert step.room is not None
+        if step.room is None:
+            raise RuntimeError("room is set here")
         return (chat_reply(step.room, None, message, "escalation", to=step.room),)
-    assert step.address is not None
+    if step.address is None:
+        raise RuntimeError("address is set here")
     sender = ctx.settings.sender
     out = render(sender=sender, to=step.address,
                  subject=f"[{incident.ref}] Escalation: {incident.title}"[:200],
@@ -265,11 +257,12 @@ def _updates(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
 
 def _holding(incident: Incident, ctx: _Ctx, ask: str) -> tuple[str, Plan]:
     """The update is overdue: reporters get an honest holding reply and a new promise."""
-    assert incident.next_update_by is not None
+    if incident.next_update_by is None:
+        raise RuntimeError("next_update_by is set here")
     tz = ctx.book.hours.timezone
     nxt = next_update_due(incident.priority, ctx.now, ctx.book)
     body = (f"Update on {incident.ref} ({incident.title}):\n\nWe are still working on it. "
-            f"We will send the next update by {local_time(nxt, tz)} (UK time).")
+            f"We will send the next update by {local_time(nxt, tz)} ({zone_name(tz)}).")
     key = f"h{int(incident.next_update_by.timestamp())}"
     sent = to_reporters(incident, body, "holding", key, ctx.settings.sender, ctx.now)
     text = (f"{incident.ref}: the update to reporters due by {ctx.when(incident.next_update_by)}"

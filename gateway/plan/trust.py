@@ -46,6 +46,9 @@ class TrustPolicy:
     allow_addresses: frozenset[str] = frozenset()
     allow_all: bool = False
     dkim: Callable[[bytes], str | None] | None = None  # raw -> verified signing domain
+    # (raw, author) -> (authentic, why) when the mail came through a group or forwarder
+    # (gateway.plan.forwarder); None: judge it as direct mail
+    forwarded: Callable[[bytes, str], tuple[bool, str] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,9 @@ def is_known(sender: str, policy_: TrustPolicy) -> bool:
 
 def judge_email(raw: bytes, from_addr: str, policy_: TrustPolicy) -> Verdict:
     """The verdict on an email's sender (the From address, which the rules and people see)."""
+    found = policy_.forwarded(raw, from_addr) if policy_.forwarded is not None else None
+    if found is not None:  # through a group: what the trusted forwarder recorded decides
+        return _verdict(from_addr, found[0], [found[1]], policy_)
     reasons = []
     authentic: bool | None = None
     from_domain = _domain_of(from_addr)

@@ -11,11 +11,10 @@ import hashlib
 from collections.abc import Callable
 
 from gateway.alerts import AlertNotification
-from gateway.domain import Channel
+from gateway.domain import Accepted, Channel, NewMessage
 from gateway.parse.pagerduty_events import PagerDutyEvent
+from gateway.ports import Store
 from gateway.run.worker import Clock, utcnow
-from gateway.store.db import Accepted, NewMessage
-from gateway.store.sqlite import Store
 from rules.types import Mailbox
 
 PAGERDUTY_SOURCE = "pagerduty"

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.alerts import notification_from_json
-from gateway.domain import InboxRow, Plan, PlanContext
+from gateway.domain import InboxRow, Plan, PlanContext, ThreadKeys, Work
 from gateway.parse.pagerduty_events import event_from_json
 from gateway.plan.alert_plan import AlertSettings, plan_alert
 from gateway.plan.pagerduty_plan import incident_number, plan_pagerduty
-from gateway.store.db import ThreadKeys, Work
 from rules.book import Rulebook
 
 

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from gateway.store.db import QueueStats
+from gateway.domain import QueueStats
+from gateway.ports import LinkState
 
-# States a component may report; "starting" holds READY back, "bad_credentials" is unhealthy,
-# and so is "needs_e2ee" (the bot is in an encrypted room it cannot read).
-STARTING = "starting"
-BAD_STATES = frozenset({"bad_credentials", "failed", "needs_e2ee"})
+# "starting" holds READY back, "bad_credentials" is unhealthy, and so is "needs_e2ee" (the
+# bot is in an encrypted room it cannot read).
+STARTING = LinkState.STARTING
+BAD_STATES = frozenset({LinkState.BAD_CREDENTIALS, LinkState.FAILED, LinkState.NEEDS_E2EE})
 _EGRESS_KINDS = {"pager": ("page.trigger", "page.acknowledge", "page.resolve"),
                  "mail": ("mail.send",), "chat": ("chat.announce", "chat.send")}
 

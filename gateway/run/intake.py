@@ -14,11 +14,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from gateway.domain import Channel
-from gateway.ports import TransientError
+from gateway.domain import Accepted, Channel, NewMessage
+from gateway.ports import Store, TransientError
 from gateway.run.worker import Clock, utcnow
-from gateway.store.db import Accepted, NewMessage
-from gateway.store.sqlite import Store
 from rules.types import Mailbox
 
 _MSGID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)

@@ -29,7 +29,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.domain import OutboxKind, Plan
+from gateway.domain import OutboxKind, Outcome, Plan
 
 # `_created` series double every counter for no use here (Prometheus tracks resets itself).
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -183,10 +183,13 @@ def outcome_of(plan: Plan) -> str:
     """The triage outcome label of a processed message's plan."""
     if plan.new_incident is not None:
         return str(plan.new_incident.priority)
-    for prefix in ("joined", "ignored", "unreadable"):
-        if plan.outcome.startswith(prefix):
-            return prefix
-    return "command"
+    kind = plan.kind()
+    if kind is Outcome.PLANNING_FAILED:
+        return Outcome.UNREADABLE.value
+    return kind.value if kind in _TRIAGE_LABELS else Outcome.COMMAND.value
+
+
+_TRIAGE_LABELS = frozenset({Outcome.JOINED, Outcome.IGNORED, Outcome.UNREADABLE})
 
 
 def triaged(plans: Iterable[Plan]) -> None:

@@ -17,13 +17,13 @@ from functools import partial
 
 import structlog
 
-from gateway.domain import Incident
-from gateway.plan.sla import Due, SlaSettings, due_now, next_due
+from gateway.domain import Due, Incident, Planner, Waker
+from gateway.plan.sla import SlaSettings, due_now, next_due
+from gateway.ports import Store
 from gateway.run import metrics
+from gateway.run.supervise import rounds
 from gateway.run.worker import Clock, utcnow
 from gateway.store.db import ts
-from gateway.store.reminders import Planner, Waker
-from gateway.store.sqlite import Store
 from rules.book import Rulebook
 
 log = structlog.get_logger("gateway.run.scheduler")
@@ -84,29 +84,29 @@ class Scheduler:
         The sleep is capped (`max_sleep_s`) so a wall clock that jumps (suspend, NTP) is
         noticed soon enough."""
         loop = asyncio.get_running_loop()
-        while not self._stopping:
-            self._wake.clear()
+        started = loop.time()
+
+        async def before() -> None:
+            nonlocal started
             self._now.clear()
             started = loop.time()
-            try:
-                _, next_at = await self.fire()
-                wait_s = self._max_sleep_s if next_at is None else (
-                    (next_at - self._clock()).total_seconds())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("sla.round_failed")
-                wait_s = self._retry_delay_s
-            if wait_s > 0:
-                try:
-                    async with asyncio.timeout(min(wait_s, self._max_sleep_s) + 0.01):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
+
+        async def after() -> None:
             # Rounds for changes are spaced by at least ten times what a round costs, so a
             # store with many open incidents is not planned over continuously.
             gap_s = max(self._min_gap_s, 10 * self.last_round_s)
             await self._coalesce(started + gap_s - loop.time())
+
+        retry_s = min(self._retry_delay_s, self._max_sleep_s) + 0.01
+        await rounds(self._round, wake=self._wake, stopping=lambda: self._stopping,
+                     failed="sla.round_failed", retry_s=retry_s, before=before, after=after,
+                     logger=log)
+
+    async def _round(self) -> float:
+        _, next_at = await self.fire()
+        wait_s = self._max_sleep_s if next_at is None else (
+            (next_at - self._clock()).total_seconds())
+        return min(wait_s, self._max_sleep_s) + 0.01 if wait_s > 0 else 0.0
 
     async def _coalesce(self, gap_s: float) -> None:
         # Woken only by `changed()` soon after the last round: wait out the gap (an urgent

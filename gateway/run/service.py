@@ -18,9 +18,9 @@ from typing import Any, Protocol
 import structlog
 
 from gateway.config.model import Config, ConfigError
+from gateway.ports import Store
 from gateway.run import health, logs, metrics
 from gateway.run.worker import Clock
-from gateway.store.sqlite import Store
 from rules.book import Rulebook, RulebookError
 
 log = structlog.get_logger("gateway.run.service")

@@ -15,7 +15,7 @@ from functools import partial
 
 import structlog
 
-from gateway.domain import Channel, InboxRow, Plan, PlanContext
+from gateway.domain import Channel, InboxRow, Outcome, Plan, PlanContext, ThreadKeys, Work
 from gateway.parse.mail import ParsedMail
 from gateway.parse.sandbox import MailJob, ParseSandbox, Prepared
 from gateway.plan import mirror
@@ -28,10 +28,10 @@ from gateway.plan.mirror import MirrorSettings
 from gateway.plan.pipeline import Settings, mail_thread_keys, plan_email, plan_unreadable
 from gateway.plan.relay import ChatSettings
 from gateway.plan.trust import Verdict, judge_email
+from gateway.ports import Store
 from gateway.run import metrics
 from gateway.run.alert_work import WebhookSettings, prepare_webhook
-from gateway.store.db import ThreadKeys, Work
-from gateway.store.sqlite import Store
+from gateway.run.supervise import rounds
 from rules.book import Rulebook
 from rules.types import Mailbox, TriageDecision
 
@@ -107,19 +107,13 @@ class InboxWorker:
     async def run(self) -> None:
         """Process until stopped; a store failure backs off and tries again."""
         await self.sandbox.start()
-        while not self._stopping:
-            await self._let_intake_finish()
-            self._wake.clear()
-            try:
-                done = await self.process_pending()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("inbox.process_failed")
-                await asyncio.sleep(self._retry_delay_s)
-                continue
-            if not done:
-                await self._wake.wait()
+        await rounds(self._round, wake=self._wake, stopping=lambda: self._stopping,
+                     failed="inbox.process_failed", retry_s=self._retry_delay_s,
+                     retry_on_wake=False, before=self._let_intake_finish, logger=log)
+
+    async def _round(self) -> float | None:
+        # Another batch at once while there was work; else sleep until woken.
+        return 0 if await self.process_pending() else None
 
     def in_storm(self) -> bool:
         """More than storm_threshold messages arrived in the last 100 ms."""
@@ -159,8 +153,8 @@ class InboxWorker:
         batch = await asyncio.to_thread(self._prepare_all, rows, ready, now)
         plans = await self._store.process(batch, now)
         for row, plan in zip(rows, plans, strict=True):
-            event = "inbox.plan_failed" if plan.outcome.startswith(
-                "unreadable: processing failed") else "inbox.processed"
+            failed = plan.kind() is Outcome.PLANNING_FAILED
+            event = "inbox.plan_failed" if failed else "inbox.processed"
             (log.error if event == "inbox.plan_failed" else log.info)(
                 event, inbox_id=row.id, channel=row.channel, outcome=plan.outcome)
         metrics.triaged(plans)

@@ -1,6 +1,6 @@
 """What delivered ticket mirrors, Statuspage posts and security notices leave in the store.
 
-Called by gateway.store.db inside the outbox completion's transaction, so an external ticket's
+Called by gateway.store.outbox inside the outbox completion's transaction, so an external ticket's
 id, a status change or a Statuspage incident is recorded exactly once, together with the
 entry being marked done. Also the reads the egress handlers need (which ticket, which page
 incident belongs to an incident).
@@ -9,37 +9,14 @@ incident belongs to an incident).
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from gateway.domain import OutboxEntry, OutboxKind, TimelineEvent, dumps
+from gateway.domain import OutboxEntry, OutboxKind, PageRow, TicketRow
+from gateway.store.db import ts
 
 MIRROR_KINDS = frozenset({OutboxKind.TICKET_UPDATE, OutboxKind.STATUSPAGE_OPEN,
                           OutboxKind.STATUSPAGE_UPDATE, OutboxKind.STATUSPAGE_RESOLVE})
-
-
-@dataclass(frozen=True)
-class TicketRow:
-    """An incident's ticket as recorded."""
-
-    backend: str
-    external_id: str
-    link: str | None
-    status: str
-
-
-@dataclass(frozen=True)
-class PageRow:
-    """An incident's Statuspage incident as recorded."""
-
-    external_id: str
-    link: str | None
-    status: str
-
-
-def _ts(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def ticket(conn: sqlite3.Connection, incident_id: int) -> TicketRow | None:
@@ -57,11 +34,12 @@ def statuspage(conn: sqlite3.Connection, incident_id: int) -> PageRow | None:
 
 
 def record_effect(conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str, Any],
-                  now: datetime, add_timeline: Any) -> None:
+                  now: datetime) -> None:
     """Record one delivered mirror entry (see MIRROR_KINDS); skipped deliveries change
     nothing."""
     iid = entry.incident_id
-    assert iid is not None
+    if iid is None:
+        raise RuntimeError("iid is set here")
     if result.get("skipped"):
         return
     p = entry.payload
@@ -75,17 +53,8 @@ def record_effect(conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str
             "INSERT OR IGNORE INTO statuspage_incidents (incident_id, page_id, external_id, link,"
             " status, created_at) VALUES (?, ?, ?, ?, 'open', ?)",
             (iid, str(result.get("page_id", "")), str(result["external_id"]), result.get("link"),
-             _ts(now)),
+             ts(now)),
         )
-        add_timeline(conn, iid, TimelineEvent(
-            now, "statuspage.opened", "gateway",
-            f"Published on the status page: {result.get('link') or result['external_id']}",
-            {"result": dumps(result)}))
-    elif entry.kind is OutboxKind.STATUSPAGE_UPDATE:
-        add_timeline(conn, iid, TimelineEvent(now, "statuspage.updated", "gateway",
-                                              "Update posted on the status page"))
     elif entry.kind is OutboxKind.STATUSPAGE_RESOLVE:
         conn.execute("UPDATE statuspage_incidents SET status = 'resolved' WHERE incident_id = ?",
                      (iid,))
-        add_timeline(conn, iid, TimelineEvent(now, "statuspage.resolved", "gateway",
-                                              "Resolved on the status page"))

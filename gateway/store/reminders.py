@@ -10,16 +10,13 @@ once on the first round after start.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from gateway.domain import Incident
-from gateway.plan.sla import Due
-from gateway.store.db import apply_plan, open_incidents, transaction, ts
-
-Planner = Callable[[Sequence[Incident]], list[Due]]
-Waker = Callable[[Sequence[Incident]], datetime | None]
+from gateway.domain import Due, Incident, Planner, Waker
+from gateway.store.db import transaction, ts
+from gateway.store.incidents import apply_plan, open_incidents
 
 
 def fire_due(conn: sqlite3.Connection, plan: Planner, wake: Waker, now: datetime

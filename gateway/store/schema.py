@@ -144,6 +144,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX reminders_incident ON reminders(incident_id);
     """,
+    # 5: automatic answers sent to each address, for the per-address answer limit
+    """
+    CREATE TABLE answer_log (
+        id INTEGER PRIMARY KEY,
+        address TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX answer_log_address ON answer_log(address, at);
+    """,
 )
 
 

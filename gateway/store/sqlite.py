@@ -16,20 +16,31 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.domain import InboxRow, Incident, OutboxEntry, Plan
-from gateway.plan.sla import Due
-from gateway.store import db, mirror_db, reminders, schema
-from gateway.store.db import Accepted, Attempt, NewMessage, QueueStats, Work
+from gateway.domain import (
+    Accepted,
+    Attempt,
+    Due,
+    InboxRow,
+    Incident,
+    NewMessage,
+    OutboxEntry,
+    PageRow,
+    Plan,
+    Planner,
+    QueueStats,
+    TicketRow,
+    Waker,
+    Work,
+)
+from gateway.ports import StoreClosed
+from gateway.store import db, inbox, incidents, mirror_db, outbox, reminders, schema
 
 T = TypeVar("T")
 
 
-class StoreClosed(RuntimeError):
-    """The store is shutting down and takes no more work."""
-
-
-class Store:
-    """Async facade over gateway.store.db, with group commit for intake."""
+class SqliteStore:
+    """The Store port on SQLite: an async facade over the table modules, with group commit
+    for intake."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -116,7 +127,7 @@ class Store:
 
     async def _commit(self, batch: list[tuple[NewMessage, asyncio.Future[Accepted]]]) -> None:
         try:
-            results = await self._call(db.accept_many, [m for m, _ in batch])
+            results = await self._call(inbox.accept_many, [m for m, _ in batch])
         except Exception as exc:  # every waiter gets the failure; intake answers 451
             for _, fut in batch:
                 if not fut.done():
@@ -129,27 +140,27 @@ class Store:
     # -- pipeline ---------------------------------------------------------------------------
     async def pending_inbox(self, limit: int = 64) -> list[InboxRow]:
         """Accepted messages waiting to be processed, oldest first."""
-        return await self._call(db.pending_inbox, limit)
+        return await self._call(inbox.pending_inbox, limit)
 
     async def process(self, batch: Sequence[Work], now: datetime) -> list[Plan]:
-        """Thread lookup, plan and apply for a batch, in one transaction (db.process)."""
-        return await self._call(db.process, batch, now)
+        """Thread lookup, plan and apply for a batch, in one transaction (inbox.process)."""
+        return await self._call(inbox.process, batch, now)
 
     # -- outbox -----------------------------------------------------------------------------
     async def due_outbox(self, now: datetime, limit: int) -> list[OutboxEntry]:
         """Entries due for an attempt."""
-        return await self._call(db.due_outbox, now, limit)
+        return await self._call(outbox.due_outbox, now, limit)
 
     async def next_outbox_due(self) -> datetime | None:
         """When the next pending entry is due."""
-        return await self._call(db.next_outbox_due)
+        return await self._call(outbox.next_outbox_due)
 
     async def settle_outbox(self, attempts: Sequence[Attempt], now: datetime) -> None:
         """Record a round of delivery attempts and their effects, atomically."""
-        await self._call(db.settle_outbox, attempts, now)
+        await self._call(outbox.settle_outbox, attempts, now)
 
     # -- SLA scheduler ----------------------------------------------------------------------
-    async def fire_reminders(self, plan: reminders.Planner, wake: reminders.Waker,
+    async def fire_reminders(self, plan: Planner, wake: Waker,
                              now: datetime) -> tuple[list[Due], datetime | None]:
         """Fire due SLA items exactly once each (gateway.store.reminders.fire_due)."""
         return await self._call(reminders.fire_due, plan, wake, now)
@@ -157,23 +168,23 @@ class Store:
     # -- reads ------------------------------------------------------------------------------
     async def incident(self, incident_id: int) -> Incident | None:
         """One incident with reporters and timeline."""
-        return await self._call(db.load_incident, incident_id)
+        return await self._call(incidents.load_incident, incident_id)
 
     async def chat_root(self, incident_id: int) -> str | None:
         """The chat event that roots an incident's thread, once announced."""
-        return await self._call(db.chat_root, incident_id)
+        return await self._call(incidents.chat_root, incident_id)
 
-    async def ticket(self, incident_id: int) -> mirror_db.TicketRow | None:
+    async def ticket(self, incident_id: int) -> TicketRow | None:
         """The incident's recorded ticket (backend, external id, link), if created yet."""
         return await self._call(mirror_db.ticket, incident_id)
 
-    async def statuspage(self, incident_id: int) -> mirror_db.PageRow | None:
+    async def statuspage(self, incident_id: int) -> PageRow | None:
         """The incident's Statuspage incident, if one was opened."""
         return await self._call(mirror_db.statuspage, incident_id)
 
     async def incidents(self, *, open_only: bool = False) -> list[Incident]:
         """All incidents, or the open ones (newest first)."""
-        return await self._call(lambda c: db.list_incidents(c, open_only=open_only))
+        return await self._call(lambda c: incidents.list_incidents(c, open_only=open_only))
 
     async def sla_snapshot(self) -> tuple[list[Incident], set[tuple[str, str, str]]]:
         """The open incidents (no timelines, read in bulk) and the keys (subject, kind,
@@ -190,8 +201,8 @@ class Store:
 
     async def outbox_rows(self, state: str | None = None) -> list[dict[str, Any]]:
         """Outbox entries for operators."""
-        return await self._call(db.outbox_rows, state)
+        return await self._call(outbox.outbox_rows, state)
 
     async def queue_stats(self) -> QueueStats:
         """Inbox and outbox depth, read-only (health checks and metrics)."""
-        return await self._call(db.queue_stats)
+        return await self._call(outbox.queue_stats)

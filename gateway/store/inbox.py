@@ -1,0 +1,122 @@
+"""The inbox table: accepting messages durably (one transaction per group), and processing
+them: each message's thread, the pure pipeline's Plan, applying it, in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import partial
+
+from gateway.domain import (
+    Accepted,
+    Channel,
+    InboxRow,
+    NewMessage,
+    Plan,
+    PlanContext,
+    ThreadKeys,
+    Work,
+    dumps,
+)
+from gateway.store import alert_db, answer_db, storm_db
+from gateway.store.db import transaction, ts
+from gateway.store.incidents import (
+    apply_plan,
+    list_incidents,
+    load_incident,
+    recent_open_incidents,
+)
+from gateway.store.threads import find_thread, next_incident_id
+from rules.types import Mailbox
+
+
+def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> list[Accepted]:
+    """Insert a batch of messages in one transaction (one fsync for the whole group)."""
+    results = []
+    with transaction(conn):
+        for m in messages:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
+                " dedup_key, raw) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (ts(m.received_at), m.channel, m.mailbox, m.mail_from,
+                 dumps(list(m.rcpt_to)), m.dedup_key, m.raw),
+            )
+            if cur.rowcount:
+                results.append(Accepted(int(cur.lastrowid or 0), duplicate=False))
+            else:
+                (existing,) = conn.execute(
+                    "SELECT id FROM inbox WHERE dedup_key = ?", (m.dedup_key,)
+                ).fetchone()
+                results.append(Accepted(int(existing), duplicate=True))
+    return results
+
+
+def pending_inbox(conn: sqlite3.Connection, limit: int) -> list[InboxRow]:
+    """The oldest messages not yet processed."""
+    rows = conn.execute(
+        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw FROM inbox"
+        " WHERE state = 'pending' ORDER BY id LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [
+        InboxRow(r[0], Channel(r[1]), Mailbox(r[2]) if r[2] else None, r[3],
+                 tuple(json.loads(r[4])), datetime.fromisoformat(r[5]), bytes(r[6]))
+        for r in rows
+    ]
+
+
+def process(conn: sqlite3.Connection, batch: Sequence[Work], now: datetime) -> list[Plan]:
+    """Find each message's thread, ask the pure pipeline for a plan, apply it and mark the
+    message processed. The whole batch is one transaction (one fsync); each message is a
+    savepoint, so one that fails falls back alone. A crash leaves all or nothing."""
+    plans = []
+    with transaction(conn):
+        for work in batch:
+            conn.execute("SAVEPOINT message")
+            try:
+                plan = _process_one(conn, work.inbox_id, work.keys, work.make_plan, now)
+            except Exception as exc:  # a bug in planning: keep the message for a human
+                conn.execute("ROLLBACK TO message")
+                failed = work.fallback(f"processing failed: {type(exc).__name__}")
+                plan = _process_one(conn, work.inbox_id, None, _fixed(failed), now)
+            conn.execute("RELEASE message")
+            plans.append(plan)
+    return plans
+
+
+def _fixed(plan: Plan) -> Callable[[PlanContext], Plan]:
+    return lambda _ctx: plan
+
+
+def _process_one(
+    conn: sqlite3.Connection,
+    inbox_id: int,
+    keys: ThreadKeys | None,
+    make_plan: Callable[[PlanContext], Plan],
+    now: datetime,
+) -> Plan:
+    (state,) = conn.execute("SELECT state FROM inbox WHERE id = ?", (inbox_id,)).fetchone()
+    if state != "pending":
+        return Plan(outcome="already processed")
+    context = PlanContext(
+        thread=find_thread(conn, keys) if keys else None,
+        next_id=next_incident_id(conn),
+        find=lambda iid: load_incident(conn, iid, with_timeline=False),
+        open_incidents=lambda: list_incidents(conn, open_only=True),
+        history=partial(storm_db.history, conn, inbox_id),
+        recent_open=partial(recent_open_incidents, conn),
+        answers=partial(answer_db.answer_fits, conn),
+        alert_ids=partial(alert_db.open_alert_ids, conn),
+    )
+    plan = make_plan(context)
+    apply_plan(conn, plan, now)
+    if plan.digest is not None:
+        storm_db.record(conn, inbox_id, plan.digest)
+    conn.execute(
+        "UPDATE inbox SET state = 'done', outcome = ?, processed_at = ? WHERE id = ?",
+        (plan.outcome, ts(now), inbox_id),
+    )
+    return plan

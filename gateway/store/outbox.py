@@ -1,0 +1,170 @@
+"""The outbox table: what is due, settling a round of attempts with their effects (pages,
+tickets, chat roots, timeline lines) exactly once, dead letters, and the queue counts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from gateway.domain import (
+    Attempt,
+    OutboxEntry,
+    OutboxKind,
+    OutboxState,
+    QueueStats,
+    TimelineEvent,
+    chat_key,
+    dumps,
+)
+from gateway.store import mirror_db
+from gateway.store.db import from_ts, transaction, ts
+from gateway.store.incidents import add_timeline
+
+
+def due_outbox(conn: sqlite3.Connection, now: datetime, limit: int) -> list[OutboxEntry]:
+    """Pending entries whose next attempt is due, oldest first."""
+    rows = conn.execute(
+        "SELECT id, kind, incident_id, payload, attempts FROM outbox"
+        " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+        (ts(now), limit),
+    ).fetchall()
+    return [OutboxEntry(r[0], OutboxKind(r[1]), r[2], json.loads(r[3]), r[4]) for r in rows]
+
+
+def next_outbox_due(conn: sqlite3.Connection) -> datetime | None:
+    """When the next pending entry is due, if any."""
+    (value,) = conn.execute(
+        "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'"
+    ).fetchone()
+    return from_ts(value)
+
+
+def settle_outbox(conn: sqlite3.Connection, attempts: Sequence[Attempt], now: datetime) -> None:
+    """Record a round of attempts in one transaction. A delivery is marked done in the same
+    transaction that records its effect, and only once (a second completion changes nothing)."""
+    with transaction(conn):
+        for a in attempts:
+            if a.result is not None:
+                cur = conn.execute(
+                    "UPDATE outbox SET state = ?, attempts = attempts + 1, result = ?,"
+                    " done_at = ?, last_error = NULL WHERE id = ? AND state = 'pending'",
+                    (OutboxState.DONE, dumps(a.result), ts(now), a.entry.id),
+                )
+                if cur.rowcount and a.entry.incident_id is not None:
+                    _record_effect(conn, a.entry, a.result, now)
+                    _add_lines(conn, a)
+            else:
+                cur = conn.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?,"
+                    " next_attempt_at = ?, state = ? WHERE id = ? AND state = 'pending'",
+                    (a.error[:500], ts(a.next_at or now),
+                     OutboxState.DEAD if a.dead else OutboxState.PENDING, a.entry.id),
+                )
+                if cur.rowcount and a.dead:
+                    _record_dead(conn, a, now)
+
+
+def _record_dead(conn: sqlite3.Connection, a: Attempt, now: datetime) -> None:
+    """A dead entry's timeline lines are recorded, and its alert (if any) is queued."""
+    iid = a.entry.incident_id
+    _add_lines(conn, a)
+    if a.alert is not None:
+        conn.execute(
+            "INSERT INTO outbox (created_at, kind, incident_id, payload, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (ts(now), a.alert.kind, iid, dumps(dict(a.alert.payload)), ts(now)),
+        )
+
+
+def retry_dead(conn: sqlite3.Connection, outbox_id: int, now: datetime) -> str | None:
+    """Send a dead entry back to pending with a fresh attempt count, due now. Returns None
+    when done, else the entry's state (or "unknown") to explain why nothing changed."""
+    with transaction(conn):
+        row = conn.execute("SELECT state, incident_id, kind FROM outbox WHERE id = ?",
+                           (outbox_id,)).fetchone()
+        if row is None:
+            return "unknown"
+        if row[0] != OutboxState.DEAD:
+            return str(row[0])
+        conn.execute("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?"
+                     " WHERE id = ?", (ts(now), outbox_id))
+        if row[1] is not None:
+            add_timeline(conn, int(row[1]), TimelineEvent(
+                now, "retry_requested", "operator",
+                f"Outbox {outbox_id} ({row[2]}) sent back for delivery", {"outbox_id": outbox_id}))
+    return None
+
+
+def _record_effect(
+    conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str, Any], now: datetime
+) -> None:
+    iid = entry.incident_id
+    if iid is None:
+        raise RuntimeError("iid is set here")
+    p = entry.payload
+    if entry.kind is OutboxKind.PAGE_TRIGGER:
+        conn.execute(
+            "INSERT OR IGNORE INTO pages (incident_id, outbox_id, provider, action, dedup_key, at,"
+            " response) VALUES (?, ?, ?, 'trigger', ?, ?, ?)",
+            (iid, entry.id, result.get("provider", "?"), p["dedup_key"], ts(now), dumps(result)),
+        )
+    elif entry.kind is OutboxKind.TICKET_CREATE:
+        conn.execute(
+            "INSERT OR IGNORE INTO tickets (incident_id, backend, external_id, link, title, status,"
+            " body, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
+            (iid, result.get("backend", "builtin"), str(result.get("external_id", "")),
+             result.get("link"), p["title"], p["body"], ts(now)),
+        )
+    elif entry.kind in (OutboxKind.PAGE_ACKNOWLEDGE, OutboxKind.PAGE_RESOLVE):
+        action = "acknowledge" if entry.kind is OutboxKind.PAGE_ACKNOWLEDGE else "resolve"
+        conn.execute(
+            "INSERT OR IGNORE INTO pages (incident_id, outbox_id, provider, action, dedup_key, at,"
+            " response) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (iid, entry.id, result.get("provider", "?"), action, p["dedup_key"], ts(now),
+             dumps(result)),
+        )
+    elif entry.kind is OutboxKind.CHAT_ANNOUNCE:
+        event_id = str(result["event_id"])
+        conn.execute("UPDATE incidents SET chat_root = ? WHERE id = ?", (event_id, iid))
+        conn.execute("INSERT OR IGNORE INTO thread_keys (key, incident_id, direction)"
+                     " VALUES (?, ?, 'out')", (chat_key(event_id), iid))
+    elif entry.kind is OutboxKind.CHAT_ALARM and p.get("root"):  # gateway.plan.alarm_rooms
+        conn.execute("INSERT OR IGNORE INTO thread_keys (key, incident_id, direction)"
+                     " VALUES (?, ?, 'out')", (chat_key(str(result["event_id"])), iid))
+    elif entry.kind in mirror_db.MIRROR_KINDS:
+        mirror_db.record_effect(conn, entry, result, now)
+
+
+def _add_lines(conn: sqlite3.Connection, a: Attempt) -> None:
+    """The timeline lines the outcome was worded with (gateway.deliver.timeline)."""
+    if a.entry.incident_id is not None:
+        for event in a.timeline:
+            add_timeline(conn, a.entry.incident_id, event)
+
+
+def outbox_rows(conn: sqlite3.Connection, state: str | None = None) -> list[dict[str, Any]]:
+    """Outbox entries for operators (no payload bodies)."""
+    sql = ("SELECT id, kind, incident_id, state, attempts, next_attempt_at, last_error, created_at"
+           " FROM outbox")
+    args: tuple[Any, ...] = ()
+    if state:
+        sql, args = sql + " WHERE state = ?", (state,)
+    cols = ("id", "kind", "incident_id", "state", "attempts", "next_attempt_at", "last_error",
+            "created_at")
+    return [dict(zip(cols, r, strict=True)) for r in conn.execute(sql + " ORDER BY id", args)]
+
+
+def queue_stats(conn: sqlite3.Connection) -> QueueStats:
+    """Read-only counts (the pending ones use the partial indexes on state = 'pending')."""
+    (inbox,) = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'pending'").fetchone()
+    pending, oldest = conn.execute(
+        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'").fetchone()
+    retrying = dict(conn.execute(
+        "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0"
+        " GROUP BY kind").fetchall())
+    (dead,) = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
+    return QueueStats(int(inbox), int(pending), from_ts(oldest), retrying, int(dead))

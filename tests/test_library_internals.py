@@ -1,0 +1,89 @@
+"""The private parts of libraries (and of CPython's re) that the adapters and the rule
+analysis rely on. Each is pinned below its next untested release in pyproject.toml; when a
+pin is raised, this fails loudly if one of them is gone instead of the daemon failing in
+production."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import aiohttp.web_runner
+import aioimaplib.aioimaplib as imap
+import aiosmtpd.smtp
+import pytest
+
+
+def _assigned(cls: type, attribute: str) -> bool:
+    """The class (or a base) sets `self.<attribute>` in its own code."""
+    return any(
+        f"self.{attribute}" in inspect.getsource(c)
+        for c in cls.__mro__
+        if c.__module__.startswith(cls.__module__.split(".")[0])
+    )
+
+
+@pytest.mark.parametrize(
+    "method", ["_reset_timeout", "_timeout_cb", "_call_handler_hook", "_set_post_data_state"]
+)
+def test_aiosmtpd_methods_we_call_or_override(method: str) -> None:
+    """adapters/smtp_intake.py pauses the idle timer, answers 421 and runs the DATA hook."""
+    assert callable(getattr(aiosmtpd.smtp.SMTP, method, None)), method
+
+
+@pytest.mark.parametrize("attribute", ["_timeout_handle", "_handler_coroutine"])
+def test_aiosmtpd_session_attributes(attribute: str) -> None:
+    """The idle timer handle and the session task (waited for at shutdown) still exist."""
+    assert _assigned(aiosmtpd.smtp.SMTP, attribute), attribute
+
+
+def test_aioimaplib_parts_the_imap_adapter_relies_on() -> None:
+    """EXISTS pushes are seen in _untagged_response; create_client is the connection hook;
+    the client's helper tasks and IDLE waiter are what a dropped connection cancels."""
+    assert callable(getattr(imap.IMAP4ClientProtocol, "_untagged_response", None))
+    assert "self.create_client(" in inspect.getsource(imap.IMAP4.__init__)
+    assert _assigned(imap.IMAP4, "_idle_waiter") and _assigned(imap.IMAP4, "tasks")
+    assert _assigned(imap.IMAP4ClientProtocol, "tasks")
+
+
+def test_aiohttp_site_keeps_its_server() -> None:
+    """adapters/http_status.py reads the bound port (port 0) from BaseSite._server."""
+    assert _assigned(aiohttp.web_runner.BaseSite, "_server")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ASSERT",
+        "ASSERT_NOT",
+        "AT",
+        "AT_BEGINNING",
+        "AT_BEGINNING_STRING",
+        "AT_BOUNDARY",
+        "AT_END",
+        "AT_END_STRING",
+        "BRANCH",
+        "CATEGORY",
+        "CATEGORY_NOT_WORD",
+        "CATEGORY_SPACE",
+        "CATEGORY_WORD",
+        "IN",
+        "LITERAL",
+        "MAX_REPEAT",
+        "MIN_REPEAT",
+        "POSSESSIVE_REPEAT",
+        "SUBPATTERN",
+    ],
+)
+def test_re_constants_the_rule_analysis_reads(name: str) -> None:
+    """rules/literals.py walks re._parser's output by these opcodes."""
+    assert hasattr(importlib.import_module("re._constants"), name)
+
+
+def test_re_parser_output_is_a_sequence_of_opcodes() -> None:
+    """re._parser.parse still returns (opcode, argument) pairs."""
+    parsed = importlib.import_module("re._parser").parse(r"site (down|up)\b")
+    constants = importlib.import_module("re._constants")
+    ops = [op for op, _ in parsed]
+    assert ops[:2] == [constants.LITERAL, constants.LITERAL]
+    assert constants.SUBPATTERN in ops and constants.AT in ops

@@ -1,0 +1,51 @@
+"""The App's wind-down runs in every case: when a task fails, intake and the status
+endpoint are closed before the store, not left listening."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from gateway.app import App
+from gateway.deliver.outbox import OutboxWorker
+from gateway.parse.sandbox import ParseSandbox
+from gateway.ports import Store
+from gateway.run.scheduler import Scheduler
+from gateway.run.worker import InboxWorker
+from rules.book import default_rulebook
+from tests.conftest import make_config
+
+
+class SchedulerFails(App):
+    """The real App, whose SLA scheduler task raises once the daemon is ready."""
+
+    async def _processing(
+        self, store: Store, outbox: OutboxWorker, sandbox: ParseSandbox
+    ) -> tuple[InboxWorker, Scheduler]:
+        worker, scheduler = await super()._processing(store, outbox, sandbox)
+
+        async def broken() -> None:
+            await self.ready.wait()
+            raise RuntimeError("scheduler bug")
+
+        scheduler.run = broken  # type: ignore[method-assign]
+        return worker, scheduler
+
+
+def refused(port: int) -> bool:
+    """Nothing listens on the loopback port any more."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_a_failing_task_still_closes_intake_and_status(tmp_path: Path) -> None:
+    """The error propagates, and SMTP and the status endpoint no longer listen."""
+    app = SchedulerFails(make_config(tmp_path), default_rulebook())
+    with pytest.raises(ExceptionGroup) as raised:
+        await asyncio.wait_for(app.run(asyncio.Event()), 30)
+    assert raised.group_contains(RuntimeError, match="scheduler bug")
+    assert app.smtp_port and app.http_port
+    assert refused(app.smtp_port) and refused(app.http_port)
