@@ -35,6 +35,8 @@ def test_alerts_configuration_mistakes_are_reported_with_their_paths(tmp_path: P
     without Matrix and PagerDuty webhooks without the listener are all refused."""
     assert any("alerts.port" in e for e in errors(
         {"alerts": {"port": 9725, "source": [SOURCE]}}, tmp_path))
+    assert any("alerts.port" in e for e in errors(
+        {"alerts": {"host": "0.0.0.0", "port": 9725, "source": [SOURCE]}}, tmp_path))
     assert any("own name" in e for e in errors(
         {"alerts": {"source": [SOURCE, SOURCE]}}, tmp_path))
     assert any(e.startswith("alerts.source[0].kind") for e in errors(

@@ -102,8 +102,9 @@ class Config(_Model):
             raise ValueError("alerts: alarm rooms need a [matrix] section")
         if self.pagerduty and self.pagerduty.webhook and (a is None or not a.enabled):
             raise ValueError("pagerduty.webhook: needs the [alerts] listener, which serves it")
+        # Any address: a wildcard or another local address on the same port would clash too.
         if a is not None and a.enabled and self.http.enabled and a.port != 0 and (
-                a.port == self.http.port and a.host == self.http.host):
+                a.port == self.http.port):
             raise ValueError("alerts.port: the alert listener needs its own port, not the "
                              "status endpoint's")
         return self
