@@ -112,6 +112,8 @@ class _Handler:
             accepted = await self._owner.intake.accept(
                 envelope.mail_from or "", envelope.rcpt_tos, raw,
                 timeout_s=self._owner.commit_timeout_s,
+                # The limits count the client's address: unlike the headers, not forged.
+                client=str(session.peer[0]) if isinstance(session.peer, tuple) else None,
             )
         except asyncio.CancelledError:
             raise

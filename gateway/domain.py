@@ -85,6 +85,8 @@ class InboxRow:
     rcpt_to: tuple[str, ...]
     received_at: datetime
     raw: bytes
+    client: str | None = None  # the connecting client's address (SMTP), which nobody forges
+    released: bool = False  # held, then released by an operator: the limits do not apply
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ class Plan:
     changes: Mapping[str, Any] = field(default_factory=dict)
     merge_source: int | None = None
     digest: Digest | None = None
+    held: bool = False  # kept in the inbox (state 'held') until an operator releases it
 
     def kind(self) -> Outcome:
         """The outcome's kind, read from its leading words (the one place that parses them)."""
@@ -277,6 +280,7 @@ class NewMessage:
     raw: bytes
     dedup_key: str | None
     received_at: datetime
+    client: str | None = None  # the connecting client's address, when intake knows it
 
 
 @dataclass(frozen=True)
@@ -303,6 +307,9 @@ class Work:
     keys: ThreadKeys | None
     make_plan: Callable[[PlanContext], Plan]
     fallback: Callable[[str], Plan]
+    # Tried before `fallback` when planning fails, with the problem and the store's view
+    # (emergency mail: a P1 for a person, gateway.plan.unreadable); `fallback` if it fails too.
+    rescue: Callable[[str, PlanContext], Plan] | None = None
 
 
 @dataclass(frozen=True)
@@ -329,6 +336,7 @@ class QueueStats:
     outbox_oldest: datetime | None  # when the oldest pending entry was created
     outbox_retrying: dict[str, int]  # kind -> pending entries that failed at least once
     outbox_dead: int
+    inbox_held: int = 0  # held by the limits, waiting for `held release`
 
 
 def chat_key(event_id: str) -> str:

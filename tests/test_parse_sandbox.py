@@ -97,8 +97,9 @@ async def test_a_dead_child_is_replaced() -> None:
 @pytest.mark.slow
 async def test_pathological_mail_becomes_unparseable_ticket_next_to_a_good_one(
         tmp_path: Path) -> None:
-    """Through the inbox worker: the hostile message is a P4 unparseable ticket with its raw
-    bytes kept, the good message in the same batch opens its P1 incident and pages."""
+    """Through the inbox worker: the hostile message (a stranger's, to the emergency
+    mailbox) is an unparseable P1 awaiting an engineer's !page, with its raw bytes kept; the
+    good message in the same batch opens its P1 incident and pages."""
     store = SqliteStore(tmp_path / "gateway.sqlite3")
     await store.open()
     planned: list[Sequence[Plan]] = []
@@ -119,9 +120,10 @@ async def test_pathological_mail_becomes_unparseable_ticket_next_to_a_good_one(
         await worker.close()
         await store.close()
     by_title = {i.title: i for i in incidents}
-    bad = by_title["Unreadable message from mallory@evil.example"]
-    assert bad.priority is Priority.P4 and bad.flags == ("unparseable",)
+    bad = by_title["Unreadable emergency message from mallory@evil.example"]
+    assert bad.priority is Priority.P1 and bad.flags == ("unparseable", "unverified sender")
     assert TOO_SLOW in bad.reasons[0]
+    assert not any(e.kind is OutboxKind.PAGE_TRIGGER and e.incident_id == bad.id for e in pages)
     good = by_title["Our site is down"]
     assert good.priority is Priority.P1 and "unparseable" not in good.flags
     assert bytes(hostile_raw) == HOSTILE

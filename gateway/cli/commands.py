@@ -17,12 +17,14 @@ from datetime import UTC, datetime
 from functools import partial
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import shtab
 import structlog
 
 from gateway.app import App
 from gateway.cli import views
+from gateway.cli.held import held_command
 from gateway.cli.status import status_command
 from gateway.cli.views import UsageError
 from gateway.config.model import Config, ConfigError, load_config
@@ -74,6 +76,48 @@ def _with_json(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
 
 
+def _read_commands(sub: Any) -> None:
+    """The commands that read (and release or retry) what the daemon keeps."""
+    inc = sub.add_parser("incidents", help="read incidents (works while the daemon runs)")
+    isub = inc.add_subparsers(dest="incidents_command", required=True, metavar="COMMAND")
+    ilist = isub.add_parser("list", help="every incident, newest first")
+    _with_json(ilist, "a list of incidents")
+    _with_config(ilist)
+    ishow = isub.add_parser("show", help="one incident with its clocks and timeline")
+    ishow.add_argument("ref", metavar="REF", help="the incident's reference, e.g. INC-42")
+    _with_json(ishow, "the incident")
+    _with_config(ishow)
+    irep = isub.add_parser("report", help="write an incident report draft (Markdown)")
+    irep.add_argument("ref", metavar="REF", help="the incident's reference, e.g. INC-42")
+    irep.add_argument("--output", type=Path, metavar="FILE",
+                      help="write to this file instead of standard output")
+    _with_config(irep)
+    out = sub.add_parser("outbox", help="pages, tickets and mail waiting, delivered or given up")
+    osub = out.add_subparsers(dest="outbox_command", required=True, metavar="COMMAND")
+    olist = osub.add_parser("list", help="outbox entries (never their contents)")
+    olist.add_argument("--state", choices=["pending", "done", "dead"],
+                       help="only entries in this state")
+    _with_json(olist, "a list of entries")
+    _with_config(olist)
+    oretry = osub.add_parser("retry", help="send a dead entry back for delivery",
+                             description="Send a dead (given up) entry back for delivery with a "
+                                         "fresh attempt count; the running daemon picks it up at "
+                                         "its next outbox poll.")
+    oretry.add_argument("id", type=int, metavar="ID", help="the entry's id (see outbox list)")
+    _with_config(oretry)
+    held = sub.add_parser("held", help="mail held by the rate limits: list, release",
+                          description="Mail held by the rate limits waits in the inbox, never "
+                                      "answered or paged, until an operator releases it.")
+    hsub = held.add_subparsers(dest="held_command", required=True, metavar="COMMAND")
+    hlist = hsub.add_parser("list", help="held messages, oldest first")
+    _with_json(hlist, "a list of held messages")
+    _with_config(hlist)
+    hrel = hsub.add_parser("release", help="process held messages now, exactly once")
+    hrel.add_argument("ids", nargs="+", type=int, metavar="ID",
+                      help="the messages' ids (see held list)")
+    _with_config(hrel)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="chatops-gateway",
@@ -113,33 +157,7 @@ def _parser() -> argparse.ArgumentParser:
                                         "priority (exit 1 if one does not).")
     rtest.add_argument("file", nargs="?", type=Path, metavar="FILE",
                        help="a rulebook (TOML); default: the packaged rulebook")
-    inc = sub.add_parser("incidents", help="read incidents (works while the daemon runs)")
-    isub = inc.add_subparsers(dest="incidents_command", required=True, metavar="COMMAND")
-    ilist = isub.add_parser("list", help="every incident, newest first")
-    _with_json(ilist, "a list of incidents")
-    _with_config(ilist)
-    ishow = isub.add_parser("show", help="one incident with its clocks and timeline")
-    ishow.add_argument("ref", metavar="REF", help="the incident's reference, e.g. INC-42")
-    _with_json(ishow, "the incident")
-    _with_config(ishow)
-    irep = isub.add_parser("report", help="write an incident report draft (Markdown)")
-    irep.add_argument("ref", metavar="REF", help="the incident's reference, e.g. INC-42")
-    irep.add_argument("--output", type=Path, metavar="FILE",
-                      help="write to this file instead of standard output")
-    _with_config(irep)
-    out = sub.add_parser("outbox", help="pages, tickets and mail waiting, delivered or given up")
-    osub = out.add_subparsers(dest="outbox_command", required=True, metavar="COMMAND")
-    olist = osub.add_parser("list", help="outbox entries (never their contents)")
-    olist.add_argument("--state", choices=["pending", "done", "dead"],
-                       help="only entries in this state")
-    _with_json(olist, "a list of entries")
-    _with_config(olist)
-    oretry = osub.add_parser("retry", help="send a dead entry back for delivery",
-                             description="Send a dead (given up) entry back for delivery with a "
-                                         "fresh attempt count; the running daemon picks it up at "
-                                         "its next outbox poll.")
-    oretry.add_argument("id", type=int, metavar="ID", help="the entry's id (see outbox list)")
-    _with_config(oretry)
+    _read_commands(sub)
     status = sub.add_parser("status", help="ask the running daemon how it is (health, counters)",
                             description="Ask the daemon that uses this configuration's state how "
                                         "it is; exit 0 healthy, 1 unhealthy or not running, 2 "
@@ -196,6 +214,8 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911  (one return pe
     if args.command == "completion":
         print(shtab.complete(_parser(), shell=args.shell), end="")
         return EXIT_OK
+    if args.command == "held":
+        return held_command(args)
     return _outbox(args)
 
 

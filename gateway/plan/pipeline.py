@@ -47,6 +47,7 @@ from gateway.plan.storm import (
     count_cap,
     find_join,
     hold_reason,
+    limit_key,
     similar,
 )
 from gateway.plan.trust import UNVERIFIED_FLAG, TrustPolicy, Verdict, judge_email
@@ -128,12 +129,13 @@ def plan_email(
     `verdict`: the sender's trust, if already judged; `context`: the store's view, for
     rate limits, loops and storms). With the store's view, the Plan carries the email's
     digest for the limits, which the store records when it applies the Plan."""
+    if verdict is None:
+        verdict = judge_email(row.raw, mail.from_addr, settings.trust)
+    digest = limit_digest(row, _sender(row, mail), body_hash(mail.new_text or mail.subject),
+                          verdict, context)
     plan = _decide(row, mail, thread, next_id, book, settings, now, decision,
-                   verdict=verdict, context=context)
-    if context is None or context.history is None:
-        return plan
-    return replace(plan, digest=Digest(_sender(row, mail),
-                                       body_hash(mail.new_text or mail.subject), row.received_at))
+                   verdict=verdict, context=context, digest=digest)
+    return plan if digest is None else replace(plan, digest=digest)
 
 
 def _decide(
@@ -148,23 +150,25 @@ def _decide(
     *,
     verdict: Verdict | None = None,
     context: PlanContext | None = None,
+    digest: Digest | None = None,
 ) -> Plan:
     if row.mailbox is None:
         raise RuntimeError("email is always accepted into a mailbox")
     if decision is None:
         decision = triage(report_for(row.mailbox, row.mail_from, mail), now, book)
-    held = _held(row, mail, settings, context)
+    if verdict is None:
+        verdict = judge_email(row.raw, mail.from_addr, settings.trust)
+    held = _held(row, mail, settings, context, verdict, digest)
     if decision.ignored is not None:
         return Plan(outcome=f"ignored: {decision.ignored}")
     if held is not None:
         return held
     if thread is not None:
         return _join(row, mail, thread, settings, now)
-    if verdict is None:
-        verdict = judge_email(row.raw, mail.from_addr, settings.trust)
     join = None if context is None else find_join(
         _recent_open(context, row.mailbox, mail.subject, now, settings.limits), row.mailbox,
-        _sender(row, mail), mail.subject, verdict.known, now, settings.limits)
+        _sender(row, mail), mail.subject, now, settings.limits,
+        authentic=verdict.authentic is not False, trusted=verdict.trusted)
     if join is not None:
         return (_join(row, mail, join.incident, settings, now) if join.same_reporter
                 else _storm_join(row, mail, join, book, settings, now, verdict, context))
@@ -212,24 +216,42 @@ def _sender(row: InboxRow, mail: ParsedMail) -> str:
 
 
 def _held(row: InboxRow, mail: ParsedMail, settings: Settings,
-          context: PlanContext | None) -> Plan | None:
-    """A Plan that holds the message when it breaks one of the limits."""
-    if context is None or context.history is None:
+          context: PlanContext | None, verdict: Verdict, digest: Digest | None) -> Plan | None:
+    return hold_plan(row, _sender(row, mail), digest, settings, context, verdict)
+
+
+def limit_digest(row: InboxRow, sender: str, content: str, verdict: Verdict,
+                 context: PlanContext | None) -> Digest | None:
+    """What the limits record of this message (its bucket, content hash and time), or None
+    without the store's view or for a message an operator released from hold."""
+    if context is None or context.history is None or row.released:
         return None
-    sender = _sender(row, mail)
+    key = limit_key(sender, row.client, authentic=verdict.authentic, trusted=verdict.trusted)
+    return Digest(key, content, row.received_at)
+
+
+def hold_plan(row: InboxRow, sender: str, digest: Digest | None, settings: Settings,
+              context: PlanContext | None, verdict: Verdict) -> Plan | None:
+    """A Plan that holds the message when it breaks one of the limits (the caller puts the
+    digest on whatever Plan it returns, so the store records it)."""
+    if digest is None or context is None or context.history is None:
+        return None
     limits = settings.limits
-    history = context.history(sender, body_hash(mail.new_text or mail.subject),
-                              row.received_at, limits.sender_window_s, count_cap(limits))
-    found = hold_reason(history, settings.limits)
+    history = context.history(digest.sender, digest.content, row.received_at,
+                              limits.sender_window_s, count_cap(limits))
+    found = hold_reason(history, settings.limits, trusted=verdict.trusted)
     if found is None:
         return None
     why, first = found
     outbox: tuple[OutboxSpec, ...] = ()
     if first and settings.chat is not None:
+        via = f" via {one_line(row.client, 60)}" if row.client else ""
         outbox = (chat_reply(settings.chat.incidents_room, None,
-                             f"Holding mail from {one_line(sender, 120)} ({why}). It is kept "
-                             "but not answered and pages nobody.", "alert"),)
-    return Plan(outcome=f"held: {why}", outbox=outbox)
+                             f"Holding mail from {one_line(sender, 120)}{via} ({why}). It is "
+                             "kept but not answered and pages nobody until released: "
+                             "`chatops-gateway held list`, then `chatops-gateway held release "
+                             f"ID` (first held: inbox #{row.id}).", "alert"),)
+    return Plan(outcome=f"held: {why}", outbox=outbox, held=True)
 
 
 def _join(row: InboxRow, mail: ParsedMail, incident: Incident, settings: Settings,
@@ -318,7 +340,10 @@ def _new_incident(
     incident = NewIncident(
         title=title, priority=priority, mailbox=row.mailbox, rule=decision.rule,
         reasons=decision.reasons, period=decision.period, respond_by=decision.respond_by,
-        next_update_by=decision.next_update_by, flags=(UNVERIFIED_FLAG,) if held else (),
+        # Flagged whenever the sender is not trusted, paging or not: a trusted report never
+        # joins such an incident (gateway.storm.find_join), whoever's name it carries.
+        next_update_by=decision.next_update_by,
+        flags=() if verdict.trusted else (UNVERIFIED_FLAG,),
     )
     return Plan(
         outcome=f"opened {ref} ({decision.priority}{', paged' if decision.page else ''}"

@@ -47,7 +47,7 @@ def report(components: Mapping[str, str], egress: Mapping[str, str], stats: Queu
         "problems": problems,
         "components": dict(components),
         "egress": dict(egress),
-        "inbox": {"pending": stats.inbox_pending},
+        "inbox": {"pending": stats.inbox_pending, "held": stats.inbox_held},
         "outbox": {"pending": stats.outbox_pending, "oldest_age_s": round(age, 3),
                    "retrying": sum(stats.outbox_retrying.values()), "dead": stats.outbox_dead},
     }
@@ -61,6 +61,8 @@ def gauges(health: Mapping[str, Any]) -> list[tuple[str, str, dict[str, str], fl
          1.0 if health["healthy"] else 0.0),
         ("chatops_inbox_pending", "Accepted messages not processed yet.", {},
          health["inbox"]["pending"]),
+        ("chatops_inbox_held", "Messages held by the rate limits (see `held list`).", {},
+         health["inbox"].get("held", 0)),
         ("chatops_outbox_depth", "Outbox entries waiting for delivery.", {}, out["pending"]),
         ("chatops_outbox_oldest_age_seconds", "Age of the oldest waiting outbox entry.", {},
          out["oldest_age_s"]),
@@ -91,7 +93,9 @@ def text(health: Mapping[str, Any], counters: Mapping[str, float]) -> str:
             lines.append(f"{title}:")
             lines += [f"  {name:<10} {state}" for name, state in health[key].items()]
     out = health["outbox"]
-    lines.append(f"inbox: {health['inbox']['pending']} pending")
+    held = health["inbox"].get("held", 0)
+    lines.append(f"inbox: {health['inbox']['pending']} pending"
+                 + (f", {held} held (see `chatops-gateway held list`)" if held else ""))
     lines.append(f"outbox: {out['pending']} pending (oldest {out['oldest_age_s']:.0f}s), "
                  f"{out['retrying']} retrying, {out['dead']} dead")
     if counters:

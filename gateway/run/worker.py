@@ -28,6 +28,7 @@ from gateway.plan.mirror import MirrorSettings
 from gateway.plan.pipeline import Settings, mail_thread_keys, plan_email, plan_unreadable
 from gateway.plan.relay import ChatSettings
 from gateway.plan.trust import Verdict, judge_email
+from gateway.plan.unreadable import judge_unreadable, plan_unreadable_emergency
 from gateway.ports import Store
 from gateway.run import metrics
 from gateway.run.alert_work import WebhookSettings, prepare_webhook
@@ -62,6 +63,7 @@ class InboxWorker:
         max_defer_s: float = 1.0,
         mirror: MirrorSettings | None = None,
         sandbox: ParseSandbox | None = None,
+        poll_s: float = 2.0,
         webhooks: WebhookSettings | None = None,
     ) -> None:
         self._store = store
@@ -79,6 +81,7 @@ class InboxWorker:
         self._mirror = mirror or MirrorSettings()
         self._next_rulebook: Rulebook | None = None
         self.sandbox = sandbox or ParseSandbox(rulebook)
+        self._poll_s = poll_s  # an idle worker looks for mail released by `held release`
         self._webhooks = webhooks or WebhookSettings(
             AlertSettings(settings.sender, settings.pager_source, settings.chat))
 
@@ -112,8 +115,9 @@ class InboxWorker:
                      retry_on_wake=False, before=self._let_intake_finish, logger=log)
 
     async def _round(self) -> float | None:
-        # Another batch at once while there was work; else sleep until woken.
-        return 0 if await self.process_pending() else None
+        # Another batch at once while there was work; else sleep until woken, or until the
+        # poll looks for mail an operator released (`held release`).
+        return 0 if await self.process_pending() else self._poll_s
 
     def in_storm(self) -> bool:
         """More than storm_threshold messages arrived in the last 100 ms."""
@@ -153,6 +157,10 @@ class InboxWorker:
         batch = await asyncio.to_thread(self._prepare_all, rows, ready, now)
         plans = await self._store.process(batch, now)
         for row, plan in zip(rows, plans, strict=True):
+            if plan.held:  # nobody hears of it otherwise without Matrix: a warning
+                log.warning("inbox.held", inbox_id=row.id, client=row.client,
+                            outcome=plan.outcome)
+                continue
             failed = plan.kind() is Outcome.PLANNING_FAILED
             event = "inbox.plan_failed" if failed else "inbox.processed"
             (log.error if event == "inbox.plan_failed" else log.info)(
@@ -169,6 +177,9 @@ class InboxWorker:
 
     def _prepare(self, row: InboxRow, prepared: Prepared | None, now: datetime) -> Work:
         fallback = partial(_unreadable, row, now)
+        # Emergency mail whose planning fails still reaches a person (gateway.plan.unreadable).
+        rescue = None if prepared is None or row.mailbox is not Mailbox.EMERGENCY else (
+            partial(self._rescue, row, now))
         try:
             if row.channel is Channel.WEBHOOK:  # alerts, PagerDuty (gateway.run.alert_work)
                 work = prepare_webhook(row, self.rulebook, self._webhooks, now, fallback)
@@ -177,11 +188,23 @@ class InboxWorker:
             else:
                 work = self._prepare_mail(row, prepared, now, fallback)
             # Tickets, security contacts and the status page hear of what the plan records.
-            return replace(work, make_plan=partial(_mirrored, work.make_plan, self._mirror, now))
+            return replace(work, make_plan=partial(_mirrored, work.make_plan, self._mirror, now),
+                           rescue=rescue)
         except Exception as exc:  # a bug must not lose the message: a ticket for a human
             log.exception("inbox.prepare_failed", inbox_id=row.id)
-            return Work(row.id, None, _fixed(fallback(f"processing failed: "
-                                                      f"{type(exc).__name__}")), fallback)
+            problem = f"processing failed: {type(exc).__name__}"
+            make_plan = _fixed(fallback(problem)) if rescue is None else partial(rescue, problem)
+            return Work(row.id, None, make_plan, fallback)
+
+    def _rescue(self, row: InboxRow, now: datetime, problem: str, ctx: PlanContext) -> Plan:
+        return _mirrored(partial(self._plan_unreadable, row, now, problem), self._mirror, now,
+                         ctx)
+
+    def _plan_unreadable(self, row: InboxRow, now: datetime, problem: str,
+                         ctx: PlanContext) -> Plan:
+        sender, verdict = judge_unreadable(row.raw, row.mail_from, self._settings)
+        return plan_unreadable_emergency(row, problem, self.rulebook, self._settings, now,
+                                         sender, verdict, ctx)
 
     def _prepare_mail(self, row: InboxRow, prepared: Prepared, now: datetime,
                       fallback: Callable[[str], Plan]) -> Work:
@@ -189,8 +212,11 @@ class InboxWorker:
         if mail is None or decision is None:
             if prepared.bug is not None:
                 log.error("inbox.prepare_failed", inbox_id=row.id, traceback=prepared.bug)
-            return Work(row.id, None, _fixed(fallback(prepared.problem or "unparseable")),
-                        fallback)
+            problem = prepared.problem or "unparseable"
+            if row.mailbox is Mailbox.EMERGENCY:  # fails towards a person (gateway.plan.unreadable)
+                return Work(row.id, None, partial(self._plan_unreadable, row, now, problem),
+                            fallback)
+            return Work(row.id, None, _fixed(fallback(problem)), fallback)
         verdict = judge_email(row.raw, mail.from_addr, self._settings.trust)
         keys = mail_thread_keys(mail, self._settings, verdict)
         return Work(row.id, keys, partial(self._plan_mail, row, mail, decision, verdict, now),

@@ -40,9 +40,9 @@ def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> lis
         for m in messages:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
-                " dedup_key, raw) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " dedup_key, raw, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (ts(m.received_at), m.channel, m.mailbox, m.mail_from,
-                 dumps(list(m.rcpt_to)), m.dedup_key, m.raw),
+                 dumps(list(m.rcpt_to)), m.dedup_key, m.raw, m.client),
             )
             if cur.rowcount:
                 results.append(Accepted(int(cur.lastrowid or 0), duplicate=False))
@@ -57,13 +57,14 @@ def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> lis
 def pending_inbox(conn: sqlite3.Connection, limit: int) -> list[InboxRow]:
     """The oldest messages not yet processed."""
     rows = conn.execute(
-        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw FROM inbox"
-        " WHERE state = 'pending' ORDER BY id LIMIT ?",
+        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw, client,"
+        " released_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?",
         (limit,),
     ).fetchall()
     return [
         InboxRow(r[0], Channel(r[1]), Mailbox(r[2]) if r[2] else None, r[3],
-                 tuple(json.loads(r[4])), datetime.fromisoformat(r[5]), bytes(r[6]))
+                 tuple(json.loads(r[4])), datetime.fromisoformat(r[5]), bytes(r[6]), r[7],
+                 released=r[8] is not None)
         for r in rows
     ]
 
@@ -80,11 +81,21 @@ def process(conn: sqlite3.Connection, batch: Sequence[Work], now: datetime) -> l
                 plan = _process_one(conn, work.inbox_id, work.keys, work.make_plan, now)
             except Exception as exc:  # a bug in planning: keep the message for a human
                 conn.execute("ROLLBACK TO message")
-                failed = work.fallback(f"processing failed: {type(exc).__name__}")
-                plan = _process_one(conn, work.inbox_id, None, _fixed(failed), now)
+                plan = _fall_back(conn, work, f"processing failed: {type(exc).__name__}", now)
             conn.execute("RELEASE message")
             plans.append(plan)
     return plans
+
+
+def _fall_back(conn: sqlite3.Connection, work: Work, problem: str, now: datetime) -> Plan:
+    if work.rescue is not None:
+        rescue = work.rescue
+        try:
+            return _process_one(conn, work.inbox_id, None, lambda ctx: rescue(problem, ctx),
+                                now)
+        except Exception:  # the rescue failed as well: the plain fallback, which cannot
+            conn.execute("ROLLBACK TO message")
+    return _process_one(conn, work.inbox_id, None, _fixed(work.fallback(problem)), now)
 
 
 def _fixed(plan: Plan) -> Callable[[PlanContext], Plan]:
@@ -115,8 +126,8 @@ def _process_one(
     apply_plan(conn, plan, now)
     if plan.digest is not None:
         storm_db.record(conn, inbox_id, plan.digest)
-    conn.execute(
-        "UPDATE inbox SET state = 'done', outcome = ?, processed_at = ? WHERE id = ?",
-        (plan.outcome, ts(now), inbox_id),
+    conn.execute(  # a held message waits apart for an operator (gateway.store.held)
+        "UPDATE inbox SET state = ?, outcome = ?, processed_at = ? WHERE id = ?",
+        ("held" if plan.held else "done", plan.outcome, ts(now), inbox_id),
     )
     return plan

@@ -167,4 +167,5 @@ def queue_stats(conn: sqlite3.Connection) -> QueueStats:
         "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0"
         " GROUP BY kind").fetchall())
     (dead,) = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
-    return QueueStats(int(inbox), int(pending), from_ts(oldest), retrying, int(dead))
+    (held,) = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'held'").fetchone()
+    return QueueStats(int(inbox), int(pending), from_ts(oldest), retrying, int(dead), int(held))
