@@ -35,6 +35,7 @@ from nio import (
     WhoamiResponse,
 )
 
+from adapters.matrix_crypto import with_sender_device
 from adapters.matrix_undecryptable import Pending, Undecryptable, notice_for, room_is_encrypted
 from gateway.ports import KeyValue, PermanentError, TransientError
 from gateway.run import metrics
@@ -335,7 +336,7 @@ class MatrixLink:
         for room_id, info in resp.rooms.join.items():
             if room_id not in self._rooms:
                 continue
-            sources = [e.source for e in info.timeline.events]
+            sources = [with_sender_device(client, room_id, e) for e in info.timeline.events]
             if info.timeline.limited and info.timeline.prev_batch:
                 sources = await self._backfill(client, room_id, info.timeline.prev_batch) + sources
             room = client.rooms.get(room_id)
@@ -360,7 +361,7 @@ class MatrixLink:
             page = await client.room_messages(room_id, start=token, limit=100)
             if isinstance(page, RoomMessagesError) or not page.chunk:
                 break
-            older = [e.source for e in reversed(page.chunk)] + older
+            older = [with_sender_device(client, room_id, e) for e in reversed(page.chunk)] + older
             if not page.end:
                 break
             token = page.end

@@ -11,7 +11,7 @@ import dkim
 import pytest
 
 from gateway.config.model import ConfigError, parse_config
-from gateway.plan.forwarder import Forwarder, forwarder_judge, read_results
+from gateway.plan.forwarder import Forwarder, forwarder_judge, judge_results, read_results
 from gateway.plan.trust import TrustPolicy, judge_email
 
 FIXTURE = Path(__file__).parent / "fixtures" / "groupmail" / "gg-rewritten-p1.eml"
@@ -185,3 +185,18 @@ def test_check_config_validates_forwarders() -> None:
         parse_config({**BASE, "trust": {**BASE["trust"], "forwarders": [good, good]}})
     with pytest.raises(ConfigError):
         parse_config({"answers": {"per_address": 0}})
+
+
+def test_forwarder_results_align_by_organisational_domain() -> None:
+    """A pass a forwarder recorded vouches only within the author's organisational domain:
+    `github.io` (a public suffix) vouches for nobody under it, `mail.tenant.example` for
+    `eu.tenant.example`; and a `;` inside a quoted string starts no new result."""
+    _, hosted = read_results("groups.example; dkim=pass header.d=github.io") or ("", [])
+    assert judge_results(hosted, "ana@tenant.github.io", "the group")[0] is False
+    _, sibling = read_results("groups.example; dkim=pass header.d=mail.tenant.example") or (
+        "", [])
+    assert judge_results(sibling, "ana@eu.tenant.example", "the group")[0] is True
+    _, quoted = read_results('groups.example; spf=pass smtp.mailfrom="x;dmarc=pass ."'
+                             "@attacker.example; dmarc=fail header.from=tenant.example"
+                             ) or ("", [])
+    assert judge_results(quoted, "ana@tenant.example", "the group")[0] is False

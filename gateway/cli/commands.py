@@ -28,6 +28,7 @@ from gateway.cli.held import held_command
 from gateway.cli.status import status_command
 from gateway.cli.views import UsageError
 from gateway.config.model import Config, ConfigError, load_config
+from gateway.config.warnings import config_warnings
 from gateway.run import logs
 from rules.alerts import check_alert_examples
 from rules.book import Rulebook, RulebookError, default_rulebook, load_rulebook
@@ -201,6 +202,8 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911  (one return pe
     if args.command == "check-config":
         config = load_config(args.file)
         load_rules(config.rules_file())
+        for line in config_warnings(config):
+            print(f"warning: {line}", file=sys.stderr)
         print(f"{args.file}: OK")
         return EXIT_OK
     if args.command == "triage":
@@ -227,6 +230,8 @@ def _load_both(path: Path) -> tuple[Config, Rulebook]:
 def _run(config: Config, path: Path | None = None) -> int:
     rulebook = load_rules(config.rules_file())
     logs.configure(config.log.level, config.log.format)
+    for line in config_warnings(config):
+        structlog.get_logger("gateway.cli").warning("config.warning", problem=line)
     if path is None:
         structlog.get_logger("gateway.cli.commands").warning(
             "gateway.embedded_defaults",

@@ -77,6 +77,8 @@ class ReportRoomConfig(_Model):
 
     room: Annotated[str, Field(pattern=_ROOM_ID)]
     mailbox: Literal["emergency", "support"] = "support"
+    # With trust = "verified-only": reports only from verified devices (docs/matrix-e2ee.md)
+    verified_devices_only: bool = False
 
 
 class PinnedDeviceConfig(_Model):
@@ -118,6 +120,10 @@ class MatrixConfig(_Model):
                              "the crypto store is never pickled with a default key")
         if not self.engineers and self.min_power_level is None:
             raise ValueError("nobody could run commands: set 'engineers' or 'min_power_level'")
+        if any(r.verified_devices_only for r in self.report_rooms) and (
+                self.encryption != "on" or self.trust != "verified-only"):
+            raise ValueError("'verified_devices_only' in a report room needs "
+                             "'encryption = \"on\"' and 'trust = \"verified-only\"'")
         rooms = [self.incidents_room, *(r.room for r in self.report_rooms)]
         if len(set(rooms)) != len(rooms):
             raise ValueError("a room is listed twice")

@@ -140,13 +140,17 @@ class Config(_Model):
         """The secret's value; a file is read now (and stripped of a trailing newline)."""
         if secret.value is not None:
             return secret.value.get_secret_value()
+        return self.secret_file(secret).read_text(encoding="utf-8").rstrip("\r\n")
+
+    def secret_file(self, secret: Secret) -> Path:
+        """Where a `{ file = … }` secret is read from."""
         if secret.file is None:
             raise RuntimeError("file is set here")
         path = secret.file
         if not path.is_absolute():
             creds = os.environ.get("CREDENTIALS_DIRECTORY")
             path = Path(creds) / path if creds else self.base_dir / path
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        return path
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -215,6 +219,12 @@ def _webhook_secrets(config: Config) -> list[tuple[str, Secret]]:
     if hook is not None:
         found += [(f"pagerduty.webhook.secrets[{i}]", s) for i, s in enumerate(hook.secrets)]
     return found
+
+
+def secret_paths(config: Config) -> list[tuple[str, Path]]:
+    """(TOML path, file) of every secret given as a file."""
+    return [(name, config.secret_file(secret)) for name, secret in _secrets(config)
+            if secret.file is not None and secret.value is None]
 
 
 def _more_secrets(config: Config) -> list[tuple[str, Secret]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from gateway.config.model import Config
 from gateway.plan.forwarder import Forwarder, ForwarderJudge, Lookup, forwarder_judge
@@ -17,6 +18,9 @@ from gateway.plan.storm import Limits
 from gateway.plan.tokens import ThreadSigner
 from gateway.plan.trust import TrustPolicy
 from rules.types import Priority
+
+if TYPE_CHECKING:  # dkimpy is imported only where DKIM checking is configured
+    from gateway.parse.dkim_check import DkimResult
 
 
 def chat_rooms(config: Config) -> dict[str, str]:
@@ -39,6 +43,10 @@ def pipeline_settings(config: Config, thread_key: str | None = None) -> Settings
             report_rooms=chat_rooms(config),
             engineers=frozenset(m.engineers),
             min_power_level=m.min_power_level,
+            verified_only=m.encryption == "on" and m.trust == "verified-only",
+            verified_report_rooms=frozenset(
+                r.room for r in m.report_rooms if r.verified_devices_only
+            ),
         )
     )
     return Settings(
@@ -71,8 +79,14 @@ def trust_policy(config: Config) -> TrustPolicy:
         allow_addresses=frozenset(t.allow_addresses),
         allow_all=t.allow_all,
         dkim=dkim,
-        forwarded=forwarders_judge(config, dkim),
+        forwarded=forwarders_judge(config, None if dkim is None else _signer_of(dkim)),
     )
+
+
+def _signer_of(check: Callable[[bytes], DkimResult]) -> Callable[[bytes], str | None]:
+    """The signing domain alone, as the forwarder judge takes it (of a valid signature that
+    covers every From and Subject and the whole body, gateway.parse.signed_headers)."""
+    return lambda raw: check(raw).domain
 
 
 def forwarders_judge(config: Config, dkim: Callable[[bytes], str | None] | None,

@@ -18,7 +18,8 @@ forms:
 Only forwarders the operator named (`[[trust.forwarders]]`, by List-Id and/or ARC signer)
 count: anyone can write any of these headers. An author named by a list's headers (the From
 was rewritten to the group) whom no trusted forwarder vouches for is never authentic.
-Headers are parsed with `authres` (RFC 8601).
+Headers are parsed by gateway.parse.auth_results (RFC 8601, `authres`) and domains aligned
+by organisational domain (gateway.plan.orgdomain, the Public Suffix List).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from email import policy
 from email.message import Message
 from email.parser import BytesHeaderParser
 
-import authres
 import dkim
 
+from gateway.parse.auth_results import parse_header
 from gateway.parse.listmail import list_info
+from gateway.plan.orgdomain import aligned
 
 __all__ = ["Forwarder", "ForwarderJudge", "forwarder_judge", "judge_results", "read_results"]
 
@@ -72,34 +74,13 @@ def read_results(value: str) -> tuple[str, list[Result]] | None:
     instance = _INSTANCE.match(value)
     if instance:
         value = value[instance.end() :]
-    try:
-        header = authres.all_features().parse_value(value)
-    except Exception:  # authres raises its own SyntaxError family on malformed input
+    parsed = parse_header(value)
+    if parsed is None:
         return None
-    results = []
-    for r in header.results:
-        props = {f"{p.type}.{p.name}".lower(): str(p.value or "") for p in r.properties}
-        domain = (
-            props.get("header.from")
-            or props.get("header.d")
-            or props.get("header.i", "").rpartition("@")[2]
-            or props.get("smtp.mailfrom", "").rpartition("@")[2]
-        )
-        results.append(
-            Result(
-                str(r.method).lower(), str(r.result).lower(), domain.strip('"').lower().rstrip(".")
-            )
-        )
-    return str(header.authserv_id).lower(), results
-
-
-def _aligned(domain: str, author_domain: str) -> bool:
-    """Relaxed alignment: the same domain, or one a subdomain of the other."""
-    return bool(domain) and (
-        domain == author_domain
-        or author_domain.endswith("." + domain)
-        or domain.endswith("." + author_domain)
-    )
+    return parsed.authserv_id, [
+        Result(r.method, r.result, r.domain("header.from") or r.domain("header.d")
+               or r.domain("header.i") or r.domain("smtp.mailfrom"))
+        for r in parsed.results]
 
 
 def judge_results(results: Sequence[Result], author: str, where: str) -> tuple[bool, str]:
@@ -112,7 +93,7 @@ def judge_results(results: Sequence[Result], author: str, where: str) -> tuple[b
             if r.result in ("fail", "quarantine", "reject"):
                 return False, f"DMARC {r.result} for {author_domain} recorded by {where}"
     for r in results:
-        if r.method in ("dkim", "spf") and r.result == "pass" and _aligned(r.domain, author_domain):
+        if r.method in ("dkim", "spf") and r.result == "pass" and aligned(r.domain, author_domain):
             return True, f"{r.method.upper()} pass for {r.domain} recorded by {where}"
     seen = ", ".join(f"{r.method}={r.result}" for r in results) or "no results"
     return (

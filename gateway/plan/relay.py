@@ -26,6 +26,10 @@ class ChatSettings:
     report_rooms: dict[str, str]  # room id -> mailbox kind ("emergency" / "support")
     engineers: frozenset[str]
     min_power_level: int | None
+    # trust = "verified-only" with encryption: act only on commands from trusted devices
+    # (gateway.plan.e2ee), and on reports from trusted devices in these report rooms.
+    verified_only: bool = False
+    verified_report_rooms: frozenset[str] = frozenset()
 
 
 def chat_to_incident(body: str, purpose: str, incidents_room: str,
