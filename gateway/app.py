@@ -25,6 +25,7 @@ from adapters.smtp_intake import SmtpIntakeServer
 from adapters.smtp_limits import SmtpLimits
 from gateway.config.model import Config
 from gateway.config.settings import chat_rooms, pipeline_settings, sla_settings
+from gateway.deliver.alarm_egress import alarm_handler
 from gateway.deliver.deadletter import alert_in
 from gateway.deliver.egress import LocalPager, make_handlers
 from gateway.deliver.external import (
@@ -37,6 +38,8 @@ from gateway.deliver.links import LinkGate, egress_gates
 from gateway.deliver.outbox import OutboxWorker, RetryPolicy
 from gateway.domain import OutboxKind, Plan
 from gateway.parse.sandbox import ParseSandbox
+from gateway.plan.alarm_rooms import alarm_rooms
+from gateway.plan.alert_plan import AlertSettings
 from gateway.plan.e2ee import PinnedDevice
 from gateway.plan.tokens import new_key
 from gateway.ports import (
@@ -48,6 +51,8 @@ from gateway.ports import (
     TransientError,
 )
 from gateway.run import logs, metrics
+from gateway.run.alert_intake import AlertIntake
+from gateway.run.alert_work import WebhookSettings
 from gateway.run.canary import CanaryMonitor, canary_key, recogniser
 from gateway.run.failure import failure_page
 from gateway.run.heartbeat import Heartbeat
@@ -63,6 +68,7 @@ from rules.types import Mailbox
 # Start-up time is mostly imports: an adapter (and the library behind it: matrix-nio,
 # aiohttp, aioimaplib, dkimpy) is imported where it is built, only when it is configured.
 if TYPE_CHECKING:
+    from adapters.alerts_http import AlertWebhookServer
     from adapters.http_status import StatusServer
     from adapters.imap_intake import ImapIntake
     from adapters.matrix import MatrixLink, RoomEvent
@@ -110,6 +116,7 @@ class _Edges:
     """The listeners and links started while serving, closed in reverse in every case."""
 
     smtp: SmtpIntakeServer | None = None
+    alerts: AlertWebhookServer | None = None
     status: StatusServer | None = None
     link: MatrixLink | None = None
     imap: list[ImapIntake] = field(default_factory=list)
@@ -125,6 +132,7 @@ class App:
         self.clock = clock
         self.ready = asyncio.Event()
         self.smtp_port: int | None = None
+        self.alerts_port: int | None = None
         self.matrix: MatrixLink | None = None
         self.imap: list[ImapIntake] = []
         self.loader = loader  # re-reads the configuration and rulebook on reload
@@ -240,6 +248,8 @@ class App:
         handlers.update(egress.mirror(instance))
         if self.canary is not None:
             handlers[OutboxKind.CANARY] = self.canary.handler
+        if link is not None:
+            handlers[OutboxKind.CHAT_ALARM] = alarm_handler(link, store, f"{instance}a")
         room = cfg.matrix.incidents_room if cfg.matrix else None
         self.gates = egress_gates(
             [*(["pager"] if cfg.pagerduty else []),
@@ -264,8 +274,13 @@ class App:
                 outbox.wake()
             scheduler.changed()  # an incident may have changed: its clocks may have moved
 
+        hook = cfg.pagerduty.webhook if cfg.pagerduty else None
+        webhooks = WebhookSettings(AlertSettings(settings.sender, settings.pager_source,
+                                                 settings.chat, alarm_rooms(cfg.alerts)),
+                                   hook.on_resolved if hook else "resolve")
         worker = InboxWorker(store, self.rulebook, settings, planned, self.clock, sandbox=sandbox,
-                             mirror=mirror_settings(cfg, self.rulebook, settings.sender))
+                             mirror=mirror_settings(cfg, self.rulebook, settings.sender),
+                             webhooks=webhooks)
         return worker, scheduler
 
     async def _serve(self, store: Store, egress: _Egress, stop: asyncio.Event,
@@ -298,6 +313,7 @@ class App:
         self.heartbeat = await self._heartbeat(service)
         # Every long-running task is supervised: none may end unnoticed (run.supervisor).
         sup = self.supervisor = Supervisor(stop.is_set, stop.set)
+        alerts = self._alert_listener(AlertIntake(store, worker.wake, self.clock), service)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(sup.essential("inbox-worker", worker.run),
                                        name="inbox-worker"),
@@ -316,10 +332,7 @@ class App:
                 tasks.append(group.create_task(sup.link("matrix", link), name="matrix-sync"))
             tasks.extend(group.create_task(sup.link(f"imap:{box.name}", box),
                                            name=f"imap-{box.name}") for box in self.imap)
-            if smtp is not None:
-                edges.smtp = smtp
-                await smtp.start()
-                self.smtp_port = smtp.port
+            await self._start_listeners(smtp, alerts, edges)
             edges.status = await self._status_endpoint(service)
             tasks += self._watch_ourselves(group, sup, intake)
             tasks += [group.create_task(sup.essential("service-watch", service.watch),
@@ -337,10 +350,31 @@ class App:
             await stop.wait()
             log.info("gateway.stopping")
             service.stopping()
-            if smtp is not None:
-                edges.smtp = None  # stopped here, first: intake ends before the drain
-                await smtp.stop()
+            await self._stop_listeners(edges)  # first: intake ends before the drain
             await self._wind_down(worker, outbox, scheduler, tasks, timers)
+
+    async def _start_listeners(self, smtp: SmtpIntakeServer | None,
+                               alerts: AlertWebhookServer | None,
+                               edges: _Edges) -> None:
+        """Open the SMTP and webhook listeners (each recorded for _close if start fails)."""
+        if smtp is not None:
+            edges.smtp = smtp
+            await smtp.start()
+            self.smtp_port = smtp.port
+        if alerts is not None:
+            edges.alerts = alerts
+            await alerts.start()
+            self.alerts_port = alerts.port
+
+    @staticmethod
+    async def _stop_listeners(edges: _Edges) -> None:
+        """Stop accepting mail and webhooks (stopped here, so _close leaves them alone)."""
+        smtp, alerts = edges.smtp, edges.alerts
+        edges.smtp = edges.alerts = None
+        if smtp is not None:
+            await smtp.stop()
+        if alerts is not None:
+            await alerts.stop()
 
     async def _close(self, edges: _Edges) -> None:
         """Stop listening and close the links, each bounded and each on its own: one that
@@ -348,6 +382,8 @@ class App:
         closers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         if edges.smtp is not None:
             closers.append(("smtp", edges.smtp.stop))
+        if edges.alerts is not None:
+            closers.append(("alerts", edges.alerts.stop))
         if edges.status is not None:
             closers.append(("status", edges.status.stop))
         if edges.link is not None:
@@ -476,7 +512,8 @@ class App:
             homeserver=m.homeserver, user_id=m.user_id,
             rooms=[m.incidents_room, *(r.room for r in m.report_rooms),
                    *security_rooms(self.config),
-                   *(s.room for s in self.config.escalation if s.room)], store=store,
+                   *(s.room for s in self.config.escalation if s.room),
+                   *alarm_rooms(self.config.alerts).rooms()], store=store,
             access_token=read(m.access_token) if m.access_token else None,
             password=read(m.password) if m.password else None, device_id=m.device_id,
             device_name=m.device_name, sync_timeout_s=m.sync_timeout_s,
@@ -514,6 +551,35 @@ class App:
             )
             for box in self.config.imap
         ]
+
+    def _alert_listener(self, intake: AlertIntake, service: Service
+                        ) -> AlertWebhookServer | None:
+        """The alert and PagerDuty webhook listener, when `[alerts]` is configured (its
+        state is in the health report as "alerts")."""
+        a = self.config.alerts
+        if a is None or not a.enabled:
+            return None
+        from adapters.alerts_http import (  # noqa: PLC0415  (lazy, see above)
+            AlertWebhookServer,
+            SourceAuth,
+        )
+        from adapters.pagerduty_webhook import PagerDutyHook  # noqa: PLC0415
+        from rules.alert_rules import AlertSource  # noqa: PLC0415
+
+        read = self.config.read_secret
+        sources = [SourceAuth(s.name, AlertSource(s.kind), s.auth, read(s.secret).encode(),
+                              s.hmac_header, s.rate_per_minute, s.hmac_timestamp_header,
+                              s.hmac_max_age_s) for s in a.sources]
+        hook = self.config.pagerduty.webhook if self.config.pagerduty else None
+        pd = None if hook is None else PagerDutyHook(
+            tuple(read(x).encode() for x in hook.secrets), hook.max_age_s)
+        server = AlertWebhookServer(intake, sources, host=a.host, port=a.port,
+                                    max_body_bytes=a.max_body_bytes,
+                                    rate_per_minute=a.rate_per_minute,
+                                    commit_timeout_s=a.commit_timeout_s, pagerduty=pd,
+                                    clock=self.clock)
+        service.add("alerts", partial(getattr, server, "state"))
+        return server
 
     def _smtp(self, intake: MailIntake) -> SmtpIntakeServer:
         s = self.config.smtp

@@ -18,6 +18,7 @@ class Channel(StrEnum):
 
     EMAIL = "email"
     MATRIX = "matrix"
+    WEBHOOK = "webhook"  # monitoring alerts and PagerDuty events (gateway.alert_intake)
 
 
 class Status(StrEnum):
@@ -44,6 +45,7 @@ class OutboxKind(StrEnum):
     STATUSPAGE_UPDATE = "statuspage.update"
     STATUSPAGE_RESOLVE = "statuspage.resolve"
     CANARY = "canary"  # the self-test came through (gateway.run.canary): no effect outside
+    CHAT_ALARM = "chat.alarm"  # alert incidents in the alarm rooms (gateway.alarm_rooms)
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,8 @@ class PlanContext:
     # (address, at, window in s, limit) -> whether one more automatic answer to that address
     # fits the limit; records it when it does (gateway.store.sqlite.answer_db)
     answers: Callable[[str, datetime, float, int], bool] | None = None
+    # the ids of the open alert incidents, newest first (gateway.alert_db)
+    alert_ids: Callable[[], list[int]] | None = None
 
 
 def dumps(value: Any) -> str:

@@ -32,6 +32,7 @@ from gateway.config.warnings import config_warnings
 from gateway.ports import PermanentError, TransientError
 from gateway.run import logs
 from gateway.run.supervisor import GatewayFailed
+from rules.alerts import check_alert_examples
 from rules.book import Rulebook, RulebookError, default_rulebook, load_rulebook
 from rules.engine import check_examples
 
@@ -147,6 +148,11 @@ def _parser() -> argparse.ArgumentParser:
     tri.add_argument("--mailbox", choices=["emergency", "support"], default="emergency",
                      help="which address the message was sent to (default: emergency)")
     _with_config(tri)
+    tri.add_argument("--alert", action="store_true",
+                     help="FILE is an alert webhook payload (docs/alerts.md), not an .eml file")
+    tri.add_argument("--kind", default="auto",
+                     choices=["auto", "alertmanager", "grafana", "pingdom", "generic"],
+                     help="the alert payload's kind (default: detected from its fields)")
     rules = sub.add_parser("rules", help="rulebook tools")
     rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     rtest = rsub.add_parser("test", help="check every rule's examples",
@@ -281,7 +287,16 @@ def _triage(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
     at = _instant(args.at)
-    result = views.triage_json(raw, args.mailbox, at, book)
+    if args.alert:
+        from gateway.cli.alert_views import triage_alert_json  # noqa: PLC0415
+        from gateway.parse.alert_payloads import BadPayload  # noqa: PLC0415  (only for alerts)
+
+        try:
+            result = triage_alert_json(raw, args.kind, at, book)
+        except BadPayload as exc:
+            raise UsageError(f"not an alert payload: {exc.reason}") from None
+    else:
+        result = views.triage_json(raw, args.mailbox, at, book)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -303,10 +318,11 @@ def _instant(value: str | None) -> datetime:
 
 def _rules_test(path: Path | None) -> int:
     book = load_rules(path)
-    failures = check_examples(book)
+    failures = check_examples(book) + check_alert_examples(book)
     for line in failures:
         print(f"FAIL {line}")
-    count = sum(len(rule.examples) for rule in book.rules)
+    count = (sum(len(rule.examples) for rule in book.rules)
+             + sum(len(rule.examples) for rule in book.alert_rules))
     print(f"{count - len(failures)} of {count} examples give their expected priority")
     return EXIT_FAILURE if failures else EXIT_OK
 

@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.alerts import AlertsConfig
 from gateway.config.base import ConfigError, Secret, _Model
 from gateway.config.egress import (
     EscalationStep,
@@ -80,6 +81,7 @@ class Config(_Model):
     heartbeat: HeartbeatConfig | None = None
     canary: CanaryConfig = CanaryConfig()
     notify_failure: NotifyFailureConfig = NotifyFailureConfig()
+    alerts: AlertsConfig | None = None
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")
@@ -101,6 +103,20 @@ class Config(_Model):
             raise ValueError("escalation: a 'chat' step needs a [matrix] section")
         if self.pagerduty is None and any(step.kind == "page" for step in self.escalation):
             raise ValueError("escalation: a 'page' step needs a [pagerduty] section")
+        return self
+
+    @model_validator(mode="after")
+    def _alert_listener(self) -> Config:
+        a = self.alerts
+        if a is not None and (a.high_priority_room or a.low_priority_room) and not self.matrix:
+            raise ValueError("alerts: alarm rooms need a [matrix] section")
+        if self.pagerduty and self.pagerduty.webhook and (a is None or not a.enabled):
+            raise ValueError("pagerduty.webhook: needs the [alerts] listener, which serves it")
+        # Any address: a wildcard or another local address on the same port would clash too.
+        if a is not None and a.enabled and self.http.enabled and a.port != 0 and (
+                a.port == self.http.port):
+            raise ValueError("alerts.port: the alert listener needs its own port, not the "
+                             "status endpoint's")
         return self
 
     def state_dir(self) -> Path:
@@ -200,6 +216,18 @@ def _secrets(config: Config) -> list[tuple[str, Secret]]:
     for index, box in enumerate(config.imap):
         found.append((f"imap[{index}].password", box.password))
     found.extend(_more_secrets(config))
+    found.extend(_webhook_secrets(config))
+    return found
+
+
+def _webhook_secrets(config: Config) -> list[tuple[str, Secret]]:
+    found = []
+    if config.alerts is not None:
+        found += [(f"alerts.source[{i}].secret", s.secret)
+                  for i, s in enumerate(config.alerts.sources)]
+    hook = config.pagerduty.webhook if config.pagerduty else None
+    if hook is not None:
+        found += [(f"pagerduty.webhook.secrets[{i}]", s) for i, s in enumerate(hook.secrets)]
     return found
 
 
@@ -233,7 +261,8 @@ def _check_secret_files(config: Config) -> list[str]:
             continue
         if not value:
             errors.append(f"{path}: the secret is empty")
-        elif path in ("threading.key", "matrix.pickle_key") and len(value.encode()) < 16:
+        elif (path in ("threading.key", "matrix.pickle_key") or path.startswith(
+                ("alerts.", "pagerduty.webhook."))) and len(value.encode()) < 16:
             errors.append(f"{path}: too short (at least 16 bytes)")
     return errors
 

@@ -28,6 +28,7 @@ from gateway.domain import (
 )
 from gateway.parse.child import report_for as report_for  # noqa: PLC0414  (re-exported)
 from gateway.parse.mail import ParsedMail
+from gateway.plan.alert_join import alert_for_report
 from gateway.plan.answer_to import Answer, answer_target
 from gateway.plan.relay import ChatSettings, announcement, chat_reply, chat_to_incident, page_spec
 from gateway.plan.replies import (
@@ -168,11 +169,25 @@ def _decide(
         _recent_open(context, row.mailbox, mail.subject, now, settings.limits), row.mailbox,
         _sender(row, mail), mail.subject, now, settings.limits,
         authentic=verdict.authentic is not False, trusted=verdict.trusted)
-    if join is not None and join.same_reporter:
-        return _join(row, mail, join.incident, settings, now)
     if join is not None:
-        return _storm_join(row, mail, join, book, settings, now, verdict, context)
-    return _new_incident(row, mail, decision, next_id, book, settings, now, verdict, context)
+        return (_join(row, mail, join.incident, settings, now) if join.same_reporter
+                else _storm_join(row, mail, join, book, settings, now, verdict, context))
+    alert = None if context is None else alert_for_report(  # gateway.plan.alert_join
+        context, f"{mail.subject}\n{mail.new_text}", verdict.trusted, book)
+    if alert is None:
+        return _new_incident(row, mail, decision, next_id, book, settings, now, verdict,
+                             context)
+    return _alert_join(row, mail, alert, book, settings, now, verdict, context)
+
+
+def _alert_join(row: InboxRow, mail: ParsedMail, alert: Incident, book: Rulebook,
+                settings: Settings, now: datetime, verdict: Verdict,
+                context: PlanContext | None) -> Plan:
+    """Monitoring found it first: a trusted reporter joins the alert's incident."""
+    if any(r.address == _sender(row, mail) for r in alert.reporters):
+        return _join(row, mail, alert, settings, now)
+    return _storm_join(row, mail, Join(alert, False), book, settings, now, verdict, context,
+                       _KNOWN_NOTE)
 
 
 def _recent_open(context: PlanContext, mailbox: Mailbox, subject: str, now: datetime,
@@ -391,11 +406,13 @@ _UNVERIFIED_NOTE = ("We could not confirm that this message comes from a known t
                     "address, so an engineer will check it before paging anyone.")
 _STORM_NOTE = ("Others have reported the same problem and we are already working on it. "
                "You will receive our updates.")
+_KNOWN_NOTE = ("We already know about this problem from our monitoring, and an engineer is on "
+               "it. You will receive our updates.")
 
 
 def _storm_join(row: InboxRow, mail: ParsedMail, join: Join, book: Rulebook,
                 settings: Settings, now: datetime, verdict: Verdict,
-                context: PlanContext | None) -> Plan:
+                context: PlanContext | None, note: str = _STORM_NOTE) -> Plan:
     """Another reporter of an open incident: acknowledged and told the updates, no page."""
     inc, sender = join.incident, _sender(row, mail)
     ids = (mail.message_id,) if mail.message_id else ()
@@ -416,7 +433,7 @@ def _storm_join(row: InboxRow, mail: ParsedMail, join: Join, book: Rulebook,
     if answer.address is not None:
         ack = _ack(inc.ref, inc.title if answer.echo else _NEUTRAL_TITLE.format(
             mailbox=row.mailbox), decision, mail, answer.address, row, book, settings, now,
-            _STORM_NOTE, echo=answer.echo)
+            note, echo=answer.echo)
         outbox.append(ack)
         our_ids = (str(ack.payload["message_id"]),)
     reporter = _reporter(answer, sender, mail, ids)

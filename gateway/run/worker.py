@@ -19,6 +19,8 @@ from gateway.domain import Channel, InboxRow, Outcome, Plan, PlanContext, Thread
 from gateway.parse.mail import ParsedMail
 from gateway.parse.sandbox import MailJob, ParseSandbox, Prepared
 from gateway.plan import mirror
+from gateway.plan.alert_join import known_outage_in_chat
+from gateway.plan.alert_plan import AlertSettings
 from gateway.plan.chat import ChatMessage, parse_chat, plan_report_room, should_ignore
 from gateway.plan.commands import CommandEnv, parse_command
 from gateway.plan.escalation import command_planner
@@ -29,6 +31,7 @@ from gateway.plan.trust import Verdict, judge_email
 from gateway.plan.unreadable import judge_unreadable, plan_unreadable_emergency
 from gateway.ports import Store
 from gateway.run import metrics
+from gateway.run.alert_work import WebhookSettings, prepare_webhook
 from gateway.run.supervise import rounds
 from rules.book import Rulebook
 from rules.types import Mailbox, TriageDecision
@@ -61,6 +64,7 @@ class InboxWorker:
         mirror: MirrorSettings | None = None,
         sandbox: ParseSandbox | None = None,
         poll_s: float = 2.0,
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         self._store = store
         self.rulebook = rulebook
@@ -82,6 +86,8 @@ class InboxWorker:
         # The self-test's recogniser (gateway.run.canary): a row carrying our signed canary
         # token is planned as a canary only, never as a report. Pure and thread-safe.
         self.canary: Callable[[InboxRow], Plan | None] | None = None
+        self._webhooks = webhooks or WebhookSettings(
+            AlertSettings(settings.sender, settings.pager_source, settings.chat))
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
         """Use `rulebook` from the next batch on (a batch never mixes two rulebooks)."""
@@ -148,7 +154,7 @@ class InboxWorker:
         # Parsing and triage are CPU work on untrusted input: emails go to the sandbox
         # process, chat events (JSON of bounded size) to a thread; never on the event loop,
         # and outside the store's transaction.
-        mail_rows = [r for r in rows if r.channel is not Channel.MATRIX]
+        mail_rows = [r for r in rows if r.channel is Channel.EMAIL]
         prepared = await self.sandbox.prepare_all(
             [MailJob(r.raw, r.mail_from, r.mailbox or Mailbox.SUPPORT) for r in mail_rows], now)
         ready = dict(zip((r.id for r in mail_rows), prepared, strict=True))
@@ -182,7 +188,9 @@ class InboxWorker:
             canary = None if self.canary is None or prepared is None else self.canary(row)
             if canary is not None:
                 return Work(row.id, None, _fixed(canary), fallback)
-            if prepared is None:
+            if row.channel is Channel.WEBHOOK:  # alerts, PagerDuty (gateway.run.alert_work)
+                work = prepare_webhook(row, self.rulebook, self._webhooks, now, fallback)
+            elif prepared is None:
                 work = self._prepare_chat(row, now, fallback)
             else:
                 work = self._prepare_mail(row, prepared, now, fallback)
@@ -235,9 +243,12 @@ class InboxWorker:
         why = should_ignore(msg, chat)
         if why is not None:
             return _ignored(row, why, fallback)
-        if msg.room_id != chat.incidents_room and msg.room_id not in chat.report_rooms:
+        # Alarm rooms (gateway.plan.alarm_rooms) take commands, like the incidents room.
+        commands = msg.room_id == chat.incidents_room or (
+            msg.room_id in self._webhooks.alerts.alarms.rooms())
+        if not commands and msg.room_id not in chat.report_rooms:
             return _ignored(row, "a room that takes no reports nor commands", fallback)
-        if msg.room_id != chat.incidents_room:
+        if not commands:
             return Work(row.id, ThreadKeys(msg.thread_keys()),
                         partial(self._plan_report, msg, chat, now), fallback)
         command = parse_command(msg.body)
@@ -250,6 +261,9 @@ class InboxWorker:
 
     def _plan_report(self, msg: ChatMessage, chat: ChatSettings, now: datetime,
                      ctx: PlanContext) -> Plan:
+        known = known_outage_in_chat(msg, ctx, self.rulebook, chat, self._settings.trust, now)
+        if known is not None:  # monitoring found it first (gateway.plan.alert_join)
+            return known
         return plan_report_room(msg, ctx.thread, ctx.next_id, self.rulebook, chat,
                                 self._settings.pager_source, now, self._settings.trust)
 

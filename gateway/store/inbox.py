@@ -21,7 +21,7 @@ from gateway.domain import (
     Work,
     dumps,
 )
-from gateway.store import answer_db, storm_db
+from gateway.store import alert_db, answer_db, storm_db
 from gateway.store.db import transaction, ts
 from gateway.store.incidents import (
     apply_plan,
@@ -134,6 +134,7 @@ def _process_one(
         history=partial(storm_db.history, conn, inbox_id),
         recent_open=partial(recent_open_incidents, conn),
         answers=partial(answer_db.answer_fits, conn),
+        alert_ids=partial(alert_db.open_alert_ids, conn),
     )
     plan = make_plan(context)
     apply_plan(conn, plan, now)

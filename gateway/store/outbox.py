@@ -146,6 +146,9 @@ def _record_effect(
         conn.execute("UPDATE incidents SET chat_root = ? WHERE id = ?", (event_id, iid))
         conn.execute("INSERT OR IGNORE INTO thread_keys (key, incident_id, direction)"
                      " VALUES (?, ?, 'out')", (chat_key(event_id), iid))
+    elif entry.kind is OutboxKind.CHAT_ALARM and p.get("root"):  # gateway.plan.alarm_rooms
+        conn.execute("INSERT OR IGNORE INTO thread_keys (key, incident_id, direction)"
+                     " VALUES (?, ?, 'out')", (chat_key(str(result["event_id"])), iid))
     elif entry.kind in mirror_db.MIRROR_KINDS:
         mirror_db.record_effect(conn, entry, result, now)
 
