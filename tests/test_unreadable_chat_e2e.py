@@ -4,14 +4,13 @@ message whose triage runs out of time is announced as a P1 and the room is asked
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import pytest
 
-from gateway.parse.sandbox import ParseSandbox
 from tests.conftest import email_bytes, eventually
 from tests.fakes.smtp_capture import SmtpCapture
+from tests.test_held_e2e import OutOfTime
 from tests.test_matrix_e2e import World, bot_notices, config_for, connected, incident, world
 from tests.test_trust_e2e import send, settled
 
@@ -23,8 +22,7 @@ async def test_unreadable_emergency_mail_is_announced_and_awaits_page(
         world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No time to parse: the stranger's emergency mail is announced as a P1 with a request
     to !page it (not paged); the engineer's !page pages exactly once."""
-    monkeypatch.setattr("gateway.app.ParseSandbox",
-                        partial(ParseSandbox, budget_s=0.0, per_message_s=0.0))
+    monkeypatch.setattr("gateway.app.ParseSandbox", OutOfTime)
     w = world
     async with SmtpCapture() as relay, connected(config_for(w, tmp_path, relay.port)) as app:
         await send(app.smtp_port or 0, email_bytes(sender="someone@elsewhere.example"),
