@@ -13,33 +13,13 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from rules.fields import Regex, Text, Word
 from rules.hours_config import Frozen
-from rules.matching import compile_pattern, compile_word
 from rules.types import Priority
 
-
-def _valid_regex(pattern: str) -> str:
-    try:
-        compile_pattern(pattern)
-    except ValueError as exc:
-        raise PydanticCustomError("regex", "{problem}", {"problem": str(exc)}) from None
-    return pattern
-
-
-def _valid_word(word: str) -> str:
-    try:
-        compile_word(word)
-    except ValueError as exc:
-        raise PydanticCustomError("word", "{problem}", {"problem": str(exc)}) from None
-    return word
-
-
-Regex = Annotated[str, AfterValidator(_valid_regex)]
-Word = Annotated[str, AfterValidator(_valid_word)]
-Text = Annotated[str, Field(min_length=1)]
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
 
 

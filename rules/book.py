@@ -18,7 +18,6 @@ from importlib import resources
 from typing import Annotated, Any, Self
 
 from pydantic import (
-    AfterValidator,
     Field,
     PositiveInt,
     PrivateAttr,
@@ -30,9 +29,10 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from rules.alert_rules import AlertPolicy, AlertRule, Component, duplicate_ids
 from rules.book_extend import extend
+from rules.fields import Regex, Text, Word
 from rules.hours import SupportClock
 from rules.hours_config import Frozen, Hours
-from rules.matching import Matcher, compile_pattern, compile_word
+from rules.matching import Matcher
 from rules.types import Mailbox, Priority
 
 
@@ -81,25 +81,6 @@ _OOH_DESCRIPTIONS = {
 }
 
 
-def _valid_regex(pattern: str) -> str:
-    try:
-        compile_pattern(pattern)
-    except ValueError as exc:
-        raise PydanticCustomError("regex", "{problem}", {"problem": str(exc)}) from None
-    return pattern
-
-
-def _valid_word(word: str) -> str:
-    try:
-        compile_word(word)
-    except ValueError as exc:
-        raise PydanticCustomError("word", "{problem}", {"problem": str(exc)}) from None
-    return word
-
-
-Regex = Annotated[str, AfterValidator(_valid_regex)]
-Word = Annotated[str, AfterValidator(_valid_word)]
-Text = Annotated[str, Field(min_length=1)]
 
 
 class Target(Frozen):
