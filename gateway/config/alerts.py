@@ -3,12 +3,11 @@ each with its own credential) and `[pagerduty.webhook]` (PagerDuty v3 webhook se
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from gateway.config.base import _ROOM_ID, Secret, _Model
+from gateway.config.base import _ROOM_ID, ListenHost, Secret, _Model
 
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _HEADER = r"^[A-Za-z0-9-]{1,64}$"
@@ -40,7 +39,7 @@ class AlertsConfig(_Model):
     """The alert webhook listener. Never the status endpoint: its own address and port."""
 
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: ListenHost = "127.0.0.1"
     port: int = Field(default=9726, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)  # larger bodies get 413
     commit_timeout_s: float = Field(default=10.0, gt=0)  # slower commits answer 503
@@ -53,13 +52,6 @@ class AlertsConfig(_Model):
     high_priority_room: Annotated[str, Field(pattern=_ROOM_ID)] | None = None
     low_priority_room: Annotated[str, Field(pattern=_ROOM_ID)] | None = None
     high_priorities: list[Literal["P1", "P2", "P3", "P4"]] = ["P1", "P2"]
-
-    @field_validator("host")
-    @classmethod
-    def _ip(cls, value: str) -> str:
-        if value != "localhost":
-            ipaddress.ip_address(value)
-        return value
 
     @model_validator(mode="after")
     def _unique(self) -> AlertsConfig:

@@ -21,6 +21,15 @@ from pydantic import (
 _ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+$")
 
 
+def _listen_host(value: str) -> str:
+    if value != "localhost":
+        ipaddress.ip_address(value)  # a listener binds an address, not a name to look up
+    return value
+
+
+ListenHost = Annotated[str, AfterValidator(_listen_host)]
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; `errors` holds one `path: message` line per problem."""
 

@@ -21,6 +21,7 @@ from gateway.config.base import (
     _ROOM_ID,
     _USER_ID,
     Address,
+    ListenHost,
     Secret,
     _check_address,
     _loopback,
@@ -39,7 +40,7 @@ class SmtpIntakeConfig(_Model):
     """The SMTP listener tenants' mail arrives on."""
 
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: ListenHost = "127.0.0.1"
     port: int = Field(default=2525, ge=0, le=65535)
     hostname: str = "localhost"
     max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
@@ -54,13 +55,6 @@ class SmtpIntakeConfig(_Model):
     max_session_s: float = Field(default=1800.0, gt=0)  # however busy
     # DATA bytes all sessions hold in memory at once; more get 452 (try again later).
     max_data_bytes_in_flight: int = Field(default=64 * 1024 * 1024, ge=1024)
-
-    @field_validator("host")
-    @classmethod
-    def _ip(cls, value: str) -> str:
-        if value != "localhost":
-            ipaddress.ip_address(value)
-        return value
 
     @model_validator(mode="after")
     def _bounds(self) -> SmtpIntakeConfig:
