@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -39,11 +39,12 @@ from gateway.plan.e2ee import PinnedDevice
 from gateway.plan.tokens import new_key
 from gateway.ports import MailSender, Pager, Store, TicketBackend
 from gateway.run import metrics
+from gateway.run.cluster import Cluster, singleton
 from gateway.run.intake import ChatIntake, MailIntake
 from gateway.run.scheduler import Scheduler
 from gateway.run.service import INSTANCE_KEY, Loader, Service, endpoint_file
 from gateway.run.worker import Clock, InboxWorker, utcnow
-from gateway.store.sqlite import SqliteStore
+from gateway.store.factory import make_store
 from rules.book import Rulebook
 from rules.types import Mailbox
 
@@ -119,6 +120,7 @@ class App:
         self.service: Service | None = None
         self.http_port: int | None = None
         self.scheduler: Scheduler | None = None
+        self.cluster: Cluster | None = None  # several nodes on PostgreSQL: leases, claims
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the configuration and rulebook (see gateway.run.service)."""
@@ -130,8 +132,10 @@ class App:
         # (mail accepted meanwhile is durable and waits for it in the inbox).
         sandbox = ParseSandbox(self.rulebook)
         sandbox_up = asyncio.create_task(sandbox.start(), name="parse-sandbox-start")
-        store = SqliteStore(self.config.database_path())
+        store = make_store(self.config)
         try:
+            # Written mail and the status endpoint live here whichever store is used.
+            await asyncio.to_thread(self.config.state_dir().mkdir, 0o750, True, True)
             await store.open()
             async with AsyncExitStack() as stack:
                 pager, provider, routes = await self._pager(stack)
@@ -215,6 +219,8 @@ class App:
         handlers = make_handlers(egress.pager, egress.mailer, egress.provider, link, store,
                                  instance, egress.routes)
         handlers.update(egress.mirror(instance))
+        if self.cluster is not None:
+            handlers = self.cluster.fenced(handlers)
         room = cfg.matrix.incidents_room if cfg.matrix else None
         return OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock,
                             alert_for=alert_in(room), poll_s=cfg.outbox.poll_interval_s)
@@ -249,6 +255,7 @@ class App:
     async def _serve_until(self, store: Store, egress: _Egress, stop: asyncio.Event,
                            sandbox: ParseSandbox, edges: _Edges) -> None:
         cfg = self.config
+        cluster = self.cluster = _cluster(cfg, store)
         link = edges.link = self.matrix = self._matrix(store)
         outbox = await self._outbox(store, egress, link)
         worker, scheduler = await self._processing(store, outbox, sandbox)
@@ -260,10 +267,11 @@ class App:
         chat_intake = ChatIntake(store, chat_rooms(cfg), worker.wake, self.clock)
         edges.imap = self.imap = self._imap(store, intake)
         service = self.service = self._service(store, egress.provider, smtp, link)
+        once = _Once(cluster, stop)
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(worker.run(), name="inbox-worker"),
+            tasks = [group.create_task(once("inbox", worker.run), name="inbox-worker"),
                      group.create_task(outbox.run(), name="outbox-worker")]
-            timers = ([group.create_task(scheduler.run(), name="sla-scheduler")]
+            timers = ([group.create_task(once("sla", scheduler.run), name="sla-scheduler")]
                       if cfg.sla.enabled else [])
             if link is not None:
                 async def deliver(events: list[RoomEvent]) -> None:
@@ -272,9 +280,12 @@ class App:
                     metrics.ACCEPTED.inc(len(events), channel="matrix")
 
                 link.deliver_to(deliver)
-                tasks.append(group.create_task(link.run(), name="matrix-sync"))
-            tasks.extend(group.create_task(box.run(), name=f"imap-{box.name}")
-                         for box in self.imap)
+                tasks.append(group.create_task(once("matrix", link.run, link.connected.clear),
+                                               name="matrix-sync"))
+            tasks.extend(group.create_task(once(f"imap:{box.name}", box.run),
+                                           name=f"imap-{box.name}") for box in self.imap)
+            if cluster is not None:
+                tasks += _cluster_tasks(group, cluster, store, link)
             if smtp is not None:
                 edges.smtp = smtp
                 await smtp.start()
@@ -327,7 +338,13 @@ class App:
         components += [(f"imap:{box.name}", box) for box in self.imap]
         for name, part in components:
             if part is not None:
-                service.add(name, partial(getattr, part, "state"))
+                state: Callable[[], str] = partial(getattr, part, "state")
+                lease = "matrix" if name == "matrix" else name
+                if self.cluster is not None and name != "smtp":
+                    state = self.cluster.state(lease, state)
+                service.add(name, state)
+        if hasattr(store, "watch"):  # a database server: its link is a component too
+            service.add("store", partial(getattr, store, "state"))
         return service
 
     async def _wind_down(self, worker: InboxWorker, outbox: OutboxWorker, scheduler: Scheduler,
@@ -442,3 +459,41 @@ class App:
             log.warning("inbox.drain_incomplete")
         if not await outbox.drain(timeout):
             log.warning("outbox.drain_incomplete")
+
+
+def _cluster(config: Config, store: Store) -> Cluster | None:
+    """Leases and claims when the store is shared by several nodes (PostgreSQL)."""
+    pg = config.state.postgresql
+    if config.state.backend != "postgresql" or pg is None or not hasattr(store, "acquire_lease"):
+        return None
+    return Cluster(store, pg.lease_s)  # type: ignore[arg-type]  # checked just above
+
+
+def _cluster_tasks(group: asyncio.TaskGroup, cluster: Cluster, store: Store,
+                   link: MatrixLink | None) -> list[asyncio.Task[None]]:
+    """The lease keepers and the store's watch; chat is claimed only by the Matrix node."""
+    if link is not None and hasattr(store, "skip_kinds"):
+        chat = frozenset({"chat.announce", "chat.send"})
+        matrix = cluster.lease("matrix")
+        store.skip_kinds = lambda: frozenset() if matrix.held() else chat
+    tasks = [group.create_task(lease.run(), name=f"lease-{name}")
+             for name, lease in cluster.leases.items()]
+    watch = getattr(store, "watch", None)
+    if watch is not None:
+        tasks.append(group.create_task(watch(), name="store-watch"))
+    return tasks
+
+
+@dataclass(frozen=True)
+class _Once:
+    """Runs a loop under its lease on several nodes, or simply runs it on one."""
+
+    cluster: Cluster | None
+    stop: asyncio.Event
+
+    def __call__(self, name: str, run: Callable[[], Coroutine[Any, Any, None]],
+                 on_lost: Callable[[], None] | None = None) -> Coroutine[Any, Any, None]:
+        if self.cluster is None:
+            return run()
+        # The lease is made now, before the keepers are started (_cluster_tasks).
+        return singleton(self.cluster.lease(name), run, self.stop.is_set, on_lost)

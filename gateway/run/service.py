@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import structlog
 
 from gateway.config.model import Config, ConfigError
+from gateway.domain import QueueStats
 from gateway.ports import Store
 from gateway.run import health, logs, metrics
 from gateway.run.worker import Clock
@@ -136,7 +137,16 @@ class Service:
     # -- health and metrics ---------------------------------------------------------------
     async def report(self) -> dict[str, Any]:
         """The health report (see gateway.run.health)."""
-        stats = await self._store.queue_stats()
+        try:
+            stats = await self._store.queue_stats()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a database server that does not answer: say so, with the rest
+            report = health.report(self.states(), {}, QueueStats(0, 0, None, {}, 0),
+                                   self._clock(), self.config.http.outbox_stuck_s)
+            report["healthy"] = False
+            report["problems"].append("store: unreachable")
+            return report
         report = health.report(self.states(), health.egress_states(stats, self._egress), stats,
                                self._clock(), self.config.http.outbox_stuck_s)
         # Which daemon this is: `status` compares it with the state it was pointed at, so it

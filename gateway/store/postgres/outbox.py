@@ -41,22 +41,22 @@ MIRROR_KINDS = frozenset({OutboxKind.TICKET_UPDATE, OutboxKind.STATUSPAGE_OPEN,
                           OutboxKind.STATUSPAGE_UPDATE, OutboxKind.STATUSPAGE_RESOLVE})
 
 
-def claim_due(conn: Conn, now: datetime, limit: int, holder: str, claim_s: float
-              ) -> list[tuple[OutboxEntry, int]]:
+def claim_due(conn: Conn, now: datetime, limit: int, holder: str, claim_s: float,
+              skip_kinds: Sequence[str] = ()) -> list[tuple[OutboxEntry, int]]:
     """Claim up to `limit` due entries not claimed by another node (or whose claim
-    expired), oldest due first; each with its fencing token."""
+    expired), oldest due first, each with its fencing token; none of `skip_kinds`."""
     with conn.transaction():
         rows = conn.execute(
             "WITH due AS (SELECT id FROM outbox WHERE state = 'pending'"
             " AND next_attempt_at <= %s AND (claim_until IS NULL OR claim_holder = %s"
-            " OR claim_until < clock_timestamp())"
+            " OR claim_until < clock_timestamp()) AND kind <> ALL(%s)"
             " ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
             " UPDATE outbox o SET claim_holder = %s, claim_token = nextval('fencing_tokens'),"
             " claim_until = clock_timestamp() + make_interval(secs => %s)"
             " FROM due WHERE o.id = due.id"
             " RETURNING o.id, o.kind, o.incident_id, o.payload, o.attempts, o.claim_token,"
             " o.next_attempt_at",
-            (ts(now), holder, limit, holder, claim_s)).fetchall()
+            (ts(now), holder, list(skip_kinds), limit, holder, claim_s)).fetchall()
     rows.sort(key=lambda r: (r[6], r[0]))
     return [(OutboxEntry(int(r[0]), OutboxKind(r[1]), None if r[2] is None else int(r[2]),
                          json.loads(r[3]), int(r[4])), int(r[5])) for r in rows]

@@ -16,6 +16,7 @@ whether the database answers; `watch` checks it with capped backoff while it doe
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import socket
@@ -93,6 +94,9 @@ class PostgresStore:
         self._closed = False
         self._opened = False
         self._state = LinkState.STARTING
+        # Kinds this node cannot deliver right now (chat, while another node holds the
+        # Matrix lease): left for the node that can.
+        self.skip_kinds: Callable[[], frozenset[str]] = frozenset
 
     @property
     def state(self) -> str:
@@ -102,6 +106,9 @@ class PostgresStore:
     # -- lifecycle --------------------------------------------------------------------------
     async def open(self) -> None:
         """Connect, check the durability setting, migrate the schema."""
+        # The pool logs each failed reconnection as a warning; the store reports the outage
+        # once (store.unreachable) and /healthz shows it.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         await self._run(self._pool.open, True, self._timeout_s)
         self._opened = True
         await self._call(self._prepare)
@@ -225,7 +232,8 @@ class PostgresStore:
     # -- outbox -----------------------------------------------------------------------------
     async def due_outbox(self, now: datetime, limit: int) -> list[OutboxEntry]:
         """Claim the entries due for an attempt (none another node holds a claim on)."""
-        claimed = await self._call(outbox.claim_due, now, limit, self.node, self.claim_s)
+        claimed = await self._call(outbox.claim_due, now, limit, self.node, self.claim_s,
+                                   sorted(self.skip_kinds()))
         for entry, token in claimed:
             self._claims[entry.id] = token
         return [entry for entry, _ in claimed]
