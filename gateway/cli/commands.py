@@ -140,6 +140,15 @@ def _parser() -> argparse.ArgumentParser:
                                         "endpoint turned off or no state yet.")
     _with_config(status)
     _with_json(status, "the health report")
+    mig = sub.add_parser("migrate-state", help="copy a single-host SQLite state into PostgreSQL",
+                         description="Copy the SQLite state (incidents, timelines, outbox, "
+                                     "cursors, thread keys, the threading key) into the empty "
+                                     "PostgreSQL database of the configuration's "
+                                     "[state.postgresql]. Stop the single-host daemon first.")
+    mig.add_argument("--from-sqlite", type=Path, metavar="PATH", required=True,
+                     help="the SQLite state file (gateway.sqlite3 in the old state folder)")
+    mig.add_argument("--config", type=Path, metavar="FILE", required=True,
+                     help="the configuration with [state] backend = \"postgresql\"")
     comp = sub.add_parser("completion", help="print a shell completion script",
                           description="Print a completion script, e.g. "
                                       "`chatops-gateway completion bash > "
@@ -187,6 +196,10 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911  (one return pe
         return _incidents(args)
     if args.command == "status":
         return status_command(load_config(args.config), as_json=args.json)
+    if args.command == "migrate-state":
+        from gateway.cli.migrate import migrate_state  # noqa: PLC0415  (psycopg only here)
+
+        return migrate_state(load_config(args.config), args.from_sqlite)
     if args.command == "completion":
         print(shtab.complete(_parser(), shell=args.shell), end="")
         return EXIT_OK
