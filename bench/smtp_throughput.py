@@ -543,7 +543,9 @@ def report_text(rows: Sequence[Row], header: dict[str, Any]) -> str:
                  if header.get("postgresql") else "") for r in rows]
     lines += ["", "accepted / sent, all runs:"]
     lines += [f"  {r.conns:>3} conns: sink {accepted_line(r.runs, 'sink')}, "
-              f"gateway {accepted_line(r.runs, 'gateway')}" for r in rows]
+              f"gateway {accepted_line(r.runs, 'gateway')}"
+              + (f", on PostgreSQL {accepted_line(r.runs, 'postgresql')}"
+                 if header.get("postgresql") else "") for r in rows]
     goal = header["target"]
     if goal is not None:
         verdict = "MET" if goal["met"] else "NOT MET"

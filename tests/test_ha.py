@@ -13,6 +13,8 @@ from collections import Counter
 from email import message_from_bytes
 from pathlib import Path
 
+import psycopg
+
 from tests.daemon import Daemon
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.peers.postgres import PostgresServer
@@ -28,8 +30,11 @@ def _pd(url: str) -> str:
 
 def holders(dsn: str) -> dict[str, str]:
     """Lease name -> the holder's node name (its first part), for unexpired leases."""
-    return {name: holder.split(":")[0] for name, holder in query(
-        dsn, "SELECT name, holder FROM leases WHERE expires_at > clock_timestamp()")}
+    try:
+        rows = query(dsn, "SELECT name, holder FROM leases WHERE expires_at > clock_timestamp()")
+    except psycopg.errors.UndefinedTable:  # no node has started yet
+        return {}
+    return {name: holder.split(":")[0] for name, holder in rows}
 
 
 def emails(*nodes: Daemon) -> list[str]:

@@ -50,6 +50,7 @@ class PostgresServer:
         self.bin = bin_dir
         self.port = free_port()
         self.data = base / "data"
+        self.listen = "127.0.0.1"  # more addresses (comma-separated) take a restart
 
     def _ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(_as_owner([str(self.bin / "pg_ctl"), "-D", str(self.data), *args]),
@@ -67,7 +68,7 @@ class PostgresServer:
 
     def start(self) -> None:
         """Start and wait until it accepts connections."""
-        options = (f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
+        options = (f"-p {self.port} -k {self.base} -c listen_addresses={self.listen}"
                    " -c max_connections=200")
         self._ctl("-o", options, "-l", str(self.base / "log"), "-w", "-t",
                   str(START_TIMEOUT_S), "start")
@@ -80,6 +81,11 @@ class PostgresServer:
         """Stop and start again on the same port and data."""
         self.stop(mode)
         self.start()
+
+    def trust_network(self, cidr: str) -> None:
+        """Let clients from `cidr` in without a password (takes effect on the next start)."""
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {cidr} trust\n")
 
     def dsn(self, dbname: str = "postgres") -> str:
         """A libpq connection string for a database of this server."""
