@@ -18,7 +18,10 @@ from tests.conftest import email_bytes
 from tests.daemon import Daemon
 
 T = TypeVar("T")
-TRUST = '[trust]\nallow_domains = ["tenant.example"]\n'
+# Known tenants; every report its own incident (no storm joining, no global limit), so each
+# one must page exactly once.
+TRUST = ('[trust]\nallow_domains = ["tenant.example"]\n'
+         '[limits]\nstorm_window_s = 0\nglobal_per_minute = 1000000\n')
 
 
 def pg_node(folder: Path, dsn: str, name: str, lease_s: float = 3.0, extra: str = "") -> Daemon:

@@ -106,6 +106,7 @@ async def test_sigkill_of_the_lease_holder_fails_over(postgres: PostgresServer,
         stored = stored_reports(dsn)
         assert accepted <= set(stored) and len(stored) == len(set(stored))
         paged = {r for (r,) in query(dsn, "SELECT dedup_key FROM pages WHERE action = 'trigger'")}
+        assert len(paged) == len(accepted)  # each report its own incident, each paged
         assert set(_triggers(pd)) == paged and max(_triggers(pd).values()) == 1
         assert pd.alerts_opened == len(paged)
         sent = emails(a, b)

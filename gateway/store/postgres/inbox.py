@@ -45,23 +45,30 @@ GLOBAL_WINDOW_S = 60.0
 
 
 def accept_many(conn: Conn, messages: Sequence[NewMessage]) -> list[Accepted]:
-    """Insert a batch of messages in one transaction; returns once it is committed. A dedup
-    key already stored (by this node or another) is the same message."""
-    results = []
-    with conn.transaction():
-        for m in messages:
-            row = conn.execute(
-                "INSERT INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
-                " dedup_key, raw) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-                (ts(m.received_at), m.channel, m.mailbox, m.mail_from,
-                 dumps(list(m.rcpt_to)), m.dedup_key, m.raw),
-            ).fetchone()
-            if row is not None:
-                results.append(Accepted(int(row[0]), duplicate=False))
+    """Insert a batch of messages in one transaction and one round trip (pipelined); returns
+    once it is committed. A dedup key already stored (by this node or another, or earlier
+    in the batch) is the same message."""
+    ids: list[int | None] = []
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
+            " dedup_key, raw) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+            [(ts(m.received_at), m.channel, m.mailbox, m.mail_from, dumps(list(m.rcpt_to)),
+              m.dedup_key, m.raw) for m in messages],
+            returning=True)
+        while True:
+            row = cur.fetchone()
+            ids.append(None if row is None else int(row[0]))
+            if not cur.nextset():
+                break
+        results = []
+        for m, new_id in zip(messages, ids, strict=True):
+            if new_id is not None:
+                results.append(Accepted(new_id, duplicate=False))
                 continue
-            found = conn.execute("SELECT id FROM inbox WHERE dedup_key = %s",
-                                 (m.dedup_key,)).fetchone()
+            found = cur.execute("SELECT id FROM inbox WHERE dedup_key = %s",
+                                (m.dedup_key,)).fetchone()
             if found is None:
                 raise RuntimeError("a conflicting dedup key is stored")
             results.append(Accepted(int(found[0]), duplicate=True))
