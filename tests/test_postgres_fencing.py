@@ -45,6 +45,9 @@ async def test_an_entry_is_claimed_by_one_node_at_a_time(
     assert await b.due_outbox(NOW, 10) == []
     assert await a.claim_valid(claimed[0].id)
     assert not await b.claim_valid(claimed[0].id)
+    # b looks again when a's claim would expire, not at once and over and over
+    due = await b.next_outbox_due()
+    assert due is not None and due > NOW
 
 
 async def test_a_stale_claim_records_nothing(

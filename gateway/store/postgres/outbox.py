@@ -71,11 +71,21 @@ def claim_valid(conn: Conn, outbox_id: int, token: int, margin_s: float) -> bool
     return row is not None
 
 
-def next_outbox_due(conn: Conn) -> datetime | None:
-    """When the next pending entry is due, if any."""
-    row = conn.execute("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'"
-                       ).fetchone()
-    return None if row is None else from_ts(row[0])
+def next_outbox_due(conn: Conn, holder: str) -> datetime | None:
+    """When this node may next find a pending entry to claim: the earliest due time of the
+    entries free for it, or the earliest expiry of another node's claim (so a node does not
+    poll in a loop while another delivers what is due)."""
+    row = conn.execute(
+        "SELECT MIN(next_attempt_at) FILTER (WHERE claim_until IS NULL OR claim_holder = %s"
+        " OR claim_until < clock_timestamp()),"
+        " MIN(claim_until) FILTER (WHERE claim_holder <> %s"
+        " AND claim_until >= clock_timestamp())"
+        " FROM outbox WHERE state = 'pending'", (holder, holder)).fetchone()
+    if row is None:
+        return None
+    free, claimed = from_ts(row[0]), row[1]
+    found = [t for t in (free, claimed) if t is not None]
+    return min(found) if found else None
 
 
 def settle(conn: Conn, attempts: Sequence[Attempt], tokens: Mapping[int, int],

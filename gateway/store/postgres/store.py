@@ -247,7 +247,7 @@ class PostgresStore:
 
     async def next_outbox_due(self) -> datetime | None:
         """When the next pending entry is due."""
-        return await self._call(outbox.next_outbox_due)
+        return await self._call(outbox.next_outbox_due, self.node)
 
     async def settle_outbox(self, attempts: Sequence[Attempt], now: datetime) -> None:
         """Record a round of attempts; one whose claim was lost records nothing."""
