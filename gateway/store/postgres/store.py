@@ -130,8 +130,8 @@ class PostgresStore:
             if not fut.done():
                 fut.set_exception(StoreClosed("store closed"))
         self._pending.clear()
-        if self._opened:
-            await self._run(self._pool.close)
+        # Also after a failed open: the pool's workers may be retrying in the background.
+        await self._run(self._pool.close)
         self._executor.shutdown(wait=True)
 
     async def watch(self, interval_s: float = 2.0, backoff_max_s: float = 10.0) -> None:
