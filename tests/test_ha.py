@@ -107,7 +107,11 @@ async def test_sigkill_of_the_lease_holder_fails_over(postgres: PostgresServer,
         assert accepted <= set(stored) and len(stored) == len(set(stored))
         paged = {r for (r,) in query(dsn, "SELECT dedup_key FROM pages WHERE action = 'trigger'")}
         assert len(paged) == len(accepted)  # each report its own incident, each paged
-        assert set(_triggers(pd)) == paged and max(_triggers(pd).values()) == 1
+        triggered = _triggers(pd)
+        assert set(triggered) == paged, (sorted(set(triggered) ^ paged), query(
+            dsn, "SELECT id, kind, state, attempts, claim_holder, last_error FROM outbox"
+                 " WHERE kind = 'page.trigger' AND state <> 'done'"))
+        assert max(triggered.values()) == 1, [k for k, n in triggered.items() if n > 1]
         assert pd.alerts_opened == len(paged)
         sent = emails(a, b)
         assert sent and len(sent) == len(set(sent))
