@@ -4,6 +4,11 @@ What is served comes from two callables the composition root gives (the core bui
 report and the exposition text); this module only speaks HTTP. `/healthz` answers 200 when
 the report says healthy, 503 otherwise; a failure to build a report is a 503 without
 exception text.
+
+Bounds (the status port must never take the daemon's descriptors from SMTP intake): at most
+`max_connections` open connections (a further one gets `503` and is closed at once, so its
+descriptor is freed), and a client that sends no complete request for `idle_timeout_s`
+(silent, half a request, or idle between keep-alive requests) is hung up on.
 """
 
 from __future__ import annotations
@@ -23,40 +28,86 @@ Metrics = Callable[[], Awaitable[str]]
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class StatusServer:
-    """Owns the listening socket of the status endpoint."""
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+         b"Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+         b"too many connections")
+_LOG_EVERY_S = 60.0  # refusals are logged at most this often
 
-    def __init__(self, report: Report, metrics: Metrics, *, host: str, port: int) -> None:
+
+class _Busy(asyncio.Protocol):
+    """A connection past the limit: 503, then closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(_BUSY)
+        transport.close()
+
+
+class StatusServer:
+    """Owns the listening socket of the status endpoint and its connections."""
+
+    def __init__(self, report: Report, metrics: Metrics, *, host: str, port: int,
+                 max_connections: int = 64, idle_timeout_s: float = 10.0) -> None:
         self._report, self._metrics = report, metrics
         self._host, self._port = host, port
+        self._max_connections = max_connections
+        self._idle_timeout_s = idle_timeout_s
         self._runner: web.AppRunner | None = None
+        self._server: web.Server | None = None
+        self._listener: asyncio.Server | None = None
+        self._refused = 0
+        self._refused_logged_at: float | None = None
         self.port: int | None = None
+
+    @property
+    def connections(self) -> int:
+        """Open connections being served."""
+        return 0 if self._server is None else len(self._server.connections)
 
     async def start(self) -> None:
         """Bind and serve (OSError if the address is taken)."""
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics_page)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # aiohttp's keep-alive timer also runs from the start of a connection, so a client
+        # that never completes a request is closed after the same time.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               keepalive_timeout=self._idle_timeout_s)
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, reuse_address=True)
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            self._listener = await loop.create_server(
+                self._connection, self._host, self._port, reuse_address=True)
         except OSError:
             await runner.cleanup()
             raise
-        self._runner = runner
-        server = site._server  # aiohttp keeps the bound socket here; port 0 needs it
-        if not isinstance(server, asyncio.Server):
-            raise TypeError(f"expected asyncio.Server, got {type(server).__name__}")
-        self.port = int(server.sockets[0].getsockname()[1])
+        self._runner, self._server = runner, runner.server
+        self.port = int(self._listener.sockets[0].getsockname()[1])
         log.info("http.listening", host=self._host, port=self.port)
+
+    def _connection(self) -> asyncio.BaseProtocol:
+        if self._server is None:  # stopped between accept and here: refuse
+            return _Busy()
+        if len(self._server.connections) < self._max_connections:
+            return self._server()
+        self._refused += 1
+        now = asyncio.get_running_loop().time()
+        if self._refused_logged_at is None or now - self._refused_logged_at >= _LOG_EVERY_S:
+            log.warning("http.connections_refused", refused=self._refused,
+                        limit=self._max_connections)
+            self._refused_logged_at, self._refused = now, 0
+        return _Busy()
 
     async def stop(self) -> None:
         """Stop serving."""
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
-            self._runner = None
+            self._runner = self._server = None
+        if self._listener is not None:
+            await self._listener.wait_closed()
+            self._listener = None
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         try:

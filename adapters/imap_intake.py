@@ -163,7 +163,13 @@ class ImapIntake:
             try:
                 await self._session()
             except asyncio.CancelledError:
-                raise
+                if _being_cancelled():
+                    raise
+                # A CancelledError nobody asked for (a library cancelled one of its futures):
+                # a lost connection, never a reason to stop watching the mailbox.
+                self._down("backing_off")
+                delay = min(self._backoff_max_s, 1.0)
+                log.error("imap.stray_cancellation", mailbox=self.name, delay_s=delay)
             except BadCredentials:
                 self._down("bad_credentials")
                 log.error("imap.bad_credentials", mailbox=self.name, retry_s=self._auth_retry_s)
@@ -227,14 +233,20 @@ class ImapIntake:
         """One command, bounded by the timeout and by the connection's loss."""
         task = asyncio.ensure_future(aw)
         lost = asyncio.ensure_future(self._lost.wait())
+        answered = False
         try:
             async with asyncio.timeout(self._timeout_s):
                 await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+            answered = task.done()
         finally:
             for pending in (task, lost):
                 if not pending.done():
                     pending.cancel()
-        if not task.done():
+        # Judge by what happened before the cancelling above: a plain future (such as
+        # `asyncio.shield`'s outer one) counts as done once cancelled, and its result() then
+        # raises CancelledError, which would read as our own shutdown. A command the library
+        # cancelled (its connection went away) is a lost connection as well.
+        if not answered or task.cancelled():
             raise ConnectionLost("connection lost")
         return task.result()
 
@@ -412,6 +424,12 @@ def _drop(client: _Client) -> None:
             task.cancel()
     if client._idle_waiter is not None:
         client._idle_waiter.cancel()
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task itself was asked to stop (versus a stray CancelledError)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _reason(exc: BaseException) -> str:

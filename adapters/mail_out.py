@@ -9,10 +9,13 @@ onto the core's errors: 5xx is PermanentError, 4xx and network trouble are Trans
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import errno
 import hashlib
 import os
+import re
 import ssl
 import tempfile
 import threading
@@ -24,7 +27,7 @@ from typing import Any
 
 import aiosmtplib
 
-from gateway.ports import PermanentError, TransientError
+from gateway.ports import LinkDown, PermanentError, TransientError
 
 __all__ = ["FolderMailer", "SmtpRelayMailer"]
 
@@ -219,10 +222,14 @@ class SmtpRelayMailer:
             # from None: keep whatever the relay said about our credentials out of the chain.
             raise _auth_error(exc) from None
         except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
-            raise self._translate(exc) from exc
+            error = self._translate(exc)
+            # The original exception carries the relay's unredacted words: keep it out of
+            # the chain (and so out of logged tracebacks) whenever something was redacted.
+            raise error from (exc if error.reason == _classify(exc).reason else None)
         finally:
             client.close()
-        return {"smtp_code": 250, "smtp_message": _clip(reply)}
+        text = redact_credentials(reply, self._username, self._password)
+        return {"smtp_code": 250, "smtp_message": _clip(text)}
 
     async def _deliver(
         self, client: aiosmtplib.SMTP, message: bytes, mail_from: str, rcpt_to: str
@@ -248,11 +255,32 @@ class SmtpRelayMailer:
 
     def _translate(self, exc: Exception) -> TransientError | PermanentError:
         error = _classify(exc)
-        if self._password:
-            redacted = error.reason.replace(self._password, "<password>")
-            if redacted != error.reason:
-                return type(error)(redacted)
-        return error
+        redacted = redact_credentials(error.reason, self._username, self._password)
+        return error if redacted == error.reason else type(error)(redacted)
+
+
+_BASE64_TOKEN = re.compile(r"[A-Za-z0-9+/]{8,}={0,2}")
+_REDACTED = "<redacted>"
+
+
+def redact_credentials(text: str, username: str | None, password: str | None) -> str:
+    """`text` (a relay's reply, turned into an error or a result) without our credentials.
+
+    Relays echo what they were sent, AUTH included: the password itself, and base64 blobs
+    that decode to it (AUTH LOGIN) or to "authzid NUL user NUL password" (AUTH PLAIN, whose
+    NUL is the tell even when we cannot know the exact blob) are replaced."""
+    if password:
+        text = text.replace(password, "<password>")
+    secret = password.encode() if password else None
+    for token in set(_BASE64_TOKEN.findall(text)):
+        try:
+            decoded = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if b"\0" in decoded or (secret and secret in decoded) or (
+                username and decoded == username.encode()):
+            text = text.replace(token, _REDACTED)
+    return text
 
 
 def _auth_error(exc: aiosmtplib.SMTPAuthenticationError) -> TransientError | PermanentError:
@@ -274,7 +302,8 @@ def _classify(exc: Exception) -> TransientError | PermanentError:
     if isinstance(exc, OSError):
         # Refused or dropped connections and timeouts: aiosmtplib's SMTPServerDisconnected,
         # SMTPConnectError and SMTPTimeoutError are ConnectionError/TimeoutError, so OSErrors.
-        return TransientError(_clip(f"relay connection failed: {exc or type(exc).__name__}"))
+        # No answer to act on: the relay is away (LinkDown), not refusing.
+        return LinkDown(_clip(f"relay connection failed: {exc or type(exc).__name__}"))
     if isinstance(exc, aiosmtplib.SMTPException):
         # What remains is a capability mismatch (no AUTH offered, no SMTPUTF8): configuration.
         return PermanentError(_clip(f"relay cannot take this message: {exc.message}"))

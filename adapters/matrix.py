@@ -35,8 +35,10 @@ from nio import (
     WhoamiResponse,
 )
 
+from adapters.matrix_crypto import with_sender_device
 from adapters.matrix_undecryptable import Pending, Undecryptable, notice_for, room_is_encrypted
-from gateway.ports import KeyValue, PermanentError, TransientError
+from gateway.domain import ChatPost
+from gateway.ports import KeyValue, LinkDown, PermanentError, TransientError
 from gateway.run import metrics
 from gateway.run.supervise import backoff_s
 
@@ -56,6 +58,12 @@ class RoomEvent:
 
 
 Deliver = Callable[[list[RoomEvent]], Awaitable[None]]
+
+
+JOIN_RETRY_S = 60.0  # how often a configured room we are not in is tried again
+# A send takes milliseconds on a working homeserver; a hung one must not hold the outbox's
+# round (and the pages in it) for long.
+SEND_TIMEOUT_S = 10.0
 
 
 class BadCredentials(Exception):
@@ -112,6 +120,8 @@ class MatrixLink:
         self._undecryptable = Undecryptable(store, undecryptable_wait_s)
         self.encrypted_rooms: list[str] = []
         self._blind_rooms: list[str] = []
+        self.unjoined: dict[str, str] = {}  # configured rooms we are not in, and why
+        self._join_retry_at = 0.0
         self.connected = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -125,7 +135,9 @@ class MatrixLink:
         # nio must not retry on its own: 429s and timeouts come back to our loop, which backs
         # off with a cap and keeps the state visible.
         settings: dict[str, Any] = {"max_limit_exceeded": 0, "max_timeouts": 0,
-                                    "request_timeout": self._sync_timeout_s + 30,
+                                    # A hung homeserver is noticed 10 s after a long-poll
+                                    # should have returned (not 30: health waits for it).
+                                    "request_timeout": self._sync_timeout_s + 10,
                                     "store_sync_tokens": False}
         if self._crypto is not None:
             return AsyncClient(self._homeserver, self._user_id,
@@ -191,11 +203,38 @@ class MatrixLink:
             raise BadCredentials("the configured device_id has no crypto store")
         return None, None
 
-    async def _join(self, client: AsyncClient) -> None:
-        for room in self._rooms:
+    # -- rooms ------------------------------------------------------------------------------
+    async def _join(self, client: AsyncClient, rooms: list[str] | None = None) -> None:
+        """Join the configured rooms (or those given); what cannot be joined is remembered,
+        shown as "degraded", and joined again on an invitation or every JOIN_RETRY_S."""
+        for room in self._rooms if rooms is None else rooms:
             resp = await client.join(room)
             if isinstance(resp, JoinError):
-                log.error("matrix.join_failed", room_id=room, error=resp.status_code)
+                if room not in self.unjoined:
+                    log.error("matrix.join_failed", room_id=room, error=resp.status_code)
+                self.unjoined[room] = str(resp.status_code or "join refused")
+            elif room in self.unjoined:
+                del self.unjoined[room]
+                log.info("matrix.joined", room_id=room)
+        self._join_retry_at = asyncio.get_running_loop().time() + JOIN_RETRY_S
+
+    async def _join_missing(self, client: AsyncClient, resp: SyncResponse) -> None:
+        """Join a configured room we are not in as soon as we are invited (only configured
+        rooms: an invitation elsewhere is ignored), else now and then."""
+        if not self.unjoined:
+            return
+        invited = [room for room in resp.rooms.invite if room in self.unjoined]
+        if invited:
+            await self._join(client, invited)
+        elif asyncio.get_running_loop().time() >= self._join_retry_at:
+            await self._join(client, list(self.unjoined))
+
+    def problem(self) -> str:
+        """What is wrong while degraded: the configured rooms the bot is not in."""
+        if not self.unjoined:
+            return ""
+        rooms = ", ".join(f"{room} ({why})" for room, why in sorted(self.unjoined.items()))
+        return f"not in {rooms}: invite the bot"
 
     # -- the sync loop --------------------------------------------------------------------
     async def run(self) -> None:
@@ -256,6 +295,7 @@ class MatrixLink:
             resp = self._checked(await client.sync(
                 timeout=int(self._sync_timeout_s * 1000), since=since,
                 sync_filter=_filter(self._rooms, 500)))
+            await self._join_missing(client, resp)
             self.state = self._up_state()
             self.connected.set()
             if self._crypto is not None:
@@ -268,8 +308,11 @@ class MatrixLink:
             await self._retry_undecrypted(client)
 
     def _up_state(self) -> str:
-        # Encrypted rooms without encryption: connected but blind there, and health says so.
-        return "needs_e2ee" if self._blind_rooms else "connected"
+        # Encrypted rooms without encryption: connected but blind there, and health says so;
+        # a configured room we could not join: connected, but degraded.
+        if self._blind_rooms:
+            return "needs_e2ee"
+        return "degraded" if self.unjoined else "connected"
 
     async def _check_encryption(self, client: AsyncClient) -> None:
         if self._crypto is not None:
@@ -309,7 +352,7 @@ class MatrixLink:
             elif self._undecryptable.overdue(item):
                 content, txn_id = notice_for(item)
                 try:
-                    await self.send(item.room_id, content, txn_id)
+                    await self._send_content(item.room_id, content, txn_id)
                 except (TransientError, PermanentError) as exc:
                     log.warning("matrix.undecryptable_notice_failed", room_id=item.room_id,
                                 error=str(exc))
@@ -335,7 +378,7 @@ class MatrixLink:
         for room_id, info in resp.rooms.join.items():
             if room_id not in self._rooms:
                 continue
-            sources = [e.source for e in info.timeline.events]
+            sources = [with_sender_device(client, room_id, e) for e in info.timeline.events]
             if info.timeline.limited and info.timeline.prev_batch:
                 sources = await self._backfill(client, room_id, info.timeline.prev_batch) + sources
             room = client.rooms.get(room_id)
@@ -360,7 +403,7 @@ class MatrixLink:
             page = await client.room_messages(room_id, start=token, limit=100)
             if isinstance(page, RoomMessagesError) or not page.chunk:
                 break
-            older = [e.source for e in reversed(page.chunk)] + older
+            older = [with_sender_device(client, room_id, e) for e in reversed(page.chunk)] + older
             if not page.end:
                 break
             token = page.end
@@ -368,22 +411,26 @@ class MatrixLink:
         return older
 
     # -- sending ----------------------------------------------------------------------------
-    async def send(self, room_id: str, content: Mapping[str, Any], txn_id: str
-                   ) -> Mapping[str, Any]:
+    async def send(self, post: ChatPost, txn_id: str) -> Mapping[str, Any]:
+        """Post the core's message as a notice; the same txn_id is delivered once."""
+        return await self._send_content(post.room_id, notice_content(post), txn_id)
+
+    async def _send_content(self, room_id: str, content: Mapping[str, Any], txn_id: str
+                            ) -> Mapping[str, Any]:
         """Send one event; the same txn_id (on the same token) is delivered once."""
         client = self._client
         if client is None or not client.access_token or not self.connected.is_set():
-            # Not logged in, or our rooms not joined yet: the outbox tries again shortly.
-            raise TransientError("not connected to the homeserver yet", 1.0)
+            # Not logged in, or our rooms not joined yet: the outbox waits for the link.
+            raise LinkDown("not connected to the homeserver")
         try:
             # With encryption on, keys go only to devices the trust policy verified; a device
             # not yet decided on fails this send, and the next sync decides on it.
             resp = await asyncio.wait_for(
                 client.room_send(room_id, "m.room.message", dict(content), tx_id=txn_id,
                                  ignore_unverified_devices=self._crypto is None),
-                self._sync_timeout_s + 30)
+                SEND_TIMEOUT_S)
         except (ClientError, TimeoutError, OSError) as exc:
-            raise TransientError(f"homeserver unreachable ({type(exc).__name__})") from None
+            raise LinkDown(f"homeserver unreachable ({type(exc).__name__})") from None
         except (LocalProtocolError, SendRetryError, OlmTrustError) as exc:
             # A device not decided on yet (OlmUnverifiedDeviceError: decide now, the retry
             # goes through), or a room whose state has not arrived.
@@ -395,6 +442,17 @@ class MatrixLink:
         if not isinstance(resp, ErrorResponse):
             raise TypeError(f"expected ErrorResponse, got {type(resp).__name__}")
         raise _classify(resp)
+
+
+def notice_content(post: ChatPost) -> dict[str, Any]:
+    """An m.notice (bots speak in notices), in a thread when a root is given."""
+    content: dict[str, Any] = {"msgtype": "m.notice", "body": post.body}
+    if post.thread_root:
+        content["m.relates_to"] = {
+            "rel_type": "m.thread", "event_id": post.thread_root, "is_falling_back": True,
+            "m.in_reply_to": {"event_id": post.reply_to or post.thread_root},
+        }
+    return content
 
 
 def _classify(resp: ErrorResponse) -> TransientError | PermanentError:

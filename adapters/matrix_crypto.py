@@ -27,7 +27,7 @@ from nio import (
 from nio.crypto import ENCRYPTION_ENABLED
 
 from adapters.matrix_undecryptable import room_is_encrypted
-from gateway.plan.e2ee import DeviceFacts, PinnedDevice, TrustMode, device_verdict
+from gateway.plan.e2ee import SENDER_DEVICE, DeviceFacts, PinnedDevice, TrustMode, device_verdict
 
 log = structlog.get_logger("adapters.matrix_crypto")
 
@@ -153,18 +153,64 @@ class MatrixCrypto:
 
     def try_decrypt(self, client: AsyncClient, source: dict[str, Any], room_id: str
                     ) -> dict[str, Any] | None:
-        """The decrypted event's source, or None while the key is still missing."""
+        """The decrypted event's source, or None while the key (or the sending device's
+        keys) are still missing. The source carries `SENDER_DEVICE`: the device that sent it
+        and whether it is trusted (nio's verdict: a device our policy verified, whose own
+        keys, not forwarded ones, encrypted the event)."""
         if client.olm is None:
             return None
         event = Event.parse_event(source)
         if not isinstance(event, MegolmEvent):
             return None
         event.room_id = room_id
+        if not self._device_known(client, event):
+            # Without the device's keys nio cannot tell a trusted device from another: it
+            # queues a key query; the event is tried again after the next sync.
+            client.olm.users_for_key_query.add(event.sender)
+            return None
         try:
             plain = client.decrypt_event(event)
         except Exception:  # nio raises EncryptionError and others for a missing/bad session
             return None
         if not isinstance(plain, Event):
             return None
-        out: dict[str, Any] = plain.source
-        return out
+        return with_sender_device(client, room_id, plain)
+
+    @staticmethod
+    def _device_known(client: AsyncClient, event: MegolmEvent) -> bool:
+        if event.sender == client.user_id and event.device_id == client.device_id:
+            return True
+        try:
+            return event.device_id in client.device_store[event.sender]
+        except KeyError:
+            return False
+
+
+def with_sender_device(client: AsyncClient, room_id: str, event: Event) -> dict[str, Any]:
+    """An event's source for the core. A decrypted one carries `SENDER_DEVICE`: the device
+    whose keys encrypted it and whether the trust policy verified that device; any such key
+    already in the source (a sender can put anything in what it encrypts, a server anything
+    in a plaintext event) is replaced or removed.
+
+    Judged now, after this sync's key query, rather than when nio decrypted the event during
+    the sync (a device that had just appeared was then still unknown): trusted means the
+    device is verified, and the Megolm session is that device's own (its signing key, not
+    forwarded by another device)."""
+    source: dict[str, Any] = dict(event.source)
+    source.pop(SENDER_DEVICE, None)
+    if not getattr(event, "decrypted", False) or client.olm is None:
+        return source
+    sender_key, session_id = getattr(event, "sender_key", None), getattr(event, "session_id", None)
+    device = (client.device_store.device_from_sender_key(event.sender, sender_key)
+              if sender_key else None)
+    trusted = False
+    if device is not None and device.verified and session_id:
+        session = client.olm.inbound_group_store.get(room_id, sender_key, session_id)
+        trusted = (session is not None and not session.forwarding_chain
+                   and session.ed25519 == device.ed25519)
+    device_id = device.device_id if device is not None else "(unknown)"
+    source[SENDER_DEVICE] = {"device_id": device_id, "trusted": trusted}
+    if not trusted:
+        log.info("matrix.e2ee.untrusted_sender_device", room_id=room_id,
+                 event_id=source.get("event_id"), user_id=event.sender, device_id=device_id)
+    return source

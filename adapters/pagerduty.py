@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.ports import PageRequest, PermanentError, TransientError
+from gateway.ports import LinkDown, PageRequest, PermanentError, TransientError
 
 DEFAULT_BASE_URL = "https://events.pagerduty.com"
 MAX_SUMMARY_CHARS = 1024  # PagerDuty's limit on payload.summary
@@ -104,10 +104,11 @@ class PagerDutyPager:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
                 raw = await response.read()
+        # No answer at all (refused, reset, timed out): PagerDuty is away, not refusing.
         except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError on 3.11
-            raise TransientError(f"PagerDuty did not answer within {self._timeout_s:g}s") from exc
+            raise LinkDown(f"PagerDuty did not answer within {self._timeout_s:g}s") from exc
         except aiohttp.ClientError as exc:
-            raise TransientError(self._scrub(f"PagerDuty unreachable: {_describe(exc)}")) from exc
+            raise LinkDown(self._scrub(f"PagerDuty unreachable: {_describe(exc)}")) from exc
         try:
             return interpret_response(
                 status, raw, retry_after, sent_dedup_key=event["dedup_key"], now=_utcnow()

@@ -15,7 +15,8 @@ it ships (`latest_reply`, and `replies[0].body`, which also drops what it takes 
 signature); `quotequail.quote(..., quote_intro_line=True)` keeping the parts it expands;
 `talon.quotations.extract_from_plain`.
 A library that is not installed is reported as such. `--baseline FILE` also scores the
-`strip_quoted` of another copy of gateway/parse/mailquote.py (e.g. an older version), in the same run.
+`strip_quoted` of another copy of gateway/parse/mailquote.py (e.g. an older version), in the
+same run.
 
 Run from the repository root, with the project's virtualenv (the libraries are only needed
 for the comparison: `.venv/bin/pip install mail-parser-reply quotequail talon`):

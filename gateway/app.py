@@ -15,15 +15,17 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from adapters.mail_out import FolderMailer, SmtpRelayMailer
 from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
+from adapters.smtp_limits import SmtpLimits
 from gateway.config.model import Config
 from gateway.config.settings import chat_rooms, pipeline_settings, sla_settings
+from gateway.deliver.alarm_egress import alarm_handler
 from gateway.deliver.deadletter import alert_in
 from gateway.deliver.egress import LocalPager, make_handlers
 from gateway.deliver.external import (
@@ -32,17 +34,33 @@ from gateway.deliver.external import (
     mirror_settings,
     security_rooms,
 )
+from gateway.deliver.links import LinkGate, egress_gates
 from gateway.deliver.outbox import OutboxWorker, RetryPolicy
-from gateway.domain import Plan
+from gateway.domain import OutboxKind, Plan
 from gateway.parse.sandbox import ParseSandbox
+from gateway.plan.alarm_rooms import alarm_rooms
+from gateway.plan.alert_plan import AlertSettings
 from gateway.plan.e2ee import PinnedDevice
 from gateway.plan.tokens import new_key
-from gateway.ports import MailSender, Pager, Store, TicketBackend
-from gateway.run import metrics
+from gateway.ports import (
+    MailSender,
+    Pager,
+    PermanentError,
+    Store,
+    TicketBackend,
+    TransientError,
+)
+from gateway.run import logs, metrics
+from gateway.run.alert_intake import AlertIntake
+from gateway.run.alert_work import WebhookSettings
+from gateway.run.canary import CanaryMonitor, canary_key, recogniser
 from gateway.run.cluster import Cluster, singleton
+from gateway.run.failure import failure_page
+from gateway.run.heartbeat import Heartbeat
 from gateway.run.intake import ChatIntake, MailIntake
 from gateway.run.scheduler import Scheduler
 from gateway.run.service import INSTANCE_KEY, Loader, Service, endpoint_file
+from gateway.run.supervisor import GatewayFailed, Supervisor
 from gateway.run.worker import Clock, InboxWorker, utcnow
 from gateway.store.factory import make_store
 from rules.book import Rulebook
@@ -51,6 +69,7 @@ from rules.types import Mailbox
 # Start-up time is mostly imports: an adapter (and the library behind it: matrix-nio,
 # aiohttp, aioimaplib, dkimpy) is imported where it is built, only when it is configured.
 if TYPE_CHECKING:
+    from adapters.alerts_http import AlertWebhookServer
     from adapters.http_status import StatusServer
     from adapters.imap_intake import ImapIntake
     from adapters.matrix import MatrixLink, RoomEvent
@@ -98,6 +117,7 @@ class _Edges:
     """The listeners and links started while serving, closed in reverse in every case."""
 
     smtp: SmtpIntakeServer | None = None
+    alerts: AlertWebhookServer | None = None
     status: StatusServer | None = None
     link: MatrixLink | None = None
     imap: list[ImapIntake] = field(default_factory=list)
@@ -113,6 +133,7 @@ class App:
         self.clock = clock
         self.ready = asyncio.Event()
         self.smtp_port: int | None = None
+        self.alerts_port: int | None = None
         self.matrix: MatrixLink | None = None
         self.imap: list[ImapIntake] = []
         self.loader = loader  # re-reads the configuration and rulebook on reload
@@ -121,6 +142,12 @@ class App:
         self.http_port: int | None = None
         self.scheduler: Scheduler | None = None
         self.cluster: Cluster | None = None  # several nodes on PostgreSQL: leases, claims
+        self.gates: list[LinkGate] = []  # the egress links the outbox waits for when down
+        self.supervisor: Supervisor | None = None
+        self.canary: CanaryMonitor | None = None
+        self.heartbeat: Heartbeat | None = None
+        self._stack: AsyncExitStack | None = None
+        self._intake: MailIntake | None = None
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the configuration and rulebook (see gateway.run.service)."""
@@ -128,6 +155,7 @@ class App:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then shut down in order."""
+        logs.quiet_accept_errors(asyncio.get_running_loop())
         # The parse sandbox's child loads the parser and rulebook while the rest starts
         # (mail accepted meanwhile is durable and waits for it in the inbox).
         sandbox = ParseSandbox(self.rulebook)
@@ -138,6 +166,7 @@ class App:
             await asyncio.to_thread(self.config.state_dir().mkdir, 0o750, True, True)
             await store.open()
             async with AsyncExitStack() as stack:
+                self._stack = stack
                 pager, provider, routes = await self._pager(stack)
                 egress = _Egress(pager, provider, routes, self._mailer(),
                                  await self._external(store, stack))
@@ -147,6 +176,8 @@ class App:
             await sandbox.close()
             await store.close()
             log.info("gateway.stopped")
+        if self.supervisor is not None and self.supervisor.fatal is not None:
+            raise GatewayFailed(self.supervisor.fatal)
 
     async def _pager(self, stack: AsyncExitStack) -> tuple[Pager, str, dict[str, Pager]]:
         """The pager, its provider's name, and the escalation routes' pagers."""
@@ -219,11 +250,22 @@ class App:
         handlers = make_handlers(egress.pager, egress.mailer, egress.provider, link, store,
                                  instance, egress.routes)
         handlers.update(egress.mirror(instance))
+        if self.canary is not None:
+            handlers[OutboxKind.CANARY] = self.canary.handler
+        if link is not None:
+            handlers[OutboxKind.CHAT_ALARM] = alarm_handler(link, store, f"{instance}a")
         if self.cluster is not None:
             handlers = self.cluster.fenced(handlers)
         room = cfg.matrix.incidents_room if cfg.matrix else None
+        self.gates = egress_gates(
+            [*(["pager"] if cfg.pagerduty else []),
+             *(["mail"] if cfg.mail_out.mode != "folder" and cfg.mail_out.smtp else []),
+             *(["chat"] if link else [])],
+            cfg.outbox.backoff_initial_s, cfg.outbox.backoff_max_s,
+            {"chat": link.connected.is_set} if link else None)
         return OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock,
-                            alert_for=alert_in(room), poll_s=cfg.outbox.poll_interval_s)
+                            alert_for=alert_in(room), poll_s=cfg.outbox.poll_interval_s,
+                            gates=self.gates)
 
     async def _processing(self, store: Store, outbox: OutboxWorker, sandbox: ParseSandbox
                           ) -> tuple[InboxWorker, Scheduler]:
@@ -238,8 +280,13 @@ class App:
                 outbox.wake()
             scheduler.changed()  # an incident may have changed: its clocks may have moved
 
+        hook = cfg.pagerduty.webhook if cfg.pagerduty else None
+        webhooks = WebhookSettings(AlertSettings(settings.sender, settings.pager_source,
+                                                 settings.chat, alarm_rooms(cfg.alerts)),
+                                   hook.on_resolved if hook else "resolve")
         worker = InboxWorker(store, self.rulebook, settings, planned, self.clock, sandbox=sandbox,
-                             mirror=mirror_settings(cfg, self.rulebook, settings.sender))
+                             mirror=mirror_settings(cfg, self.rulebook, settings.sender),
+                             webhooks=webhooks)
         return worker, scheduler
 
     async def _serve(self, store: Store, egress: _Egress, stop: asyncio.Event,
@@ -257,8 +304,11 @@ class App:
         cfg = self.config
         cluster = self.cluster = _cluster(cfg, store)
         link = edges.link = self.matrix = self._matrix(store)
+        key = canary_key(await _thread_key(cfg, store))
+        self.canary = self._canary(key)
         outbox = await self._outbox(store, egress, link)
         worker, scheduler = await self._processing(store, outbox, sandbox)
+        worker.canary = recogniser(key)  # even with the self-test off: ours are never reports
         outbox.busy = worker.in_storm  # outbox rounds wait for a lull in a storm too
         self.scheduler = scheduler
         intake = MailIntake(store, cfg.mailboxes.emergency, cfg.mailboxes.support, worker.wake,
@@ -267,11 +317,21 @@ class App:
         chat_intake = ChatIntake(store, chat_rooms(cfg), worker.wake, self.clock)
         edges.imap = self.imap = self._imap(store, intake)
         service = self.service = self._service(store, egress.provider, smtp, link)
+        self.heartbeat = await self._heartbeat(service)
+        # Every long-running task is supervised: none may end unnoticed (run.supervisor);
+        # on several nodes the singleton loops run under their leases (run.cluster).
+        sup = self.supervisor = Supervisor(stop.is_set, stop.set)
         once = _Once(cluster, stop)
+        alerts = self._alert_listener(AlertIntake(store, worker.wake, self.clock), service)
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(once("inbox", worker.run), name="inbox-worker"),
-                     group.create_task(outbox.run(), name="outbox-worker")]
-            timers = ([group.create_task(once("sla", scheduler.run), name="sla-scheduler")]
+            tasks = [group.create_task(sup.essential("inbox-worker",
+                                                     once.bound("inbox", worker.run)),
+                                       name="inbox-worker"),
+                     group.create_task(sup.essential("outbox-worker", outbox.run),
+                                       name="outbox-worker")]
+            timers = ([group.create_task(sup.essential("sla-scheduler",
+                                                       once.bound("sla", scheduler.run)),
+                                         name="sla-scheduler")]
                       if cfg.sla.enabled else [])
             if link is not None:
                 async def deliver(events: list[RoomEvent]) -> None:
@@ -280,21 +340,22 @@ class App:
                     metrics.ACCEPTED.inc(len(events), channel="matrix")
 
                 link.deliver_to(deliver)
-                tasks.append(group.create_task(once("matrix", link.run, link.connected.clear),
-                                               name="matrix-sync"))
-            tasks.extend(group.create_task(once(f"imap:{box.name}", box.run),
-                                           name=f"imap-{box.name}") for box in self.imap)
+                tasks.append(group.create_task(
+                    sup.link("matrix", once.part("matrix", link, link.connected.clear)),
+                    name="matrix-sync"))
+            tasks.extend(group.create_task(
+                sup.link(f"imap:{box.name}", once.part(f"imap:{box.name}", box)),
+                name=f"imap-{box.name}") for box in self.imap)
             if cluster is not None:
                 tasks += _cluster_tasks(group, cluster, store, link)
-            if smtp is not None:
-                edges.smtp = smtp
-                await smtp.start()
-                self.smtp_port = smtp.port
+            await self._start_listeners(smtp, alerts, edges)
             edges.status = await self._status_endpoint(service)
-            tasks += [group.create_task(service.watch(), name="service-watch"),
-                      group.create_task(service.serve_reloads(
-                          self.reload_wanted, self.loader, self._apply(worker, scheduler)),
-                          name="reloads")]
+            tasks += self._watch_ourselves(group, sup, intake)
+            tasks += [group.create_task(sup.essential("service-watch", service.watch),
+                                        name="service-watch"),
+                      group.create_task(sup.essential("reloads", partial(
+                          service.serve_reloads, self.reload_wanted, self.loader,
+                          self._apply(worker, scheduler))), name="reloads")]
             await service.announce_ready(_SETTLE_S)
             self.ready.set()
             # What start-up built lives as long as the process: leave it out of every later
@@ -305,10 +366,31 @@ class App:
             await stop.wait()
             log.info("gateway.stopping")
             service.stopping()
-            if smtp is not None:
-                edges.smtp = None  # stopped here, first: intake ends before the drain
-                await smtp.stop()
+            await self._stop_listeners(edges)  # first: intake ends before the drain
             await self._wind_down(worker, outbox, scheduler, tasks, timers)
+
+    async def _start_listeners(self, smtp: SmtpIntakeServer | None,
+                               alerts: AlertWebhookServer | None,
+                               edges: _Edges) -> None:
+        """Open the SMTP and webhook listeners (each recorded for _close if start fails)."""
+        if smtp is not None:
+            edges.smtp = smtp
+            await smtp.start()
+            self.smtp_port = smtp.port
+        if alerts is not None:
+            edges.alerts = alerts
+            await alerts.start()
+            self.alerts_port = alerts.port
+
+    @staticmethod
+    async def _stop_listeners(edges: _Edges) -> None:
+        """Stop accepting mail and webhooks (stopped here, so _close leaves them alone)."""
+        smtp, alerts = edges.smtp, edges.alerts
+        edges.smtp = edges.alerts = None
+        if smtp is not None:
+            await smtp.stop()
+        if alerts is not None:
+            await alerts.stop()
 
     async def _close(self, edges: _Edges) -> None:
         """Stop listening and close the links, each bounded and each on its own: one that
@@ -316,6 +398,8 @@ class App:
         closers: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         if edges.smtp is not None:
             closers.append(("smtp", edges.smtp.stop))
+        if edges.alerts is not None:
+            closers.append(("alerts", edges.alerts.stop))
         if edges.status is not None:
             closers.append(("status", edges.status.stop))
         if edges.link is not None:
@@ -328,6 +412,50 @@ class App:
             except Exception as exc:  # closing the rest matters more
                 log.error("gateway.close_failed", component=name, error=type(exc).__name__)
 
+    def _canary(self, key: bytes) -> CanaryMonitor | None:
+        """The end-to-end self-test (gateway.run.canary), unless turned off."""
+        c, boxes = self.config.canary, self.config.mailboxes
+        if not c.enabled:
+            return None
+        rcpt = (boxes.support or boxes.emergency)[0]
+        return CanaryMonitor(key, self._submit_canary, self.config.mail_out.from_address,
+                             rcpt, c.interval_s, c.deadline_s)
+
+    async def _submit_canary(self, mail_from: str, rcpt_to: str, raw: bytes) -> None:
+        """Through the SMTP listener when there is one, else straight into the inbox."""
+        if self.smtp_port is not None:
+            from adapters.canary_smtp import LoopbackSubmit  # noqa: PLC0415  (lazy)
+
+            await LoopbackSubmit(self.config.smtp.host, self.smtp_port)(mail_from, rcpt_to, raw)
+        elif self._intake is not None:
+            await self._intake.accept(mail_from, [rcpt_to], raw)
+
+    async def _heartbeat(self, service: Service) -> Heartbeat | None:
+        """Pings to an outside monitor while healthy (gateway.run.heartbeat), if configured."""
+        hb = self.config.heartbeat
+        if hb is None or self._stack is None:
+            return None
+        import aiohttp  # noqa: PLC0415  (lazy, see above)
+
+        from adapters.heartbeat_http import HttpPinger  # noqa: PLC0415
+
+        session = await self._stack.enter_async_context(aiohttp.ClientSession())
+        pinger = HttpPinger(hb.url, session=session, method=hb.method, fail_url=hb.fail_url,
+                            timeout_s=hb.timeout_s)
+        return Heartbeat(service.report, pinger, hb.interval_s)
+
+    def _watch_ourselves(self, group: asyncio.TaskGroup, sup: Supervisor,
+                         intake: MailIntake) -> list[asyncio.Task[None]]:
+        """The canary and the heartbeat, supervised like the links."""
+        self._intake = intake
+        tasks = []
+        if self.canary is not None:
+            tasks.append(group.create_task(sup.link("canary", self.canary), name="canary"))
+        if self.heartbeat is not None:
+            tasks.append(group.create_task(sup.link("heartbeat", self.heartbeat),
+                                           name="heartbeat"))
+        return tasks
+
     def _service(self, store: Store, provider: str, smtp: SmtpIntakeServer | None,
                  link: MatrixLink | None) -> Service:
         """Readiness, STATUS lines and health: every intake and egress by its state."""
@@ -336,15 +464,16 @@ class App:
             "pager": provider, "mail": cfg.mail_out.mode, **({"chat": "matrix"} if link else {})})
         components: list[tuple[str, object]] = [("smtp", smtp), ("matrix", link)]
         components += [(f"imap:{box.name}", box) for box in self.imap]
+        components.append(("canary", self.canary))
         for name, part in components:
             if part is not None:
                 state: Callable[[], str] = partial(getattr, part, "state")
-                lease = "matrix" if name == "matrix" else name
-                if self.cluster is not None and name != "smtp":
-                    state = self.cluster.state(lease, state)
-                service.add(name, state)
+                if self.cluster is not None and name not in ("smtp", "canary"):
+                    state = self.cluster.state(name, state)
+                service.add(name, state, getattr(part, "problem", None))
         if hasattr(store, "watch"):  # a database server: its link is a component too
             service.add("store", partial(getattr, store, "state"))
+        service.gates = self.gates
         return service
 
     async def _wind_down(self, worker: InboxWorker, outbox: OutboxWorker, scheduler: Scheduler,
@@ -379,7 +508,9 @@ class App:
             return None
         from adapters.http_status import StatusServer  # noqa: PLC0415  (lazy, see above)
 
-        server = StatusServer(service.report, service.metrics_text, host=h.host, port=h.port)
+        server = StatusServer(service.report, service.metrics_text, host=h.host, port=h.port,
+                              max_connections=h.max_connections,
+                              idle_timeout_s=h.idle_timeout_s)
         try:
             await server.start()
         except OSError as exc:
@@ -401,7 +532,8 @@ class App:
             homeserver=m.homeserver, user_id=m.user_id,
             rooms=[m.incidents_room, *(r.room for r in m.report_rooms),
                    *security_rooms(self.config),
-                   *(s.room for s in self.config.escalation if s.room)], store=store,
+                   *(s.room for s in self.config.escalation if s.room),
+                   *alarm_rooms(self.config.alerts).rooms()], store=store,
             access_token=read(m.access_token) if m.access_token else None,
             password=read(m.password) if m.password else None, device_id=m.device_id,
             device_name=m.device_name, sync_timeout_s=m.sync_timeout_s,
@@ -440,6 +572,35 @@ class App:
             for box in self.config.imap
         ]
 
+    def _alert_listener(self, intake: AlertIntake, service: Service
+                        ) -> AlertWebhookServer | None:
+        """The alert and PagerDuty webhook listener, when `[alerts]` is configured (its
+        state is in the health report as "alerts")."""
+        a = self.config.alerts
+        if a is None or not a.enabled:
+            return None
+        from adapters.alerts_http import (  # noqa: PLC0415  (lazy, see above)
+            AlertWebhookServer,
+            SourceAuth,
+        )
+        from adapters.pagerduty_webhook import PagerDutyHook  # noqa: PLC0415
+        from rules.alert_rules import AlertSource  # noqa: PLC0415
+
+        read = self.config.read_secret
+        sources = [SourceAuth(s.name, AlertSource(s.kind), s.auth, read(s.secret).encode(),
+                              s.hmac_header, s.rate_per_minute, s.hmac_timestamp_header,
+                              s.hmac_max_age_s) for s in a.sources]
+        hook = self.config.pagerduty.webhook if self.config.pagerduty else None
+        pd = None if hook is None else PagerDutyHook(
+            tuple(read(x).encode() for x in hook.secrets), hook.max_age_s)
+        server = AlertWebhookServer(intake, sources, host=a.host, port=a.port,
+                                    max_body_bytes=a.max_body_bytes,
+                                    rate_per_minute=a.rate_per_minute,
+                                    commit_timeout_s=a.commit_timeout_s, pagerduty=pd,
+                                    clock=self.clock)
+        service.add("alerts", partial(getattr, server, "state"))
+        return server
+
     def _smtp(self, intake: MailIntake) -> SmtpIntakeServer:
         s = self.config.smtp
         return SmtpIntakeServer(intake, host=s.host, port=s.port, hostname=s.hostname,
@@ -447,7 +608,13 @@ class App:
                                 max_recipients=s.max_recipients,
                                 commit_timeout_s=s.commit_timeout_s,
                                 max_connections=s.max_connections,
-                                idle_timeout_s=s.idle_timeout_s)
+                                idle_timeout_s=s.idle_timeout_s,
+                                limits=SmtpLimits(
+                                    max_junk_commands=s.max_junk_commands,
+                                    max_errors=s.max_errors,
+                                    max_connections_per_client=s.max_connections_per_client,
+                                    max_session_s=s.max_session_s,
+                                    max_data_bytes_in_flight=s.max_data_bytes_in_flight))
 
     async def _drain(self, worker: InboxWorker, outbox: OutboxWorker) -> None:
         timeout = self.config.outbox.drain_timeout_s
@@ -495,5 +662,86 @@ class _Once:
                  on_lost: Callable[[], None] | None = None) -> Coroutine[Any, Any, None]:
         if self.cluster is None:
             return run()
-        # The lease is made now, before the keepers are started (_cluster_tasks).
         return singleton(self.cluster.lease(name), run, self.stop.is_set, on_lost)
+
+    def bound(self, name: str, run: Callable[[], Coroutine[Any, Any, None]],
+              on_lost: Callable[[], None] | None = None
+              ) -> Callable[[], Coroutine[Any, Any, None]]:
+        """`run` under its lease, for the supervisor to start (and restart). The lease is
+        made now, before the keepers are started (_cluster_tasks)."""
+        if self.cluster is None:
+            return run
+        self.cluster.lease(name)
+        return lambda: self(name, run, on_lost)
+
+    def part(self, name: str, part: _Part,
+             on_lost: Callable[[], None] | None = None) -> _Part:
+        """A supervised link (gateway.run.supervisor) that runs under its lease."""
+        if self.cluster is None:
+            return part
+        return _Leased(part, self.bound(name, part.run, on_lost))
+
+
+class _Part(Protocol):
+    state: str
+
+    def run(self) -> Coroutine[Any, Any, None]: ...
+
+
+class _Leased:
+    """A link whose run loop runs under its lease; its state is the link's own."""
+
+    def __init__(self, part: _Part, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._part, self._run = part, run
+
+    @property
+    def state(self) -> str:
+        return self._part.state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._part.state = value
+
+    def run(self) -> Coroutine[Any, Any, None]:
+        return self._run()
+
+
+async def notify_failure(config: Config, unit: str, reason: str) -> list[str]:
+    """`chatops-gateway notify-failure` (the unit's OnFailure= hook): page that the service
+    failed for good, and ping the heartbeat's failure URL; returns what was notified.
+    Raises TransientError/PermanentError when nothing could be."""
+    import aiohttp  # noqa: PLC0415  (lazy, see above)
+
+    from adapters.heartbeat_http import HttpPinger  # noqa: PLC0415
+    from adapters.pagerduty import PagerDutyPager  # noqa: PLC0415
+
+    done: list[str] = []
+    errors: list[TransientError | PermanentError] = []
+    pd, nf, hb = config.pagerduty, config.notify_failure, config.heartbeat
+    key = nf.routing_key or (pd.routing_key if pd else None)
+    async with aiohttp.ClientSession() as session:
+        if key is not None:
+            pager = PagerDutyPager(
+                routing_key=config.read_secret(key),
+                base_url=pd.url if pd else "https://events.pagerduty.com", session=session,
+                timeout_s=pd.timeout_s if pd else 10.0)
+            page = failure_page(unit, reason, pd.source if pd else "chatops-gateway",
+                                nf.severity)
+            try:
+                await pager.trigger(page)
+                done.append("pagerduty")
+            except (TransientError, PermanentError) as exc:
+                errors.append(exc)
+        if hb is not None and hb.fail_url is not None:
+            pinger = HttpPinger(hb.url, session=session, method=hb.method,
+                                fail_url=hb.fail_url, timeout_s=hb.timeout_s)
+            try:
+                await pinger.ping(False, f"{unit} failed: {reason}")
+                done.append("heartbeat")
+            except (TransientError, PermanentError) as exc:
+                errors.append(exc)
+    if not done:
+        raise errors[0] if errors else PermanentError(
+            "nothing to notify: configure [pagerduty] (or [notify_failure] routing_key) "
+            "or [heartbeat] fail_url")
+    return done

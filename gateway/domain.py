@@ -18,6 +18,7 @@ class Channel(StrEnum):
 
     EMAIL = "email"
     MATRIX = "matrix"
+    WEBHOOK = "webhook"  # monitoring alerts and PagerDuty events (gateway.alert_intake)
 
 
 class Status(StrEnum):
@@ -43,6 +44,20 @@ class OutboxKind(StrEnum):
     STATUSPAGE_OPEN = "statuspage.open"
     STATUSPAGE_UPDATE = "statuspage.update"
     STATUSPAGE_RESOLVE = "statuspage.resolve"
+    CANARY = "canary"  # the self-test came through (gateway.run.canary): no effect outside
+    CHAT_ALARM = "chat.alarm"  # alert incidents in the alarm rooms (gateway.alarm_rooms)
+
+
+@dataclass(frozen=True)
+class ChatPost:
+    """A message the gateway posts in a chat room: plain text, in a thread when a root is
+    given (as a reply to `reply_to`, else to the root). The chat adapter decides how its
+    system marks a bot's message (Matrix: an m.notice)."""
+
+    room_id: str
+    body: str
+    thread_root: str | None = None
+    reply_to: str | None = None
 
 
 class Outcome(StrEnum):
@@ -83,6 +98,8 @@ class InboxRow:
     rcpt_to: tuple[str, ...]
     received_at: datetime
     raw: bytes
+    client: str | None = None  # the connecting client's address (SMTP), which nobody forges
+    released: bool = False  # held, then released by an operator: the limits do not apply
 
 
 @dataclass(frozen=True)
@@ -189,6 +206,7 @@ class Plan:
     changes: Mapping[str, Any] = field(default_factory=dict)
     merge_source: int | None = None
     digest: Digest | None = None
+    held: bool = False  # kept in the inbox (state 'held') until an operator releases it
 
     def kind(self) -> Outcome:
         """The outcome's kind, read from its leading words (the one place that parses them)."""
@@ -243,6 +261,11 @@ class PlanContext:
     # (mailbox, since, title test) -> the newest open incidents of that mailbox opened since
     # then whose title passes the test
     recent_open: Callable[[Mailbox, datetime, Callable[[str], bool]], list[Incident]] | None = None
+    # (address, at, window in s, limit) -> whether one more automatic answer to that address
+    # fits the limit; records it when it does (gateway.store.sqlite.answer_db)
+    answers: Callable[[str, datetime, float, int], bool] | None = None
+    # the ids of the open alert incidents, newest first (gateway.alert_db)
+    alert_ids: Callable[[], list[int]] | None = None
 
 
 def dumps(value: Any) -> str:
@@ -270,6 +293,7 @@ class NewMessage:
     raw: bytes
     dedup_key: str | None
     received_at: datetime
+    client: str | None = None  # the connecting client's address, when intake knows it
 
 
 @dataclass(frozen=True)
@@ -296,6 +320,9 @@ class Work:
     keys: ThreadKeys | None
     make_plan: Callable[[PlanContext], Plan]
     fallback: Callable[[str], Plan]
+    # Tried before `fallback` when planning fails, with the problem and the store's view
+    # (emergency mail: a P1 for a person, gateway.plan.unreadable); `fallback` if it fails too.
+    rescue: Callable[[str, PlanContext], Plan] | None = None
 
 
 @dataclass(frozen=True)
@@ -308,6 +335,7 @@ class Attempt:
     next_at: datetime | None = None
     dead: bool = False
     alert: OutboxSpec | None = None  # queued for engineers when the entry goes dead
+    parked: bool = False  # its link was down: no attempt counted, its place in line kept
     # what the outcome says on the incident's timeline (gateway.deliver.timeline.worded),
     # recorded with the first completion (or the dead letter) only
     timeline: tuple[TimelineEvent, ...] = ()
@@ -322,6 +350,7 @@ class QueueStats:
     outbox_oldest: datetime | None  # when the oldest pending entry was created
     outbox_retrying: dict[str, int]  # kind -> pending entries that failed at least once
     outbox_dead: int
+    inbox_held: int = 0  # held by the limits, waiting for `held release`
 
 
 def chat_key(event_id: str) -> str:

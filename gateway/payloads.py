@@ -86,6 +86,15 @@ class ChatSend(TypedDict):
     to: NotRequired[str]
 
 
+class ChatAlarm(TypedDict):
+    """A post in an alarm room (gateway.plan.alarm_rooms): the root of an incident's alarm
+    thread (`root`), or a post in that thread."""
+
+    room_id: str
+    body: str
+    root: bool
+
+
 class StatuspageOpen(TypedDict):
     """Publish the incident on the public status page."""
 
@@ -108,6 +117,12 @@ class StatuspageResolve(TypedDict):
     body: str
 
 
+class Canary(TypedDict):
+    """The self-test came through (gateway.run.canary): nothing is sent anywhere."""
+
+    nonce: str
+
+
 PAYLOADS: Mapping[OutboxKind, type] = {
     OutboxKind.PAGE_TRIGGER: PageTrigger,
     OutboxKind.PAGE_ACKNOWLEDGE: PageFollow,
@@ -118,9 +133,11 @@ PAYLOADS: Mapping[OutboxKind, type] = {
     OutboxKind.MAIL_SEND: MailSend,
     OutboxKind.CHAT_ANNOUNCE: ChatAnnounce,
     OutboxKind.CHAT_SEND: ChatSend,
+    OutboxKind.CHAT_ALARM: ChatAlarm,
     OutboxKind.STATUSPAGE_OPEN: StatuspageOpen,
     OutboxKind.STATUSPAGE_UPDATE: StatuspageUpdate,
     OutboxKind.STATUSPAGE_RESOLVE: StatuspageResolve,
+    OutboxKind.CANARY: Canary,
 }
 
 

@@ -3,13 +3,14 @@ storage), and the two errors every edge speaks.
 
 Adapters translate their library's failures (aiohttp errors, SMTP replies, nio error
 values) into TransientError (try again later) or PermanentError (retrying cannot help)
-at the boundary, so the outbox can decide what to do without knowing any library.
+at the boundary (LinkDown, a TransientError, when the peer cannot be reached at all), so
+the outbox can decide what to do without knowing any library.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 from gateway.domain import (
     Accepted,
     Attempt,
+    ChatPost,
     Due,
     InboxRow,
     Incident,
@@ -42,6 +44,12 @@ class TransientError(Exception):
         self.retry_after_s = retry_after_s
 
 
+class LinkDown(TransientError):
+    """The peer cannot be reached at all (connection refused, dropped or timed out, not
+    logged in): it is away, not refusing. The outbox parks such entries, without counting
+    an attempt, until the link is back; it never dead-letters them."""
+
+
 class LinkState(StrEnum):
     """The states a component (a listener, a link to a peer) reports to health and READY."""
 
@@ -53,6 +61,7 @@ class LinkState(StrEnum):
     NEEDS_E2EE = "needs_e2ee"
     FAILED = "failed"
     STOPPED = "stopped"
+    DEGRADED = "degraded"  # up, but part of what is configured does not work (a room)
 
 
 class PermanentError(Exception):
@@ -101,8 +110,7 @@ class MailSender(Protocol):
 class ChatSender(Protocol):
     """Posts one event to a chat room. `txn_id` makes a retried send deliver exactly once."""
 
-    async def send(self, room_id: str, content: Mapping[str, Any], txn_id: str
-                   ) -> Mapping[str, Any]:
+    async def send(self, post: ChatPost, txn_id: str) -> Mapping[str, Any]:
         """Send; returns at least {"event_id": ...}."""
         ...
 
@@ -228,8 +236,10 @@ class Store(KeyValue, Protocol):
         with `timeout_s`, TimeoutError if it was not committed in time (then it never is)."""
         ...
 
-    async def pending_inbox(self, limit: int = 64) -> list[InboxRow]:
-        """Accepted messages waiting to be processed, oldest first."""
+    async def pending_inbox(self, limit: int = 64,
+                            max_bytes: int | None = None) -> list[InboxRow]:
+        """Accepted messages waiting to be processed, oldest first (at most `max_bytes` of
+        raw content, but at least one message)."""
         ...
 
     async def process(self, batch: Sequence[Work], now: datetime) -> list[Plan]:
@@ -237,12 +247,14 @@ class Store(KeyValue, Protocol):
         processed; one that fails falls back alone. All or nothing on a crash."""
         ...
 
-    async def due_outbox(self, now: datetime, limit: int) -> list[OutboxEntry]:
-        """Pending entries due for an attempt, oldest due first."""
+    async def due_outbox(self, now: datetime, limit: int,
+                         skip: Collection[str] = ()) -> list[OutboxEntry]:
+        """Pending entries due for an attempt, oldest due first; none of the `skip` kinds
+        (those whose link is down)."""
         ...
 
-    async def next_outbox_due(self) -> datetime | None:
-        """When the next pending entry is due, if any."""
+    async def next_outbox_due(self, skip: Collection[str] = ()) -> datetime | None:
+        """When the next pending entry (none of the `skip` kinds) is due, if any."""
         ...
 
     async def settle_outbox(self, attempts: Sequence[Attempt], now: datetime) -> None:

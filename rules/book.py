@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
+from rules.alert_rules import AlertPolicy, AlertRule, Component, duplicate_ids
 from rules.book_extend import extend
 from rules.hours import SupportClock
 from rules.hours_config import Frozen, Hours
@@ -261,6 +262,11 @@ class Rulebook(Frozen):
     priorities: Priorities = Field(alias="priority")
     mailboxes: Mailboxes = Field(alias="mailbox")
     rules: tuple[Rule, ...] = Field(default=(), alias="rule")
+    # Monitoring alerts (rules.alert_rules): their defaults, rules and the components that
+    # match alerts with tenants' reports.
+    alerts: AlertPolicy = Field(default_factory=AlertPolicy)
+    alert_rules: tuple[AlertRule, ...] = Field(default=(), alias="alert_rule")
+    components: tuple[Component, ...] = Field(default=(), alias="component")
 
     _clock: SupportClock = PrivateAttr()
 
@@ -274,6 +280,9 @@ class Rulebook(Frozen):
         except ValidationError as exc:
             raise _with(exc.errors(), problems) from None
         problems += _ooh_mismatches(book)
+        problems += [InitErrorDetails(
+            type=PydanticCustomError("duplicate_id", "duplicate alert rule id {id}", {"id": i}),
+            loc=("alert_rule",), input=i) for i in duplicate_ids(book.alert_rules)]
         if problems:
             raise _with([], problems)
         return book

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import product
@@ -37,6 +38,8 @@ _WORD_CHAR = re.compile(r"\w")
 _ASCII_NON_WORD_TO_SPACE = str.maketrans(
     {chr(c): " " for c in range(128) if _WORD_CHAR.match(chr(c)) is None}
 )
+# Syntax that RE2 reads otherwise than `re` does (see `pattern_requirements`).
+_RE2_ONLY = re.compile(r"\[:|\\[pPQECz]|\\x\{|\(\?[a-zA-Z-]*U|\{,")
 # Bounds that keep the analysis cheap; past them an expression simply gets fewer facts.
 _MAX_ALTERNATIVES = 64
 _MAX_REPEAT = 3
@@ -90,6 +93,26 @@ def requirements(regex: re.Pattern[str]) -> Requirements:
         # Under re.ASCII word boundaries are not where Unicode puts them: claim no runs.
         runs = frozenset() if regex.flags & re.ASCII else _whole_runs(items)
         return Requirements(runs=runs, clauses=_clauses(items), starts=_starts(items))
+    except Exception:  # a parse this module cannot read just gives no facts
+        return NOTHING_KNOWN
+
+
+def pattern_requirements(pattern: str) -> Requirements:
+    """The `Requirements` of a rulebook pattern, which RE2 runs (see `rules.matching`).
+
+    The pattern is read with `re`'s parser, case-insensitively, which reads the syntax both
+    engines share the same way. For syntax that RE2 reads otherwise (`\\pL`, `[[:alpha:]]`,
+    `\\Q…\\E`, `\\x{e9}`, `(?U)`, `\\z`, `{,n}`), or that `re` cannot parse, nothing is
+    claimed. RE2's word boundaries are ASCII, not where the key's word runs end, so no runs
+    are claimed either: only substrings.
+    """
+    if _RE2_ONLY.search(pattern):
+        return NOTHING_KNOWN
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "possible nested set", "possible set difference"
+            items = list(_parser.parse(pattern, re.IGNORECASE))
+        return Requirements(clauses=_clauses(items), starts=_starts(items))
     except Exception:  # a parse this module cannot read just gives no facts
         return NOTHING_KNOWN
 

@@ -1,9 +1,17 @@
-"""How one rule's conditions are compiled and tested against a report.
+r"""How one rule's conditions are compiled and tested against a report.
 
 This module owns the matching language of the rulebook: how a word or phrase becomes a
 regular expression (case-insensitive, on word boundaries, flexible whitespace and
 apostrophes), how raw patterns, senders, sender domains and headers are tested, and how
 what matched is described back to humans. It knows nothing about priorities.
+
+Rulebook patterns (`patterns`, `unless_patterns`, `headers`) are written by people and run
+on text chosen by whoever sends mail, so they run on RE2, whose matching time is linear in
+the text whatever the pattern: no pattern can make triage backtrack for minutes. RE2 has no
+look-around, back-references or atomic groups, and its `\b`, `\w`, `\d`, `\s` are ASCII.
+The expressions this module writes for words need look-behind and Unicode word boundaries,
+so they run on `re`; they are built from escaped literals with no nested repetition, which
+backtracks at most linearly.
 """
 
 from __future__ import annotations
@@ -12,9 +20,12 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
+from typing import Literal, Protocol
 
-from rules.literals import key, requirements, squeeze, word_runs
+import re2
+
+from rules.literals import key, pattern_requirements, requirements, squeeze, word_runs
 from rules.types import Mailbox, Report
 
 # Tenants paste text from word processors and phones: curly apostrophes and non-breaking
@@ -29,6 +40,34 @@ _QUOTE_LIMIT = 60
 _MAX_TRIES = 24
 # Past this many spellings (apostrophes kept or dropped), a phrase's forms are not checked.
 _MAX_FORMS = 16
+
+
+class Found(Protocol):
+    """A match, from `re` or RE2."""
+
+    def group(self, index: Literal[0], /) -> str: ...
+    def span(self) -> tuple[int, int]: ...
+
+
+class Expression(Protocol):
+    """A compiled expression, from `re` (words) or RE2 (rulebook patterns)."""
+
+    @property
+    def pattern(self) -> str: ...
+    def search(self, text: str, pos: int = ..., /) -> Found | None: ...
+    def match(self, text: str, pos: int = ..., /) -> Found | None: ...
+
+
+# `x{,3}` is "up to 3 x" to Python but the literal text "x{,3}" to RE2: refused, not guessed.
+_EMPTY_LOWER_BOUND = re.compile(r"(?<!\\)\{,\d*\}")
+
+
+@cache
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # an invalid pattern is reported to the operator, not on stderr
+    return options
 
 
 def normalise(text: str) -> str:
@@ -86,19 +125,29 @@ def squeezed_forms(phrase: str) -> frozenset[str]:
     return frozenset(forms)
 
 
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a raw regular expression from `patterns`/`headers` (case-insensitive).
+def compile_pattern(pattern: str) -> Expression:
+    """Compile a rulebook pattern from `patterns`/`headers`, case-insensitive, with RE2.
 
-    Raises ValueError with the compiler's message when the expression is invalid, and
-    for an expression that matches empty text (it would match every message).
+    Raises ValueError with the compiler's message when the expression is invalid or uses
+    what RE2 does not have (look-around, back-references), and for an expression that
+    matches empty text (it would match every message).
     """
+    if _EMPTY_LOWER_BOUND.search(pattern):
+        raise ValueError("'{,n}' is not a repeat in RE2 syntax: write '{0,n}'")
     try:
-        regex = re.compile(pattern, re.IGNORECASE)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from exc
-    if regex.fullmatch(""):
+        regex = re2.compile(pattern, _re2_options())
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else ""
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        hint = ""
+        if "perl operator" in detail or "escape" in detail:
+            hint = " (patterns use RE2 syntax: no look-around, back-references or atomic groups)"
+        raise ValueError(f"invalid regular expression: {detail}{hint}") from None
+    if regex.fullmatch("") is not None:
         raise ValueError("this regular expression matches empty text, so it would match anything")
-    return regex
+    compiled: Expression = regex
+    return compiled
 
 
 def sender_address(sender: str) -> str:
@@ -152,7 +201,7 @@ class PreparedReport:
         self.runs = word_runs(self.keyed)
         self.squeezed = squeeze(self.keyed)
         # Term.first_hit by expression: rules share many words ("intermittent", …).
-        self.hits: dict[re.Pattern[str], tuple[str, re.Match[str]] | None] = {}
+        self.hits: dict[Expression, tuple[str, Found] | None] = {}
 
     @cached_property
     def sender(self) -> str:
@@ -172,11 +221,11 @@ class Term:
     expression would give; the requirements only let it skip searches that cannot succeed.
     """
 
-    __slots__ = ("_clauses", "_finder", "_forms", "_runs", "_start", "regex")
+    __slots__ = ("_clauses", "_finder", "_forms", "_linear", "_runs", "_start", "regex")
 
     def __init__(
         self,
-        regex: re.Pattern[str],
+        regex: Expression,
         forms: frozenset[str] = frozenset(),
         finder: re.Pattern[str] | None = None,
     ) -> None:
@@ -187,7 +236,13 @@ class Term:
         """
         self.regex = regex
         self._forms = forms
-        needs = requirements(regex)
+        # RE2 (a rulebook pattern): one search from the first possible start, never many
+        # anchored tries (each would re-encode the text).
+        self._linear = not isinstance(regex, re.Pattern)
+        if isinstance(regex, re.Pattern):
+            needs = requirements(regex)
+        else:
+            needs = pattern_requirements(regex.pattern)
         self._runs = needs.runs
         self._clauses = needs.clauses
         # Where matches can start: given, or one known start text (found with str.find), or
@@ -212,7 +267,7 @@ class Term:
         """Word runs (keyed) that every match contains whole."""
         return self._runs
 
-    def first_hit(self, text: PreparedReport) -> tuple[str, re.Match[str]] | None:
+    def first_hit(self, text: PreparedReport) -> tuple[str, Found] | None:
         """The first field with a non-blank match, and that match (None if no field has one)."""
         if not self._runs <= text.runs:
             return None
@@ -222,7 +277,7 @@ class Term:
             hit = text.hits[self.regex] = self._first_hit(text)
             return hit
 
-    def _first_hit(self, text: PreparedReport) -> tuple[str, re.Match[str]] | None:
+    def _first_hit(self, text: PreparedReport) -> tuple[str, Found] | None:
         if self._forms and not any(f in text.squeezed for f in self._forms):
             return None
         keyed = text.keyed
@@ -236,7 +291,7 @@ class Term:
             return where, found
         return None
 
-    def _search(self, plain: str, plain_key: str) -> re.Match[str] | None:
+    def _search(self, plain: str, plain_key: str) -> Found | None:
         """`self.regex.search(plain)`, trying only where a match can start.
 
         Every match starts at a position `_next_start` finds in the key (same positions as
@@ -245,6 +300,9 @@ class Term:
         """
         if self._start is None and self._finder is None:
             return self.regex.search(plain)
+        if self._linear:
+            first = self._next_start(plain_key, 0)
+            return None if first < 0 else self.regex.search(plain, first)
         match = self.regex.match
         at = self._next_start(plain_key, 0)
         for _ in range(_MAX_TRIES):
@@ -324,7 +382,7 @@ class Matcher:
     sender_domains: tuple[str, ...]
     terms: Terms
     also: Terms
-    headers: tuple[tuple[str, re.Pattern[str]], ...]
+    headers: tuple[tuple[str, Expression], ...]
     unless: Terms
 
     @classmethod

@@ -43,7 +43,7 @@ async def test_healthz_reports_components_egress_and_queues(tmp_path: Path) -> N
         status, kind, body = await get(app.http_port, "/healthz")
     assert status == 200 and kind == "application/json; charset=utf-8"
     assert body["healthy"] is True and body["problems"] == []
-    assert body["components"] == {"smtp": "listening"}
+    assert body["components"] == {"smtp": "listening", "canary": "waiting"}
     assert body["egress"] == {"pager": "local: ok", "mail": "folder: ok"}
     assert body["outbox"] == {"pending": 0, "oldest_age_s": 0.0, "retrying": 0, "dead": 0}
 

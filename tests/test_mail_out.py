@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import stat
 import traceback
@@ -256,3 +257,20 @@ def test_relay_repr_hides_password() -> None:
 
     assert PASSWORD not in repr(mailer)
     assert PASSWORD not in str(mailer)
+
+
+async def test_relay_echoing_our_auth_blob_is_redacted_everywhere() -> None:
+    """A relay that echoes the AUTH PLAIN blob (and the password) in a refusal: the error
+    that reaches the outbox, the timeline, the report and the log has neither."""
+    blob = base64.b64encode(f"\0gateway\0{PASSWORD}".encode()).decode()
+    login = base64.b64encode(PASSWORD.encode()).decode()
+    async with SmtpCapture(credentials={"gateway": PASSWORD}) as relay:
+        relay.fail_next(f"554 5.7.1 rejected after AUTH PLAIN {blob} / {login} / {PASSWORD}",
+                        stage="DATA")
+        mailer = plain_mailer(relay, username="gateway", password=PASSWORD)
+        with pytest.raises(PermanentError) as caught:
+            await mailer.send(message(), FROM, TO)
+    text = "".join(traceback.format_exception(caught.value))
+    assert "554" in caught.value.reason and "<redacted>" in caught.value.reason
+    for secret in (blob, blob.rstrip("="), login.rstrip("="), PASSWORD):
+        assert secret not in text

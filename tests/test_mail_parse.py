@@ -536,15 +536,7 @@ AUTOMATIC_SIGNALS = [
     pytest.param(b"Return-Path: <>", None, "null return path", id="null-return-path-header"),
     pytest.param(b"", "MAILER-DAEMON@mx.example", "MAILER-DAEMON", id="daemon-envelope"),
     pytest.param(b"", "postmaster@mx.example", "POSTMASTER", id="postmaster-envelope"),
-    pytest.param(b"", "owner-ops@lists.example", "list manager", id="list-owner-envelope"),
-    pytest.param(b"Precedence: bulk", None, "Precedence: bulk", id="precedence-bulk"),
-    pytest.param(b"Precedence: junk", None, "Precedence: junk", id="precedence-junk"),
-    pytest.param(b"Precedence: list", None, "Precedence: list", id="precedence-list"),
     pytest.param(b"Precedence: auto_reply", None, "Precedence: auto_reply", id="precedence-auto"),
-    pytest.param(b"List-Id: <ops.lists.example>", None, "List-Id", id="list-id"),
-    pytest.param(b"List-Unsubscribe: <mailto:u@x>", None, "List-Unsubscribe", id="list-unsub"),
-    pytest.param(b"List-Post: <mailto:ops@x>", None, "List-Post", id="list-post"),
-    pytest.param(b"Mailing-List: contact ops-help@x", None, "Mailing-List", id="ezmlm"),
     pytest.param(b"X-Auto-Response-Suppress: All", None, "X-Auto-Response-Suppress", id="xars-all"),
     pytest.param(b"X-Auto-Response-Suppress: OOF, DR", None, "X-Auto-Response", id="xars-oof"),
     pytest.param(b"X-Autoreply: yes", None, "X-Autoreply", id="x-autoreply"),
@@ -554,6 +546,29 @@ AUTOMATIC_SIGNALS = [
     pytest.param(b"X-Failed-Recipients: bob@x", None, "X-Failed-Recipients", id="exim-failed"),
     pytest.param(b"X-Chatops-Loop: gw.example", None, "our own loop header", id="loop"),
 ]  # fmt: skip
+
+
+# What a list or group writes on every post is no sign of software (the emergency address
+# may be a Google Group): with only these, mail from a person stays a report.
+LIST_ONLY = [
+    pytest.param(b"", "owner-ops@lists.example", id="list-owner-envelope"),
+    pytest.param(b"", "ops-bounces@lists.example", id="mailman-bounces-envelope"),
+    pytest.param(b"", "emergency+bncBDX7@paas.example", id="google-bnc-envelope"),
+    pytest.param(b"Precedence: bulk", None, id="precedence-bulk"),
+    pytest.param(b"Precedence: junk", None, id="precedence-junk"),
+    pytest.param(b"Precedence: list", None, id="precedence-list"),
+    pytest.param(b"List-Id: <ops.lists.example>", None, id="list-id"),
+    pytest.param(b"List-Unsubscribe: <mailto:u@x>", None, id="list-unsub"),
+    pytest.param(b"List-Post: <mailto:ops@x>", None, id="list-post"),
+    pytest.param(b"Mailing-List: contact ops-help@x", None, id="ezmlm"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("extra", "envelope"), LIST_ONLY)
+def test_list_headers_alone_do_not_make_mail_automatic(extra: bytes, envelope: str | None) -> None:
+    """Precedence and List-* headers, or a list's envelope, leave a person's report a report."""
+    mail = parse_mail(raw_mail(b"All our apps return 503 since 09:50.", extra), envelope)
+    assert mail.automatic is None
 
 
 @pytest.mark.parametrize(("extra", "envelope", "reason"), AUTOMATIC_SIGNALS)

@@ -1,12 +1,14 @@
 """`migrate-state` copies a single-host SQLite state into PostgreSQL: incidents with their
 timelines and reporters, the outbox with its states, thread keys (a reply still threads),
-fired SLA items, and the kv values (cursors, tokens, the threading key); a second copy into
+fired SLA items, held mail with its client, the per-address answer counts, and the kv values
+(cursors, tokens, the threading key); a second copy into
 a database that is no longer empty is refused."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from gateway.deliver.timeline import worded
@@ -29,7 +31,14 @@ async def _single_host_state(path: Path) -> None:
         [page, *_] = await store.due_outbox(NOW, 10)
         await store.settle_outbox([worded(Attempt(page, result={"provider": "local"}), NOW)],
                                   NOW)
-        await store.accept(message(3))  # accepted, not processed yet
+
+        def hold(ctx: PlanContext) -> Plan:
+            assert ctx.answers is not None and ctx.answers("bob@y", NOW, 3600.0, 1)
+            return Plan(outcome="held: too many", held=True)
+
+        held = await store.accept(replace(message(3), client="192.0.2.7"))
+        await store.process([work(held.inbox_id, hold)], NOW)
+        await store.accept(message(4))  # accepted, not processed yet
         await store.kv_set("threading_key", "k" * 32)
         await store.kv_set("imap:support", '{"uidvalidity": 7, "uid": 42}')
     finally:
@@ -72,20 +81,24 @@ async def test_a_single_host_state_moves_to_postgresql(postgres: PostgresServer,
             assert await new.kv_get(key) == await old.kv_get(key)
         [pending] = await new.pending_inbox()
         assert pending == (await old.pending_inbox())[0]
+        assert (await new.queue_stats()).inbox_held == 1
         seen: list[int | None] = []
+        fits: list[bool] = []
 
         def reply(ctx: PlanContext) -> Plan:
             seen.append(ctx.thread.id if ctx.thread else None)
+            assert ctx.answers is not None  # the answer recorded on SQLite still counts
+            fits.append(ctx.answers("Bob@y", NOW, 3600.0, 1))
             return Plan(outcome="joined")
 
-        answer = await new.accept(message(4))
+        answer = await new.accept(message(5))
         await new.process([work(answer.inbox_id, reply, ThreadKeys(("<b@x>",), "", "bob@y"))],
                           NOW)
-        assert seen == [2]
-        fresh = await new.accept(message(5))
+        assert seen == [2] and fits == [False]
+        fresh = await new.accept(message(6))
         await new.process([work(fresh.inbox_id, lambda _c: opened("New", "<c@x>"))], NOW)
         assert [i.id for i in await new.incidents()] == [3, 2, 1]
-        assert answer.inbox_id == 4 and fresh.inbox_id == 5
+        assert answer.inbox_id == 5 and fresh.inbox_id == 6
     finally:
         await old.close()
         await new.close()

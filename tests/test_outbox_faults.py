@@ -98,7 +98,8 @@ async def test_pagerduty_faults_page_exactly_once(
     print(f"\nFIGURE pagerduty faults: requests={pagerduty.requests} "
           f"attempts={page['attempts']} events_processed={len(pagerduty.events)} "
           f"alerts_opened={pagerduty.alerts_opened} dedup_keys={len(keys)}")
-    assert page["state"] == "done" and page["attempts"] == 5
+    # The reset and the timeout found PagerDuty away: parked, not counted as attempts.
+    assert page["state"] == "done" and page["attempts"] == 3 and pagerduty.requests == 5
     assert pagerduty.alerts_opened == 1 and keys == {"INC-1"}
     assert [k for k, _ in timeline(tmp_path)].count("paged") == 1
 
@@ -122,7 +123,8 @@ async def test_relay_faults_deliver_each_email_once(
            for m in relay.messages]
     print(f"\nFIGURE relay faults: attempts={mail['attempts']} delivered={len(relay.messages)} "
           f"distinct_message_ids={len(set(ids))}")
-    assert mail["state"] == "done" and mail["attempts"] == 6
+    # The reset and the slow relay (timeout) found it away: parked, not counted as attempts.
+    assert mail["state"] == "done" and mail["attempts"] == 4
     assert len(relay.messages) == 1 and relay.messages[0].rcpt_tos == ("alice@tenant.example",)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.domain import Channel, NewMessage, OutboxKind, Plan
-from gateway.parse.sandbox import TOO_SLOW, MailJob, ParseSandbox
+from gateway.parse.sandbox import TOO_SLOW, MailJob, MimeLimits, ParseSandbox
 from gateway.plan.pipeline import Settings
 from gateway.plan.replies import Sender
 from gateway.plan.trust import TrustPolicy
@@ -38,6 +38,9 @@ def many_parts(n: int) -> bytes:
 
 
 HOSTILE = many_parts(280_000)  # just under the 10 MB message size limit
+# The MIME pre-check would refuse HOSTILE at once; these tests are about the time budget,
+# which stays the backstop for whatever else is slow to parse.
+NO_PRECHECK = MimeLimits(max_parts=10**9, max_containers=10**9)
 
 
 def job(raw: bytes, sender: str = "alice@tenant.example") -> MailJob:
@@ -64,7 +67,7 @@ async def test_good_batch_is_parsed_and_triaged_in_the_child() -> None:
 
 async def test_overrunning_message_is_singled_out_and_the_others_survive() -> None:
     """The batch misses its deadline; retried one by one, only the hostile one is unreadable."""
-    sandbox = ParseSandbox(BOOK, budget_s=1.0, per_message_s=0.0)
+    sandbox = ParseSandbox(BOOK, budget_s=1.0, per_message_s=0.0, limits=NO_PRECHECK)
     try:
         results = await sandbox.prepare_all(
             [job(email_bytes()), job(HOSTILE, "mallory@evil.example"), job(email_bytes())],
@@ -97,13 +100,15 @@ async def test_a_dead_child_is_replaced() -> None:
 @pytest.mark.slow
 async def test_pathological_mail_becomes_unparseable_ticket_next_to_a_good_one(
         tmp_path: Path) -> None:
-    """Through the inbox worker: the hostile message is a P4 unparseable ticket with its raw
-    bytes kept, the good message in the same batch opens its P1 incident and pages."""
+    """Through the inbox worker: the hostile message (a stranger's, to the emergency
+    mailbox) is an unparseable P1 awaiting an engineer's !page, with its raw bytes kept; the
+    good message in the same batch opens its P1 incident and pages."""
     store = SqliteStore(tmp_path / "gateway.sqlite3")
     await store.open()
     planned: list[Sequence[Plan]] = []
     worker = InboxWorker(store, BOOK, SETTINGS, planned.append, clock=lambda: IN_HOURS,
-                         sandbox=ParseSandbox(BOOK, budget_s=1.0, per_message_s=0.0))
+                         sandbox=ParseSandbox(BOOK, budget_s=1.0, per_message_s=0.0,
+                                                             limits=NO_PRECHECK))
     try:
         for sender, raw in (("mallory@evil.example", HOSTILE),
                             ("alice@tenant.example", email_bytes())):
@@ -119,9 +124,10 @@ async def test_pathological_mail_becomes_unparseable_ticket_next_to_a_good_one(
         await worker.close()
         await store.close()
     by_title = {i.title: i for i in incidents}
-    bad = by_title["Unreadable message from mallory@evil.example"]
-    assert bad.priority is Priority.P4 and bad.flags == ("unparseable",)
+    bad = by_title["Unreadable emergency message from mallory@evil.example"]
+    assert bad.priority is Priority.P1 and bad.flags == ("unparseable", "unverified sender")
     assert TOO_SLOW in bad.reasons[0]
+    assert not any(e.kind is OutboxKind.PAGE_TRIGGER and e.incident_id == bad.id for e in pages)
     good = by_title["Our site is down"]
     assert good.priority is Priority.P1 and "unparseable" not in good.flags
     assert bytes(hostile_raw) == HOSTILE

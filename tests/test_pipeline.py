@@ -24,7 +24,7 @@ SETTINGS = Settings(Sender("emergency@gw.example", "Platform support", "gw.examp
                     trust=TrustPolicy(allow_domains=frozenset({"tenant.example", "t.example"})))
 
 
-def row(raw: bytes, mailbox: Mailbox = Mailbox.EMERGENCY, mail_from: str = "alice@t.example"
+def row(raw: bytes, mailbox: Mailbox = Mailbox.EMERGENCY, mail_from: str = "alice@tenant.example"
         ) -> InboxRow:
     return InboxRow(7, Channel.EMAIL, mailbox, mail_from, ("emergency@gw.example",), IN_HOURS,
                     raw)

@@ -16,6 +16,7 @@ from email.utils import parseaddr
 from typing import Any
 
 import pytest
+import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,6 +39,13 @@ def plain_word(phrase: str) -> re.Pattern[str]:
     tokens = [t for t in re.split(r"[\s\-]+", phrase.translate(_PLAIN).strip()) if t]
     body = r"[\s\-]+".join(re.escape(t).replace("'", "'?") for t in tokens)
     return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+
+
+def plain_pattern(pattern: str) -> Any:
+    """A rulebook pattern as the format defines it: RE2, case-insensitive."""
+    options = re2.Options()
+    options.case_sensitive = False
+    return re2.compile(pattern, options)
 
 
 def plain_quote(text: str) -> str:
@@ -105,7 +113,7 @@ def plain_headers(rule: Rule, report: Report) -> list[str] | None:
     evidence: list[str] = []
     for name, pattern in rule.headers.items():
         value = headers.get(name.lower())
-        if value is None or re.search(pattern, value.translate(_PLAIN), re.IGNORECASE) is None:
+        if value is None or plain_pattern(pattern).search(value.translate(_PLAIN)) is None:
             return None
         evidence.append(f"header {name.lower()} matched")
     return evidence
@@ -121,7 +129,7 @@ def plain_outcome(rule: Rule, report: Report) -> Outcome:
         return no
     fields = plain_fields(report)
     evidence: list[str] = []
-    terms = [*map(plain_word, rule.words), *(re.compile(p, re.I) for p in rule.patterns)]
+    terms = [*map(plain_word, rule.words), *map(plain_pattern, rule.patterns)]
     hits = plain_find_all(terms, fields)
     also_hits = plain_find_all([plain_word(w) for w in rule.also_words], fields)
     if (terms and not hits) or (rule.also_words and not also_hits):
@@ -132,7 +140,7 @@ def plain_outcome(rule: Rule, report: Report) -> Outcome:
         evidence.append("with " + ", ".join(also_hits[:2]))
     unless = [
         *map(plain_word, rule.unless_words),
-        *(re.compile(p, re.I) for p in rule.unless_patterns),
+        *map(plain_pattern, rule.unless_patterns),
     ]
     excluded = plain_find_all(unless, fields)
     if excluded:
@@ -357,39 +365,42 @@ snake_case
 e.g.
 a - b
 """.strip().splitlines()
-# Anchors, inline flags, lookarounds, back-references, atomic groups, classes, repeats.
+# Anchors, inline flags, classes, repeats, and syntax only RE2 has (Unicode classes, POSIX
+# classes, \Q…\E quoting, \x{…}, ungreedy mode), which the analysis must not misread.
 ODD_PATTERNS = r"""
 ^urgent\b
 (?m)^p1\b
 down$
-(?a)\bcafe\b
+\bcaf\x{e9}\b
 (?i:DOWN)\s+again
 (?-i:Down)time
 \b[A-Z]{3}-\d+\b
-(\w+) \1\b
-(?<=our )app\b
+\pL+ \pL+\b
+[[:alpha:]]+ app\b
 \Bing\b
 (?:very\s+)+slow
-(?=outage)
+\Qc++\E build
 \b(?:5\d\d|50[0-4])s?\b
 k8s|kubernetes
 \s-\s
-(?x) cf \s+ push
+(?U)cf\s+push
 colou?r
 [\s\-]+down
 \btimes?\s+out\b
-(?>a|ab)c
+(?:a|ab)c
 x{2,}
 (?s)start.*end
 \bin\s+our\s+\w+
 (?:the|a)\s
 ſtraße|strasse
 \A\s*help
-(?<!\w)down\b
+\bdown\b
 \bing
 \bdown\B
 \Bload\b
 ^sign\s+in$
+[^[:space:]]{2}outage
+\p{Greek}+ down
 """.strip().splitlines()
 
 AWKWARD_RULES = [

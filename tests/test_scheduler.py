@@ -19,8 +19,10 @@ from gateway.domain import (
     NewIncident,
     OutboxKind,
     Plan,
+    Planner,
     Reporter,
     Status,
+    Waker,
     incident_ref,
 )
 from gateway.plan.replies import Sender
@@ -322,7 +324,7 @@ async def test_a_round_with_nothing_new_due_opens_no_write_transaction(
     calls: list[datetime] = []
     real = store.fire_reminders
 
-    async def counting(plan: reminders.Planner, wake: reminders.Waker,
+    async def counting(plan: Planner, wake: Waker,
                        now: datetime) -> tuple[list[Due], datetime | None]:
         calls.append(now)
         return await real(plan, wake, now)

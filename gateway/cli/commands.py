@@ -17,16 +17,22 @@ from datetime import UTC, datetime
 from functools import partial
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import shtab
 import structlog
 
-from gateway.app import App
+from gateway.app import App, notify_failure
 from gateway.cli import views
+from gateway.cli.held import held_command
 from gateway.cli.status import status_command
 from gateway.cli.views import UsageError
 from gateway.config.model import Config, ConfigError, load_config
+from gateway.config.warnings import config_warnings
+from gateway.ports import PermanentError, TransientError
 from gateway.run import logs
+from gateway.run.supervisor import GatewayFailed
+from rules.alerts import check_alert_examples
 from rules.book import Rulebook, RulebookError, default_rulebook, load_rulebook
 from rules.engine import check_examples
 
@@ -73,40 +79,8 @@ def _with_json(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="chatops-gateway",
-        description="Turns emergency mail and chat into triaged incidents, pages and tickets, "
-                    "and relays engineers' updates back to the people who reported.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="run the daemon (embedded defaults without --config)",
-                         description="Run the daemon in the foreground until SIGTERM/SIGINT; "
-                                     "SIGHUP reloads the configuration and rulebook.")
-    _with_config(run)
-    check = sub.add_parser("check-config", help="validate a configuration file and its rulebook",
-                           description="Validate a configuration and its rulebook; print every "
-                                       "problem with its TOML path (exit 3), warnings too.")
-    check.add_argument("file", type=Path, metavar="FILE", help="the configuration file (TOML)")
-    tri = sub.add_parser("triage", help="explain the decision for one .eml file; changes nothing",
-                         description="Explain what the gateway would decide for one message, "
-                                     "without touching any state.")
-    tri.add_argument("file", type=Path, metavar="FILE",
-                     help="the message as an .eml file (RFC 5322); - reads standard input")
-    _with_json(tri, "one object (priority, page, ticket, reply, rule, reasons, ...)")
-    tri.add_argument("--at", metavar="ISO-8601",
-                     help="the instant to triage at, with an offset (default: now)")
-    tri.add_argument("--mailbox", choices=["emergency", "support"], default="emergency",
-                     help="which address the message was sent to (default: emergency)")
-    _with_config(tri)
-    rules = sub.add_parser("rules", help="rulebook tools")
-    rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
-    rtest = rsub.add_parser("test", help="check every rule's examples",
-                            description="Check that every rule's examples give their expected "
-                                        "priority (exit 1 if one does not).")
-    rtest.add_argument("file", nargs="?", type=Path, metavar="FILE",
-                       help="a rulebook (TOML); default: the packaged rulebook")
+def _read_commands(sub: Any) -> None:
+    """The commands that read (and release or retry) what the daemon keeps."""
     inc = sub.add_parser("incidents", help="read incidents (works while the daemon runs)")
     isub = inc.add_subparsers(dest="incidents_command", required=True, metavar="COMMAND")
     ilist = isub.add_parser("list", help="every incident, newest first")
@@ -134,6 +108,59 @@ def _parser() -> argparse.ArgumentParser:
                                          "its next outbox poll.")
     oretry.add_argument("id", type=int, metavar="ID", help="the entry's id (see outbox list)")
     _with_config(oretry)
+    held = sub.add_parser("held", help="mail held by the rate limits: list, release",
+                          description="Mail held by the rate limits waits in the inbox, never "
+                                      "answered or paged, until an operator releases it.")
+    hsub = held.add_subparsers(dest="held_command", required=True, metavar="COMMAND")
+    hlist = hsub.add_parser("list", help="held messages, oldest first")
+    _with_json(hlist, "a list of held messages")
+    _with_config(hlist)
+    hrel = hsub.add_parser("release", help="process held messages now, exactly once")
+    hrel.add_argument("ids", nargs="+", type=int, metavar="ID",
+                      help="the messages' ids (see held list)")
+    _with_config(hrel)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="chatops-gateway",
+        description="Turns emergency mail and chat into triaged incidents, pages and tickets, "
+                    "and relays engineers' updates back to the people who reported.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the daemon (embedded defaults without --config)",
+                         description="Run the daemon in the foreground until SIGTERM/SIGINT; "
+                                     "SIGHUP reloads the configuration and rulebook.")
+    _with_config(run)
+    check = sub.add_parser("check-config", help="validate a configuration file and its rulebook",
+                           description="Validate a configuration and its rulebook; print every "
+                                       "problem with its TOML path (exit 3), warnings too.")
+    check.add_argument("file", type=Path, metavar="FILE", help="the configuration file (TOML)")
+    tri = sub.add_parser("triage", help="explain the decision for one .eml file; changes nothing",
+                         description="Explain what the gateway would decide for one message, "
+                                     "without touching any state.")
+    tri.add_argument("file", type=Path, metavar="FILE",
+                     help="the message as an .eml file (RFC 5322); - reads standard input")
+    _with_json(tri, "one object (priority, page, ticket, reply, rule, reasons, ...)")
+    tri.add_argument("--at", metavar="ISO-8601",
+                     help="the instant to triage at, with an offset (default: now)")
+    tri.add_argument("--mailbox", choices=["emergency", "support"], default="emergency",
+                     help="which address the message was sent to (default: emergency)")
+    _with_config(tri)
+    tri.add_argument("--alert", action="store_true",
+                     help="FILE is an alert webhook payload (docs/alerts.md), not an .eml file")
+    tri.add_argument("--kind", default="auto",
+                     choices=["auto", "alertmanager", "grafana", "pingdom", "generic"],
+                     help="the alert payload's kind (default: detected from its fields)")
+    rules = sub.add_parser("rules", help="rulebook tools")
+    rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    rtest = rsub.add_parser("test", help="check every rule's examples",
+                            description="Check that every rule's examples give their expected "
+                                        "priority (exit 1 if one does not).")
+    rtest.add_argument("file", nargs="?", type=Path, metavar="FILE",
+                       help="a rulebook (TOML); default: the packaged rulebook")
+    _read_commands(sub)
     status = sub.add_parser("status", help="ask the running daemon how it is (health, counters)",
                             description="Ask the daemon that uses this configuration's state how "
                                         "it is; exit 0 healthy, 1 unhealthy or not running, 2 "
@@ -149,6 +176,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="the SQLite state file (gateway.sqlite3 in the old state folder)")
     mig.add_argument("--config", type=Path, metavar="FILE", required=True,
                      help="the configuration with [state] backend = \"postgresql\"")
+    fail = sub.add_parser("notify-failure",
+                          help="page that the service failed for good (systemd OnFailure=)",
+                          description="Send one PagerDuty event (and ping [heartbeat] fail_url) "
+                                      "saying the service failed; run by the unit's OnFailure= "
+                                      "hook. Exit 0 when someone was notified, 1 otherwise.")
+    fail.add_argument("--unit", default="chatops-gateway.service", metavar="NAME",
+                      help="the unit that failed (systemd's %%i)")
+    fail.add_argument("--reason", default="the service failed and will not be restarted",
+                      metavar="TEXT", help="why, for the page")
+    _with_config(fail)
     comp = sub.add_parser("completion", help="print a shell completion script",
                           description="Print a completion script, e.g. "
                                       "`chatops-gateway completion bash > "
@@ -180,12 +217,14 @@ def _errors(title: str, errors: Sequence[str]) -> None:
         print(f"  {line}", file=sys.stderr)
 
 
-def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911  (one return per command)
+def _dispatch(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911  (one return per command)
     if args.command == "run":
         return _run(load_config(args.config), args.config)
     if args.command == "check-config":
         config = load_config(args.file)
         load_rules(config.rules_file())
+        for line in config_warnings(config):
+            print(f"warning: {line}", file=sys.stderr)
         print(f"{args.file}: OK")
         return EXIT_OK
     if args.command == "triage":
@@ -194,6 +233,8 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911  (one return pe
         return _rules_test(args.file)
     if args.command == "incidents":
         return _incidents(args)
+    if args.command == "notify-failure":
+        return _notify_failure(load_config(args.config), args.unit, args.reason)
     if args.command == "status":
         return status_command(load_config(args.config), as_json=args.json)
     if args.command == "migrate-state":
@@ -203,6 +244,8 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911  (one return pe
     if args.command == "completion":
         print(shtab.complete(_parser(), shell=args.shell), end="")
         return EXIT_OK
+    if args.command == "held":
+        return held_command(args)
     return _outbox(args)
 
 
@@ -214,6 +257,8 @@ def _load_both(path: Path) -> tuple[Config, Rulebook]:
 def _run(config: Config, path: Path | None = None) -> int:
     rulebook = load_rules(config.rules_file())
     logs.configure(config.log.level, config.log.format)
+    for line in config_warnings(config):
+        structlog.get_logger("gateway.cli").warning("config.warning", problem=line)
     if path is None:
         structlog.get_logger("gateway.cli.commands").warning(
             "gateway.embedded_defaults",
@@ -229,7 +274,21 @@ def _run(config: Config, path: Path | None = None) -> int:
         loop.add_signal_handler(signal.SIGHUP, app.request_reload)
         await app.run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except GatewayFailed as exc:  # a task it cannot run without ended: let systemd restart
+        print(f"chatops-gateway: stopped: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _notify_failure(config: Config, unit: str, reason: str) -> int:
+    try:
+        done = asyncio.run(notify_failure(config, unit, reason))
+    except (TransientError, PermanentError) as exc:
+        print(f"chatops-gateway: could not notify anyone: {exc.reason}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"notified: {', '.join(done)}")
     return EXIT_OK
 
 
@@ -241,7 +300,16 @@ def _triage(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
     at = _instant(args.at)
-    result = views.triage_json(raw, args.mailbox, at, book)
+    if args.alert:
+        from gateway.cli.alert_views import triage_alert_json  # noqa: PLC0415
+        from gateway.parse.alert_payloads import BadPayload  # noqa: PLC0415  (only for alerts)
+
+        try:
+            result = triage_alert_json(raw, args.kind, at, book)
+        except BadPayload as exc:
+            raise UsageError(f"not an alert payload: {exc.reason}") from None
+    else:
+        result = views.triage_json(raw, args.mailbox, at, book)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -263,10 +331,11 @@ def _instant(value: str | None) -> datetime:
 
 def _rules_test(path: Path | None) -> int:
     book = load_rules(path)
-    failures = check_examples(book)
+    failures = check_examples(book) + check_alert_examples(book)
     for line in failures:
         print(f"FAIL {line}")
-    count = sum(len(rule.examples) for rule in book.rules)
+    count = (sum(len(rule.examples) for rule in book.rules)
+             + sum(len(rule.examples) for rule in book.alert_rules))
     print(f"{count - len(failures)} of {count} examples give their expected priority")
     return EXIT_FAILURE if failures else EXIT_OK
 

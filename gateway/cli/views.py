@@ -10,7 +10,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from gateway.cli.printable import printable
 from gateway.config.model import Config
+from gateway.deliver.deadletter import retry_note
 from gateway.domain import Incident
 from gateway.parse.mail import UnparseableMessage, parse_mail
 from gateway.plan.pipeline import report_for
@@ -115,7 +117,7 @@ def incident_report(conn: sqlite3.Connection, ref: str, book: Rulebook,
                     now: datetime) -> str | None:
     """The Markdown incident report draft, or None for an unknown reference."""
     incident = _load(conn, ref)
-    return None if incident is None else render_report(incident, book, now)
+    return None if incident is None else printable(render_report(incident, book, now))
 
 
 def incidents_table(items: list[dict[str, Any]]) -> str:
@@ -126,7 +128,7 @@ def incidents_table(items: list[dict[str, Any]]) -> str:
     for i in items:
         lines.append(f"{i['reference']:<9} {i['priority']:<3} {i['status']:<12} "
                      f"{i['pages_sent']:>5}  {i['title']}")
-    return "\n".join(lines)
+    return printable("\n".join(lines))
 
 
 def incident_text(item: dict[str, Any]) -> str:
@@ -142,7 +144,7 @@ def incident_text(item: dict[str, Any]) -> str:
     lines += ["  clocks:", *(f"    {line}" for line in item.get("clock_lines", []))]
     lines.append("  timeline:")
     lines += [f"    {e['at']}  {e['kind']:<18} {e['actor']}: {e['text']}" for e in item["timeline"]]
-    return "\n".join(lines)
+    return printable("\n".join(lines))
 
 
 def outbox_list(conn: sqlite3.Connection, state: str | None) -> list[dict[str, Any]]:
@@ -174,7 +176,7 @@ def retry_outbox(config: Config, outbox_id: int, now: datetime) -> None:
         raise UsageError(f"no state at {path}: has the daemon run with this configuration?")
     conn = schema.connect(str(path))
     try:
-        state = outbox.retry_dead(conn, outbox_id, now)
+        state = outbox.retry_dead(conn, outbox_id, now, retry_note)
     finally:
         conn.close()
     if state == "unknown":
@@ -208,10 +210,10 @@ def triage_json(raw: bytes, mailbox: str, at: datetime, book: Rulebook) -> dict[
 def triage_text(result: dict[str, Any]) -> str:
     """The same for humans."""
     if result["ignored"]:
-        return f"ignored: {result['ignored']}"
+        return printable(f"ignored: {result['ignored']}")
     acts = [name for name in ("page", "ticket", "reply") if result[name]]
-    return "\n".join([
+    return printable("\n".join([
         f"{result['priority']} by rule {result['rule']} ({result['period']}): {', '.join(acts)}",
         *[f"  - {r}" for r in result["reasons"]],
         f"  respond by {result['respond_by']}; next update by {result['next_update_by']}",
-    ])
+    ]))

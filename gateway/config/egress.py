@@ -12,6 +12,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.alerts import PagerDutyWebhookConfig
 from gateway.config.base import _HTTPS, _ROOM_ID, Address, Secret, _Model
 
 
@@ -65,6 +66,7 @@ class PagerDutyConfig(_Model):
     url: str = "https://events.pagerduty.com"
     source: str = "chatops-gateway"
     timeout_s: float = Field(default=10.0, gt=0)
+    webhook: PagerDutyWebhookConfig | None = None  # v3 webhooks in (gateway.config.alerts)
 
 
 class ZendeskConfig(_Model):

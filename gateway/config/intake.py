@@ -26,6 +26,7 @@ from gateway.config.base import (
     _loopback,
     _Model,
 )
+from gateway.config.groups import ForwarderConfig, check_forwarders
 from gateway.config.state import PostgresConfig
 
 
@@ -56,6 +57,13 @@ class SmtpIntakeConfig(_Model):
     commit_timeout_s: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=100, ge=1)  # more get 421 4.7.0 and are closed
     idle_timeout_s: float = Field(default=60.0, gt=0)  # a silent client is hung up on
+    # Session bounds (README "SMTP limits"): past one, 421 and a hang-up.
+    max_connections_per_client: int = Field(default=50, ge=1)  # per remote IP (<= the above)
+    max_junk_commands: int = Field(default=100, ge=1)  # NOOP/RSET/VRFY/... without mail
+    max_errors: int = Field(default=20, ge=1)  # 4xx/5xx replies per session
+    max_session_s: float = Field(default=1800.0, gt=0)  # however busy
+    # DATA bytes all sessions hold in memory at once; more get 452 (try again later).
+    max_data_bytes_in_flight: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     @field_validator("host")
     @classmethod
@@ -63,6 +71,15 @@ class SmtpIntakeConfig(_Model):
         if value != "localhost":
             ipaddress.ip_address(value)
         return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SmtpIntakeConfig:
+        if self.max_data_bytes_in_flight < self.max_message_bytes:
+            raise ValueError("max_data_bytes_in_flight must be at least max_message_bytes "
+                             "(else no message of the largest size could ever be taken)")
+        if self.max_session_s < self.idle_timeout_s:
+            raise ValueError("max_session_s must be at least idle_timeout_s")
+        return self
 
 
 class MailboxesConfig(_Model):
@@ -86,6 +103,8 @@ class ReportRoomConfig(_Model):
 
     room: Annotated[str, Field(pattern=_ROOM_ID)]
     mailbox: Literal["emergency", "support"] = "support"
+    # With trust = "verified-only": reports only from verified devices (docs/matrix-e2ee.md)
+    verified_devices_only: bool = False
 
 
 class PinnedDeviceConfig(_Model):
@@ -127,6 +146,10 @@ class MatrixConfig(_Model):
                              "the crypto store is never pickled with a default key")
         if not self.engineers and self.min_power_level is None:
             raise ValueError("nobody could run commands: set 'engineers' or 'min_power_level'")
+        if any(r.verified_devices_only for r in self.report_rooms) and (
+                self.encryption != "on" or self.trust != "verified-only"):
+            raise ValueError("'verified_devices_only' in a report room needs "
+                             "'encryption = \"on\"' and 'trust = \"verified-only\"'")
         rooms = [self.incidents_room, *(r.room for r in self.report_rooms)]
         if len(set(rooms)) != len(rooms):
             raise ValueError("a room is listed twice")
@@ -201,6 +224,7 @@ class TrustConfig(_Model):
     allow_addresses: list[Annotated[str, AfterValidator(_check_allowed)]] = []
     allow_all: bool = False  # every authentic sender is known (for a trusted MTA that filters)
     unverified: Literal["ticket"] = "ticket"  # what an untrusted page becomes
+    forwarders: list[ForwarderConfig] = []  # groups whose record of authors counts
 
     @field_validator("allow_domains", mode="before")
     @classmethod
@@ -212,6 +236,7 @@ class TrustConfig(_Model):
         if self.verify_dkim and self.trusted_authserv_id:
             raise ValueError("'verify_dkim' is for when no trusted MTA is in front; "
                              "drop one of 'verify_dkim' and 'trusted_authserv_id'")
+        check_forwarders(self.forwarders, self.trusted_authserv_id, self.verify_dkim)
         return self
 
 
@@ -240,6 +265,8 @@ class HttpConfig(_Model):
     port: int = Field(default=9725, ge=0, le=65535)
     allow_remote: bool = False  # required to bind anything but a loopback address
     outbox_stuck_s: float = Field(default=900.0, gt=0)  # older pending entries: unhealthy
+    max_connections: int = Field(default=64, ge=1, le=4096)  # further ones get 503, closed
+    idle_timeout_s: float = Field(default=10.0, gt=0, le=3600)  # no whole request: closed
 
     @model_validator(mode="after")
     def _loopback(self) -> HttpConfig:

@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config.alerts import AlertsConfig
 from gateway.config.base import ConfigError, Secret, _Model
 from gateway.config.egress import (
     EscalationStep,
@@ -29,6 +30,7 @@ from gateway.config.egress import (
     StatuspageConfig,
     TicketsConfig,
 )
+from gateway.config.groups import AnswersConfig
 from gateway.config.intake import (
     HttpConfig,
     ImapConfig,
@@ -41,6 +43,12 @@ from gateway.config.intake import (
     StateConfig,
     ThreadingConfig,
     TrustConfig,
+)
+from gateway.config.links import (
+    CanaryConfig,
+    HealthConfig,
+    HeartbeatConfig,
+    NotifyFailureConfig,
 )
 
 __all__ = ["Config", "ConfigError", "Secret", "load_config", "parse_config"]
@@ -65,9 +73,15 @@ class Config(_Model):
     trust: TrustConfig = TrustConfig()
     threading: ThreadingConfig = ThreadingConfig()
     limits: LimitsConfig = LimitsConfig()
+    answers: AnswersConfig = AnswersConfig()
     http: HttpConfig = HttpConfig()
     sla: SlaConfig = SlaConfig()
     escalation: list[EscalationStep] = []
+    health: HealthConfig = HealthConfig()
+    heartbeat: HeartbeatConfig | None = None
+    canary: CanaryConfig = CanaryConfig()
+    notify_failure: NotifyFailureConfig = NotifyFailureConfig()
+    alerts: AlertsConfig | None = None
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     @model_validator(mode="after")
@@ -102,6 +116,20 @@ class Config(_Model):
             raise ValueError("escalation: a 'page' step needs a [pagerduty] section")
         return self
 
+    @model_validator(mode="after")
+    def _alert_listener(self) -> Config:
+        a = self.alerts
+        if a is not None and (a.high_priority_room or a.low_priority_room) and not self.matrix:
+            raise ValueError("alerts: alarm rooms need a [matrix] section")
+        if self.pagerduty and self.pagerduty.webhook and (a is None or not a.enabled):
+            raise ValueError("pagerduty.webhook: needs the [alerts] listener, which serves it")
+        # Any address: a wildcard or another local address on the same port would clash too.
+        if a is not None and a.enabled and self.http.enabled and a.port != 0 and (
+                a.port == self.http.port):
+            raise ValueError("alerts.port: the alert listener needs its own port, not the "
+                             "status endpoint's")
+        return self
+
     def state_dir(self) -> Path:
         """The state directory: configured, else $STATE_DIRECTORY (systemd), else ./var."""
         if self.state.dir is not None:
@@ -133,13 +161,17 @@ class Config(_Model):
         """The secret's value; a file is read now (and stripped of a trailing newline)."""
         if secret.value is not None:
             return secret.value.get_secret_value()
+        return self.secret_file(secret).read_text(encoding="utf-8").rstrip("\r\n")
+
+    def secret_file(self, secret: Secret) -> Path:
+        """Where a `{ file = … }` secret is read from."""
         if secret.file is None:
             raise RuntimeError("file is set here")
         path = secret.file
         if not path.is_absolute():
             creds = os.environ.get("CREDENTIALS_DIRECTORY")
             path = Path(creds) / path if creds else self.base_dir / path
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        return path
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -196,7 +228,25 @@ def _secrets(config: Config) -> list[tuple[str, Secret]]:
     for index, box in enumerate(config.imap):
         found.append((f"imap[{index}].password", box.password))
     found.extend(_more_secrets(config))
+    found.extend(_webhook_secrets(config))
     return found
+
+
+def _webhook_secrets(config: Config) -> list[tuple[str, Secret]]:
+    found = []
+    if config.alerts is not None:
+        found += [(f"alerts.source[{i}].secret", s.secret)
+                  for i, s in enumerate(config.alerts.sources)]
+    hook = config.pagerduty.webhook if config.pagerduty else None
+    if hook is not None:
+        found += [(f"pagerduty.webhook.secrets[{i}]", s) for i, s in enumerate(hook.secrets)]
+    return found
+
+
+def secret_paths(config: Config) -> list[tuple[str, Path]]:
+    """(TOML path, file) of every secret given as a file."""
+    return [(name, config.secret_file(secret)) for name, secret in _secrets(config)
+            if secret.file is not None and secret.value is None]
 
 
 def _more_secrets(config: Config) -> list[tuple[str, Secret]]:
@@ -226,7 +276,8 @@ def _check_secret_files(config: Config) -> list[str]:
             continue
         if not value:
             errors.append(f"{path}: the secret is empty")
-        elif path in ("threading.key", "matrix.pickle_key") and len(value.encode()) < 16:
+        elif (path in ("threading.key", "matrix.pickle_key") or path.startswith(
+                ("alerts.", "pagerduty.webhook."))) and len(value.encode()) < 16:
             errors.append(f"{path}: too short (at least 16 bytes)")
     return errors
 

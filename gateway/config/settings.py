@@ -4,10 +4,13 @@ frozen settings out (the DKIM verifier, when configured, is built lazily here)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from gateway.config.model import Config
-from gateway.plan.pipeline import Settings
+from gateway.plan.forwarder import Forwarder, ForwarderJudge, Lookup, forwarder_judge
+from gateway.plan.pipeline import AnswerLimits, Settings
 from gateway.plan.relay import ChatSettings
 from gateway.plan.replies import Sender
 from gateway.plan.sla import EscalationTarget, SlaSettings
@@ -15,6 +18,9 @@ from gateway.plan.storm import Limits
 from gateway.plan.tokens import ThreadSigner
 from gateway.plan.trust import TrustPolicy
 from rules.types import Priority
+
+if TYPE_CHECKING:  # dkimpy is imported only where DKIM checking is configured
+    from gateway.parse.dkim_check import DkimResult
 
 
 def chat_rooms(config: Config) -> dict[str, str]:
@@ -37,6 +43,10 @@ def pipeline_settings(config: Config, thread_key: str | None = None) -> Settings
             report_rooms=chat_rooms(config),
             engineers=frozenset(m.engineers),
             min_power_level=m.min_power_level,
+            verified_only=m.encryption == "on" and m.trust == "verified-only",
+            verified_report_rooms=frozenset(
+                r.room for r in m.report_rooms if r.verified_devices_only
+            ),
         )
     )
     return Settings(
@@ -52,6 +62,7 @@ def pipeline_settings(config: Config, thread_key: str | None = None) -> Settings
         chat=chat,
         trust=trust_policy(config),
         limits=Limits(**config.limits.model_dump()),
+        answers=AnswerLimits(config.answers.per_address, config.answers.window_s),
     )
 
 
@@ -61,13 +72,30 @@ def trust_policy(config: Config) -> TrustPolicy:
     if t.verify_dkim:
         # Lazy: dkimpy and its DNS resolver load only where DKIM is checked (start-up time).
         from gateway.parse.dkim_check import dkim_verifier  # noqa: PLC0415
+    dkim = dkim_verifier() if t.verify_dkim else None
     return TrustPolicy(
         authserv_id=t.trusted_authserv_id,
         allow_domains=frozenset(t.allow_domains),
         allow_addresses=frozenset(t.allow_addresses),
         allow_all=t.allow_all,
-        dkim=dkim_verifier() if t.verify_dkim else None,
+        dkim=dkim,
+        forwarded=forwarders_judge(config, None if dkim is None else _signer_of(dkim)),
     )
+
+
+def _signer_of(check: Callable[[bytes], DkimResult]) -> Callable[[bytes], str | None]:
+    """The signing domain alone, as the forwarder judge takes it (of a valid signature that
+    covers every From and Subject and the whole body, gateway.parse.signed_headers)."""
+    return lambda raw: check(raw).domain
+
+
+def forwarders_judge(config: Config, dkim: Callable[[bytes], str | None] | None,
+                     lookup: Lookup | None = None) -> ForwarderJudge:
+    """The trusted forwarders' judge (gateway.plan.forwarder); `lookup` replaces real DNS."""
+    t = config.trust
+    return forwarder_judge([Forwarder(f.name, f.authserv_id, f.list_id, f.arc_signer,
+                                      f.dkim_domain) for f in t.forwarders],
+                           mta_authserv_id=t.trusted_authserv_id, dkim=dkim, lookup=lookup)
 
 
 def sla_settings(config: Config, settings: Settings) -> SlaSettings:

@@ -15,8 +15,9 @@ count; the running daemon finds it at its next poll of the outbox.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
-from gateway.domain import OutboxEntry, OutboxKind, OutboxSpec, incident_ref
+from gateway.domain import OutboxEntry, OutboxKind, OutboxSpec, TimelineEvent, incident_ref
 
 ALERT_PURPOSE = "dead_letter"
 AlertFor = Callable[[OutboxEntry, str, int], OutboxSpec | None]
@@ -37,6 +38,13 @@ def describe(entry: OutboxEntry, reason: str, attempts: int) -> str:
     tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
     return (f"Gave up on {_WHAT.get(entry.kind, entry.kind)} (outbox {entry.id}) after "
             f"{tries}: {reason}")
+
+
+def retry_note(outbox_id: int, kind: str, now: datetime) -> TimelineEvent:
+    """The timeline line of a dead entry an operator sent back for delivery."""
+    return TimelineEvent(now, "retry_requested", "operator",
+                         f"Outbox {outbox_id} ({kind}) sent back for delivery",
+                         {"outbox_id": outbox_id})
 
 
 def is_alert(entry: OutboxEntry) -> bool:

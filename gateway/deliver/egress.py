@@ -12,7 +12,7 @@ from typing import Any, cast
 import structlog
 
 from gateway.deliver.outbox import Handler
-from gateway.domain import OutboxEntry, OutboxKind
+from gateway.domain import ChatPost, OutboxEntry, OutboxKind
 from gateway.payloads import ChatAnnounce, ChatSend, MailSend, PageFollow, PageTrigger
 from gateway.ports import (
     ChatSender,
@@ -44,17 +44,6 @@ class LocalPager:
     async def resolve(self, dedup_key: str) -> Mapping[str, Any]:
         """Record only."""
         return {"provider": "local"}
-
-
-def chat_content(body: str, thread_root: str | None, reply_to: str | None) -> dict[str, Any]:
-    """An m.notice (bots speak in notices), in a thread when a root is given."""
-    content: dict[str, Any] = {"msgtype": "m.notice", "body": body}
-    if thread_root:
-        content["m.relates_to"] = {
-            "rel_type": "m.thread", "event_id": thread_root, "is_falling_back": True,
-            "m.in_reply_to": {"event_id": reply_to or thread_root},
-        }
-    return content
 
 
 def make_handlers(pager: Pager, mailer: MailSender, provider: str,
@@ -108,7 +97,7 @@ def _chat_handlers(chat: ChatSender, store: Store, prefix: str) -> dict[OutboxKi
     # database's instance id (so a new database never collides with an old one's ids).
     async def announce(entry: OutboxEntry) -> dict[str, Any]:
         p = cast(ChatAnnounce, entry.payload)
-        return dict(await chat.send(p["room_id"], chat_content(p["body"], None, None),
+        return dict(await chat.send(ChatPost(p["room_id"], p["body"]),
                                     txn_id=f"{prefix}-{entry.id}"))
 
     async def send(entry: OutboxEntry) -> dict[str, Any]:
@@ -119,7 +108,7 @@ def _chat_handlers(chat: ChatSender, store: Store, prefix: str) -> dict[OutboxKi
             if root is None:
                 # The announcement that roots the thread is not out yet: try again shortly.
                 raise TransientError("waiting for the incident's announcement", 1.0)
-        content = chat_content(p["body"], root, p.get("reply_to"))
-        return dict(await chat.send(p["room_id"], content, txn_id=f"{prefix}-{entry.id}"))
+        post = ChatPost(p["room_id"], p["body"], root, p.get("reply_to"))
+        return dict(await chat.send(post, txn_id=f"{prefix}-{entry.id}"))
 
     return {OutboxKind.CHAT_ANNOUNCE: announce, OutboxKind.CHAT_SEND: send}

@@ -7,12 +7,18 @@ the built-in ticket's unique incident). Failures back off exponentially to a cap
 jitter, honour the peer's Retry-After, and after `max_attempts` go to the dead-letter state
 (gateway.deliver.deadletter). The worker also polls every `poll_s` when idle, so an entry an
 operator sent back with `outbox retry` is found without a signal.
+
+A peer that is away is not a peer that refuses: when an egress raises `LinkDown`, the
+entry is parked — no attempt counted, its place in line kept — and its link's gate
+(gateway.deliver.links) holds back every entry of that link until the link is back, however long
+that takes. Entries for one chat room, and the actions on one page, go out one after
+another, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,9 +26,10 @@ from typing import Any
 import structlog
 
 from gateway.deliver.deadletter import AlertFor
+from gateway.deliver.links import LinkGate
 from gateway.deliver.timeline import worded
 from gateway.domain import Attempt, OutboxEntry, OutboxKind
-from gateway.ports import PermanentError, Store, TransientError
+from gateway.ports import LinkDown, PermanentError, Store, TransientError
 from gateway.run import metrics
 from gateway.run.supervise import backoff_s, rounds
 from gateway.run.worker import Clock, utcnow
@@ -30,6 +37,9 @@ from gateway.run.worker import Clock, utcnow
 log = structlog.get_logger("gateway.deliver.outbox")
 Handler = Callable[[OutboxEntry], Awaitable[dict[str, Any]]]
 _DEFER_POLL_S = 0.02
+_GATE_POLL_S = 0.25  # how often a held-back link's state is looked at again
+_ORDERED = frozenset({OutboxKind.CHAT_ANNOUNCE, OutboxKind.CHAT_SEND})
+_PAGES = frozenset({OutboxKind.PAGE_TRIGGER, OutboxKind.PAGE_ACKNOWLEDGE, OutboxKind.PAGE_RESOLVE})
 
 
 @dataclass(frozen=True)
@@ -62,8 +72,11 @@ class OutboxWorker:
         poll_s: float = 5.0,
         busy: Callable[[], bool] | None = None,
         max_defer_s: float = 1.0,
+        gates: Sequence[LinkGate] = (),
     ) -> None:
         self._store = store
+        self.gates = list(gates)
+        self._gate_of = {kind: gate for gate in gates for kind in gate.kinds}
         self._alert_for = alert_for
         self._poll_s = poll_s
         self._handlers = handlers
@@ -94,10 +107,12 @@ class OutboxWorker:
     async def _round(self) -> float:
         if await self.deliver_due():
             return 0.0
-        next_due = await self._store.next_outbox_due()
+        next_due = await self._store.next_outbox_due(self._held_back())
         wait_s = 3600.0 if next_due is None else (next_due - self._clock()).total_seconds()
         # Poll now and then: `outbox retry` (another process) changes the due index.
         wait_s = min(wait_s, self._poll_s)
+        if any(gate.is_down() for gate in self.gates):
+            wait_s = min(wait_s, _GATE_POLL_S)  # a link may come back meanwhile
         return min(wait_s, 3600.0) + 0.01 if wait_s > 0 else 0.0
 
     async def _let_intake_finish(self) -> None:
@@ -112,13 +127,32 @@ class OutboxWorker:
     async def deliver_due(self) -> int:
         """One round: every entry due now, `concurrency` at a time, then one transaction
         that records every outcome; returns how many were attempted."""
-        entries = await self._store.due_outbox(self._clock(), self._concurrency)
+        entries = await self._store.due_outbox(self._clock(), self._concurrency,
+                                               self._held_back())
         if entries:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._attempt(entry)) for entry in entries]
+                tasks = [group.create_task(self._lane(lane)) for lane in _lanes(entries)]
             now = self._clock()
-            await self._store.settle_outbox([worded(t.result(), now) for t in tasks], now)
+            await self._store.settle_outbox([worded(a, now) for t in tasks for a in t.result()],
+                                            now)
         return len(entries)
+
+    def _held_back(self) -> frozenset[str]:
+        """The kinds whose link is down and not due for another try."""
+        return frozenset(kind for gate in self.gates if not gate.may_try()
+                         for kind in gate.kinds)
+
+    async def _lane(self, entries: list[OutboxEntry]) -> list[Attempt]:
+        """Entries that must go out in order, one after another. The lane stops at the first
+        entry not delivered (the rest keep their place for the next round), and after an
+        announcement (what follows in its thread needs the announcement recorded first)."""
+        done: list[Attempt] = []
+        for entry in entries:
+            attempt = await self._attempt(entry)
+            done.append(attempt)
+            if attempt.result is None or entry.kind is OutboxKind.CHAT_ANNOUNCE:
+                break
+        return done
 
     async def drain(self, timeout_s: float) -> bool:
         """Deliver what is due until nothing is, or the time is up; True if drained."""
@@ -142,9 +176,13 @@ class OutboxWorker:
                 result = await handler(entry)
         except asyncio.CancelledError:
             raise
+        except LinkDown as exc:
+            return self._parked(entry, exc.reason, bound)
         except PermanentError as exc:
+            self._answered(entry)
             return self._failed(entry, exc.reason, None, bound, permanent=True)
         except TransientError as exc:
+            self._answered(entry)
             return self._failed(entry, exc.reason, exc.retry_after_s, bound, permanent=False)
         except TimeoutError:
             return self._failed(entry, "timed out", None, bound, permanent=False)
@@ -152,9 +190,26 @@ class OutboxWorker:
             bound.exception("outbox.handler_crashed")
             return self._failed(entry, f"internal error: {type(exc).__name__}", None, bound,
                                 permanent=False)
+        self._answered(entry)
         bound.info("outbox.delivered")
         metrics.delivered(entry.kind, entry.payload)
         return Attempt(entry, result=result)
+
+    def _answered(self, entry: OutboxEntry) -> None:
+        gate = self._gate_of.get(entry.kind)
+        if gate is not None and gate.down_since is not None:
+            log.info("outbox.link_back", link=gate.name)
+            gate.answered()
+
+    def _parked(self, entry: OutboxEntry, reason: str, bound: Any) -> Attempt:
+        gate = self._gate_of.get(entry.kind)
+        if gate is not None:
+            if gate.down_since is None:
+                log.error("outbox.link_down", link=gate.name, reason=reason)
+            gate.unreachable(reason)
+        metrics.DELIVERY_FAILURES.inc(kind=entry.kind, result="parked")
+        bound.info("outbox.parked", reason=reason)
+        return Attempt(entry, error=reason, parked=True)
 
     def _failed(self, entry: OutboxEntry, reason: str, retry_after_s: float | None,
                 bound: Any, *, permanent: bool) -> Attempt:
@@ -170,3 +225,28 @@ class OutboxWorker:
             bound.warning("outbox.retry_scheduled", reason=reason, delay_s=round(delay, 2))
         return Attempt(entry, error=reason, dead=dead, alert=alert,
                        next_at=self._clock() + timedelta(seconds=delay))
+
+
+def _lane_key(entry: OutboxEntry) -> str | None:
+    """What an entry must stay in order with: its chat room, or its page's dedup_key (an
+    acknowledgement must not overtake its trigger); None for an independent entry."""
+    if entry.kind in _ORDERED and entry.payload.get("room_id") is not None:
+        return f"room:{entry.payload['room_id']}"
+    if entry.kind in _PAGES and entry.payload.get("dedup_key") is not None:
+        return f"page:{entry.payload.get('route') or ''}:{entry.payload['dedup_key']}"
+    return None
+
+
+def _lanes(entries: list[OutboxEntry]) -> list[list[OutboxEntry]]:
+    """Entries grouped by lane (in their order), every independent entry on its own."""
+    keyed: dict[str, list[OutboxEntry]] = {}
+    lanes: list[list[OutboxEntry]] = []
+    for entry in entries:
+        key = _lane_key(entry)
+        if key is None:
+            lanes.append([entry])
+        elif key in keyed:
+            keyed[key].append(entry)
+        else:
+            lanes.append(keyed.setdefault(key, [entry]))
+    return lanes

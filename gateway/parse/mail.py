@@ -30,6 +30,7 @@ from types import MappingProxyType
 import html2text
 
 from gateway.parse.automail import Evidence, classify, safe_parseaddr
+from gateway.parse.listmail import list_info
 from gateway.parse.mailquote import strip_quoted
 
 __all__ = [
@@ -71,6 +72,17 @@ class ParsedMail:
     attachments: tuple[Attachment, ...]
     headers: Mapping[str, str]
     automatic: str | None
+    # Mail through a list or group (gateway.parse.listmail): its id, its own addresses (never a
+    # recipient of ours), and which header named the author when the From was the list's.
+    list_id: str | None = None
+    list_addresses: tuple[str, ...] = ()
+    via_list: bool = False
+    author_header: str | None = None
+
+    @property
+    def through_list(self) -> bool:
+        """The message came through a list or group (its envelope is the list's)."""
+        return self.list_id is not None or bool(self.list_addresses)
 
 
 class UnparseableMessage(Exception):
@@ -86,11 +98,47 @@ def parse_mail(
     unknown (then the Return-Path header stands in for it).
     """
     try:
-        return _assemble(_parse(bytes(raw)), envelope_sender, loop_header)
+        raw = bytes(raw)
+        _require_mail(raw)
+        return _assemble(_parse(raw), envelope_sender, loop_header)
     except UnparseableMessage:
         raise
     except Exception as exc:  # every field degrades on its own; this is the last line of defence
         raise UnparseableMessage("the message could not be read") from exc
+
+
+# RFC 5322 field name (printable ASCII but colon), then the colon. An mbox "From " line
+# some tools leave on top is skipped first.
+_FIELD = re.compile(rb"[!-9;-~]{1,200}[ \t]*:")
+_MBOX_LINE = re.compile(rb"From [^\r\n]*\r?\n")
+_KNOWN_HEADERS = re.compile(
+    rb"^(?:from|sender|reply-to|return-path|received|message-id|date|to|cc|subject"
+    rb"|mime-version|content-type|in-reply-to|references|delivered-to)[ \t]*:",
+    re.IGNORECASE | re.MULTILINE)
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Outlook .msg, Word and friends
+
+
+def _require_mail(raw: bytes) -> None:
+    """Refuse what is not an email at all, before anything acts on what it seems to say.
+
+    A byte-order mark or a blank line before the headers, a log file, a binary Outlook
+    `.msg`: the parser would read the whole thing as a body without headers (or take a
+    line of it for a header), and the text could name any address. Such input is kept as
+    an unreadable message for a person to look at.
+    """
+    start = _MBOX_LINE.match(raw)
+    head = raw[start.end() if start else 0:][:65536]
+    if head.startswith(_OLE2):
+        raise UnparseableMessage("not an email: a binary document (Outlook .msg or similar)")
+    if head.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        raise UnparseableMessage("not an email: a byte-order mark before the headers")
+    if head[:1] in (b"\r", b"\n"):
+        raise UnparseableMessage("not an email: a blank line before the headers")
+    if not _FIELD.match(head):
+        raise UnparseableMessage("not an email: the first line is not a header")
+    block = re.split(rb"\r?\n\r?\n", head, maxsplit=1)[0]
+    if not _KNOWN_HEADERS.search(block):
+        raise UnparseableMessage("not an email: none of the headers every email has")
 
 
 def _parse(raw: bytes) -> Message:
@@ -107,6 +155,20 @@ def _assemble(msg: Message, envelope_sender: str | None, loop_header: str) -> Pa
         raise UnparseableMessage("no headers and no body")
     sender = _address(headers, "from") or ("", "")
     reply_to = _address(headers, "reply-to")
+    group = list_info(headers, envelope_sender)
+    if group is not None and group.author is not None:
+        # The list rewrote the From to itself: the reporter is the author it names.
+        sender = (_bare_address(group.author[0]), _clean(group.author[1]) or sender[1])
+    if group is not None and reply_to is not None and reply_to[0] in group.addresses:
+        reply_to = None  # "reply to the group" is no address of the reporter's
+    automatic = _automatic(msg, headers, parts, envelope_sender, loop_header)
+    inner = _wrapped(msg) if group is not None and group.from_is_list else None
+    if inner is not None:  # the author's own message, wrapped by the list: read that
+        inner_headers = _header_map(inner)
+        parts = _walk_parts(inner)
+        if group is not None and group.author is None:
+            sender = _address(inner_headers, "from") or sender
+        automatic = automatic or _automatic(inner, inner_headers, parts, None, loop_header)
     return ParsedMail(
         message_id=normalise_msgid(headers.get("message-id", "")),
         in_reply_to=split_msgids(headers.get("in-reply-to", "")),
@@ -120,8 +182,28 @@ def _assemble(msg: Message, envelope_sender: str | None, loop_header: str) -> Pa
         new_text=strip_quoted(parts.text) if parts.text else "",
         attachments=tuple(parts.attachments),
         headers=headers,
-        automatic=_automatic(msg, headers, parts, envelope_sender, loop_header),
+        automatic=automatic,
+        list_id=group.list_id if group else None,
+        list_addresses=tuple(sorted(group.addresses)) if group else (),
+        via_list=group is not None and group.from_is_list,
+        author_header=group.author_header if group else None,
     )
+
+
+def _wrapped(msg: Message) -> Message | None:
+    """Mailman's `wrap_message` DMARC mitigation: the author's message as the one
+    message/rfc822 part of a message From the list (after an optional text part)."""
+    if msg.get_content_type() == "message/rfc822":
+        candidates = [msg]
+    elif msg.get_content_type() == "multipart/mixed" and msg.is_multipart():
+        candidates = [p for p in msg.get_payload() if isinstance(p, Message)]
+    else:
+        return None
+    wrapped = [p for p in candidates if p.get_content_type() == "message/rfc822"]
+    payload = wrapped[0].get_payload() if len(wrapped) == 1 else None
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        return payload[0]
+    return None
 
 
 # --- headers ------------------------------------------------------------------------------
@@ -254,6 +336,7 @@ class _Parts:
     plain: list[str] = field(default_factory=list)
     html: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
+    tnef_classes: list[str] = field(default_factory=list)
 
     @cached_property
     def text(self) -> str:
@@ -302,6 +385,19 @@ def _collect(part: Message, depth: int, take_text: bool, parts: _Parts) -> None:
             target.append(_part_text(part))
     else:
         parts.attachments.append(_attachment(part))
+        if content_type in _TNEF_TYPES:
+            parts.tnef_classes += _tnef_classes(part)
+
+
+# Outlook's winmail.dat: its message class says what the item is (a read receipt, a
+# non-delivery report, an out-of-office template), written as plain ASCII inside.
+_TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
+_TNEF_CLASS = re.compile(rb"(REPORT\.IPM\.[A-Za-z.]{1,40}|IPM\.Note\.Rules\.OofTemplate[A-Za-z.]*)")
+
+
+def _tnef_classes(part: Message) -> list[str]:
+    found = _TNEF_CLASS.search(_payload_bytes(part)[:65536])
+    return [found.group(1).decode("ascii")] if found else []
 
 
 def _recover_multipart(part: Message) -> Message | None:
@@ -443,5 +539,6 @@ def _automatic(
     msg: Message, headers: Mapping[str, str], parts: _Parts, sender: str | None, loop: str
 ) -> str | None:
     evidence = Evidence(msg.get_content_type(), headers, parts.text,
-                        tuple(a.content_type for a in parts.attachments))
+                        tuple(a.content_type for a in parts.attachments),
+                        tuple(parts.tnef_classes))
     return classify(evidence, sender, loop)

@@ -20,6 +20,13 @@ stopped once it is stuck in one. So the work runs in a separate process:
   ticket with the raw message kept. Every other message of the batch is processed
   normally. So a hostile message costs at most one batch deadline plus its own budget,
   and is never lost.
+* Memory: a batch goes to the child in pieces of at most `max_exchange_bytes` of raw mail
+  (and always at least one message), so the child holds one piece, not the whole batch.
+* Hostile mail is cheap: the child refuses mail over the MIME limits (`MimeLimits`) before
+  parsing it; after a lost batch, the plain messages (small, few parts) are retried
+  together first, and each suspect one alone with `suspect_budget_s`, a fraction of the
+  full budget: so a queue of pathological mail costs seconds, not minutes, before the rest
+  of its batch (a P1 among it) is planned.
 * The child ignores SIGINT and SIGTERM (a stop of the service reaches the whole process
   group) and exits when its pipe closes, so a stop never loses the batch in flight.
 """
@@ -39,21 +46,25 @@ from pathlib import Path
 
 import structlog
 
-from gateway.parse.child import MailJob, Prepared, prepare, restored
+from gateway.parse.child import MailJob, MimeLimits, Prepared, prepare, restored
 from rules.book import Rulebook
 
-__all__ = ["CRASHED", "TOO_SLOW", "MailJob", "ParseSandbox", "Prepared", "prepare"]
+__all__ = ["CRASHED", "TOO_SLOW", "MailJob", "MimeLimits", "ParseSandbox", "Prepared",
+           "prepare"]
 
 log = structlog.get_logger("gateway.parse.sandbox")
 TOO_SLOW = "parsing took too long"
 CRASHED = "the parser crashed"
 _ROOT = str(Path(__file__).resolve().parent.parent)  # where `gateway` and `rules` live
+_START_S = 30.0  # a fresh child must answer within this long
+_PLAIN_BYTES = 256 * 1024  # a message this small, with few "--" lines, is not a suspect
+_PLAIN_DASHES = 100
 
 
 class _Child:
     """The child process (`python -m gateway.parse.child`) and our end of its socket."""
 
-    def __init__(self, book: Rulebook) -> None:
+    def __init__(self, book: Rulebook, limits: MimeLimits) -> None:
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
@@ -64,7 +75,7 @@ class _Child:
         finally:
             theirs.close()
         self.conn = Connection(ours.detach())
-        self.conn.send(book)
+        self.conn.send((book, limits))
 
     @property
     def pid(self) -> int:
@@ -102,8 +113,13 @@ class ParseSandbox:
     """
 
     def __init__(self, rulebook: Rulebook, *, budget_s: float = 5.0,
-                 per_message_s: float = 0.1) -> None:
+                 per_message_s: float = 0.1, suspect_budget_s: float | None = None,
+                 max_exchange_bytes: int = 16 * 1024 * 1024,
+                 limits: MimeLimits | None = None) -> None:
         self._book = rulebook
+        self._limits = limits or MimeLimits()
+        self.suspect_budget_s = budget_s / 5 if suspect_budget_s is None else suspect_budget_s
+        self.max_exchange_bytes = max_exchange_bytes
         self._book_version = 0  # the child is replaced when this moves (a reload)
         self._child_version = 0
         self.budget_s = budget_s
@@ -137,6 +153,12 @@ class ParseSandbox:
 
     # -- the helper thread ------------------------------------------------------------------
     def _prepare_sync(self, jobs: list[MailJob], now: datetime) -> list[Prepared]:
+        results: list[Prepared] = []
+        for piece in _pieces(jobs, self.max_exchange_bytes):
+            results.extend(self._prepare_piece(piece, now))
+        return results
+
+    def _prepare_piece(self, jobs: list[MailJob], now: datetime) -> list[Prepared]:
         deadline = self.budget_s + self.per_message_s * len(jobs)
         try:
             return self._exchange(jobs, now, deadline)
@@ -144,13 +166,24 @@ class ParseSandbox:
             if len(jobs) == 1:
                 return [Prepared(problem=lost.problem)]
             log.warning("sandbox.batch_lost", size=len(jobs), problem=lost.problem)
-        results = []
-        for job in jobs:  # find the culprit: each message alone, with its own budget
+        # Find the culprit: the plain messages together first, then each suspect alone with
+        # a smaller budget; a plain one that fails together is retried alone as well.
+        done: dict[int, Prepared] = {}
+        plain = [i for i, job in enumerate(jobs) if _plain(job)]
+        if 1 < len(plain) < len(jobs):
+            with contextlib.suppress(_Lost):
+                together = self._exchange([jobs[i] for i in plain], now,
+                                          self.budget_s + self.per_message_s * len(plain))
+                done.update(zip(plain, together, strict=True))
+        for i, job in enumerate(jobs):
+            if i in done:
+                continue
+            budget = self.budget_s if _plain(job) else self.suspect_budget_s
             try:
-                results.extend(self._exchange([job], now, self.budget_s + self.per_message_s))
+                [done[i]] = self._exchange([job], now, budget + self.per_message_s)
             except _Lost as lost:
-                results.append(Prepared(problem=lost.problem))
-        return results
+                done[i] = Prepared(problem=lost.problem)
+        return [done[i] for i in range(len(jobs))]
 
     def _ping(self) -> None:
         with contextlib.suppress(_Lost):  # _kill has logged it
@@ -178,8 +211,16 @@ class ParseSandbox:
             return self._proc.conn
         self._stop()
         self._child_version = self._book_version
-        self._proc = _Child(self._book)
-        return self._proc.conn
+        self._proc = _Child(self._book, self._limits)
+        # Wait until the fresh child has loaded the parser and rulebook (an empty request),
+        # so that its start-up, slow on a loaded host, is not charged to the mail's budget.
+        conn = self._proc.conn
+        conn.send(([], datetime.now(UTC)))
+        if not conn.poll(max(_START_S, self.budget_s)):
+            self._kill(CRASHED)
+            raise _Lost(CRASHED)
+        conn.recv()
+        return conn
 
     def _kill(self, why: str) -> None:
         log.warning("sandbox.killed", reason=why)
@@ -196,3 +237,21 @@ class ParseSandbox:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+
+
+def _plain(job: MailJob) -> bool:
+    """Small and with few lines that could start a MIME part: cheap to parse."""
+    return len(job.raw) <= _PLAIN_BYTES and job.raw.count(b"\n--") <= _PLAIN_DASHES
+
+
+def _pieces(jobs: list[MailJob], max_bytes: int) -> list[list[MailJob]]:
+    """The batch cut into runs of at most `max_bytes` of raw mail (a larger message alone)."""
+    pieces: list[list[MailJob]] = []
+    size = 0
+    for job in jobs:
+        if not pieces or size + len(job.raw) > max_bytes:
+            pieces.append([])
+            size = 0
+        pieces[-1].append(job)
+        size += len(job.raw)
+    return pieces

@@ -24,6 +24,7 @@ from gateway.domain import (
     chat_key,
     incident_ref,
 )
+from gateway.plan.e2ee import SenderDevice, sender_device, untrusted_device_reason
 from gateway.plan.relay import ChatSettings, announcement, chat_reply, chat_to_incident, page_spec
 from gateway.plan.replies import local_time, one_line, priority_line, zone_name
 from gateway.plan.trust import UNVERIFIED_FLAG, TrustPolicy, judge_chat
@@ -47,6 +48,7 @@ class ChatMessage:
     reply_to: str | None
     is_edit: bool
     sender_power: int
+    device: SenderDevice | None = None  # the sending device, for a decrypted event
 
     def thread_keys(self) -> tuple[str, ...]:
         """Keys that may find this message's incident: its thread root, what it replies to."""
@@ -71,6 +73,7 @@ def parse_chat(raw: bytes) -> ChatMessage | None:
             reply_to=in_reply if isinstance(in_reply, str) else None,
             is_edit=relates.get("rel_type") == "m.replace" or "m.new_content" in content,
             sender_power=int(stored.get("sender_power", 0)),
+            device=sender_device(event),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -100,7 +103,15 @@ def plan_report_room(
     trust: TrustPolicy | None = None,
 ) -> Plan:
     """A tenant's message in a report room: joins its incident, or becomes a new report.
-    Only allow-listed users (and engineers) page on their own (gateway.plan.trust)."""
+    Only allow-listed users (and engineers) page on their own (gateway.plan.trust). In a
+    room that takes reports only from verified devices, anything else is answered, not acted
+    on."""
+    if msg.room_id in chat.verified_report_rooms:
+        why = untrusted_device_reason(msg.device, "reports")
+        if why is not None:
+            return Plan(outcome="refused: device not trusted",
+                        outbox=(chat_reply(msg.room_id, msg.thread_root or msg.event_id, why,
+                                           "answer", reply_to=msg.event_id, to=msg.sender),))
     if thread is not None:
         return _join(msg, thread, chat, now)
     mailbox = Mailbox(chat.report_rooms.get(msg.room_id, "support"))

@@ -23,6 +23,7 @@ from gateway.domain import (
     dumps,
 )
 from gateway.plan.chat import ChatMessage
+from gateway.plan.e2ee import untrusted_device_reason
 from gateway.plan.relay import ChatSettings, chat_reply, page_spec, to_reporters
 from gateway.plan.replies import Sender, local_time, zone_name
 from gateway.plan.trust import UNVERIFIED_FLAG
@@ -152,6 +153,9 @@ def _answer_only(  # noqa: PLR0911  (one guard per kind of answer reads best)
     """(outcome, answer) for commands that change nothing: refusals, help, usage, status."""
     if not authorised(msg, env.chat):
         return "refused: not authorised", "Sorry, only the support engineers can run commands."
+    untrusted = untrusted_device_reason(msg.device, "commands") if env.chat.verified_only else None
+    if untrusted is not None:
+        return "refused: device not trusted", untrusted
     if command.name == "help":
         return "help", HELP
     if command.name == "status":

@@ -28,6 +28,8 @@ from gateway.domain import (
 )
 from gateway.parse.child import report_for as report_for  # noqa: PLC0414  (re-exported)
 from gateway.parse.mail import ParsedMail
+from gateway.plan.alert_join import alert_for_report
+from gateway.plan.answer_to import Answer, answer_target
 from gateway.plan.relay import ChatSettings, announcement, chat_reply, chat_to_incident, page_spec
 from gateway.plan.replies import (
     Sender,
@@ -45,6 +47,7 @@ from gateway.plan.storm import (
     count_cap,
     find_join,
     hold_reason,
+    limit_key,
     similar,
 )
 from gateway.plan.trust import UNVERIFIED_FLAG, TrustPolicy, Verdict, judge_email
@@ -58,6 +61,14 @@ _DAY_NAMES = {"Mon": "Monday", "Tue": "Tuesday", "Wed": "Wednesday", "Thu": "Thu
 
 
 @dataclass(frozen=True)
+class AnswerLimits:
+    """At most `per_address` automatic answers to one address in `window_s` (the store counts)."""
+
+    per_address: int = 10
+    window_s: float = 3600.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """What the pipeline needs to know about this deployment."""
 
@@ -67,14 +78,29 @@ class Settings:
     chat: ChatSettings | None = None
     trust: TrustPolicy = field(default_factory=TrustPolicy)  # empty allow-list: nobody pages
     limits: Limits = field(default_factory=Limits)
+    answers: AnswerLimits = field(default_factory=AnswerLimits)
 
 
-def reply_address(row: InboxRow, mail: ParsedMail) -> str | None:
-    """Where an answer goes: Reply-To, else From, else the envelope sender; None if unusable."""
-    for candidate in (mail.reply_to, mail.from_addr, row.mail_from):
-        if candidate and "@" in candidate and one_line(candidate, 254) == candidate:
-            return candidate.lower()
-    return None
+def answer_for(row: InboxRow, mail: ParsedMail, settings: Settings, verdict: Verdict) -> Answer:
+    """Where this email's acknowledgement may go, and whether it may repeat the report
+    (gateway.plan.answer_to: RFC 3834 §4, authenticated addresses only, never a list)."""
+    return answer_target(
+        author=mail.from_addr, reply_to=mail.reply_to, envelope_sender=row.mail_from,
+        authentic=verdict.authentic, through_list=mail.through_list,
+        list_addresses=mail.list_addresses, own_addresses=(settings.sender.address, *row.rcpt_to))
+
+
+def _answer_allowed(answer: Answer, settings: Settings, context: PlanContext | None,
+                    now: datetime) -> Answer:
+    """The answer, or none when its address already had its share of answers."""
+    if answer.address is None or context is None or context.answers is None:
+        return answer
+    limit = settings.answers
+    if context.answers(answer.address, now, limit.window_s, limit.per_address):
+        return answer
+    return Answer(None, False, f"{limit.per_address} automatic answers to "
+                               f"{one_line(answer.address, 120)} in the last "
+                               f"{limit.window_s / 60:g} minutes already")
 
 
 def title_for(mail: ParsedMail) -> str:
@@ -103,12 +129,13 @@ def plan_email(
     `verdict`: the sender's trust, if already judged; `context`: the store's view, for
     rate limits, loops and storms). With the store's view, the Plan carries the email's
     digest for the limits, which the store records when it applies the Plan."""
+    if verdict is None:
+        verdict = judge_email(row.raw, mail.from_addr, settings.trust)
+    digest = limit_digest(row, _sender(row, mail), body_hash(mail.new_text or mail.subject),
+                          verdict, context)
     plan = _decide(row, mail, thread, next_id, book, settings, now, decision,
-                   verdict=verdict, context=context)
-    if context is None or context.history is None:
-        return plan
-    return replace(plan, digest=Digest(_sender(row, mail),
-                                       body_hash(mail.new_text or mail.subject), row.received_at))
+                   verdict=verdict, context=context, digest=digest)
+    return plan if digest is None else replace(plan, digest=digest)
 
 
 def _decide(
@@ -123,28 +150,44 @@ def _decide(
     *,
     verdict: Verdict | None = None,
     context: PlanContext | None = None,
+    digest: Digest | None = None,
 ) -> Plan:
     if row.mailbox is None:
         raise RuntimeError("email is always accepted into a mailbox")
     if decision is None:
         decision = triage(report_for(row.mailbox, row.mail_from, mail), now, book)
-    held = _held(row, mail, settings, context)
+    if verdict is None:
+        verdict = judge_email(row.raw, mail.from_addr, settings.trust)
+    held = _held(row, mail, settings, context, verdict, digest)
     if decision.ignored is not None:
         return Plan(outcome=f"ignored: {decision.ignored}")
     if held is not None:
         return held
     if thread is not None:
         return _join(row, mail, thread, settings, now)
-    if verdict is None:
-        verdict = judge_email(row.raw, mail.from_addr, settings.trust)
     join = None if context is None else find_join(
         _recent_open(context, row.mailbox, mail.subject, now, settings.limits), row.mailbox,
-        _sender(row, mail), mail.subject, verdict.known, now, settings.limits)
-    if join is not None and join.same_reporter:
-        return _join(row, mail, join.incident, settings, now)
+        _sender(row, mail), mail.subject, now, settings.limits,
+        authentic=verdict.authentic is not False, trusted=verdict.trusted)
     if join is not None:
-        return _storm_join(row, mail, join, book, settings, now)
-    return _new_incident(row, mail, decision, next_id, book, settings, now, verdict)
+        return (_join(row, mail, join.incident, settings, now) if join.same_reporter
+                else _storm_join(row, mail, join, book, settings, now, verdict, context))
+    alert = None if context is None else alert_for_report(  # gateway.plan.alert_join
+        context, f"{mail.subject}\n{mail.new_text}", verdict.trusted, book)
+    if alert is None:
+        return _new_incident(row, mail, decision, next_id, book, settings, now, verdict,
+                             context)
+    return _alert_join(row, mail, alert, book, settings, now, verdict, context)
+
+
+def _alert_join(row: InboxRow, mail: ParsedMail, alert: Incident, book: Rulebook,
+                settings: Settings, now: datetime, verdict: Verdict,
+                context: PlanContext | None) -> Plan:
+    """Monitoring found it first: a trusted reporter joins the alert's incident."""
+    if any(r.address == _sender(row, mail) for r in alert.reporters):
+        return _join(row, mail, alert, settings, now)
+    return _storm_join(row, mail, Join(alert, False), book, settings, now, verdict, context,
+                       _KNOWN_NOTE)
 
 
 def _recent_open(context: PlanContext, mailbox: Mailbox, subject: str, now: datetime,
@@ -173,24 +216,42 @@ def _sender(row: InboxRow, mail: ParsedMail) -> str:
 
 
 def _held(row: InboxRow, mail: ParsedMail, settings: Settings,
-          context: PlanContext | None) -> Plan | None:
-    """A Plan that holds the message when it breaks one of the limits."""
-    if context is None or context.history is None:
+          context: PlanContext | None, verdict: Verdict, digest: Digest | None) -> Plan | None:
+    return hold_plan(row, _sender(row, mail), digest, settings, context, verdict)
+
+
+def limit_digest(row: InboxRow, sender: str, content: str, verdict: Verdict,
+                 context: PlanContext | None) -> Digest | None:
+    """What the limits record of this message (its bucket, content hash and time), or None
+    without the store's view or for a message an operator released from hold."""
+    if context is None or context.history is None or row.released:
         return None
-    sender = _sender(row, mail)
+    key = limit_key(sender, row.client, authentic=verdict.authentic, trusted=verdict.trusted)
+    return Digest(key, content, row.received_at)
+
+
+def hold_plan(row: InboxRow, sender: str, digest: Digest | None, settings: Settings,
+              context: PlanContext | None, verdict: Verdict) -> Plan | None:
+    """A Plan that holds the message when it breaks one of the limits (the caller puts the
+    digest on whatever Plan it returns, so the store records it)."""
+    if digest is None or context is None or context.history is None:
+        return None
     limits = settings.limits
-    history = context.history(sender, body_hash(mail.new_text or mail.subject),
-                              row.received_at, limits.sender_window_s, count_cap(limits))
-    found = hold_reason(history, settings.limits)
+    history = context.history(digest.sender, digest.content, row.received_at,
+                              limits.sender_window_s, count_cap(limits))
+    found = hold_reason(history, settings.limits, trusted=verdict.trusted)
     if found is None:
         return None
     why, first = found
     outbox: tuple[OutboxSpec, ...] = ()
     if first and settings.chat is not None:
+        via = f" via {one_line(row.client, 60)}" if row.client else ""
         outbox = (chat_reply(settings.chat.incidents_room, None,
-                             f"Holding mail from {one_line(sender, 120)} ({why}). It is kept "
-                             "but not answered and pages nobody.", "alert"),)
-    return Plan(outcome=f"held: {why}", outbox=outbox)
+                             f"Holding mail from {one_line(sender, 120)}{via} ({why}). It is "
+                             "kept but not answered and pages nobody until released: "
+                             "`chatops-gateway held list`, then `chatops-gateway held release "
+                             f"ID` (first held: inbox #{row.id}).", "alert"),)
+    return Plan(outcome=f"held: {why}", outbox=outbox, held=True)
 
 
 def _join(row: InboxRow, mail: ParsedMail, incident: Incident, settings: Settings,
@@ -212,7 +273,9 @@ def _join(row: InboxRow, mail: ParsedMail, incident: Incident, settings: Setting
     return Plan(
         outcome=f"joined {incident.ref}" + (" (reopened)" if reopen else ""),
         incident_id=incident.id,
-        reporter=Reporter(Channel.EMAIL, sender, ids),
+        # A list's own address (a reply whose author the list did not name) never becomes
+        # a reporter: it would receive every later update.
+        reporter=None if sender in mail.list_addresses else Reporter(Channel.EMAIL, sender, ids),
         reopen=reopen,
         timeline=tuple(events),
         outbox=outbox,
@@ -229,6 +292,7 @@ def _new_incident(
     settings: Settings,
     now: datetime,
     verdict: Verdict,
+    context: PlanContext | None = None,
 ) -> Plan:
     if decision.priority is None or row.mailbox is None:
         raise RuntimeError("priority and mailbox are set here")
@@ -266,27 +330,63 @@ def _new_incident(
                                            settings.chat.incidents_room))
     if decision.ticket:
         outbox.append(_ticket(ref, title, decision, sender, mail))
+    answer = answer_for(row, mail, settings, verdict)
     our_ids: tuple[str, ...] = ()
-    to = reply_address(row, mail)
-    if decision.reply and to is not None:
-        ack = _ack(ref, title, decision, mail, to, row, book, settings, now,
-                   _UNVERIFIED_NOTE if held else "")
-        outbox.append(ack)
-        our_ids = (str(ack.payload["message_id"]),)
+    if decision.reply:
+        answer = _answer_allowed(answer, settings, context, now)
+        our_ids = _acknowledge(ref, title, decision, mail, row, book, settings, now, answer,
+                               held, events, outbox)
+    reporter = _reporter(answer, sender, mail, their_ids)
     incident = NewIncident(
         title=title, priority=priority, mailbox=row.mailbox, rule=decision.rule,
         reasons=decision.reasons, period=decision.period, respond_by=decision.respond_by,
-        next_update_by=decision.next_update_by, flags=(UNVERIFIED_FLAG,) if held else (),
+        # Flagged whenever the sender is not trusted, paging or not: a trusted report never
+        # joins such an incident (gateway.plan.storm.find_join), whoever's name it carries.
+        next_update_by=decision.next_update_by,
+        flags=() if verdict.trusted else (UNVERIFIED_FLAG,),
     )
     return Plan(
         outcome=f"opened {ref} ({decision.priority}{', paged' if decision.page else ''}"
                 f"{', unverified sender' if held else ''})",
         new_incident=incident,
-        reporter=Reporter(Channel.EMAIL, sender, their_ids),
+        reporter=reporter,
         timeline=tuple(events),
         outbox=tuple(outbox),
-        message_ids=their_ids + our_ids,
+        message_ids=(their_ids if reporter else ()) + our_ids,
     )
+
+
+def _acknowledge(ref: str, title: str, decision: TriageDecision, mail: ParsedMail,
+                 row: InboxRow, book: Rulebook, settings: Settings, now: datetime,
+                 answer: Answer, held: bool, events: list[TimelineEvent],
+                 outbox: list[OutboxSpec]) -> tuple[str, ...]:
+    """Queue the reporter's acknowledgement (our Message-ID returned), or say on the timeline
+    and in the incidents room why there is none."""
+    if answer.address is not None:
+        ack = _ack(ref, title if answer.echo else _NEUTRAL_TITLE.format(mailbox=row.mailbox),
+                   decision, mail, answer.address, row, book, settings, now,
+                   _UNVERIFIED_NOTE if held else "", echo=answer.echo)
+        outbox.append(ack)
+        return (str(ack.payload["message_id"]),)
+    events.append(TimelineEvent(now, "not_acknowledged", "gateway",
+                                f"No acknowledgement by email: {answer.why}"))
+    if settings.chat is not None:
+        outbox.append(chat_to_incident(f"{ref}: the reporter was not acknowledged by email "
+                                       f"({answer.why}).", "alert",
+                                       settings.chat.incidents_room))
+    return ()
+
+
+def _reporter(answer: Answer, sender: str, mail: ParsedMail,
+              their_ids: tuple[str, ...]) -> Reporter | None:
+    """Who hears about the incident by email: the address automatic answers may go to.
+    An author behind a list whom nothing authenticates is nobody's to mail automatically:
+    engineers see the address and can write to them themselves."""
+    if answer.address is not None:
+        return Reporter(Channel.EMAIL, answer.address, their_ids)
+    if mail.through_list:
+        return None
+    return Reporter(Channel.EMAIL, sender, their_ids)
 
 
 def _ticket(ref: str, title: str, decision: TriageDecision, sender: str,
@@ -299,16 +399,20 @@ def _ticket(ref: str, title: str, decision: TriageDecision, sender: str,
     })
 
 
+_NEUTRAL_TITLE = "your report to the {mailbox} address"
 _CONFIRM = ("Not paged: the sender is not verified. An engineer can page with !page {ref} "
             "after checking the report is genuine.")
 _UNVERIFIED_NOTE = ("We could not confirm that this message comes from a known tenant "
                     "address, so an engineer will check it before paging anyone.")
 _STORM_NOTE = ("Others have reported the same problem and we are already working on it. "
                "You will receive our updates.")
+_KNOWN_NOTE = ("We already know about this problem from our monitoring, and an engineer is on "
+               "it. You will receive our updates.")
 
 
 def _storm_join(row: InboxRow, mail: ParsedMail, join: Join, book: Rulebook,
-                settings: Settings, now: datetime) -> Plan:
+                settings: Settings, now: datetime, verdict: Verdict,
+                context: PlanContext | None, note: str = _STORM_NOTE) -> Plan:
     """Another reporter of an open incident: acknowledged and told the updates, no page."""
     inc, sender = join.incident, _sender(row, mail)
     ids = (mail.message_id,) if mail.message_id else ()
@@ -324,15 +428,18 @@ def _storm_join(row: InboxRow, mail: ParsedMail, join: Join, book: Rulebook,
         outbox.append(chat_to_incident(f"{inc.ref}: {count} reporters now "
                                        f"(latest {one_line(sender, 120)})", "relay",
                                        settings.chat.incidents_room))
-    to = reply_address(row, mail)
+    answer = _answer_allowed(answer_for(row, mail, settings, verdict), settings, context, now)
     our_ids: tuple[str, ...] = ()
-    if to is not None:
-        ack = _ack(inc.ref, inc.title, decision, mail, to, row, book, settings, now, _STORM_NOTE)
+    if answer.address is not None:
+        ack = _ack(inc.ref, inc.title if answer.echo else _NEUTRAL_TITLE.format(
+            mailbox=row.mailbox), decision, mail, answer.address, row, book, settings, now,
+            note, echo=answer.echo)
         outbox.append(ack)
         our_ids = (str(ack.payload["message_id"]),)
+    reporter = _reporter(answer, sender, mail, ids)
     return Plan(outcome=f"joined {inc.ref} (same outage)", incident_id=inc.id,
-                reporter=Reporter(Channel.EMAIL, sender, ids), timeline=events,
-                outbox=tuple(outbox), message_ids=ids + our_ids)
+                reporter=reporter, timeline=events,
+                outbox=tuple(outbox), message_ids=(ids if reporter else ()) + our_ids)
 
 
 def _with_note(body: str, note: str) -> str:
@@ -345,7 +452,7 @@ def _with_note(body: str, note: str) -> str:
 
 def _ack(ref: str, title: str, decision: TriageDecision, mail: ParsedMail, to: str,
          row: InboxRow, book: Rulebook, settings: Settings, now: datetime,
-         note: str = "") -> OutboxSpec:
+         note: str = "", *, echo: bool = True) -> OutboxSpec:
     if decision.priority is None:
         raise RuntimeError("priority is set here")
     level = book.priorities.get(decision.priority)
@@ -361,7 +468,8 @@ def _ack(ref: str, title: str, decision: TriageDecision, mail: ParsedMail, to: s
     body = _with_note(body, note)
     message_id = settings.sender.message_id(int(ref.partition("-")[2]), f"ack.{row.id}")
     refs = [*mail.references, *([mail.message_id] if mail.message_id else [])]
-    out = render(sender=settings.sender, to=to, subject=ack_subject(ref, mail.subject), body=body,
+    subject = ack_subject(ref, mail.subject if echo else "")
+    out = render(sender=settings.sender, to=to, subject=subject, body=body,
                  message_id=message_id, in_reply_to=mail.message_id, references=refs, now=now)
     return OutboxSpec(OutboxKind.MAIL_SEND, {
         "purpose": "acknowledgement", "message_id": out.message_id, "mail_from": out.mail_from,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.domain import Channel, Incident, OutboxKind, OutboxSpec, Reporter
+from gateway.plan.answer_to import usable_address
 from gateway.plan.replies import Sender, local_time, one_line, render, zone_name
 from rules.book import Rulebook
 from rules.types import Mailbox, Priority, TriageDecision
@@ -25,6 +26,10 @@ class ChatSettings:
     report_rooms: dict[str, str]  # room id -> mailbox kind ("emergency" / "support")
     engineers: frozenset[str]
     min_power_level: int | None
+    # trust = "verified-only" with encryption: act only on commands from trusted devices
+    # (gateway.plan.e2ee), and on reports from trusted devices in these report rooms.
+    verified_only: bool = False
+    verified_report_rooms: frozenset[str] = frozenset()
 
 
 def chat_to_incident(body: str, purpose: str, incidents_room: str,
@@ -58,6 +63,8 @@ def to_reporters(
     False when the body is an engineer's own words (gateway.plan.replies.render)."""
     specs = []
     for index, reporter in enumerate(incident.reporters):
+        if reporter.channel is Channel.EMAIL and not usable_address(reporter.address):
+            continue  # a list, system or odd address (gateway.plan.answer_to) is never mailed
         if reporter.channel is Channel.EMAIL:
             specs.append(_email(incident, reporter, body, purpose, f"{key}.{index}", sender, now,
                                 automatic))

@@ -117,9 +117,10 @@ def render(
         ("Date", format_datetime(now)),
         ("Message-ID", one_line(message_id, 998)),
     ]
-    if in_reply_to:
-        headers.append(("In-Reply-To", one_line(in_reply_to, 998)))
-    refs = [one_line(r, 998) for r in references if r][-20:]
+    parent = one_line(in_reply_to or "", 998)
+    if parent and _fits(parent):
+        headers.append(("In-Reply-To", parent))
+    refs = trim_references([one_line(r, 998) for r in references if r])
     if refs:
         headers.append(("References", _fold_words("References", refs)))
     # RFC 3834: what software writes (acknowledgements, holding replies, notices) says so,
@@ -140,6 +141,34 @@ def render(
 
 
 _MAX_LINE = 78
+# RFC 5322 §2.1.1: a line is at most 998 octets. In-Reply-To and References hold message
+# ids we echo from the sender, who can make them as long as they like.
+_MAX_HEADER_BYTES = 998
+_MAX_ID_BYTES = 250  # longer is not a message id any mail reader needs to thread on
+
+
+def _fits(msgid: str) -> bool:
+    return len(msgid.encode("utf-8", "surrogateescape")) <= _MAX_ID_BYTES
+
+
+def trim_references(ids: Sequence[str]) -> list[str]:
+    """The References to send: at most 998 octets in all (with "References: "), keeping the
+    first id (the thread's root) and as many of the latest as fit, dropping the middle as
+    mail readers do (RFC 5322 §3.6.4 practice); ids too long to be real are left out."""
+    usable = [i for i in ids if _fits(i)]
+    if not usable:
+        return []
+    budget = _MAX_HEADER_BYTES - len("References: ")
+    first, rest = usable[0], usable[1:]
+    size = len(first.encode("utf-8", "surrogateescape"))
+    latest: list[str] = []
+    for msgid in reversed(rest):
+        cost = 1 + len(msgid.encode("utf-8", "surrogateescape"))
+        if size + cost > budget:
+            break
+        latest.append(msgid)
+        size += cost
+    return [first, *reversed(latest)]
 
 
 def _unstructured(name: str, value: str) -> str:

@@ -2,12 +2,15 @@
 
 Two questions, both answered from values, with reasons:
 
-- **Is the sender authentic?** Read from the `Authentication-Results` header (RFC 8601)
-  that the configured trusted MTA added — only the topmost one whose authserv-id is that
-  MTA's; any other is ignored, because a sender can write whatever headers they like. A
-  DMARC pass, or a DKIM or SPF pass aligned with the From domain, makes the sender
-  authentic. Without a trusted MTA, an optional DKIM check (`gateway.dkim`) can answer
-  instead; with neither, authenticity is not checked (None) and the allow-list alone decides.
+- **Is the sender authentic?** Read from the `Authentication-Results` header (RFC 8601,
+  parsed by `gateway.parse.auth_results`) that the configured trusted MTA added — only the
+  topmost one whose authserv-id is that MTA's; any other is ignored, because a sender can
+  write whatever headers they like. A DMARC pass for our From domain, or a DKIM or SPF pass
+  aligned with it (same organisational domain, `gateway.plan.orgdomain`), makes the sender
+  authentic. Without a trusted MTA, an optional DKIM check (`gateway.parse.dkim_check`) can
+  answer instead, with a signature that covers every From and Subject header; with
+  neither, authenticity is not checked (None) and the allow-list alone decides. Mail with
+  two From headers (or, when checked, two Subjects) is never authentic.
 - **Is the sender known?** The tenant allow-list: exact addresses, exact domains (the
   domain of an email address, or the server of a Matrix user id), or `allow_all`.
 
@@ -20,21 +23,26 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email import policy
+from email.message import Message
 from email.parser import BytesHeaderParser
+from email.utils import getaddresses
+from typing import TYPE_CHECKING
+
+from gateway.parse.auth_results import (
+    AuthResult,
+    authentication_headers,
+    header_results,
+    parse_header,
+)
+from gateway.parse.signed_headers import signatures, uncovered
+from gateway.plan.orgdomain import aligned
+
+if TYPE_CHECKING:  # dkimpy is imported only where DKIM checking is configured
+    from gateway.parse.dkim_check import DkimResult
 
 UNVERIFIED_FLAG = "unverified sender"
-_COMMENT = re.compile(r"\([^()]*\)")
-_PROPERTY = re.compile(r"^([a-z]+)\.([a-z0-9_.-]+)=(.*)$")
 _MATRIX_USER = re.compile(r"^@[^:\s]+:(\S+)$")
-
-
-@dataclass(frozen=True)
-class MethodResult:
-    """One `method=result` of an Authentication-Results header, with its properties."""
-
-    method: str
-    result: str
-    properties: dict[str, str]
+MethodResult = AuthResult  # the name earlier callers used
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,10 @@ class TrustPolicy:
     allow_domains: frozenset[str] = frozenset()
     allow_addresses: frozenset[str] = frozenset()
     allow_all: bool = False
-    dkim: Callable[[bytes], str | None] | None = None  # raw -> verified signing domain
+    dkim: Callable[[bytes], DkimResult] | None = None  # raw -> covering valid signature
+    # (raw, author) -> (authentic, why) when the mail came through a group or forwarder
+    # (gateway.plan.forwarder); None: judge it as direct mail
+    forwarded: Callable[[bytes, str], tuple[bool, str] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -58,80 +69,141 @@ class Verdict:
     reasons: tuple[str, ...]
 
 
-def parse_authentication_results(value: str) -> tuple[str, list[MethodResult]]:
-    """(authserv-id, results) of one Authentication-Results header value (RFC 8601)."""
-    text = " ".join(value.split())
-    while _COMMENT.search(text):  # comments nest; strip the innermost until none is left
-        text = _COMMENT.sub(" ", text)
-    head, *parts = [p.strip() for p in text.split(";")]
-    authserv_id = head.split()[0].lower() if head.split() else ""
-    results = []
-    for part in parts:
-        words = part.split()
-        if not words or "=" not in words[0]:
-            continue  # "none", or something unreadable
-        method, _, result = words[0].partition("=")
-        props = {}
-        for word in words[1:]:
-            match = _PROPERTY.match(word.lower())
-            if match:
-                props[f"{match.group(1)}.{match.group(2)}"] = match.group(3).strip('"')
-        results.append(MethodResult(method.split("/")[0].lower(), result.lower(), props))
-    return authserv_id, results
+def parse_authentication_results(value: str) -> tuple[str, list[AuthResult]]:
+    """(authserv-id, results) of one Authentication-Results header value (RFC 8601);
+    ("", []) when the value is not valid RFC 8601."""
+    parsed = parse_header(value)
+    return ("", []) if parsed is None else (parsed.authserv_id, list(parsed.results))
 
 
-def trusted_results(headers: Sequence[str], authserv_id: str) -> list[MethodResult] | None:
-    """The results in the topmost header from our trusted MTA, or None if it added none.
-
-    Our MTA adds its header on top; older ones below may have been written by anyone,
-    including a copy that claims to be from our MTA (a conforming MTA removes those)."""
-    for value in headers:
-        found, results = parse_authentication_results(value)
-        if found == authserv_id.lower():
-            return results
-    return None
-
-
-def authentication_headers(raw: bytes) -> list[str]:
-    """Every Authentication-Results header of a raw message, topmost first."""
-    try:
-        msg = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
-        return [str(v) for v in msg.get_all("Authentication-Results") or []]
-    except Exception:  # malformed headers: there is simply nothing to trust
-        return []
-
-
-def _aligned(domain: str, from_domain: str) -> bool:
-    """Relaxed alignment: the same domain, or one a subdomain of the other."""
-    domain, from_domain = domain.lower().rstrip("."), from_domain.lower().rstrip(".")
-    if not domain or not from_domain:
-        return False
-    return (domain == from_domain or from_domain.endswith("." + domain)
-            or domain.endswith("." + from_domain))
+def trusted_results(headers: Sequence[str], authserv_id: str) -> list[AuthResult] | None:
+    """The results in the topmost header from our trusted MTA, or None if it added none."""
+    found = header_results(headers, authserv_id)
+    return None if found is None else list(found)
 
 
 def _domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower() if "@" in address else ""
+    return address.rpartition("@")[2].lower().rstrip(".") if "@" in address else ""
 
 
-def authentic_from_results(results: list[MethodResult], from_domain: str) -> tuple[bool, str]:
-    """Whether the results show the From domain is genuine, and the reason."""
+def authentic_from_results(results: Sequence[AuthResult], from_domain: str
+                           ) -> tuple[bool, str]:
+    """Whether the results show the From domain is genuine, and the reason.
+
+    DMARC counts only with a `header.from` that is our From domain: a pass without one, or
+    for another domain, judged some other From. DKIM and SPF count when their domain has
+    the From domain's organisational domain (relaxed alignment, RFC 7489)."""
+    from_domain = from_domain.lower().rstrip(".")
     for r in results:
-        if r.method == "dmarc" and r.result == "pass" and _aligned(
-                r.properties.get("header.from", from_domain), from_domain):
+        if r.method != "dmarc":
+            continue
+        if r.result == "pass" and from_domain and r.domain("header.from") == from_domain:
             return True, "DMARC pass"
-        if r.method == "dmarc" and r.result in ("fail", "quarantine", "reject"):
+        if r.result in ("fail", "quarantine", "reject"):
             return False, f"DMARC {r.result}"
     for r in results:
-        d = r.properties.get("header.d") or _domain_of(r.properties.get("header.i", ""))
-        if r.method == "dkim" and r.result == "pass" and _aligned(d, from_domain):
-            return True, f"DKIM pass for {d}"
-        mailfrom = _domain_of(r.properties.get("smtp.mailfrom", "")) or r.properties.get(
-            "smtp.mailfrom", "")
-        if r.method == "spf" and r.result == "pass" and _aligned(mailfrom, from_domain):
-            return True, f"SPF pass for {mailfrom}"
+        if r.method == "dkim" and r.result == "pass":
+            d = r.domain("header.d") or r.domain("header.i")
+            if aligned(d, from_domain):
+                return True, f"DKIM pass for {d}"
+        if r.method == "spf" and r.result == "pass":
+            mailfrom = r.domain("smtp.mailfrom")
+            if aligned(mailfrom, from_domain):
+                return True, f"SPF pass for {mailfrom}"
     seen = ", ".join(f"{r.method}={r.result}" for r in results) or "no results"
     return False, f"no aligned pass ({seen})"
+
+
+def unsigned_decision_headers(raw: bytes, results: Sequence[AuthResult], from_domain: str
+                              ) -> str | None:
+    """Why a trusted MTA's pass does not vouch for the From and Subject we decide on, or None.
+
+    An aligned SPF pass means the tenant's own server sent the mail: nothing to add. A pass
+    that rests on DKIM vouches only for what the signature covers (`gateway.parse.signed_headers`):
+    the signatures it names (by `header.b`), or else every signature aligned with the From
+    domain, must cover every From and Subject, so a replayed signed mail with its Subject
+    replaced or added to is not believed."""
+    if any(r.method == "spf" and r.result == "pass" and aligned(r.domain("smtp.mailfrom"),
+                                                                from_domain) for r in results):
+        return None
+    tags, names = signatures(raw)
+    mine = [t for t in tags if aligned(t.get("d", ""), from_domain)]
+    named = [r.properties.get("header.b", "") for r in results
+             if r.method == "dkim" and r.result == "pass" and r.properties.get("header.b")]
+    if named:
+        mine = [t for t in mine if any(t.get("b", "").startswith(b) for b in named)] or mine
+    for t in mine:
+        gap = uncovered(t, names)
+        if gap is not None:
+            return f"the DKIM signature of {t.get('d', '?')} does not cover {gap}"
+    return None
+
+
+def _headers(raw: bytes) -> Message | None:
+    try:
+        return BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+    except Exception:  # malformed headers: nothing can be read from them
+        return None
+
+
+def ambiguity(raw: bytes, *, subject: bool) -> str | None:
+    """Why the headers the gateway decides on are ambiguous, or None.
+
+    RFC 5322 allows one From and at most one Subject. With two, an MTA's check (or a DKIM
+    signature) may have looked at another one than the one rules and people read, so such
+    mail is never authentic. A From naming several addresses is refused for the same
+    reason (DMARC, RFC 7489 §6.6.1, cannot judge it either)."""
+    msg = _headers(raw)
+    if msg is None:
+        return "unreadable headers"
+    froms = [str(v) for v in msg.get_all("From") or []]
+    if len(froms) > 1:
+        return f"{len(froms)} From headers (RFC 5322 allows one)"
+    if froms and len([a for _n, a in getaddresses(froms) if "@" in a]) > 1:
+        return "the From header names several addresses"
+    if subject and len(msg.get_all("Subject") or []) > 1:
+        return "several Subject headers (RFC 5322 allows one)"
+    return None
+
+
+def judge_email(raw: bytes, from_addr: str, policy_: TrustPolicy) -> Verdict:
+    """The verdict on an email's sender (the From address, which the rules and people see)."""
+    reasons = []
+    authentic: bool | None = None
+    from_domain = _domain_of(from_addr)
+    ambiguous = ambiguity(raw, subject=bool(policy_.authserv_id))
+    found = (policy_.forwarded(raw, from_addr)
+             if policy_.forwarded is not None and ambiguous is None else None)
+    if ambiguous is not None:
+        authentic = False
+        reasons.append(f"not authentic: {ambiguous}")
+    elif found is not None:  # through a group: what the trusted forwarder recorded decides
+        authentic = found[0]
+        reasons.append(found[1])
+    elif policy_.authserv_id:
+        results = trusted_results(authentication_headers(raw), policy_.authserv_id)
+        if results is None:
+            authentic, why = False, f"no Authentication-Results from {policy_.authserv_id}"
+        else:
+            authentic, why = authentic_from_results(results, from_domain)
+            if authentic:
+                gap = unsigned_decision_headers(raw, results, from_domain)
+                if gap is not None:
+                    authentic, why = False, f"{why}, but {gap}"
+        reasons.append(why)
+    elif policy_.dkim is not None:
+        checked = policy_.dkim(raw)
+        signer = checked.domain
+        authentic = signer is not None and aligned(signer, from_domain)
+        if authentic:
+            reasons.append(f"DKIM verified for {signer}")
+        elif signer is not None:
+            reasons.append(f"the DKIM signature of {signer} is not aligned with the From domain")
+        else:
+            reasons.append(checked.problem or "no valid DKIM signature")
+    else:
+        reasons.append("authenticity not checked (no trusted MTA, no DKIM check configured)")
+    return _verdict(from_addr, authentic, reasons, policy_)
 
 
 def is_known(sender: str, policy_: TrustPolicy) -> bool:
@@ -142,28 +214,6 @@ def is_known(sender: str, policy_: TrustPolicy) -> bool:
     matrix = _MATRIX_USER.match(sender)
     domain = matrix.group(1) if matrix else _domain_of(sender)
     return bool(domain) and domain in policy_.allow_domains
-
-
-def judge_email(raw: bytes, from_addr: str, policy_: TrustPolicy) -> Verdict:
-    """The verdict on an email's sender (the From address, which the rules and people see)."""
-    reasons = []
-    authentic: bool | None = None
-    from_domain = _domain_of(from_addr)
-    if policy_.authserv_id:
-        results = trusted_results(authentication_headers(raw), policy_.authserv_id)
-        if results is None:
-            authentic, why = False, f"no Authentication-Results from {policy_.authserv_id}"
-        else:
-            authentic, why = authentic_from_results(results, from_domain)
-        reasons.append(why)
-    elif policy_.dkim is not None:
-        signer = policy_.dkim(raw)
-        authentic = signer is not None and _aligned(signer, from_domain)
-        reasons.append(f"DKIM verified for {signer}" if authentic else
-                       "no valid DKIM signature aligned with the From domain")
-    else:
-        reasons.append("authenticity not checked (no trusted MTA, no DKIM check configured)")
-    return _verdict(from_addr, authentic, reasons, policy_)
 
 
 def judge_chat(user_id: str, policy_: TrustPolicy) -> Verdict:

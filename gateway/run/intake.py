@@ -2,6 +2,12 @@
 
 Every way mail comes in (the SMTP listener, the IMAP watcher) calls `MailIntake.accept`;
 it returns only after the message is committed, and then wakes the inbox worker.
+
+The re-send key: the envelope sender and the Message-ID are both the client's choice, so
+they alone would let a copy sent first (after a 250, nothing tells the genuine sender)
+swallow the genuine report. A message is a re-send only when its content is the same too:
+the body and the header fields its author wrote (`content_digest`), not the trace fields
+that each hop adds, so a relay's retry or an IMAP re-scan is still processed once.
 """
 
 from __future__ import annotations
@@ -21,6 +27,16 @@ from rules.types import Mailbox
 
 _MSGID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE)
+# The fields an author writes (RFC 5322 originator, destination, identification,
+# informational, and the MIME fields that say how to read the body). Trace fields
+# (Received, Return-Path, Authentication-Results, ARC-*, DKIM-Signature of a re-signing
+# hop, X-* of filters) differ between two deliveries of the same message: left out.
+_AUTHOR_FIELDS = frozenset({
+    b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc", b"subject", b"date",
+    b"message-id", b"in-reply-to", b"references", b"comments", b"keywords",
+    b"mime-version", b"content-type", b"content-transfer-encoding", b"content-disposition",
+})
 
 
 def canonical_address(address: str) -> str:
@@ -32,8 +48,24 @@ def canonical_address(address: str) -> str:
     return f"{local.split('+', 1)[0]}@{domain}"
 
 
+def content_digest(raw: bytes) -> bytes:
+    """What the author wrote: the author's header fields (unfolded, whitespace collapsed)
+    and the body (line ends normalised, trailing blank lines dropped)."""
+    end = _HEADER_END.search(raw)
+    head, body = (raw[: end.start()], raw[end.end():]) if end else (raw, b"")
+    digest = hashlib.sha256()
+    for match in _FIELD.finditer(head):
+        name = match.group(1).lower()
+        if name in _AUTHOR_FIELDS:
+            digest.update(name + b":" + b" ".join(match.group(2).split()) + b"\n")
+    digest.update(b"\n")
+    digest.update(body.replace(b"\r\n", b"\n").rstrip(b"\r\n \t"))
+    return digest.digest()
+
+
 def resend_key(mail_from: str, raw: bytes) -> str | None:
-    """Same sender + same Message-ID = the same message sent again (processed once)."""
+    """Same sender + same Message-ID + same content (`content_digest`) = the same message
+    sent again (processed once); None without a Message-ID."""
     end = _HEADER_END.search(raw)
     head = raw[: end.start()] if end else raw[:65536]
     match = _MSGID.search(head)
@@ -42,7 +74,9 @@ def resend_key(mail_from: str, raw: bytes) -> str | None:
     msgid = b"".join(match.group(1).split()).strip()
     if not msgid:
         return None
-    digest = hashlib.sha256(mail_from.strip().lower().encode() + b"\0" + msgid.lower())
+    # "v2": keys of the earlier form (sender and Message-ID only) never match these.
+    digest = hashlib.sha256(b"v2\0" + mail_from.strip().lower().encode() + b"\0"
+                            + msgid.lower() + b"\0" + content_digest(raw))
     return digest.hexdigest()
 
 
@@ -75,9 +109,11 @@ class MailIntake:
         *,
         received_at: datetime | None = None,
         timeout_s: float | None = None,
+        client: str | None = None,
     ) -> Accepted:
         """Commit the message durably (emergency wins when both mailboxes are addressed);
-        TimeoutError after `timeout_s` means it was not and will not be committed."""
+        TimeoutError after `timeout_s` means it was not and will not be committed.
+        `client`: the connecting client's address, which the rate limits count."""
         rcpts = tuple(rcpt_to)
         boxes = {self.mailbox_for(r) for r in rcpts} - {None}
         if not boxes:
@@ -86,6 +122,7 @@ class MailIntake:
         accepted = await self._store.accept(NewMessage(
             channel=Channel.EMAIL, mailbox=mailbox, mail_from=mail_from, rcpt_to=rcpts, raw=raw,
             dedup_key=resend_key(mail_from, raw), received_at=received_at or self._clock(),
+            client=client,
         ), timeout_s)
         self._on_accepted()
         return accepted

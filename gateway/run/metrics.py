@@ -99,7 +99,7 @@ REJECTED = REGISTRY.counter("chatops_messages_rejected_total",
                             "Messages or recipients refused at intake, by reason.", ["reason"])
 TRIAGED = REGISTRY.counter("chatops_triage_total",
                            "Processed messages by outcome (P1..P4 for a new incident, or "
-                           "joined, ignored, unreadable, command).", ["outcome"])
+                           "joined, ignored, unreadable, held, command).", ["outcome"])
 PAGES = REGISTRY.counter("chatops_pages_sent_total",
                          "Pager events delivered, by action.", ["action"])
 REPLIES = REGISTRY.counter("chatops_replies_sent_total",
@@ -181,6 +181,8 @@ async def attempt_timer(kind: OutboxKind) -> AsyncIterator[None]:
 
 def outcome_of(plan: Plan) -> str:
     """The triage outcome label of a processed message's plan."""
+    if plan.held:
+        return Outcome.HELD.value
     if plan.new_incident is not None:
         return str(plan.new_incident.priority)
     kind = plan.kind()

@@ -11,13 +11,15 @@ report and metrics text the status endpoint serves.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
 from gateway.config.model import Config, ConfigError
+from gateway.deliver.links import LinkGate
 from gateway.domain import QueueStats
 from gateway.ports import Store
 from gateway.run import health, logs, metrics
@@ -61,11 +63,28 @@ class Service:
         self._clock = clock
         self._egress = egress
         self._states: dict[str, Callable[[], str]] = {}
+        self._details: dict[str, Callable[[], str]] = {}
         self._last_status = ""
+        self.gates: Sequence[LinkGate] = ()  # the outbox's egress links (gateway.deliver.links)
+        self._downtime = health.Downtime()
 
-    def add(self, name: str, state: Callable[[], str]) -> None:
-        """A component whose state readiness and health depend on."""
+    def add(self, name: str, state: Callable[[], str],
+            detail: Callable[[], str] | None = None) -> None:
+        """A component whose state readiness and health depend on (`detail`: what is
+        wrong, shown with a degraded state)."""
         self._states[name] = state
+        if detail is not None:
+            self._details[name] = detail
+
+    def links(self) -> dict[str, str]:
+        """Each egress link's state ("ok", "unreachable", "disconnected")."""
+        return {gate.name: gate.state() for gate in self.gates}
+
+    def down_for(self, states: dict[str, str]) -> dict[str, float]:
+        """Record the components' and egress links' states; how long each down one has
+        been down (seconds)."""
+        seen = {**states, **{f"egress:{k}": v for k, v in self.links().items()}}
+        return self._downtime.observe(seen, time.monotonic())
 
     def states(self) -> dict[str, str]:
         """Every component's current state."""
@@ -94,7 +113,9 @@ class Service:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._notify.run_watchdog())
             while True:
-                line = health.summary(self.states())
+                states = self.states()
+                self.down_for(states)  # down links are timed from when they went down
+                line = health.summary(states)
                 if line != self._last_status:
                     self._last_status = line
                     self._notify.status(line)
@@ -137,18 +158,24 @@ class Service:
     # -- health and metrics ---------------------------------------------------------------
     async def report(self) -> dict[str, Any]:
         """The health report (see gateway.run.health)."""
+        states = self.states()
+        down = self.down_for(states)
+        details = {name: detail() for name, detail in self._details.items()}
         try:
             stats = await self._store.queue_stats()
         except asyncio.CancelledError:
             raise
         except Exception:  # a database server that does not answer: say so, with the rest
-            report = health.report(self.states(), {}, QueueStats(0, 0, None, {}, 0),
-                                   self._clock(), self.config.http.outbox_stuck_s)
+            report = health.report(states, {}, QueueStats(0, 0, None, {}, 0), self._clock(),
+                                   self.config.http.outbox_stuck_s, down_for=down,
+                                   grace_s=self.config.health.down_grace_s, details=details)
             report["healthy"] = False
             report["problems"].append("store: unreachable")
             return report
-        report = health.report(self.states(), health.egress_states(stats, self._egress), stats,
-                               self._clock(), self.config.http.outbox_stuck_s)
+        report = health.report(states, health.egress_states(stats, self._egress, self.links()),
+                               stats, self._clock(), self.config.http.outbox_stuck_s,
+                               down_for=down, grace_s=self.config.health.down_grace_s,
+                               details=details)
         # Which daemon this is: `status` compares it with the state it was pointed at, so it
         # never describes another daemon that happens to answer on the same address.
         report["instance"] = await self._store.kv_get(INSTANCE_KEY)

@@ -19,6 +19,8 @@ from gateway.domain import Channel, InboxRow, Outcome, Plan, PlanContext, Thread
 from gateway.parse.mail import ParsedMail
 from gateway.parse.sandbox import MailJob, ParseSandbox, Prepared
 from gateway.plan import mirror
+from gateway.plan.alert_join import known_outage_in_chat
+from gateway.plan.alert_plan import AlertSettings
 from gateway.plan.chat import ChatMessage, parse_chat, plan_report_room, should_ignore
 from gateway.plan.commands import CommandEnv, parse_command
 from gateway.plan.escalation import command_planner
@@ -26,8 +28,10 @@ from gateway.plan.mirror import MirrorSettings
 from gateway.plan.pipeline import Settings, mail_thread_keys, plan_email, plan_unreadable
 from gateway.plan.relay import ChatSettings
 from gateway.plan.trust import Verdict, judge_email
+from gateway.plan.unreadable import judge_unreadable, plan_unreadable_emergency
 from gateway.ports import Store
 from gateway.run import metrics
+from gateway.run.alert_work import WebhookSettings, prepare_webhook
 from gateway.run.supervise import rounds
 from rules.book import Rulebook
 from rules.types import Mailbox, TriageDecision
@@ -59,6 +63,8 @@ class InboxWorker:
         max_defer_s: float = 1.0,
         mirror: MirrorSettings | None = None,
         sandbox: ParseSandbox | None = None,
+        poll_s: float = 2.0,
+        webhooks: WebhookSettings | None = None,
     ) -> None:
         self._store = store
         self.rulebook = rulebook
@@ -75,6 +81,13 @@ class InboxWorker:
         self._mirror = mirror or MirrorSettings()
         self._next_rulebook: Rulebook | None = None
         self.sandbox = sandbox or ParseSandbox(rulebook)
+        self._poll_s = poll_s  # an idle worker looks for mail released by `held release`
+        self.batch_bytes = 32 * 1024 * 1024  # raw mail loaded per batch (at least one)
+        # The self-test's recogniser (gateway.run.canary): a row carrying our signed canary
+        # token is planned as a canary only, never as a report. Pure and thread-safe.
+        self.canary: Callable[[InboxRow], Plan | None] | None = None
+        self._webhooks = webhooks or WebhookSettings(
+            AlertSettings(settings.sender, settings.pager_source, settings.chat))
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
         """Use `rulebook` from the next batch on (a batch never mixes two rulebooks)."""
@@ -106,8 +119,9 @@ class InboxWorker:
                      retry_on_wake=False, before=self._let_intake_finish, logger=log)
 
     async def _round(self) -> float | None:
-        # Another batch at once while there was work; else sleep until woken.
-        return 0 if await self.process_pending() else None
+        # Another batch at once while there was work; else sleep until woken, or until the
+        # poll looks for mail an operator released (`held release`).
+        return 0 if await self.process_pending() else self._poll_s
 
     def in_storm(self) -> bool:
         """More than storm_threshold messages arrived in the last 100 ms."""
@@ -133,20 +147,24 @@ class InboxWorker:
         if self._next_rulebook is not None:
             self.rulebook, self._next_rulebook = self._next_rulebook, None
             self.sandbox.replace_rulebook(self.rulebook)
-        rows = await self._store.pending_inbox(self._batch)
+        rows = await self._store.pending_inbox(self._batch, max_bytes=self.batch_bytes)
         if not rows:
             return 0
         now, started = self._clock(), time.perf_counter()
         # Parsing and triage are CPU work on untrusted input: emails go to the sandbox
         # process, chat events (JSON of bounded size) to a thread; never on the event loop,
         # and outside the store's transaction.
-        mail_rows = [r for r in rows if r.channel is not Channel.MATRIX]
+        mail_rows = [r for r in rows if r.channel is Channel.EMAIL]
         prepared = await self.sandbox.prepare_all(
             [MailJob(r.raw, r.mail_from, r.mailbox or Mailbox.SUPPORT) for r in mail_rows], now)
         ready = dict(zip((r.id for r in mail_rows), prepared, strict=True))
         batch = await asyncio.to_thread(self._prepare_all, rows, ready, now)
         plans = await self._store.process(batch, now)
         for row, plan in zip(rows, plans, strict=True):
+            if plan.held:  # nobody hears of it otherwise without Matrix: a warning
+                log.warning("inbox.held", inbox_id=row.id, client=row.client,
+                            outcome=plan.outcome)
+                continue
             failed = plan.kind() is Outcome.PLANNING_FAILED
             event = "inbox.plan_failed" if failed else "inbox.processed"
             (log.error if event == "inbox.plan_failed" else log.info)(
@@ -163,17 +181,37 @@ class InboxWorker:
 
     def _prepare(self, row: InboxRow, prepared: Prepared | None, now: datetime) -> Work:
         fallback = partial(_unreadable, row, now)
+        # Emergency mail whose planning fails still reaches a person (gateway.plan.unreadable).
+        rescue = None if prepared is None or row.mailbox is not Mailbox.EMERGENCY else (
+            partial(self._rescue, row, now))
         try:
-            if prepared is None:
+            canary = None if self.canary is None or prepared is None else self.canary(row)
+            if canary is not None:
+                return Work(row.id, None, _fixed(canary), fallback)
+            if row.channel is Channel.WEBHOOK:  # alerts, PagerDuty (gateway.run.alert_work)
+                work = prepare_webhook(row, self.rulebook, self._webhooks, now, fallback)
+            elif prepared is None:
                 work = self._prepare_chat(row, now, fallback)
             else:
                 work = self._prepare_mail(row, prepared, now, fallback)
             # Tickets, security contacts and the status page hear of what the plan records.
-            return replace(work, make_plan=partial(_mirrored, work.make_plan, self._mirror, now))
+            return replace(work, make_plan=partial(_mirrored, work.make_plan, self._mirror, now),
+                           rescue=rescue)
         except Exception as exc:  # a bug must not lose the message: a ticket for a human
             log.exception("inbox.prepare_failed", inbox_id=row.id)
-            return Work(row.id, None, _fixed(fallback(f"processing failed: "
-                                                      f"{type(exc).__name__}")), fallback)
+            problem = f"processing failed: {type(exc).__name__}"
+            make_plan = _fixed(fallback(problem)) if rescue is None else partial(rescue, problem)
+            return Work(row.id, None, make_plan, fallback)
+
+    def _rescue(self, row: InboxRow, now: datetime, problem: str, ctx: PlanContext) -> Plan:
+        return _mirrored(partial(self._plan_unreadable, row, now, problem), self._mirror, now,
+                         ctx)
+
+    def _plan_unreadable(self, row: InboxRow, now: datetime, problem: str,
+                         ctx: PlanContext) -> Plan:
+        sender, verdict = judge_unreadable(row.raw, row.mail_from, self._settings)
+        return plan_unreadable_emergency(row, problem, self.rulebook, self._settings, now,
+                                         sender, verdict, ctx)
 
     def _prepare_mail(self, row: InboxRow, prepared: Prepared, now: datetime,
                       fallback: Callable[[str], Plan]) -> Work:
@@ -181,8 +219,11 @@ class InboxWorker:
         if mail is None or decision is None:
             if prepared.bug is not None:
                 log.error("inbox.prepare_failed", inbox_id=row.id, traceback=prepared.bug)
-            return Work(row.id, None, _fixed(fallback(prepared.problem or "unparseable")),
-                        fallback)
+            problem = prepared.problem or "unparseable"
+            if row.mailbox is Mailbox.EMERGENCY:  # fails towards a person (gateway.plan.unreadable)
+                return Work(row.id, None, partial(self._plan_unreadable, row, now, problem),
+                            fallback)
+            return Work(row.id, None, _fixed(fallback(problem)), fallback)
         verdict = judge_email(row.raw, mail.from_addr, self._settings.trust)
         keys = mail_thread_keys(mail, self._settings, verdict)
         return Work(row.id, keys, partial(self._plan_mail, row, mail, decision, verdict, now),
@@ -202,9 +243,12 @@ class InboxWorker:
         why = should_ignore(msg, chat)
         if why is not None:
             return _ignored(row, why, fallback)
-        if msg.room_id != chat.incidents_room and msg.room_id not in chat.report_rooms:
+        # Alarm rooms (gateway.plan.alarm_rooms) take commands, like the incidents room.
+        commands = msg.room_id == chat.incidents_room or (
+            msg.room_id in self._webhooks.alerts.alarms.rooms())
+        if not commands and msg.room_id not in chat.report_rooms:
             return _ignored(row, "a room that takes no reports nor commands", fallback)
-        if msg.room_id != chat.incidents_room:
+        if not commands:
             return Work(row.id, ThreadKeys(msg.thread_keys()),
                         partial(self._plan_report, msg, chat, now), fallback)
         command = parse_command(msg.body)
@@ -217,6 +261,9 @@ class InboxWorker:
 
     def _plan_report(self, msg: ChatMessage, chat: ChatSettings, now: datetime,
                      ctx: PlanContext) -> Plan:
+        known = known_outage_in_chat(msg, ctx, self.rulebook, chat, self._settings.trust, now)
+        if known is not None:  # monitoring found it first (gateway.plan.alert_join)
+            return known
         return plan_report_room(msg, ctx.thread, ctx.next_id, self.rulebook, chat,
                                 self._settings.pager_source, now, self._settings.trust)
 

@@ -21,7 +21,7 @@ from gateway.domain import (
     Work,
     dumps,
 )
-from gateway.store import storm_db
+from gateway.store import alert_db, answer_db, storm_db
 from gateway.store.db import transaction, ts
 from gateway.store.incidents import (
     apply_plan,
@@ -40,9 +40,9 @@ def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> lis
         for m in messages:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
-                " dedup_key, raw) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " dedup_key, raw, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (ts(m.received_at), m.channel, m.mailbox, m.mail_from,
-                 dumps(list(m.rcpt_to)), m.dedup_key, m.raw),
+                 dumps(list(m.rcpt_to)), m.dedup_key, m.raw, m.client),
             )
             if cur.rowcount:
                 results.append(Accepted(int(cur.lastrowid or 0), duplicate=False))
@@ -54,16 +54,31 @@ def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> lis
     return results
 
 
-def pending_inbox(conn: sqlite3.Connection, limit: int) -> list[InboxRow]:
-    """The oldest messages not yet processed."""
+def pending_inbox(conn: sqlite3.Connection, limit: int,
+                  max_bytes: int | None = None) -> list[InboxRow]:
+    """The oldest messages not yet processed: at most `limit`, and with `max_bytes` only as
+    many as fit in that many bytes of raw content (always at least one). The sizes are read
+    first (length() of a blob does not load it), so a queue of large mail is never all in
+    memory at once."""
+    if max_bytes is not None:
+        sizes = conn.execute("SELECT length(raw) FROM inbox WHERE state = 'pending'"
+                             " ORDER BY id LIMIT ?", (limit,)).fetchall()
+        total, fits = 0, 0
+        for (size,) in sizes:
+            total += size or 0
+            if fits and total > max_bytes:
+                break
+            fits += 1
+        limit = fits
     rows = conn.execute(
-        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw FROM inbox"
-        " WHERE state = 'pending' ORDER BY id LIMIT ?",
+        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw, client,"
+        " released_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?",
         (limit,),
     ).fetchall()
     return [
         InboxRow(r[0], Channel(r[1]), Mailbox(r[2]) if r[2] else None, r[3],
-                 tuple(json.loads(r[4])), datetime.fromisoformat(r[5]), bytes(r[6]))
+                 tuple(json.loads(r[4])), datetime.fromisoformat(r[5]), bytes(r[6]), r[7],
+                 released=r[8] is not None)
         for r in rows
     ]
 
@@ -80,11 +95,21 @@ def process(conn: sqlite3.Connection, batch: Sequence[Work], now: datetime) -> l
                 plan = _process_one(conn, work.inbox_id, work.keys, work.make_plan, now)
             except Exception as exc:  # a bug in planning: keep the message for a human
                 conn.execute("ROLLBACK TO message")
-                failed = work.fallback(f"processing failed: {type(exc).__name__}")
-                plan = _process_one(conn, work.inbox_id, None, _fixed(failed), now)
+                plan = _fall_back(conn, work, f"processing failed: {type(exc).__name__}", now)
             conn.execute("RELEASE message")
             plans.append(plan)
     return plans
+
+
+def _fall_back(conn: sqlite3.Connection, work: Work, problem: str, now: datetime) -> Plan:
+    if work.rescue is not None:
+        rescue = work.rescue
+        try:
+            return _process_one(conn, work.inbox_id, None, lambda ctx: rescue(problem, ctx),
+                                now)
+        except Exception:  # the rescue failed as well: the plain fallback, which cannot
+            conn.execute("ROLLBACK TO message")
+    return _process_one(conn, work.inbox_id, None, _fixed(work.fallback(problem)), now)
 
 
 def _fixed(plan: Plan) -> Callable[[PlanContext], Plan]:
@@ -108,13 +133,15 @@ def _process_one(
         open_incidents=lambda: list_incidents(conn, open_only=True),
         history=partial(storm_db.history, conn, inbox_id),
         recent_open=partial(recent_open_incidents, conn),
+        answers=partial(answer_db.answer_fits, conn),
+        alert_ids=partial(alert_db.open_alert_ids, conn),
     )
     plan = make_plan(context)
     apply_plan(conn, plan, now)
     if plan.digest is not None:
         storm_db.record(conn, inbox_id, plan.digest)
-    conn.execute(
-        "UPDATE inbox SET state = 'done', outcome = ?, processed_at = ? WHERE id = ?",
-        (plan.outcome, ts(now), inbox_id),
+    conn.execute(  # a held message waits apart for an operator (gateway.store.held)
+        "UPDATE inbox SET state = ?, outcome = ?, processed_at = ? WHERE id = ?",
+        ("held" if plan.held else "done", plan.outcome, ts(now), inbox_id),
     )
     return plan

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,20 +25,31 @@ from gateway.store.db import from_ts, transaction, ts
 from gateway.store.incidents import add_timeline
 
 
-def due_outbox(conn: sqlite3.Connection, now: datetime, limit: int) -> list[OutboxEntry]:
-    """Pending entries whose next attempt is due, oldest first."""
+def _not_kinds(skip: Collection[str]) -> tuple[str, tuple[str, ...]]:
+    """A condition leaving out entries of the given kinds (those waiting for a link)."""
+    if not skip:
+        return "", ()
+    return f" AND kind NOT IN ({', '.join('?' * len(skip))})", tuple(sorted(skip))
+
+
+def due_outbox(conn: sqlite3.Connection, now: datetime, limit: int,
+               skip: Collection[str] = ()) -> list[OutboxEntry]:
+    """Pending entries whose next attempt is due, oldest first (none of the `skip` kinds)."""
+    cond, args = _not_kinds(skip)
     rows = conn.execute(
-        "SELECT id, kind, incident_id, payload, attempts FROM outbox"
-        " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
-        (ts(now), limit),
+        "SELECT id, kind, incident_id, payload, attempts FROM outbox"  # noqa: S608
+        f" WHERE state = 'pending' AND next_attempt_at <= ?{cond}"
+        " ORDER BY next_attempt_at, id LIMIT ?",
+        (ts(now), *args, limit),
     ).fetchall()
     return [OutboxEntry(r[0], OutboxKind(r[1]), r[2], json.loads(r[3]), r[4]) for r in rows]
 
 
-def next_outbox_due(conn: sqlite3.Connection) -> datetime | None:
-    """When the next pending entry is due, if any."""
+def next_outbox_due(conn: sqlite3.Connection, skip: Collection[str] = ()) -> datetime | None:
+    """When the next pending entry (none of the `skip` kinds) is due, if any."""
+    cond, args = _not_kinds(skip)
     (value,) = conn.execute(
-        "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'"
+        f"SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'{cond}", args  # noqa: S608
     ).fetchone()
     return from_ts(value)
 
@@ -57,6 +68,9 @@ def settle_outbox(conn: sqlite3.Connection, attempts: Sequence[Attempt], now: da
                 if cur.rowcount and a.entry.incident_id is not None:
                     _record_effect(conn, a.entry, a.result, now)
                     _add_lines(conn, a)
+            elif a.parked:
+                conn.execute("UPDATE outbox SET last_error = ? WHERE id = ? AND state = 'pending'",
+                             (a.error[:500], a.entry.id))
             else:
                 cur = conn.execute(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = ?,"
@@ -80,9 +94,11 @@ def _record_dead(conn: sqlite3.Connection, a: Attempt, now: datetime) -> None:
         )
 
 
-def retry_dead(conn: sqlite3.Connection, outbox_id: int, now: datetime) -> str | None:
-    """Send a dead entry back to pending with a fresh attempt count, due now. Returns None
-    when done, else the entry's state (or "unknown") to explain why nothing changed."""
+def retry_dead(conn: sqlite3.Connection, outbox_id: int, now: datetime,
+               note: Callable[[int, str, datetime], TimelineEvent]) -> str | None:
+    """Send a dead entry back to pending with a fresh attempt count, due now, and put
+    `note(outbox_id, kind, now)` on its incident's timeline. Returns None when done, else
+    the entry's state (or "unknown") to explain why nothing changed."""
     with transaction(conn):
         row = conn.execute("SELECT state, incident_id, kind FROM outbox WHERE id = ?",
                            (outbox_id,)).fetchone()
@@ -93,9 +109,7 @@ def retry_dead(conn: sqlite3.Connection, outbox_id: int, now: datetime) -> str |
         conn.execute("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?"
                      " WHERE id = ?", (ts(now), outbox_id))
         if row[1] is not None:
-            add_timeline(conn, int(row[1]), TimelineEvent(
-                now, "retry_requested", "operator",
-                f"Outbox {outbox_id} ({row[2]}) sent back for delivery", {"outbox_id": outbox_id}))
+            add_timeline(conn, int(row[1]), note(outbox_id, str(row[2]), now))
     return None
 
 
@@ -132,6 +146,9 @@ def _record_effect(
         conn.execute("UPDATE incidents SET chat_root = ? WHERE id = ?", (event_id, iid))
         conn.execute("INSERT OR IGNORE INTO thread_keys (key, incident_id, direction)"
                      " VALUES (?, ?, 'out')", (chat_key(event_id), iid))
+    elif entry.kind is OutboxKind.CHAT_ALARM and p.get("root"):  # gateway.plan.alarm_rooms
+        conn.execute("INSERT OR IGNORE INTO thread_keys (key, incident_id, direction)"
+                     " VALUES (?, ?, 'out')", (chat_key(str(result["event_id"])), iid))
     elif entry.kind in mirror_db.MIRROR_KINDS:
         mirror_db.record_effect(conn, entry, result, now)
 
@@ -164,4 +181,5 @@ def queue_stats(conn: sqlite3.Connection) -> QueueStats:
         "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0"
         " GROUP BY kind").fetchall())
     (dead,) = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
-    return QueueStats(int(inbox), int(pending), from_ts(oldest), retrying, int(dead))
+    (held,) = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'held'").fetchone()
+    return QueueStats(int(inbox), int(pending), from_ts(oldest), retrying, int(dead), int(held))

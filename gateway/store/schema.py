@@ -144,6 +144,24 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX reminders_incident ON reminders(incident_id);
     """,
+    # 5: automatic answers sent to each address, for the per-address answer limit
+    """
+    CREATE TABLE answer_log (
+        id INTEGER PRIMARY KEY,
+        address TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX answer_log_address ON answer_log(address, at);
+    """,
+    # 6: the connecting client's address (what rate limits count for unverified mail),
+    # held messages kept apart (state 'held') until an operator releases them, and the
+    # untrusted mail the global rate counts (gateway.store.storm_db)
+    """
+    ALTER TABLE inbox ADD COLUMN client TEXT;
+    ALTER TABLE inbox ADD COLUMN released_at TEXT;
+    CREATE INDEX inbox_held ON inbox(id) WHERE state = 'held';
+    CREATE INDEX inbox_digest_untrusted ON inbox_digest(at) WHERE substr(sender, 1, 2) = 'u:';
+    """,
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -138,22 +138,25 @@ class SqliteStore:
                 fut.set_result(result)
 
     # -- pipeline ---------------------------------------------------------------------------
-    async def pending_inbox(self, limit: int = 64) -> list[InboxRow]:
-        """Accepted messages waiting to be processed, oldest first."""
-        return await self._call(inbox.pending_inbox, limit)
+    async def pending_inbox(self, limit: int = 64,
+                            max_bytes: int | None = None) -> list[InboxRow]:
+        """Accepted messages waiting to be processed, oldest first (at most `max_bytes` of
+        raw content, but at least one message)."""
+        return await self._call(inbox.pending_inbox, limit, max_bytes)
 
     async def process(self, batch: Sequence[Work], now: datetime) -> list[Plan]:
         """Thread lookup, plan and apply for a batch, in one transaction (inbox.process)."""
         return await self._call(inbox.process, batch, now)
 
     # -- outbox -----------------------------------------------------------------------------
-    async def due_outbox(self, now: datetime, limit: int) -> list[OutboxEntry]:
-        """Entries due for an attempt."""
-        return await self._call(outbox.due_outbox, now, limit)
+    async def due_outbox(self, now: datetime, limit: int,
+                         skip: Collection[str] = ()) -> list[OutboxEntry]:
+        """Entries due for an attempt (none of the `skip` kinds)."""
+        return await self._call(outbox.due_outbox, now, limit, skip)
 
-    async def next_outbox_due(self) -> datetime | None:
-        """When the next pending entry is due."""
-        return await self._call(outbox.next_outbox_due)
+    async def next_outbox_due(self, skip: Collection[str] = ()) -> datetime | None:
+        """When the next pending entry (none of the `skip` kinds) is due."""
+        return await self._call(outbox.next_outbox_due, skip)
 
     async def settle_outbox(self, attempts: Sequence[Attempt], now: datetime) -> None:
         """Record a round of delivery attempts and their effects, atomically."""

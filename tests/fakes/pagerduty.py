@@ -4,6 +4,12 @@ It validates events the way the real endpoint does (answering 400 with the real 
 deduplicates alerts by dedup_key, and can be told to misbehave for the next requests: answer
 with an error status, reset the connection, or answer slowly.
 
+It also plays PagerDuty's side of a v3 webhook subscription: `subscribe(url, secret)`, then
+what an engineer does on the phone app (`acknowledge_on_app`, `resolve_on_app`, `reassign`,
+`escalate`) changes the alert and POSTs the documented v3 event (`{"event": {id, event_type,
+resource_type, occurred_at, agent, data}}`) signed with `X-PagerDuty-Signature: v1=<hex
+HMAC-SHA256 of the body>` to the subscriber; `replay_last()` sends a delivered event again.
+
     async with FakePagerDuty() as fake:
         fake.fail_next(status=429, retry_after="2")
         pager = PagerDutyPager(KEY, session=session, base_url=fake.url)
@@ -12,14 +18,18 @@ with an error status, reset the connection, or answer slowly.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import uuid
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 ACTIONS = ("trigger", "acknowledge", "resolve")
@@ -55,6 +65,9 @@ class FakePagerDuty:
         self.events: list[dict[str, Any]] = []  # every accepted event, as received
         self.requests = 0  # every request that reached the handler, faulted or not
         self.alerts_opened = 0  # a trigger on a resolved dedup_key opens a new alert
+        self._subscriber: tuple[str, list[str]] | None = None  # webhook URL, secrets
+        self.webhooks: list[tuple[bytes, dict[str, str], int]] = []  # body, headers, status
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # stamps occurred_at
 
     @property
     def url(self) -> str:
@@ -115,6 +128,59 @@ class FakePagerDuty:
 
     def open_alerts(self) -> dict[str, str]:
         return {k: v for k, v in self.alerts.items() if v != "resolved"}
+
+    # -- v3 webhooks: the subscription and what engineers do on the phone app --------------
+    def subscribe(self, url: str, *secrets: str) -> None:
+        """Send v3 webhooks to `url`, signed with each of `secrets`."""
+        self._subscriber = (url, list(secrets))
+
+    async def deliver(self, body: dict[str, Any] | bytes, signature: str | None = None) -> int:
+        """POST one webhook to the subscriber (as PagerDuty does); returns the status."""
+        assert self._subscriber is not None, "subscribe() first"
+        url, secrets = self._subscriber
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "User-Agent": "PagerDuty-Webhook/V3.0",
+                   "X-Webhook-Id": uuid.uuid4().hex, "X-Webhook-Subscription": "PSUBSCR",
+                   "X-PagerDuty-Signature": signature if signature is not None
+                   else sign(raw, secrets)}
+        async with aiohttp.ClientSession() as session, session.post(
+                url, data=raw, headers=headers) as resp:
+            await resp.read()
+            self.webhooks.append((raw, headers, resp.status))
+            return resp.status
+
+    async def _act(self, event_type: str, dedup_key: str, state: str | None,
+                   **fields: Any) -> int:
+        if state is not None and self.alerts.get(dedup_key) in ("triggered", "acknowledged"):
+            self.alerts[dedup_key] = state
+        number = list(self.alerts).index(dedup_key) + 1 if dedup_key in self.alerts else 1
+        return await self.deliver(v3_event(event_type, dedup_key, number=number,
+                                           status=state or "triggered",
+                                           occurred_at=self.clock(), **fields))
+
+    async def acknowledge_on_app(self, dedup_key: str, by: str = "Ana Engineer") -> int:
+        """An engineer acknowledges on the phone app."""
+        return await self._act("incident.acknowledged", dedup_key, "acknowledged", agent=by,
+                               assignees=(by,))
+
+    async def resolve_on_app(self, dedup_key: str, by: str = "Ana Engineer") -> int:
+        """An engineer resolves on the phone app."""
+        return await self._act("incident.resolved", dedup_key, "resolved", agent=by)
+
+    async def reassign(self, dedup_key: str, to: str, by: str = "Ana Engineer") -> int:
+        """An engineer reassigns the incident."""
+        return await self._act("incident.reassigned", dedup_key, None, agent=by,
+                               assignees=(to,))
+
+    async def escalate(self, dedup_key: str, to: str) -> int:
+        """The escalation policy moves the incident on (no human agent)."""
+        return await self._act("incident.escalated", dedup_key, None, agent="PagerDuty",
+                               assignees=(to,))
+
+    async def replay_last(self) -> int:
+        """Deliver the last webhook again, byte for byte with its signature."""
+        raw, headers, _ = self.webhooks[-1]
+        return await self.deliver(raw, headers["X-PagerDuty-Signature"])
 
     async def _enqueue(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
@@ -234,3 +300,52 @@ def _fault_body(status: int) -> str:
             {"status": "invalid event", "message": "Event object is invalid", "errors": ["fault"]}
         )
     return f"{status} fault from FakePagerDuty"
+
+
+# -- v3 webhooks: PagerDuty telling a subscriber what happened to an incident ---------------
+
+_USERS = {"Ana Engineer": "PLH1HKV", "Ben Oncall": "PTUXL6G", "PagerDuty": "P0000PD"}
+
+
+def v3_event(event_type: str, dedup_key: str, *, agent: str = "Ana Engineer",
+             number: int = 1, status: str = "acknowledged", assignees: tuple[str, ...] = (),
+             occurred_at: datetime | None = None, event_id: str | None = None
+             ) -> dict[str, Any]:
+    """A v3 webhook body for an incident event, as PagerDuty documents it."""
+    at = (occurred_at or datetime.now(UTC)).isoformat(timespec="milliseconds")
+    incident_id = "Q" + hashlib.sha256(dedup_key.encode()).hexdigest()[:13].upper()
+    user = _USERS.get(agent, "PXXXXXX")
+    return {"event": {
+        "id": event_id or uuid.uuid4().hex[:26].upper(), "event_type": event_type,
+        "resource_type": "incident", "occurred_at": at.replace("+00:00", "Z"),
+        "agent": {"html_url": f"https://acme.pagerduty.com/users/{user}", "id": user,
+                  "self": f"https://api.pagerduty.com/users/{user}", "summary": agent,
+                  "type": "user_reference"},
+        "client": None,
+        "data": {
+            "id": incident_id, "type": "incident",
+            "self": f"https://api.pagerduty.com/incidents/{incident_id}",
+            "html_url": f"https://acme.pagerduty.com/incidents/{incident_id}",
+            "number": number, "status": status, "incident_key": dedup_key,
+            "created_at": at.replace("+00:00", "Z"), "title": f"Incident {dedup_key}",
+            "service": {"html_url": "https://acme.pagerduty.com/services/PF9KMXH",
+                        "id": "PF9KMXH", "self": "https://api.pagerduty.com/services/PF9KMXH",
+                        "summary": "Platform", "type": "service_reference"},
+            "assignees": [{"html_url": f"https://acme.pagerduty.com/users/{_USERS.get(a, 'P1')}",
+                           "id": _USERS.get(a, "P1"), "summary": a, "type": "user_reference",
+                           "self": f"https://api.pagerduty.com/users/{_USERS.get(a, 'P1')}"}
+                          for a in assignees],
+            "escalation_policy": {"html_url": "https://acme.pagerduty.com/escalation_policies/P",
+                                  "id": "PUS0KTE", "self": "https://api.pagerduty.com/e/P",
+                                  "summary": "Platform on-call",
+                                  "type": "escalation_policy_reference"},
+            "teams": [], "priority": None, "urgency": "high", "conference_bridge": None,
+            "resolve_reason": None,
+        },
+    }}
+
+
+def sign(body: bytes, secrets: list[str]) -> str:
+    """The X-PagerDuty-Signature value: one v1= entry per active secret."""
+    return ",".join("v1=" + hmac.new(s.encode(), body, hashlib.sha256).hexdigest()
+                    for s in secrets)

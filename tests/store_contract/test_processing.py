@@ -3,6 +3,8 @@ falls back alone, and threads are found by the keys a message offers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.domain import (
     Digest,
     OutboxKind,
@@ -131,18 +133,23 @@ async def test_an_outbox_entry_is_queued_with_its_plan(store: Store) -> None:
 
 
 async def test_a_digest_is_counted_for_the_messages_after_it(store: Store) -> None:
-    """A Plan's digest is recorded when applied; later messages count it, never their own."""
+    """A Plan's digest is recorded when applied; later messages count it, never their own.
+    The global count (`everyone`) counts untrusted buckets only (prefix `u:`)."""
     counts: list[tuple[int, int, int]] = []
 
-    def make(ctx: PlanContext) -> Plan:
-        assert ctx.history is not None
-        seen = ctx.history("s@x.example", "h1", NOW, 3600.0, 100)
-        counts.append((seen.from_sender, seen.same_content, seen.everyone))
-        return Plan(outcome="held", digest=Digest("s@x.example", "h1", NOW))
+    def make(bucket: str) -> Callable[[PlanContext], Plan]:
+        def plan(ctx: PlanContext) -> Plan:
+            assert ctx.history is not None
+            seen = ctx.history(bucket, "h1", NOW, 3600.0, 100)
+            counts.append((seen.from_sender, seen.same_content, seen.everyone))
+            return Plan(outcome="joined INC-1", digest=Digest(bucket, "h1", NOW))
+        return plan
 
-    for n in range(3):
-        await store.process([work((await store.accept(message(n))).inbox_id, make)], NOW)
-    assert counts == [(0, 0, 0), (1, 1, 1), (2, 2, 2)]
+    for n, bucket in enumerate(["u:- s@x.example", "u:- s@x.example", "t:t@x.example",
+                                "u:- s@x.example", "t:t@x.example"]):
+        await store.process([work((await store.accept(message(n))).inbox_id, make(bucket))],
+                            NOW)
+    assert counts == [(0, 0, 0), (1, 1, 1), (0, 0, 2), (2, 2, 2), (1, 1, 3)]
 
 
 async def test_a_payload_its_kind_does_not_allow_falls_back(store: Store) -> None:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from functools import partial
 
 import psycopg
+import structlog
 
 from gateway.domain import (
     Accepted,
@@ -29,6 +30,7 @@ from gateway.domain import (
     Work,
     dumps,
 )
+from gateway.store.alert_db import LIMIT as ALERT_LIMIT
 from gateway.store.db import ts
 from gateway.store.postgres.incidents import (
     apply_plan,
@@ -42,6 +44,7 @@ from gateway.store.postgres.schema import WRITE_LOCK, Conn
 from rules.types import Mailbox
 
 GLOBAL_WINDOW_S = 60.0
+log = structlog.get_logger("gateway.store.postgres")
 
 
 def accept_many(conn: Conn, messages: Sequence[NewMessage]) -> list[Accepted]:
@@ -52,10 +55,10 @@ def accept_many(conn: Conn, messages: Sequence[NewMessage]) -> list[Accepted]:
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
-            " dedup_key, raw) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " dedup_key, raw, client) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
             [(ts(m.received_at), m.channel, m.mailbox, m.mail_from, dumps(list(m.rcpt_to)),
-              m.dedup_key, m.raw) for m in messages],
+              m.dedup_key, m.raw, m.client) for m in messages],
             returning=True)
         while True:
             row = cur.fetchone()
@@ -75,14 +78,29 @@ def accept_many(conn: Conn, messages: Sequence[NewMessage]) -> list[Accepted]:
     return results
 
 
-def pending_inbox(conn: Conn, limit: int) -> list[InboxRow]:
-    """The oldest messages not yet processed."""
+def pending_inbox(conn: Conn, limit: int, max_bytes: int | None = None) -> list[InboxRow]:
+    """The oldest messages not yet processed: at most `limit`, and with `max_bytes` only as
+    many as fit in that many bytes of raw content (always at least one). The sizes are read
+    first (octet_length does not fetch the value), so a queue of large mail is never all in
+    memory at once."""
+    if max_bytes is not None:
+        sizes = conn.execute("SELECT octet_length(raw) FROM inbox WHERE state = 'pending'"
+                             " ORDER BY id LIMIT %s", (limit,)).fetchall()
+        total, fits = 0, 0
+        for (size,) in sizes:
+            total += size or 0
+            if fits and total > max_bytes:
+                break
+            fits += 1
+        limit = fits
     rows = conn.execute(
-        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw FROM inbox"
-        " WHERE state = 'pending' ORDER BY id LIMIT %s", (limit,)).fetchall()
+        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw, client,"
+        " released_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT %s",
+        (limit,)).fetchall()
     return [
         InboxRow(int(r[0]), Channel(r[1]), Mailbox(r[2]) if r[2] else None, r[3],
-                 tuple(json.loads(r[4])), datetime.fromisoformat(r[5]), bytes(r[6]))
+                 tuple(json.loads(r[4])), datetime.fromisoformat(r[5]), bytes(r[6]), r[7],
+                 released=r[8] is not None)
         for r in rows
     ]
 
@@ -102,10 +120,24 @@ def process(conn: Conn, batch: Sequence[Work], now: datetime) -> list[Plan]:
             except psycopg.OperationalError:
                 raise  # the connection is gone: nothing of the batch is kept
             except Exception as exc:  # a bug in planning: keep the message for a human
-                failed = work.fallback(f"processing failed: {type(exc).__name__}")
-                plan = _process_one(conn, work.inbox_id, None, _fixed(failed), now)
+                plan = _fall_back(conn, work, f"processing failed: {type(exc).__name__}", now)
             plans.append(plan)
     return plans
+
+
+def _fall_back(conn: Conn, work: Work, problem: str, now: datetime) -> Plan:
+    """The rescue plan (emergency mail: a P1 for a person), else the plain fallback."""
+    if work.rescue is not None:
+        rescue = work.rescue
+        try:
+            with conn.transaction():
+                return _process_one(conn, work.inbox_id, None,
+                                    lambda ctx: rescue(problem, ctx), now)
+        except psycopg.OperationalError:
+            raise
+        except Exception as exc:  # the rescue failed as well: the plain fallback, which cannot
+            log.error("inbox.rescue_failed", inbox_id=work.inbox_id, error=type(exc).__name__)
+    return _process_one(conn, work.inbox_id, None, _fixed(work.fallback(problem)), now)
 
 
 def _fixed(plan: Plan) -> Callable[[PlanContext], Plan]:
@@ -124,13 +156,16 @@ def _process_one(conn: Conn, inbox_id: int, keys: ThreadKeys | None,
         open_incidents=lambda: list_incidents(conn, open_only=True),
         history=partial(history, conn, inbox_id),
         recent_open=partial(recent_open_incidents, conn),
+        answers=partial(answer_fits, conn),
+        alert_ids=partial(open_alert_ids, conn),
     )
     plan = make_plan(context)
     apply_plan(conn, plan, now)
     if plan.digest is not None:
         record_digest(conn, inbox_id, plan.digest)
-    conn.execute("UPDATE inbox SET state = 'done', outcome = %s, processed_at = %s WHERE id = %s",
-                 (plan.outcome, ts(now), inbox_id))
+    # a held message waits apart for an operator (gateway.store.postgres.held)
+    conn.execute("UPDATE inbox SET state = %s, outcome = %s, processed_at = %s WHERE id = %s",
+                 ("held" if plan.held else "done", plan.outcome, ts(now), inbox_id))
     return plan
 
 
@@ -151,11 +186,38 @@ def history(conn: Conn, inbox_id: int, sender: str, content: str, at: datetime,
         " FROM (SELECT body_hash FROM inbox_digest WHERE sender = %s AND at >= %s AND at <= %s"
         " AND inbox_id != %s LIMIT %s) d", (content, sender, since, ts(at), inbox_id, cap),
     ).fetchone()
+    # The global count is of untrusted buckets only, spelled as in the partial index
+    # inbox_digest_untrusted (schema 3), so however much trusted mail arrives it costs nothing.
     everyone = conn.execute(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM inbox_digest WHERE at >= %s AND at <= %s"
-        " AND inbox_id != %s LIMIT %s) d",
+        "SELECT COUNT(*) FROM (SELECT 1 FROM inbox_digest WHERE substr(sender, 1, 2) = 'u:'"
+        " AND at >= %s AND at <= %s AND inbox_id != %s LIMIT %s) d",
         (ts(at - timedelta(seconds=GLOBAL_WINDOW_S)), ts(at), inbox_id, cap),
     ).fetchone()
     if row is None or everyone is None:
         raise RuntimeError("COUNT returns a row")
     return SenderHistory(int(row[0]), int(row[1]), int(everyone[0]))
+
+
+def answer_fits(conn: Conn, address: str, at: datetime, window_s: float, limit: int) -> bool:
+    """Whether one more automatic answer to `address` at `at` stays within `limit` per
+    `window_s`; records it when it does (gateway.store.answer_db, under the write lock)."""
+    address = address.strip().lower()
+    since = ts(at - timedelta(seconds=window_s))
+    row = conn.execute(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM answer_log WHERE address = %s AND at > %s"
+        " LIMIT %s) d", (address, since, limit)).fetchone()
+    if row is None:
+        raise RuntimeError("COUNT returns a row")
+    if int(row[0]) >= limit:
+        return False
+    conn.execute("DELETE FROM answer_log WHERE address = %s AND at <= %s", (address, since))
+    conn.execute("INSERT INTO answer_log (address, at) VALUES (%s, %s)", (address, ts(at)))
+    return True
+
+
+def open_alert_ids(conn: Conn, limit: int = ALERT_LIMIT) -> list[int]:
+    """Ids of unresolved, unmerged incidents flagged as alerts, newest first
+    (gateway.store.alert_db)."""
+    return [int(row[0]) for row in conn.execute(
+        "SELECT id FROM incidents WHERE status != 'resolved' AND merged_into IS NULL"
+        " AND flags LIKE '%%\"alert\"%%' ORDER BY id DESC LIMIT %s", (limit,)).fetchall()]

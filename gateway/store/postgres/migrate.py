@@ -2,7 +2,8 @@
 
 Everything the daemon keeps is copied with its ids (the inbox, incidents, reporters,
 thread keys in their order, timelines, the outbox with its states, pages, tickets, status
-page incidents, fired SLA items, rate-limit digests, and the kv values: IMAP cursors, the
+page incidents, fired SLA items, rate-limit digests, automatic answers counted per address,
+held messages with their connecting client, and the kv values: IMAP cursors, the
 Matrix token and next_batch, the threading key and the instance id), in one transaction
 from one read snapshot of the SQLite file, so a reply to an old incident still threads and
 nothing fires twice. The target must be empty; the sequences continue after the copied ids.
@@ -20,7 +21,7 @@ from gateway.store.postgres.schema import Conn, migrate
 # (table, columns, order) in foreign-key order; thread_keys keep SQLite's rowid order.
 TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("inbox", ("id", "received_at", "channel", "mailbox", "mail_from", "rcpt_to", "dedup_key",
-               "raw", "state", "outcome", "processed_at"), "id"),
+               "raw", "state", "outcome", "processed_at", "client", "released_at"), "id"),
     ("incidents", ("id", "title", "priority", "status", "mailbox", "created_at", "updated_at",
                    "rule", "reasons", "period", "respond_by", "next_update_by", "flags", "lead",
                    "comms", "acknowledged_at", "resolved_at", "merged_into", "chat_root"), "id"),
@@ -39,8 +40,10 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("statuspage_incidents", ("incident_id", "page_id", "external_id", "link", "status",
                               "created_at"), "incident_id"),
     ("reminders", ("id", "subject", "incident_id", "kind", "due_at", "fired_at"), "id"),
+    ("answer_log", ("id", "address", "at"), "id"),
 )
-_IDENTITY = ("inbox", "reporters", "timeline", "outbox", "pages", "tickets", "reminders")
+_IDENTITY = ("inbox", "reporters", "timeline", "outbox", "pages", "tickets", "reminders",
+             "answer_log")
 
 
 class MigrationRefused(RuntimeError):

@@ -12,7 +12,7 @@ was paused past its claim and wakes up records nothing (the node that reclaimed 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,9 @@ from gateway.store.postgres.schema import Conn
 _DONE = ("UPDATE outbox SET state = %s, attempts = attempts + 1, result = %s, done_at = %s,"
          " last_error = NULL, claim_until = NULL WHERE id = %s AND state = 'pending'"
          " AND (%s::bigint IS NULL OR claim_token = %s)")
+# A parked entry (its link is down) counts no attempt and keeps its place; the claim is let go.
+_PARKED = ("UPDATE outbox SET last_error = %s, claim_until = NULL WHERE id = %s"
+           " AND state = 'pending' AND (%s::bigint IS NULL OR claim_token = %s)")
 _FAILED = ("UPDATE outbox SET attempts = attempts + 1, last_error = %s, next_attempt_at = %s,"
            " state = %s, claim_until = NULL WHERE id = %s AND state = 'pending'"
            " AND (%s::bigint IS NULL OR claim_token = %s)")
@@ -71,16 +74,17 @@ def claim_valid(conn: Conn, outbox_id: int, token: int, margin_s: float) -> bool
     return row is not None
 
 
-def next_outbox_due(conn: Conn, holder: str) -> datetime | None:
-    """When this node may next find a pending entry to claim: the earliest due time of the
-    entries free for it, or the earliest expiry of another node's claim (so a node does not
-    poll in a loop while another delivers what is due)."""
+def next_outbox_due(conn: Conn, holder: str, skip_kinds: Sequence[str] = ()) -> datetime | None:
+    """When this node may next find a pending entry to claim (none of `skip_kinds`): the
+    earliest due time of the entries free for it, or the earliest expiry of another node's
+    claim (so a node does not poll in a loop while another delivers what is due)."""
     row = conn.execute(
         "SELECT MIN(next_attempt_at) FILTER (WHERE claim_until IS NULL OR claim_holder = %s"
         " OR claim_until < clock_timestamp()),"
         " MIN(claim_until) FILTER (WHERE claim_holder <> %s"
         " AND claim_until >= clock_timestamp())"
-        " FROM outbox WHERE state = 'pending'", (holder, holder)).fetchone()
+        " FROM outbox WHERE state = 'pending' AND kind <> ALL(%s)",
+        (holder, holder, list(skip_kinds))).fetchone()
     if row is None:
         return None
     free, claimed = from_ts(row[0]), row[1]
@@ -102,6 +106,8 @@ def settle(conn: Conn, attempts: Sequence[Attempt], tokens: Mapping[int, int],
                 if cur.rowcount and a.entry.incident_id is not None:
                     _record_effect(conn, a.entry, a.result, now)
                     _add_lines(conn, a)
+            elif a.parked:
+                conn.execute(_PARKED, (a.error[:500], a.entry.id, token, token))
             else:
                 cur = conn.execute(
                     _FAILED, (a.error[:500], ts(a.next_at or now),
@@ -120,8 +126,10 @@ def _record_dead(conn: Conn, a: Attempt, now: datetime) -> None:
             (ts(now), a.alert.kind, a.entry.incident_id, dumps(dict(a.alert.payload)), ts(now)))
 
 
-def retry_dead(conn: Conn, outbox_id: int, now: datetime) -> str | None:
-    """Send a dead entry back to pending, due now; None when done, else why not."""
+def retry_dead(conn: Conn, outbox_id: int, now: datetime,
+               note: Callable[[int, str, datetime], TimelineEvent]) -> str | None:
+    """Send a dead entry back to pending, due now, and put `note(outbox_id, kind, now)` on
+    its incident's timeline; None when done, else why not."""
     with conn.transaction():
         row = conn.execute("SELECT state, incident_id, kind FROM outbox WHERE id = %s"
                            " FOR UPDATE", (outbox_id,)).fetchone()
@@ -132,9 +140,7 @@ def retry_dead(conn: Conn, outbox_id: int, now: datetime) -> str | None:
         conn.execute("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = %s,"
                      " claim_until = NULL WHERE id = %s", (ts(now), outbox_id))
         if row[1] is not None:
-            add_timeline(conn, int(row[1]), TimelineEvent(
-                now, "retry_requested", "operator",
-                f"Outbox {outbox_id} ({row[2]}) sent back for delivery", {"outbox_id": outbox_id}))
+            add_timeline(conn, int(row[1]), note(outbox_id, str(row[2]), now))
     return None
 
 
@@ -161,6 +167,10 @@ def _record_effect(conn: Conn, entry: OutboxEntry, result: dict[str, Any],
         conn.execute("UPDATE incidents SET chat_root = %s WHERE id = %s", (event_id, iid))
         conn.execute("INSERT INTO thread_keys (key, incident_id, direction)"
                      " VALUES (%s, %s, 'out') ON CONFLICT DO NOTHING", (chat_key(event_id), iid))
+    elif entry.kind is OutboxKind.CHAT_ALARM and p.get("root"):  # gateway.plan.alarm_rooms
+        conn.execute("INSERT INTO thread_keys (key, incident_id, direction)"
+                     " VALUES (%s, %s, 'out') ON CONFLICT DO NOTHING",
+                     (chat_key(str(result["event_id"])), iid))
     elif entry.kind in MIRROR_KINDS and not result.get("skipped"):
         _record_mirror(conn, entry, result, now)
 
@@ -213,6 +223,8 @@ def queue_stats(conn: Conn) -> QueueStats:
         "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0"
         " GROUP BY kind").fetchall()}
     dead = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
-    if inbox is None or out is None or dead is None:
+    held = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'held'").fetchone()
+    if inbox is None or out is None or dead is None or held is None:
         raise RuntimeError("COUNT returns a row")
-    return QueueStats(int(inbox[0]), int(out[0]), from_ts(out[1]), retrying, int(dead[0]))
+    return QueueStats(int(inbox[0]), int(out[0]), from_ts(out[1]), retrying, int(dead[0]),
+                      int(held[0]))

@@ -20,7 +20,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
@@ -42,6 +42,7 @@ from gateway.domain import (
     Planner,
     QueueStats,
     TicketRow,
+    TimelineEvent,
     Waker,
     Work,
 )
@@ -221,19 +222,23 @@ class PostgresStore:
                     fut.set_result(result)
 
     # -- pipeline ---------------------------------------------------------------------------
-    async def pending_inbox(self, limit: int = 64) -> list[InboxRow]:
-        """Accepted messages waiting to be processed, oldest first."""
-        return await self._call(inbox.pending_inbox, limit)
+    async def pending_inbox(self, limit: int = 64,
+                            max_bytes: int | None = None) -> list[InboxRow]:
+        """Accepted messages waiting to be processed, oldest first (at most `max_bytes` of
+        raw content, but at least one message)."""
+        return await self._call(inbox.pending_inbox, limit, max_bytes)
 
     async def process(self, batch: Sequence[Work], now: datetime) -> list[Plan]:
         """Thread lookup, plan and apply for a batch, in one transaction."""
         return await self._call(inbox.process, batch, now)
 
     # -- outbox -----------------------------------------------------------------------------
-    async def due_outbox(self, now: datetime, limit: int) -> list[OutboxEntry]:
-        """Claim the entries due for an attempt (none another node holds a claim on)."""
+    async def due_outbox(self, now: datetime, limit: int,
+                         skip: Collection[str] = ()) -> list[OutboxEntry]:
+        """Claim the entries due for an attempt (none another node holds a claim on, none of
+        the `skip` kinds whose link is down, none this node leaves to another)."""
         claimed = await self._call(outbox.claim_due, now, limit, self.node, self.claim_s,
-                                   sorted(self.skip_kinds()))
+                                   sorted({*self.skip_kinds(), *skip}))
         for entry, token in claimed:
             self._claims[entry.id] = token
         return [entry for entry, _ in claimed]
@@ -245,9 +250,10 @@ class PostgresStore:
             return False
         return await self._call(outbox.claim_valid, outbox_id, token, margin_s)
 
-    async def next_outbox_due(self) -> datetime | None:
-        """When the next pending entry is due."""
-        return await self._call(outbox.next_outbox_due, self.node)
+    async def next_outbox_due(self, skip: Collection[str] = ()) -> datetime | None:
+        """When the next pending entry (none of the `skip` kinds) is due."""
+        return await self._call(outbox.next_outbox_due, self.node,
+                                sorted({*self.skip_kinds(), *skip}))
 
     async def settle_outbox(self, attempts: Sequence[Attempt], now: datetime) -> None:
         """Record a round of attempts; one whose claim was lost records nothing."""
@@ -257,9 +263,10 @@ class PostgresStore:
         for a in attempts:
             self._claims.pop(a.entry.id, None)
 
-    async def retry_dead(self, outbox_id: int, now: datetime) -> str | None:
+    async def retry_dead(self, outbox_id: int, now: datetime,
+                         note: Callable[[int, str, datetime], TimelineEvent]) -> str | None:
         """Send a dead entry back for delivery (None), or say why not."""
-        return await self._call(outbox.retry_dead, outbox_id, now)
+        return await self._call(outbox.retry_dead, outbox_id, now, note)
 
     # -- SLA scheduler ----------------------------------------------------------------------
     async def fire_reminders(self, plan: Planner, wake: Waker,
