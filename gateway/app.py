@@ -305,7 +305,7 @@ class App:
         cluster = self.cluster = _cluster(cfg, store)
         link = edges.link = self.matrix = self._matrix(store)
         key = canary_key(await _thread_key(cfg, store))
-        self.canary = self._canary(key)
+        self.canary = self._canary(key, getattr(store, "canary_through", None))
         outbox = await self._outbox(store, egress, link)
         worker, scheduler = await self._processing(store, outbox, sandbox)
         worker.canary = recogniser(key)  # even with the self-test off: ours are never reports
@@ -412,14 +412,16 @@ class App:
             except Exception as exc:  # closing the rest matters more
                 log.error("gateway.close_failed", component=name, error=type(exc).__name__)
 
-    def _canary(self, key: bytes) -> CanaryMonitor | None:
-        """The end-to-end self-test (gateway.run.canary), unless turned off."""
+    def _canary(self, key: bytes, elsewhere: Callable[[str], Awaitable[bool]] | None
+                ) -> CanaryMonitor | None:
+        """The end-to-end self-test (gateway.run.canary), unless turned off; on several
+        nodes a canary another node's outbox delivered counts (`elsewhere`)."""
         c, boxes = self.config.canary, self.config.mailboxes
         if not c.enabled:
             return None
         rcpt = (boxes.support or boxes.emergency)[0]
         return CanaryMonitor(key, self._submit_canary, self.config.mail_out.from_address,
-                             rcpt, c.interval_s, c.deadline_s)
+                             rcpt, c.interval_s, c.deadline_s, elsewhere)
 
     async def _submit_canary(self, mail_from: str, rcpt_to: str, raw: bytes) -> None:
         """Through the SMTP listener when there is one, else straight into the inbox."""

@@ -228,3 +228,11 @@ def queue_stats(conn: Conn) -> QueueStats:
         raise RuntimeError("COUNT returns a row")
     return QueueStats(int(inbox[0]), int(out[0]), from_ts(out[1]), retrying, int(dead[0]),
                       int(held[0]))
+
+
+def canary_through(conn: Conn, nonce: str) -> bool:
+    """Whether the canary entry with this nonce was delivered, by whichever node."""
+    row = conn.execute(
+        "SELECT 1 FROM outbox WHERE kind = 'canary' AND state = 'done'"
+        " AND payload::jsonb ->> 'nonce' = %s LIMIT 1", (nonce,)).fetchone()
+    return row is not None

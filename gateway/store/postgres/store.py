@@ -263,6 +263,11 @@ class PostgresStore:
         for a in attempts:
             self._claims.pop(a.entry.id, None)
 
+    async def canary_through(self, nonce: str) -> bool:
+        """Whether a node delivered the self-test's entry with this nonce (gateway.run.canary:
+        the node that sent it waits for it, another node may have claimed it)."""
+        return await self._call(outbox.canary_through, nonce)
+
     async def retry_dead(self, outbox_id: int, now: datetime,
                          note: Callable[[int, str, datetime], TimelineEvent]) -> str | None:
         """Send a dead entry back for delivery (None), or say why not."""
