@@ -257,12 +257,15 @@ class App:
         if self.cluster is not None:
             handlers = self.cluster.fenced(handlers)
         room = cfg.matrix.incidents_room if cfg.matrix else None
+        chat_up = link.connected.is_set if link else None
+        if chat_up is not None and self.cluster is not None:  # Matrix runs under its lease
+            chat_up = self.cluster.connected("matrix", chat_up)
         self.gates = egress_gates(
             [*(["pager"] if cfg.pagerduty else []),
              *(["mail"] if cfg.mail_out.mode != "folder" and cfg.mail_out.smtp else []),
              *(["chat"] if link else [])],
             cfg.outbox.backoff_initial_s, cfg.outbox.backoff_max_s,
-            {"chat": link.connected.is_set} if link else None)
+            {"chat": chat_up} if chat_up is not None else None)
         return OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock,
                             alert_for=alert_in(room), poll_s=cfg.outbox.poll_interval_s,
                             gates=self.gates)
@@ -642,7 +645,7 @@ def _cluster_tasks(group: asyncio.TaskGroup, cluster: Cluster, store: Store,
                    link: MatrixLink | None) -> list[asyncio.Task[None]]:
     """The lease keepers and the store's watch; chat is claimed only by the Matrix node."""
     if link is not None and hasattr(store, "skip_kinds"):
-        chat = frozenset({"chat.announce", "chat.send"})
+        chat = frozenset({OutboxKind.CHAT_ANNOUNCE, OutboxKind.CHAT_SEND, OutboxKind.CHAT_ALARM})
         matrix = cluster.lease("matrix")
         store.skip_kinds = lambda: frozenset() if matrix.held() else chat
     tasks = [group.create_task(lease.run(), name=f"lease-{name}")

@@ -206,6 +206,13 @@ class Cluster:
         lease = self.lease(name)
         return lambda: inner() if lease.held() else STANDBY
 
+    def connected(self, name: str, inner: Callable[[], bool]) -> Callable[[], bool]:
+        """A singleton link's connection as the outbox's gate sees it: its own while held
+        here; up otherwise (its kinds are left to the node that holds it, never claimed
+        here), so a standby node does not report that link as down."""
+        lease = self.lease(name)
+        return lambda: inner() if lease.held() else True
+
     def fenced(self, handlers: Mapping[OutboxKind, Handler]) -> dict[OutboxKind, Handler]:
         """Each handler checks, right before acting, that this node's claim on the entry
         still holds; a node that lost it (paused, cut off) does nothing and the entry's
