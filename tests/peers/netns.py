@@ -65,6 +65,17 @@ class Netns:
                        check=False)
 
 
+def _free_index(start: int) -> int:
+    """The first 10.231.N.0/30 from `start` on that no interface uses (a namespace left
+    behind by a killed run keeps its addresses, and a second pair on them would not route)."""
+    used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, timeout=30,
+                          check=False).stdout
+    index = start
+    while f" 10.231.{index}.1/" in used and index < 254:
+        index += 1
+    return index
+
+
 def available() -> bool:
     """Root and iproute2: what namespaces need."""
     return os.geteuid() == 0 and shutil.which("ip") is not None
@@ -78,7 +89,7 @@ def namespace(index: int = 1) -> Iterator[Netns]:
             pytest.fail("network namespaces need root and iproute2: in CI the partition "
                         "test must run", pytrace=False)
         pytest.skip("network namespaces need root and iproute2")
-    ns = Netns(index)
+    ns = Netns(_free_index(index))
     try:
         ns.create()
         yield ns
