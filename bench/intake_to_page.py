@@ -18,6 +18,7 @@ reported too: when it grows, the daemon did not keep up with the offered rate.
 
     .venv/bin/python bench/intake_to_page.py                      # 200 msg/s for 10 s
     .venv/bin/python bench/intake_to_page.py --rate 100 --seconds 20 --conns 16
+    .venv/bin/python bench/intake_to_page.py --backend postgresql  # a throwaway cluster
 
 Exit status: 0 measured (target met or not), 1 a message was not paged or a send failed.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -35,8 +37,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 from aiohttp import web
@@ -89,13 +93,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_daemon(folder: Path, pd_url: str, outbox_concurrency: int | None
-                 ) -> tuple[subprocess.Popen[bytes], int]:
+def start_daemon(folder: Path, pd_url: str, outbox_concurrency: int | None,
+                 dsn: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
+    backend = "" if dsn is None else f'backend = "postgresql"\n[state.postgresql]\ndsn = "{dsn}"\n'
     (folder / "pd-key").write_text(ROUTING_KEY)
     config = folder / "gateway.toml"
     config.write_text(
-        f'[state]\ndir = "{folder / "state"}"\n[smtp]\nport = {port}\n'
+        f'[state]\ndir = "{folder / "state"}"\n{backend}[smtp]\nport = {port}\n'
         f'[pagerduty]\nrouting_key = {{ file = "pd-key" }}\nurl = "{pd_url}"\n'
         '[log]\nlevel = "warning"\nformat = "json"\n'
         # Each message is a distinct P1 report that must page: a trusted tenant, its own
@@ -188,10 +193,14 @@ def main() -> int:
     p.add_argument("--conns", type=int, default=16, help="persistent SMTP sessions")
     p.add_argument("--outbox-concurrency", type=int, default=None,
                    help="[outbox] concurrency for the daemon (default: the daemon's default)")
+    p.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite",
+                   help="the daemon's store (postgresql: a throwaway cluster is started)")
     args = p.parse_args()
     count = int(args.rate * args.seconds)
-    with tempfile.TemporaryDirectory(prefix="intake-to-page-") as tmp, FakeThread() as fake:
-        proc, port = start_daemon(Path(tmp), fake.url, args.outbox_concurrency)
+    with tempfile.TemporaryDirectory(prefix="intake-to-page-") as tmp, FakeThread() as fake, \
+            _cluster(args.backend == "postgresql") as cluster:
+        dsn = None if cluster is None else cluster.new_database()
+        proc, port = start_daemon(Path(tmp), fake.url, args.outbox_concurrency, dsn)
         try:
             accepted, queued, errors = asyncio.run(offer(port, args.rate, count, args.conns))
             deadline = time.monotonic() + 30
@@ -217,6 +226,18 @@ def main() -> int:
         verdict = "met" if pct(latencies, 99) <= TARGET_P99_MS else "NOT met"
         print(f"target p99 <= {TARGET_P99_MS:g} ms: {verdict}")
     return 1 if missing or errors or not latencies else 0
+
+
+@contextlib.contextmanager
+def _cluster(wanted: bool) -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster (tests/peers/postgres.py) when asked for."""
+    if not wanted:
+        yield None
+        return
+    from tests.peers.postgres import running_server  # noqa: PLC0415
+
+    with running_server() as server:
+        yield server
 
 
 if __name__ == "__main__":

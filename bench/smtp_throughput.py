@@ -30,6 +30,11 @@ Run from the repository root, with the project's virtualenv:
 
     .venv/bin/python bench/smtp_throughput.py                      # 2000 x 2 KB, 1/8/32 conns
     .venv/bin/python bench/smtp_throughput.py --conns 32 --repeat 5 --json
+    .venv/bin/python bench/smtp_throughput.py --backend both   # + the daemon on PostgreSQL
+
+With `--backend postgresql` (or `both`: SQLite and PostgreSQL in the same run) the daemon
+keeps its state in a throwaway PostgreSQL cluster the script starts (Debian `postgresql`;
+as root, the cluster runs as the `postgres` user), a fresh database per run.
 
 Needs `smtp-source` from the Debian `postfix` package (installed without configuring
 Postfix). The script is also the sink's program: `smtp_throughput.py --sink PORT` serves
@@ -56,9 +61,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -85,7 +91,7 @@ without configuring or starting Postfix:
     sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix
 """
 
-Server = Literal["sink", "gateway"]
+Server = Literal["sink", "gateway", "postgresql"]  # "gateway": the daemon on SQLite
 
 
 # -- the bare sink (runs in its own process: `smtp_throughput.py --sink PORT`) -----------------
@@ -311,11 +317,13 @@ def sink_run(load: Load, conns: int, workdir: Path) -> Run:
     return finish(run)
 
 
-def gateway_config(workdir: Path, port: int) -> Path:
-    """A daemon configuration with its own empty state directory."""
+def gateway_config(workdir: Path, port: int, dsn: str | None = None) -> Path:
+    """A daemon configuration with its own empty state directory (and PostgreSQL database)."""
     path = workdir / "gateway.toml"
+    backend = ("" if dsn is None else
+               f'backend = "postgresql"\n[state.postgresql]\ndsn = "{dsn}"\n')
     path.write_text(
-        f'[state]\ndir = "{workdir / "state"}"\n\n'
+        f'[state]\ndir = "{workdir / "state"}"\n{backend}\n'
         f'[smtp]\nhost = "127.0.0.1"\nport = {port}\n\n'
         '[log]\nlevel = "warning"\nformat = "json"\n',
         encoding="utf-8",
@@ -336,7 +344,8 @@ def count_inbox(database: Path, *, pending: bool = False) -> int:
     return int(count)
 
 
-def warm_up(port: int, database: Path | None = None) -> None:
+def warm_up(port: int, database: Path | None = None,
+            pending: Callable[[], int] | None = None) -> None:
     """One message (not counted) before the timed run, so both servers are measured warm:
     imports done and, for the daemon, the message parsed and triaged (its parse process
     loaded). Raises StartError when that does not happen in time."""
@@ -346,10 +355,42 @@ def warm_up(port: int, database: Path | None = None) -> None:
     except (OSError, smtplib.SMTPException) as exc:
         raise StartError(f"the warm-up message was not accepted: {exc}") from exc
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while database is not None and count_inbox(database, pending=True):
+    if database is not None:
+        pending = partial(count_inbox, database, pending=True)
+    while pending is not None and pending():
         if time.monotonic() > deadline:
             raise StartError("the warm-up message was not processed in time")
         time.sleep(0.05)
+
+
+def postgres_run(load: Load, conns: int, workdir: Path, cluster: Any) -> Run:
+    """One run against the daemon on PostgreSQL, with a fresh database."""
+    import psycopg  # noqa: PLC0415  (only with --backend postgresql)
+
+    port = free_port()
+    run = Run("postgresql", conns, load.messages)
+    dsn = cluster.new_database()
+    config = gateway_config(workdir, port, dsn)
+
+    def count(pending: bool = False) -> int:
+        query = ("SELECT count(*) FROM inbox WHERE state = 'pending'" if pending
+                 else f"SELECT count(*) FROM inbox WHERE mail_from = '{SENDER}'")
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(query.encode()).fetchone()
+        return int(row[0]) if row else 0
+
+    argv = [*load.pinning.server, sys.executable, "-m", "gateway", "run", "--config", str(config)]
+    with started(argv, workdir, "gateway", port) as server:
+        warm_up(port, pending=lambda: count(pending=True))
+        send_load(load, conns, port, run)
+        status = server.stop()
+    if status != 0:
+        run.problems.append(f"gateway exited with status {status}:\n{tail(server.stderr_path)}")
+    try:
+        run.accepted = count()
+    except psycopg.Error as exc:
+        run.problems.append(f"cannot count the inbox: {exc}")
+    return finish(run)
 
 
 def gateway_run(load: Load, conns: int, workdir: Path) -> Run:
@@ -381,6 +422,8 @@ class Row:
     gateway_msg_per_s: float | None
     ratio: float | None
     runs: list[Run]
+    postgresql_msg_per_s: float | None = None
+    postgresql_ratio: float | None = None
 
 
 def median_rate(runs: Sequence[Run], server: Server) -> float | None:
@@ -389,22 +432,27 @@ def median_rate(runs: Sequence[Run], server: Server) -> float | None:
     return statistics.median(rates) if rates else None
 
 
-def measure(load: Load, conns: int, repeat: int, root: Path) -> Row:
-    """`repeat` rounds of sink and gateway, alternating which goes first."""
+def measure(load: Load, conns: int, repeat: int, root: Path,
+            servers: Sequence[Server] = ("sink", "gateway"), cluster: Any = None) -> Row:
+    """`repeat` rounds of the servers, rotating which goes first."""
     runs: list[Run] = []
     for index in range(repeat):
-        order: list[Server] = ["sink", "gateway"] if index % 2 == 0 else ["gateway", "sink"]
-        for server in order:
+        shift = index % len(servers)
+        for server in [*servers[shift:], *servers[:shift]]:
             workdir = Path(tempfile.mkdtemp(prefix=f"{server}-{conns}-", dir=root))
             try:
-                run = (sink_run if server == "sink" else gateway_run)(load, conns, workdir)
+                if server == "postgresql":
+                    run = postgres_run(load, conns, workdir, cluster)
+                else:
+                    run = (sink_run if server == "sink" else gateway_run)(load, conns, workdir)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
             progress(run, index + 1, repeat)
             runs.append(run)
     sink, gateway = median_rate(runs, "sink"), median_rate(runs, "gateway")
+    pg = median_rate(runs, "postgresql")
     ratio = gateway / sink if sink and gateway else None
-    return Row(conns, sink, gateway, ratio, runs)
+    return Row(conns, sink, gateway, ratio, runs, pg, pg / sink if sink and pg else None)
 
 
 def progress(run: Run, index: int, repeat: int) -> None:
@@ -485,14 +533,19 @@ def report_text(rows: Sequence[Row], header: dict[str, Any]) -> str:
         f"load:     smtp-source, {header['messages']} messages of {header['size']} bytes, "
         f"sessions reused (-d); median of {header['repeat']} runs each",
         "",
-        "| conns | bare aiosmtpd msg/s | gateway msg/s | ratio |",
-        "|---:|---:|---:|---:|",
+        "| conns | bare aiosmtpd msg/s | gateway msg/s | ratio |"
+        + (" gateway on PostgreSQL msg/s | ratio |" if header.get("postgresql") else ""),
+        "|---:|---:|---:|---:|" + ("---:|---:|" if header.get("postgresql") else ""),
     ]
     lines += [f"| {r.conns} | {fmt(r.sink_msg_per_s, ',.0f')} | "
-              f"{fmt(r.gateway_msg_per_s, ',.0f')} | {fmt(r.ratio, '.2f')} |" for r in rows]
+              f"{fmt(r.gateway_msg_per_s, ',.0f')} | {fmt(r.ratio, '.2f')} |"
+              + (f" {fmt(r.postgresql_msg_per_s, ',.0f')} | {fmt(r.postgresql_ratio, '.2f')} |"
+                 if header.get("postgresql") else "") for r in rows]
     lines += ["", "accepted / sent, all runs:"]
     lines += [f"  {r.conns:>3} conns: sink {accepted_line(r.runs, 'sink')}, "
-              f"gateway {accepted_line(r.runs, 'gateway')}" for r in rows]
+              f"gateway {accepted_line(r.runs, 'gateway')}"
+              + (f", on PostgreSQL {accepted_line(r.runs, 'postgresql')}"
+                 if header.get("postgresql") else "") for r in rows]
     goal = header["target"]
     if goal is not None:
         verdict = "MET" if goal["met"] else "NOT MET"
@@ -554,6 +607,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="runs per server and connection count; the median is reported")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes with taskset")
+    p.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite",
+                   help="the daemon's store: SQLite (default), PostgreSQL, or both in one run")
     p.add_argument("--sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -574,16 +629,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pinning": load.pinning.description, "messages": args.messages, "size": args.size,
         "repeat": args.repeat,
     }
+    servers: list[Server] = ["sink"]
+    servers += ["gateway"] if args.backend in ("sqlite", "both") else []
+    servers += ["postgresql"] if args.backend in ("postgresql", "both") else []
+    header["postgresql"] = "postgresql" in servers
     print(f"pinning: {load.pinning.description}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="smtp-bench-") as root:
+    with tempfile.TemporaryDirectory(prefix="smtp-bench-") as root, \
+            _cluster(header["postgresql"]) as cluster:
         try:
-            rows = [measure(load, conns, args.repeat, Path(root)) for conns in args.conns]
+            rows = [measure(load, conns, args.repeat, Path(root), servers, cluster)
+                    for conns in args.conns]
         except StartError as exc:
             print(f"cannot start a server: {exc}", file=sys.stderr)
             return EXIT_FAILED
     header["target"] = target(rows)
     print(report_json(rows, header) if args.json else report_text(rows, header))
     return EXIT_FAILED if failures(rows) else EXIT_OK
+
+
+@contextmanager
+def _cluster(wanted: bool) -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster (tests/peers/postgres.py) when the run needs one."""
+    if not wanted:
+        yield None
+        return
+    sys.path.insert(0, str(REPO))
+    from tests.peers.postgres import running_server  # noqa: PLC0415
+
+    with running_server() as server:
+        yield server
 
 
 def _interrupted(signum: int, frame: object) -> None:

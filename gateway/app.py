@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -54,6 +54,7 @@ from gateway.run import logs, metrics
 from gateway.run.alert_intake import AlertIntake
 from gateway.run.alert_work import WebhookSettings
 from gateway.run.canary import CanaryMonitor, canary_key, recogniser
+from gateway.run.cluster import Cluster, singleton
 from gateway.run.failure import failure_page
 from gateway.run.heartbeat import Heartbeat
 from gateway.run.intake import ChatIntake, MailIntake
@@ -61,7 +62,7 @@ from gateway.run.scheduler import Scheduler
 from gateway.run.service import INSTANCE_KEY, Loader, Service, endpoint_file
 from gateway.run.supervisor import GatewayFailed, Supervisor
 from gateway.run.worker import Clock, InboxWorker, utcnow
-from gateway.store.sqlite import SqliteStore
+from gateway.store.factory import make_store
 from rules.book import Rulebook
 from rules.types import Mailbox
 
@@ -140,6 +141,7 @@ class App:
         self.service: Service | None = None
         self.http_port: int | None = None
         self.scheduler: Scheduler | None = None
+        self.cluster: Cluster | None = None  # several nodes on PostgreSQL: leases, claims
         self.gates: list[LinkGate] = []  # the egress links the outbox waits for when down
         self.supervisor: Supervisor | None = None
         self.canary: CanaryMonitor | None = None
@@ -158,8 +160,10 @@ class App:
         # (mail accepted meanwhile is durable and waits for it in the inbox).
         sandbox = ParseSandbox(self.rulebook)
         sandbox_up = asyncio.create_task(sandbox.start(), name="parse-sandbox-start")
-        store = SqliteStore(self.config.database_path())
+        store = make_store(self.config)
         try:
+            # Written mail and the status endpoint live here whichever store is used.
+            await asyncio.to_thread(self.config.state_dir().mkdir, 0o750, True, True)
             await store.open()
             async with AsyncExitStack() as stack:
                 self._stack = stack
@@ -250,13 +254,18 @@ class App:
             handlers[OutboxKind.CANARY] = self.canary.handler
         if link is not None:
             handlers[OutboxKind.CHAT_ALARM] = alarm_handler(link, store, f"{instance}a")
+        if self.cluster is not None:
+            handlers = self.cluster.fenced(handlers)
         room = cfg.matrix.incidents_room if cfg.matrix else None
+        chat_up = link.connected.is_set if link else None
+        if chat_up is not None and self.cluster is not None:  # Matrix runs under its lease
+            chat_up = self.cluster.connected("matrix", chat_up)
         self.gates = egress_gates(
             [*(["pager"] if cfg.pagerduty else []),
              *(["mail"] if cfg.mail_out.mode != "folder" and cfg.mail_out.smtp else []),
              *(["chat"] if link else [])],
             cfg.outbox.backoff_initial_s, cfg.outbox.backoff_max_s,
-            {"chat": link.connected.is_set} if link else None)
+            {"chat": chat_up} if chat_up is not None else None)
         return OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock,
                             alert_for=alert_in(room), poll_s=cfg.outbox.poll_interval_s,
                             gates=self.gates)
@@ -296,9 +305,10 @@ class App:
     async def _serve_until(self, store: Store, egress: _Egress, stop: asyncio.Event,
                            sandbox: ParseSandbox, edges: _Edges) -> None:
         cfg = self.config
+        cluster = self.cluster = _cluster(cfg, store)
         link = edges.link = self.matrix = self._matrix(store)
         key = canary_key(await _thread_key(cfg, store))
-        self.canary = self._canary(key)
+        self.canary = self._canary(key, getattr(store, "canary_through", None))
         outbox = await self._outbox(store, egress, link)
         worker, scheduler = await self._processing(store, outbox, sandbox)
         worker.canary = recogniser(key)  # even with the self-test off: ours are never reports
@@ -311,15 +321,19 @@ class App:
         edges.imap = self.imap = self._imap(store, intake)
         service = self.service = self._service(store, egress.provider, smtp, link)
         self.heartbeat = await self._heartbeat(service)
-        # Every long-running task is supervised: none may end unnoticed (run.supervisor).
+        # Every long-running task is supervised: none may end unnoticed (run.supervisor);
+        # on several nodes the singleton loops run under their leases (run.cluster).
         sup = self.supervisor = Supervisor(stop.is_set, stop.set)
+        once = _Once(cluster, stop)
         alerts = self._alert_listener(AlertIntake(store, worker.wake, self.clock), service)
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(sup.essential("inbox-worker", worker.run),
+            tasks = [group.create_task(sup.essential("inbox-worker",
+                                                     once.bound("inbox", worker.run)),
                                        name="inbox-worker"),
                      group.create_task(sup.essential("outbox-worker", outbox.run),
                                        name="outbox-worker")]
-            timers = ([group.create_task(sup.essential("sla-scheduler", scheduler.run),
+            timers = ([group.create_task(sup.essential("sla-scheduler",
+                                                       once.bound("sla", scheduler.run)),
                                          name="sla-scheduler")]
                       if cfg.sla.enabled else [])
             if link is not None:
@@ -329,9 +343,14 @@ class App:
                     metrics.ACCEPTED.inc(len(events), channel="matrix")
 
                 link.deliver_to(deliver)
-                tasks.append(group.create_task(sup.link("matrix", link), name="matrix-sync"))
-            tasks.extend(group.create_task(sup.link(f"imap:{box.name}", box),
-                                           name=f"imap-{box.name}") for box in self.imap)
+                tasks.append(group.create_task(
+                    sup.link("matrix", once.part("matrix", link, link.connected.clear)),
+                    name="matrix-sync"))
+            tasks.extend(group.create_task(
+                sup.link(f"imap:{box.name}", once.part(f"imap:{box.name}", box)),
+                name=f"imap-{box.name}") for box in self.imap)
+            if cluster is not None:
+                tasks += _cluster_tasks(group, cluster, store, link)
             await self._start_listeners(smtp, alerts, edges)
             edges.status = await self._status_endpoint(service)
             tasks += self._watch_ourselves(group, sup, intake)
@@ -396,14 +415,16 @@ class App:
             except Exception as exc:  # closing the rest matters more
                 log.error("gateway.close_failed", component=name, error=type(exc).__name__)
 
-    def _canary(self, key: bytes) -> CanaryMonitor | None:
-        """The end-to-end self-test (gateway.run.canary), unless turned off."""
+    def _canary(self, key: bytes, elsewhere: Callable[[str], Awaitable[bool]] | None
+                ) -> CanaryMonitor | None:
+        """The end-to-end self-test (gateway.run.canary), unless turned off; on several
+        nodes a canary another node's outbox delivered counts (`elsewhere`)."""
         c, boxes = self.config.canary, self.config.mailboxes
         if not c.enabled:
             return None
         rcpt = (boxes.support or boxes.emergency)[0]
         return CanaryMonitor(key, self._submit_canary, self.config.mail_out.from_address,
-                             rcpt, c.interval_s, c.deadline_s)
+                             rcpt, c.interval_s, c.deadline_s, elsewhere)
 
     async def _submit_canary(self, mail_from: str, rcpt_to: str, raw: bytes) -> None:
         """Through the SMTP listener when there is one, else straight into the inbox."""
@@ -451,8 +472,12 @@ class App:
         components.append(("canary", self.canary))
         for name, part in components:
             if part is not None:
-                service.add(name, partial(getattr, part, "state"),
-                            getattr(part, "problem", None))
+                state: Callable[[], str] = partial(getattr, part, "state")
+                if self.cluster is not None and name not in ("smtp", "canary"):
+                    state = self.cluster.state(name, state)
+                service.add(name, state, getattr(part, "problem", None))
+        if hasattr(store, "watch"):  # a database server: its link is a component too
+            service.add("store", partial(getattr, store, "state"))
         service.gates = self.gates
         return service
 
@@ -606,6 +631,84 @@ class App:
             log.warning("inbox.drain_incomplete")
         if not await outbox.drain(timeout):
             log.warning("outbox.drain_incomplete")
+
+
+def _cluster(config: Config, store: Store) -> Cluster | None:
+    """Leases and claims when the store is shared by several nodes (PostgreSQL)."""
+    pg = config.state.postgresql
+    if config.state.backend != "postgresql" or pg is None or not hasattr(store, "acquire_lease"):
+        return None
+    return Cluster(store, pg.lease_s)  # type: ignore[arg-type]  # checked just above
+
+
+def _cluster_tasks(group: asyncio.TaskGroup, cluster: Cluster, store: Store,
+                   link: MatrixLink | None) -> list[asyncio.Task[None]]:
+    """The lease keepers and the store's watch; chat is claimed only by the Matrix node."""
+    if link is not None and hasattr(store, "skip_kinds"):
+        chat = frozenset({OutboxKind.CHAT_ANNOUNCE, OutboxKind.CHAT_SEND, OutboxKind.CHAT_ALARM})
+        matrix = cluster.lease("matrix")
+        store.skip_kinds = lambda: frozenset() if matrix.held() else chat
+    tasks = [group.create_task(lease.run(), name=f"lease-{name}")
+             for name, lease in cluster.leases.items()]
+    watch = getattr(store, "watch", None)
+    if watch is not None:
+        tasks.append(group.create_task(watch(), name="store-watch"))
+    return tasks
+
+
+@dataclass(frozen=True)
+class _Once:
+    """Runs a loop under its lease on several nodes, or simply runs it on one."""
+
+    cluster: Cluster | None
+    stop: asyncio.Event
+
+    def __call__(self, name: str, run: Callable[[], Coroutine[Any, Any, None]],
+                 on_lost: Callable[[], None] | None = None) -> Coroutine[Any, Any, None]:
+        if self.cluster is None:
+            return run()
+        return singleton(self.cluster.lease(name), run, self.stop.is_set, on_lost)
+
+    def bound(self, name: str, run: Callable[[], Coroutine[Any, Any, None]],
+              on_lost: Callable[[], None] | None = None
+              ) -> Callable[[], Coroutine[Any, Any, None]]:
+        """`run` under its lease, for the supervisor to start (and restart). The lease is
+        made now, before the keepers are started (_cluster_tasks)."""
+        if self.cluster is None:
+            return run
+        self.cluster.lease(name)
+        return lambda: self(name, run, on_lost)
+
+    def part(self, name: str, part: _Part,
+             on_lost: Callable[[], None] | None = None) -> _Part:
+        """A supervised link (gateway.run.supervisor) that runs under its lease."""
+        if self.cluster is None:
+            return part
+        return _Leased(part, self.bound(name, part.run, on_lost))
+
+
+class _Part(Protocol):
+    state: str
+
+    def run(self) -> Coroutine[Any, Any, None]: ...
+
+
+class _Leased:
+    """A link whose run loop runs under its lease; its state is the link's own."""
+
+    def __init__(self, part: _Part, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._part, self._run = part, run
+
+    @property
+    def state(self) -> str:
+        return self._part.state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._part.state = value
+
+    def run(self) -> Coroutine[Any, Any, None]:
+        return self._run()
 
 
 async def notify_failure(config: Config, unit: str, reason: str) -> list[str]:

@@ -19,7 +19,12 @@ from gateway.config.model import Config, parse_config
 from gateway.store.sqlite import SqliteStore
 from rules.book import default_rulebook
 
-pytest_plugins = ["tests.peers.synapse", "tests.peers.dovecot", "tests.peers.alertmanager"]
+pytest_plugins = [
+    "tests.peers.synapse",
+    "tests.peers.dovecot",
+    "tests.peers.postgres",
+    "tests.peers.alertmanager",
+]
 
 # Monday 23 November 2026, 10:00 in London (GMT): in hours.
 IN_HOURS = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

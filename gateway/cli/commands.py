@@ -167,6 +167,15 @@ def _parser() -> argparse.ArgumentParser:
                                         "endpoint turned off or no state yet.")
     _with_config(status)
     _with_json(status, "the health report")
+    mig = sub.add_parser("migrate-state", help="copy a single-host SQLite state into PostgreSQL",
+                         description="Copy the SQLite state (incidents, timelines, outbox, "
+                                     "cursors, thread keys, the threading key) into the empty "
+                                     "PostgreSQL database of the configuration's "
+                                     "[state.postgresql]. Stop the single-host daemon first.")
+    mig.add_argument("--from-sqlite", type=Path, metavar="PATH", required=True,
+                     help="the SQLite state file (gateway.sqlite3 in the old state folder)")
+    mig.add_argument("--config", type=Path, metavar="FILE", required=True,
+                     help="the configuration with [state] backend = \"postgresql\"")
     fail = sub.add_parser("notify-failure",
                           help="page that the service failed for good (systemd OnFailure=)",
                           description="Send one PagerDuty event (and ping [heartbeat] fail_url) "
@@ -228,6 +237,10 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911  (one ret
         return _notify_failure(load_config(args.config), args.unit, args.reason)
     if args.command == "status":
         return status_command(load_config(args.config), as_json=args.json)
+    if args.command == "migrate-state":
+        from gateway.cli.migrate import migrate_state  # noqa: PLC0415  (psycopg only here)
+
+        return migrate_state(load_config(args.config), args.from_sqlite)
     if args.command == "completion":
         print(shtab.complete(_parser(), shell=args.shell), end="")
         return EXIT_OK

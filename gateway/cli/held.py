@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email import policy
 from email.parser import BytesHeaderParser
@@ -62,33 +63,71 @@ def table(items: Sequence[dict[str, Any]]) -> str:
 
 def list_command(config: Config, *, as_json: bool) -> int:
     """Print the held messages; exit code 0."""
-    with views.open_readonly(config) as conn:
-        items = [describe(r) for r in held_rows(conn)]
+    if config.state.backend == "postgresql":
+        from gateway.store.postgres import held as pg_held  # noqa: PLC0415  (psycopg only here)
+
+        with _postgresql(config) as pg:
+            items = [describe(r) for r in pg_held.held_rows(pg)]
+    else:
+        with views.open_readonly(config) as conn:
+            items = [describe(r) for r in held_rows(conn)]
     print(json.dumps(items, indent=2) if as_json else table(items))
     return 0
 
 
 def release_command(config: Config, ids: Sequence[int], now: datetime) -> int:
     """Release each message; UsageError (exit 2) naming those that were not held."""
+    if config.state.backend == "postgresql":
+        from gateway.store.postgres import held as pg_held  # noqa: PLC0415  (psycopg only here)
+
+        with _postgresql(config) as pg:
+            return _released([(i, pg_held.release(pg, i, now)) for i in ids])
     path = config.database_path()
     if not path.exists():
         raise UsageError(f"no state at {path}: has the daemon run with this configuration?")
     conn = schema.connect(str(path))
-    problems = []
     try:
-        for inbox_id in ids:
-            state = release(conn, inbox_id, now)
-            if state is None:
-                print(f"inbox message {inbox_id} released: the daemon processes it now")
-            elif state == "unknown":
-                problems.append(f"no inbox message {inbox_id}")
-            else:
-                problems.append(f"inbox message {inbox_id} is {state}, not held")
+        return _released([(i, release(conn, i, now)) for i in ids])
     finally:
         conn.close()
+
+
+def _released(outcomes: Sequence[tuple[int, str | None]]) -> int:
+    problems = []
+    for inbox_id, state in outcomes:
+        if state is None:
+            print(f"inbox message {inbox_id} released: the daemon processes it now")
+        elif state == "unknown":
+            problems.append(f"no inbox message {inbox_id}")
+        else:
+            problems.append(f"inbox message {inbox_id} is {state}, not held")
     if problems:
         raise UsageError("; ".join(problems))
     return 0
+
+
+@contextmanager
+def _postgresql(config: Config) -> Iterator[Any]:
+    """A connection to the configured PostgreSQL database (UsageError if it does not answer)."""
+    import psycopg  # noqa: PLC0415  (only the PostgreSQL backend needs it)
+
+    pg = config.state.postgresql
+    if pg is None:
+        raise UsageError("[state] backend = \"postgresql\" needs [state.postgresql]")
+    password = config.read_secret(pg.password) if pg.password is not None else None
+    try:
+        conn = psycopg.connect(pg.dsn, password=password, autocommit=True,
+                               connect_timeout=max(1, round(pg.connect_timeout_s)))
+    except psycopg.OperationalError:
+        raise UsageError("cannot reach the PostgreSQL database of [state.postgresql]") from None
+    with conn:
+        try:
+            yield conn
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+            raise UsageError("the PostgreSQL database holds no state of this version: has the "
+                             "daemon run with this configuration?") from None
+        except psycopg.OperationalError:
+            raise UsageError("lost the PostgreSQL database of [state.postgresql]") from None
 
 
 def held_command(args: argparse.Namespace) -> int:

@@ -27,9 +27,16 @@ class UsageError(Exception):
     """Bad input from the command line: the CLI exits 2 with the message."""
 
 
+def _sqlite_only(config: Config) -> None:
+    if config.state.backend == "postgresql":
+        raise UsageError("this command reads the SQLite state; with [state] backend = "
+                         "\"postgresql\" see docs/ha.md (\"Operating several nodes\")")
+
+
 @contextmanager
 def open_readonly(config: Config) -> Iterator[sqlite3.Connection]:
     """A read-only connection to the daemon's database."""
+    _sqlite_only(config)
     path = config.database_path()
     if not path.exists():
         raise UsageError(f"no state at {path}: has the daemon run with this configuration?")
@@ -163,6 +170,7 @@ def outbox_table(rows: list[dict[str, Any]]) -> str:
 def retry_outbox(config: Config, outbox_id: int, now: datetime) -> None:
     """Send a dead outbox entry back for delivery (the running daemon polls for it); raises
     UsageError naming the problem when the entry is unknown or not dead."""
+    _sqlite_only(config)
     path = config.database_path()
     if not path.exists():
         raise UsageError(f"no state at {path}: has the daemon run with this configuration?")

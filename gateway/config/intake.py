@@ -28,12 +28,22 @@ from gateway.config.base import (
     _Model,
 )
 from gateway.config.groups import ForwarderConfig, check_forwarders
+from gateway.config.state import PostgresConfig
 
 
 class StateConfig(_Model):
-    """Where the SQLite database and written mail live."""
+    """Where the state lives: the SQLite database (one host) or PostgreSQL (several nodes,
+    gateway.config.state), and the folder for written mail."""
 
     dir: Path | None = None  # default: $STATE_DIRECTORY, else ./var
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    postgresql: PostgresConfig | None = None
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> StateConfig:
+        if self.backend == "postgresql" and self.postgresql is None:
+            raise ValueError("backend 'postgresql' needs a [state.postgresql] section with a dsn")
+        return self
 
 
 class SmtpIntakeConfig(_Model):

@@ -91,6 +91,17 @@ class Config(_Model):
         return self
 
     @model_validator(mode="after")
+    def _shared_store(self) -> Config:
+        # The Matrix crypto store is a local folder: with several nodes, whichever holds the
+        # sync lease would start without the others' Olm/Megolm sessions (docs/ha.md).
+        if (self.state.backend == "postgresql" and self.matrix is not None
+                and self.matrix.encryption == "on"):
+            raise ValueError("matrix.encryption: 'on' is not supported with state.backend "
+                             "'postgresql' yet (the crypto store is local to one node; "
+                             "see docs/ha.md)")
+        return self
+
+    @model_validator(mode="after")
     def _imap_names(self) -> Config:
         names = [box.name for box in self.imap]
         if len(set(names)) != len(names):
@@ -205,6 +216,7 @@ def _secrets(config: Config) -> list[tuple[str, Secret]]:
         found.append(("mail_out.smtp.password", relay.password))
     if config.threading.key is not None:
         found.append(("threading.key", config.threading.key))
+
     if config.matrix is not None:
         for name in ("access_token", "password", "pickle_key"):
             secret = getattr(config.matrix, name)
@@ -248,6 +260,9 @@ def _more_secrets(config: Config) -> list[tuple[str, Secret]]:
         found.append(("tickets.github.token", t.github.token))
     if config.statuspage is not None:
         found.append(("statuspage.api_key", config.statuspage.api_key))
+    pg = config.state.postgresql
+    if config.state.backend == "postgresql" and pg is not None and pg.password is not None:
+        found.append(("state.postgresql.password", pg.password))
     return found
 
 

@@ -23,8 +23,10 @@ BAD_STATES = frozenset({LinkState.BAD_CREDENTIALS, LinkState.FAILED, LinkState.N
                         LinkState.DEGRADED})
 # States in which a link carries traffic; any other state is "down" (see Downtime). The
 # canary's "waiting" (none sent yet) and an egress's "ok" count as up.
+# A singleton link on a node that does not hold its lease is "standby" (gateway.run.cluster):
+# another node runs it, and this one takes over when that lease lapses; it is not down.
 UP_STATES = frozenset({LinkState.CONNECTED, LinkState.LISTENING, LinkState.DEGRADED,
-                       LinkState.NEEDS_E2EE, "ok", "waiting"})
+                       LinkState.NEEDS_E2EE, "ok", "waiting", "standby"})
 _EGRESS_KINDS = {"pager": ("page.trigger", "page.acknowledge", "page.resolve"),
                  "mail": ("mail.send",), "chat": ("chat.announce", "chat.send")}
 

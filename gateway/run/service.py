@@ -20,6 +20,7 @@ import structlog
 
 from gateway.config.model import Config, ConfigError
 from gateway.deliver.links import LinkGate
+from gateway.domain import QueueStats
 from gateway.ports import Store
 from gateway.run import health, logs, metrics
 from gateway.run.worker import Clock
@@ -157,10 +158,20 @@ class Service:
     # -- health and metrics ---------------------------------------------------------------
     async def report(self) -> dict[str, Any]:
         """The health report (see gateway.run.health)."""
-        stats = await self._store.queue_stats()
         states = self.states()
         down = self.down_for(states)
         details = {name: detail() for name, detail in self._details.items()}
+        try:
+            stats = await self._store.queue_stats()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a database server that does not answer: say so, with the rest
+            report = health.report(states, {}, QueueStats(0, 0, None, {}, 0), self._clock(),
+                                   self.config.http.outbox_stuck_s, down_for=down,
+                                   grace_s=self.config.health.down_grace_s, details=details)
+            report["healthy"] = False
+            report["problems"].append("store: unreachable")
+            return report
         report = health.report(states, health.egress_states(stats, self._egress, self.links()),
                                stats, self._clock(), self.config.http.outbox_stuck_s,
                                down_for=down, grace_s=self.config.health.down_grace_s,
