@@ -55,8 +55,7 @@ class SourceAuth:
 class TokenBucket:
     """`rate_per_minute` requests a minute, in bursts of up to that many."""
 
-    def __init__(self, rate_per_minute: int, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(self, rate_per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._capacity = float(rate_per_minute)
         self._per_s = rate_per_minute / 60.0
         self._tokens = self._capacity
@@ -74,15 +73,17 @@ class TokenBucket:
         return (1 - self._tokens) / self._per_s
 
 
-def credential_ok(source: SourceAuth, request: web.Request, body: object,
-                  now: float | None = None) -> bool:
+def credential_ok(
+    source: SourceAuth, request: web.Request, body: object, now: float | None = None
+) -> bool:
     """The request carries the source's credential (constant-time comparisons); `now` (Unix
     seconds) for a signed timestamp's freshness."""
     if source.auth == "bearer":
         given = request.headers.get("Authorization", "")
         scheme, _, token = given.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
-            token.strip().encode(), source.secret)
+            token.strip().encode(), source.secret
+        )
     if source.auth == "url_token":
         return hmac.compare_digest(request.query.get("token", "").encode(), source.secret)
     sig = request.headers.get(source.hmac_header, "").strip().removeprefix(_HMAC_PREFIX)
@@ -91,29 +92,43 @@ def credential_ok(source: SourceAuth, request: web.Request, body: object,
     signed = body
     if source.hmac_timestamp_header is not None:
         stamp = request.headers.get(source.hmac_timestamp_header, "").strip()
-        if not stamp.isdigit() or len(stamp) > 12 or abs(
-                int(stamp) - (time.time() if now is None else now)) > source.hmac_max_age_s:
+        if (
+            not stamp.isdigit()
+            or len(stamp) > 12
+            or abs(int(stamp) - (time.time() if now is None else now)) > source.hmac_max_age_s
+        ):
             return False
         signed = stamp.encode() + b":" + body
     expected = hmac.new(source.secret, signed, "sha256").hexdigest()
     return hmac.compare_digest(sig.lower().encode(), expected.encode())
 
 
-def _refuse(status: int, reason: str, source: str, why: str,
-            headers: dict[str, str] | None = None) -> web.Response:
+def _refuse(
+    status: int, reason: str, source: str, why: str, headers: dict[str, str] | None = None
+) -> web.Response:
     metrics.REJECTED.inc(reason=f"webhook_{why}")
     log.warning("alerts.rejected", source=source, status=status, reason=why)
-    return web.json_response({"status": "rejected", "reason": reason}, status=status,
-                             headers=headers)
+    return web.json_response(
+        {"status": "rejected", "reason": reason}, status=status, headers=headers
+    )
 
 
 class AlertWebhookServer:
     """The listener. `state` is "starting", then "listening" (health)."""
 
-    def __init__(self, intake: AlertIntake, sources: Sequence[SourceAuth], *, host: str,
-                 port: int, max_body_bytes: int, rate_per_minute: int,
-                 commit_timeout_s: float = 10.0, pagerduty: PagerDutyHook | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        intake: AlertIntake,
+        sources: Sequence[SourceAuth],
+        *,
+        host: str,
+        port: int,
+        max_body_bytes: int,
+        rate_per_minute: int,
+        commit_timeout_s: float = 10.0,
+        pagerduty: PagerDutyHook | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._intake = intake
         self._sources = {s.name: s for s in sources}
         self._buckets = {s.name: TokenBucket(s.rate_per_minute) for s in sources}
@@ -163,16 +178,20 @@ class AlertWebhookServer:
         except TimeoutError:
             return _refuse(408, "body too slow", source, "too_slow")
 
-    def _shed(self, over: float | None, status: int, reason: str, source: str,
-              why: str) -> web.Response:
+    def _shed(
+        self, over: float | None, status: int, reason: str, source: str, why: str
+    ) -> web.Response:
         # Unverified load is shed first: past the listener's limit, a request without a good
         # credential gets 429 and no log line of its own (a flood must not flood the logs),
         # while a source presenting its credential is only held to its own limit.
         if over is None:
             return _refuse(status, reason, source, why)
         metrics.REJECTED.inc(reason="webhook_rate")
-        return web.json_response({"status": "rejected", "reason": "too many requests"},
-                                 status=429, headers={"Retry-After": str(max(1, round(over)))})
+        return web.json_response(
+            {"status": "rejected", "reason": "too many requests"},
+            status=429,
+            headers={"Retry-After": str(max(1, round(over)))},
+        )
 
     async def _alert(self, request: web.Request) -> web.Response:  # noqa: PLR0911  (a refusal per check)
         name = request.match_info["source"]
@@ -190,8 +209,9 @@ class AlertWebhookServer:
             return self._shed(over, 401, "bad credentials", name, "credentials")
         wait = self._buckets[name].take()
         if wait is not None:
-            return _refuse(429, "too many requests", name, "rate",
-                           {"Retry-After": str(max(1, round(wait)))})
+            return _refuse(
+                429, "too many requests", name, "rate", {"Retry-After": str(max(1, round(wait)))}
+            )
         if body is None:
             body = await self._body(request, name)
         if isinstance(body, web.Response):
@@ -203,8 +223,10 @@ class AlertWebhookServer:
             return _refuse(status, exc.reason, name, "bad_payload")
         raw = body
         return await self._commit(
-            name, lambda: self._intake.accept_alert(notification, raw, self._commit_timeout_s),
-            alerts=len(notification.alerts))
+            name,
+            lambda: self._intake.accept_alert(notification, raw, self._commit_timeout_s),
+            alerts=len(notification.alerts),
+        )
 
     async def _pd(self, request: web.Request) -> web.Response:
         hook = self._pagerduty
@@ -219,12 +241,15 @@ class AlertWebhookServer:
             if event.why == "signature":
                 return self._shed(over, event.status, event.reason, "pagerduty", event.why)
             return _refuse(event.status, event.reason, "pagerduty", event.why)
-        return await self._commit("pagerduty", lambda: self._intake.accept_pagerduty(
-            event, self._commit_timeout_s), event_type=event.event_type)
+        return await self._commit(
+            "pagerduty",
+            lambda: self._intake.accept_pagerduty(event, self._commit_timeout_s),
+            event_type=event.event_type,
+        )
 
-    async def _commit(self, source: str, accept: Callable[[], Awaitable[Accepted]],
-                      **fields: object
-                      ) -> web.Response:
+    async def _commit(
+        self, source: str, accept: Callable[[], Awaitable[Accepted]], **fields: object
+    ) -> web.Response:
         try:
             accepted = await accept()
         except asyncio.CancelledError:
@@ -232,9 +257,15 @@ class AlertWebhookServer:
         except Exception as exc:  # the sender retries; never the exception text
             metrics.REJECTED.inc(reason="commit_failed")
             log.error("alerts.commit_failed", source=source, error=type(exc).__name__)
-            return web.json_response({"status": "unavailable"}, status=503,
-                                     headers={"Retry-After": "5"})
+            return web.json_response(
+                {"status": "unavailable"}, status=503, headers={"Retry-After": "5"}
+            )
         metrics.ACCEPTED.inc(channel="webhook")
-        log.info("alerts.accepted", source=source, inbox_id=accepted.inbox_id,
-                 duplicate=accepted.duplicate, **fields)
+        log.info(
+            "alerts.accepted",
+            source=source,
+            inbox_id=accepted.inbox_id,
+            duplicate=accepted.duplicate,
+            **fields,
+        )
         return web.json_response({"status": "accepted", "duplicate": accepted.duplicate})

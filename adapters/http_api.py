@@ -36,9 +36,17 @@ class Answer:
 class JsonApi:
     """Requests to one vendor's API (the session is borrowed, never created here)."""
 
-    def __init__(self, vendor: str, base_url: str, session: aiohttp.ClientSession, *,
-                 headers: Mapping[str, str], secrets: Collection[str], timeout_s: float = 15.0,
-                 retry_statuses: Collection[int] = (429,)) -> None:
+    def __init__(
+        self,
+        vendor: str,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        *,
+        headers: Mapping[str, str],
+        secrets: Collection[str],
+        timeout_s: float = 15.0,
+        retry_statuses: Collection[int] = (429,),
+    ) -> None:
         self.vendor = vendor
         self.base_url = base_url.rstrip("/")
         self._session = session
@@ -51,9 +59,15 @@ class JsonApi:
     def __repr__(self) -> str:
         return f"JsonApi(vendor={self.vendor!r}, base_url={self.base_url!r})"
 
-    async def call(self, method: str, path: str, *, json_body: Any = None,
-                   params: Mapping[str, str] | None = None,
-                   headers: Mapping[str, str] | None = None) -> Answer:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
         """One request; a 2xx answer, or the matching error."""
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
         if not url.startswith(self.base_url + "/"):
@@ -64,18 +78,26 @@ class JsonApi:
         if data is not None:
             all_headers["Content-Type"] = "application/json"
         try:
-            async with self._session.request(method, url, data=data, params=params,
-                                             headers=all_headers, timeout=self._timeout,
-                                             allow_redirects=False) as response:
+            async with self._session.request(
+                method,
+                url,
+                data=data,
+                params=params,
+                headers=all_headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
                 status = response.status
                 got_headers = dict(response.headers)
                 raw = await response.read()
         except TimeoutError as exc:
-            raise TransientError(f"{self.vendor} did not answer within {self._timeout_s:g}s"
-                                 ) from exc
+            raise TransientError(
+                f"{self.vendor} did not answer within {self._timeout_s:g}s"
+            ) from exc
         except aiohttp.ClientError as exc:
-            raise TransientError(self.scrub(f"{self.vendor} unreachable: "
-                                            f"{type(exc).__name__}")) from exc
+            raise TransientError(
+                self.scrub(f"{self.vendor} unreachable: {type(exc).__name__}")
+            ) from exc
         if 200 <= status < 300:
             return Answer(status, _decode(raw), got_headers)
         raise self.error(status, raw, got_headers)
@@ -84,15 +106,18 @@ class JsonApi:
         """The core's error for a non-2xx answer."""
         hint = parse_retry_after(headers.get("Retry-After"), datetime.now(UTC))
         if status in self._retry_statuses:
-            return TransientError(f"{self.vendor} rate limited or busy ({status})",
-                                  retry_after_s=hint if hint is not None else 1.0)
+            return TransientError(
+                f"{self.vendor} rate limited or busy ({status})",
+                retry_after_s=hint if hint is not None else 1.0,
+            )
         if status == 408 or status >= 500:
             return TransientError(f"{self.vendor} server error ({status})", retry_after_s=hint)
         if status in (401, 403):
             return PermanentError(f"{self.vendor} refused the credentials ({status})")
         if 300 <= status < 400:
-            return PermanentError(f"{self.vendor} answered with a redirect ({status}): "
-                                  "check the base URL")
+            return PermanentError(
+                f"{self.vendor} answered with a redirect ({status}): check the base URL"
+            )
         detail = self.scrub(raw[:_REASON_MAX].decode("utf-8", "replace"))
         return PermanentError(f"{self.vendor} rejected the request ({status}): {detail}")
 

@@ -28,9 +28,11 @@ Metrics = Callable[[], Awaitable[str]]
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
 
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-         b"Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-         b"too many connections")
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+    b"too many connections"
+)
 _LOG_EVERY_S = 60.0  # refusals are logged at most this often
 
 
@@ -46,8 +48,16 @@ class _Busy(asyncio.Protocol):
 class StatusServer:
     """Owns the listening socket of the status endpoint and its connections."""
 
-    def __init__(self, report: Report, metrics: Metrics, *, host: str, port: int,
-                 max_connections: int = 64, idle_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        report: Report,
+        metrics: Metrics,
+        *,
+        host: str,
+        port: int,
+        max_connections: int = 64,
+        idle_timeout_s: float = 10.0,
+    ) -> None:
         self._report, self._metrics = report, metrics
         self._host, self._port = host, port
         self._max_connections = max_connections
@@ -71,13 +81,15 @@ class StatusServer:
         app.router.add_get("/metrics", self._metrics_page)
         # aiohttp's keep-alive timer also runs from the start of a connection, so a client
         # that never completes a request is closed after the same time.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                               keepalive_timeout=self._idle_timeout_s)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=self._idle_timeout_s
+        )
         await runner.setup()
         loop = asyncio.get_running_loop()
         try:
             self._listener = await loop.create_server(
-                self._connection, self._host, self._port, reuse_address=True)
+                self._connection, self._host, self._port, reuse_address=True
+            )
         except OSError:
             await runner.cleanup()
             raise
@@ -93,8 +105,9 @@ class StatusServer:
         self._refused += 1
         now = asyncio.get_running_loop().time()
         if self._refused_logged_at is None or now - self._refused_logged_at >= _LOG_EVERY_S:
-            log.warning("http.connections_refused", refused=self._refused,
-                        limit=self._max_connections)
+            log.warning(
+                "http.connections_refused", refused=self._refused, limit=self._max_connections
+            )
             self._refused_logged_at, self._refused = now, 0
         return _Busy()
 
@@ -116,11 +129,12 @@ class StatusServer:
             raise
         except Exception as exc:
             log.error("http.report_failed", error=type(exc).__name__)
-            return web.json_response({"healthy": False, "problems": ["report failed"]},
-                                     status=503)
-        return web.Response(text=json.dumps(report, indent=2) + "\n",
-                            content_type="application/json",
-                            status=200 if report.get("healthy") else 503)
+            return web.json_response({"healthy": False, "problems": ["report failed"]}, status=503)
+        return web.Response(
+            text=json.dumps(report, indent=2) + "\n",
+            content_type="application/json",
+            status=200 if report.get("healthy") else 503,
+        )
 
     async def _metrics_page(self, _request: web.Request) -> web.Response:
         try:

@@ -44,8 +44,7 @@ _ATOM = re.compile(r"^[A-Za-z0-9_./-]+$")
 class Sink(Protocol):
     """Where fetched messages go (the core's MailIntake)."""
 
-    async def accept_fetched(self, mailbox: Mailbox, mail_from: str, raw: bytes
-                             ) -> Accepted: ...
+    async def accept_fetched(self, mailbox: Mailbox, mail_from: str, raw: bytes) -> Accepted: ...
     def wake(self) -> None: ...
 
 
@@ -69,13 +68,19 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]
 
 
 class _Client(IMAP4):  # type: ignore[misc]
-    def create_client(self, host: str, port: int, loop: asyncio.AbstractEventLoop | None,
-                      conn_lost_cb: Callable[[Exception | None], None] | None = None,
-                      ssl_context: ssl.SSLContext | None = None) -> None:
+    def create_client(
+        self,
+        host: str,
+        port: int,
+        loop: asyncio.AbstractEventLoop | None,
+        conn_lost_cb: Callable[[Exception | None], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         loop = loop or asyncio.get_running_loop()
         self.protocol = _Protocol(loop, conn_lost_cb)
         self._client_task = loop.create_task(
-            loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context))
+            loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context)
+        )
 
 
 def _astring(name: str) -> str:
@@ -130,11 +135,26 @@ class ImapIntake:
     """Watches one folder of one mailbox and feeds what arrives to the durable inbox."""
 
     def __init__(
-        self, *, name: str, host: str, port: int, tls: str, user: str, password: str,
-        mailbox: Mailbox, sink: Sink, kv: KeyValue, clock: Callable[[], datetime],
-        folder: str = "INBOX", processed_folder: str | None = None,
-        ca_file: Path | None = None, idle_renew_s: float = 600.0, poll_interval_s: float = 60.0,
-        timeout_s: float = 60.0, backoff_max_s: float = 60.0, auth_retry_s: float = 300.0,
+        self,
+        *,
+        name: str,
+        host: str,
+        port: int,
+        tls: str,
+        user: str,
+        password: str,
+        mailbox: Mailbox,
+        sink: Sink,
+        kv: KeyValue,
+        clock: Callable[[], datetime],
+        folder: str = "INBOX",
+        processed_folder: str | None = None,
+        ca_file: Path | None = None,
+        idle_renew_s: float = 600.0,
+        poll_interval_s: float = 60.0,
+        timeout_s: float = 60.0,
+        backoff_max_s: float = 60.0,
+        auth_retry_s: float = 300.0,
     ) -> None:
         self.name = name
         self.state = "starting"
@@ -174,13 +194,16 @@ class ImapIntake:
                 self._down("bad_credentials")
                 log.error("imap.bad_credentials", mailbox=self.name, retry_s=self._auth_retry_s)
                 delay = self._auth_retry_s
-            except (ConnectionLost, TransientError, AioImapException, TimeoutError,
-                    OSError) as exc:
+            except (ConnectionLost, TransientError, AioImapException, TimeoutError, OSError) as exc:
                 failures = 0 if self.connected.is_set() else failures + 1
                 self._down("backing_off")
                 delay = backoff_s(failures, 0.25, self._backoff_max_s, max_doublings=10)
-                log.warning("imap.backing_off", mailbox=self.name, error=_reason(exc),
-                            delay_s=round(delay, 2))
+                log.warning(
+                    "imap.backing_off",
+                    mailbox=self.name,
+                    error=_reason(exc),
+                    delay_s=round(delay, 2),
+                )
             except Exception:
                 # A bug here must not take the daemon down: report it, back off, retry.
                 failures += 1
@@ -215,8 +238,12 @@ class ImapIntake:
             uidvalidity, uidnext = await self._select(client)
             self.state = "connected"
             self.connected.set()
-            log.info("imap.connected", mailbox=self.name, folder=self._folder,
-                     idle=client.has_capability("IDLE"))
+            log.info(
+                "imap.connected",
+                mailbox=self.name,
+                folder=self._folder,
+                idle=client.has_capability("IDLE"),
+            )
             while True:
                 client.protocol.new_mail = False
                 await self._scan(client, uidvalidity, uidnext)
@@ -261,10 +288,15 @@ class ImapIntake:
         context = None
         if self._tls != "none":
             context = ssl.create_default_context(
-                cafile=str(self._ca_file) if self._ca_file else None)
-        client = _Client(host=self._host, port=self._port, timeout=self._timeout_s,
-                         conn_lost_cb=lambda _exc: lost.set(),
-                         ssl_context=context if self._tls == "implicit" else None)
+                cafile=str(self._ca_file) if self._ca_file else None
+            )
+        client = _Client(
+            host=self._host,
+            port=self._port,
+            timeout=self._timeout_s,
+            conn_lost_cb=lambda _exc: lost.set(),
+            ssl_context=context if self._tls == "implicit" else None,
+        )
         self._client = client
         await self._call(client.wait_hello_from_server())
         if self._tls == "starttls":
@@ -287,11 +319,13 @@ class ImapIntake:
         proto = client.protocol
         if not client.has_capability("STARTTLS"):
             raise TransientError("the server does not offer STARTTLS (refusing plain text)")
-        await self._ok(proto.execute(Command("STARTTLS", proto.new_tag(), loop=proto.loop)),
-                       "STARTTLS")
+        await self._ok(
+            proto.execute(Command("STARTTLS", proto.new_tag(), loop=proto.loop)), "STARTTLS"
+        )
         loop = asyncio.get_running_loop()
-        proto.transport = await self._call(loop.start_tls(
-            proto.transport, proto, context, server_hostname=self._host))
+        proto.transport = await self._call(
+            loop.start_tls(proto.transport, proto, context, server_hostname=self._host)
+        )
         await self._call(proto.capability())  # capabilities from before TLS are not trusted
 
     async def _select(self, client: _Client) -> tuple[int, int | None]:
@@ -315,8 +349,9 @@ class ImapIntake:
         else:
             log.info("imap.rescan", mailbox=self.name, reason=plan.reason, messages=len(uids))
             if uidnext is None:
-                everything = await self._ok(proto.search("ALL", charset=None, by_uid=True),
-                                            "SEARCH")
+                everything = await self._ok(
+                    proto.search("ALL", charset=None, by_uid=True), "SEARCH"
+                )
                 uidnext = max(parse_search(everything), default=0) + 1
             # Below UIDNEXT everything is either in this scan or not wanted: once the scan is
             # done the cursor starts there. Until then it is not stored (a crash re-scans).
@@ -326,21 +361,27 @@ class ImapIntake:
         if plan.reason != "new":
             await self._kv.kv_set(self._key, cursor.dumps())
 
-    async def _process(self, client: _Client, cursor: Cursor, batch: list[int], *,
-                       store: bool) -> Cursor:
-        resp = await self._ok(client.protocol.fetch(uid_set(batch), "(UID BODY.PEEK[])",
-                                                    by_uid=True), "FETCH")
+    async def _process(
+        self, client: _Client, cursor: Cursor, batch: list[int], *, store: bool
+    ) -> Cursor:
+        resp = await self._ok(
+            client.protocol.fetch(uid_set(batch), "(UID BODY.PEEK[])", by_uid=True), "FETCH"
+        )
         wanted = set(batch)
         messages = [(uid, raw) for uid, raw in parse_fetch(resp) if uid in wanted]
         if len(messages) != len(batch):
-            log.warning("imap.fetch_short", mailbox=self.name, asked=len(batch),
-                        got=len(messages))  # expunged meanwhile
+            log.warning(
+                "imap.fetch_short", mailbox=self.name, asked=len(batch), got=len(messages)
+            )  # expunged meanwhile
         if not messages:
             return cursor
         try:
-            results = await asyncio.gather(*(
-                self._sink.accept_fetched(self._mailbox, envelope_sender(raw), raw)
-                for _, raw in messages))
+            results = await asyncio.gather(
+                *(
+                    self._sink.accept_fetched(self._mailbox, envelope_sender(raw), raw)
+                    for _, raw in messages
+                )
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -349,8 +390,14 @@ class ImapIntake:
         done = [uid for uid, _ in messages]
         await self._mark(client, done)
         for (uid, raw), accepted in zip(messages, results, strict=True):
-            log.info("inbox.accepted", inbox_id=accepted.inbox_id, duplicate=accepted.duplicate,
-                     size=len(raw), imap=self.name, uid=uid)
+            log.info(
+                "inbox.accepted",
+                inbox_id=accepted.inbox_id,
+                duplicate=accepted.duplicate,
+                size=len(raw),
+                imap=self.name,
+                uid=uid,
+            )
         cursor = cursor.advanced(done, self._clock())
         if store:
             await self._kv.kv_set(self._key, cursor.dumps())
@@ -364,8 +411,9 @@ class ImapIntake:
             await self._ok(proto.move(which, _astring(self._processed), by_uid=True), "MOVE")
         else:
             await self._ok(proto.copy(which, _astring(self._processed), by_uid=True), "COPY")
-            await self._ok(proto.store(which, "+FLAGS.SILENT", r"(\Seen \Deleted)",
-                                       by_uid=True), "STORE")
+            await self._ok(
+                proto.store(which, "+FLAGS.SILENT", r"(\Seen \Deleted)", by_uid=True), "STORE"
+            )
             if "UIDPLUS" in proto.capabilities:
                 await self._ok(proto.expunge(which, by_uid=True), "EXPUNGE")
 
@@ -396,8 +444,9 @@ class ImapIntake:
         while (remaining := deadline - loop.time()) > 0:
             get = asyncio.ensure_future(proto.idle_queue.get())
             lost = asyncio.ensure_future(self._lost.wait())
-            done, _ = await asyncio.wait({get, lost}, timeout=remaining,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {get, lost}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
             for task in (get, lost):
                 if not task.done():
                     task.cancel()

@@ -277,8 +277,11 @@ def redact_credentials(text: str, username: str | None, password: str | None) ->
             decoded = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
         except (binascii.Error, ValueError):
             continue
-        if b"\0" in decoded or (secret and secret in decoded) or (
-                username and decoded == username.encode()):
+        if (
+            b"\0" in decoded
+            or (secret and secret in decoded)
+            or (username and decoded == username.encode())
+        ):
             text = text.replace(token, _REDACTED)
     return text
 

@@ -78,8 +78,10 @@ def _filter(rooms: list[str], limit: int) -> dict[str, Any]:
             "rooms": rooms,
             # A large limit so a busy room is not cut short ("limited"); backfill covers the rest.
             # m.room.encrypted too: what we cannot read is never dropped in silence.
-            "timeline": {"limit": limit,
-                         "types": ["m.room.message", "m.room.encrypted", "m.room.encryption"]},
+            "timeline": {
+                "limit": limit,
+                "types": ["m.room.message", "m.room.encrypted", "m.room.encryption"],
+            },
             "state": {"lazy_load_members": True},
             "ephemeral": {"not_types": ["*"]},
             "account_data": {"not_types": ["*"]},
@@ -134,15 +136,21 @@ class MatrixLink:
     def _new_client(self) -> AsyncClient:
         # nio must not retry on its own: 429s and timeouts come back to our loop, which backs
         # off with a cap and keeps the state visible.
-        settings: dict[str, Any] = {"max_limit_exceeded": 0, "max_timeouts": 0,
-                                    # A hung homeserver is noticed 10 s after a long-poll
-                                    # should have returned (not 30: health waits for it).
-                                    "request_timeout": self._sync_timeout_s + 10,
-                                    "store_sync_tokens": False}
+        settings: dict[str, Any] = {
+            "max_limit_exceeded": 0,
+            "max_timeouts": 0,
+            # A hung homeserver is noticed 10 s after a long-poll
+            # should have returned (not 30: health waits for it).
+            "request_timeout": self._sync_timeout_s + 10,
+            "store_sync_tokens": False,
+        }
         if self._crypto is not None:
-            return AsyncClient(self._homeserver, self._user_id,
-                               store_path=str(self._crypto.store_dir),
-                               config=self._crypto.client_config(**settings))
+            return AsyncClient(
+                self._homeserver,
+                self._user_id,
+                store_path=str(self._crypto.store_dir),
+                config=self._crypto.client_config(**settings),
+            )
         config = AsyncClientConfig(**settings, encryption_enabled=False)
         return AsyncClient(self._homeserver, self._user_id, config=config)
 
@@ -259,8 +267,11 @@ class MatrixLink:
                 delay = backoff_s(failures, 0.5, self._backoff_max_s, max_doublings=10)
                 if isinstance(exc, TransientError) and exc.retry_after_s:
                     delay = max(delay, exc.retry_after_s)  # M_LIMIT_EXCEEDED: as told
-                log.warning("matrix.backing_off", error=getattr(exc, "reason", type(exc).__name__),
-                            delay_s=round(delay, 2))
+                log.warning(
+                    "matrix.backing_off",
+                    error=getattr(exc, "reason", type(exc).__name__),
+                    delay_s=round(delay, 2),
+                )
             except Exception:
                 # A bug here must not take the whole daemon down: report it, back off, retry.
                 failures += 1
@@ -292,9 +303,13 @@ class MatrixLink:
         self.state = self._up_state()
         self.connected.set()
         while True:
-            resp = self._checked(await client.sync(
-                timeout=int(self._sync_timeout_s * 1000), since=since,
-                sync_filter=_filter(self._rooms, 500)))
+            resp = self._checked(
+                await client.sync(
+                    timeout=int(self._sync_timeout_s * 1000),
+                    since=since,
+                    sync_filter=_filter(self._rooms, 500),
+                )
+            )
             await self._join_missing(client, resp)
             self.state = self._up_state()
             self.connected.set()
@@ -327,8 +342,7 @@ class MatrixLink:
                 log.error("matrix.encrypted_room_without_e2ee", room_id=room_id)
         self._blind_rooms = list(self.encrypted_rooms)
 
-    async def _undecrypted(self, client: AsyncClient, room_id: str,
-                           source: dict[str, Any]) -> None:
+    async def _undecrypted(self, client: AsyncClient, room_id: str, source: dict[str, Any]) -> None:
         if not await self._undecryptable.add(room_id, source):
             return
         if self._crypto is None:
@@ -345,8 +359,11 @@ class MatrixLink:
         """Deliver what decrypts now; post the notice for what is still unreadable after the
         wait. Never guessed at: an unreadable command is not acted on."""
         for item in await self._undecryptable.waiting():
-            plain = (self._crypto.try_decrypt(client, item.source, item.room_id)
-                     if self._crypto is not None else None)
+            plain = (
+                self._crypto.try_decrypt(client, item.source, item.room_id)
+                if self._crypto is not None
+                else None
+            )
             if plain is not None and plain.get("type") == "m.room.message":
                 await self._late(client, item, plain)
             elif self._undecryptable.overdue(item):
@@ -354,8 +371,9 @@ class MatrixLink:
                 try:
                     await self._send_content(item.room_id, content, txn_id)
                 except (TransientError, PermanentError) as exc:
-                    log.warning("matrix.undecryptable_notice_failed", room_id=item.room_id,
-                                error=str(exc))
+                    log.warning(
+                        "matrix.undecryptable_notice_failed", room_id=item.room_id, error=str(exc)
+                    )
                     continue
                 await self._undecryptable.settle(item, "noticed")
 
@@ -415,8 +433,9 @@ class MatrixLink:
         """Post the core's message as a notice; the same txn_id is delivered once."""
         return await self._send_content(post.room_id, notice_content(post), txn_id)
 
-    async def _send_content(self, room_id: str, content: Mapping[str, Any], txn_id: str
-                            ) -> Mapping[str, Any]:
+    async def _send_content(
+        self, room_id: str, content: Mapping[str, Any], txn_id: str
+    ) -> Mapping[str, Any]:
         """Send one event; the same txn_id (on the same token) is delivered once."""
         client = self._client
         if client is None or not client.access_token or not self.connected.is_set():
@@ -426,9 +445,15 @@ class MatrixLink:
             # With encryption on, keys go only to devices the trust policy verified; a device
             # not yet decided on fails this send, and the next sync decides on it.
             resp = await asyncio.wait_for(
-                client.room_send(room_id, "m.room.message", dict(content), tx_id=txn_id,
-                                 ignore_unverified_devices=self._crypto is None),
-                SEND_TIMEOUT_S)
+                client.room_send(
+                    room_id,
+                    "m.room.message",
+                    dict(content),
+                    tx_id=txn_id,
+                    ignore_unverified_devices=self._crypto is None,
+                ),
+                SEND_TIMEOUT_S,
+            )
         except (ClientError, TimeoutError, OSError) as exc:
             raise LinkDown(f"homeserver unreachable ({type(exc).__name__})") from None
         except (LocalProtocolError, SendRetryError, OlmTrustError) as exc:
@@ -449,7 +474,9 @@ def notice_content(post: ChatPost) -> dict[str, Any]:
     content: dict[str, Any] = {"msgtype": "m.notice", "body": post.body}
     if post.thread_root:
         content["m.relates_to"] = {
-            "rel_type": "m.thread", "event_id": post.thread_root, "is_falling_back": True,
+            "rel_type": "m.thread",
+            "event_id": post.thread_root,
+            "is_falling_back": True,
             "m.in_reply_to": {"event_id": post.reply_to or post.thread_root},
         }
     return content

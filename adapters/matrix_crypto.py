@@ -39,8 +39,15 @@ class CryptoUnavailable(RuntimeError):
 class MatrixCrypto:
     """The bot device's keys and trust decisions, for one account."""
 
-    def __init__(self, *, store_dir: Path, pickle_key: str, trust: TrustMode,
-                 engineers: Collection[str], pinned: Collection[PinnedDevice] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        store_dir: Path,
+        pickle_key: str,
+        trust: TrustMode,
+        engineers: Collection[str],
+        pinned: Collection[PinnedDevice] = (),
+    ) -> None:
         if not ENCRYPTION_ENABLED:
             raise CryptoUnavailable("matrix-nio has no crypto: install matrix-nio[e2e]")
         self.store_dir = store_dir
@@ -85,8 +92,11 @@ class MatrixCrypto:
         after a restart (an incremental sync does not repeat room state); returns the
         encrypted ones."""
         if client.olm is not None:  # what an engineer compares when verifying us in Element
-            log.info("matrix.e2ee.device", device_id=client.device_id,
-                     ed25519=client.olm.account.identity_keys["ed25519"])
+            log.info(
+                "matrix.e2ee.device",
+                device_id=client.device_id,
+                ed25519=client.olm.account.identity_keys["ed25519"],
+            )
         encrypted = []
         for room_id in rooms:
             resp = await client.room_get_state(room_id)
@@ -136,23 +146,37 @@ class MatrixCrypto:
             verdict, why = device_verdict(self._trust, self._engineers, self._pinned, facts)
             if verdict == "trust":
                 client.verify_device(device)
-                log.info("matrix.e2ee.device_trusted", user_id=device.user_id,
-                         device_id=device.device_id, ed25519=device.ed25519, reason=why)
+                log.info(
+                    "matrix.e2ee.device_trusted",
+                    user_id=device.user_id,
+                    device_id=device.device_id,
+                    ed25519=device.ed25519,
+                    reason=why,
+                )
             else:
                 client.blacklist_device(device)
-                log.info("matrix.e2ee.device_blocked", user_id=device.user_id,
-                         device_id=device.device_id, reason=why)
+                log.info(
+                    "matrix.e2ee.device_blocked",
+                    user_id=device.user_id,
+                    device_id=device.device_id,
+                    reason=why,
+                )
 
     async def request_key(self, client: AsyncClient, event: MegolmEvent) -> None:
         """Ask the sender's devices (and ours) for the missing room key, once per session."""
         if event.session_id in client.outgoing_key_requests:
             return
         resp = await client.request_room_key(event)
-        log.info("matrix.e2ee.key_requested", room_id=event.room_id, event_id=event.event_id,
-                 ok=not hasattr(resp, "status_code") or resp.status_code is None)
+        log.info(
+            "matrix.e2ee.key_requested",
+            room_id=event.room_id,
+            event_id=event.event_id,
+            ok=not hasattr(resp, "status_code") or resp.status_code is None,
+        )
 
-    def try_decrypt(self, client: AsyncClient, source: dict[str, Any], room_id: str
-                    ) -> dict[str, Any] | None:
+    def try_decrypt(
+        self, client: AsyncClient, source: dict[str, Any], room_id: str
+    ) -> dict[str, Any] | None:
         """The decrypted event's source, or None while the key (or the sending device's
         keys) are still missing. The source carries `SENDER_DEVICE`: the device that sent it
         and whether it is trusted (nio's verdict: a device our policy verified, whose own
@@ -201,16 +225,25 @@ def with_sender_device(client: AsyncClient, room_id: str, event: Event) -> dict[
     if not getattr(event, "decrypted", False) or client.olm is None:
         return source
     sender_key, session_id = getattr(event, "sender_key", None), getattr(event, "session_id", None)
-    device = (client.device_store.device_from_sender_key(event.sender, sender_key)
-              if sender_key else None)
+    device = (
+        client.device_store.device_from_sender_key(event.sender, sender_key) if sender_key else None
+    )
     trusted = False
     if device is not None and device.verified and session_id:
         session = client.olm.inbound_group_store.get(room_id, sender_key, session_id)
-        trusted = (session is not None and not session.forwarding_chain
-                   and session.ed25519 == device.ed25519)
+        trusted = (
+            session is not None
+            and not session.forwarding_chain
+            and session.ed25519 == device.ed25519
+        )
     device_id = device.device_id if device is not None else "(unknown)"
     source[SENDER_DEVICE] = {"device_id": device_id, "trusted": trusted}
     if not trusted:
-        log.info("matrix.e2ee.untrusted_sender_device", room_id=room_id,
-                 event_id=source.get("event_id"), user_id=event.sender, device_id=device_id)
+        log.info(
+            "matrix.e2ee.untrusted_sender_device",
+            room_id=room_id,
+            event_id=source.get("event_id"),
+            user_id=event.sender,
+            device_id=device_id,
+        )
     return source

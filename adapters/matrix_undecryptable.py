@@ -52,13 +52,17 @@ class Undecryptable:
         if self._pending is None:
             raw = await self._kv.kv_get(_PENDING)
             items = json.loads(raw) if raw else []
-            self._pending = {p["source"]["event_id"]: Pending(p["room_id"], p["source"],
-                                                               p["seen_at"]) for p in items}
+            self._pending = {
+                p["source"]["event_id"]: Pending(p["room_id"], p["source"], p["seen_at"])
+                for p in items
+            }
         return self._pending
 
     async def _save(self) -> None:
-        items = [{"room_id": p.room_id, "source": p.source, "seen_at": p.seen_at}
-                 for p in (await self._load()).values()]
+        items = [
+            {"room_id": p.room_id, "source": p.source, "seen_at": p.seen_at}
+            for p in (await self._load()).values()
+        ]
         await self._kv.kv_set(_PENDING, json.dumps(items))
 
     async def add(self, room_id: str, source: dict[str, Any]) -> bool:
@@ -70,8 +74,9 @@ class Undecryptable:
         pending[event_id] = Pending(room_id, dict(source), self._now())
         await self._save()
         metrics.UNDECRYPTABLE.inc()
-        log.warning("matrix.undecryptable", room_id=room_id, event_id=event_id,
-                    sender=source.get("sender"))
+        log.warning(
+            "matrix.undecryptable", room_id=room_id, event_id=event_id, sender=source.get("sender")
+        )
         return True
 
     async def waiting(self) -> list[Pending]:
@@ -87,8 +92,12 @@ class Undecryptable:
         await self._kv.kv_set(_done(item.event_id), outcome)
         (await self._load()).pop(item.event_id, None)
         await self._save()
-        log.info("matrix.undecryptable_settled", room_id=item.room_id,
-                 event_id=item.event_id, outcome=outcome)
+        log.info(
+            "matrix.undecryptable_settled",
+            room_id=item.room_id,
+            event_id=item.event_id,
+            outcome=outcome,
+        )
 
 
 def room_is_encrypted(state: list[dict[str, Any]]) -> bool:
@@ -104,12 +113,17 @@ def notice_for(item: Pending) -> tuple[dict[str, Any], str]:
     """The notice's content (in the event's thread, if it was in one) and its stable txn id."""
     ts = item.source.get("origin_server_ts")
     at = datetime.fromtimestamp(ts / 1000, UTC) if isinstance(ts, int) else datetime.now(UTC)
-    content: dict[str, Any] = {"msgtype": "m.notice",
-                               "body": undecryptable_notice(str(item.source.get("sender")), at)}
+    content: dict[str, Any] = {
+        "msgtype": "m.notice",
+        "body": undecryptable_notice(str(item.source.get("sender")), at),
+    }
     relates = item.source.get("content", {}).get("m.relates_to") or {}
     if relates.get("rel_type") == "m.thread" and relates.get("event_id"):
-        content["m.relates_to"] = {"rel_type": "m.thread", "event_id": relates["event_id"],
-                                   "is_falling_back": True,
-                                   "m.in_reply_to": {"event_id": item.event_id}}
+        content["m.relates_to"] = {
+            "rel_type": "m.thread",
+            "event_id": relates["event_id"],
+            "is_falling_back": True,
+            "m.in_reply_to": {"event_id": item.event_id},
+        }
     digest = hashlib.sha256(item.event_id.encode()).hexdigest()[:32]
     return content, f"undecryptable-{digest}"

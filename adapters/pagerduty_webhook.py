@@ -34,8 +34,9 @@ class Refusal:
     why: str
 
 
-def check(hook: PagerDutyHook, headers: Mapping[str, str], body: bytes,
-          now: datetime | None) -> PagerDutyEvent | Refusal:
+def check(
+    hook: PagerDutyHook, headers: Mapping[str, str], body: bytes, now: datetime | None
+) -> PagerDutyEvent | Refusal:
     """The signed, fresh event in a request, or why it is refused (`now`: None for the
     event's own time zone's current time)."""
     if not signature_ok(headers.get("X-PagerDuty-Signature"), body, hook.secrets):

@@ -83,8 +83,9 @@ class Notifier:
 
     def reloading(self) -> None:
         """A reload began; `ready()` ends it."""
-        self.notify(reloading="1", monotonic_usec=str(time.clock_gettime_ns(
-            time.CLOCK_MONOTONIC) // 1000))
+        self.notify(
+            reloading="1", monotonic_usec=str(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        )
 
     def stopping(self) -> None:
         """The service is shutting down."""

@@ -63,8 +63,12 @@ class Body:
 
 
 # C901: one pass over DATA's pieces (limits, the budget, the end) reads best in one loop.
-async def read_body(reader: asyncio.StreamReader, *, size_limit: int | None,  # noqa: C901
-                    budget: Budget | None = None) -> Body:
+async def read_body(  # noqa: C901
+    reader: asyncio.StreamReader,
+    *,
+    size_limit: int | None,
+    budget: Budget | None = None,
+) -> Body:
     """Read up to and including the lone dot; raises IncompleteReadError if the client
     hangs up first (the bytes reserved are then given back)."""
     budget = budget or _Unbounded()

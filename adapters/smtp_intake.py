@@ -61,8 +61,12 @@ _BARE_AT_START = re.compile(rb"\n|\r(?!\n)|\.(?:\n|\r(?!\n))")
 
 def smuggling(raw: bytes) -> bool:
     """True when the data holds an end-of-data look-alike (the start counts as CRLF)."""
-    if (_BARE_AT_START.match(raw) or _BARE_AFTER_CRLF.search(raw)
-            or _DOT_BEFORE_BARE_END.search(raw) or _DOT_AFTER_CR.search(raw)):
+    if (
+        _BARE_AT_START.match(raw)
+        or _BARE_AFTER_CRLF.search(raw)
+        or _DOT_BEFORE_BARE_END.search(raw)
+        or _DOT_AFTER_CR.search(raw)
+    ):
         return True
     # "\n.\r\n" after a lone LF needs a lone LF somewhere: most data has none (SMTP is CRLF).
     return raw.count(b"\n") != raw.count(b"\r\n") and _DOT_AFTER_LF.search(raw) is not None
@@ -127,7 +131,9 @@ class _Handler:
             # On timeout the store withdraws the message unless its commit is under way,
             # so a 451 always means "not kept".
             accepted = await self._owner.intake.accept(
-                envelope.mail_from or "", envelope.rcpt_tos, raw,
+                envelope.mail_from or "",
+                envelope.rcpt_tos,
+                raw,
                 timeout_s=self._owner.commit_timeout_s,
                 # The limits count the client's address: unlike the headers, not forged.
                 client=str(session.peer[0]) if isinstance(session.peer, tuple) else None,
@@ -226,8 +232,9 @@ class _Session(SMTP):
         super().connection_lost(exc)
 
     # -- budgets ---------------------------------------------------------------------------
-    def _counted(self, name: str, method: Callable[[str], Awaitable[None]]
-                 ) -> Callable[[str], Awaitable[None]]:
+    def _counted(
+        self, name: str, method: Callable[[str], Awaitable[None]]
+    ) -> Callable[[str], Awaitable[None]]:
         @functools.wraps(method)
         async def counted(arg: str) -> None:
             if self._closing:
@@ -244,6 +251,7 @@ class _Session(SMTP):
                     await asyncio.sleep(0)  # where the cancellation of this session lands
                     return
             await method(arg)
+
         return counted
 
     def _reset_timeout(self, duration: float | None = None) -> None:
@@ -296,8 +304,7 @@ class _Session(SMTP):
         budget = self._owner.data_budget
         self._in_data = True
         try:
-            body = await read_body(self._reader, size_limit=self.data_size_limit,
-                                   budget=budget)
+            body = await read_body(self._reader, size_limit=self.data_size_limit, budget=budget)
         except asyncio.IncompleteReadError:  # the client hung up mid-message
             self._writer.close()
             return

@@ -31,11 +31,24 @@ def _when(value: Any) -> datetime | None:
 class Statuspage:
     """Incidents on one status page, with an API key (`Authorization: OAuth <key>`)."""
 
-    def __init__(self, page_id: str, api_key: str, *, session: aiohttp.ClientSession,
-                 base_url: str = "https://api.statuspage.io", timeout_s: float = 15.0) -> None:
-        self._api = JsonApi("Statuspage", base_url, session, timeout_s=timeout_s,
-                            headers={"Authorization": f"OAuth {api_key}"}, secrets=(api_key,),
-                            retry_statuses=(420, 429))
+    def __init__(
+        self,
+        page_id: str,
+        api_key: str,
+        *,
+        session: aiohttp.ClientSession,
+        base_url: str = "https://api.statuspage.io",
+        timeout_s: float = 15.0,
+    ) -> None:
+        self._api = JsonApi(
+            "Statuspage",
+            base_url,
+            session,
+            timeout_s=timeout_s,
+            headers={"Authorization": f"OAuth {api_key}"},
+            secrets=(api_key,),
+            retry_statuses=(420, 429),
+        )
         self._page = f"/v1/pages/{page_id}"
 
     def __repr__(self) -> str:
@@ -48,19 +61,28 @@ class Statuspage:
         for existing in found.body or []:
             created = _when(obj(existing, "created_at"))
             if obj(existing, "name") == incident.name and (
-                    floor is None or (created is not None and created >= floor)):
+                floor is None or (created is not None and created >= floor)
+            ):
                 return _handle(existing)
-        answer = await self._api.call("POST", f"{self._page}/incidents", json_body={
-            "incident": {
-                "name": incident.name, "status": "investigating", "body": incident.body,
-                "component_ids": list(incident.component_ids),
-                "components": {c: "degraded_performance" for c in incident.component_ids},
-                "deliver_notifications": True,
-            }})
+        answer = await self._api.call(
+            "POST",
+            f"{self._page}/incidents",
+            json_body={
+                "incident": {
+                    "name": incident.name,
+                    "status": "investigating",
+                    "body": incident.body,
+                    "component_ids": list(incident.component_ids),
+                    "components": {c: "degraded_performance" for c in incident.component_ids},
+                    "deliver_notifications": True,
+                }
+            },
+        )
         return _handle(answer.body)
 
-    async def update(self, external_id: str, body: str,
-                     since: datetime | None) -> Mapping[str, Any]:
+    async def update(
+        self, external_id: str, body: str, since: datetime | None
+    ) -> Mapping[str, Any]:
         """Post an update, unless the same text was posted since it was planned."""
         floor = since - timedelta(minutes=5) if since else None
         current = await self._api.call("GET", f"{self._page}/incidents/{external_id}")
@@ -69,8 +91,11 @@ class Statuspage:
             recent = floor is None or (created is not None and created >= floor)
             if obj(update, "body") == body and recent:
                 return {"update": "already there"}
-        await self._api.call("PATCH", f"{self._page}/incidents/{external_id}", json_body={
-            "incident": {"body": body, "deliver_notifications": True}})
+        await self._api.call(
+            "PATCH",
+            f"{self._page}/incidents/{external_id}",
+            json_body={"incident": {"body": body, "deliver_notifications": True}},
+        )
         return {"update": "posted"}
 
     async def resolve(self, external_id: str, body: str) -> Mapping[str, Any]:
@@ -79,9 +104,18 @@ class Statuspage:
         if obj(current.body, "status") == "resolved":
             return {"resolve": "already resolved"}
         ids = [str(obj(c, "id")) for c in obj(current.body, "components") or []]
-        await self._api.call("PATCH", f"{self._page}/incidents/{external_id}", json_body={
-            "incident": {"status": "resolved", "body": body, "deliver_notifications": True,
-                         "components": {c: "operational" for c in ids}}})
+        await self._api.call(
+            "PATCH",
+            f"{self._page}/incidents/{external_id}",
+            json_body={
+                "incident": {
+                    "status": "resolved",
+                    "body": body,
+                    "deliver_notifications": True,
+                    "components": {c: "operational" for c in ids},
+                }
+            },
+        )
         return {"resolve": "resolved"}
 
 

@@ -25,16 +25,28 @@ STATUSES = {"solved": "resolved", "open": "awaiting_agent"}
 _MAX_PAGES = 20
 
 
-
 class DeskproTickets:
     """Tickets in one Deskpro helpdesk, as the API key's agent."""
 
     name = "deskpro"
 
-    def __init__(self, base_url: str, api_key: str, *, session: aiohttp.ClientSession,
-                 fallback_requester: str, timeout_s: float = 15.0) -> None:
-        self._api = JsonApi("Deskpro", base_url, session, timeout_s=timeout_s,
-                            headers={"Authorization": f"key {api_key}"}, secrets=(api_key,))
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        session: aiohttp.ClientSession,
+        fallback_requester: str,
+        timeout_s: float = 15.0,
+    ) -> None:
+        self._api = JsonApi(
+            "Deskpro",
+            base_url,
+            session,
+            timeout_s=timeout_s,
+            headers={"Authorization": f"key {api_key}"},
+            secrets=(api_key,),
+        )
         self._fallback = fallback_requester
 
     def __repr__(self) -> str:
@@ -50,13 +62,22 @@ class DeskproTickets:
         for existing in obj(found.body, "data") or []:
             return self._handle(existing)
         requester = ticket.requester_email() or self._fallback
-        body = ticket.body if requester == ticket.requester else (
-            f"Reported by {ticket.requester}.\n\n{ticket.body}")
-        answer = await self._api.call("POST", "/api/v2/tickets", json_body={
-            "subject": ticket.title, "person": {"email": requester},
-            "message": {"message": body, "format": "text"},
-            "urgency": URGENCY.get(ticket.priority, 5),
-            "labels": ["chatops-gateway", ticket.key]})
+        body = (
+            ticket.body
+            if requester == ticket.requester
+            else (f"Reported by {ticket.requester}.\n\n{ticket.body}")
+        )
+        answer = await self._api.call(
+            "POST",
+            "/api/v2/tickets",
+            json_body={
+                "subject": ticket.title,
+                "person": {"email": requester},
+                "message": {"message": body, "format": "text"},
+                "urgency": URGENCY.get(ticket.priority, 5),
+                "labels": ["chatops-gateway", ticket.key],
+            },
+        )
         return self._handle(obj(answer.body, "data"))
 
     def _handle(self, ticket: Any) -> TicketHandle:
@@ -65,25 +86,35 @@ class DeskproTickets:
             raise PermanentError("Deskpro answered without a ticket id")
         return TicketHandle(str(ticket_id), self.link(str(ticket_id)))
 
-    async def comment(self, external_id: str, body: str, key: str,
-                      since: datetime | None) -> Mapping[str, Any]:
+    async def comment(
+        self, external_id: str, body: str, key: str, since: datetime | None
+    ) -> Mapping[str, Any]:
         """An agent note, unless the marked one is already on the ticket."""
         path = f"/api/v2/tickets/{external_id}/messages"
         for page in range(1, _MAX_PAGES + 1):
-            answer = await self._api.call("GET", path, params={"page": str(page),
-                                                               "count": "100"})
-            if any(ref_marker(key) in str(obj(m, "message") or "")
-                   for m in obj(answer.body, "data") or []):
+            answer = await self._api.call("GET", path, params={"page": str(page), "count": "100"})
+            if any(
+                ref_marker(key) in str(obj(m, "message") or "")
+                for m in obj(answer.body, "data") or []
+            ):
                 return {"comment": "already there"}
             total = obj(answer.body, "meta", "pagination", "total_pages") or 1
             if page >= int(total):
                 break
-        await self._api.call("POST", path, json_body={
-            "message": f"{body}\n\n{ref_marker(key)}", "format": "text", "is_agent_note": True})
+        await self._api.call(
+            "POST",
+            path,
+            json_body={
+                "message": f"{body}\n\n{ref_marker(key)}",
+                "format": "text",
+                "is_agent_note": True,
+            },
+        )
         return {"comment": "added"}
 
-    async def update(self, external_id: str, *, status: str | None = None,
-                     title: str | None = None) -> Mapping[str, Any]:
+    async def update(
+        self, external_id: str, *, status: str | None = None, title: str | None = None
+    ) -> Mapping[str, Any]:
         """Resolve or reopen, and/or change the subject."""
         fields: dict[str, Any] = {}
         if title:

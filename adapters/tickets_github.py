@@ -50,12 +50,28 @@ class GitHubIssues:
 
     name = "github"
 
-    def __init__(self, repo: str, token: str, *, session: aiohttp.ClientSession,
-                 base_url: str = "https://api.github.com", timeout_s: float = 15.0) -> None:
-        self._api = _GitHubApi("GitHub", base_url, session, timeout_s=timeout_s, headers={
-            "Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
-            "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "chatops-gateway"},
-            secrets=(token,))
+    def __init__(
+        self,
+        repo: str,
+        token: str,
+        *,
+        session: aiohttp.ClientSession,
+        base_url: str = "https://api.github.com",
+        timeout_s: float = 15.0,
+    ) -> None:
+        self._api = _GitHubApi(
+            "GitHub",
+            base_url,
+            session,
+            timeout_s=timeout_s,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+                "User-Agent": "chatops-gateway",
+            },
+            secrets=(token,),
+        )
         self._repo = repo
 
     def __repr__(self) -> str:
@@ -83,13 +99,20 @@ class GitHubIssues:
         async for issue in self._pages(f"/repos/{self._repo}/issues", params):
             if "pull_request" not in issue and mark in str(obj(issue, "body") or ""):
                 return _handle(issue)
-        answer = await self._api.call("POST", f"/repos/{self._repo}/issues", json_body={
-            "title": ticket.title, "body": f"{ticket.body}\n\n{mark}",
-            "labels": [LABEL, f"priority: {ticket.priority}"]})
+        answer = await self._api.call(
+            "POST",
+            f"/repos/{self._repo}/issues",
+            json_body={
+                "title": ticket.title,
+                "body": f"{ticket.body}\n\n{mark}",
+                "labels": [LABEL, f"priority: {ticket.priority}"],
+            },
+        )
         return _handle(answer.body)
 
-    async def comment(self, external_id: str, body: str, key: str,
-                      since: datetime | None) -> Mapping[str, Any]:
+    async def comment(
+        self, external_id: str, body: str, key: str, since: datetime | None
+    ) -> Mapping[str, Any]:
         """A comment, unless the marked one is already on the issue."""
         mark = marker(key)
         path = f"/repos/{self._repo}/issues/{external_id}/comments"
@@ -102,8 +125,9 @@ class GitHubIssues:
         await self._api.call("POST", path, json_body={"body": f"{body}\n\n{mark}"})
         return {"comment": "added"}
 
-    async def update(self, external_id: str, *, status: str | None = None,
-                     title: str | None = None) -> Mapping[str, Any]:
+    async def update(
+        self, external_id: str, *, status: str | None = None, title: str | None = None
+    ) -> Mapping[str, Any]:
         """Close as completed (solved) or reopen, and/or retitle."""
         fields: dict[str, Any] = {}
         if title:
@@ -113,8 +137,9 @@ class GitHubIssues:
         elif status == "open":
             fields.update(state="open", state_reason="reopened")
         if fields:
-            await self._api.call("PATCH", f"/repos/{self._repo}/issues/{external_id}",
-                                 json_body=fields)
+            await self._api.call(
+                "PATCH", f"/repos/{self._repo}/issues/{external_id}", json_body=fields
+            )
         return {"updated": sorted(fields)}
 
 

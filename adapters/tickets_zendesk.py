@@ -24,19 +24,31 @@ PRIORITIES = {"P1": "urgent", "P2": "high", "P3": "normal", "P4": "low"}
 _MAX_PAGES = 10
 
 
-
 class ZendeskTickets:
     """Tickets in one Zendesk account, as one agent (email + API token)."""
 
     name = "zendesk"
 
-    def __init__(self, base_url: str, email: str, token: str, *,
-                 session: aiohttp.ClientSession, timeout_s: float = 15.0,
-                 tags: tuple[str, ...] = ("chatops-gateway",)) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        email: str,
+        token: str,
+        *,
+        session: aiohttp.ClientSession,
+        timeout_s: float = 15.0,
+        tags: tuple[str, ...] = ("chatops-gateway",),
+    ) -> None:
         basic = base64.b64encode(f"{email}/token:{token}".encode()).decode()
-        self._api = JsonApi("Zendesk", base_url, session, timeout_s=timeout_s,
-                            headers={"Authorization": f"Basic {basic}"},
-                            secrets=(token, basic), retry_statuses=(429, 409))
+        self._api = JsonApi(
+            "Zendesk",
+            base_url,
+            session,
+            timeout_s=timeout_s,
+            headers={"Authorization": f"Basic {basic}"},
+            secrets=(token, basic),
+            retry_statuses=(429, 409),
+        )
         self._email = email
         self._tags = tags
 
@@ -49,21 +61,26 @@ class ZendeskTickets:
 
     async def create(self, ticket: NewTicket) -> TicketHandle:
         """Find the ticket whose external_id is our key, or create it idempotently."""
-        found = await self._api.call("GET", "/api/v2/tickets.json",
-                                     params={"external_id": ticket.key})
+        found = await self._api.call(
+            "GET", "/api/v2/tickets.json", params={"external_id": ticket.key}
+        )
         for existing in obj(found.body, "tickets") or []:
             return self._handle(existing)
         fields: dict[str, Any] = {
-            "subject": ticket.title, "external_id": ticket.key,
+            "subject": ticket.title,
+            "external_id": ticket.key,
             "comment": {"body": ticket.body, "public": False},
             "priority": PRIORITIES.get(ticket.priority, "normal"),
             "tags": [*self._tags, ticket.priority.lower()],
         }
         if ticket.requester_email():
             fields["requester"] = {"email": ticket.requester, "name": ticket.requester}
-        answer = await self._api.call("POST", "/api/v2/tickets.json",
-                                      json_body={"ticket": fields},
-                                      headers={"Idempotency-Key": ticket.key})
+        answer = await self._api.call(
+            "POST",
+            "/api/v2/tickets.json",
+            json_body={"ticket": fields},
+            headers={"Idempotency-Key": ticket.key},
+        )
         return self._handle(obj(answer.body, "ticket"))
 
     def _handle(self, ticket: Any) -> TicketHandle:
@@ -72,13 +89,19 @@ class ZendeskTickets:
             raise PermanentError("Zendesk answered without a ticket id")
         return TicketHandle(str(ticket_id), self.link(str(ticket_id)))
 
-    async def comment(self, external_id: str, body: str, key: str,
-                      since: datetime | None) -> Mapping[str, Any]:
+    async def comment(
+        self, external_id: str, body: str, key: str, since: datetime | None
+    ) -> Mapping[str, Any]:
         """A private comment, unless the marked one is already on the ticket."""
         if await self._has_comment(external_id, ref_marker(key), since):
             return {"comment": "already there"}
-        await self._api.call("PUT", f"/api/v2/tickets/{external_id}.json", json_body={
-            "ticket": {"comment": {"body": f"{body}\n\n{ref_marker(key)}", "public": False}}})
+        await self._api.call(
+            "PUT",
+            f"/api/v2/tickets/{external_id}.json",
+            json_body={
+                "ticket": {"comment": {"body": f"{body}\n\n{ref_marker(key)}", "public": False}}
+            },
+        )
         return {"comment": "added"}
 
     async def _has_comment(self, external_id: str, mark: str, since: datetime | None) -> bool:
@@ -94,14 +117,18 @@ class ZendeskTickets:
                 if mark in str(obj(c, "body") or ""):
                     return True
                 created = obj(c, "created_at")
-                if floor and created and datetime.fromisoformat(
-                        str(created).replace("Z", "+00:00")) < floor:
+                if (
+                    floor
+                    and created
+                    and datetime.fromisoformat(str(created).replace("Z", "+00:00")) < floor
+                ):
                     return False
             url, params = obj(page.body, "next_page"), None
         return False
 
-    async def update(self, external_id: str, *, status: str | None = None,
-                     title: str | None = None) -> Mapping[str, Any]:
+    async def update(
+        self, external_id: str, *, status: str | None = None, title: str | None = None
+    ) -> Mapping[str, Any]:
         """Set status (solved/open) and/or subject; solving assigns the agent if nobody is."""
         fields: dict[str, Any] = {}
         if title:
@@ -113,6 +140,7 @@ class ZendeskTickets:
                 if obj(current.body, "ticket", "assignee_id") is None:
                     fields["assignee_email"] = self._email  # Zendesk solves only assigned
         if fields:
-            await self._api.call("PUT", f"/api/v2/tickets/{external_id}.json",
-                                 json_body={"ticket": fields})
+            await self._api.call(
+                "PUT", f"/api/v2/tickets/{external_id}.json", json_body={"ticket": fields}
+            )
         return {"updated": sorted(fields)}

@@ -67,10 +67,17 @@ class Proxy:
         if match and data.get("status") == "firing":
             self.first_send.setdefault(int(match.group(1)), time.perf_counter())
         try:
-            async with aiohttp.ClientSession() as session, session.post(
-                    self.target, data=body, headers={
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    self.target,
+                    data=body,
+                    headers={
                         "Authorization": request.headers.get("Authorization", ""),
-                        "Content-Type": "application/json"}) as resp:
+                        "Content-Type": "application/json",
+                    },
+                ) as resp,
+            ):
                 status = resp.status
         except aiohttp.ClientError:
             status = 503  # the daemon is down: Alertmanager retries
@@ -109,17 +116,22 @@ def write_config(folder: Path, alerts_port: int, pd_url: str) -> Path:
         f'[state]\ndir = "{folder / "state"}"\n[smtp]\nenabled = false\n[http]\nenabled = false\n'
         f'[pagerduty]\nrouting_key = {{ file = "pd-key" }}\nurl = "{pd_url}"\n'
         '[log]\nlevel = "warning"\nformat = "json"\n'
-        f'[alerts]\nport = {alerts_port}\nmax_body_bytes = 16777216\n'
+        f"[alerts]\nport = {alerts_port}\nmax_body_bytes = 16777216\n"
         '[[alerts.source]]\nname = "am"\nkind = "alertmanager"\n'
-        'secret = { file = "am-token" }\nrate_per_minute = 100000\n')
+        'secret = { file = "am-token" }\nrate_per_minute = 100000\n'
+    )
     return config
 
 
 def start_daemon(folder: Path, config: Path, port: int) -> subprocess.Popen[bytes]:
     log = (folder / "daemon.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -137,25 +149,37 @@ def start_daemon(folder: Path, config: Path, port: int) -> subprocess.Popen[byte
 def store_counts(folder: Path) -> dict[str, int]:
     conn = sqlite3.connect(f"file:{folder / 'state' / 'gateway.sqlite3'}?mode=ro", uri=True)
     try:
+
         def one(sql: str) -> int:
             return int(conn.execute(sql).fetchone()[0])
+
         return {
             "incidents": one("SELECT COUNT(*) FROM incidents"),
             "pending_inbox": one("SELECT COUNT(*) FROM inbox WHERE state = 'pending'"),
             "fired_events": one("SELECT COUNT(*) FROM timeline WHERE kind = 'alert.fired'"),
-            "incidents_with_resolve": one("SELECT COUNT(DISTINCT incident_id) FROM timeline"
-                                          " WHERE kind = 'alert.resolved'"),
+            "incidents_with_resolve": one(
+                "SELECT COUNT(DISTINCT incident_id) FROM timeline WHERE kind = 'alert.resolved'"
+            ),
         }
     finally:
         conn.close()
 
 
 def alerts(count: int, groups: int, resolved: bool) -> list[dict[str, Any]]:
-    return [Alertmanager.alert({"alertname": f"SmokeTestFailed_g{i % groups}",
-                                "severity": "critical", "test": "apps",
-                                "group": f"g{i % groups}", "instance": f"i{i}"},
-                               summary="push and curl fail", resolved=resolved)
-            for i in range(count)]
+    return [
+        Alertmanager.alert(
+            {
+                "alertname": f"SmokeTestFailed_g{i % groups}",
+                "severity": "critical",
+                "test": "apps",
+                "group": f"g{i % groups}",
+                "instance": f"i{i}",
+            },
+            summary="push and curl fail",
+            resolved=resolved,
+        )
+        for i in range(count)
+    ]
 
 
 def wait_for(check: Any, timeout: float, what: str) -> None:
@@ -192,11 +216,15 @@ def run(args: argparse.Namespace, kill: bool) -> dict[str, Any]:
                     killed_at = len(fake.arrivals)
                     daemon = start_daemon(folder, config, port)
                 wait_for(lambda: len(fake.arrivals) >= args.groups, 120, "every page")
-                wait_for(lambda: store_counts(folder)["incidents"] >= args.groups, 60,
-                         "every incident")
+                wait_for(
+                    lambda: store_counts(folder)["incidents"] >= args.groups, 60, "every incident"
+                )
                 am.post_alerts(alerts(args.alerts, args.groups, resolved=True))
-                wait_for(lambda: store_counts(folder)["incidents_with_resolve"] >= args.groups,
-                         120, "every resolve notification")
+                wait_for(
+                    lambda: store_counts(folder)["incidents_with_resolve"] >= args.groups,
+                    120,
+                    "every resolve notification",
+                )
                 time.sleep(args.settle_s)  # anything late (a double page) would show now
             finally:
                 am.stop()
@@ -210,10 +238,12 @@ def run(args: argparse.Namespace, kill: bool) -> dict[str, Any]:
             counts = store_counts(folder)
             triggers = [e for e in fake.events if e["event_action"] == "trigger"]
             result = {
-                "alerts": args.alerts, "groups": args.groups,
+                "alerts": args.alerts,
+                "groups": args.groups,
                 "killed_after_notifications": args.kill_after if kill else None,
                 "pages_before_kill": killed_at,
-                "incidents": counts["incidents"], "pages": len(triggers),
+                "incidents": counts["incidents"],
+                "pages": len(triggers),
                 "distinct_paged_incidents": len({e["dedup_key"] for e in triggers}),
                 "pagerduty_alerts_opened": fake.alerts_opened,
                 "resolve_notifications_on_timelines": counts["incidents_with_resolve"],
@@ -221,10 +251,12 @@ def run(args: argparse.Namespace, kill: bool) -> dict[str, Any]:
                 "proxy_statuses": proxy.statuses,
                 "send_to_page_ms": {
                     "p50": round(statistics.median(latencies), 1),
-                    "p99": round(statistics.quantiles(latencies, n=100,
-                                                      method="inclusive")[98], 1)
-                    if len(latencies) >= 2 else None,
-                    "max": round(max(latencies), 1), "n": len(latencies)},
+                    "p99": round(statistics.quantiles(latencies, n=100, method="inclusive")[98], 1)
+                    if len(latencies) >= 2
+                    else None,
+                    "max": round(max(latencies), 1),
+                    "n": len(latencies),
+                },
             }
         asyncio.run_coroutine_threadsafe(fake.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -236,8 +268,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alerts", type=int, default=1000)
     parser.add_argument("--groups", type=int, default=50)
-    parser.add_argument("--kill-after", type=int, default=20,
-                        help="accepted notifications before the SIGKILL")
+    parser.add_argument(
+        "--kill-after", type=int, default=20, help="accepted notifications before the SIGKILL"
+    )
     parser.add_argument("--settle-s", type=float, default=5.0)
     args = parser.parse_args()
     if not installed():
@@ -248,10 +281,14 @@ def main() -> int:
     print(json.dumps({"baseline_no_kill": baseline, "with_sigkill": result}, indent=2))
     # A trigger repeated after the SIGKILL (delivered, not yet recorded) carries the same
     # dedup_key, so PagerDuty opens one alert: pagerduty_alerts_opened counts the pages.
-    ok = all(r["incidents"] == args.groups and r["pagerduty_alerts_opened"] == args.groups
-             and r["distinct_paged_incidents"] == args.groups and r["inbox_left_pending"] == 0
-             and r["resolve_notifications_on_timelines"] == args.groups
-             for r in (baseline, result))
+    ok = all(
+        r["incidents"] == args.groups
+        and r["pagerduty_alerts_opened"] == args.groups
+        and r["distinct_paged_incidents"] == args.groups
+        and r["inbox_left_pending"] == 0
+        and r["resolve_notifications_on_timelines"] == args.groups
+        for r in (baseline, result)
+    )
     print("OK: nothing lost, nothing doubled" if ok else "FAILED", file=sys.stderr)
     return 0 if ok else 1
 

@@ -52,9 +52,10 @@ def daemon(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
     config.write_text(
         f'[state]\ndir = "{folder / "state"}"\n[smtp]\nenabled = false\n[http]\nenabled = false\n'
         '[log]\nlevel = "warning"\nformat = "json"\n'
-        f'[alerts]\nport = {port}\nrate_per_minute = 100000000\n'
+        f"[alerts]\nport = {port}\nrate_per_minute = 100000000\n"
         '[[alerts.source]]\nname = "gen"\nkind = "generic"\nsecret = { file = "token" }\n'
-        'rate_per_minute = 100000000\n')
+        "rate_per_minute = 100000000\n"
+    )
     return start_daemon(folder, config, port), port
 
 
@@ -85,9 +86,16 @@ async def load(port: int, requests: int, conns: int, tag: str) -> float:
         nonlocal failures
         while not queue.empty():
             i = queue.get_nowait()
-            body = json.dumps({"key": f"{tag}-{i}", "status": "firing", "name": "DiskFull",
-                               "severity": "warning", "summary": "disk 91% full on db-1",
-                               "labels": {"service": "db", "instance": f"db-{i % 7}"}})
+            body = json.dumps(
+                {
+                    "key": f"{tag}-{i}",
+                    "status": "firing",
+                    "name": "DiskFull",
+                    "severity": "warning",
+                    "summary": "disk 91% full on db-1",
+                    "labels": {"service": "db", "instance": f"db-{i % 7}"},
+                }
+            )
             async with session.post(url, data=body, headers=headers) as resp:
                 await resp.read()
                 failures += resp.status != 200
@@ -120,8 +128,14 @@ def main() -> int:
                     gateway_rates.append(asyncio.run(load(gw_port, args.requests, conns, tag)))
                     bare_rates.append(asyncio.run(load(bare_port, args.requests, conns, tag)))
                 g, b = statistics.median(gateway_rates), statistics.median(bare_rates)
-                results.append({"conns": conns, "gateway_per_s": round(g),
-                                "bare_aiohttp_per_s": round(b), "ratio": round(g / b, 2)})
+                results.append(
+                    {
+                        "conns": conns,
+                        "gateway_per_s": round(g),
+                        "bare_aiohttp_per_s": round(b),
+                        "ratio": round(g / b, 2),
+                    }
+                )
         finally:
             for proc in (gw, bare_proc):
                 proc.send_signal(signal.SIGTERM)

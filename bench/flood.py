@@ -85,8 +85,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_daemon(repo: Path, folder: Path, pd_url: str, extra_toml: str = ""
-                 ) -> tuple[subprocess.Popen[bytes], int]:
+def start_daemon(
+    repo: Path, folder: Path, pd_url: str, extra_toml: str = ""
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     (folder / "pd-key").write_text(ROUTING_KEY)
     config = folder / "gateway.toml"
@@ -94,12 +95,16 @@ def start_daemon(repo: Path, folder: Path, pd_url: str, extra_toml: str = ""
         f'[state]\ndir = "{folder / "state"}"\n[smtp]\nport = {port}\n'
         f'[pagerduty]\nrouting_key = {{ file = "pd-key" }}\nurl = "{pd_url}"\n'
         '[log]\nlevel = "warning"\nformat = "json"\n[http]\nport = 0\n'
-        f'[trust]\nallow_domains = ["tenant.example"]\ntrusted_authserv_id = "{MTA}"\n'
-        + extra_toml)
+        f'[trust]\nallow_domains = ["tenant.example"]\ntrusted_authserv_id = "{MTA}"\n' + extra_toml
+    )
     log = (folder / "daemon.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                            cwd=repo, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        cwd=repo,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -136,12 +141,24 @@ def mail(sender: str, subject: str, verdict: str, body: str) -> EmailMessage:
 
 def flood_mail(kind: str, i: int) -> tuple[str, EmailMessage]:
     sender = "alice@tenant.example" if kind == "one-sender" else f"u{i}@tenant.example"
-    return sender, mail(sender, f"Checking in, message {i}", "fail",
-                        f"Flood message {i}: nothing is wrong, this is noise.")
+    return sender, mail(
+        sender,
+        f"Checking in, message {i}",
+        "fail",
+        f"Flood message {i}: nothing is wrong, this is noise.",
+    )
 
 
-async def run_flood(kind: str, port: int, count: int, rate_per_min: float | None,
-                    conns: int, p1_after: int, max_s: float, result: Result) -> None:
+async def run_flood(
+    kind: str,
+    port: int,
+    count: int,
+    rate_per_min: float | None,
+    conns: int,
+    p1_after: int,
+    max_s: float,
+    result: Result,
+) -> None:
     """Offer the flood; send the P1 once `p1_after` flood messages were accepted."""
     queue: asyncio.Queue[tuple[str, EmailMessage] | None] = asyncio.Queue(maxsize=conns * 2)
     p1_sent = asyncio.Event()
@@ -151,8 +168,14 @@ async def run_flood(kind: str, port: int, count: int, rate_per_min: float | None
         client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60)
         await client.connect()
         try:
-            await client.send_message(mail("alice@tenant.example", P1_SUBJECT, "pass",
-                                           "Hello, every app of ours returns 503 since 02:10."))
+            await client.send_message(
+                mail(
+                    "alice@tenant.example",
+                    P1_SUBJECT,
+                    "pass",
+                    "Hello, every app of ours returns 503 since 02:10.",
+                )
+            )
             result.p1_accepted_at = time.perf_counter()
         finally:
             await client.quit()
@@ -197,12 +220,15 @@ def read_state(folder: Path, result: Result) -> None:
     conn = sqlite3.connect(f"file:{folder / 'state' / 'gateway.sqlite3'}?mode=ro", uri=True)
     try:
         (result.held,) = conn.execute(
-            "SELECT COUNT(*) FROM inbox WHERE outcome LIKE 'held:%'").fetchone()
+            "SELECT COUNT(*) FROM inbox WHERE outcome LIKE 'held:%'"
+        ).fetchone()
         (result.flood_incidents,) = conn.execute(
-            "SELECT COUNT(*) FROM incidents WHERE title LIKE 'Checking in%'").fetchone()
+            "SELECT COUNT(*) FROM incidents WHERE title LIKE 'Checking in%'"
+        ).fetchone()
         (result.flood_pages,) = conn.execute(
             "SELECT COUNT(*) FROM pages p JOIN incidents i ON i.id = p.incident_id"
-            " WHERE p.action = 'trigger' AND i.title LIKE 'Checking in%'").fetchone()
+            " WHERE p.action = 'trigger' AND i.title LIKE 'Checking in%'"
+        ).fetchone()
         pending = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'pending'").fetchone()
         if pending[0]:
             result.notes.append(f"{pending[0]} still pending at the end")
@@ -211,8 +237,12 @@ def read_state(folder: Path, result: Result) -> None:
 
 
 def measure(kind: str, args: argparse.Namespace) -> Result:
-    count = {"quiet": 0, "one-sender": args.one_count, "many-senders": args.many_count,
-             "sustained": int(args.rate * args.sustained_s / 60)}[kind]
+    count = {
+        "quiet": 0,
+        "one-sender": args.one_count,
+        "many-senders": args.many_count,
+        "sustained": int(args.rate * args.sustained_s / 60),
+    }[kind]
     rate = args.rate if kind == "sustained" else None
     result = Result(kind)
     with tempfile.TemporaryDirectory(prefix="flood-") as tmp, FakeThread() as fake:
@@ -222,8 +252,18 @@ def measure(kind: str, args: argparse.Namespace) -> Result:
             warm_up(port, fake)
             share = args.sustained_p1_after if kind == "sustained" else args.p1_after
             p1_after = max(1, int(count * share))
-            asyncio.run(run_flood(kind, port, count, rate, args.conns if rate is None else 4,
-                                  p1_after, args.max_s, result))
+            asyncio.run(
+                run_flood(
+                    kind,
+                    port,
+                    count,
+                    rate,
+                    args.conns if rate is None else 4,
+                    p1_after,
+                    args.max_s,
+                    result,
+                )
+            )
             deadline = time.monotonic() + args.wait_s
             while time.monotonic() < deadline and not paged(fake):
                 time.sleep(0.05)
@@ -239,29 +279,38 @@ def measure(kind: str, args: argparse.Namespace) -> Result:
 
 def warm_up(port: int, fake: TimedPagerDuty) -> None:
     """One paging report first, so the P1's latency does not include a cold start."""
+
     async def go() -> None:
         async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60) as client:
-            await client.send_message(mail("carol@tenant.example", "Warm-up: login page 500",
-                                           "pass", "Warm-up: all our apps return 502."))
+            await client.send_message(
+                mail(
+                    "carol@tenant.example",
+                    "Warm-up: login page 500",
+                    "pass",
+                    "Warm-up: all our apps return 502.",
+                )
+            )
+
     asyncio.run(go())
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not any(
-            "Warm-up" in summary for summary in list(fake.arrivals)):
+        "Warm-up" in summary for summary in list(fake.arrivals)
+    ):
         time.sleep(0.05)
 
 
 def paged(fake: TimedPagerDuty) -> float | None:
-    return next((at for summary, at in list(fake.arrivals.items()) if P1_SUBJECT in summary),
-                None)
+    return next((at for summary, at in list(fake.arrivals.items()) if P1_SUBJECT in summary), None)
 
 
 def report(r: Result) -> str:
-    page = (f"paged after {r.p1_paged_ms:.0f} ms" if r.p1_paged_ms is not None
-            else "NOT PAGED")
+    page = f"paged after {r.p1_paged_ms:.0f} ms" if r.p1_paged_ms is not None else "NOT PAGED"
     notes = f"  ({'; '.join(r.notes)})" if r.notes else ""
-    return (f"{r.name:<13} offered {r.offered:>5}  250 {r.accepted:>5}  refused {r.refused:>3}"
-            f"  held {r.held:>5}  flood incidents {r.flood_incidents:>5}  flood pages "
-            f"{r.flood_pages:>3}  authenticated P1: {page}{notes}")
+    return (
+        f"{r.name:<13} offered {r.offered:>5}  250 {r.accepted:>5}  refused {r.refused:>3}"
+        f"  held {r.held:>5}  flood incidents {r.flood_incidents:>5}  flood pages "
+        f"{r.flood_pages:>3}  authenticated P1: {page}{notes}"
+    )
 
 
 def main() -> int:
@@ -273,10 +322,18 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=360.0, help="sustained: messages a minute")
     p.add_argument("--sustained-s", type=float, default=70.0)
     p.add_argument("--conns", type=int, default=8)
-    p.add_argument("--p1-after", type=float, default=0.6,
-                   help="send the P1 after this share of the flood was accepted")
-    p.add_argument("--sustained-p1-after", type=float, default=0.85,
-                   help="the same for the sustained flood (past the first minute's 300)")
+    p.add_argument(
+        "--p1-after",
+        type=float,
+        default=0.6,
+        help="send the P1 after this share of the flood was accepted",
+    )
+    p.add_argument(
+        "--sustained-p1-after",
+        type=float,
+        default=0.85,
+        help="the same for the sustained flood (past the first minute's 300)",
+    )
     p.add_argument("--max-s", type=float, default=120.0, help="bound on each flood")
     p.add_argument("--wait-s", type=float, default=20.0, help="how long to wait for the page")
     args = p.parse_args()

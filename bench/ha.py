@@ -57,8 +57,9 @@ def _doubled(pd: FakePagerDuty, folders: list[Any]) -> tuple[int, int]:
     return sum(n - 1 for n in triggers.values()), sum(n - 1 for n in sent.values())
 
 
-async def failover(server: PostgresServer, tmp: Path, reports: int, interval_s: float,
-                   lease_s: float) -> dict[str, Any]:
+async def failover(
+    server: PostgresServer, tmp: Path, reports: int, interval_s: float, lease_s: float
+) -> dict[str, Any]:
     """SIGKILL the lease holder halfway through the reports."""
     dsn = server.new_database()
     async with FakePagerDuty() as pd:
@@ -68,8 +69,9 @@ async def failover(server: PostgresServer, tmp: Path, reports: int, interval_s: 
         killed = threading.Event()
         try:
             await asyncio.to_thread(a.start)
-            await asyncio.to_thread(wait_for, lambda: all(
-                holders(dsn).get(n) == "a" for n in SINGLETONS))
+            await asyncio.to_thread(
+                wait_for, lambda: all(holders(dsn).get(n) == "a" for n in SINGLETONS)
+            )
             await asyncio.to_thread(b.start)
 
             def load() -> None:
@@ -84,23 +86,33 @@ async def failover(server: PostgresServer, tmp: Path, reports: int, interval_s: 
             sender = asyncio.create_task(asyncio.to_thread(load))
             await asyncio.to_thread(killed.wait, 600)
             t0 = time.monotonic()
-            await asyncio.to_thread(wait_for, lambda: all(
-                holders(dsn).get(n) == "b" for n in SINGLETONS), 120, 0.02)
+            await asyncio.to_thread(
+                wait_for, lambda: all(holders(dsn).get(n) == "b" for n in SINGLETONS), 120, 0.02
+            )
             took = time.monotonic() - t0
             await sender
             accepted = {n for n, code in answers.items() if code == 250}
             await asyncio.to_thread(wait_for, lambda: all_processed(dsn) >= len(accepted), 300)
-            await asyncio.to_thread(wait_for, lambda: not query(
-                dsn, "SELECT 1 FROM outbox WHERE state = 'pending'"), 300)
+            await asyncio.to_thread(
+                wait_for,
+                lambda: not query(dsn, "SELECT 1 FROM outbox WHERE state = 'pending'"),
+                300,
+            )
         finally:
             await asyncio.to_thread(b.stop)
             a.kill()
             b.kill()
         stored = set(stored_reports(dsn))
         pages, mails = _doubled(pd, [a, b])
-        return {"failover_s": round(took, 2), "reports_sent": reports,
-                "answered_250": len(accepted), "lost": len(accepted - stored),
-                "pages": len(pd.alerts), "pages_doubled": pages, "emails_doubled": mails}
+        return {
+            "failover_s": round(took, 2),
+            "reports_sent": reports,
+            "answered_250": len(accepted),
+            "lost": len(accepted - stored),
+            "pages": len(pd.alerts),
+            "pages_doubled": pages,
+            "emails_doubled": mails,
+        }
 
 
 async def pause(server: PostgresServer, tmp: Path, lease_s: float) -> dict[str, Any]:
@@ -111,8 +123,9 @@ async def pause(server: PostgresServer, tmp: Path, lease_s: float) -> dict[str, 
         b = pg_node(tmp / "pb", dsn, "b", lease_s=lease_s, extra=_pd(pd.url))
         try:
             await asyncio.to_thread(a.start)
-            await asyncio.to_thread(wait_for, lambda: all(
-                holders(dsn).get(n) == "a" for n in SINGLETONS))
+            await asyncio.to_thread(
+                wait_for, lambda: all(holders(dsn).get(n) == "a" for n in SINGLETONS)
+            )
             await asyncio.to_thread(b.start)
             assert a.proc is not None
             os.kill(a.proc.pid, signal.SIGSTOP)
@@ -132,8 +145,12 @@ async def pause(server: PostgresServer, tmp: Path, lease_s: float) -> dict[str, 
         from tests.test_ha import _acted_after  # noqa: PLC0415
 
         pages, mails = _doubled(pd, [a, b])
-        return {"paused_s": round(3 * lease_s, 1), "effects_after_wake": len(
-            _acted_after(a, woke)), "pages_doubled": pages, "emails_doubled": mails}
+        return {
+            "paused_s": round(3 * lease_s, 1),
+            "effects_after_wake": len(_acted_after(a, woke)),
+            "pages_doubled": pages,
+            "emails_doubled": mails,
+        }
 
 
 def restart(tmp: Path) -> dict[str, Any]:
@@ -168,11 +185,14 @@ def restart(tmp: Path) -> dict[str, Any]:
             d.stop()
             d.kill()
         stored = stored_reports(dsn)
-        return {"sent": len(answers), "answered_250": len(accepted),
-                "answered_451": sum(1 for c in answers.values() if c == 451),
-                "other": sum(1 for c in answers.values() if c not in (250, 451)),
-                "lost": len(accepted - set(stored)),
-                "stored_twice": len(stored) - len(set(stored))}
+        return {
+            "sent": len(answers),
+            "answered_250": len(accepted),
+            "answered_451": sum(1 for c in answers.values() if c == 451),
+            "other": sum(1 for c in answers.values() if c not in (250, 451)),
+            "lost": len(accepted - set(stored)),
+            "stored_twice": len(stored) - len(set(stored)),
+        }
 
 
 async def main() -> int:
@@ -185,8 +205,12 @@ async def main() -> int:
     print(f"command: {' '.join(sys.orig_argv)}")
     with TemporaryDirectory(prefix="ha-bench-") as tmp, running_server() as server:
         if args.only in (None, "failover"):
-            print("failover:", await failover(server, Path(tmp), args.reports,
-                                              args.interval_ms / 1000, args.lease_s))
+            print(
+                "failover:",
+                await failover(
+                    server, Path(tmp), args.reports, args.interval_ms / 1000, args.lease_s
+                ),
+            )
         if args.only in (None, "pause"):
             print("pause:", await pause(server, Path(tmp), args.lease_s))
         if args.only in (None, "restart"):

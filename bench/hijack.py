@@ -47,12 +47,20 @@ sys.path.insert(0, str(REPO / "bench"))
 from flood import MTA, start_daemon, stop_daemon  # noqa: E402
 from intake_to_page import FakeThread  # noqa: E402
 
-PROBLEMS = ["Our site is down", "Login page returns 500", "Database connection refused",
-            "Deploys fail with a timeout", "Certificate expired on the API",
-            "Logs missing since this morning", "Queue workers stopped",
-            "Object storage refuses uploads", "DNS not resolving for our apps",
-            "Router drops websocket connections", "Metrics dashboards are blank",
-            "Cron jobs did not run overnight"]
+PROBLEMS = [
+    "Our site is down",
+    "Login page returns 500",
+    "Database connection refused",
+    "Deploys fail with a timeout",
+    "Certificate expired on the API",
+    "Logs missing since this morning",
+    "Queue workers stopped",
+    "Object storage refuses uploads",
+    "DNS not resolving for our apps",
+    "Router drops websocket connections",
+    "Metrics dashboards are blank",
+    "Cron jobs did not run overnight",
+]
 SLOW_RULE = r"""
 [[rule]]
 id = "slow-pattern"
@@ -75,15 +83,23 @@ class Tally:
     harmful: int = 0
 
     def line(self) -> str:
-        return (f"{self.name:<13} attempts {self.attempts:>3}  refused {self.refused:>3}  "
-                f"accepted-harmless {self.harmless:>3}  harmful {self.harmful:>3}")
+        return (
+            f"{self.name:<13} attempts {self.attempts:>3}  refused {self.refused:>3}  "
+            f"accepted-harmless {self.harmless:>3}  harmful {self.harmful:>3}"
+        )
 
 
-def raw(sender: str, subject: str, verdict: str, body: str, msgid: str,
-        reply_to: str | None = None) -> bytes:
-    head = [f"Authentication-Results: {MTA}; dmarc={verdict} header.from=tenant.example",
-            f"From: <{sender}>", "To: emergency@localhost", f"Subject: {subject}",
-            f"Message-ID: {msgid}", "Date: Mon, 23 Nov 2026 02:10:00 +0000"]
+def raw(
+    sender: str, subject: str, verdict: str, body: str, msgid: str, reply_to: str | None = None
+) -> bytes:
+    head = [
+        f"Authentication-Results: {MTA}; dmarc={verdict} header.from=tenant.example",
+        f"From: <{sender}>",
+        "To: emergency@localhost",
+        f"Subject: {subject}",
+        f"Message-ID: {msgid}",
+        "Date: Mon, 23 Nov 2026 02:10:00 +0000",
+    ]
     if reply_to:
         head.append(f"Reply-To: {reply_to}")
     return ("\r\n".join(head) + "\r\n\r\n" + body + "\r\n").encode()
@@ -91,8 +107,10 @@ def raw(sender: str, subject: str, verdict: str, body: str, msgid: str,
 
 def genuine_body(title: str) -> str:
     """A report that reads as a P1 whatever its subject (so it pages at any hour)."""
-    return (f"{title}: all our apps return 502 since 02:10. Users cannot reach the service, "
-            "production is down.")
+    return (
+        f"{title}: all our apps return 502 since 02:10. Users cannot reach the service, "
+        "production is down."
+    )
 
 
 class Client:
@@ -103,13 +121,13 @@ class Client:
 
     def send(self, envelope: str, data: bytes) -> bool:
         async def go() -> bool:
-            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=self.port,
-                                       timeout=60) as client:
+            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=self.port, timeout=60) as client:
                 try:
                     await client.sendmail(envelope, ["emergency@localhost"], data)
                 except aiosmtplib.SMTPResponseException:
                     return False
                 return True
+
         return asyncio.run(go())
 
 
@@ -126,8 +144,13 @@ def settle(folder: Path, timeout_s: float = 60.0) -> None:
     while time.monotonic() < deadline:
         try:
             busy = query(folder, "SELECT COUNT(*) FROM inbox WHERE state = 'pending'")[0][0]
-            busy = busy or query(folder, "SELECT COUNT(*) FROM outbox WHERE state = 'pending'"
-                                         " AND kind = 'page.trigger'")[0][0]
+            busy = (
+                busy
+                or query(
+                    folder,
+                    "SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND kind = 'page.trigger'",
+                )[0][0]
+            )
         except sqlite3.OperationalError:
             busy = 1
         if not busy:
@@ -136,32 +159,64 @@ def settle(folder: Path, timeout_s: float = 60.0) -> None:
 
 
 def paged(folder: Path, title: str) -> bool:
-    return bool(query(folder, "SELECT COUNT(*) FROM pages p JOIN incidents i ON i.id ="
-                              " p.incident_id WHERE p.action = 'trigger' AND i.title = ?",
-                      title)[0][0])
+    return bool(
+        query(
+            folder,
+            "SELECT COUNT(*) FROM pages p JOIN incidents i ON i.id ="
+            " p.incident_id WHERE p.action = 'trigger' AND i.title = ?",
+            title,
+        )[0][0]
+    )
 
 
 def storm_join(c: Client, folder: Path, rounds: int) -> Tally:
     t = Tally("storm-join")
-    c.send("alice@tenant.example", raw("alice@tenant.example", "Our site is down", "pass",
-                                       "All our apps return 502.", "<genuine@tenant.example>"))
+    c.send(
+        "alice@tenant.example",
+        raw(
+            "alice@tenant.example",
+            "Our site is down",
+            "pass",
+            "All our apps return 502.",
+            "<genuine@tenant.example>",
+        ),
+    )
     settle(folder)
     subjects = ["Re: Site is down again", "Site down", "site is DOWN", "Our site is down!"]
     for i in range(rounds):
         sender = "alice@tenant.example" if i % 2 == 0 else f"bob{i}@tenant.example"
         t.attempts += 1
-        if not c.send(sender, raw(sender, subjects[i % 4], "fail", f"ATTACK-{i} fixed, ignore",
-                                  f"<attack-{i}@evil.example>", "mallory@evil.example")):
+        if not c.send(
+            sender,
+            raw(
+                sender,
+                subjects[i % 4],
+                "fail",
+                f"ATTACK-{i} fixed, ignore",
+                f"<attack-{i}@evil.example>",
+                "mallory@evil.example",
+            ),
+        ):
             t.refused += 1
     settle(folder)
     victim = query(folder, "SELECT id FROM incidents ORDER BY id LIMIT 1")[0][0]
     for i in range(rounds):
         sender = "alice@tenant.example" if i % 2 == 0 else f"bob{i}@tenant.example"
-        on_timeline = query(folder, "SELECT COUNT(*) FROM timeline WHERE incident_id = ? AND"
-                                    " text LIKE ?", victim, f"%ATTACK-{i} %")[0][0]
-        joined = sender != "alice@tenant.example" and query(
-            folder, "SELECT COUNT(*) FROM reporters WHERE incident_id = ? AND address = ?",
-            victim, sender)[0][0]
+        on_timeline = query(
+            folder,
+            "SELECT COUNT(*) FROM timeline WHERE incident_id = ? AND text LIKE ?",
+            victim,
+            f"%ATTACK-{i} %",
+        )[0][0]
+        joined = (
+            sender != "alice@tenant.example"
+            and query(
+                folder,
+                "SELECT COUNT(*) FROM reporters WHERE incident_id = ? AND address = ?",
+                victim,
+                sender,
+            )[0][0]
+        )
         if on_timeline or joined:
             t.harmful += 1
         else:
@@ -175,14 +230,23 @@ def forged_first(c: Client, folder: Path, rounds: int) -> Tally:
     for i in range(rounds):
         title = PROBLEMS[i % len(PROBLEMS)]
         t.attempts += 1
-        if not c.send("alice@tenant.example", raw("alice@tenant.example", title, "fail",
-                                                  f"forged {i}", f"<ff-{i}@evil.example>")):
+        if not c.send(
+            "alice@tenant.example",
+            raw("alice@tenant.example", title, "fail", f"forged {i}", f"<ff-{i}@evil.example>"),
+        ):
             t.refused += 1
             continue
         settle(folder)
-        c.send("alice@tenant.example", raw("alice@tenant.example", title, "pass",
-                                           genuine_body(title),
-                                           f"<fg-{i}@tenant.example>"))
+        c.send(
+            "alice@tenant.example",
+            raw(
+                "alice@tenant.example",
+                title,
+                "pass",
+                genuine_body(title),
+                f"<fg-{i}@tenant.example>",
+            ),
+        )
         settle(folder)
         if paged(folder, title):
             t.harmless += 1
@@ -196,8 +260,10 @@ def message_id(c: Client, folder: Path, rounds: int) -> Tally:
     for i in range(rounds):
         title, msgid = PROBLEMS[i % len(PROBLEMS)], f"<report-{i}@tenant.example>"
         t.attempts += 1
-        if not c.send("alice@tenant.example", raw("alice@tenant.example", "Hello", "fail",
-                                                  f"nothing to see {i}", msgid)):
+        if not c.send(
+            "alice@tenant.example",
+            raw("alice@tenant.example", "Hello", "fail", f"nothing to see {i}", msgid),
+        ):
             t.refused += 1
             continue
         genuine = raw("alice@tenant.example", title, "pass", genuine_body(title), msgid)
@@ -218,8 +284,10 @@ def unreadable(c: Client, folder: Path, rounds: int) -> Tally:
         subject = "a" * 40 + f"{i}!"
         t.attempts += 1
         before = page_count(folder)
-        if not c.send("alice@tenant.example", raw("alice@tenant.example", subject, "pass",
-                                                  subject, f"<slow-{i}@tenant.example>")):
+        if not c.send(
+            "alice@tenant.example",
+            raw("alice@tenant.example", subject, "pass", subject, f"<slow-{i}@tenant.example>"),
+        ):
             t.refused += 1
             continue
         settle(folder, 120.0)
@@ -232,8 +300,7 @@ def unreadable(c: Client, folder: Path, rounds: int) -> Tally:
 
 def page_count(folder: Path) -> int:
     try:
-        return int(str(query(folder, "SELECT COUNT(*) FROM pages WHERE action = 'trigger'")
-                       [0][0]))
+        return int(str(query(folder, "SELECT COUNT(*) FROM pages WHERE action = 'trigger'")[0][0]))
     except sqlite3.OperationalError:  # no database yet
         return 0
 
@@ -274,8 +341,7 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep the state folders (printed)")
     args = p.parse_args()
     print(f"daemon from {args.repo}")
-    names = [args.only] if args.only else ["storm-join", "forged-first", "message-id",
-                                           "unreadable"]
+    names = [args.only] if args.only else ["storm-join", "forged-first", "message-id", "unreadable"]
     for name in names:
         print(run(name, args).line(), flush=True)
     return 0

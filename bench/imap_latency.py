@@ -89,9 +89,23 @@ async def main(args: argparse.Namespace) -> None:
     dv.start()
     state = Path(tempfile.mkdtemp(prefix="imap-bench-"))
     db = state / "gateway.sqlite3"
-    config = parse_config({"state": {"dir": str(state)}, "smtp": {"port": 0}, "imap": [{
-        "name": "ops", "host": "127.0.0.1", "port": dv.port, "tls": "none",
-        "allow_plaintext": True, "user": "gw", "password": {"value": "gw-secret"}}]})
+    config = parse_config(
+        {
+            "state": {"dir": str(state)},
+            "smtp": {"port": 0},
+            "imap": [
+                {
+                    "name": "ops",
+                    "host": "127.0.0.1",
+                    "port": dv.port,
+                    "tls": "none",
+                    "allow_plaintext": True,
+                    "user": "gw",
+                    "password": {"value": "gw-secret"},
+                }
+            ],
+        }
+    )
     try:
         async with running(config, clock=ticking(IN_HOURS)) as app:
             [box] = app.imap
@@ -104,8 +118,7 @@ async def main(args: argparse.Namespace) -> None:
                 raw = email_bytes(subject=f"latency {i}", sender=f"user{i}@tenant.example")
                 start = time.perf_counter()
                 await asyncio.to_thread(dv.deliver, "gw", raw)
-                done = await until(lambda n=i + 1: count(db, "SELECT count(*) FROM incidents")
-                                   >= n)
+                done = await until(lambda n=i + 1: count(db, "SELECT count(*) FROM incidents") >= n)
                 pushed = await asyncio.wait_for(pushes.get(), 30)
                 gateway.append((done - start) * 1000)
                 baseline.append((pushed - start) * 1000)
@@ -113,29 +126,42 @@ async def main(args: argparse.Namespace) -> None:
             idler.cancel()
             print(f"delivery -> incident, {args.messages} messages (dovecot-lda, IDLE):")
             print(f"  gateway:  p50 {pct(gateway, 50):7.1f} ms   p99 {pct(gateway, 99):7.1f} ms")
-            print(f"  baseline (bare client's EXISTS push): p50 {pct(baseline, 50):7.1f} ms   "
-                  f"p99 {pct(baseline, 99):7.1f} ms")
-            print(f"  gateway share: p50 "
-                  f"{pct([g - b for g, b in zip(gateway, baseline, strict=True)], 50):.1f} ms")
+            print(
+                f"  baseline (bare client's EXISTS push): p50 {pct(baseline, 50):7.1f} ms   "
+                f"p99 {pct(baseline, 99):7.1f} ms"
+            )
+            print(
+                f"  gateway share: p50 "
+                f"{pct([g - b for g, b in zip(gateway, baseline, strict=True)], 50):.1f} ms"
+            )
 
             before = count(db, "SELECT count(*) FROM inbox")
-            burst = [email_bytes(subject=f"burst {i}", sender=f"b{i}@tenant.example")
-                     for i in range(args.burst)]
+            burst = [
+                email_bytes(subject=f"burst {i}", sender=f"b{i}@tenant.example")
+                for i in range(args.burst)
+            ]
+
             async def append() -> float:
                 await asyncio.to_thread(dv.append_many, "gw", burst)
                 return time.perf_counter()
 
             start = time.perf_counter()
             appended = asyncio.create_task(append())
-            done = await until(lambda: count(
-                db, "SELECT count(*) FROM inbox WHERE state != 'pending'") >= before + args.burst,
-                step=0.01)
+            done = await until(
+                lambda: (
+                    count(db, "SELECT count(*) FROM inbox WHERE state != 'pending'")
+                    >= before + args.burst
+                ),
+                step=0.01,
+            )
             append_s = await appended - start
             total = done - start
             unseen = await asyncio.to_thread(dv.uids, "gw", "UNSEEN")
             print(f"burst of {args.burst} (one APPEND session):")
-            print(f"  gateway: all processed in {total:.2f} s = {args.burst / total:.0f} msg/s"
-                  f" (left unseen: {len(unseen)})")
+            print(
+                f"  gateway: all processed in {total:.2f} s = {args.burst / total:.0f} msg/s"
+                f" (left unseen: {len(unseen)})"
+            )
             print(f"  baseline (APPEND rate, upper bound): {args.burst / append_s:.0f} msg/s")
     finally:
         dv.stop()

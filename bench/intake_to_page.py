@@ -93,8 +93,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_daemon(folder: Path, pd_url: str, outbox_concurrency: int | None,
-                 dsn: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+def start_daemon(
+    folder: Path, pd_url: str, outbox_concurrency: int | None, dsn: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     backend = "" if dsn is None else f'backend = "postgresql"\n[state.postgresql]\ndsn = "{dsn}"\n'
     (folder / "pd-key").write_text(ROUTING_KEY)
@@ -106,13 +107,18 @@ def start_daemon(folder: Path, pd_url: str, outbox_concurrency: int | None,
         # Each message is a distinct P1 report that must page: a trusted tenant, its own
         # sender, no storm joining, and a global limit above the offered rate.
         '[trust]\nallow_domains = ["tenant.example"]\n'
-        '[limits]\nstorm_window_s = 0\nglobal_per_minute = 1000000\n'
+        "[limits]\nstorm_window_s = 0\nglobal_per_minute = 1000000\n"
         + os.environ.get("EXTRA_TOML", "").replace("\\n", "\n")
-        + (f"[outbox]\nconcurrency = {outbox_concurrency}\n" if outbox_concurrency else ""))
+        + (f"[outbox]\nconcurrency = {outbox_concurrency}\n" if outbox_concurrency else "")
+    )
     log = (folder / "daemon.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -133,13 +139,15 @@ def message(i: int) -> tuple[str, EmailMessage]:
     msg["To"] = "emergency@localhost"
     msg["Subject"] = subject
     msg["Message-ID"] = f"<bench-{i}-{os.getpid()}@tenant.example>"
-    msg.set_content("Hello, all our apps return 502 since 09:50. Users cannot reach the "
-                    "service. " * 8)
+    msg.set_content(
+        "Hello, all our apps return 502 since 09:50. Users cannot reach the service. " * 8
+    )
     return subject, msg
 
 
-async def offer(port: int, rate: float, count: int, conns: int
-                ) -> tuple[dict[str, float], dict[str, float], list[str]]:
+async def offer(
+    port: int, rate: float, count: int, conns: int
+) -> tuple[dict[str, float], dict[str, float], list[str]]:
     """Open-loop load; returns subject -> 250 time, subject -> queueing s, and errors."""
     queue: asyncio.Queue[tuple[float, str, EmailMessage] | None] = asyncio.Queue()
     accepted: dict[str, float] = {}
@@ -181,9 +189,11 @@ def pct(values: list[float], p: float) -> float:
 
 
 def line(name: str, values_ms: list[float]) -> str:
-    return (f"{name:<28} p50 {pct(values_ms, 50):8.1f}  p90 {pct(values_ms, 90):8.1f}  "
-            f"p99 {pct(values_ms, 99):8.1f}  max {max(values_ms):8.1f}  "
-            f"mean {statistics.fmean(values_ms):8.1f}")
+    return (
+        f"{name:<28} p50 {pct(values_ms, 50):8.1f}  p90 {pct(values_ms, 90):8.1f}  "
+        f"p99 {pct(values_ms, 99):8.1f}  max {max(values_ms):8.1f}  "
+        f"mean {statistics.fmean(values_ms):8.1f}"
+    )
 
 
 def main() -> int:
@@ -191,14 +201,25 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=200.0, help="messages per second offered")
     p.add_argument("--seconds", type=float, default=10.0, help="how long to offer load")
     p.add_argument("--conns", type=int, default=16, help="persistent SMTP sessions")
-    p.add_argument("--outbox-concurrency", type=int, default=None,
-                   help="[outbox] concurrency for the daemon (default: the daemon's default)")
-    p.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite",
-                   help="the daemon's store (postgresql: a throwaway cluster is started)")
+    p.add_argument(
+        "--outbox-concurrency",
+        type=int,
+        default=None,
+        help="[outbox] concurrency for the daemon (default: the daemon's default)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the daemon's store (postgresql: a throwaway cluster is started)",
+    )
     args = p.parse_args()
     count = int(args.rate * args.seconds)
-    with tempfile.TemporaryDirectory(prefix="intake-to-page-") as tmp, FakeThread() as fake, \
-            _cluster(args.backend == "postgresql") as cluster:
+    with (
+        tempfile.TemporaryDirectory(prefix="intake-to-page-") as tmp,
+        FakeThread() as fake,
+        _cluster(args.backend == "postgresql") as cluster,
+    ):
         dsn = None if cluster is None else cluster.new_database()
         proc, port = start_daemon(Path(tmp), fake.url, args.outbox_concurrency, dsn)
         try:
@@ -217,9 +238,11 @@ def main() -> int:
             latencies.append((arrivals[subject] - at) * 1000)
         else:
             missing += 1
-    print(f"offered {count} emergency P1 mails at {args.rate:g}/s over {args.conns} SMTP "
-          f"sessions; accepted {len(accepted)}, paged {len(latencies)}, not paged {missing}, "
-          f"send errors {len(errors)}")
+    print(
+        f"offered {count} emergency P1 mails at {args.rate:g}/s over {args.conns} SMTP "
+        f"sessions; accepted {len(accepted)}, paged {len(latencies)}, not paged {missing}, "
+        f"send errors {len(errors)}"
+    )
     if latencies:
         print(line("250 -> page received (ms)", latencies))
         print(line("due -> 250 (ms)", [q * 1000 for q in queued.values()]))

@@ -40,14 +40,23 @@ STALL_MS = 100.0
 
 def hostile() -> list[bytes]:
     parts = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(100_000))
-    many = (b"From: m@evil.example\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
-            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + parts + b"--b--\r\n")
-    nest = b"".join(b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1)
-                    for i in range(2000))
-    deep = (b"From: m@evil.example\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
-            b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n" + nest)
-    words = (b"From: m@evil.example\r\nSubject: "
-             + b"\r\n ".join(b"=?utf-8?q?a?=" for _ in range(50_000)) + b"\r\n\r\nbody\r\n")
+    many = (
+        b"From: m@evil.example\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + parts + b"--b--\r\n"
+    )
+    nest = b"".join(
+        b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1)
+        for i in range(2000)
+    )
+    deep = (
+        b"From: m@evil.example\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n" + nest
+    )
+    words = (
+        b"From: m@evil.example\r\nSubject: "
+        + b"\r\n ".join(b"=?utf-8?q?a?=" for _ in range(50_000))
+        + b"\r\n\r\nbody\r\n"
+    )
     return [many, deep, words]
 
 
@@ -80,8 +89,7 @@ def send_all(port: int, messages: list[bytes]) -> int:
 def pending(database: Path) -> int:
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
-        return int(conn.execute("SELECT count(*) FROM inbox WHERE state = 'pending'")
-                   .fetchone()[0])
+        return int(conn.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0])
     finally:
         conn.close()
 
@@ -133,11 +141,15 @@ def main() -> int:
         messages += hostile()
     lags, sent, elapsed = asyncio.run(run(messages))
     stalls = [lag for lag in lags if lag > STALL_MS]
-    print(f"sent {sent} of {len(messages)} messages ({len(files)} corpus files x {args.repeat}"
-          f"{'' if args.no_hostile else ' + 3 hostile'}), all processed in {elapsed:.1f} s")
-    print(f"loop lag (ms) over {len(lags)} ticks of {TICK_S * 1000:g} ms: "
-          f"p50 {pct(lags, 50):.1f}  p99 {pct(lags, 99):.1f}  p99.9 {pct(lags, 99.9):.1f}  "
-          f"max {max(lags):.1f}")
+    print(
+        f"sent {sent} of {len(messages)} messages ({len(files)} corpus files x {args.repeat}"
+        f"{'' if args.no_hostile else ' + 3 hostile'}), all processed in {elapsed:.1f} s"
+    )
+    print(
+        f"loop lag (ms) over {len(lags)} ticks of {TICK_S * 1000:g} ms: "
+        f"p50 {pct(lags, 50):.1f}  p99 {pct(lags, 99):.1f}  p99.9 {pct(lags, 99.9):.1f}  "
+        f"max {max(lags):.1f}"
+    )
     print(f"stalls over {STALL_MS:g} ms: {len(stalls)} (target 0)")
     return 0
 

@@ -155,23 +155,36 @@ def gateway_config(w: World, state: Path, relay_port: int, sync_timeout_s: float
         state,
         # The production retry policy, not the test suite's short one.
         outbox={"backoff_initial_s": 1.0, "backoff_max_s": 300.0, "drain_timeout_s": 10.0},
-        mail_out={"mode": "smtp", "smtp": {"host": "127.0.0.1", "port": relay_port,
-                                           "starttls": False}},
-        matrix={"homeserver": w.synapse.url, "user_id": w.bot,
-                "password": {"value": w.bot_password}, "incidents_room": w.incidents,
-                "engineers": [w.eng], "sync_timeout_s": sync_timeout_s, "backoff_max_s": 1},
+        mail_out={
+            "mode": "smtp",
+            "smtp": {"host": "127.0.0.1", "port": relay_port, "starttls": False},
+        },
+        matrix={
+            "homeserver": w.synapse.url,
+            "user_id": w.bot,
+            "password": {"value": w.bot_password},
+            "incidents_room": w.incidents,
+            "engineers": [w.eng],
+            "sync_timeout_s": sync_timeout_s,
+            "backoff_max_s": 1,
+        },
     )
 
 
 def announcements(w: World) -> list[dict[str, Any]]:
     """The bot's notices announcing INC-1 in the incidents room."""
-    return [e for e in w.synapse.messages(w.eng_token, w.incidents, limit=100)
-            if e["sender"] == w.bot and e.get("content", {}).get("msgtype") == "m.notice"
-            and "INC-1 · P1" in e["content"].get("body", "")]
+    return [
+        e
+        for e in w.synapse.messages(w.eng_token, w.incidents, limit=100)
+        if e["sender"] == w.bot
+        and e.get("content", {}).get("msgtype") == "m.notice"
+        and "INC-1 · P1" in e["content"].get("body", "")
+    ]
 
 
-async def until(check: Callable[[], Any], within_s: float, what: str,
-                interval: float = 0.05) -> Any:
+async def until(
+    check: Callable[[], Any], within_s: float, what: str, interval: float = 0.05
+) -> Any:
     """Poll a blocking check in a worker thread until it returns something truthy."""
     deadline = time.monotonic() + within_s
     while True:
@@ -190,8 +203,9 @@ def body_text(captured: Captured) -> str:
     return str(part.get_content()) if part is not None else ""
 
 
-async def email_with(relay: SmtpCapture, seen: int, pattern: re.Pattern[str],
-                     within_s: float) -> tuple[float, float, int]:
+async def email_with(
+    relay: SmtpCapture, seen: int, pattern: re.Pattern[str], within_s: float
+) -> tuple[float, float, int]:
     """Wait for an email to the reporter, after the first `seen`, whose text matches.
 
     Returns the perf_counter() and time.time() readings taken as soon as that email is known
@@ -203,8 +217,9 @@ async def email_with(relay: SmtpCapture, seen: int, pattern: re.Pattern[str],
         try:
             messages = await relay.wait_for(seen + 1, timeout=max(remaining, 0.0))
         except TimeoutError:
-            raise BenchError(f"no email matching {pattern.pattern!r} within {within_s:.0f} s"
-                             ) from None
+            raise BenchError(
+                f"no email matching {pattern.pattern!r} within {within_s:.0f} s"
+            ) from None
         accepted, accepted_wall = time.perf_counter(), time.time()
         for captured in messages[seen:]:
             if REPORTER in captured.rcpt_tos and pattern.search(body_text(captured)):
@@ -223,18 +238,20 @@ async def measure(w: World, state: Path, args: argparse.Namespace) -> None:
             except TimeoutError:
                 raise BenchError("the gateway did not connect to Synapse") from None
             progress("the gateway is connected; sending the P1 email")
-            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=app.smtp_port,
-                                       start_tls=False) as client:
-                await client.sendmail(REPORTER, [EMERGENCY], email_bytes(
-                    message_id="<bench-report-1@tenant.example>"))
-            [root] = await until(lambda: announcements(w), SETUP_TIMEOUT_S,
-                                 "the incident's announcement")
+            async with aiosmtplib.SMTP(
+                hostname="127.0.0.1", port=app.smtp_port, start_tls=False
+            ) as client:
+                await client.sendmail(
+                    REPORTER, [EMERGENCY], email_bytes(message_id="<bench-report-1@tenant.example>")
+                )
+            [root] = await until(
+                lambda: announcements(w), SETUP_TIMEOUT_S, "the incident's announcement"
+            )
             # The reporter's acknowledgement comes first; the updates are counted after it.
             try:
                 await relay.wait_for(1, timeout=SETUP_TIMEOUT_S)
             except TimeoutError:
-                raise BenchError("the reporter's acknowledgement email did not arrive"
-                                 ) from None
+                raise BenchError("the reporter's acknowledgement email did not arrive") from None
             seen = len(relay.messages)
             progress(f"the incident is announced; timing {args.updates} updates")
             progress_every = max(1, args.updates // 10)
@@ -243,18 +260,29 @@ async def measure(w: World, state: Path, args: argparse.Namespace) -> None:
                 pattern = re.compile(rf"\bbench {i}\b")
                 t0, t0_wall = time.perf_counter(), time.time()
                 event_id = await asyncio.to_thread(
-                    w.synapse.send_text, w.eng_token, w.incidents, text,
-                    thread_root=root["event_id"])
+                    w.synapse.send_text,
+                    w.eng_token,
+                    w.incidents,
+                    text,
+                    thread_root=root["event_id"],
+                )
                 t_sent = time.perf_counter()
-                t_accepted, accepted_wall, seen = await email_with(relay, seen, pattern,
-                                                                   UPDATE_TIMEOUT_S)
-                w.samples.append(Sample(sent_ms=(t_sent - t0) * 1000,
-                                        total_ms=(t_accepted - t0) * 1000,
-                                        event_id=event_id, start_wall_ms=t0_wall * 1000,
-                                        accepted_wall_ms=accepted_wall * 1000))
+                t_accepted, accepted_wall, seen = await email_with(
+                    relay, seen, pattern, UPDATE_TIMEOUT_S
+                )
+                w.samples.append(
+                    Sample(
+                        sent_ms=(t_sent - t0) * 1000,
+                        total_ms=(t_accepted - t0) * 1000,
+                        event_id=event_id,
+                        start_wall_ms=t0_wall * 1000,
+                        accepted_wall_ms=accepted_wall * 1000,
+                    )
+                )
                 if (i + 1) % progress_every == 0 or i + 1 == args.updates:
-                    progress(f"{i + 1}/{args.updates} updates, last "
-                             f"{w.samples[-1].total_ms:.1f} ms")
+                    progress(
+                        f"{i + 1}/{args.updates} updates, last {w.samples[-1].total_ms:.1f} ms"
+                    )
                 if args.gap_ms:
                     await asyncio.sleep(args.gap_ms / 1000)
             progress("stopping the gateway")
@@ -266,8 +294,7 @@ def fill_creation_times(w: World) -> None:
     room = urllib.parse.quote(w.incidents, safe="")
     for sample in w.samples:
         event = urllib.parse.quote(sample.event_id, safe="")
-        reply = w.synapse.api("GET", f"/_matrix/client/v3/rooms/{room}/event/{event}",
-                              w.eng_token)
+        reply = w.synapse.api("GET", f"/_matrix/client/v3/rooms/{room}/event/{event}", w.eng_token)
         sample.created_wall_ms = float(reply["origin_server_ts"])
 
 
@@ -296,43 +323,66 @@ def version(package: str) -> str:
 
 
 def synapse_version(python: Path) -> str:
-    probe = subprocess.run([python, "-c", "import synapse; print(synapse.__version__)"],
-                           capture_output=True, text=True, timeout=60, check=False)
+    probe = subprocess.run(
+        [python, "-c", "import synapse; print(synapse.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     return probe.stdout.strip().split()[0] if probe.returncode == 0 and probe.stdout else "?"
 
 
 def machine_line(synapse_python_path: Path) -> str:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{len(os.sched_getaffinity(0))} CPUs (nproc), {cpu_model()}, "
-            f"Python {platform.python_version()}, Synapse {synapse_version(synapse_python_path)}"
-            f", matrix-nio {version('matrix-nio')}, aiosmtplib {version('aiosmtplib')}, "
-            f"{platform.system()} {platform.release()}; load average before the run {load}")
+    return (
+        f"{len(os.sched_getaffinity(0))} CPUs (nproc), {cpu_model()}, "
+        f"Python {platform.python_version()}, Synapse {synapse_version(synapse_python_path)}"
+        f", matrix-nio {version('matrix-nio')}, aiosmtplib {version('aiosmtplib')}, "
+        f"{platform.system()} {platform.release()}; load average before the run {load}"
+    )
 
 
 def report(samples: list[Sample], args: argparse.Namespace, machine: str) -> str:
-    rows = [("total: !update sent -> email accepted", [s.total_ms for s in samples]),
-            ("  engineer's PUT until Synapse answers", [s.sent_ms for s in samples]),
-            ("  Synapse's answer -> email accepted", [s.after_send_ms for s in samples])]
+    rows = [
+        ("total: !update sent -> email accepted", [s.total_ms for s in samples]),
+        ("  engineer's PUT until Synapse answers", [s.sent_ms for s in samples]),
+        ("  Synapse's answer -> email accepted", [s.after_send_ms for s in samples]),
+    ]
     if all(s.created_wall_ms is not None for s in samples):
-        rows += [("  PUT start -> event created (*)",
-                  [(s.created_wall_ms or 0) - s.start_wall_ms for s in samples]),
-                 ("  event created -> email accepted (*)",
-                  [s.accepted_wall_ms - (s.created_wall_ms or 0) for s in samples])]
-    lines = [f"command: {shlex.join(sys.orig_argv)}", f"machine: {machine}",
-             f"updates: {len(samples)}, one at a time, gap {args.gap_ms} ms; gateway "
-             f"sync_timeout_s = {args.sync_timeout_s:g}", "",
-             f"{'ms':<40} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'mean':>8}"]
+        rows += [
+            (
+                "  PUT start -> event created (*)",
+                [(s.created_wall_ms or 0) - s.start_wall_ms for s in samples],
+            ),
+            (
+                "  event created -> email accepted (*)",
+                [s.accepted_wall_ms - (s.created_wall_ms or 0) for s in samples],
+            ),
+        ]
+    lines = [
+        f"command: {shlex.join(sys.orig_argv)}",
+        f"machine: {machine}",
+        f"updates: {len(samples)}, one at a time, gap {args.gap_ms} ms; gateway "
+        f"sync_timeout_s = {args.sync_timeout_s:g}",
+        "",
+        f"{'ms':<40} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8} {'mean':>8}",
+    ]
     for name, values in rows:
         figures = [nearest_rank(values, q) for q in (50, 90, 99)]
         figures += [max(values), sum(values) / len(values)]
         lines.append(f"{name:<40} " + " ".join(f"{x:8.1f}" for x in figures))
     p99 = nearest_rank([s.total_ms for s in samples], 99)
     if len(rows) > 3:
-        lines.append("(*) split at the event's origin_server_ts, on the wall clock "
-                     "(1 ms resolution)")
-    lines += ["", f"first update: {samples[0].total_ms:.1f} ms",
-              f"target (spec): p99 <= {TARGET_P99_MS:.0f} ms -> "
-              f"{'MET' if p99 <= TARGET_P99_MS else 'NOT MET'} (p99 {p99:.1f} ms)"]
+        lines.append(
+            "(*) split at the event's origin_server_ts, on the wall clock (1 ms resolution)"
+        )
+    lines += [
+        "",
+        f"first update: {samples[0].total_ms:.1f} ms",
+        f"target (spec): p99 <= {TARGET_P99_MS:.0f} ms -> "
+        f"{'MET' if p99 <= TARGET_P99_MS else 'NOT MET'} (p99 {p99:.1f} ms)",
+    ]
     return "\n".join(lines)
 
 
@@ -350,16 +400,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             raise argparse.ArgumentTypeError("must be greater than 0")
         return value
 
-    p = argparse.ArgumentParser(description="Latency from !update in Matrix to the "
-                                "reporter's email, against a local Synapse.")
+    p = argparse.ArgumentParser(
+        description="Latency from !update in Matrix to the "
+        "reporter's email, against a local Synapse."
+    )
     p.add_argument("--updates", type=positive_int, default=200, help="updates to time")
-    p.add_argument("--sync-timeout-s", type=positive_float, default=30.0,
-                   help="the gateway's /sync long-poll timeout (it returns as soon as "
-                        "events arrive)")
-    p.add_argument("--gap-ms", type=float, default=0.0,
-                   help="pause after each update's email before sending the next")
-    p.add_argument("--timeout-s", type=positive_float, default=900.0,
-                   help="give up on the whole run after this long")
+    p.add_argument(
+        "--sync-timeout-s",
+        type=positive_float,
+        default=30.0,
+        help="the gateway's /sync long-poll timeout (it returns as soon as events arrive)",
+    )
+    p.add_argument(
+        "--gap-ms",
+        type=float,
+        default=0.0,
+        help="pause after each update's email before sending the next",
+    )
+    p.add_argument(
+        "--timeout-s",
+        type=positive_float,
+        default=900.0,
+        help="give up on the whole run after this long",
+    )
     return p.parse_args(argv)
 
 
@@ -402,12 +465,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except asyncio.CancelledError:
             raise KeyboardInterrupt from None
         except TimeoutError:
-            print(f"the run did not finish within {args.timeout_s:g} s "
-                  f"({len(world.samples)} updates timed)", file=sys.stderr)
+            print(
+                f"the run did not finish within {args.timeout_s:g} s "
+                f"({len(world.samples)} updates timed)",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
         except (BenchError, Synapse.Error, AssertionError) as exc:
-            print(f"the run failed after {len(world.samples)} updates: {exc}",
-                  file=sys.stderr)
+            print(f"the run failed after {len(world.samples)} updates: {exc}", file=sys.stderr)
             return EXIT_FAILED
         try:
             fill_creation_times(world)

@@ -57,6 +57,7 @@ def _mail_parser_reply(body: bool) -> Stripper | None:
         if not message.replies:
             return ""
         return str(message.replies[0].body if body else message.replies[0].content)
+
     return strip
 
 
@@ -67,8 +68,10 @@ def _quotequail() -> Stripper | None:
         return None
 
     def strip(text: str) -> str:
-        return "\n".join(part for expand, part in quotequail.quote(text, quote_intro_line=True)
-                         if expand)
+        return "\n".join(
+            part for expand, part in quotequail.quote(text, quote_intro_line=True) if expand
+        )
+
     return strip
 
 
@@ -80,6 +83,7 @@ def _talon() -> Stripper | None:
 
     def strip(text: str) -> str:
         return str(quotations.extract_from_plain(text))
+
     return strip
 
 
@@ -118,15 +122,18 @@ def main() -> int:
     strippers["talon quotations.extract_from_plain"] = _talon()
     marked = sum(1 for case in cases if case.leaks)
     print(f"{len(cases)} replies, {marked} with history strings that must not leak")
-    print(f"{'stripper':36} {'exact':>7} {'contains-all':>13} {'no-quote-leaked':>16} "
-          f"{'µs/reply':>9}")
+    print(
+        f"{'stripper':36} {'exact':>7} {'contains-all':>13} {'no-quote-leaked':>16} {'µs/reply':>9}"
+    )
     for name, strip in strippers.items():
         if strip is None:
             print(f"{name:36} not installed")
             continue
         r = rates(cases, strip)
-        print(f"{name:36} {r['exact']:7.1%} {r['contains_all']:13.1%} {r['no_leak']:16.1%} "
-              f"{_timed(cases, strip, args.repeat):9.1f}")
+        print(
+            f"{name:36} {r['exact']:7.1%} {r['contains_all']:13.1%} {r['no_leak']:16.1%} "
+            f"{_timed(cases, strip, args.repeat):9.1f}"
+        )
         if args.failures:
             for case in cases:
                 s = score(case, strip(case.text))

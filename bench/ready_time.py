@@ -44,13 +44,17 @@ def _timed(cmd: list[str]) -> float:
 
 def _ready_once(folder: Path, state: Path, sock: socket.socket, address: str) -> float:
     config = folder / "gateway.toml"
-    config.write_text(f'[state]\ndir = "{state}"\n[smtp]\nport = {_free_port()}\n'
-                      '[http]\nport = 0\n[log]\nformat = "json"\nlevel = "warning"\n')
+    config.write_text(
+        f'[state]\ndir = "{state}"\n[smtp]\nport = {_free_port()}\n'
+        '[http]\nport = 0\n[log]\nformat = "json"\nlevel = "warning"\n'
+    )
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "NOTIFY_SOCKET": address})
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "NOTIFY_SOCKET": address},
+    )
     try:
         sock.settimeout(60)
         while True:
@@ -65,15 +69,20 @@ def _ready_once(folder: Path, state: Path, sock: socket.socket, address: str) ->
 
 
 def _stats(values: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(values) * 1000, 1),
-            "max_ms": round(max(values) * 1000, 1)}
+    return {
+        "p50_ms": round(statistics.median(values) * 1000, 1),
+        "max_ms": round(max(values) * 1000, 1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--reuse-state", action="store_true",
-                        help="restart on the previous run's state (default: a fresh one each)")
+    parser.add_argument(
+        "--reuse-state",
+        action="store_true",
+        help="restart on the previous run's state (default: a fresh one each)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="rdy", dir="/tmp"))
@@ -90,13 +99,16 @@ def main() -> None:
     finally:
         sock.close()
         shutil.rmtree(folder, ignore_errors=True)
-    result = {"runs": args.runs, "fresh_state": not args.reuse_state,
-              "python_start": _stats(python), "import_gateway": _stats(imports),
-              "exec_to_ready": _stats(ready),
-              "ready_over_python_p50": round(statistics.median(ready)
-                                             / statistics.median(python), 1),
-              "target_ms": TARGET_S * 1000,
-              "within_target": max(ready) <= TARGET_S}
+    result = {
+        "runs": args.runs,
+        "fresh_state": not args.reuse_state,
+        "python_start": _stats(python),
+        "import_gateway": _stats(imports),
+        "exec_to_ready": _stats(ready),
+        "ready_over_python_p50": round(statistics.median(ready) / statistics.median(python), 1),
+        "target_ms": TARGET_S * 1000,
+        "within_target": max(ready) <= TARGET_S,
+    }
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -106,8 +118,10 @@ def main() -> None:
         assert isinstance(s, dict)
         print(f"  {name:<16} p50 {s['p50_ms']:>7.1f} ms   max {s['max_ms']:>7.1f} ms")
     verdict = "met" if result["within_target"] else "MISSED"
-    print(f"  READY p50 = {result['ready_over_python_p50']}x a bare interpreter start; "
-          f"target max <= {TARGET_S * 1000:.0f} ms: {verdict}")
+    print(
+        f"  READY p50 = {result['ready_over_python_p50']}x a bare interpreter start; "
+        f"target max <= {TARGET_S * 1000:.0f} ms: {verdict}"
+    )
 
 
 if __name__ == "__main__":

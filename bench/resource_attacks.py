@@ -62,9 +62,11 @@ _spec.loader.exec_module(_itp)
 FakeThread, free_port, ROUTING_KEY = _itp.FakeThread, _itp.free_port, _itp.ROUTING_KEY
 
 WATCHDOG_USEC = 2_000_000
-P1 = (b"From: Alice <alice@tenant.example>\r\nTo: emergency@localhost\r\n"
-      b"Subject: Our site is down %s\r\nMessage-ID: <%s@tenant.example>\r\n\r\n"
-      b"All our apps return 502 since 09:50.\r\n")
+P1 = (
+    b"From: Alice <alice@tenant.example>\r\nTo: emergency@localhost\r\n"
+    b"Subject: Our site is down %s\r\nMessage-ID: <%s@tenant.example>\r\n\r\n"
+    b"All our apps return 502 since 09:50.\r\n"
+)
 
 
 @dataclass
@@ -91,11 +93,12 @@ class Daemon:
         config.write_text(
             f'[state]\ndir = "{self.folder / "state"}"\n[smtp]\nport = {self.smtp_port}\n'
             f"{self.extra_toml}\n"
-            f'[http]\nport = {self.http_port}\n{self.http_extra}\n'
+            f"[http]\nport = {self.http_port}\n{self.http_extra}\n"
             f'[pagerduty]\nrouting_key = {{ file = "pd-key" }}\nurl = "{pd_url}"\n'
             f'[log]\nlevel = "{self.log_level}"\nformat = "json"\n'
             '[trust]\nallow_domains = ["tenant.example"]\n'
-            '[limits]\nstorm_window_s = 0\nglobal_per_minute = 1000000\n')
+            "[limits]\nstorm_window_s = 0\nglobal_per_minute = 1000000\n"
+        )
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.folder / "notify"))
         self.notify.settimeout(0.5)
@@ -105,21 +108,33 @@ class Daemon:
             if limit is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
-        env = {**os.environ, **self.env, "NOTIFY_SOCKET": str(self.folder / "notify"),
-               "WATCHDOG_USEC": str(WATCHDOG_USEC), "PYTHONPATH": str(self.repo)}
+        env = {
+            **os.environ,
+            **self.env,
+            "NOTIFY_SOCKET": str(self.folder / "notify"),
+            "WATCHDOG_USEC": str(WATCHDOG_USEC),
+            "PYTHONPATH": str(self.repo),
+        }
         self.log = self.folder / "daemon.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                cwd=self.repo, stdout=out, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True, preexec_fn=lower_limit)  # noqa: PLW1509
+                cwd=self.repo,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=lower_limit,  # noqa: PLW1509
+            )
         threading.Thread(target=self._listen, daemon=True).start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(f"daemon exited: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError), \
-                    socket.create_connection(("127.0.0.1", self.smtp_port), timeout=0.5):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.smtp_port), timeout=0.5),
+            ):
                 break
             time.sleep(0.05)
         time.sleep(1.0)  # the parse child and the status endpoint come up
@@ -195,10 +210,12 @@ class Daemon:
         """Messages in the inbox not yet processed (read-only look at the database)."""
         db = self.folder / "state" / "gateway.sqlite3"
         try:
-            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True,
-                                                    timeout=30)) as conn:
-                return int(conn.execute("SELECT count(*) FROM inbox WHERE state = 'pending'"
-                                        ).fetchone()[0])
+            with contextlib.closing(
+                sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+            ) as conn:
+                return int(
+                    conn.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0]
+                )
         except sqlite3.Error:
             return -1
 
@@ -242,15 +259,17 @@ def attack_noop(d: Daemon, args: argparse.Namespace) -> dict[str, object]:
     t.start()
 
     async def run() -> list[int]:
-        return await asyncio.gather(*(_noop_session(d.smtp_port, args.noops)
-                                      for _ in range(8)))
+        return await asyncio.gather(*(_noop_session(d.smtp_port, args.noops) for _ in range(8)))
 
     answered = asyncio.run(asyncio.wait_for(run(), args.limit_s))
     t.join()
     code, took = result["unrelated mail"]  # type: ignore[misc]
-    return {"NOOPs sent": 8 * args.noops, "NOOPs answered 250": sum(answered),
-            "unrelated mail": f"{code} after {took:.2f} s",
-            "daemon log bytes": d.log.stat().st_size}
+    return {
+        "NOOPs sent": 8 * args.noops,
+        "NOOPs answered 250": sum(answered),
+        "unrelated mail": f"{code} after {took:.2f} s",
+        "daemon log bytes": d.log.stat().st_size,
+    }
 
 
 async def _keepalive(port: int, seconds: float) -> str:
@@ -295,9 +314,11 @@ def attack_keepalive(d: Daemon, args: argparse.Namespace) -> dict[str, object]:
     states = asyncio.run(asyncio.wait_for(run(), args.limit_s))
     t.join()
     code, took = result["mail"]  # type: ignore[misc]
-    return {"keep-alive sessions": len(states),
-            **{f"sessions {s}": states.count(s) for s in sorted(set(states))},
-            "real mail at 10 s": f"{code} after {took:.2f} s"}
+    return {
+        "keep-alive sessions": len(states),
+        **{f"sessions {s}": states.count(s) for s in sorted(set(states))},
+        "real mail at 10 s": f"{code} after {took:.2f} s",
+    }
 
 
 def attack_http_idle(d: Daemon, args: argparse.Namespace) -> dict[str, object]:
@@ -322,13 +343,15 @@ def attack_http_idle(d: Daemon, args: argparse.Namespace) -> dict[str, object]:
             pass
         s.close()
     errors = d.log.read_text(errors="replace").count("socket.accept() out of system resource")
-    return {"idle connections opened": len(idle), "still open after 6 s": still_open,
-            "mail during the attack": f"{code} after {took:.2f} s",
-            "accept-error log lines": errors}
+    return {
+        "idle connections opened": len(idle),
+        "still open after 6 s": still_open,
+        "mail during the attack": f"{code} after {took:.2f} s",
+        "accept-error log lines": errors,
+    }
 
 
-async def _big(port: int, raw: bytes, tries: int, pool: ThreadPoolExecutor
-               ) -> tuple[int, int]:
+async def _big(port: int, raw: bytes, tries: int, pool: ThreadPoolExecutor) -> tuple[int, int]:
     """Send `raw` until 250 (452 and 421 retried after a second): (code, 4xx seen)."""
     retried = 0
     code = 0
@@ -358,10 +381,12 @@ def attack_memory(d: Daemon, args: argparse.Namespace, _fake: object) -> dict[st
 
     async def run() -> list[tuple[int, int]]:
         with ThreadPoolExecutor(max_workers=64) as pool:  # 64 sessions at once
-            return await asyncio.gather(*(
-                _big(d.smtp_port, P1 % (b"big %d" % i, b"big-%d" % i) + line * 10_000, 60,
-                     pool)
-                for i in range(64)))
+            return await asyncio.gather(
+                *(
+                    _big(d.smtp_port, P1 % (b"big %d" % i, b"big-%d" % i) + line * 10_000, 60, pool)
+                    for i in range(64)
+                )
+            )
 
     outcomes = asyncio.run(asyncio.wait_for(run(), args.limit_s))
     accepted = sum(code == 250 for code, _ in outcomes)
@@ -371,21 +396,26 @@ def attack_memory(d: Daemon, args: argparse.Namespace, _fake: object) -> dict[st
     processed_after = time.monotonic()
     time.sleep(2.0)
     done.set()
-    return {"messages": 64, "accepted": accepted,
-            "4xx answers (retried)": sum(r for _, r in outcomes),
-            "inbox left pending": d.pending(),
-            "all processed after (s)": round(processed_after - start, 1),
-            "daemon peak RSS (VmHWM) MB": d.rss_kb(key="VmHWM") // 1024,
-            "parse child peak RSS MB (sampled)": peak_child[0] // 1024,
-            "daemon RSS after MB": d.rss_kb() // 1024}
+    return {
+        "messages": 64,
+        "accepted": accepted,
+        "4xx answers (retried)": sum(r for _, r in outcomes),
+        "inbox left pending": d.pending(),
+        "all processed after (s)": round(processed_after - start, 1),
+        "daemon peak RSS (VmHWM) MB": d.rss_kb(key="VmHWM") // 1024,
+        "parse child peak RSS MB (sampled)": peak_child[0] // 1024,
+        "daemon RSS after MB": d.rss_kb() // 1024,
+    }
 
 
 def attack_parts(d: Daemon, args: argparse.Namespace, fake: object) -> dict[str, object]:
     parts = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(200_000))
     codes = []
     for i in range(30):
-        raw = (b"From: m@evil.example\r\nSubject: parts %d\r\nMIME-Version: 1.0\r\n"
-               b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" % i + parts + b"--b--\r\n")
+        raw = (
+            b"From: m@evil.example\r\nSubject: parts %d\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" % i + parts + b"--b--\r\n"
+        )
         codes.append(send_one(d.smtp_port, raw, "support@localhost")[0])
     code, _ = send_one(d.smtp_port, P1 % (b"behind parts", b"parts-p1"))
     sent = time.perf_counter()
@@ -398,18 +428,26 @@ def attack_parts(d: Daemon, args: argparse.Namespace, fake: object) -> dict[str,
 
 
 ATTACKS: dict[str, Callable[..., dict[str, object]]] = {
-    "noop": attack_noop, "keepalive": attack_keepalive, "http-idle": attack_http_idle,
-    "memory": attack_memory, "parts": attack_parts}
+    "noop": attack_noop,
+    "keepalive": attack_keepalive,
+    "http-idle": attack_http_idle,
+    "memory": attack_memory,
+    "parts": attack_parts,
+}
 
 
 def run_one(name: str, args: argparse.Namespace) -> None:
     extra = {"keepalive": "idle_timeout_s = 5.0\n"}.get(name, "")
-    with tempfile.TemporaryDirectory(prefix="attack-", dir="/tmp") as tmp, \
-            FakeThread() as fake:
-        d = Daemon(args.repo, Path(tmp), extra_toml=extra, http_extra=args.http_extra,
-                   env=dict(e.split("=", 1) for e in args.env),
-                   nofile=1024 if name == "http-idle" else None,
-                   log_level="info" if name == "noop" else "warning")
+    with tempfile.TemporaryDirectory(prefix="attack-", dir="/tmp") as tmp, FakeThread() as fake:
+        d = Daemon(
+            args.repo,
+            Path(tmp),
+            extra_toml=extra,
+            http_extra=args.http_extra,
+            env=dict(e.split("=", 1) for e in args.env),
+            nofile=1024 if name == "http-idle" else None,
+            log_level="info" if name == "noop" else "warning",
+        )
         d.start(fake.url)
         try:
             start = time.monotonic()
@@ -423,9 +461,11 @@ def run_one(name: str, args: argparse.Namespace) -> None:
             d.stop()
         print(f"{name} ({args.repo}):")
         print(f"  attack lasted {end - start:.1f} s; daemon alive after: {alive}")
-        print(f"  longest watchdog gap {d.gap_s(start, end):.2f} s "
-              f"(pings due every {WATCHDOG_USEC / 2e6:.0f} s); slowest /healthz "
-              f"{d.slowest_health_s(start, end):.2f} s ({d.health_answers(start, end)})")
+        print(
+            f"  longest watchdog gap {d.gap_s(start, end):.2f} s "
+            f"(pings due every {WATCHDOG_USEC / 2e6:.0f} s); slowest /healthz "
+            f"{d.slowest_health_s(start, end):.2f} s ({d.health_answers(start, end)})"
+        )
         for key, value in outcome.items():
             print(f"  {key}: {value}")
         sys.stdout.flush()
@@ -434,16 +474,28 @@ def run_one(name: str, args: argparse.Namespace) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("attack", choices=[*ATTACKS, "all"])
-    p.add_argument("--repo", type=Path, default=HERE.parent,
-                   help="the checkout whose daemon is attacked (default: this one)")
+    p.add_argument(
+        "--repo",
+        type=Path,
+        default=HERE.parent,
+        help="the checkout whose daemon is attacked (default: this one)",
+    )
     p.add_argument("--noops", type=int, default=250_000, help="NOOPs per session (noop)")
     p.add_argument("--limit-s", type=float, default=300.0, help="bound on each attack")
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="an environment variable for the daemon, e.g. the unit's "
-                        "MALLOC_MMAP_THRESHOLD_=1048576")
-    p.add_argument("--http-extra", default="",
-                   help='TOML lines for [http], e.g. "max_connections = 4096" to run '
-                        "http-idle into descriptor exhaustion and see the accept errors")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the daemon, e.g. the unit's "
+        "MALLOC_MMAP_THRESHOLD_=1048576",
+    )
+    p.add_argument(
+        "--http-extra",
+        default="",
+        help='TOML lines for [http], e.g. "max_connections = 4096" to run '
+        "http-idle into descriptor exhaustion and see the accept errors",
+    )
     args = p.parse_args()
     args.repo = args.repo.resolve()
     for name in ATTACKS if args.attack == "all" else [args.attack]:

@@ -51,13 +51,20 @@ def fill(path: Path, count: int, due_in_h: float = 0.0) -> None:
             plan = Plan(
                 outcome="opened",
                 new_incident=NewIncident(
-                    title=f"Our site is down ({i})", priority=Priority.P2,
-                    mailbox=Mailbox.EMERGENCY, rule="apps-5xx",
+                    title=f"Our site is down ({i})",
+                    priority=Priority.P2,
+                    mailbox=Mailbox.EMERGENCY,
+                    rule="apps-5xx",
                     reasons=("P2 by rule 'apps-5xx': some requests fail", "in hours"),
-                    period=None, respond_by=due, next_update_by=due),
+                    period=None,
+                    respond_by=due,
+                    next_update_by=due,
+                ),
                 reporter=Reporter(Channel.EMAIL, sender, (f"<m{i}@tenant.example>",)),
-                timeline=(TimelineEvent(now, "reported", sender, "Reported by email " * 4),
-                          TimelineEvent(now, "triaged", "rules", "P2: some requests fail")),
+                timeline=(
+                    TimelineEvent(now, "reported", sender, "Reported by email " * 4),
+                    TimelineEvent(now, "triaged", "rules", "P2: some requests fail"),
+                ),
                 message_ids=(f"<m{i}@tenant.example>", f"<inc-{i}.ack@localhost>"),
             )
             incidents.apply_plan(conn, plan, now)
@@ -82,17 +89,21 @@ def children(pid: int) -> list[int]:
 def report(label: str, pid: int) -> float:
     main = rss_mb(pid)
     kids = [rss_mb(c) for c in children(pid)]
-    print(f"{label:<34} daemon {main:6.1f} MB   parse child {sum(kids):6.1f} MB   "
-          f"total {main + sum(kids):6.1f} MB")
+    print(
+        f"{label:<34} daemon {main:6.1f} MB   parse child {sum(kids):6.1f} MB   "
+        f"total {main + sum(kids):6.1f} MB"
+    )
     return main
 
 
 def send_reports(port: int, count: int) -> None:
     with smtplib.SMTP("127.0.0.1", port) as smtp:
         for i in range(count):
-            body = (f"From: bob@tenant.example\r\nTo: emergency@localhost\r\n"
-                    f"Subject: Deploys fail {i}\r\nMessage-ID: <new{i}@tenant.example>\r\n\r\n"
-                    "Our deploys fail with a 500 from the API.\r\n")
+            body = (
+                f"From: bob@tenant.example\r\nTo: emergency@localhost\r\n"
+                f"Subject: Deploys fail {i}\r\nMessage-ID: <new{i}@tenant.example>\r\n\r\n"
+                "Our deploys fail with a 500 from the API.\r\n"
+            )
             smtp.sendmail("bob@tenant.example", ["emergency@localhost"], body)
 
 
@@ -109,10 +120,14 @@ def main() -> int:
     p.add_argument("--incidents", type=int, default=10_000)
     p.add_argument("--reports", type=int, default=50)
     p.add_argument("--settle-s", type=float, default=3.0)
-    p.add_argument("--due-in-h", type=float, default=0.0,
-                   help="respond-by and next update of every incident this many hours from "
-                        "now (0: all overdue at start, so the first SLA round fires for every "
-                        "one of them)")
+    p.add_argument(
+        "--due-in-h",
+        type=float,
+        default=0.0,
+        help="respond-by and next update of every incident this many hours from "
+        "now (0: all overdue at start, so the first SLA round fires for every "
+        "one of them)",
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="rss-incidents-") as tmp:
         folder = Path(tmp)
@@ -120,17 +135,25 @@ def main() -> int:
         database = folder / "state" / "gateway.sqlite3"
         started = time.perf_counter()
         fill(database, args.incidents, args.due_in_h)
-        print(f"filled {args.incidents} open incidents in {time.perf_counter() - started:.1f} s "
-              f"({database.stat().st_size / 1e6:.1f} MB database)")
+        print(
+            f"filled {args.incidents} open incidents in {time.perf_counter() - started:.1f} s "
+            f"({database.stat().st_size / 1e6:.1f} MB database)"
+        )
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
         config = folder / "gateway.toml"
-        config.write_text(f'[state]\ndir = "{folder / "state"}"\n[smtp]\nport = {port}\n'
-                          '[log]\nlevel = "warning"\nformat = "json"\n')
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config",
-                                 str(config)], cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        config.write_text(
+            f'[state]\ndir = "{folder / "state"}"\n[smtp]\nport = {port}\n'
+            '[log]\nlevel = "warning"\nformat = "json"\n'
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             while True:
                 try:
@@ -152,8 +175,10 @@ def main() -> int:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
     worst = max(idle, busy)
-    print(f"target: daemon <= {TARGET_MB:g} MB with {args.incidents} open incidents: "
-          f"{'met' if worst <= TARGET_MB else 'NOT met'} ({worst:.1f} MB)")
+    print(
+        f"target: daemon <= {TARGET_MB:g} MB with {args.incidents} open incidents: "
+        f"{'met' if worst <= TARGET_MB else 'NOT met'} ({worst:.1f} MB)"
+    )
     return 0
 
 

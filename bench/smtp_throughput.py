@@ -74,8 +74,10 @@ from aiosmtpd.smtp import SMTP
 REPO = Path(__file__).resolve().parent.parent
 SENDER = "alice@tenant.example"
 WARMUP_SENDER = "warm-up@tenant.example"
-WARMUP_MESSAGE = (b"From: warm-up@tenant.example\r\nTo: emergency@localhost\r\n"
-                  b"Subject: benchmark warm-up\r\n\r\nNot counted.\r\n")
+WARMUP_MESSAGE = (
+    b"From: warm-up@tenant.example\r\nTo: emergency@localhost\r\n"
+    b"Subject: benchmark warm-up\r\n\r\nNot counted.\r\n"
+)
 RECIPIENT = "emergency@localhost"
 TARGET_CONNS = 32
 TARGET_RATIO = 0.75
@@ -153,7 +155,8 @@ def choose_pinning(enabled: bool) -> Pinning:
     if cpus < 2:
         return Pinning((), (), f"none (only {cpus} CPU available)")
     return Pinning(
-        (taskset, "-c", "0"), (taskset, "-c", "1"),
+        (taskset, "-c", "0"),
+        (taskset, "-c", "1"),
         "servers on CPU 0, smtp-source on CPU 1 (taskset -c)",
     )
 
@@ -188,7 +191,11 @@ class ServerProcess:
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             # A session of its own: Ctrl-C reaches this script only, which then stops it.
             self.proc = subprocess.Popen(
-                list(argv), cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                list(argv),
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
                 start_new_session=True,
             )
 
@@ -197,15 +204,19 @@ class ServerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise StartError(f"{self.name} exited with status {self.proc.returncode}:\n"
-                                 f"{tail(self.stderr_path)}")
+                raise StartError(
+                    f"{self.name} exited with status {self.proc.returncode}:\n"
+                    f"{tail(self.stderr_path)}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.05)
-        raise StartError(f"{self.name} did not accept connections on port {port} within "
-                         f"{timeout_s:.0f} s:\n{tail(self.stderr_path)}")
+        raise StartError(
+            f"{self.name} did not accept connections on port {port} within "
+            f"{timeout_s:.0f} s:\n{tail(self.stderr_path)}"
+        )
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit status."""
@@ -271,13 +282,27 @@ class Run:
 
 def send_load(load: Load, conns: int, port: int, run: Run) -> None:
     """Time smtp-source against the port; record failures in `run.problems`."""
-    argv = [*load.pinning.load, load.smtp_source, "-d", "-s", str(conns),
-            "-m", str(load.messages), "-l", str(load.size),
-            "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{port}"]
+    argv = [
+        *load.pinning.load,
+        load.smtp_source,
+        "-d",
+        "-s",
+        str(conns),
+        "-m",
+        str(load.messages),
+        "-l",
+        str(load.size),
+        "-f",
+        SENDER,
+        "-t",
+        RECIPIENT,
+        f"127.0.0.1:{port}",
+    ]
     started_at = time.perf_counter()
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False,
-                              timeout=load.timeout_s())
+        done = subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=load.timeout_s()
+        )
     except subprocess.TimeoutExpired:
         run.problems.append(f"smtp-source did not finish within {load.timeout_s():.0f} s")
         return
@@ -302,8 +327,13 @@ def sink_run(load: Load, conns: int, workdir: Path) -> Run:
     """One run against a fresh bare aiosmtpd sink."""
     port = free_port()
     run = Run("sink", conns, load.messages)
-    argv = [*load.pinning.server, sys.executable, str(Path(__file__).resolve()),
-            "--sink", str(port)]
+    argv = [
+        *load.pinning.server,
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--sink",
+        str(port),
+    ]
     with started(argv, workdir, "sink", port) as server:
         warm_up(port)
         send_load(load, conns, port, run)
@@ -320,8 +350,7 @@ def sink_run(load: Load, conns: int, workdir: Path) -> Run:
 def gateway_config(workdir: Path, port: int, dsn: str | None = None) -> Path:
     """A daemon configuration with its own empty state directory (and PostgreSQL database)."""
     path = workdir / "gateway.toml"
-    backend = ("" if dsn is None else
-               f'backend = "postgresql"\n[state.postgresql]\ndsn = "{dsn}"\n')
+    backend = "" if dsn is None else f'backend = "postgresql"\n[state.postgresql]\ndsn = "{dsn}"\n'
     path.write_text(
         f'[state]\ndir = "{workdir / "state"}"\n{backend}\n'
         f'[smtp]\nhost = "127.0.0.1"\nport = {port}\n\n'
@@ -334,8 +363,11 @@ def gateway_config(workdir: Path, port: int, dsn: str | None = None) -> Path:
 def count_inbox(database: Path, *, pending: bool = False) -> int:
     """The load's messages in the daemon's inbox table, or (`pending`) every message not
     yet processed."""
-    query, args = (("SELECT count(*) FROM inbox WHERE state = 'pending'", ()) if pending
-                   else ("SELECT count(*) FROM inbox WHERE mail_from = ?", (SENDER,)))
+    query, args = (
+        ("SELECT count(*) FROM inbox WHERE state = 'pending'", ())
+        if pending
+        else ("SELECT count(*) FROM inbox WHERE mail_from = ?", (SENDER,))
+    )
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
         (count,) = conn.execute(query, args).fetchone()
@@ -344,8 +376,9 @@ def count_inbox(database: Path, *, pending: bool = False) -> int:
     return int(count)
 
 
-def warm_up(port: int, database: Path | None = None,
-            pending: Callable[[], int] | None = None) -> None:
+def warm_up(
+    port: int, database: Path | None = None, pending: Callable[[], int] | None = None
+) -> None:
     """One message (not counted) before the timed run, so both servers are measured warm:
     imports done and, for the daemon, the message parsed and triaged (its parse process
     loaded). Raises StartError when that does not happen in time."""
@@ -373,8 +406,11 @@ def postgres_run(load: Load, conns: int, workdir: Path, cluster: Any) -> Run:
     config = gateway_config(workdir, port, dsn)
 
     def count(pending: bool = False) -> int:
-        query = ("SELECT count(*) FROM inbox WHERE state = 'pending'" if pending
-                 else f"SELECT count(*) FROM inbox WHERE mail_from = '{SENDER}'")
+        query = (
+            "SELECT count(*) FROM inbox WHERE state = 'pending'"
+            if pending
+            else f"SELECT count(*) FROM inbox WHERE mail_from = '{SENDER}'"
+        )
         with psycopg.connect(dsn) as conn:
             row = conn.execute(query.encode()).fetchone()
         return int(row[0]) if row else 0
@@ -432,8 +468,14 @@ def median_rate(runs: Sequence[Run], server: Server) -> float | None:
     return statistics.median(rates) if rates else None
 
 
-def measure(load: Load, conns: int, repeat: int, root: Path,
-            servers: Sequence[Server] = ("sink", "gateway"), cluster: Any = None) -> Row:
+def measure(
+    load: Load,
+    conns: int,
+    repeat: int,
+    root: Path,
+    servers: Sequence[Server] = ("sink", "gateway"),
+    cluster: Any = None,
+) -> Row:
     """`repeat` rounds of the servers, rotating which goes first."""
     runs: list[Run] = []
     for index in range(repeat):
@@ -457,10 +499,16 @@ def measure(load: Load, conns: int, repeat: int, root: Path,
 
 def progress(run: Run, index: int, repeat: int) -> None:
     """One line per run on stderr (stdout is kept for the report)."""
-    figures = (f"{run.accepted}/{run.sent} accepted in {run.seconds:.2f} s = "
-               f"{run.msg_per_s:,.0f} msg/s" if run.ok and run.seconds else "FAILED")
-    print(f"  {run.conns:>2} conns, run {index}/{repeat}, {run.server:<7}: {figures}",
-          file=sys.stderr, flush=True)
+    figures = (
+        f"{run.accepted}/{run.sent} accepted in {run.seconds:.2f} s = {run.msg_per_s:,.0f} msg/s"
+        if run.ok and run.seconds
+        else "FAILED"
+    )
+    print(
+        f"  {run.conns:>2} conns, run {index}/{repeat}, {run.server:<7}: {figures}",
+        file=sys.stderr,
+        flush=True,
+    )
     for problem in run.problems:
         print(f"    !! {problem}", file=sys.stderr, flush=True)
 
@@ -493,8 +541,10 @@ def machine() -> dict[str, Any]:
 
 def machine_line(info: dict[str, Any]) -> str:
     """The machine in one line."""
-    return (f"{info['nproc']} CPUs, {info['cpu']}, Python {info['python']}, "
-            f"aiosmtpd {info['aiosmtpd']}, {info['os']}")
+    return (
+        f"{info['nproc']} CPUs, {info['cpu']}, Python {info['python']}, "
+        f"aiosmtpd {info['aiosmtpd']}, {info['os']}"
+    )
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -507,15 +557,20 @@ def target(rows: Sequence[Row]) -> dict[str, Any] | None:
     for row in rows:
         if row.conns == TARGET_CONNS:
             met = row.ratio is not None and row.ratio >= TARGET_RATIO
-            return {"conns": TARGET_CONNS, "min_ratio": TARGET_RATIO, "ratio": row.ratio,
-                    "met": met}
+            return {
+                "conns": TARGET_CONNS,
+                "min_ratio": TARGET_RATIO,
+                "ratio": row.ratio,
+                "met": met,
+            }
     return None
 
 
 def failures(rows: Sequence[Row]) -> list[str]:
     """Every problem of every run, one line each."""
-    return [f"{r.server} at {r.conns} conns: {p}" for row in rows for r in row.runs
-            for p in r.problems]
+    return [
+        f"{r.server} at {r.conns} conns: {p}" for row in rows for r in row.runs for p in r.problems
+    ]
 
 
 def accepted_line(runs: Sequence[Run], server: Server) -> str:
@@ -537,20 +592,35 @@ def report_text(rows: Sequence[Row], header: dict[str, Any]) -> str:
         + (" gateway on PostgreSQL msg/s | ratio |" if header.get("postgresql") else ""),
         "|---:|---:|---:|---:|" + ("---:|---:|" if header.get("postgresql") else ""),
     ]
-    lines += [f"| {r.conns} | {fmt(r.sink_msg_per_s, ',.0f')} | "
-              f"{fmt(r.gateway_msg_per_s, ',.0f')} | {fmt(r.ratio, '.2f')} |"
-              + (f" {fmt(r.postgresql_msg_per_s, ',.0f')} | {fmt(r.postgresql_ratio, '.2f')} |"
-                 if header.get("postgresql") else "") for r in rows]
+    lines += [
+        f"| {r.conns} | {fmt(r.sink_msg_per_s, ',.0f')} | "
+        f"{fmt(r.gateway_msg_per_s, ',.0f')} | {fmt(r.ratio, '.2f')} |"
+        + (
+            f" {fmt(r.postgresql_msg_per_s, ',.0f')} | {fmt(r.postgresql_ratio, '.2f')} |"
+            if header.get("postgresql")
+            else ""
+        )
+        for r in rows
+    ]
     lines += ["", "accepted / sent, all runs:"]
-    lines += [f"  {r.conns:>3} conns: sink {accepted_line(r.runs, 'sink')}, "
-              f"gateway {accepted_line(r.runs, 'gateway')}"
-              + (f", on PostgreSQL {accepted_line(r.runs, 'postgresql')}"
-                 if header.get("postgresql") else "") for r in rows]
+    lines += [
+        f"  {r.conns:>3} conns: sink {accepted_line(r.runs, 'sink')}, "
+        f"gateway {accepted_line(r.runs, 'gateway')}"
+        + (
+            f", on PostgreSQL {accepted_line(r.runs, 'postgresql')}"
+            if header.get("postgresql")
+            else ""
+        )
+        for r in rows
+    ]
     goal = header["target"]
     if goal is not None:
         verdict = "MET" if goal["met"] else "NOT MET"
-        lines += ["", f"target:   gateway >= {TARGET_RATIO:.2f}x bare aiosmtpd at "
-                      f"{TARGET_CONNS} connections: {verdict} ({fmt(goal['ratio'], '.2f')}x)"]
+        lines += [
+            "",
+            f"target:   gateway >= {TARGET_RATIO:.2f}x bare aiosmtpd at "
+            f"{TARGET_CONNS} connections: {verdict} ({fmt(goal['ratio'], '.2f')}x)",
+        ]
     problems = failures(rows)
     if problems:
         lines += ["", "!! RUNS FAILED OR LOST MESSAGES — their figures are excluded:"]
@@ -562,11 +632,17 @@ def report_text(rows: Sequence[Row], header: dict[str, Any]) -> str:
 
 def report_json(rows: Sequence[Row], header: dict[str, Any]) -> str:
     """The machine-readable report."""
-    data = {**header, "results": [
-        {**{k: v for k, v in asdict(row).items() if k != "runs"},
-         "runs": [{**asdict(run), "ok": run.ok} for run in row.runs]}
-        for row in rows
-    ], "ok": not failures(rows)}
+    data = {
+        **header,
+        "results": [
+            {
+                **{k: v for k, v in asdict(row).items() if k != "runs"},
+                "runs": [{**asdict(run), "ok": run.ok} for run in row.runs],
+            }
+            for row in rows
+        ],
+        "ok": not failures(rows),
+    }
     return json.dumps(data, indent=2)
 
 
@@ -574,7 +650,8 @@ def report_json(rows: Sequence[Row], header: dict[str, Any]) -> str:
 def find_smtp_source() -> str | None:
     """smtp-source on PATH or in the sbin folders a non-root PATH often lacks."""
     return shutil.which("smtp-source") or shutil.which(
-        "smtp-source", path="/usr/sbin:/usr/local/sbin:/sbin")
+        "smtp-source", path="/usr/sbin:/usr/local/sbin:/sbin"
+    )
 
 
 def connection_counts(text: str) -> list[int]:
@@ -599,16 +676,28 @@ def positive(text: str) -> int:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--conns", type=connection_counts, default=[1, 8, 32],
-                   help="comma-separated parallel SMTP sessions (default: 1,8,32)")
+    p.add_argument(
+        "--conns",
+        type=connection_counts,
+        default=[1, 8, 32],
+        help="comma-separated parallel SMTP sessions (default: 1,8,32)",
+    )
     p.add_argument("--messages", type=positive, default=2000, help="messages per run")
     p.add_argument("--size", type=positive, default=2048, help="message payload in bytes")
-    p.add_argument("--repeat", type=positive, default=3,
-                   help="runs per server and connection count; the median is reported")
+    p.add_argument(
+        "--repeat",
+        type=positive,
+        default=3,
+        help="runs per server and connection count; the median is reported",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes with taskset")
-    p.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite",
-                   help="the daemon's store: SQLite (default), PostgreSQL, or both in one run")
+    p.add_argument(
+        "--backend",
+        choices=["sqlite", "postgresql", "both"],
+        default="sqlite",
+        help="the daemon's store: SQLite (default), PostgreSQL, or both in one run",
+    )
     p.add_argument("--sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -625,8 +714,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     load = Load(smtp_source, args.messages, args.size, choose_pinning(not args.no_pin))
     header: dict[str, Any] = {
-        "command": shlex.join(sys.orig_argv), "machine": machine(),
-        "pinning": load.pinning.description, "messages": args.messages, "size": args.size,
+        "command": shlex.join(sys.orig_argv),
+        "machine": machine(),
+        "pinning": load.pinning.description,
+        "messages": args.messages,
+        "size": args.size,
         "repeat": args.repeat,
     }
     servers: list[Server] = ["sink"]
@@ -634,11 +726,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     servers += ["postgresql"] if args.backend in ("postgresql", "both") else []
     header["postgresql"] = "postgresql" in servers
     print(f"pinning: {load.pinning.description}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="smtp-bench-") as root, \
-            _cluster(header["postgresql"]) as cluster:
+    with (
+        tempfile.TemporaryDirectory(prefix="smtp-bench-") as root,
+        _cluster(header["postgresql"]) as cluster,
+    ):
         try:
-            rows = [measure(load, conns, args.repeat, Path(root), servers, cluster)
-                    for conns in args.conns]
+            rows = [
+                measure(load, conns, args.repeat, Path(root), servers, cluster)
+                for conns in args.conns
+            ]
         except StartError as exc:
             print(f"cannot start a server: {exc}", file=sys.stderr)
             return EXIT_FAILED

@@ -67,16 +67,27 @@ class AlertNotification:
 
     def thread_keys(self) -> tuple[str, ...]:
         """The keys that find this group's incident: the group, then each alert."""
-        return (group_key(self.source, self.group_key),
-                *(fingerprint_key(self.source, a.fingerprint) for a in self.alerts))
+        return (
+            group_key(self.source, self.group_key),
+            *(fingerprint_key(self.source, a.fingerprint) for a in self.alerts),
+        )
 
     def to_json(self) -> bytes:
         """The inbox form."""
-        return json.dumps({"type": "alert", "source": self.source, "kind": self.kind.value,
-                           "group_key": self.group_key, "status": self.status,
-                           "title": self.title, "truncated": self.truncated,
-                           "alerts": [_alert_json(a) for a in self.alerts]},
-                          separators=(",", ":"), sort_keys=True).encode()
+        return json.dumps(
+            {
+                "type": "alert",
+                "source": self.source,
+                "kind": self.kind.value,
+                "group_key": self.group_key,
+                "status": self.status,
+                "title": self.title,
+                "truncated": self.truncated,
+                "alerts": [_alert_json(a) for a in self.alerts],
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode()
 
 
 def group_key(source: str, key: str) -> str:
@@ -94,10 +105,18 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _alert_json(a: Alert) -> dict[str, Any]:
-    return {"status": a.status, "name": a.name, "fingerprint": a.fingerprint,
-            "severity": a.severity, "labels": dict(a.labels), "summary": a.summary,
-            "description": a.description, "starts_at": _iso(a.starts_at),
-            "ends_at": _iso(a.ends_at), "url": a.url}
+    return {
+        "status": a.status,
+        "name": a.name,
+        "fingerprint": a.fingerprint,
+        "severity": a.severity,
+        "labels": dict(a.labels),
+        "summary": a.summary,
+        "description": a.description,
+        "starts_at": _iso(a.starts_at),
+        "ends_at": _iso(a.ends_at),
+        "url": a.url,
+    }
 
 
 def _dt(value: Any) -> datetime | None:
@@ -108,15 +127,29 @@ def notification_from_json(raw: bytes) -> AlertNotification:
     """Read back what `to_json` wrote (ValueError/KeyError for anything else)."""
     data = json.loads(raw)
     alerts = tuple(
-        Alert(status=str(a["status"]), name=str(a["name"]), fingerprint=str(a["fingerprint"]),
-              severity=str(a["severity"]), labels={str(k): str(v) for k, v in a["labels"].items()},
-              summary=str(a["summary"]), description=str(a["description"]),
-              starts_at=_dt(a["starts_at"]), ends_at=_dt(a["ends_at"]), url=a["url"])
-        for a in data["alerts"])
-    return AlertNotification(source=str(data["source"]), kind=AlertSource(data["kind"]),
-                             group_key=str(data["group_key"]), status=str(data["status"]),
-                             alerts=alerts, title=str(data["title"]),
-                             truncated=int(data.get("truncated", 0)))
+        Alert(
+            status=str(a["status"]),
+            name=str(a["name"]),
+            fingerprint=str(a["fingerprint"]),
+            severity=str(a["severity"]),
+            labels={str(k): str(v) for k, v in a["labels"].items()},
+            summary=str(a["summary"]),
+            description=str(a["description"]),
+            starts_at=_dt(a["starts_at"]),
+            ends_at=_dt(a["ends_at"]),
+            url=a["url"],
+        )
+        for a in data["alerts"]
+    )
+    return AlertNotification(
+        source=str(data["source"]),
+        kind=AlertSource(data["kind"]),
+        group_key=str(data["group_key"]),
+        status=str(data["status"]),
+        alerts=alerts,
+        title=str(data["title"]),
+        truncated=int(data.get("truncated", 0)),
+    )
 
 
 def clip(text: str, limit: int = _TEXT) -> str:

@@ -126,8 +126,13 @@ class _Edges:
 class App:
     """One daemon instance. Constructing it does nothing; `run` does everything."""
 
-    def __init__(self, config: Config, rulebook: Rulebook, clock: Clock = utcnow,
-                 loader: Loader | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        rulebook: Rulebook,
+        clock: Clock = utcnow,
+        loader: Loader | None = None,
+    ) -> None:
         self.config = config
         self.rulebook = rulebook
         self.clock = clock
@@ -168,8 +173,9 @@ class App:
             async with AsyncExitStack() as stack:
                 self._stack = stack
                 pager, provider, routes = await self._pager(stack)
-                egress = _Egress(pager, provider, routes, self._mailer(),
-                                 await self._external(store, stack))
+                egress = _Egress(
+                    pager, provider, routes, self._mailer(), await self._external(store, stack)
+                )
                 await self._serve(store, egress, stop, sandbox)
         finally:
             await sandbox_up
@@ -194,10 +200,18 @@ class App:
         for index, step in enumerate(self.config.escalation):
             if step.routing_key is not None:
                 routes[f"escalation-{index + 1}"] = PagerDutyPager(
-                    routing_key=self.config.read_secret(step.routing_key), base_url=pd.url,
-                    session=session, timeout_s=pd.timeout_s)
-        return PagerDutyPager(routing_key=key, base_url=pd.url, session=session,
-                              timeout_s=pd.timeout_s), "pagerduty", routes
+                    routing_key=self.config.read_secret(step.routing_key),
+                    base_url=pd.url,
+                    session=session,
+                    timeout_s=pd.timeout_s,
+                )
+        return (
+            PagerDutyPager(
+                routing_key=key, base_url=pd.url, session=session, timeout_s=pd.timeout_s
+            ),
+            "pagerduty",
+            routes,
+        )
 
     async def _external(self, store: Store, stack: AsyncExitStack) -> HandlerFactory:
         """The configured ticket backend and status page, sharing one HTTP session."""
@@ -214,19 +228,40 @@ class App:
         session = await stack.enter_async_context(aiohttp.ClientSession())
         tickets: TicketBackend | None = None
         if t.zendesk is not None and t.backend == "zendesk":
-            tickets = ZendeskTickets(t.zendesk.url, t.zendesk.email, read(t.zendesk.token),
-                                     session=session, timeout_s=t.zendesk.timeout_s)
+            tickets = ZendeskTickets(
+                t.zendesk.url,
+                t.zendesk.email,
+                read(t.zendesk.token),
+                session=session,
+                timeout_s=t.zendesk.timeout_s,
+            )
         elif t.deskpro is not None and t.backend == "deskpro":
             tickets = DeskproTickets(
-                t.deskpro.url, read(t.deskpro.api_key), session=session,
+                t.deskpro.url,
+                read(t.deskpro.api_key),
+                session=session,
                 fallback_requester=t.deskpro.requester or self.config.mail_out.from_address,
-                timeout_s=t.deskpro.timeout_s)
+                timeout_s=t.deskpro.timeout_s,
+            )
         elif t.github is not None and t.backend == "github":
-            tickets = GitHubIssues(t.github.repo, read(t.github.token), session=session,
-                                   base_url=t.github.url, timeout_s=t.github.timeout_s)
-        page = None if sp is None else Statuspage(
-            sp.page_id, read(sp.api_key), session=session, base_url=sp.url,
-            timeout_s=sp.timeout_s)
+            tickets = GitHubIssues(
+                t.github.repo,
+                read(t.github.token),
+                session=session,
+                base_url=t.github.url,
+                timeout_s=t.github.timeout_s,
+            )
+        page = (
+            None
+            if sp is None
+            else Statuspage(
+                sp.page_id,
+                read(sp.api_key),
+                session=session,
+                base_url=sp.url,
+                timeout_s=sp.timeout_s,
+            )
+        )
         return mirror_handlers(store, tickets, page, sp.page_id if sp else "")
 
     def _mailer(self) -> MailSender:
@@ -235,20 +270,28 @@ class App:
             return FolderMailer(self.config.mail_folder())
         relay = out.smtp
         password = self.config.read_secret(relay.password) if relay.password else None
-        return SmtpRelayMailer(hostname=relay.host, port=relay.port, username=relay.username,
-                               password=password, starttls=relay.starttls, use_tls=relay.tls,
-                               timeout_s=relay.timeout_s)
+        return SmtpRelayMailer(
+            hostname=relay.host,
+            port=relay.port,
+            username=relay.username,
+            password=password,
+            starttls=relay.starttls,
+            use_tls=relay.tls,
+            timeout_s=relay.timeout_s,
+        )
 
-    async def _outbox(self, store: Store, egress: _Egress, link: MatrixLink | None
-                      ) -> OutboxWorker:
+    async def _outbox(self, store: Store, egress: _Egress, link: MatrixLink | None) -> OutboxWorker:
         """The outbox worker with a handler for every kind of effect."""
         cfg = self.config
-        policy = RetryPolicy(max_attempts=cfg.outbox.max_attempts,
-                             initial_s=cfg.outbox.backoff_initial_s,
-                             max_s=cfg.outbox.backoff_max_s)
+        policy = RetryPolicy(
+            max_attempts=cfg.outbox.max_attempts,
+            initial_s=cfg.outbox.backoff_initial_s,
+            max_s=cfg.outbox.backoff_max_s,
+        )
         instance = await _instance_id(store)
-        handlers = make_handlers(egress.pager, egress.mailer, egress.provider, link, store,
-                                 instance, egress.routes)
+        handlers = make_handlers(
+            egress.pager, egress.mailer, egress.provider, link, store, instance, egress.routes
+        )
         handlers.update(egress.mirror(instance))
         if self.canary is not None:
             handlers[OutboxKind.CANARY] = self.canary.handler
@@ -261,22 +304,39 @@ class App:
         if chat_up is not None and self.cluster is not None:  # Matrix runs under its lease
             chat_up = self.cluster.connected("matrix", chat_up)
         self.gates = egress_gates(
-            [*(["pager"] if cfg.pagerduty else []),
-             *(["mail"] if cfg.mail_out.mode != "folder" and cfg.mail_out.smtp else []),
-             *(["chat"] if link else [])],
-            cfg.outbox.backoff_initial_s, cfg.outbox.backoff_max_s,
-            {"chat": chat_up} if chat_up is not None else None)
-        return OutboxWorker(store, handlers, policy, cfg.outbox.concurrency, self.clock,
-                            alert_for=alert_in(room), poll_s=cfg.outbox.poll_interval_s,
-                            gates=self.gates)
+            [
+                *(["pager"] if cfg.pagerduty else []),
+                *(["mail"] if cfg.mail_out.mode != "folder" and cfg.mail_out.smtp else []),
+                *(["chat"] if link else []),
+            ],
+            cfg.outbox.backoff_initial_s,
+            cfg.outbox.backoff_max_s,
+            {"chat": chat_up} if chat_up is not None else None,
+        )
+        return OutboxWorker(
+            store,
+            handlers,
+            policy,
+            cfg.outbox.concurrency,
+            self.clock,
+            alert_for=alert_in(room),
+            poll_s=cfg.outbox.poll_interval_s,
+            gates=self.gates,
+        )
 
-    async def _processing(self, store: Store, outbox: OutboxWorker, sandbox: ParseSandbox
-                          ) -> tuple[InboxWorker, Scheduler]:
+    async def _processing(
+        self, store: Store, outbox: OutboxWorker, sandbox: ParseSandbox
+    ) -> tuple[InboxWorker, Scheduler]:
         """The inbox worker and the SLA scheduler; both wake the outbox when they plan."""
         cfg = self.config
         settings = pipeline_settings(cfg, await _thread_key(cfg, store))
-        scheduler = Scheduler(store, self.rulebook, sla_settings(cfg, settings),
-                              lambda _fired: outbox.wake(), self.clock)
+        scheduler = Scheduler(
+            store,
+            self.rulebook,
+            sla_settings(cfg, settings),
+            lambda _fired: outbox.wake(),
+            self.clock,
+        )
 
         def planned(plans: Sequence[Plan]) -> None:
             if any(plan.outbox for plan in plans):
@@ -284,16 +344,27 @@ class App:
             scheduler.changed()  # an incident may have changed: its clocks may have moved
 
         hook = cfg.pagerduty.webhook if cfg.pagerduty else None
-        webhooks = WebhookSettings(AlertSettings(settings.sender, settings.pager_source,
-                                                 settings.chat, alarm_rooms(cfg.alerts)),
-                                   hook.on_resolved if hook else "resolve")
-        worker = InboxWorker(store, self.rulebook, settings, planned, self.clock, sandbox=sandbox,
-                             mirror=mirror_settings(cfg, self.rulebook, settings.sender),
-                             webhooks=webhooks)
+        webhooks = WebhookSettings(
+            AlertSettings(
+                settings.sender, settings.pager_source, settings.chat, alarm_rooms(cfg.alerts)
+            ),
+            hook.on_resolved if hook else "resolve",
+        )
+        worker = InboxWorker(
+            store,
+            self.rulebook,
+            settings,
+            planned,
+            self.clock,
+            sandbox=sandbox,
+            mirror=mirror_settings(cfg, self.rulebook, settings.sender),
+            webhooks=webhooks,
+        )
         return worker, scheduler
 
-    async def _serve(self, store: Store, egress: _Egress, stop: asyncio.Event,
-                     sandbox: ParseSandbox) -> None:
+    async def _serve(
+        self, store: Store, egress: _Egress, stop: asyncio.Event, sandbox: ParseSandbox
+    ) -> None:
         """Serve until `stop`; the listeners and links are closed whether the stop was asked
         for or a task failed (then before the store closes, in run())."""
         edges = _Edges()
@@ -302,8 +373,14 @@ class App:
         finally:
             await self._close(edges)
 
-    async def _serve_until(self, store: Store, egress: _Egress, stop: asyncio.Event,
-                           sandbox: ParseSandbox, edges: _Edges) -> None:
+    async def _serve_until(
+        self,
+        store: Store,
+        egress: _Egress,
+        stop: asyncio.Event,
+        sandbox: ParseSandbox,
+        edges: _Edges,
+    ) -> None:
         cfg = self.config
         cluster = self.cluster = _cluster(cfg, store)
         link = edges.link = self.matrix = self._matrix(store)
@@ -314,8 +391,9 @@ class App:
         worker.canary = recogniser(key)  # even with the self-test off: ours are never reports
         outbox.busy = worker.in_storm  # outbox rounds wait for a lull in a storm too
         self.scheduler = scheduler
-        intake = MailIntake(store, cfg.mailboxes.emergency, cfg.mailboxes.support, worker.wake,
-                            self.clock)
+        intake = MailIntake(
+            store, cfg.mailboxes.emergency, cfg.mailboxes.support, worker.wake, self.clock
+        )
         smtp = self._smtp(intake) if cfg.smtp.enabled else None
         chat_intake = ChatIntake(store, chat_rooms(cfg), worker.wake, self.clock)
         edges.imap = self.imap = self._imap(store, intake)
@@ -327,38 +405,67 @@ class App:
         once = _Once(cluster, stop)
         alerts = self._alert_listener(AlertIntake(store, worker.wake, self.clock), service)
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(sup.essential("inbox-worker",
-                                                     once.bound("inbox", worker.run)),
-                                       name="inbox-worker"),
-                     group.create_task(sup.essential("outbox-worker", outbox.run),
-                                       name="outbox-worker")]
-            timers = ([group.create_task(sup.essential("sla-scheduler",
-                                                       once.bound("sla", scheduler.run)),
-                                         name="sla-scheduler")]
-                      if cfg.sla.enabled else [])
+            tasks = [
+                group.create_task(
+                    sup.essential("inbox-worker", once.bound("inbox", worker.run)),
+                    name="inbox-worker",
+                ),
+                group.create_task(sup.essential("outbox-worker", outbox.run), name="outbox-worker"),
+            ]
+            timers = (
+                [
+                    group.create_task(
+                        sup.essential("sla-scheduler", once.bound("sla", scheduler.run)),
+                        name="sla-scheduler",
+                    )
+                ]
+                if cfg.sla.enabled
+                else []
+            )
             if link is not None:
+
                 async def deliver(events: list[RoomEvent]) -> None:
-                    await chat_intake.accept_all((e.room_id, e.event, e.sender_power)
-                                                 for e in events)
+                    await chat_intake.accept_all(
+                        (e.room_id, e.event, e.sender_power) for e in events
+                    )
                     metrics.ACCEPTED.inc(len(events), channel="matrix")
 
                 link.deliver_to(deliver)
-                tasks.append(group.create_task(
-                    sup.link("matrix", once.part("matrix", link, link.connected.clear)),
-                    name="matrix-sync"))
-            tasks.extend(group.create_task(
-                sup.link(f"imap:{box.name}", once.part(f"imap:{box.name}", box)),
-                name=f"imap-{box.name}") for box in self.imap)
+                tasks.append(
+                    group.create_task(
+                        sup.link("matrix", once.part("matrix", link, link.connected.clear)),
+                        name="matrix-sync",
+                    )
+                )
+            tasks.extend(
+                group.create_task(
+                    sup.link(f"imap:{box.name}", once.part(f"imap:{box.name}", box)),
+                    name=f"imap-{box.name}",
+                )
+                for box in self.imap
+            )
             if cluster is not None:
                 tasks += _cluster_tasks(group, cluster, store, link)
             await self._start_listeners(smtp, alerts, edges)
             edges.status = await self._status_endpoint(service)
             tasks += self._watch_ourselves(group, sup, intake)
-            tasks += [group.create_task(sup.essential("service-watch", service.watch),
-                                        name="service-watch"),
-                      group.create_task(sup.essential("reloads", partial(
-                          service.serve_reloads, self.reload_wanted, self.loader,
-                          self._apply(worker, scheduler))), name="reloads")]
+            tasks += [
+                group.create_task(
+                    sup.essential("service-watch", service.watch), name="service-watch"
+                ),
+                group.create_task(
+                    sup.essential(
+                        "reloads",
+                        partial(
+                            service.serve_reloads,
+                            self.reload_wanted,
+                            self.loader,
+                            self._apply(worker, scheduler),
+                        ),
+                    ),
+                    name="reloads",
+                ),
+            ]
             await service.announce_ready(_SETTLE_S)
             self.ready.set()
             # What start-up built lives as long as the process: leave it out of every later
@@ -372,9 +479,9 @@ class App:
             await self._stop_listeners(edges)  # first: intake ends before the drain
             await self._wind_down(worker, outbox, scheduler, tasks, timers)
 
-    async def _start_listeners(self, smtp: SmtpIntakeServer | None,
-                               alerts: AlertWebhookServer | None,
-                               edges: _Edges) -> None:
+    async def _start_listeners(
+        self, smtp: SmtpIntakeServer | None, alerts: AlertWebhookServer | None, edges: _Edges
+    ) -> None:
         """Open the SMTP and webhook listeners (each recorded for _close if start fails)."""
         if smtp is not None:
             edges.smtp = smtp
@@ -415,16 +522,24 @@ class App:
             except Exception as exc:  # closing the rest matters more
                 log.error("gateway.close_failed", component=name, error=type(exc).__name__)
 
-    def _canary(self, key: bytes, elsewhere: Callable[[str], Awaitable[bool]] | None
-                ) -> CanaryMonitor | None:
+    def _canary(
+        self, key: bytes, elsewhere: Callable[[str], Awaitable[bool]] | None
+    ) -> CanaryMonitor | None:
         """The end-to-end self-test (gateway.run.canary), unless turned off; on several
         nodes a canary another node's outbox delivered counts (`elsewhere`)."""
         c, boxes = self.config.canary, self.config.mailboxes
         if not c.enabled:
             return None
         rcpt = (boxes.support or boxes.emergency)[0]
-        return CanaryMonitor(key, self._submit_canary, self.config.mail_out.from_address,
-                             rcpt, c.interval_s, c.deadline_s, elsewhere)
+        return CanaryMonitor(
+            key,
+            self._submit_canary,
+            self.config.mail_out.from_address,
+            rcpt,
+            c.interval_s,
+            c.deadline_s,
+            elsewhere,
+        )
 
     async def _submit_canary(self, mail_from: str, rcpt_to: str, raw: bytes) -> None:
         """Through the SMTP listener when there is one, else straight into the inbox."""
@@ -445,28 +560,35 @@ class App:
         from adapters.heartbeat_http import HttpPinger  # noqa: PLC0415
 
         session = await self._stack.enter_async_context(aiohttp.ClientSession())
-        pinger = HttpPinger(hb.url, session=session, method=hb.method, fail_url=hb.fail_url,
-                            timeout_s=hb.timeout_s)
+        pinger = HttpPinger(
+            hb.url, session=session, method=hb.method, fail_url=hb.fail_url, timeout_s=hb.timeout_s
+        )
         return Heartbeat(service.report, pinger, hb.interval_s)
 
-    def _watch_ourselves(self, group: asyncio.TaskGroup, sup: Supervisor,
-                         intake: MailIntake) -> list[asyncio.Task[None]]:
+    def _watch_ourselves(
+        self, group: asyncio.TaskGroup, sup: Supervisor, intake: MailIntake
+    ) -> list[asyncio.Task[None]]:
         """The canary and the heartbeat, supervised like the links."""
         self._intake = intake
         tasks = []
         if self.canary is not None:
             tasks.append(group.create_task(sup.link("canary", self.canary), name="canary"))
         if self.heartbeat is not None:
-            tasks.append(group.create_task(sup.link("heartbeat", self.heartbeat),
-                                           name="heartbeat"))
+            tasks.append(group.create_task(sup.link("heartbeat", self.heartbeat), name="heartbeat"))
         return tasks
 
-    def _service(self, store: Store, provider: str, smtp: SmtpIntakeServer | None,
-                 link: MatrixLink | None) -> Service:
+    def _service(
+        self, store: Store, provider: str, smtp: SmtpIntakeServer | None, link: MatrixLink | None
+    ) -> Service:
         """Readiness, STATUS lines and health: every intake and egress by its state."""
         cfg = self.config
-        service = Service(store, cfg, Notifier(), self.clock, {
-            "pager": provider, "mail": cfg.mail_out.mode, **({"chat": "matrix"} if link else {})})
+        service = Service(
+            store,
+            cfg,
+            Notifier(),
+            self.clock,
+            {"pager": provider, "mail": cfg.mail_out.mode, **({"chat": "matrix"} if link else {})},
+        )
         components: list[tuple[str, object]] = [("smtp", smtp), ("matrix", link)]
         components += [(f"imap:{box.name}", box) for box in self.imap]
         components.append(("canary", self.canary))
@@ -481,9 +603,14 @@ class App:
         service.gates = self.gates
         return service
 
-    async def _wind_down(self, worker: InboxWorker, outbox: OutboxWorker, scheduler: Scheduler,
-                         tasks: list[asyncio.Task[None]],
-                         timers: list[asyncio.Task[None]]) -> None:
+    async def _wind_down(
+        self,
+        worker: InboxWorker,
+        outbox: OutboxWorker,
+        scheduler: Scheduler,
+        tasks: list[asyncio.Task[None]],
+        timers: list[asyncio.Task[None]],
+    ) -> None:
         """Let the workers (the first two tasks) and the scheduler finish what they hold — a
         delivered page is recorded before they return — stop the rest, then drain."""
         worker.stop()
@@ -491,18 +618,19 @@ class App:
         scheduler.stop()
         for task in tasks[2:]:
             task.cancel()
-        _, late = await asyncio.wait([*tasks, *timers],
-                                     timeout=self.config.outbox.drain_timeout_s)
+        _, late = await asyncio.wait([*tasks, *timers], timeout=self.config.outbox.drain_timeout_s)
         for task in late:
             task.cancel()
         await self._drain(worker, outbox)
 
-    def _apply(self, worker: InboxWorker, scheduler: Scheduler
-               ) -> Callable[[Config, Rulebook], None]:
+    def _apply(
+        self, worker: InboxWorker, scheduler: Scheduler
+    ) -> Callable[[Config, Rulebook], None]:
         def apply(_config: Config, rulebook: Rulebook) -> None:
             self.rulebook = rulebook
             worker.replace_rulebook(rulebook)
             scheduler.replace_rulebook(rulebook)
+
         return apply
 
     async def _status_endpoint(self, service: Service) -> StatusServer | None:
@@ -513,9 +641,14 @@ class App:
             return None
         from adapters.http_status import StatusServer  # noqa: PLC0415  (lazy, see above)
 
-        server = StatusServer(service.report, service.metrics_text, host=h.host, port=h.port,
-                              max_connections=h.max_connections,
-                              idle_timeout_s=h.idle_timeout_s)
+        server = StatusServer(
+            service.report,
+            service.metrics_text,
+            host=h.host,
+            port=h.port,
+            max_connections=h.max_connections,
+            idle_timeout_s=h.idle_timeout_s,
+        )
         try:
             await server.start()
         except OSError as exc:
@@ -534,15 +667,23 @@ class App:
 
         read = self.config.read_secret
         return MatrixLink(
-            homeserver=m.homeserver, user_id=m.user_id,
-            rooms=[m.incidents_room, *(r.room for r in m.report_rooms),
-                   *security_rooms(self.config),
-                   *(s.room for s in self.config.escalation if s.room),
-                   *alarm_rooms(self.config.alerts).rooms()], store=store,
+            homeserver=m.homeserver,
+            user_id=m.user_id,
+            rooms=[
+                m.incidents_room,
+                *(r.room for r in m.report_rooms),
+                *security_rooms(self.config),
+                *(s.room for s in self.config.escalation if s.room),
+                *alarm_rooms(self.config.alerts).rooms(),
+            ],
+            store=store,
             access_token=read(m.access_token) if m.access_token else None,
-            password=read(m.password) if m.password else None, device_id=m.device_id,
-            device_name=m.device_name, sync_timeout_s=m.sync_timeout_s,
-            backoff_max_s=m.backoff_max_s, crypto=self._matrix_crypto(),
+            password=read(m.password) if m.password else None,
+            device_id=m.device_id,
+            device_name=m.device_name,
+            sync_timeout_s=m.sync_timeout_s,
+            backoff_max_s=m.backoff_max_s,
+            crypto=self._matrix_crypto(),
             undecryptable_wait_s=m.undecryptable_wait_s,
         )
 
@@ -555,9 +696,11 @@ class App:
 
         return MatrixCrypto(
             store_dir=self.config.state_dir() / "matrix-crypto",
-            pickle_key=self.config.read_secret(m.pickle_key), trust=m.trust,
+            pickle_key=self.config.read_secret(m.pickle_key),
+            trust=m.trust,
             engineers=m.engineers,
-            pinned=[PinnedDevice(d.user, d.device, d.ed25519) for d in m.trusted_devices])
+            pinned=[PinnedDevice(d.user, d.device, d.ed25519) for d in m.trusted_devices],
+        )
 
     def _imap(self, store: Store, intake: MailIntake) -> list[ImapIntake]:
         if not self.config.imap:
@@ -566,19 +709,29 @@ class App:
 
         return [
             ImapIntake(
-                name=box.name, host=box.host, port=box.effective_port(), tls=box.tls,
-                user=box.user, password=self.config.read_secret(box.password),
-                mailbox=Mailbox(box.mailbox), sink=intake, kv=store, clock=self.clock,
-                folder=box.folder, processed_folder=box.processed_folder,
-                ca_file=self.config.imap_ca_file(box), idle_renew_s=box.idle_renew_s,
-                poll_interval_s=box.poll_interval_s, timeout_s=box.timeout_s,
-                backoff_max_s=box.backoff_max_s, auth_retry_s=box.auth_retry_s,
+                name=box.name,
+                host=box.host,
+                port=box.effective_port(),
+                tls=box.tls,
+                user=box.user,
+                password=self.config.read_secret(box.password),
+                mailbox=Mailbox(box.mailbox),
+                sink=intake,
+                kv=store,
+                clock=self.clock,
+                folder=box.folder,
+                processed_folder=box.processed_folder,
+                ca_file=self.config.imap_ca_file(box),
+                idle_renew_s=box.idle_renew_s,
+                poll_interval_s=box.poll_interval_s,
+                timeout_s=box.timeout_s,
+                backoff_max_s=box.backoff_max_s,
+                auth_retry_s=box.auth_retry_s,
             )
             for box in self.config.imap
         ]
 
-    def _alert_listener(self, intake: AlertIntake, service: Service
-                        ) -> AlertWebhookServer | None:
+    def _alert_listener(self, intake: AlertIntake, service: Service) -> AlertWebhookServer | None:
         """The alert and PagerDuty webhook listener, when `[alerts]` is configured (its
         state is in the health report as "alerts")."""
         a = self.config.alerts
@@ -592,34 +745,59 @@ class App:
         from rules.alert_rules import AlertSource  # noqa: PLC0415
 
         read = self.config.read_secret
-        sources = [SourceAuth(s.name, AlertSource(s.kind), s.auth, read(s.secret).encode(),
-                              s.hmac_header, s.rate_per_minute, s.hmac_timestamp_header,
-                              s.hmac_max_age_s) for s in a.sources]
+        sources = [
+            SourceAuth(
+                s.name,
+                AlertSource(s.kind),
+                s.auth,
+                read(s.secret).encode(),
+                s.hmac_header,
+                s.rate_per_minute,
+                s.hmac_timestamp_header,
+                s.hmac_max_age_s,
+            )
+            for s in a.sources
+        ]
         hook = self.config.pagerduty.webhook if self.config.pagerduty else None
-        pd = None if hook is None else PagerDutyHook(
-            tuple(read(x).encode() for x in hook.secrets), hook.max_age_s)
-        server = AlertWebhookServer(intake, sources, host=a.host, port=a.port,
-                                    max_body_bytes=a.max_body_bytes,
-                                    rate_per_minute=a.rate_per_minute,
-                                    commit_timeout_s=a.commit_timeout_s, pagerduty=pd,
-                                    clock=self.clock)
+        pd = (
+            None
+            if hook is None
+            else PagerDutyHook(tuple(read(x).encode() for x in hook.secrets), hook.max_age_s)
+        )
+        server = AlertWebhookServer(
+            intake,
+            sources,
+            host=a.host,
+            port=a.port,
+            max_body_bytes=a.max_body_bytes,
+            rate_per_minute=a.rate_per_minute,
+            commit_timeout_s=a.commit_timeout_s,
+            pagerduty=pd,
+            clock=self.clock,
+        )
         service.add("alerts", partial(getattr, server, "state"))
         return server
 
     def _smtp(self, intake: MailIntake) -> SmtpIntakeServer:
         s = self.config.smtp
-        return SmtpIntakeServer(intake, host=s.host, port=s.port, hostname=s.hostname,
-                                max_message_bytes=s.max_message_bytes,
-                                max_recipients=s.max_recipients,
-                                commit_timeout_s=s.commit_timeout_s,
-                                max_connections=s.max_connections,
-                                idle_timeout_s=s.idle_timeout_s,
-                                limits=SmtpLimits(
-                                    max_junk_commands=s.max_junk_commands,
-                                    max_errors=s.max_errors,
-                                    max_connections_per_client=s.max_connections_per_client,
-                                    max_session_s=s.max_session_s,
-                                    max_data_bytes_in_flight=s.max_data_bytes_in_flight))
+        return SmtpIntakeServer(
+            intake,
+            host=s.host,
+            port=s.port,
+            hostname=s.hostname,
+            max_message_bytes=s.max_message_bytes,
+            max_recipients=s.max_recipients,
+            commit_timeout_s=s.commit_timeout_s,
+            max_connections=s.max_connections,
+            idle_timeout_s=s.idle_timeout_s,
+            limits=SmtpLimits(
+                max_junk_commands=s.max_junk_commands,
+                max_errors=s.max_errors,
+                max_connections_per_client=s.max_connections_per_client,
+                max_session_s=s.max_session_s,
+                max_data_bytes_in_flight=s.max_data_bytes_in_flight,
+            ),
+        )
 
     async def _drain(self, worker: InboxWorker, outbox: OutboxWorker) -> None:
         timeout = self.config.outbox.drain_timeout_s
@@ -641,15 +819,18 @@ def _cluster(config: Config, store: Store) -> Cluster | None:
     return Cluster(store, pg.lease_s)  # type: ignore[arg-type]  # checked just above
 
 
-def _cluster_tasks(group: asyncio.TaskGroup, cluster: Cluster, store: Store,
-                   link: MatrixLink | None) -> list[asyncio.Task[None]]:
+def _cluster_tasks(
+    group: asyncio.TaskGroup, cluster: Cluster, store: Store, link: MatrixLink | None
+) -> list[asyncio.Task[None]]:
     """The lease keepers and the store's watch; chat is claimed only by the Matrix node."""
     if link is not None and hasattr(store, "skip_kinds"):
         chat = frozenset({OutboxKind.CHAT_ANNOUNCE, OutboxKind.CHAT_SEND, OutboxKind.CHAT_ALARM})
         matrix = cluster.lease("matrix")
         store.skip_kinds = lambda: frozenset() if matrix.held() else chat
-    tasks = [group.create_task(lease.run(), name=f"lease-{name}")
-             for name, lease in cluster.leases.items()]
+    tasks = [
+        group.create_task(lease.run(), name=f"lease-{name}")
+        for name, lease in cluster.leases.items()
+    ]
     watch = getattr(store, "watch", None)
     if watch is not None:
         tasks.append(group.create_task(watch(), name="store-watch"))
@@ -663,15 +844,22 @@ class _Once:
     cluster: Cluster | None
     stop: asyncio.Event
 
-    def __call__(self, name: str, run: Callable[[], Coroutine[Any, Any, None]],
-                 on_lost: Callable[[], None] | None = None) -> Coroutine[Any, Any, None]:
+    def __call__(
+        self,
+        name: str,
+        run: Callable[[], Coroutine[Any, Any, None]],
+        on_lost: Callable[[], None] | None = None,
+    ) -> Coroutine[Any, Any, None]:
         if self.cluster is None:
             return run()
         return singleton(self.cluster.lease(name), run, self.stop.is_set, on_lost)
 
-    def bound(self, name: str, run: Callable[[], Coroutine[Any, Any, None]],
-              on_lost: Callable[[], None] | None = None
-              ) -> Callable[[], Coroutine[Any, Any, None]]:
+    def bound(
+        self,
+        name: str,
+        run: Callable[[], Coroutine[Any, Any, None]],
+        on_lost: Callable[[], None] | None = None,
+    ) -> Callable[[], Coroutine[Any, Any, None]]:
         """`run` under its lease, for the supervisor to start (and restart). The lease is
         made now, before the keepers are started (_cluster_tasks)."""
         if self.cluster is None:
@@ -679,8 +867,7 @@ class _Once:
         self.cluster.lease(name)
         return lambda: self(name, run, on_lost)
 
-    def part(self, name: str, part: _Part,
-             on_lost: Callable[[], None] | None = None) -> _Part:
+    def part(self, name: str, part: _Part, on_lost: Callable[[], None] | None = None) -> _Part:
         """A supervised link (gateway.run.supervisor) that runs under its lease."""
         if self.cluster is None:
             return part
@@ -728,25 +915,36 @@ async def notify_failure(config: Config, unit: str, reason: str) -> list[str]:
         if key is not None:
             pager = PagerDutyPager(
                 routing_key=config.read_secret(key),
-                base_url=pd.url if pd else "https://events.pagerduty.com", session=session,
-                timeout_s=pd.timeout_s if pd else 10.0)
-            page = failure_page(unit, reason, pd.source if pd else "chatops-gateway",
-                                nf.severity)
+                base_url=pd.url if pd else "https://events.pagerduty.com",
+                session=session,
+                timeout_s=pd.timeout_s if pd else 10.0,
+            )
+            page = failure_page(unit, reason, pd.source if pd else "chatops-gateway", nf.severity)
             try:
                 await pager.trigger(page)
                 done.append("pagerduty")
             except (TransientError, PermanentError) as exc:
                 errors.append(exc)
         if hb is not None and hb.fail_url is not None:
-            pinger = HttpPinger(hb.url, session=session, method=hb.method,
-                                fail_url=hb.fail_url, timeout_s=hb.timeout_s)
+            pinger = HttpPinger(
+                hb.url,
+                session=session,
+                method=hb.method,
+                fail_url=hb.fail_url,
+                timeout_s=hb.timeout_s,
+            )
             try:
                 await pinger.ping(False, f"{unit} failed: {reason}")
                 done.append("heartbeat")
             except (TransientError, PermanentError) as exc:
                 errors.append(exc)
     if not done:
-        raise errors[0] if errors else PermanentError(
-            "nothing to notify: configure [pagerduty] (or [notify_failure] routing_key) "
-            "or [heartbeat] fail_url")
+        raise (
+            errors[0]
+            if errors
+            else PermanentError(
+                "nothing to notify: configure [pagerduty] (or [notify_failure] routing_key) "
+                "or [heartbeat] fail_url"
+            )
+        )
     return done

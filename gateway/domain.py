@@ -220,8 +220,20 @@ class Plan:
 _OUTCOME_ORDER = sorted(set(Outcome) - {Outcome.COMMAND}, key=lambda o: -len(o.value))
 
 
-INCIDENT_CHANGES = frozenset({"title", "priority", "status", "lead", "comms", "acknowledged_at",
-                              "resolved_at", "next_update_by", "respond_by", "flags"})
+INCIDENT_CHANGES = frozenset(
+    {
+        "title",
+        "priority",
+        "status",
+        "lead",
+        "comms",
+        "acknowledged_at",
+        "resolved_at",
+        "next_update_by",
+        "respond_by",
+        "flags",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -271,7 +283,6 @@ class PlanContext:
 def dumps(value: Any) -> str:
     """Compact, stable JSON for the store."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
-
 
 
 @dataclass(frozen=True)

@@ -159,13 +159,15 @@ class TicketBackend(Protocol):
         """Find the ticket marked with `ticket.key`, or open it."""
         ...
 
-    async def comment(self, external_id: str, body: str, key: str,
-                      since: datetime | None) -> Mapping[str, Any]:
+    async def comment(
+        self, external_id: str, body: str, key: str, since: datetime | None
+    ) -> Mapping[str, Any]:
         """Add an internal comment unless one marked with `key` is already there."""
         ...
 
-    async def update(self, external_id: str, *, status: str | None = None,
-                     title: str | None = None) -> Mapping[str, Any]:
+    async def update(
+        self, external_id: str, *, status: str | None = None, title: str | None = None
+    ) -> Mapping[str, Any]:
         """Set the status ("open" or "solved") and/or the title; repeating changes nothing."""
         ...
 
@@ -189,8 +191,9 @@ class StatusPage(Protocol):
         subscribers, with the affected components marked)."""
         ...
 
-    async def update(self, external_id: str, body: str,
-                     since: datetime | None) -> Mapping[str, Any]:
+    async def update(
+        self, external_id: str, body: str, since: datetime | None
+    ) -> Mapping[str, Any]:
         """Post an update unless the same text was already posted since `since`."""
         ...
 
@@ -236,8 +239,7 @@ class Store(KeyValue, Protocol):
         with `timeout_s`, TimeoutError if it was not committed in time (then it never is)."""
         ...
 
-    async def pending_inbox(self, limit: int = 64,
-                            max_bytes: int | None = None) -> list[InboxRow]:
+    async def pending_inbox(self, limit: int = 64, max_bytes: int | None = None) -> list[InboxRow]:
         """Accepted messages waiting to be processed, oldest first (at most `max_bytes` of
         raw content, but at least one message)."""
         ...
@@ -247,8 +249,9 @@ class Store(KeyValue, Protocol):
         processed; one that fails falls back alone. All or nothing on a crash."""
         ...
 
-    async def due_outbox(self, now: datetime, limit: int,
-                         skip: Collection[str] = ()) -> list[OutboxEntry]:
+    async def due_outbox(
+        self, now: datetime, limit: int, skip: Collection[str] = ()
+    ) -> list[OutboxEntry]:
         """Pending entries due for an attempt, oldest due first; none of the `skip` kinds
         (those whose link is down)."""
         ...
@@ -261,8 +264,9 @@ class Store(KeyValue, Protocol):
         """Record a round of attempts and their effects atomically; an entry completes once."""
         ...
 
-    async def fire_reminders(self, plan: Planner, wake: Waker, now: datetime
-                             ) -> tuple[list[Due], datetime | None]:
+    async def fire_reminders(
+        self, plan: Planner, wake: Waker, now: datetime
+    ) -> tuple[list[Due], datetime | None]:
         """Fire each due SLA item exactly once (keyed by subject, kind, due_at), applying its
         Plan; returns what fired and when to look again."""
         ...

@@ -81,7 +81,8 @@ class AlertRule(Frozen):
     def _has_condition(self) -> Self:
         if not (self.sources or self.names or self.severities or self.labels):
             raise PydanticCustomError(
-                "no_condition", "an alert rule needs sources, names, severities or labels")
+                "no_condition", "an alert rule needs sources, names, severities or labels"
+            )
         return self
 
 
@@ -101,18 +102,26 @@ class Component(Frozen):
     def _both_sides(self) -> Self:
         if not self.words or not (self.labels or self.names):
             raise PydanticCustomError(
-                "component", "a component needs words (for reports) and labels or names "
-                             "(for alerts)")
+                "component",
+                "a component needs words (for reports) and labels or names (for alerts)",
+            )
         return self
 
 
 class AlertPolicy(Frozen):
     """`[alerts]`: what an alert that matches no `[[alert_rule]]` becomes, and defaults."""
 
-    severity: Mapping[str, Priority] = Field(default_factory=lambda: {
-        "critical": Priority.P2, "page": Priority.P2, "high": Priority.P2,
-        "error": Priority.P3, "warning": Priority.P3, "info": Priority.P4, "low": Priority.P4,
-    })
+    severity: Mapping[str, Priority] = Field(
+        default_factory=lambda: {
+            "critical": Priority.P2,
+            "page": Priority.P2,
+            "high": Priority.P2,
+            "error": Priority.P3,
+            "warning": Priority.P3,
+            "info": Priority.P4,
+            "low": Priority.P4,
+        }
+    )
     default_priority: Priority = Priority.P3
     on_resolved: ResolvePolicy = ResolvePolicy.ASK
     # A tenant report naming a component joins an open alert incident for it (and an alert

@@ -81,8 +81,10 @@ def rule_matches(rule: AlertRule, facts: AlertFacts) -> bool:
         return False
     if rule.labels and not _labels_match(rule.labels, facts.labels):
         return False
-    return not any(name in facts.labels and _search(rx, facts.labels[name])
-                   for name, rx in rule.unless_labels.items())
+    return not any(
+        name in facts.labels and _search(rx, facts.labels[name])
+        for name, rx in rule.unless_labels.items()
+    )
 
 
 def classify_alert(facts: AlertFacts, book: Rulebook) -> AlertVerdict:
@@ -91,13 +93,16 @@ def classify_alert(facts: AlertFacts, book: Rulebook) -> AlertVerdict:
     matched = [rule for rule in book.alert_rules if rule_matches(rule, facts)]
     if matched:
         winner = min(matched, key=lambda r: r.priority.rank)
-        reasons = [f"{winner.priority} by alert rule '{winner.id}': {winner.reason}",
-                   f"alert '{facts.name}' from {facts.source}"]
+        reasons = [
+            f"{winner.priority} by alert rule '{winner.id}': {winner.reason}",
+            f"alert '{facts.name}' from {facts.source}",
+        ]
         others = [f"'{r.id}' ({r.priority})" for r in matched if r is not winner]
         if others:
             reasons.append("also matched: " + ", ".join(others))
-        return AlertVerdict(winner.priority, winner, tuple(reasons),
-                            winner.on_resolved or policy.on_resolved)
+        return AlertVerdict(
+            winner.priority, winner, tuple(reasons), winner.on_resolved or policy.on_resolved
+        )
     severity = facts.severity.lower()
     if severity in policy.severity:
         priority = policy.severity[severity]
@@ -105,8 +110,9 @@ def classify_alert(facts: AlertFacts, book: Rulebook) -> AlertVerdict:
     else:
         priority = policy.default_priority
         why = f"{priority} by default for alerts (no alert rule matched, no known severity)"
-    return AlertVerdict(priority, None, (why, f"alert '{facts.name}' from {facts.source}"),
-                        policy.on_resolved)
+    return AlertVerdict(
+        priority, None, (why, f"alert '{facts.name}' from {facts.source}"), policy.on_resolved
+    )
 
 
 def most_severe(verdicts: Iterable[AlertVerdict]) -> AlertVerdict:
@@ -114,8 +120,9 @@ def most_severe(verdicts: Iterable[AlertVerdict]) -> AlertVerdict:
     return min(verdicts, key=lambda v: v.priority.rank)
 
 
-def triage_verdict(verdict: AlertVerdict, now: datetime, book: Rulebook,
-                   components: tuple[str, ...] = ()) -> AlertDecision:
+def triage_verdict(
+    verdict: AlertVerdict, now: datetime, book: Rulebook, components: tuple[str, ...] = ()
+) -> AlertDecision:
     """Paging and deadlines for an alert's verdict at `now`, as for a report."""
     clock = book.clock
     period = clock.period_at(now)
@@ -130,14 +137,21 @@ def triage_verdict(verdict: AlertVerdict, now: datetime, book: Rulebook,
         paging = f"no page: {priority} does not page; the ticket is worked in hours"
     else:
         start = label(clock, clock.next_in_hours_start(now))
-        paging = (f"{_PERIOD_WORDS[period]}: {priority} is not covered out of hours; "
-                  f"it will be picked up from {start}")
+        paging = (
+            f"{_PERIOD_WORDS[period]}: {priority} is not covered out of hours; "
+            f"it will be picked up from {start}"
+        )
     targets = f"respond by {label(clock, respond_by)}, next update by {label(clock, update_by)}"
     decision = TriageDecision(
-        priority=priority, page=page, ticket=True, reply=False,
+        priority=priority,
+        page=page,
+        ticket=True,
+        reply=False,
         rule=verdict.rule.id if verdict.rule else None,
-        reasons=(*verdict.reasons, when, paging, targets), period=period,
-        respond_by=respond_by, next_update_by=update_by,
+        reasons=(*verdict.reasons, when, paging, targets),
+        period=period,
+        respond_by=respond_by,
+        next_update_by=update_by,
     )
     return AlertDecision(decision, verdict.on_resolved, components)
 
@@ -155,8 +169,10 @@ def triage_alerts(alerts: Iterable[AlertFacts], now: datetime, book: Rulebook) -
 def _component_of_alert(component: Component, facts: AlertFacts) -> bool:
     if any(_search(rx, facts.name) for rx in component.names):
         return True
-    return any(name in facts.labels and _search(rx, facts.labels[name])
-               for name, rx in component.labels.items())
+    return any(
+        name in facts.labels and _search(rx, facts.labels[name])
+        for name, rx in component.labels.items()
+    )
 
 
 def alert_components(facts: AlertFacts, book: Rulebook) -> tuple[str, ...]:
@@ -167,8 +183,9 @@ def alert_components(facts: AlertFacts, book: Rulebook) -> tuple[str, ...]:
 def text_components(text: str, book: Rulebook) -> tuple[str, ...]:
     """The `[[component]]`s a report's subject or text names, by the components' words."""
     plain = normalise(text)
-    return tuple(c.name for c in book.components
-                 if any(_word(w).search(plain) is not None for w in c.words))
+    return tuple(
+        c.name for c in book.components if any(_word(w).search(plain) is not None for w in c.words)
+    )
 
 
 def check_alert_examples(book: Rulebook) -> list[str]:
@@ -180,6 +197,8 @@ def check_alert_examples(book: Rulebook) -> list[str]:
             verdict = classify_alert(facts, book)
             if verdict.priority is not ex.expect:
                 source = f"alert rule '{verdict.rule.id}'" if verdict.rule else "the default"
-                failures.append(f"alert rule '{rule.id}' example {number}: expected "
-                                f"{ex.expect}, got {verdict.priority} ({source})")
+                failures.append(
+                    f"alert rule '{rule.id}' example {number}: expected "
+                    f"{ex.expect}, got {verdict.priority} ({source})"
+                )
     return failures

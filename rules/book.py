@@ -81,8 +81,6 @@ _OOH_DESCRIPTIONS = {
 }
 
 
-
-
 class Target(Frozen):
     """A response or update target: minutes (optionally other minutes out of hours), or days."""
 
@@ -261,9 +259,14 @@ class Rulebook(Frozen):
         except ValidationError as exc:
             raise _with(exc.errors(), problems) from None
         problems += _ooh_mismatches(book)
-        problems += [InitErrorDetails(
-            type=PydanticCustomError("duplicate_id", "duplicate alert rule id {id}", {"id": i}),
-            loc=("alert_rule",), input=i) for i in duplicate_ids(book.alert_rules)]
+        problems += [
+            InitErrorDetails(
+                type=PydanticCustomError("duplicate_id", "duplicate alert rule id {id}", {"id": i}),
+                loc=("alert_rule",),
+                input=i,
+            )
+            for i in duplicate_ids(book.alert_rules)
+        ]
         if problems:
             raise _with([], problems)
         return book

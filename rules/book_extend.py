@@ -28,15 +28,19 @@ def extend(base: dict[str, Any], changes: dict[str, Any]) -> tuple[dict[str, Any
     drop = changes.pop("drop_rules", [])
     problems = []
     if name not in EXTENDABLE:
-        problems.append(f'extends: only "default" can be extended, got {name!r}'
-                        if name is not None else 'drop_rules: needs extends = "default"')
+        problems.append(
+            f'extends: only "default" can be extended, got {name!r}'
+            if name is not None
+            else 'drop_rules: needs extends = "default"'
+        )
     rules = [r for r in base.get("rule", []) if isinstance(r, dict)]
     known = {r.get("id") for r in rules}
     if not isinstance(drop, list) or not all(isinstance(d, str) for d in drop):
         problems.append("drop_rules: a list of rule ids")
         drop = []
-    problems += [f"drop_rules: the default rulebook has no rule {d!r}" for d in drop
-                 if d not in known]
+    problems += [
+        f"drop_rules: the default rulebook has no rule {d!r}" for d in drop if d not in known
+    ]
     if problems:
         return base, problems
     merged = dict(base)
@@ -44,9 +48,15 @@ def extend(base: dict[str, Any], changes: dict[str, Any]) -> tuple[dict[str, Any
         if key == "hours" and isinstance(value, dict):
             merged[key] = {**base.get(key, {}), **value}
         elif key in ("priority", "mailbox") and isinstance(value, dict):
-            merged[key] = {**base.get(key, {}), **{
-                level: {**base.get(key, {}).get(level, {}), **table}
-                if isinstance(table, dict) else table for level, table in value.items()}}
+            merged[key] = {
+                **base.get(key, {}),
+                **{
+                    level: {**base.get(key, {}).get(level, {}), **table}
+                    if isinstance(table, dict)
+                    else table
+                    for level, table in value.items()
+                },
+            }
         elif key == "rule" and isinstance(value, list):
             merged[key] = _merge_rules(rules, value)
         else:

@@ -228,8 +228,7 @@ def next_update_due(priority: Priority, now: datetime, book: Rulebook) -> dateti
 def respond_due(priority: Priority, reported_at: datetime, book: Rulebook) -> datetime:
     """When a report of this priority received at `reported_at` must be responded to."""
     policy = book.priorities.get(priority)
-    return _due(policy.respond, policy, book.clock.period_at(reported_at), reported_at,
-                book.clock)
+    return _due(policy.respond, policy, book.clock.period_at(reported_at), reported_at, book.clock)
 
 
 def pages_at(priority: Priority, now: datetime, book: Rulebook) -> bool:

@@ -84,7 +84,7 @@ class ClockVerdict:
 
     @property
     def state(self) -> str:
-        """"met", "missed" (done late), "overdue" (not done, past due) or "running"."""
+        """ "met", "missed" (done late), "overdue" (not done, past due) or "running"."""
         if self.done_at is not None:
             return "met" if self.done_at <= self.due else "missed"
         return "overdue" if self.now > self.due else "running"
@@ -106,8 +106,9 @@ def _late(due: datetime, done: datetime) -> str:
     return f"{hours} h {rest} min" if hours else f"{rest} min"
 
 
-def response_clock(respond_by: datetime, acknowledged_at: datetime | None,
-                   now: datetime) -> ClockVerdict:
+def response_clock(
+    respond_by: datetime, acknowledged_at: datetime | None, now: datetime
+) -> ClockVerdict:
     """The respond-by promise: kept when an engineer acknowledged by then."""
     return ClockVerdict("response", respond_by, acknowledged_at, "acknowledged", now)
 

@@ -43,8 +43,7 @@ def ticking(start: datetime) -> Callable[[], datetime]:
 
 def make_config(state: Path, **sections: Any) -> Config:
     """A config rooted in `state`, listening on a free port, plus any sections given."""
-    data: dict[str, Any] = {"state": {"dir": str(state)}, "smtp": {"port": 0},
-                            "http": {"port": 0}}
+    data: dict[str, Any] = {"state": {"dir": str(state)}, "smtp": {"port": 0}, "http": {"port": 0}}
     data["outbox"] = {"backoff_initial_s": 0.05, "backoff_max_s": 0.5, "drain_timeout_s": 5}
     # The tenants in these tests are known; tests of strangers override the allow-list.
     data["trust"] = {"allow_domains": ["tenant.example", "t.example"]}
@@ -83,8 +82,9 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 
 @asynccontextmanager
-async def running(config: Config, clock: Callable[[], datetime] | None = None
-                  ) -> AsyncIterator[App]:
+async def running(
+    config: Config, clock: Callable[[], datetime] | None = None
+) -> AsyncIterator[App]:
     """Run the real App until the block ends, then stop it the way SIGTERM does."""
     app = App(config, default_rulebook(), **({"clock": clock} if clock else {}))
     stop = asyncio.Event()

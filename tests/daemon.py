@@ -37,7 +37,9 @@ class Daemon:
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         out.close()
@@ -50,8 +52,9 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode}: "
-                                     f"{self.log.read_text()[-2000:]}")
+                raise AssertionError(
+                    f"daemon exited {self.proc.returncode}: {self.log.read_text()[-2000:]}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
@@ -80,5 +83,8 @@ class Daemon:
         """Run a CLI command against this daemon's configuration."""
         return subprocess.run(
             [sys.executable, "-m", "gateway", *args, "--config", str(self.config)],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )

@@ -30,8 +30,9 @@ class NotifySocket:
     def __enter__(self) -> NotifySocket:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.sock.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 

@@ -20,8 +20,10 @@ from tests.daemon import Daemon
 T = TypeVar("T")
 # Known tenants; every report its own incident (no storm joining, no global limit), so each
 # one must page exactly once.
-TRUST = ('[trust]\nallow_domains = ["tenant.example"]\n'
-         '[limits]\nstorm_window_s = 0\nglobal_per_minute = 1000000\n')
+TRUST = (
+    '[trust]\nallow_domains = ["tenant.example"]\n'
+    "[limits]\nstorm_window_s = 0\nglobal_per_minute = 1000000\n"
+)
 
 
 def pg_node(folder: Path, dsn: str, name: str, lease_s: float = 3.0, extra: str = "") -> Daemon:
@@ -31,11 +33,12 @@ def pg_node(folder: Path, dsn: str, name: str, lease_s: float = 3.0, extra: str 
     d.config.write_text(
         f'[state]\ndir = "{folder / "state"}"\nbackend = "postgresql"\n'
         f'[state.postgresql]\ndsn = "{dsn}"\nnode = "{name}"\nlease_s = {lease_s}\n'
-        f'connect_timeout_s = 2\nclaim_s = 10\n'
-        f'[smtp]\nport = {d.port}\ncommit_timeout_s = 5\n'
+        f"connect_timeout_s = 2\nclaim_s = 10\n"
+        f"[smtp]\nport = {d.port}\ncommit_timeout_s = 5\n"
         f'[log]\nformat = "json"\nlevel = "info"\n[http]\nport = 0\n'
-        f'[outbox]\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.5\npoll_interval_s = 0.5\n'
-        f'{TRUST}{extra}')
+        f"[outbox]\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.5\npoll_interval_s = 0.5\n"
+        f"{TRUST}{extra}"
+    )
     return d
 
 
@@ -52,8 +55,11 @@ def wait_for(check: Callable[[], T], timeout: float = 30.0, step: float = 0.05) 
 def send(d: Daemon, n: int, subject: str | None = None) -> tuple[int, bytes]:
     """One report over SMTP; returns the server's final code and text (never raises)."""
     sender = f"tenant{n}@tenant.example"
-    raw = email_bytes(subject=subject or f"Service {n} is down", sender=sender,
-                      message_id=f"<ha-{n}@tenant.example>")
+    raw = email_bytes(
+        subject=subject or f"Service {n} is down",
+        sender=sender,
+        message_id=f"<ha-{n}@tenant.example>",
+    )
     try:
         with smtplib.SMTP("127.0.0.1", d.port, timeout=15) as smtp:
             smtp.sendmail(sender, ["emergency@localhost"], raw)
@@ -95,13 +101,20 @@ def scalar(dsn: str, sql: str, *args: Any) -> Any:
 
 def stored_reports(dsn: str) -> list[int]:
     """The numbers of the reports (sent by `send`) stored in the inbox, with repeats."""
-    return [int(n) for (n,) in query(
-        dsn, "SELECT substring(convert_from(raw, 'UTF8') from '<ha-([0-9]+)@') FROM inbox")
-        if n is not None]
+    return [
+        int(n)
+        for (n,) in query(
+            dsn, "SELECT substring(convert_from(raw, 'UTF8') from '<ha-([0-9]+)@') FROM inbox"
+        )
+        if n is not None
+    ]
 
 
 def all_processed(dsn: str) -> int:
     """How many inbox messages are processed, or 0 while any is still pending."""
-    pending, done = query(dsn, "SELECT COUNT(*) FILTER (WHERE state = 'pending'),"
-                               " COUNT(*) FILTER (WHERE state = 'done') FROM inbox")[0]
+    pending, done = query(
+        dsn,
+        "SELECT COUNT(*) FILTER (WHERE state = 'pending'),"
+        " COUNT(*) FILTER (WHERE state = 'done') FROM inbox",
+    )[0]
     return 0 if pending else int(done)

@@ -50,8 +50,9 @@ def load_cases(folder: Path = FIXTURES) -> list[Case]:
     for path in sorted(folder.glob("*.toml")):
         for raw in tomllib.loads(path.read_text(encoding="utf-8"))["case"]:
             text = html_to_text(raw["html"]) if "html" in raw else raw["reply"]
-            cases.append(Case(raw["id"], raw["client"], text, raw["expected"],
-                              tuple(raw.get("leaks", ()))))
+            cases.append(
+                Case(raw["id"], raw["client"], text, raw["expected"], tuple(raw.get("leaks", ())))
+            )
     return cases
 
 
@@ -66,9 +67,11 @@ def score(case: Case, output: str) -> Score:
     out = normalise(output)
     present = {line.strip() for line in out.split("\n")}
     wanted = [line.strip() for line in normalise(case.expected).split("\n") if line.strip()]
-    return Score(exact=out == normalise(case.expected),
-                 contains_all=all(line in present for line in wanted),
-                 no_leak=not any(leak in out for leak in case.leaks))
+    return Score(
+        exact=out == normalise(case.expected),
+        contains_all=all(line in present for line in wanted),
+        no_leak=not any(leak in out for leak in case.leaks),
+    )
 
 
 def rates(cases: Iterable[Case], strip: Callable[[str], str]) -> dict[str, float]:

@@ -28,16 +28,23 @@ def tool(name: str) -> str:
 
 def test_promtool_accepts_the_example_alerting_rules() -> None:
     """`promtool check rules` accepts docs/examples/prometheus-alerts.yml."""
-    done = subprocess.run([tool("promtool"), "check", "rules",
-                           str(EXAMPLES / "prometheus-alerts.yml")],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [tool("promtool"), "check", "rules", str(EXAMPLES / "prometheus-alerts.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_amtool_accepts_the_example_alertmanager_configuration(tmp_path: Path) -> None:
     """`amtool check-config` accepts docs/examples/alertmanager.yml."""
-    done = subprocess.run([tool("amtool"), "check-config", str(EXAMPLES / "alertmanager.yml")],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [tool("amtool"), "check-config", str(EXAMPLES / "alertmanager.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -45,11 +52,14 @@ def test_example_alerts_get_the_documented_priorities() -> None:
     """The example rules' alerts (their alertname and labels, as Prometheus sends them with
     the series' labels): apps smoke test P1, billing smoke test P4, API down P2."""
     text = (EXAMPLES / "prometheus-alerts.yml").read_text()
-    examples = [("SmokeTestFailed", {"severity": "critical", "group": "smoke", "test": "apps"}),
-                ("SmokeTestFailed", {"severity": "critical", "group": "billing",
-                                     "test": "billing"}),
-                ("CloudControllerDown", {"severity": "critical", "service": "cloud-controller",
-                                         "group": "api"})]
+    examples = [
+        ("SmokeTestFailed", {"severity": "critical", "group": "smoke", "test": "apps"}),
+        ("SmokeTestFailed", {"severity": "critical", "group": "billing", "test": "billing"}),
+        (
+            "CloudControllerDown",
+            {"severity": "critical", "service": "cloud-controller", "group": "api"},
+        ),
+    ]
     book = default_rulebook()
     got = []
     for name, labels in examples:

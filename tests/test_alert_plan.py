@@ -19,32 +19,53 @@ from tests.conftest import IN_HOURS, OVERNIGHT
 
 BOOK = default_rulebook()
 CHAT = ChatSettings("@gw:example.org", "!incidents:example.org", {}, frozenset(), None)
-SETTINGS = AlertSettings(Sender("emergency@example.org", "Support", "example.org", "loop"),
-                         "chatops-gateway", CHAT)
+SETTINGS = AlertSettings(
+    Sender("emergency@example.org", "Support", "example.org", "loop"), "chatops-gateway", CHAT
+)
 
 
-def notification(*statuses: str, name: str = "SmokeTestFailed",
-                 labels: dict[str, str] | None = None) -> AlertNotification:
+def notification(
+    *statuses: str, name: str = "SmokeTestFailed", labels: dict[str, str] | None = None
+) -> AlertNotification:
     labels = {"test": "apps", **(labels or {})}
-    alerts = tuple(Alert(st, name, f"fp{i}", "critical", labels, "push fails")
-                   for i, st in enumerate(statuses))
+    alerts = tuple(
+        Alert(st, name, f"fp{i}", "critical", labels, "push fails") for i, st in enumerate(statuses)
+    )
     status = "firing" if "firing" in statuses else "resolved"
-    return AlertNotification("am", AlertSource.ALERTMANAGER, "{}:{group=smoke}", status, alerts,
-                             "SmokeTestFailed")
+    return AlertNotification(
+        "am", AlertSource.ALERTMANAGER, "{}:{group=smoke}", status, alerts, "SmokeTestFailed"
+    )
 
 
-def incident(status: Status = Status.OPEN, pages: int = 1, flags: tuple[str, ...] = (
-        "alert", "on-resolved:ask", "component:api"), reporters: tuple[Reporter, ...] = ()
-             ) -> Incident:
-    return Incident(id=7, ref="INC-7", title="SmokeTestFailed", priority=Priority.P1,
-                    status=status, mailbox=Mailbox.EMERGENCY, created_at=OVERNIGHT, rule=None,
-                    reasons=(), period=None, respond_by=None, next_update_by=None,
-                    reporters=reporters, pages_sent=pages, flags=flags)
+def incident(
+    status: Status = Status.OPEN,
+    pages: int = 1,
+    flags: tuple[str, ...] = ("alert", "on-resolved:ask", "component:api"),
+    reporters: tuple[Reporter, ...] = (),
+) -> Incident:
+    return Incident(
+        id=7,
+        ref="INC-7",
+        title="SmokeTestFailed",
+        priority=Priority.P1,
+        status=status,
+        mailbox=Mailbox.EMERGENCY,
+        created_at=OVERNIGHT,
+        rule=None,
+        reasons=(),
+        period=None,
+        respond_by=None,
+        next_update_by=None,
+        reporters=reporters,
+        pages_sent=pages,
+        flags=flags,
+    )
 
 
 def ctx(thread: Incident | None, open_: list[Incident] | None = None) -> PlanContext:
-    return PlanContext(thread=thread, next_id=8, find=lambda _i: None,
-                       open_incidents=lambda: open_ or [])
+    return PlanContext(
+        thread=thread, next_id=8, find=lambda _i: None, open_incidents=lambda: open_ or []
+    )
 
 
 def kinds(plan) -> list[OutboxKind]:
@@ -70,8 +91,9 @@ def test_refiring_group_adds_to_its_incident_and_never_pages_again() -> None:
 
 def test_firing_after_resolution_reopens_and_pages_again() -> None:
     """A group that fires after its incident was resolved reopens it and pages again."""
-    plan = plan_alert(notification("firing"), ctx(incident(Status.RESOLVED)), BOOK, SETTINGS,
-                      OVERNIGHT, "w3")
+    plan = plan_alert(
+        notification("firing"), ctx(incident(Status.RESOLVED)), BOOK, SETTINGS, OVERNIGHT, "w3"
+    )
     assert plan.reopen and OutboxKind.PAGE_TRIGGER in kinds(plan)
 
 
@@ -98,8 +120,7 @@ def test_alert_joins_a_trusted_open_report_about_its_component_only() -> None:
     """An API alert joins an open tenant report titled about the API (and pages: P2 in
     hours), not an unrelated one, nor one held as unverified."""
     n = notification("firing", name="CloudControllerDown", labels={"service": "api"})
-    report = replace(incident(flags=(), pages=0), title="cf push fails with 500", id=3,
-                     ref="INC-3")
+    report = replace(incident(flags=(), pages=0), title="cf push fails with 500", id=3, ref="INC-3")
     unrelated = replace(report, title="Question about invoices", id=4, ref="INC-4")
     held = replace(report, flags=("unverified sender",), id=5, ref="INC-5")
     plan = plan_alert(n, ctx(None, [unrelated, held, report]), BOOK, SETTINGS, IN_HOURS, "w7")
@@ -109,28 +130,44 @@ def test_alert_joins_a_trusted_open_report_about_its_component_only() -> None:
 
 
 def event(kind: str, key: str | None = "INC-7") -> PagerDutyEvent:
-    return PagerDutyEvent("E1", f"incident.{kind}", OVERNIGHT, key, 3, "Ana Engineer",
-                          ("Ben Oncall",), "Platform on-call", "https://pd.example/i/Q1")
+    return PagerDutyEvent(
+        "E1",
+        f"incident.{kind}",
+        OVERNIGHT,
+        key,
+        3,
+        "Ana Engineer",
+        ("Ben Oncall",),
+        "Platform on-call",
+        "https://pd.example/i/Q1",
+    )
 
 
 def test_pagerduty_acknowledgement_stops_the_clock_and_tells_the_thread_and_reporters() -> None:
     """An acknowledgement acknowledges ours, notes it in the thread, tells each reporter, and
     sends nothing back to PagerDuty; an already acknowledged incident only gets a timeline."""
     alice = Reporter(Channel.EMAIL, "alice@tenant.example", ("<a@t>",))
-    plan = plan_pagerduty(event("acknowledged"), incident(reporters=(alice,)), SETTINGS,
-                          IN_HOURS, "w9")
+    plan = plan_pagerduty(
+        event("acknowledged"), incident(reporters=(alice,)), SETTINGS, IN_HOURS, "w9"
+    )
     assert plan.changes["status"] == "acknowledged"
     assert kinds(plan) == [OutboxKind.MAIL_SEND, OutboxKind.CHAT_SEND]
     assert "Ana Engineer" in plan.outbox[1].payload["body"]
-    again = plan_pagerduty(event("acknowledged"), incident(Status.ACKNOWLEDGED), SETTINGS,
-                           IN_HOURS + timedelta(minutes=1), "w10")
+    again = plan_pagerduty(
+        event("acknowledged"),
+        incident(Status.ACKNOWLEDGED),
+        SETTINGS,
+        IN_HOURS + timedelta(minutes=1),
+        "w10",
+    )
     assert not again.changes and not again.outbox and again.timeline
 
 
 def test_pagerduty_unacknowledged_reopens_and_escalation_is_noted() -> None:
     """A timed-out acknowledgement makes ours open again; an escalation goes on the timeline."""
-    plan = plan_pagerduty(event("unacknowledged"), incident(Status.ACKNOWLEDGED), SETTINGS,
-                          IN_HOURS, "w11")
+    plan = plan_pagerduty(
+        event("unacknowledged"), incident(Status.ACKNOWLEDGED), SETTINGS, IN_HOURS, "w11"
+    )
     assert plan.changes == {"status": "open"}
     esc = plan_pagerduty(event("escalated"), incident(), SETTINGS, IN_HOURS, "w12")
     assert esc.timeline[0].text == "Escalated on PagerDuty to Ben Oncall (Platform on-call)"
@@ -150,19 +187,22 @@ def test_next_notification_before_the_page_is_delivered_does_not_page_again() ->
     opened = plan_alert(notification("firing"), ctx(None), BOOK, SETTINGS, OVERNIGHT, "w1")
     assert opened.new_incident is not None
     stored = incident(pages=0, flags=opened.new_incident.flags)
-    plan = plan_alert(notification("firing", "firing"), ctx(stored), BOOK, SETTINGS,
-                      OVERNIGHT, "w2")
+    plan = plan_alert(
+        notification("firing", "firing"), ctx(stored), BOOK, SETTINGS, OVERNIGHT, "w2"
+    )
     assert OutboxKind.PAGE_TRIGGER not in kinds(plan)
 
 
 def test_pagerduty_ack_of_an_escalation_page_acknowledges_its_incident() -> None:
     """The escalation step's page (dedup_key INC-7-escalation-1) is ours too; a look-alike
     key is not."""
-    plan = plan_pagerduty(event("acknowledged", "INC-7-escalation-1"), incident(), SETTINGS,
-                          IN_HOURS, "w15")
+    plan = plan_pagerduty(
+        event("acknowledged", "INC-7-escalation-1"), incident(), SETTINGS, IN_HOURS, "w15"
+    )
     assert plan.changes["status"] == "acknowledged"
-    other = plan_pagerduty(event("acknowledged", "INC-7-evil"), incident(), SETTINGS, IN_HOURS,
-                           "w16")
+    other = plan_pagerduty(
+        event("acknowledged", "INC-7-evil"), incident(), SETTINGS, IN_HOURS, "w16"
+    )
     assert other.outcome.startswith("ignored")
 
 

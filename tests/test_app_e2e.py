@@ -25,8 +25,9 @@ from tests.fakes.smtp_capture import SmtpCapture
 ROUTING_KEY = "R" * 32
 
 
-async def send(port: int, raw: bytes, sender: str = "alice@tenant.example",
-               rcpt: str = "emergency@localhost") -> str:
+async def send(
+    port: int, raw: bytes, sender: str = "alice@tenant.example", rcpt: str = "emergency@localhost"
+) -> str:
     """Send one message with a real SMTP client; returns the text of the 250 reply to DATA
     (aiosmtplib raises for any other code)."""
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client:
@@ -49,8 +50,10 @@ async def test_p1_email_pages_tickets_and_acknowledges_in_thread(tmp_path: Path)
         config = make_config(
             tmp_path,
             pagerduty={"routing_key": {"value": ROUTING_KEY}, "url": pd.url},
-            mail_out={"mode": "smtp", "smtp": {"host": "127.0.0.1", "port": relay.port,
-                                               "starttls": False}},
+            mail_out={
+                "mode": "smtp",
+                "smtp": {"host": "127.0.0.1", "port": relay.port, "starttls": False},
+            },
         )
         raw = email_bytes(message_id="<report-1@tenant.example>")
         async with running(config, clock=ticking(IN_HOURS)) as app:
@@ -96,17 +99,23 @@ async def test_reply_in_thread_joins_the_incident(tmp_path: Path) -> None:
         port = app.smtp_port or 0
         await send(port, email_bytes(message_id="<first@tenant.example>"))
         await eventually(lambda: incidents(tmp_path) and incidents(tmp_path)[0].pages_sent)
-        follow = email_bytes(subject="Re: Our site is down", body="Still down, now 503.",
-                             message_id="<second@tenant.example>",
-                             In_Reply_To="<first@tenant.example>",
-                             References="<first@tenant.example>")
+        follow = email_bytes(
+            subject="Re: Our site is down",
+            body="Still down, now 503.",
+            message_id="<second@tenant.example>",
+            In_Reply_To="<first@tenant.example>",
+            References="<first@tenant.example>",
+        )
         await send(port, follow)
-        await eventually(lambda: any(e.kind == "reporter.replied"
-                                     for e in incidents(tmp_path)[0].timeline))
+        await eventually(
+            lambda: any(e.kind == "reporter.replied" for e in incidents(tmp_path)[0].timeline)
+        )
     [incident] = incidents(tmp_path)
     assert incident.pages_sent == 1
-    assert incident.reporters[0].message_ids == ("<first@tenant.example>",
-                                                 "<second@tenant.example>")
+    assert incident.reporters[0].message_ids == (
+        "<first@tenant.example>",
+        "<second@tenant.example>",
+    )
 
 
 async def test_resent_message_is_processed_once(tmp_path: Path) -> None:
@@ -129,11 +138,13 @@ async def test_automatic_mail_is_recorded_and_ignored(tmp_path: Path) -> None:
         await send(app.smtp_port or 0, raw)
         conn = schema.connect(str(tmp_path / "gateway.sqlite3"), readonly=True)
         try:
-            outcome = await eventually(lambda: conn.execute(
-                "SELECT outcome FROM inbox WHERE state = 'done'").fetchone())
+            outcome = await eventually(
+                lambda: conn.execute("SELECT outcome FROM inbox WHERE state = 'done'").fetchone()
+            )
         finally:
             conn.close()
     assert outcome[0].startswith("ignored")
     assert incidents(tmp_path) == []
     assert not (tmp_path / "outgoing-mail").exists() or not list(
-        (tmp_path / "outgoing-mail").glob("*.eml"))
+        (tmp_path / "outgoing-mail").glob("*.eml")
+    )

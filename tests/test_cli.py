@@ -26,8 +26,18 @@ def test_triage_json_explains_a_p1_in_hours(tmp_path: Path, capsys) -> None:
     code, out, _ = run(capsys, "triage", "--json", "--at", "2026-11-23T10:00:00+00:00", str(eml))
     result = json.loads(out)
     assert code == 0
-    assert set(result) == {"priority", "page", "ticket", "reply", "rule", "reasons", "period",
-                           "respond_by", "next_update_by", "ignored"}
+    assert set(result) == {
+        "priority",
+        "page",
+        "ticket",
+        "reply",
+        "rule",
+        "reasons",
+        "period",
+        "respond_by",
+        "next_update_by",
+        "ignored",
+    }
     assert (result["priority"], result["page"], result["period"]) == ("P1", True, "in_hours")
     assert result["respond_by"] == "2026-11-23T10:20:00+00:00"
     assert result["reasons"] and result["ignored"] is None
@@ -70,8 +80,9 @@ def test_check_config_lists_every_error_with_its_path(tmp_path: Path, capsys) ->
 def test_check_config_never_prints_secrets(tmp_path: Path, capsys) -> None:
     """A secret's value does not appear in check-config output, valid or not."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[pagerduty]\nrouting_key = { value = "SUPERSECRETKEY0123456789abcdefgh" }\n'
-                   'url = 42\n')
+    cfg.write_text(
+        '[pagerduty]\nrouting_key = { value = "SUPERSECRETKEY0123456789abcdefgh" }\nurl = 42\n'
+    )
     code, out, err = run(capsys, "check-config", str(cfg))
     assert code == 3 and "SUPERSECRET" not in out + err
 

@@ -57,8 +57,10 @@ def test_every_option_and_positional_is_described() -> None:
     """No argument of any command is left without a help text."""
     undescribed = [
         f"{parser.prog}: {action.dest}"
-        for parser in _every_parser(_parser()) for action in parser._actions
-        if not isinstance(action, argparse._SubParsersAction) and not action.help]
+        for parser in _every_parser(_parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction) and not action.help
+    ]
     assert undescribed == []
 
 
@@ -69,8 +71,9 @@ def test_triage_help_says_dash_reads_standard_input(capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh"])
-def test_completion_script_knows_the_commands(shell: str,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_completion_script_knows_the_commands(
+    shell: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`completion SHELL` prints a script that completes the subcommands."""
     code, out, _ = run(capsys, "completion", shell)
     assert code == 0
@@ -87,14 +90,17 @@ async def _state_with_dead_entry(state: Path) -> None:
         await store.close()
     conn = sqlite3.connect(state / "gateway.sqlite3")
     with conn:
-        conn.execute("INSERT INTO outbox (created_at, kind, payload, next_attempt_at, state,"
-                     " attempts, last_error) VALUES ('2026-11-23T10:00:00+00:00', 'page.trigger',"
-                     " '{}', '2026-11-23T10:00:00+00:00', 'dead', 1, 'HTTP 400: bad key')")
+        conn.execute(
+            "INSERT INTO outbox (created_at, kind, payload, next_attempt_at, state,"
+            " attempts, last_error) VALUES ('2026-11-23T10:00:00+00:00', 'page.trigger',"
+            " '{}', '2026-11-23T10:00:00+00:00', 'dead', 1, 'HTTP 400: bad key')"
+        )
     conn.close()
 
 
-def test_outbox_list_prints_a_table_or_json(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_outbox_list_prints_a_table_or_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`outbox list` prints a table like `incidents list`; `--json` prints the entries."""
     asyncio.run(_state_with_dead_entry(tmp_path))
     cfg = tmp_path / "gateway.toml"
@@ -109,8 +115,9 @@ def test_outbox_list_prints_a_table_or_json(tmp_path: Path,
     assert code == 0 and entry["state"] == "dead" and entry["kind"] == "page.trigger"
 
 
-def test_status_without_state_does_not_ask_any_daemon(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_without_state_does_not_ask_any_daemon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """In a folder with no state, `status` exits 2 saying so, whatever answers on the port."""
     config = parse_config({"state": {"dir": str(tmp_path / "nothing-here")}})
     with pytest.raises(Exception, match="no state at") as err:
@@ -119,15 +126,17 @@ def test_status_without_state_does_not_ask_any_daemon(tmp_path: Path,
 
 
 async def test_status_refuses_a_daemon_that_serves_another_state(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A healthy daemon answering at the recorded address but with another instance id is
     not described as this one: exit 1 and a message naming both ids."""
     await _state_with_dead_entry(tmp_path)
     app = web.Application()
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"healthy": True, "problems": [], "components": {},
-                                  "instance": "someone-else"})
+        return web.json_response(
+            {"healthy": True, "problems": [], "components": {}, "instance": "someone-else"}
+        )
 
     async def metrics_text(_: web.Request) -> web.Response:
         return web.Response(text="")

@@ -33,14 +33,36 @@ REPORTERS = (
 )
 
 
-def incident(status: Status = Status.OPEN, pages: int = 1,
-             priority: Priority = Priority.P1, number: int = 4) -> Incident:
-    return Incident(number, f"INC-{number}", "Site down", priority, status, Mailbox.EMERGENCY,
-                    IN_HOURS, "apps-not-served", (), None, None, None, REPORTERS, (), pages)
+def incident(
+    status: Status = Status.OPEN, pages: int = 1, priority: Priority = Priority.P1, number: int = 4
+) -> Incident:
+    return Incident(
+        number,
+        f"INC-{number}",
+        "Site down",
+        priority,
+        status,
+        Mailbox.EMERGENCY,
+        IN_HOURS,
+        "apps-not-served",
+        (),
+        None,
+        None,
+        None,
+        REPORTERS,
+        (),
+        pages,
+    )
 
 
-def msg(body: str, sender: str = "@eng:hs", power: int = 0, msgtype: str = "m.text",
-        room: str = "!inc:hs", thread: str | None = "$root") -> ChatMessage:
+def msg(
+    body: str,
+    sender: str = "@eng:hs",
+    power: int = 0,
+    msgtype: str = "m.text",
+    room: str = "!inc:hs",
+    thread: str | None = "$root",
+) -> ChatMessage:
     return ChatMessage(room, "$ev", sender, body, msgtype, thread, None, False, power)
 
 
@@ -48,14 +70,18 @@ def run(body: str, inc: Incident | None = None, **kw: object) -> Plan:
     m = msg(body, **kw)  # type: ignore[arg-type]
     command = parse_command(body)
     assert command is not None
-    ctx = PlanContext(inc, 99, lambda i: incident(number=7) if i == 7 else None,
-                      lambda: [incident()])
+    ctx = PlanContext(
+        inc, 99, lambda i: incident(number=7) if i == 7 else None, lambda: [incident()]
+    )
     return plan_command(m, command, ctx, ENV)
 
 
 def answers(plan: Plan) -> list[str]:
-    return [s.payload["body"] for s in plan.outbox
-            if s.kind is OutboxKind.CHAT_SEND and s.payload["purpose"] == "answer"]
+    return [
+        s.payload["body"]
+        for s in plan.outbox
+        if s.kind is OutboxKind.CHAT_SEND and s.payload["purpose"] == "answer"
+    ]
 
 
 def kinds(plan: Plan) -> list[OutboxKind]:
@@ -101,8 +127,11 @@ def test_update_reaches_every_reporter_on_their_channel() -> None:
     """!update sends one threaded email and one chat-thread reply, and moves the clock."""
     plan = run("!update We have found the cause.", incident())
     mail = [s for s in plan.outbox if s.kind is OutboxKind.MAIL_SEND]
-    chat = [s for s in plan.outbox if s.kind is OutboxKind.CHAT_SEND
-            and s.payload["purpose"] == "update"]
+    chat = [
+        s
+        for s in plan.outbox
+        if s.kind is OutboxKind.CHAT_SEND and s.payload["purpose"] == "update"
+    ]
     assert len(mail) == 1 and len(chat) == 1
     m = email.message_from_bytes(mail[0].payload["data"].encode(), policy=policy.default)
     assert m["In-Reply-To"] == "<r1@tenant.example>" and "[INC-4]" in m["Subject"]
@@ -124,8 +153,9 @@ def test_resolve_tells_reporters_how_to_reopen_and_resolves_the_page() -> None:
     assert plan.changes["status"] == "resolved"
     assert OutboxKind.PAGE_RESOLVE in kinds(plan)
     mail = next(s for s in plan.outbox if s.kind is OutboxKind.MAIL_SEND)
-    body = email.message_from_bytes(mail.payload["data"].encode(),
-                                    policy=policy.default).get_content()
+    body = email.message_from_bytes(
+        mail.payload["data"].encode(), policy=policy.default
+    ).get_content()
     assert "Restarted the router." in body and "reply to this message" in body
 
 
@@ -134,8 +164,11 @@ def test_title_change_is_explained_to_reporters() -> None:
     plan = run("!title failure pushing app: invalid mode 0444", incident())
     assert plan.changes["title"] == "failure pushing app: invalid mode 0444"
     [mail] = [s for s in plan.outbox if s.kind is OutboxKind.MAIL_SEND]
-    [chat] = [s for s in plan.outbox if s.payload.get("purpose") == "title"
-              and s.kind is OutboxKind.CHAT_SEND]
+    [chat] = [
+        s
+        for s in plan.outbox
+        if s.payload.get("purpose") == "title" and s.kind is OutboxKind.CHAT_SEND
+    ]
     msg_ = email.message_from_bytes(mail.payload["data"].encode(), policy=policy.default)
     body = msg_.get_content()
     assert "failure pushing app: invalid mode 0444" in msg_["Subject"]
@@ -187,10 +220,22 @@ def test_notices_edits_and_own_messages_are_never_answered() -> None:
 
 def test_parse_chat_reads_threads_and_edits() -> None:
     """The stored event gives room, sender, thread root and edit flag; junk gives None."""
-    raw = json.dumps({"room_id": "!ask:hs", "sender_power": 10, "event": {
-        "type": "m.room.message", "event_id": "$x", "sender": "@t:hs",
-        "content": {"msgtype": "m.text", "body": "hi", "m.relates_to": {
-            "rel_type": "m.thread", "event_id": "$root"}}}}).encode()
+    raw = json.dumps(
+        {
+            "room_id": "!ask:hs",
+            "sender_power": 10,
+            "event": {
+                "type": "m.room.message",
+                "event_id": "$x",
+                "sender": "@t:hs",
+                "content": {
+                    "msgtype": "m.text",
+                    "body": "hi",
+                    "m.relates_to": {"rel_type": "m.thread", "event_id": "$root"},
+                },
+            },
+        }
+    ).encode()
     parsed = parse_chat(raw)
     assert parsed is not None and parsed.thread_root == "$root" and parsed.sender_power == 10
     assert parse_chat(b"not json") is None and parse_chat(b'{"event": {}}') is None
@@ -198,8 +243,12 @@ def test_parse_chat_reads_threads_and_edits() -> None:
 
 def test_report_room_message_opens_an_incident_and_answers_in_thread() -> None:
     """A tenant's 'site is down' in a report room: incident, announcement, thread reply."""
-    m = msg("Our site is down, every request gives 502", sender="@tenant:hs",
-            room="!ask:hs", thread=None)
+    m = msg(
+        "Our site is down, every request gives 502",
+        sender="@tenant:hs",
+        room="!ask:hs",
+        thread=None,
+    )
     plan = plan_report_room(m, None, 5, BOOK, CHAT, "gw", IN_HOURS)
     assert plan.new_incident is not None and plan.new_incident.priority is Priority.P1
     assert kinds(plan)[0] is OutboxKind.CHAT_ANNOUNCE

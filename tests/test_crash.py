@@ -10,8 +10,13 @@ from pathlib import Path
 from tests.conftest import email_bytes
 from tests.daemon import Daemon
 
-SUBJECTS = ["Site is down", "Database unreachable", "Cannot push apps", "Login returns 500",
-            "DNS not resolving"]
+SUBJECTS = [
+    "Site is down",
+    "Database unreachable",
+    "Cannot push apps",
+    "Login returns 500",
+    "DNS not resolving",
+]
 TRUST = '[trust]\nallow_domains = ["tenant.example"]\n'
 
 
@@ -41,14 +46,20 @@ def test_sigkill_right_after_250_loses_nothing_and_doubles_nothing(tmp_path: Pat
                 # Five different reporters and problems: one reporter's second report, or
                 # the same outage reported again, would join the first incident.
                 sender = f"tenant{n}@tenant.example"
-                raw = email_bytes(subject=subject, message_id=f"<crash-{n}@t.example>",
-                                  sender=sender)
+                raw = email_bytes(
+                    subject=subject, message_id=f"<crash-{n}@t.example>", sender=sender
+                )
                 assert smtp.sendmail(sender, ["emergency@localhost"], raw) == {}
             d.kill()
         d.start()
         mail = tmp_path / "state" / "outgoing-mail"
-        wait_for(lambda: len(list(mail.glob("*.eml"))) >= 5 and all(
-            i["pages_sent"] == 1 for i in incidents(d)) and len(incidents(d)) == 5)
+        wait_for(
+            lambda: (
+                len(list(mail.glob("*.eml"))) >= 5
+                and all(i["pages_sent"] == 1 for i in incidents(d))
+                and len(incidents(d)) == 5
+            )
+        )
         assert d.stop() == 0
     finally:
         d.kill()

@@ -37,8 +37,15 @@ def sender(n: int) -> str:
 
 async def client(port: int, todo: asyncio.Queue[int], outcome: dict[int, str]) -> None:
     """Send from the queue on one connection; reconnect whenever the daemon went away."""
-    raw = {n: email_bytes(subject=subject(n), to="support@localhost", sender=sender(n),
-                          message_id=f"<load-{n}@tenant.example>") for n in range(MESSAGES)}
+    raw = {
+        n: email_bytes(
+            subject=subject(n),
+            to="support@localhost",
+            sender=sender(n),
+            message_id=f"<load-{n}@tenant.example>",
+        )
+        for n in range(MESSAGES)
+    }
     while not todo.empty():
         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10)
         try:
@@ -84,7 +91,8 @@ def state(folder: Path) -> tuple[Counter[str], int, int, int]:
         titles = Counter(t for (t,) in conn.execute("SELECT title FROM incidents"))
         (pending_in,) = conn.execute("SELECT COUNT(*) FROM inbox WHERE state != 'done'").fetchone()
         (pending_out,) = conn.execute(
-            "SELECT COUNT(*) FROM outbox WHERE state != 'done'").fetchone()
+            "SELECT COUNT(*) FROM outbox WHERE state != 'done'"
+        ).fetchone()
         (inbox,) = conn.execute("SELECT COUNT(*) FROM inbox").fetchone()
         return titles, pending_in, pending_out, inbox
     finally:
@@ -124,10 +132,12 @@ async def test_repeated_sigkill_under_load_loses_and_doubles_nothing(tmp_path: P
     dropped = [n for n, o in outcome.items() if o == "dropped"]
     acks = len(list((tmp_path / "state" / "outgoing-mail").glob("*.eml")))
     duplicates = sum(c - 1 for c in titles.values() if c > 1)
-    print(f"\nFIGURE crash under load: sent={len(outcome)} got_250={counts['250']} "
-          f"got_4xx={len(refused)} dropped={len(dropped)} "
-          f"dropped_but_kept={sum(titles[subject(n)] for n in dropped)} inbox={inbox} "
-          f"processed={sum(titles.values())} duplicates={duplicates} acks={acks} kills={kills}")
+    print(
+        f"\nFIGURE crash under load: sent={len(outcome)} got_250={counts['250']} "
+        f"got_4xx={len(refused)} dropped={len(dropped)} "
+        f"dropped_but_kept={sum(titles[subject(n)] for n in dropped)} inbox={inbox} "
+        f"processed={sum(titles.values())} duplicates={duplicates} acks={acks} kills={kills}"
+    )
     assert len(outcome) == MESSAGES and kills == KILLS
     assert not counts.keys() - {"250", "4xx", "dropped"}
     assert all(titles[subject(n)] == 1 for n in acked)

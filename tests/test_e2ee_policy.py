@@ -42,9 +42,14 @@ def test_notice_names_sender_and_time() -> None:
 
 
 def _matrix(**extra: object) -> dict[str, object]:
-    return {"homeserver": "https://m.example.org", "user_id": "@bot:example.org",
-            "password": {"value": "pw"}, "incidents_room": "!r:example.org",
-            "engineers": [ALICE], **extra}
+    return {
+        "homeserver": "https://m.example.org",
+        "user_id": "@bot:example.org",
+        "password": {"value": "pw"},
+        "incidents_room": "!r:example.org",
+        "engineers": [ALICE],
+        **extra,
+    }
 
 
 def test_encryption_needs_a_pickle_key_of_16_bytes(tmp_path: Path) -> None:
@@ -54,6 +59,5 @@ def test_encryption_needs_a_pickle_key_of_16_bytes(tmp_path: Path) -> None:
         make_config(tmp_path, matrix=_matrix(encryption="on"))
     with pytest.raises(ConfigError, match=r"matrix\.pickle_key: too short"):
         make_config(tmp_path, matrix=_matrix(encryption="on", pickle_key={"value": "short"}))
-    config = make_config(tmp_path, matrix=_matrix(encryption="on",
-                                                  pickle_key={"value": "k" * 32}))
+    config = make_config(tmp_path, matrix=_matrix(encryption="on", pickle_key={"value": "k" * 32}))
     assert config.matrix is not None and config.matrix.trust == "tofu-engineers"

@@ -21,8 +21,9 @@ FAIL = f"{MTA}; dmarc=fail (p=none) header.from=tenant.example"
 
 def authenticated_config(tmp_path: Path, **limits: Any) -> Any:
     """The reviewed set-up: a trusted MTA in front, tenant.example allow-listed."""
-    return make_config(tmp_path, trust={"trusted_authserv_id": MTA},
-                       limits={"storm_window_s": 1800.0, **limits})
+    return make_config(
+        tmp_path, trust={"trusted_authserv_id": MTA}, limits={"storm_window_s": 1800.0, **limits}
+    )
 
 
 def outcomes(state: Path) -> list[str]:
@@ -35,14 +36,20 @@ def p1(subject: str = "Our site is down", **headers: str) -> bytes:
 
 
 async def test_forged_flood_in_a_tenants_name_does_not_hold_their_authenticated_page(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Twelve forged mails in alice's name (DMARC fail) are held past per_sender, but her
     authenticated P1 sent after them pages, and is acknowledged."""
     async with running(authenticated_config(tmp_path), ticking(IN_HOURS)) as app:
         port = app.smtp_port or 0
         for n in range(12):
-            await send(port, email_bytes(subject=f"Spam number {n}", body=f"junk {n}",
-                                         Authentication_Results=FAIL), "alice@tenant.example")
+            await send(
+                port,
+                email_bytes(
+                    subject=f"Spam number {n}", body=f"junk {n}", Authentication_Results=FAIL
+                ),
+                "alice@tenant.example",
+            )
         await send(port, p1(), "alice@tenant.example")
         await eventually(lambda: settled(tmp_path), timeout=30)
     seen = outcomes(tmp_path)
@@ -57,13 +64,15 @@ async def test_global_flood_does_not_hold_an_authenticated_page(tmp_path: Path) 
     mail is held and visible (state, /metrics outcome "held", /healthz), but an
     authenticated allow-listed P1 still pages."""
     held_before = metrics.TRIAGED.value(outcome="held")
-    async with running(authenticated_config(tmp_path, global_per_minute=5),
-                       ticking(IN_HOURS)) as app:
+    async with running(
+        authenticated_config(tmp_path, global_per_minute=5), ticking(IN_HOURS)
+    ) as app:
         port = app.smtp_port or 0
         for n in range(8):
             sender = f"stranger{n}@elsewhere.example"
-            await send(port, email_bytes(subject=f"Problem {n}", body=f"text {n}",
-                                         sender=sender), sender)
+            await send(
+                port, email_bytes(subject=f"Problem {n}", body=f"text {n}", sender=sender), sender
+            )
         await send(port, p1(), "alice@tenant.example")
         await eventually(lambda: settled(tmp_path), timeout=30)
         _, _, health = await get(app.http_port, "/healthz")
@@ -86,12 +95,27 @@ async def test_forged_storm_join_opens_its_own_unverified_incident(tmp_path: Pat
         port = app.smtp_port or 0
         await send(port, p1(), "alice@tenant.example")
         await eventually(lambda: settled(tmp_path))
-        await send(port, email_bytes(subject="Re: Site is down again", body="All fixed, ignore",
-                                     Authentication_Results=FAIL,
-                                     Reply_To="mallory@evil.example"), "alice@tenant.example")
-        await send(port, email_bytes(subject="Site down", body="Me too, send me updates",
-                                     sender="bob@tenant.example", Authentication_Results=FAIL,
-                                     Reply_To="mallory@evil.example"), "bob@tenant.example")
+        await send(
+            port,
+            email_bytes(
+                subject="Re: Site is down again",
+                body="All fixed, ignore",
+                Authentication_Results=FAIL,
+                Reply_To="mallory@evil.example",
+            ),
+            "alice@tenant.example",
+        )
+        await send(
+            port,
+            email_bytes(
+                subject="Site down",
+                body="Me too, send me updates",
+                sender="bob@tenant.example",
+                Authentication_Results=FAIL,
+                Reply_To="mallory@evil.example",
+            ),
+            "bob@tenant.example",
+        )
         await eventually(lambda: settled(tmp_path) and len(incidents(tmp_path)) == 3)
     first, *others = incidents(tmp_path)
     assert [r.address for r in first.reporters] == ["alice@tenant.example"]
@@ -107,30 +131,38 @@ async def test_genuine_storm_join_still_works(tmp_path: Path) -> None:
         await send(port, p1(), "alice@tenant.example")
         await eventually(lambda: settled(tmp_path))
         await send(port, p1(subject="Site down"), "alice@tenant.example")
-        await send(port, email_bytes(subject="Site is down!", sender="bob@tenant.example",
-                                     Authentication_Results=PASS), "bob@tenant.example")
+        await send(
+            port,
+            email_bytes(
+                subject="Site is down!", sender="bob@tenant.example", Authentication_Results=PASS
+            ),
+            "bob@tenant.example",
+        )
         await eventually(lambda: settled(tmp_path))
     [incident] = incidents(tmp_path)
     assert incident.pages_sent == 1
-    assert [r.address for r in incident.reporters] == ["alice@tenant.example",
-                                                       "bob@tenant.example"]
+    assert [r.address for r in incident.reporters] == ["alice@tenant.example", "bob@tenant.example"]
 
 
 async def test_a_pre_sent_copy_does_not_swallow_the_genuine_report(tmp_path: Path) -> None:
     """Same envelope sender and Message-ID, different content: both processed (the genuine
     P1 pages); the genuine report sent again byte for byte is processed once."""
     msgid = "<genuine-1@tenant.example>"
-    decoy = email_bytes(subject="Hello", body="Just testing, nothing to see",
-                        message_id=msgid, Authentication_Results=FAIL)
+    decoy = email_bytes(
+        subject="Hello",
+        body="Just testing, nothing to see",
+        message_id=msgid,
+        Authentication_Results=FAIL,
+    )
     genuine = p1(message_id=msgid)
-    async with running(authenticated_config(tmp_path, storm_window_s=0),
-                       ticking(IN_HOURS)) as app:
+    async with running(authenticated_config(tmp_path, storm_window_s=0), ticking(IN_HOURS)) as app:
         port = app.smtp_port or 0
         await send(port, decoy, "alice@tenant.example")
         await send(port, genuine, "alice@tenant.example")
         async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client:
-            errors, answer = await client.sendmail("alice@tenant.example",
-                                                   ["emergency@localhost"], genuine)
+            errors, answer = await client.sendmail(
+                "alice@tenant.example", ["emergency@localhost"], genuine
+            )
         assert not errors and "OK queued" in answer
         await eventually(lambda: settled(tmp_path))
     assert read(tmp_path, "SELECT COUNT(*) FROM inbox") == [(2,)]
@@ -140,7 +172,8 @@ async def test_a_pre_sent_copy_does_not_swallow_the_genuine_report(tmp_path: Pat
 
 
 async def test_a_forged_report_opened_first_does_not_absorb_the_genuine_page(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """A forged mail in alice's name opens an unverified "Our site is down" first; alice's
     authenticated P1 with the same subject does not join it (which would page nobody): it
     opens its own incident and pages. So does bob's, arriving next, which joins hers."""
@@ -150,24 +183,34 @@ async def test_a_forged_report_opened_first_does_not_absorb_the_genuine_page(
         await eventually(lambda: settled(tmp_path))
         await send(port, p1(), "alice@tenant.example")
         await eventually(lambda: settled(tmp_path))
-        await send(port, email_bytes(subject="Site is down", sender="bob@tenant.example",
-                                     Authentication_Results=PASS), "bob@tenant.example")
+        await send(
+            port,
+            email_bytes(
+                subject="Site is down", sender="bob@tenant.example", Authentication_Results=PASS
+            ),
+            "bob@tenant.example",
+        )
         await eventually(lambda: settled(tmp_path))
     forged, genuine = incidents(tmp_path)
     assert "unverified sender" in forged.flags and forged.pages_sent == 0
     assert genuine.pages_sent == 1 and "unverified sender" not in genuine.flags
-    assert [r.address for r in genuine.reporters] == ["alice@tenant.example",
-                                                      "bob@tenant.example"]
+    assert [r.address for r in genuine.reporters] == ["alice@tenant.example", "bob@tenant.example"]
 
 
-async def test_a_forged_low_priority_report_does_not_absorb_a_genuine_p1(
-        tmp_path: Path) -> None:
+async def test_a_forged_low_priority_report_does_not_absorb_a_genuine_p1(tmp_path: Path) -> None:
     """The forger opens a P3 that pages nobody under a subject; alice's authenticated
     report under a similar subject, which reads as a P1, opens its own incident and pages."""
     async with running(authenticated_config(tmp_path), ticking(IN_HOURS)) as app:
         port = app.smtp_port or 0
-        await send(port, email_bytes(subject="Deploys are slow", body="Deploys are a bit slow.",
-                                     Authentication_Results=FAIL), "alice@tenant.example")
+        await send(
+            port,
+            email_bytes(
+                subject="Deploys are slow",
+                body="Deploys are a bit slow.",
+                Authentication_Results=FAIL,
+            ),
+            "alice@tenant.example",
+        )
         await eventually(lambda: settled(tmp_path))
         await send(port, p1(subject="Deploys are slow"), "alice@tenant.example")
         await eventually(lambda: settled(tmp_path))

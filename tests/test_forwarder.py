@@ -193,10 +193,10 @@ def test_forwarder_results_align_by_organisational_domain() -> None:
     `eu.tenant.example`; and a `;` inside a quoted string starts no new result."""
     _, hosted = read_results("groups.example; dkim=pass header.d=github.io") or ("", [])
     assert judge_results(hosted, "ana@tenant.github.io", "the group")[0] is False
-    _, sibling = read_results("groups.example; dkim=pass header.d=mail.tenant.example") or (
-        "", [])
+    _, sibling = read_results("groups.example; dkim=pass header.d=mail.tenant.example") or ("", [])
     assert judge_results(sibling, "ana@eu.tenant.example", "the group")[0] is True
-    _, quoted = read_results('groups.example; spf=pass smtp.mailfrom="x;dmarc=pass ."'
-                             "@attacker.example; dmarc=fail header.from=tenant.example"
-                             ) or ("", [])
+    _, quoted = read_results(
+        'groups.example; spf=pass smtp.mailfrom="x;dmarc=pass ."'
+        "@attacker.example; dmarc=fail header.from=tenant.example"
+    ) or ("", [])
     assert judge_results(quoted, "ana@tenant.example", "the group")[0] is False

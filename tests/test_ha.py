@@ -50,20 +50,21 @@ def _triggers(pd: FakePagerDuty) -> Counter[str]:
     return Counter(e["dedup_key"] for e in pd.events if e["event_action"] == "trigger")
 
 
-async def _two_nodes(dsn: str, tmp_path: Path, url: str, lease_s: float
-                     ) -> tuple[Daemon, Daemon]:
+async def _two_nodes(dsn: str, tmp_path: Path, url: str, lease_s: float) -> tuple[Daemon, Daemon]:
     a = pg_node(tmp_path / "a", dsn, "a", lease_s=lease_s, extra=_pd(url))
     b = pg_node(tmp_path / "b", dsn, "b", lease_s=lease_s, extra=_pd(url))
     await asyncio.to_thread(a.start)
     # a takes the leases first, so the test knows whom to kill
     assert await asyncio.to_thread(
-        wait_for, lambda: all(holders(dsn).get(n) == "a" for n in SINGLETONS))
+        wait_for, lambda: all(holders(dsn).get(n) == "a" for n in SINGLETONS)
+    )
     await asyncio.to_thread(b.start)
     return a, b
 
 
-async def test_sigkill_of_the_lease_holder_fails_over(postgres: PostgresServer,
-                                                      tmp_path: Path) -> None:
+async def test_sigkill_of_the_lease_holder_fails_over(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
     """Reports arrive on both nodes; the lease holder is SIGKILLed halfway: the other node
     takes the singleton loops over, every report answered 250 is processed once, and no
     page or email is sent twice."""
@@ -87,30 +88,39 @@ async def test_sigkill_of_the_lease_holder_fails_over(postgres: PostgresServer,
             await asyncio.to_thread(killed.wait, 60)
             t0 = time.monotonic()
             took_over = await asyncio.to_thread(
-                wait_for, lambda: all(holders(dsn).get(n) == "b" for n in SINGLETONS), 60)
+                wait_for, lambda: all(holders(dsn).get(n) == "b" for n in SINGLETONS), 60
+            )
             failover_s = time.monotonic() - t0
             await sender
             accepted = {n for n, code in answers.items() if code == 250}
             assert await asyncio.to_thread(
-                wait_for, lambda: all_processed(dsn) >= len(accepted), 60)
-            assert await asyncio.to_thread(wait_for, lambda: not query(
-                dsn, "SELECT 1 FROM outbox WHERE state = 'pending'"), 60)
+                wait_for, lambda: all_processed(dsn) >= len(accepted), 60
+            )
+            assert await asyncio.to_thread(
+                wait_for, lambda: not query(dsn, "SELECT 1 FROM outbox WHERE state = 'pending'"), 60
+            )
         finally:
             await asyncio.to_thread(b.stop)
             a.kill()
             b.kill()
         print(f"failover after SIGKILL: {failover_s:.2f}s")
         assert took_over
-        assert accepted == set(range(1, 81)) - {n for n in answers if n % 2 and n > 40
-                                                   and answers[n] != 250}
+        assert accepted == set(range(1, 81)) - {
+            n for n in answers if n % 2 and n > 40 and answers[n] != 250
+        }
         stored = stored_reports(dsn)
         assert accepted <= set(stored) and len(stored) == len(set(stored))
         paged = {r for (r,) in query(dsn, "SELECT dedup_key FROM pages WHERE action = 'trigger'")}
         assert len(paged) == len(accepted)  # each report its own incident, each paged
         triggered = _triggers(pd)
-        assert set(triggered) == paged, (sorted(set(triggered) ^ paged), query(
-            dsn, "SELECT id, kind, state, attempts, claim_holder, last_error FROM outbox"
-                 " WHERE kind = 'page.trigger' AND state <> 'done'"))
+        assert set(triggered) == paged, (
+            sorted(set(triggered) ^ paged),
+            query(
+                dsn,
+                "SELECT id, kind, state, attempts, claim_holder, last_error FROM outbox"
+                " WHERE kind = 'page.trigger' AND state <> 'done'",
+            ),
+        )
         assert max(triggered.values()) == 1, [k for k, n in triggered.items() if n > 1]
         assert pd.alerts_opened == len(paged)
         sent = emails(a, b)
@@ -118,7 +128,8 @@ async def test_sigkill_of_the_lease_holder_fails_over(postgres: PostgresServer,
 
 
 async def test_a_node_paused_past_its_lease_does_nothing_on_waking(
-        postgres: PostgresServer, tmp_path: Path) -> None:
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
     """SIGSTOP the lease holder for three lease times while reports arrive at the other
     node, then SIGCONT: the other node took over and paged; the woken node processes and
     pages nothing it held before, and nothing is doubled."""
@@ -130,16 +141,19 @@ async def test_a_node_paused_past_its_lease_does_nothing_on_waking(
             os.kill(a.proc.pid, signal.SIGSTOP)
             for n in range(1, 6):
                 assert await asyncio.to_thread(
-                    send, b, n, f"Outage {n}: service {n * 7919} down") == (250, b"ok")
+                    send, b, n, f"Outage {n}: service {n * 7919} down"
+                ) == (250, b"ok")
             assert await asyncio.to_thread(
-                wait_for, lambda: all(holders(dsn).get(n) == "b" for n in SINGLETONS), 30)
+                wait_for, lambda: all(holders(dsn).get(n) == "b" for n in SINGLETONS), 30
+            )
             assert await asyncio.to_thread(wait_for, lambda: all_processed(dsn) == 5, 30)
             await asyncio.sleep(6.0)  # a has been stopped for three lease times
             woke = time.time()
             os.kill(a.proc.pid, signal.SIGCONT)
             await asyncio.sleep(3.0)
-            assert await asyncio.to_thread(wait_for, lambda: not query(
-                dsn, "SELECT 1 FROM outbox WHERE state = 'pending'"), 30)
+            assert await asyncio.to_thread(
+                wait_for, lambda: not query(dsn, "SELECT 1 FROM outbox WHERE state = 'pending'"), 30
+            )
         finally:
             if a.proc is not None and a.proc.poll() is None:
                 os.kill(a.proc.pid, signal.SIGCONT)
@@ -165,7 +179,9 @@ def _acted_after(d: Daemon, since: float) -> list[str]:
             event = json.loads(line)
         except ValueError:
             continue
-        if event.get("event") == "inbox.processed" and datetime.fromisoformat(
-                event["timestamp"]).timestamp() > since:
+        if (
+            event.get("event") == "inbox.processed"
+            and datetime.fromisoformat(event["timestamp"]).timestamp() > since
+        ):
             out.append(line)
     return out

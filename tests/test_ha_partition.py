@@ -26,7 +26,10 @@ def _spawn_in(ns: Netns, d: Daemon) -> None:
     out = d.log.open("ab")
     d.proc = subprocess.Popen(
         [*ns.prefix(), sys.executable, "-m", "gateway", "run", "--config", str(d.config)],
-        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     out.close()
 
 
@@ -43,7 +46,8 @@ def _events(d: Daemon, name: str) -> list[tuple[float, dict[str, object]]]:
 
 
 async def test_a_cut_off_lease_holder_stops_and_rejoins_as_follower(
-        postgres_own: PostgresServer, tmp_path: Path) -> None:
+    postgres_own: PostgresServer, tmp_path: Path
+) -> None:
     """Cut a's link while it holds the leases: a counts them lost within the lease time,
     b takes them and pages the reports sent to it; after healing a stays a follower and
     nothing was paged or mailed twice."""
@@ -55,26 +59,38 @@ async def test_a_cut_off_lease_holder_stops_and_rejoins_as_follower(
         async with FakePagerDuty() as pd:
             # a reaches PostgreSQL over the pair; the fake PagerDuty is not reachable from
             # inside, so a's outbox entries (if any) can only go through b
-            a = pg_node(tmp_path / "a", db.replace("127.0.0.1", ns.host_ip), "a",
-                        lease_s=LEASE_S, extra=_pd(pd.url))
+            a = pg_node(
+                tmp_path / "a",
+                db.replace("127.0.0.1", ns.host_ip),
+                "a",
+                lease_s=LEASE_S,
+                extra=_pd(pd.url),
+            )
             b = pg_node(tmp_path / "b", db, "b", lease_s=LEASE_S, extra=_pd(pd.url))
             try:
                 _spawn_in(ns, a)
-                assert await asyncio.to_thread(wait_for, lambda: all(
-                    holders(db).get(n) == "a" for n in SINGLETONS))
+                assert await asyncio.to_thread(
+                    wait_for, lambda: all(holders(db).get(n) == "a" for n in SINGLETONS)
+                )
                 await asyncio.to_thread(b.start)
                 cut_at = time.time()
                 ns.cut()
                 for n in range(1, 6):
                     assert await asyncio.to_thread(
-                        send, b, n, f"Outage {n}: service {n * 7919} down") == (250, b"ok")
-                assert await asyncio.to_thread(wait_for, lambda: all(
-                    holders(db).get(n) == "b" for n in SINGLETONS), 30)
+                        send, b, n, f"Outage {n}: service {n * 7919} down"
+                    ) == (250, b"ok")
+                assert await asyncio.to_thread(
+                    wait_for, lambda: all(holders(db).get(n) == "b" for n in SINGLETONS), 30
+                )
                 assert await asyncio.to_thread(wait_for, lambda: all_processed(db) == 5, 30)
-                assert await asyncio.to_thread(wait_for, lambda: not query(
-                    db, "SELECT 1 FROM outbox WHERE state = 'pending'"), 30)
-                lost = [at for at, e in _events(a, "lease.work_stopped")
-                        if e.get("lease") == "inbox"]
+                assert await asyncio.to_thread(
+                    wait_for,
+                    lambda: not query(db, "SELECT 1 FROM outbox WHERE state = 'pending'"),
+                    30,
+                )
+                lost = [
+                    at for at, e in _events(a, "lease.work_stopped") if e.get("lease") == "inbox"
+                ]
                 ns.heal()
                 healed_at = time.time()
                 await asyncio.sleep(3 * LEASE_S)

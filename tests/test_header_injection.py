@@ -24,21 +24,42 @@ CASES = [
     (b"=?utf-8?q?Site_down_B=0D=0ABcc:_victim@evil.example?=", b"alice@tenant.example"),
     (f"=?utf-8?b?{B64}?=".encode(), b"alice@tenant.example"),
     (b"Site down D", b"=?utf-8?q?Alice=0D=0ABcc:_victim@evil.example?= <alice@tenant.example>"),
-    (b"Site down E", b"\"Alice\rBcc: victim@evil.example\" <alice@tenant.example>"),
+    (b"Site down E", b'"Alice\rBcc: victim@evil.example" <alice@tenant.example>'),
     (b"=?utf-8?q?Site_down_F=0AX-Injected:_yes=0D?=", b"alice@tenant.example"),
 ]
-ALLOWED = {"from", "to", "subject", "date", "message-id", "in-reply-to", "references",
-           "auto-submitted", "x-auto-response-suppress", "mime-version", "content-type",
-           "content-transfer-encoding", "x-loop", "x-chatops-loop", "precedence", "reply-to"}
+ALLOWED = {
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "in-reply-to",
+    "references",
+    "auto-submitted",
+    "x-auto-response-suppress",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "x-loop",
+    "x-chatops-loop",
+    "precedence",
+    "reply-to",
+}
 
 
 async def send_raw(port: int, raw: bytes) -> bytes:
     """One message exactly as given (smtplib and aiosmtplib would rewrite a bare CR)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     replies = []
-    for line in (None, b"EHLO x\r\n", b"MAIL FROM:<alice@tenant.example>\r\n",
-                 b"RCPT TO:<emergency@localhost>\r\n", b"DATA\r\n", raw + b"\r\n.\r\n",
-                 b"QUIT\r\n"):
+    for line in (
+        None,
+        b"EHLO x\r\n",
+        b"MAIL FROM:<alice@tenant.example>\r\n",
+        b"RCPT TO:<emergency@localhost>\r\n",
+        b"DATA\r\n",
+        raw + b"\r\n.\r\n",
+        b"QUIT\r\n",
+    ):
         if line is not None:
             writer.write(line)
         while True:
@@ -73,28 +94,45 @@ async def test_cr_lf_from_input_never_reaches_an_outbound_header(tmp_path: Path)
     async with FakePagerDuty(routing_keys={ROUTING_KEY}) as pd:
         # Six reports that look alike from one tenant: storm joining is off, so each is
         # its own incident with its own acknowledgement and page.
-        cfg = make_config(tmp_path, pagerduty={"routing_key": {"value": ROUTING_KEY},
-                                               "url": pd.url}, limits={"storm_window_s": 0})
+        cfg = make_config(
+            tmp_path,
+            pagerduty={"routing_key": {"value": ROUTING_KEY}, "url": pd.url},
+            limits={"storm_window_s": 0},
+        )
         async with running(cfg, ticking(IN_HOURS)) as app:
             assert app.smtp_port is not None
             for n, (subject, sender) in enumerate(CASES):
-                raw = (b"From: " + sender + b"\r\nTo: emergency@localhost\r\nSubject: "
-                       + subject + b"\r\nMessage-ID: <inj-" + str(n).encode()
-                       + b"@tenant.example>\r\n\r\nAll our apps return 502 (report "
-                       + str(n).encode() + b").")
+                raw = (
+                    b"From: "
+                    + sender
+                    + b"\r\nTo: emergency@localhost\r\nSubject: "
+                    + subject
+                    + b"\r\nMessage-ID: <inj-"
+                    + str(n).encode()
+                    + b"@tenant.example>\r\n\r\nAll our apps return 502 (report "
+                    + str(n).encode()
+                    + b")."
+                )
                 assert (await send_raw(app.smtp_port, raw)).startswith(b"250")
             folder = tmp_path / "outgoing-mail"
             # Cases D and E hide the tenant's address behind a broken display name, so the
             # sender is not the allow-listed tenant: an unverified ticket, acknowledged, no page.
-            await eventually(lambda: len(list(folder.glob("*.eml"))) == len(CASES)
-                             and len(pd.events) == len(CASES) - 2, timeout=30)
+            await eventually(
+                lambda: (
+                    len(list(folder.glob("*.eml"))) == len(CASES)
+                    and len(pd.events) == len(CASES) - 2
+                ),
+                timeout=30,
+            )
     mails = sorted(folder.glob("*.eml"))
     problems = {p.name: header_problems(p.read_bytes()) for p in mails}
     summaries = [e["payload"]["summary"] for e in pd.events]
     bad_pages = [s for s in summaries if "\r" in s or "\n" in s]
-    print(f"\nFIGURE header injection: reports={len(CASES)} acknowledgements={len(mails)} "
-          f"pages={len(summaries)} header_problems={sum(map(len, problems.values()))} "
-          f"page_summaries_with_breaks={len(bad_pages)}")
+    print(
+        f"\nFIGURE header injection: reports={len(CASES)} acknowledgements={len(mails)} "
+        f"pages={len(summaries)} header_problems={sum(map(len, problems.values()))} "
+        f"page_summaries_with_breaks={len(bad_pages)}"
+    )
     assert {name: p for name, p in problems.items() if p} == {}
     assert bad_pages == []
 
@@ -104,5 +142,6 @@ def test_the_header_check_catches_what_it_looks_for() -> None:
     are each reported."""
     assert header_problems(b"From: a@x\r\nBcc: v@evil\r\n\r\nbody") == ["unexpected header Bcc"]
     assert header_problems(b"Subject: =?utf-8?q?a=0D=0Ab?=\r\n\r\nbody")[0].startswith(
-        "line break in decoded Subject")
+        "line break in decoded Subject"
+    )
     assert header_problems(b"Subject: a\rb\r\n\r\nbody")[0].startswith("bare line break")

@@ -41,18 +41,24 @@ def test_held_list_and_release_process_a_held_message_exactly_once(tmp_path: Pat
     """Past per_sender a stranger's third report is held: `held list` shows it, `held
     release` has the running daemon process it once (an incident opens), a second release
     is refused with exit code 2, and /healthz counted it while held."""
-    d = Daemon(tmp_path, '[trust]\nallow_domains = ["tenant.example"]\n'
-                         '[limits]\nper_sender = 2\nstorm_window_s = 0\n')
+    d = Daemon(
+        tmp_path,
+        '[trust]\nallow_domains = ["tenant.example"]\n'
+        "[limits]\nper_sender = 2\nstorm_window_s = 0\n",
+    )
     state = tmp_path / "state"
     d.start()
     try:
         with smtplib.SMTP("127.0.0.1", d.port, timeout=10) as client:
             for n in range(3):
-                client.sendmail("m@stranger.example", ["emergency@localhost"], email_bytes(
-                    subject=f"Problem number {n}", body=f"Text {n}",
-                    sender="m@stranger.example"))
-        wait_for(lambda: read(state, "SELECT COUNT(*) FROM inbox WHERE state = 'held'")
-                 == [(1,)])
+                client.sendmail(
+                    "m@stranger.example",
+                    ["emergency@localhost"],
+                    email_bytes(
+                        subject=f"Problem number {n}", body=f"Text {n}", sender="m@stranger.example"
+                    ),
+                )
+        wait_for(lambda: read(state, "SELECT COUNT(*) FROM inbox WHERE state = 'held'") == [(1,)])
         listed = d.cli("held", "list", "--json")
         assert listed.returncode == 0, listed.stderr
         [item] = json.loads(listed.stdout)
@@ -71,8 +77,9 @@ def test_held_list_and_release_process_a_held_message_exactly_once(tmp_path: Pat
         assert d.cli("held", "list").stdout.strip() == "No held messages."
     finally:
         assert d.stop() == 0
-    assert read(state, "SELECT state, outcome LIKE 'opened INC-3%' FROM inbox WHERE id = 3") \
-        == [("done", 1)]
+    assert read(state, "SELECT state, outcome LIKE 'opened INC-3%' FROM inbox WHERE id = 3") == [
+        ("done", 1)
+    ]
     assert len(incidents(state)) == 3
 
 
@@ -81,8 +88,7 @@ class OutOfTime(ParseSandbox):
     triage is too slow: the child is killed and the mail reported too slow. (A zero budget
     is not enough: on a loaded host the child can answer before the deadline is checked.)"""
 
-    def _exchange(self, jobs: list[MailJob], now: datetime, deadline_s: float
-                  ) -> list[Prepared]:
+    def _exchange(self, jobs: list[MailJob], now: datetime, deadline_s: float) -> list[Prepared]:
         if jobs:
             self._kill(TOO_SLOW)
             raise _Lost(TOO_SLOW)
@@ -96,8 +102,7 @@ def no_time_to_parse(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("no_time_to_parse")
-async def test_emergency_mail_whose_triage_times_out_still_reaches_a_person(
-        tmp_path: Path) -> None:
+async def test_emergency_mail_whose_triage_times_out_still_reaches_a_person(tmp_path: Path) -> None:
     """Triage out of time: the authenticated tenant's emergency mail pages as an
     unparseable P1; a stranger's is an unparseable P1 awaiting !page; support mail stays a
     quiet P4 ticket."""
@@ -106,13 +111,14 @@ async def test_emergency_mail_whose_triage_times_out_still_reaches_a_person(
         port = app.smtp_port or 0
         await send(port, email_bytes(Authentication_Results=PASS), "alice@tenant.example")
         await send(port, email_bytes(sender="mallory@evil.example"), "mallory@evil.example")
-        await eventually(lambda: settled(tmp_path) and len(incidents(tmp_path)) == 2,
-                         timeout=30)
+        await eventually(lambda: settled(tmp_path) and len(incidents(tmp_path)) == 2, timeout=30)
         async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client:
-            await client.sendmail("alice@tenant.example", ["support@localhost"],
-                                  email_bytes(to="support@localhost", subject="Question"))
-        await eventually(lambda: settled(tmp_path) and len(incidents(tmp_path)) == 3,
-                         timeout=30)
+            await client.sendmail(
+                "alice@tenant.example",
+                ["support@localhost"],
+                email_bytes(to="support@localhost", subject="Question"),
+            )
+        await eventually(lambda: settled(tmp_path) and len(incidents(tmp_path)) == 3, timeout=30)
     trusted, stranger, support = incidents(tmp_path)
     assert trusted.title == "Unreadable emergency message from alice@tenant.example"
     assert trusted.priority == "P1" and trusted.pages_sent == 1
@@ -125,9 +131,11 @@ async def test_emergency_mail_whose_triage_times_out_still_reaches_a_person(
 
 
 async def test_emergency_mail_whose_planning_fails_still_reaches_a_person(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A bug in planning (injected): the authenticated tenant's emergency mail still pages
     as an unparseable P1; support mail whose planning fails stays a P4 ticket."""
+
     def bug(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("injected planning bug")
 
@@ -138,8 +146,11 @@ async def test_emergency_mail_whose_planning_fails_still_reaches_a_person(
         await send(port, email_bytes(Authentication_Results=PASS), "alice@tenant.example")
         await eventually(lambda: settled(tmp_path) and len(incidents(tmp_path)) == 1)
         async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as client:
-            await client.sendmail("alice@tenant.example", ["support@localhost"],
-                                  email_bytes(to="support@localhost", subject="Question"))
+            await client.sendmail(
+                "alice@tenant.example",
+                ["support@localhost"],
+                email_bytes(to="support@localhost", subject="Question"),
+            )
         await eventually(lambda: settled(tmp_path) and len(incidents(tmp_path)) == 2)
     emergency, support = incidents(tmp_path)
     assert emergency.priority == "P1" and emergency.pages_sent == 1

@@ -25,8 +25,14 @@ async def _metrics() -> str:
 
 
 async def make(max_connections: int, idle_timeout_s: float) -> StatusServer:
-    server = StatusServer(_report, _metrics, host="127.0.0.1", port=0,
-                          max_connections=max_connections, idle_timeout_s=idle_timeout_s)
+    server = StatusServer(
+        _report,
+        _metrics,
+        host="127.0.0.1",
+        port=0,
+        max_connections=max_connections,
+        idle_timeout_s=idle_timeout_s,
+    )
     await server.start()
     return server
 
@@ -95,8 +101,9 @@ async def test_accept_errors_are_logged_once_per_interval_per_listener() -> None
     out."""
     seen: list[dict[str, Any]] = []
     now = [0.0]
-    handler = AcceptErrorFilter(interval_s=60, clock=lambda: now[0],
-                                then=lambda _loop, ctx: seen.append(ctx))
+    handler = AcceptErrorFilter(
+        interval_s=60, clock=lambda: now[0], then=lambda _loop, ctx: seen.append(ctx)
+    )
     loop = asyncio.get_running_loop()
     previous = loop.get_exception_handler()
     loop.set_exception_handler(handler)
@@ -104,20 +111,27 @@ async def test_accept_errors_are_logged_once_per_interval_per_listener() -> None
     try:
         for _ in range(1000):
             for s in socks:
-                loop.call_exception_handler({
-                    "message": "socket.accept() out of system resource",
-                    "exception": OSError(24, "Too many open files"), "socket": s})
+                loop.call_exception_handler(
+                    {
+                        "message": "socket.accept() out of system resource",
+                        "exception": OSError(24, "Too many open files"),
+                        "socket": s,
+                    }
+                )
         loop.call_exception_handler({"message": "Task exception was never retrieved"})
         now[0] = 61.0
-        loop.call_exception_handler({"message": "socket.accept() out of system resource",
-                                     "socket": socks[0]})
+        loop.call_exception_handler(
+            {"message": "socket.accept() out of system resource", "socket": socks[0]}
+        )
     finally:
         loop.set_exception_handler(previous)
         for s in socks:
             s.close()
     messages = [str(c["message"]) for c in seen]
     assert messages[:3] == ["socket.accept() out of system resource"] * 2 + [
-        "Task exception was never retrieved"]
-    assert messages[3] == ("socket.accept() out of system resource "
-                           "(999 more like it in the last 60 s)")
+        "Task exception was never retrieved"
+    ]
+    assert messages[3] == (
+        "socket.accept() out of system resource (999 more like it in the last 60 s)"
+    )
     assert len(messages) == 4

@@ -24,8 +24,10 @@ ROUTING_KEY = "K" * 32
 async def get(port: int | None, path: str) -> tuple[int, str, Any]:
     """GET from the status endpoint: status, content type, body (JSON decoded for /healthz)."""
     assert port
-    async with aiohttp.ClientSession() as session, \
-            session.get(f"http://127.0.0.1:{port}{path}") as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}{path}") as resp,
+    ):
         body = await (resp.json() if path == "/healthz" else resp.text())
         return resp.status, resp.headers["Content-Type"], body
 
@@ -52,8 +54,9 @@ async def test_metrics_count_accepted_mail_triage_and_deliveries(tmp_path: Path)
     """/metrics in the Prometheus text format: the counters move with real traffic, the
     gauges describe the queues, the SLA counters are declared."""
     async with FakePagerDuty() as pd:
-        config = make_config(tmp_path, pagerduty={"routing_key": {"value": ROUTING_KEY},
-                                                  "url": pd.url})
+        config = make_config(
+            tmp_path, pagerduty={"routing_key": {"value": ROUTING_KEY}, "url": pd.url}
+        )
         async with running(config, clock=ticking(IN_HOURS)) as app:
             replies = metrics.REPLIES.value(channel="email")
             pages = metrics.PAGES.value(action="trigger")
@@ -63,8 +66,12 @@ async def test_metrics_count_accepted_mail_triage_and_deliveries(tmp_path: Path)
             with pytest.raises(Exception, match="550"):
                 await send(app.smtp_port, email_bytes(), rcpt="nobody@localhost")
             await eventually(lambda: pd.events)
-            await eventually(lambda: metrics.REPLIES.value(channel="email") > replies
-                             and metrics.PAGES.value(action="trigger") > pages)
+            await eventually(
+                lambda: (
+                    metrics.REPLIES.value(channel="email") > replies
+                    and metrics.PAGES.value(action="trigger") > pages
+                )
+            )
             status, kind, after = await get(app.http_port, "/metrics")
     assert status == 200 and kind.startswith("text/plain; version=0.0.4")
 
@@ -90,14 +97,22 @@ async def _unhealthy(port: int | None) -> tuple[int, str, Any] | None:
 
 
 @pytest.mark.peer
-async def test_bad_matrix_credentials_make_healthz_answer_503(tmp_path: Path,
-                                                              synapse: Synapse) -> None:
+async def test_bad_matrix_credentials_make_healthz_answer_503(
+    tmp_path: Path, synapse: Synapse
+) -> None:
     """A refused password parks the link in bad_credentials: READY still comes (a reported
     state), /healthz says 503 and names it."""
     bot, _, _ = synapse.register("gateway", password="the-right-one")
-    config = make_config(tmp_path, matrix={
-        "homeserver": synapse.url, "user_id": bot, "password": {"value": "a-wrong-one"},
-        "incidents_room": "!nowhere", "engineers": ["@eng:localhost"]})
+    config = make_config(
+        tmp_path,
+        matrix={
+            "homeserver": synapse.url,
+            "user_id": bot,
+            "password": {"value": "a-wrong-one"},
+            "incidents_room": "!nowhere",
+            "engineers": ["@eng:localhost"],
+        },
+    )
     async with running(config) as app:
         assert app.matrix is not None and app.matrix.state == "bad_credentials"
         status, _, body = await get(app.http_port, "/healthz")
@@ -109,7 +124,8 @@ async def test_bad_matrix_credentials_make_healthz_answer_503(tmp_path: Path,
 
 
 def test_status_command_summarises_the_running_daemon_and_fails_when_it_is_down(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """`status` prints health and counters (exit 0); with the daemon gone it says so (exit 1)."""
     d = Daemon(tmp_path)
     d.start()
@@ -133,12 +149,14 @@ def test_the_endpoint_stays_on_loopback_unless_allowed() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({"http": {"host": "0.0.0.0"}})
     assert err.value.errors == [
-        "http: host: not a loopback address (set allow_remote = true to allow)"]
+        "http: host: not a loopback address (set allow_remote = true to allow)"
+    ]
     assert parse_config({"http": {"host": "0.0.0.0", "allow_remote": True}}).http.port == 9725
 
 
 async def test_secrets_come_from_the_credentials_directory(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`{ file = "NAME" }` reads $CREDENTIALS_DIRECTORY/NAME (systemd LoadCredential=): the
     page goes out with that routing key, which never appears in the logs."""
     creds = tmp_path / "credentials"
@@ -146,8 +164,10 @@ async def test_secrets_come_from_the_credentials_directory(
     (creds / "pagerduty-routing-key").write_text(ROUTING_KEY + "\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     async with FakePagerDuty(routing_keys={ROUTING_KEY}) as pd:
-        config = make_config(tmp_path / "state", pagerduty={
-            "routing_key": {"file": "pagerduty-routing-key"}, "url": pd.url})
+        config = make_config(
+            tmp_path / "state",
+            pagerduty={"routing_key": {"file": "pagerduty-routing-key"}, "url": pd.url},
+        )
         async with running(config, clock=ticking(IN_HOURS)) as app:
             assert app.smtp_port
             await send(app.smtp_port, email_bytes())
@@ -156,10 +176,12 @@ async def test_secrets_come_from_the_credentials_directory(
 
 
 def test_a_missing_credential_is_a_configuration_error(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A credential the unit did not load: check-config names the setting, exit code 3."""
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     with pytest.raises(ConfigError) as err:
         parse_config({"pagerduty": {"routing_key": {"file": "absent"}}})
     assert err.value.errors == [
-        "pagerduty.routing_key.file: cannot read secret file (No such file or directory)"]
+        "pagerduty.routing_key.file: cannot read secret file (No such file or directory)"
+    ]

@@ -50,12 +50,18 @@ def test_uid_set_compresses_ranges() -> None:
     assert imap_date(date(2026, 2, 1)) == "01-Feb-2026"
 
 
-@pytest.mark.parametrize(("raw", "sender"), [
-    (b"Return-Path: <bob@x.example>\r\nFrom: Alice <alice@x.example>\r\n\r\nhi", "bob@x.example"),
-    (b"Return-Path: <>\r\nFrom: MAILER-DAEMON <md@x.example>\r\n\r\nbounce", ""),
-    (b"From: Alice <alice@x.example>\r\n\r\nhi", "alice@x.example"),
-    (b"Subject: no sender\r\n\r\nhi", ""),
-])
+@pytest.mark.parametrize(
+    ("raw", "sender"),
+    [
+        (
+            b"Return-Path: <bob@x.example>\r\nFrom: Alice <alice@x.example>\r\n\r\nhi",
+            "bob@x.example",
+        ),
+        (b"Return-Path: <>\r\nFrom: MAILER-DAEMON <md@x.example>\r\n\r\nbounce", ""),
+        (b"From: Alice <alice@x.example>\r\n\r\nhi", "alice@x.example"),
+        (b"Subject: no sender\r\n\r\nhi", ""),
+    ],
+)
 def test_envelope_sender(raw: bytes, sender: str) -> None:
     """Return-Path wins (a null one stays null, so bounces stay recognisable), else From."""
     assert envelope_sender(raw) == sender
@@ -63,28 +69,49 @@ def test_envelope_sender(raw: bytes, sender: str) -> None:
 
 def test_parse_answers() -> None:
     """SELECT, SEARCH and FETCH answers as aioimaplib returns them (UID before or after)."""
-    select = Response("OK", [b"2 EXISTS", b"OK [UIDVALIDITY 99] UIDs valid",
-                             b"OK [UIDNEXT 3] Predicted next UID", b"Select completed"])
+    select = Response(
+        "OK",
+        [
+            b"2 EXISTS",
+            b"OK [UIDVALIDITY 99] UIDs valid",
+            b"OK [UIDNEXT 3] Predicted next UID",
+            b"Select completed",
+        ],
+    )
     assert parse_select(select) == (99, 3)
     assert parse_search(Response("OK", [b"2 5", b"Search completed"])) == [2, 5]
     assert parse_search(Response("OK", [b"", b"Search completed"])) == []
-    fetch = Response("OK", [b"1 FETCH (UID 4 BODY[] {2}", bytearray(b"hi"), b")",
-                            b"2 FETCH (FLAGS (\\Seen))",
-                            b"3 FETCH (BODY[] {2}", bytearray(b"yo"), b" UID 6)",
-                            b"Fetch completed"])
+    fetch = Response(
+        "OK",
+        [
+            b"1 FETCH (UID 4 BODY[] {2}",
+            bytearray(b"hi"),
+            b")",
+            b"2 FETCH (FLAGS (\\Seen))",
+            b"3 FETCH (BODY[] {2}",
+            bytearray(b"yo"),
+            b" UID 6)",
+            b"Fetch completed",
+        ],
+    )
     assert parse_fetch(fetch) == [(4, b"hi"), (6, b"yo")]
 
 
 def _box(**over: object) -> dict[str, object]:
-    return {"name": "ops", "host": "imap.example.org", "user": "gw",
-            "password": {"value": "s"}, **over}
+    return {
+        "name": "ops",
+        "host": "imap.example.org",
+        "user": "gw",
+        "password": {"value": "s"},
+        **over,
+    }
 
 
 def test_config_refuses_plaintext_off_loopback() -> None:
     """Plain text needs allow_plaintext and a loopback host; errors name their TOML path."""
     with pytest.raises(ConfigError) as err:
         parse_config({"imap": [_box(tls="none", allow_plaintext=True)]})
-    assert err.value.errors == ["imap[0]: tls = \"none\" is only allowed for a loopback host"]
+    assert err.value.errors == ['imap[0]: tls = "none" is only allowed for a loopback host']
     with pytest.raises(ConfigError) as err:
         parse_config({"imap": [_box(host="127.0.0.1", tls="none")]})
     assert "allow_plaintext" in err.value.errors[0]

@@ -32,8 +32,9 @@ def test_aiosmtpd_methods_we_call_or_override(method: str) -> None:
     assert callable(getattr(aiosmtpd.smtp.SMTP, method, None)), method
 
 
-@pytest.mark.parametrize("attribute", ["_timeout_handle", "_handler_coroutine",
-                                       "_smtp_methods", "_timeout_duration"])
+@pytest.mark.parametrize(
+    "attribute", ["_timeout_handle", "_handler_coroutine", "_smtp_methods", "_timeout_duration"]
+)
 def test_aiosmtpd_session_attributes(attribute: str) -> None:
     """The idle timer handle and duration, the session task (waited for at shutdown,
     cancelled past a budget) and the command table (junk commands counted) still exist."""
@@ -53,8 +54,7 @@ def test_aiohttp_server_counts_its_connections() -> None:
     """adapters/http_status.py serves the runner's low-level Server on its own listener and
     limits connections by Server.connections; idle connections are closed from their start
     by the keep-alive timer (aiohttp 3.14.5)."""
-    assert isinstance(inspect.getattr_static(aiohttp.web_server.Server, "connections"),
-                      property)
+    assert isinstance(inspect.getattr_static(aiohttp.web_server.Server, "connections"), property)
     source = inspect.getsource(aiohttp.web_protocol.RequestHandler.connection_made)
     assert "_keepalive_handle" in source
 

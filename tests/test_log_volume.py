@@ -24,10 +24,15 @@ def configured() -> Iterator[io.StringIO]:
     """logs.configure("info", "json") for one test, its lines written to the StringIO
     given; the previous set-up restored after."""
     root = logging.getLogger()
-    saved = (root.handlers[:], root.level,
-             {n: logging.getLogger(n).level for n in ("mail.log", "nio", "aioimaplib",
-                                                      "aiohttp", "asyncio", "aiosmtpd")},
-             structlog.get_config())
+    saved = (
+        root.handlers[:],
+        root.level,
+        {
+            n: logging.getLogger(n).level
+            for n in ("mail.log", "nio", "aioimaplib", "aiohttp", "asyncio", "aiosmtpd")
+        },
+        structlog.get_config(),
+    )
     logs.configure("info", "json")
     out = io.StringIO()
     handler = root.handlers[0]
@@ -41,13 +46,21 @@ def configured() -> Iterator[io.StringIO]:
 
 
 async def test_an_attack_session_writes_a_bounded_log_without_addresses(
-        configured: io.StringIO, store: Store) -> None:
+    configured: io.StringIO, store: Store
+) -> None:
     """200 pipelined NOOPs and one message: a handful of lines, none naming the envelope
     sender, no per-command lines; inbox.accepted and smtp.session_ended are there."""
     intake = MailIntake(store, ["emergency@localhost"], ["support@localhost"], lambda: None)
-    srv = SmtpIntakeServer(intake, host="127.0.0.1", port=0, hostname="localhost",
-                           max_message_bytes=64 * 1024, max_recipients=3, commit_timeout_s=5,
-                           limits=SmtpLimits(max_junk_commands=150))
+    srv = SmtpIntakeServer(
+        intake,
+        host="127.0.0.1",
+        port=0,
+        hostname="localhost",
+        max_message_bytes=64 * 1024,
+        max_recipients=3,
+        commit_timeout_s=5,
+        limits=SmtpLimits(max_junk_commands=150),
+    )
     await srv.start()
     try:
         c = await Raw.open(srv)

@@ -29,8 +29,13 @@ def _run(out: Path, *, journal: bool) -> list[str]:
         if journal:
             st = os.fstat(stream.fileno())
             env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
-        subprocess.run([sys.executable, "-c", SCRIPT], stdout=stream, env=env, check=True,
-                       cwd=Path(__file__).resolve().parent.parent)
+        subprocess.run(
+            [sys.executable, "-c", SCRIPT],
+            stdout=stream,
+            env=env,
+            check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
     return out.read_text().splitlines()
 
 
@@ -45,5 +50,4 @@ def test_lines_to_the_journal_carry_their_priority(tmp_path: Path) -> None:
 def test_lines_elsewhere_are_plain_json(tmp_path: Path) -> None:
     """Without the journal, every line is a JSON object as before."""
     lines = _run(tmp_path / "file", journal=False)
-    assert [json.loads(line)["level"] for line in lines] == [
-        "error", "warning", "info", "warning"]
+    assert [json.loads(line)["level"] for line in lines] == ["error", "warning", "info", "warning"]

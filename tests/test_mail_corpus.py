@@ -21,8 +21,12 @@ from tests.conftest import IN_HOURS
 
 BOOK = default_rulebook()
 # Everyone is trusted here, so that nothing pages only because the mail is automatic.
-SETTINGS = Settings(Sender("emergency@localhost", "Support", "localhost", "loop"), "gw", "Support",
-                    trust=TrustPolicy(allow_all=True))
+SETTINGS = Settings(
+    Sender("emergency@localhost", "Support", "localhost", "loop"),
+    "gw",
+    "Support",
+    trust=TrustPolicy(allow_all=True),
+)
 
 MAILDIR = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "sisimai" / "maildir"
 FOLDERS = (MAILDIR / "bsd", MAILDIR / "err")
@@ -49,8 +53,15 @@ def test_corpus_mail_parses_and_is_automatic(path: Path) -> None:
     assert mail.automatic is not None, f"not automatic: {mail.subject!r} from {mail.from_addr!r}"
     # Through the pipeline, to the emergency address where unmatched mail pages: nothing
     # is opened, paged, ticketed or answered.
-    row = InboxRow(1, Channel.EMAIL, Mailbox.EMERGENCY, mail.from_addr or "x@example.org",
-                   ("emergency@localhost",), IN_HOURS, b"")
+    row = InboxRow(
+        1,
+        Channel.EMAIL,
+        Mailbox.EMERGENCY,
+        mail.from_addr or "x@example.org",
+        ("emergency@localhost",),
+        IN_HOURS,
+        b"",
+    )
     plan = plan_email(row, mail, None, 1, BOOK, SETTINGS, IN_HOURS)
     assert plan.outcome.startswith("ignored") and plan.outbox == ()
     assert plan.new_incident is None

@@ -265,8 +265,9 @@ async def test_relay_echoing_our_auth_blob_is_redacted_everywhere() -> None:
     blob = base64.b64encode(f"\0gateway\0{PASSWORD}".encode()).decode()
     login = base64.b64encode(PASSWORD.encode()).decode()
     async with SmtpCapture(credentials={"gateway": PASSWORD}) as relay:
-        relay.fail_next(f"554 5.7.1 rejected after AUTH PLAIN {blob} / {login} / {PASSWORD}",
-                        stage="DATA")
+        relay.fail_next(
+            f"554 5.7.1 rejected after AUTH PLAIN {blob} / {login} / {PASSWORD}", stage="DATA"
+        )
         mailer = plain_mailer(relay, username="gateway", password=PASSWORD)
         with pytest.raises(PermanentError) as caught:
             await mailer.send(message(), FROM, TO)

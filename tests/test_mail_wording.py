@@ -31,8 +31,10 @@ async def test_folder_mode_says_written_not_emailed(tmp_path: Path) -> None:
         await send(app.smtp_port, email_bytes())
         await eventually(lambda: reply_lines(tmp_path))
     [line] = reply_lines(tmp_path)
-    assert line == ("Acknowledgement to alice@tenant.example written to the outgoing-mail "
-                    "folder (not sent by the gateway)")
+    assert line == (
+        "Acknowledgement to alice@tenant.example written to the outgoing-mail "
+        "folder (not sent by the gateway)"
+    )
     assert "emailed" not in line
     assert len(list((tmp_path / "outgoing-mail").glob("*.eml"))) == 1
 
@@ -40,9 +42,13 @@ async def test_folder_mode_says_written_not_emailed(tmp_path: Path) -> None:
 async def test_smtp_mode_says_emailed(tmp_path: Path) -> None:
     """SMTP mode: the relay took the acknowledgement, and the timeline says it was emailed."""
     async with SmtpCapture() as relay:
-        config = make_config(tmp_path, mail_out={
-            "mode": "smtp", "smtp": {"host": "127.0.0.1", "port": relay.port,
-                                     "starttls": False}})
+        config = make_config(
+            tmp_path,
+            mail_out={
+                "mode": "smtp",
+                "smtp": {"host": "127.0.0.1", "port": relay.port, "starttls": False},
+            },
+        )
         async with running(config, clock=ticking(IN_HOURS)) as app:
             assert app.smtp_port
             await send(app.smtp_port, email_bytes())

@@ -48,19 +48,31 @@ async def world(synapse: Synapse, tmp_path: Path) -> AsyncIterator[World]:
 def config_for(w: World, state: Path, relay_port: int) -> Any:
     return make_config(
         state,
-        mail_out={"mode": "smtp", "smtp": {"host": "127.0.0.1", "port": relay_port,
-                                           "starttls": False}},
-        matrix={"homeserver": w.synapse.url, "user_id": w.bot,
-                "password": {"value": "bot-password-1"}, "incidents_room": w.incidents,
-                "engineers": [w.eng], "sync_timeout_s": 1, "backoff_max_s": 1,
-                "encryption": "on", "pickle_key": {"value": PICKLE_KEY},
-                "undecryptable_wait_s": 1},
+        mail_out={
+            "mode": "smtp",
+            "smtp": {"host": "127.0.0.1", "port": relay_port, "starttls": False},
+        },
+        matrix={
+            "homeserver": w.synapse.url,
+            "user_id": w.bot,
+            "password": {"value": "bot-password-1"},
+            "incidents_room": w.incidents,
+            "engineers": [w.eng],
+            "sync_timeout_s": 1,
+            "backoff_max_s": 1,
+            "encryption": "on",
+            "pickle_key": {"value": PICKLE_KEY},
+            "undecryptable_wait_s": 1,
+        },
     )
 
 
 def bot_events(w: World) -> list[dict[str, Any]]:
-    return [e for e in w.synapse.messages(w.eng_token, w.incidents, limit=200)
-            if e["sender"] == w.bot and e["type"] in ("m.room.message", "m.room.encrypted")]
+    return [
+        e
+        for e in w.synapse.messages(w.eng_token, w.incidents, limit=200)
+        if e["sender"] == w.bot and e["type"] in ("m.room.message", "m.room.encrypted")
+    ]
 
 
 def crypto_stores(state: Path) -> list[Path]:
@@ -87,8 +99,7 @@ async def test_encrypted_room_full_flow_and_restart_on_the_same_device(
         [root] = await eventually(lambda: eng.notices_with("INC-1 · P1"), timeout=30)
         await eng.say(w.incidents, "!ack", thread_root=root.event_id)
         await eventually(lambda: eng.notices_with("acknowledged by"), timeout=30)
-        await eng.say(w.incidents, "!update The load balancer is back.",
-                      thread_root=root.event_id)
+        await eng.say(w.incidents, "!update The load balancer is back.", thread_root=root.event_id)
         await eventually(lambda: len(relay.messages) >= 2, timeout=30)
         assert b"The load balancer is back." in relay.messages[1].content
     sent = bot_events(w)
@@ -135,11 +146,15 @@ async def test_encrypted_room_without_encryption_is_flagged_and_noticed(
     w, eng = world, world.engineer
     config = config_for(w, tmp_path, relay.port)
     assert config.matrix is not None
-    plain = config.model_copy(update={"matrix": config.matrix.model_copy(
-        update={"encryption": "off", "pickle_key": None})})
+    plain = config.model_copy(
+        update={
+            "matrix": config.matrix.model_copy(update={"encryption": "off", "pickle_key": None})
+        }
+    )
     wanted = f"could not decrypt a message from {w.eng}"
     async with connected(plain) as app:
         assert app.matrix is not None and app.matrix.state == "needs_e2ee"
         await eng.say(w.incidents, "!help")
-        await eventually(lambda: [e for e in bot_events(w)
-                                  if wanted in e["content"].get("body", "")], timeout=30)
+        await eventually(
+            lambda: [e for e in bot_events(w) if wanted in e["content"].get("body", "")], timeout=30
+        )

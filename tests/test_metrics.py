@@ -20,8 +20,9 @@ def families(text: str) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]
     """Every family's samples by (sample name, sorted labels)."""
     out: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
     for family in text_string_to_metric_families(text):
-        out[family.name] = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                            for s in family.samples}
+        out[family.name] = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value for s in family.samples
+        }
     return out
 
 
@@ -29,8 +30,9 @@ async def test_a_page_fills_the_latency_histograms(tmp_path: Path) -> None:
     """A P1 over SMTP that pages: intake→page, attempt duration and batch histograms each
     gain an observation; process_* and chatops_build_info are exposed."""
     async with FakePagerDuty() as pd:
-        config = make_config(tmp_path, pagerduty={"routing_key": {"value": ROUTING_KEY},
-                                                  "url": pd.url})
+        config = make_config(
+            tmp_path, pagerduty={"routing_key": {"value": ROUTING_KEY}, "url": pd.url}
+        )
         async with running(config, clock=ticking(IN_HOURS)) as app:
             _, _, before_text = await get(app.http_port, "/metrics")
             assert app.smtp_port
@@ -45,11 +47,20 @@ async def test_a_page_fills_the_latency_histograms(tmp_path: Path) -> None:
         return after[family][key] - before.get(family, {}).get(key, 0.0)
 
     assert gained("chatops_intake_to_page_seconds", "chatops_intake_to_page_seconds_count") == 1
-    assert gained("chatops_outbox_attempt_duration_seconds",
-                  "chatops_outbox_attempt_duration_seconds_count",
-                  (("kind", "page.trigger"),)) == 1
-    assert gained("chatops_triage_batch_duration_seconds",
-                  "chatops_triage_batch_duration_seconds_count") >= 1
+    assert (
+        gained(
+            "chatops_outbox_attempt_duration_seconds",
+            "chatops_outbox_attempt_duration_seconds_count",
+            (("kind", "page.trigger"),),
+        )
+        == 1
+    )
+    assert (
+        gained(
+            "chatops_triage_batch_duration_seconds", "chatops_triage_batch_duration_seconds_count"
+        )
+        >= 1
+    )
     assert "process_resident_memory_bytes" in after or "process_cpu_seconds" in after
     [(_, labels)] = list(after["chatops_build_info"])
     assert dict(labels)["version"]

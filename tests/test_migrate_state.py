@@ -25,12 +25,12 @@ async def _single_host_state(path: Path) -> None:
     try:
         first = await store.accept(message(1))
         second = await store.accept(message(2))
-        await store.process([work(first.inbox_id),
-                             work(second.inbox_id, lambda _c: opened("Disk full", "<b@x>"))],
-                            NOW)
+        await store.process(
+            [work(first.inbox_id), work(second.inbox_id, lambda _c: opened("Disk full", "<b@x>"))],
+            NOW,
+        )
         [page, *_] = await store.due_outbox(NOW, 10)
-        await store.settle_outbox([worded(Attempt(page, result={"provider": "local"}), NOW)],
-                                  NOW)
+        await store.settle_outbox([worded(Attempt(page, result={"provider": "local"}), NOW)], NOW)
 
         def hold(ctx: PlanContext) -> Plan:
             assert ctx.answers is not None and ctx.answers("bob@y", NOW, 3600.0, 1)
@@ -46,13 +46,27 @@ async def _single_host_state(path: Path) -> None:
 
 
 def _cli(config: Path, source: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", "migrate-state", "--from-sqlite",
-                           str(source), "--config", str(config)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "migrate-state",
+            "--from-sqlite",
+            str(source),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
-async def test_a_single_host_state_moves_to_postgresql(postgres: PostgresServer,
-                                                       tmp_path: Path) -> None:
+async def test_a_single_host_state_moves_to_postgresql(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
     """Everything is copied with its ids; a reply finds its incident on PostgreSQL, the
     unprocessed message is still pending, new incidents continue the numbering; copying
     again is refused with exit 2."""
@@ -61,8 +75,10 @@ async def test_a_single_host_state_moves_to_postgresql(postgres: PostgresServer,
     dsn = postgres.new_database()
     (tmp_path / "pg-password").write_text("unused-with-trust\n")
     config = tmp_path / "gateway.toml"
-    config.write_text(f'[state]\nbackend = "postgresql"\n[state.postgresql]\ndsn = "{dsn}"\n'
-                      'password = { file = "pg-password" }\n')
+    config.write_text(
+        f'[state]\nbackend = "postgresql"\n[state.postgresql]\ndsn = "{dsn}"\n'
+        'password = { file = "pg-password" }\n'
+    )
     done = _cli(config, source)
     assert done.returncode == 0, done.stderr
     assert "incidents" in done.stdout and "unused-with-trust" not in done.stdout + done.stderr
@@ -92,8 +108,7 @@ async def test_a_single_host_state_moves_to_postgresql(postgres: PostgresServer,
             return Plan(outcome="joined")
 
         answer = await new.accept(message(5))
-        await new.process([work(answer.inbox_id, reply, ThreadKeys(("<b@x>",), "", "bob@y"))],
-                          NOW)
+        await new.process([work(answer.inbox_id, reply, ThreadKeys(("<b@x>",), "", "bob@y"))], NOW)
         assert seen == [2] and fits == [False]
         fresh = await new.accept(message(6))
         await new.process([work(fresh.inbox_id, lambda _c: opened("New", "<c@x>"))], NOW)

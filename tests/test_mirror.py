@@ -16,9 +16,12 @@ from tests.conftest import IN_HOURS
 from tests.test_commands import ENV, SENDER, answers, incident, msg
 
 SETTINGS = MirrorSettings(
-    external_tickets=True, escalating_rules=frozenset({"security-breach"}),
+    external_tickets=True,
+    escalating_rules=frozenset({"security-breach"}),
     security=SecurityContacts("security@example.org", "!sec:hs"),
-    statuspage=StatuspageSettings({"api": "cmpapi"}, Priority.P2), sender=SENDER)
+    statuspage=StatuspageSettings({"api": "cmpapi"}, Priority.P2),
+    sender=SENDER,
+)
 
 
 def plan(body: str, settings: MirrorSettings = SETTINGS, **changes: object) -> Plan:
@@ -37,8 +40,9 @@ def kinds(p: Plan) -> list[OutboxKind]:
 
 def test_update_is_mirrored_as_one_comment() -> None:
     """!update becomes one ticket comment with the text sent to reporters."""
-    [comment] = [s for s in plan("!update Back to normal").outbox
-                 if s.kind is OutboxKind.TICKET_COMMENT]
+    [comment] = [
+        s for s in plan("!update Back to normal").outbox if s.kind is OutboxKind.TICKET_COMMENT
+    ]
     assert "Update sent to the reporters by @eng:hs" in comment.payload["body"]
     assert "Back to normal" in comment.payload["body"]
 
@@ -55,8 +59,7 @@ def test_resolve_solves_the_ticket_with_the_resolution_text() -> None:
 
 def test_title_change_renames_the_ticket() -> None:
     """!title renames the ticket, keeping the reference."""
-    [update] = [s for s in plan("!title LB failure").outbox
-                if s.kind is OutboxKind.TICKET_UPDATE]
+    [update] = [s for s in plan("!title LB failure").outbox if s.kind is OutboxKind.TICKET_UPDATE]
     assert update.payload["title"] == "[INC-4] LB failure"
 
 
@@ -69,15 +72,20 @@ def test_builtin_tickets_mirror_nothing() -> None:
 def test_security_rule_escalates_at_once() -> None:
     """A new incident from an escalating rule emails and posts to the security contacts,
     is flagged, and says so on its timeline."""
-    new = Plan(outcome="opened", new_incident=NewIncident(
-        "Breach", Priority.P1, Mailbox.EMERGENCY, "security-breach", (), None, None, None),
-        reporter=Reporter(Channel.EMAIL, "alice@tenant.example"))
+    new = Plan(
+        outcome="opened",
+        new_incident=NewIncident(
+            "Breach", Priority.P1, Mailbox.EMERGENCY, "security-breach", (), None, None, None
+        ),
+        reporter=Reporter(Channel.EMAIL, "alice@tenant.example"),
+    )
     ctx = PlanContext(None, 5, lambda _i: None, list)
     p = mirror.extend(new, ctx, SETTINGS, IN_HOURS)
     mails = [s for s in p.outbox if s.kind is OutboxKind.MAIL_SEND]
     assert [m.payload["rcpt_to"] for m in mails] == ["security@example.org"]
-    assert "INC-5" in mails[0].payload["data"] and "alice@tenant.example" in mails[0].payload[
-        "data"]
+    assert (
+        "INC-5" in mails[0].payload["data"] and "alice@tenant.example" in mails[0].payload["data"]
+    )
     assert any(s.payload.get("room_id") == "!sec:hs" for s in p.outbox)
     assert p.new_incident is not None and mirror.SECURITY_FLAG in p.new_incident.flags
     assert [e.kind for e in p.timeline] == ["security.escalated"]
@@ -93,8 +101,11 @@ def test_security_command_escalates_by_hand() -> None:
 def test_statuspage_open_and_its_refusals() -> None:
     """Open names the components; a P3, a security incident, someone other than the named
     comms person and an unknown component are refused."""
-    [spec] = [s for s in plan("!statuspage open api Errors on push").outbox
-              if s.kind is OutboxKind.STATUSPAGE_OPEN]
+    [spec] = [
+        s
+        for s in plan("!statuspage open api Errors on push").outbox
+        if s.kind is OutboxKind.STATUSPAGE_OPEN
+    ]
     assert spec.payload["component_ids"] == ["cmpapi"]
     assert spec.payload["name"] == "Possible issue being investigated: api"
     refusals = {
@@ -113,8 +124,11 @@ def test_public_update_goes_to_the_status_page_without_the_flag() -> None:
     p = plan("!update --public Fix deployed")
     [spec] = [s for s in p.outbox if s.kind is OutboxKind.STATUSPAGE_UPDATE]
     assert spec.payload["body"] == "Fix deployed"
-    assert not any("--public" in str(s.payload.get("data", s.payload.get("body", "")))
-                   for s in p.outbox if s.kind is not OutboxKind.STATUSPAGE_UPDATE)
+    assert not any(
+        "--public" in str(s.payload.get("data", s.payload.get("body", "")))
+        for s in p.outbox
+        if s.kind is not OutboxKind.STATUSPAGE_UPDATE
+    )
 
 
 def test_help_lists_every_command_the_parser_accepts() -> None:

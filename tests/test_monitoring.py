@@ -25,35 +25,47 @@ def promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("promtool is missing: ./scripts/test installs the Debian package "
-                        "`prometheus`")
+            pytest.fail(
+                "promtool is missing: ./scripts/test installs the Debian package `prometheus`"
+            )
         pytest.skip("promtool not installed: run ./scripts/test")
     return found
 
 
 def test_alerting_rules_are_valid() -> None:
     """`promtool check rules` accepts the shipped alerting rules."""
-    done = subprocess.run([promtool(), "check", "rules", str(RULES)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 8 rules found" in done.stdout
 
 
 def test_alerting_rules_fire_as_their_unit_tests_say() -> None:
     """`promtool test rules` passes: each alert fires on its series and not on healthy ones."""
-    done = subprocess.run([promtool(), "test", "rules", "prometheus-rules.test.yml"],
-                          capture_output=True, text=True, check=False, cwd=MONITORING)
+    done = subprocess.run(
+        [promtool(), "test", "rules", "prometheus-rules.test.yml"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=MONITORING,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def _exposed_names() -> set[str]:
-    stats = QueueStats(inbox_pending=0, outbox_pending=0, outbox_oldest=None,
-                       outbox_retrying={}, outbox_dead=0)
+    stats = QueueStats(
+        inbox_pending=0, outbox_pending=0, outbox_oldest=None, outbox_retrying={}, outbox_dead=0
+    )
     report = health.report({"smtp": "listening"}, {}, stats, datetime.now(UTC), 900)
     text = metrics.render(health.gauges(report))
     return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")} | {
-        name + suffix for line in text.splitlines() if line.startswith("# TYPE")
-        for name in [line.split()[2]] for suffix in ("_total", "_bucket", "_count", "_sum")}
+        name + suffix
+        for line in text.splitlines()
+        if line.startswith("# TYPE")
+        for name in [line.split()[2]]
+        for suffix in ("_total", "_bucket", "_count", "_sum")
+    }
 
 
 def _metric_names(expr: str) -> set[str]:

@@ -20,9 +20,15 @@ def opened(n: int, channel: Channel = Channel.EMAIL) -> Plan:
     return Plan(
         outcome="opened",
         new_incident=NewIncident(
-            title=f"Site down {n}", priority=Priority.P2, mailbox=Mailbox.EMERGENCY,
-            rule="apps-5xx", reasons=("a reason",), period=None,
-            respond_by=NOW + timedelta(minutes=n), next_update_by=None),
+            title=f"Site down {n}",
+            priority=Priority.P2,
+            mailbox=Mailbox.EMERGENCY,
+            rule="apps-5xx",
+            reasons=("a reason",),
+            period=None,
+            respond_by=NOW + timedelta(minutes=n),
+            next_update_by=None,
+        ),
         reporter=Reporter(channel, address, keys),
         timeline=(TimelineEvent(NOW, "reported", address, "Reported"),),
         message_ids=(*keys, f"<inc-{n}.ack@gw.example>"),
@@ -36,16 +42,25 @@ def filled(path: Path) -> db.sqlite3.Connection:
         ids = [apply_plan(conn, opened(n), NOW) for n in range(1, 7)]
         # 2 merged into 1 (its reporter follows 1), 3 resolved, 4 joined by a second reporter.
         apply_plan(conn, Plan(outcome="merged", incident_id=ids[0], merge_source=ids[1]), NOW)
-        apply_plan(conn, Plan(outcome="resolved", incident_id=ids[2],
-                                 changes={"status": "resolved"}), NOW)
-        apply_plan(conn, Plan(outcome="joined", incident_id=ids[3],
-                                 reporter=Reporter(Channel.EMAIL, "bob@tenant.example",
-                                                   ("<j1@tenant.example>",)),
-                                 message_ids=("<j1@tenant.example>",)), NOW)
+        apply_plan(
+            conn, Plan(outcome="resolved", incident_id=ids[2], changes={"status": "resolved"}), NOW
+        )
+        apply_plan(
+            conn,
+            Plan(
+                outcome="joined",
+                incident_id=ids[3],
+                reporter=Reporter(Channel.EMAIL, "bob@tenant.example", ("<j1@tenant.example>",)),
+                message_ids=("<j1@tenant.example>",),
+            ),
+            NOW,
+        )
         for iid in (ids[0], ids[0], ids[4]):
-            conn.execute("INSERT INTO pages (incident_id, provider, action, dedup_key, at,"
-                         " response) VALUES (?, 'local', 'trigger', 'k', ?, '{}')",
-                         (iid, db.ts(NOW)))
+            conn.execute(
+                "INSERT INTO pages (incident_id, provider, action, dedup_key, at,"
+                " response) VALUES (?, 'local', 'trigger', 'k', ?, '{}')",
+                (iid, db.ts(NOW)),
+            )
     return conn
 
 
@@ -55,9 +70,13 @@ def test_bulk_read_equals_the_per_incident_read(tmp_path: Path) -> None:
     conn = filled(tmp_path / "gateway.sqlite3")
     try:
         bulk = open_incidents(conn)
-        ids = [iid for (iid,) in conn.execute(
-            "SELECT id FROM incidents WHERE status != 'resolved' AND merged_into IS NULL"
-            " ORDER BY id DESC")]
+        ids = [
+            iid
+            for (iid,) in conn.execute(
+                "SELECT id FROM incidents WHERE status != 'resolved' AND merged_into IS NULL"
+                " ORDER BY id DESC"
+            )
+        ]
         one_by_one = [load_incident(conn, iid, with_timeline=False) for iid in ids]
     finally:
         conn.close()
@@ -65,6 +84,8 @@ def test_bulk_read_equals_the_per_incident_read(tmp_path: Path) -> None:
     by_title = {i.title: i for i in bulk}
     assert set(by_title) == {"Site down 1", "Site down 4", "Site down 5", "Site down 6"}
     assert [r.address for r in by_title["Site down 1"].reporters] == [
-        "user1@tenant.example", "user2@tenant.example"]
+        "user1@tenant.example",
+        "user2@tenant.example",
+    ]
     assert by_title["Site down 1"].pages_sent == 2 and by_title["Site down 5"].pages_sent == 1
     assert by_title["Site down 4"].reporters[1].message_ids == ("<j1@tenant.example>",)

@@ -11,8 +11,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRETS = ("smtp-password", "pagerduty-routing-key", "matrix-access-token", "imap-password",
-           "zendesk-token", "threading-key")
+SECRETS = (
+    "smtp-password",
+    "pagerduty-routing-key",
+    "matrix-access-token",
+    "imap-password",
+    "zendesk-token",
+    "threading-key",
+)
 
 
 def check_config(path: Path, credentials: Path | None) -> subprocess.CompletedProcess[str]:
@@ -20,8 +26,14 @@ def check_config(path: Path, credentials: Path | None) -> subprocess.CompletedPr
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
     if credentials is not None:
         env["CREDENTIALS_DIRECTORY"] = str(credentials)
-    return subprocess.run([sys.executable, "-m", "gateway", "check-config", str(path)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
 
 
 def test_example_configuration_passes_check_config(tmp_path: Path) -> None:
@@ -36,8 +48,14 @@ def test_example_configuration_passes_check_config(tmp_path: Path) -> None:
     assert good.returncode == 0, good.stderr
     missing = check_config(example, tmp_path / "empty")
     assert missing.returncode == 3
-    for name in ("pagerduty.routing_key", "mail_out.smtp.password", "matrix.access_token",
-                 "imap[0].password", "tickets.zendesk.token", "threading.key"):
+    for name in (
+        "pagerduty.routing_key",
+        "mail_out.smtp.password",
+        "matrix.access_token",
+        "imap[0].password",
+        "tickets.zendesk.token",
+        "threading.key",
+    ):
         assert f"{name}.file: cannot read secret file" in missing.stderr
     assert "s3cret" not in good.stdout + good.stderr + missing.stderr
 

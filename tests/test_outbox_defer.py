@@ -25,8 +25,14 @@ async def test_outbox_waits_for_the_storm_to_pass(tmp_path: Path) -> None:
         delivered.append(entry.id)
         return {"provider": "local"}
 
-    outbox = OutboxWorker(store, {OutboxKind.PAGE_TRIGGER: page}, RetryPolicy(),
-                          clock=lambda: NOW, busy=lambda: storm, max_defer_s=3600.0)
+    outbox = OutboxWorker(
+        store,
+        {OutboxKind.PAGE_TRIGGER: page},
+        RetryPolicy(),
+        clock=lambda: NOW,
+        busy=lambda: storm,
+        max_defer_s=3600.0,
+    )
     accepted = await store.accept(message(1))
     await store.process([work(accepted.inbox_id)], NOW)
     task = asyncio.create_task(outbox.run())

@@ -44,8 +44,10 @@ def config(state: Path, pd: FakePagerDuty, relay: SmtpCapture, **extra: Any) -> 
     return make_config(
         state,
         pagerduty={"routing_key": {"value": ROUTING_KEY}, "url": pd.url, "timeout_s": 0.5},
-        mail_out={"mode": "smtp", "smtp": {"host": relay.host, "port": relay.port,
-                                           "starttls": False, "timeout_s": 0.5}},
+        mail_out={
+            "mode": "smtp",
+            "smtp": {"host": relay.host, "port": relay.port, "starttls": False, "timeout_s": 0.5},
+        },
         outbox={"poll_interval_s": 0.1, **extra},
     )
 
@@ -53,9 +55,11 @@ def config(state: Path, pd: FakePagerDuty, relay: SmtpCapture, **extra: Any) -> 
 async def report(app: App, n: int = 0) -> None:
     assert app.smtp_port is not None
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=app.smtp_port) as smtp:
-        await smtp.sendmail("alice@tenant.example", ["emergency@localhost"],
-                            email_bytes(subject=f"Site {n} is down",
-                                        message_id=f"<fault-{n}@tenant.example>"))
+        await smtp.sendmail(
+            "alice@tenant.example",
+            ["emergency@localhost"],
+            email_bytes(subject=f"Site {n} is down", message_id=f"<fault-{n}@tenant.example>"),
+        )
 
 
 def outbox(state: Path) -> list[dict[str, Any]]:
@@ -74,8 +78,9 @@ def settled(state: Path) -> bool:
 def timeline(state: Path, number: int = 1) -> list[tuple[str, str]]:
     conn = sqlite3.connect(state / "gateway.sqlite3")
     try:
-        return list(conn.execute("SELECT kind, text FROM timeline WHERE incident_id = ?",
-                                 (number,)))
+        return list(
+            conn.execute("SELECT kind, text FROM timeline WHERE incident_id = ?", (number,))
+        )
     finally:
         conn.close()
 
@@ -95,9 +100,11 @@ async def test_pagerduty_faults_page_exactly_once(
         await eventually(lambda: settled(tmp_path), timeout=30)
     [page] = [r for r in outbox(tmp_path) if r["kind"] == "page.trigger"]
     keys = {e["dedup_key"] for e in pagerduty.events}
-    print(f"\nFIGURE pagerduty faults: requests={pagerduty.requests} "
-          f"attempts={page['attempts']} events_processed={len(pagerduty.events)} "
-          f"alerts_opened={pagerduty.alerts_opened} dedup_keys={len(keys)}")
+    print(
+        f"\nFIGURE pagerduty faults: requests={pagerduty.requests} "
+        f"attempts={page['attempts']} events_processed={len(pagerduty.events)} "
+        f"alerts_opened={pagerduty.alerts_opened} dedup_keys={len(keys)}"
+    )
     # The reset and the timeout found PagerDuty away: parked, not counted as attempts.
     assert page["state"] == "done" and page["attempts"] == 3 and pagerduty.requests == 5
     assert pagerduty.alerts_opened == 1 and keys == {"INC-1"}
@@ -119,10 +126,14 @@ async def test_relay_faults_deliver_each_email_once(
         await report(app)
         await eventually(lambda: settled(tmp_path), timeout=30)
     [mail] = [r for r in outbox(tmp_path) if r["kind"] == "mail.send"]
-    ids = [email.message_from_bytes(m.content, policy=policy.default)["Message-ID"]
-           for m in relay.messages]
-    print(f"\nFIGURE relay faults: attempts={mail['attempts']} delivered={len(relay.messages)} "
-          f"distinct_message_ids={len(set(ids))}")
+    ids = [
+        email.message_from_bytes(m.content, policy=policy.default)["Message-ID"]
+        for m in relay.messages
+    ]
+    print(
+        f"\nFIGURE relay faults: attempts={mail['attempts']} delivered={len(relay.messages)} "
+        f"distinct_message_ids={len(set(ids))}"
+    )
     # The reset and the slow relay (timeout) found it away: parked, not counted as attempts.
     assert mail["state"] == "done" and mail["attempts"] == 4
     assert len(relay.messages) == 1 and relay.messages[0].rcpt_tos == ("alice@tenant.example",)
@@ -152,8 +163,10 @@ async def test_permanent_refusal_is_dead_lettered_then_retried(
     assert kinds.count("paged") == 1 and "retry_requested" in kinds
     errors = [e for e in logs if e["event"] == "outbox.dead_lettered"]
     assert [e["log_level"] for e in errors] == ["error"]
-    print(f"\nFIGURE dead letter: attempts_before_dead={dead['attempts']} "
-          f"pages_after_retry={pagerduty.alerts_opened}")
+    print(
+        f"\nFIGURE dead letter: attempts_before_dead={dead['attempts']} "
+        f"pages_after_retry={pagerduty.alerts_opened}"
+    )
 
 
 async def test_transient_failures_dead_letter_after_max_attempts(
@@ -181,8 +194,10 @@ def test_outbox_retry_refuses_unknown_and_live_entries(
     (tmp_path / "state").mkdir()
     conn = schema.connect(str(tmp_path / "state" / "gateway.sqlite3"))
     schema.migrate(conn)
-    conn.execute("INSERT INTO outbox (created_at, kind, payload, next_attempt_at, state)"
-                 " VALUES ('x', 'mail.send', '{}', 'x', 'done')")
+    conn.execute(
+        "INSERT INTO outbox (created_at, kind, payload, next_attempt_at, state)"
+        " VALUES ('x', 'mail.send', '{}', 'x', 'done')"
+    )
     conn.close()
     for ident, message in (("99", "no outbox entry 99"), ("1", "outbox entry 1 is done")):
         with pytest.raises(SystemExit) as exit_:

@@ -20,15 +20,25 @@ OLD_SECRET = "pd-webhook-secret-old-0123456789"
 NEW_SECRET = "pd-webhook-secret-new-0123456789"
 
 
-def pd_config(tmp_path: Path, pd: FakePagerDuty, relay: SmtpCapture,
-              on_resolved: str = "resolve") -> Any:
+def pd_config(
+    tmp_path: Path, pd: FakePagerDuty, relay: SmtpCapture, on_resolved: str = "resolve"
+) -> Any:
     return make_config(
-        tmp_path, alerts={"port": 0},
-        pagerduty={"routing_key": {"value": ROUTING_KEY}, "url": pd.url, "webhook": {
-            "secrets": [{"value": OLD_SECRET}, {"value": NEW_SECRET}],
-            "on_resolved": on_resolved}},
-        mail_out={"mode": "smtp", "smtp": {"host": "127.0.0.1", "port": relay.port,
-                                           "starttls": False}})
+        tmp_path,
+        alerts={"port": 0},
+        pagerduty={
+            "routing_key": {"value": ROUTING_KEY},
+            "url": pd.url,
+            "webhook": {
+                "secrets": [{"value": OLD_SECRET}, {"value": NEW_SECRET}],
+                "on_resolved": on_resolved,
+            },
+        },
+        mail_out={
+            "mode": "smtp",
+            "smtp": {"host": "127.0.0.1", "port": relay.port, "starttls": False},
+        },
+    )
 
 
 async def report(port: int) -> None:
@@ -42,7 +52,8 @@ def incident(tmp_path: Path) -> Any:
 
 
 async def test_acknowledge_reassign_and_resolve_on_pagerduty_reach_the_incident(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """An acknowledgement on the PagerDuty app acknowledges ours (timeline, reporter told an
     engineer is on it, nothing sent back to PagerDuty); a reassignment goes on the timeline;
     a replayed event is processed once; a resolve resolves ours and tells the reporter."""
@@ -75,7 +86,8 @@ async def test_acknowledge_reassign_and_resolve_on_pagerduty_reach_the_incident(
 
 
 async def test_pagerduty_webhooks_refuse_bad_signatures_replays_and_strangers(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """A wrong or missing signature is 401, an event outside the time window 422, and a
     signed event about an incident we did not open changes nothing; either configured
     secret may sign (rotation); no secret is logged."""
@@ -86,32 +98,58 @@ async def test_pagerduty_webhooks_refuse_bad_signatures_replays_and_strangers(
             await report(app.smtp_port or 0)
             await eventually(lambda: pd.events)
             pd.subscribe(f"http://127.0.0.1:{app.alerts_port}/pagerduty", OLD_SECRET)
-            body = json.dumps(v3_event("incident.acknowledged", "INC-1",
-                                       occurred_at=clock())).encode()
+            body = json.dumps(
+                v3_event("incident.acknowledged", "INC-1", occurred_at=clock())
+            ).encode()
             with capture_logs() as logs:
                 statuses = {
                     "wrong": await pd.deliver(body, sign(body, ["not-the-secret"])),
                     "missing": await pd.deliver(body, ""),
-                    "tampered": await pd.deliver(body.replace(b"Ana", b"Eve"),
-                                                 sign(body, [OLD_SECRET])),
-                    "stale": await pd.deliver(v3_event(
-                        "incident.acknowledged", "INC-1",
-                        occurred_at=clock() - timedelta(hours=2))),
-                    "future": await pd.deliver(v3_event(
-                        "incident.acknowledged", "INC-1",
-                        occurred_at=clock() + timedelta(hours=2))),
+                    "tampered": await pd.deliver(
+                        body.replace(b"Ana", b"Eve"), sign(body, [OLD_SECRET])
+                    ),
+                    "stale": await pd.deliver(
+                        v3_event(
+                            "incident.acknowledged",
+                            "INC-1",
+                            occurred_at=clock() - timedelta(hours=2),
+                        )
+                    ),
+                    "future": await pd.deliver(
+                        v3_event(
+                            "incident.acknowledged",
+                            "INC-1",
+                            occurred_at=clock() + timedelta(hours=2),
+                        )
+                    ),
                     "not_v3": await pd.deliver({"messages": [{"event": "incident.ack"}]}),
-                    "stranger": await pd.deliver(v3_event(
-                        "incident.acknowledged", "d3640fbd41094207a1c11e58e46b1662",
-                        occurred_at=clock())),
+                    "stranger": await pd.deliver(
+                        v3_event(
+                            "incident.acknowledged",
+                            "d3640fbd41094207a1c11e58e46b1662",
+                            occurred_at=clock(),
+                        )
+                    ),
                 }
             assert incident(tmp_path).status == "open"
             statuses["rotated"] = await pd.deliver(body, sign(body, [OLD_SECRET, NEW_SECRET]))
             await eventually(lambda: incident(tmp_path).status == "acknowledged")
-    assert statuses == {"wrong": 401, "missing": 401, "tampered": 401, "stale": 422,
-                        "future": 422, "not_v3": 422, "stranger": 200, "rotated": 200}
-    outcomes = [r[0] for r in rows(tmp_path, "SELECT outcome FROM inbox WHERE "
-                                             "mail_from = 'pagerduty' ORDER BY id")]
+    assert statuses == {
+        "wrong": 401,
+        "missing": 401,
+        "tampered": 401,
+        "stale": 422,
+        "future": 422,
+        "not_v3": 422,
+        "stranger": 200,
+        "rotated": 200,
+    }
+    outcomes = [
+        r[0]
+        for r in rows(
+            tmp_path, "SELECT outcome FROM inbox WHERE mail_from = 'pagerduty' ORDER BY id"
+        )
+    ]
     assert outcomes[0] == "ignored: PagerDuty event about an incident we did not open"
     assert len(outcomes) == 2
     for secret in (OLD_SECRET, NEW_SECRET):
@@ -119,8 +157,7 @@ async def test_pagerduty_webhooks_refuse_bad_signatures_replays_and_strangers(
     assert sum(e.get("reason") == "signature" for e in logs) == 3
 
 
-async def test_acknowledgement_on_pagerduty_stops_reminders_and_escalation(
-        tmp_path: Path) -> None:
+async def test_acknowledgement_on_pagerduty_stops_reminders_and_escalation(tmp_path: Path) -> None:
     """After an acknowledgement on PagerDuty nothing more is due for that incident: past its
     respond-by time it gets no overdue reminder and no escalation page, while an incident
     nobody acknowledged gets both."""
@@ -130,30 +167,40 @@ async def test_acknowledgement_on_pagerduty_stops_reminders_and_escalation(
     async with FakePagerDuty() as pd, SmtpCapture() as relay:
         pd.clock = clock
         config = make_config(
-            tmp_path, alerts={"port": 0}, sla={"digest": False},
+            tmp_path,
+            alerts={"port": 0},
+            sla={"digest": False},
             escalation=[{"kind": "page", "routing_key": {"value": ESCALATION_KEY}}],
-            pagerduty={"routing_key": {"value": ROUTING_KEY}, "url": pd.url,
-                       "webhook": {"secrets": [{"value": NEW_SECRET}]}},
-            mail_out={"mode": "smtp", "smtp": {"host": "127.0.0.1", "port": relay.port,
-                                               "starttls": False}})
+            pagerduty={
+                "routing_key": {"value": ROUTING_KEY},
+                "url": pd.url,
+                "webhook": {"secrets": [{"value": NEW_SECRET}]},
+            },
+            mail_out={
+                "mode": "smtp",
+                "smtp": {"host": "127.0.0.1", "port": relay.port, "starttls": False},
+            },
+        )
         async with running(config, clock=clock) as app:
             await report(app.smtp_port or 0)
-            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=app.smtp_port or 0,
-                                       start_tls=False) as client:
-                await client.sendmail("bob@tenant.example", ["emergency@localhost"],
-                                      email_bytes(subject="Platform API is down",
-                                                  sender="bob@tenant.example"))
+            async with aiosmtplib.SMTP(
+                hostname="127.0.0.1", port=app.smtp_port or 0, start_tls=False
+            ) as client:
+                await client.sendmail(
+                    "bob@tenant.example",
+                    ["emergency@localhost"],
+                    email_bytes(subject="Platform API is down", sender="bob@tenant.example"),
+                )
             await eventually(lambda: len(pd.events) == 2)
             pd.subscribe(f"http://127.0.0.1:{app.alerts_port}/pagerduty", NEW_SECRET)
             assert await pd.acknowledge_on_app("INC-1") == 200
-            await eventually(lambda: incidents_by_ref(tmp_path)["INC-1"].status
-                             == "acknowledged")
+            await eventually(lambda: incidents_by_ref(tmp_path)["INC-1"].status == "acknowledged")
             clock.jump(app, minutes=45)  # past both respond-by times (40 min out of hours)
-            await eventually(lambda: any(e.get("routing_key") == ESCALATION_KEY
-                                         for e in pd.events))
+            await eventually(lambda: any(e.get("routing_key") == ESCALATION_KEY for e in pd.events))
             await eventually(lambda: "sla.respond.overdue" in kinds_of(tmp_path, "INC-2"))
     assert [e["dedup_key"] for e in pd.events if e.get("routing_key") == ESCALATION_KEY] == [
-        "INC-2-escalation-1"]
+        "INC-2-escalation-1"
+    ]
     assert not any(k.startswith("sla.") for k in kinds_of(tmp_path, "INC-1"))
 
 

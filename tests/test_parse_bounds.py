@@ -26,10 +26,14 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 
 def nested(depth: int) -> bytes:
     """multipart/mixed nested `depth` deep."""
-    body = b"".join(b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1)
-                    for i in range(depth))
-    return (b"From: m@evil.example\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
-            b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n" + body)
+    body = b"".join(
+        b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1)
+        for i in range(depth)
+    )
+    return (
+        b"From: m@evil.example\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n" + body
+    )
 
 
 def test_parts_and_containers_over_the_limits_are_refused() -> None:
@@ -67,7 +71,8 @@ def test_batches_reach_the_child_in_pieces_bounded_in_bytes() -> None:
 
 
 async def test_a_p1_behind_thirty_many_part_messages_pages_in_the_same_batch(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Thirty 20,000-part messages and then a P1, all pending: one pass plans all 31, the P1
     is opened and paged, no hostile one is parsed (unreadable with its reason, or held by
     the flood limits), and the parse child was never killed (no budget spent)."""
@@ -75,17 +80,34 @@ async def test_a_p1_behind_thirty_many_part_messages_pages_in_the_same_batch(
     await store.open()
     planned: list[Sequence[Plan]] = []
     sandbox = ParseSandbox(BOOK)
-    worker = InboxWorker(store, BOOK, SETTINGS, planned.append, clock=lambda: IN_HOURS,
-                         sandbox=sandbox)
+    worker = InboxWorker(
+        store, BOOK, SETTINGS, planned.append, clock=lambda: IN_HOURS, sandbox=sandbox
+    )
     hostile = many_parts(20_000)  # about a second of parsing each
     try:
         for n in range(30):
-            await store.accept(NewMessage(Channel.EMAIL, Mailbox.EMERGENCY,
-                                          f"m{n}@evil.example", ("emergency@gw.example",),
-                                          hostile + b"%d\r\n" % n, None, IN_HOURS))
-        await store.accept(NewMessage(Channel.EMAIL, Mailbox.EMERGENCY, "alice@tenant.example",
-                                      ("emergency@gw.example",), email_bytes(), None,
-                                      IN_HOURS))
+            await store.accept(
+                NewMessage(
+                    Channel.EMAIL,
+                    Mailbox.EMERGENCY,
+                    f"m{n}@evil.example",
+                    ("emergency@gw.example",),
+                    hostile + b"%d\r\n" % n,
+                    None,
+                    IN_HOURS,
+                )
+            )
+        await store.accept(
+            NewMessage(
+                Channel.EMAIL,
+                Mailbox.EMERGENCY,
+                "alice@tenant.example",
+                ("emergency@gw.example",),
+                email_bytes(),
+                None,
+                IN_HOURS,
+            )
+        )
         assert await worker.process_pending() == 31
         incidents = await store.incidents()
         pages = await store._call(lambda c: outbox.due_outbox(c, IN_HOURS, 100))
@@ -109,9 +131,20 @@ async def test_a_batch_loads_at_most_max_bytes_of_mail_but_at_least_one(store: S
     without a byte limit all five come."""
     for n in range(5):
         raw = email_bytes(body="x" * 1_000_000 + str(n))
-        await store.accept(NewMessage(Channel.EMAIL, Mailbox.SUPPORT, f"a{n}@tenant.example",
-                                      ("support@gw.example",), raw, None, IN_HOURS))
+        await store.accept(
+            NewMessage(
+                Channel.EMAIL,
+                Mailbox.SUPPORT,
+                f"a{n}@tenant.example",
+                ("support@gw.example",),
+                raw,
+                None,
+                IN_HOURS,
+            )
+        )
     assert [r.mail_from for r in await store.pending_inbox(64, max_bytes=2_500_000)] == [
-        "a0@tenant.example", "a1@tenant.example"]
+        "a0@tenant.example",
+        "a1@tenant.example",
+    ]
     assert len(await store.pending_inbox(64, max_bytes=500_000)) == 1
     assert len(await store.pending_inbox(64)) == 5

@@ -25,16 +25,21 @@ from rules.types import Mailbox, Priority
 from tests.conftest import IN_HOURS, email_bytes
 
 BOOK = default_rulebook()
-SETTINGS = Settings(Sender("emergency@gw.example", "Platform support", "gw.example",
-                           "chatops-gateway; gw.example"), "chatops-gateway", "Platform support",
-                    trust=TrustPolicy(allow_domains=frozenset({"tenant.example"})))
+SETTINGS = Settings(
+    Sender("emergency@gw.example", "Platform support", "gw.example", "chatops-gateway; gw.example"),
+    "chatops-gateway",
+    "Platform support",
+    trust=TrustPolicy(allow_domains=frozenset({"tenant.example"})),
+)
 
 
 def many_parts(n: int) -> bytes:
     """A multipart/mixed with `n` tiny parts: seconds of parsing per hundred thousand."""
     parts = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(n))
-    return (b"From: mallory@evil.example\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
-            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + parts + b"--b--\r\n")
+    return (
+        b"From: mallory@evil.example\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + parts + b"--b--\r\n"
+    )
 
 
 HOSTILE = many_parts(280_000)  # just under the 10 MB message size limit
@@ -52,8 +57,12 @@ async def test_good_batch_is_parsed_and_triaged_in_the_child() -> None:
     sandbox = ParseSandbox(BOOK)
     try:
         results = await sandbox.prepare_all(
-            [job(email_bytes()), job(email_bytes(subject="Question about billing",
-                                                 body="How do invoices work?"))], IN_HOURS)
+            [
+                job(email_bytes()),
+                job(email_bytes(subject="Question about billing", body="How do invoices work?")),
+            ],
+            IN_HOURS,
+        )
     finally:
         await sandbox.close()
     assert [r.problem for r in results] == [None, None]
@@ -70,8 +79,8 @@ async def test_overrunning_message_is_singled_out_and_the_others_survive() -> No
     sandbox = ParseSandbox(BOOK, budget_s=1.0, per_message_s=0.0, limits=NO_PRECHECK)
     try:
         results = await sandbox.prepare_all(
-            [job(email_bytes()), job(HOSTILE, "mallory@evil.example"), job(email_bytes())],
-            IN_HOURS)
+            [job(email_bytes()), job(HOSTILE, "mallory@evil.example"), job(email_bytes())], IN_HOURS
+        )
         after = await sandbox.prepare_all([job(email_bytes())], IN_HOURS)
     finally:
         await sandbox.close()
@@ -99,26 +108,45 @@ async def test_a_dead_child_is_replaced() -> None:
 
 @pytest.mark.slow
 async def test_pathological_mail_becomes_unparseable_ticket_next_to_a_good_one(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Through the inbox worker: the hostile message (a stranger's, to the emergency
     mailbox) is an unparseable P1 awaiting an engineer's !page, with its raw bytes kept; the
     good message in the same batch opens its P1 incident and pages."""
     store = SqliteStore(tmp_path / "gateway.sqlite3")
     await store.open()
     planned: list[Sequence[Plan]] = []
-    worker = InboxWorker(store, BOOK, SETTINGS, planned.append, clock=lambda: IN_HOURS,
-                         sandbox=ParseSandbox(BOOK, budget_s=1.0, per_message_s=0.0,
-                                                             limits=NO_PRECHECK))
+    worker = InboxWorker(
+        store,
+        BOOK,
+        SETTINGS,
+        planned.append,
+        clock=lambda: IN_HOURS,
+        sandbox=ParseSandbox(BOOK, budget_s=1.0, per_message_s=0.0, limits=NO_PRECHECK),
+    )
     try:
-        for sender, raw in (("mallory@evil.example", HOSTILE),
-                            ("alice@tenant.example", email_bytes())):
-            await store.accept(NewMessage(Channel.EMAIL, Mailbox.EMERGENCY, sender,
-                                          ("emergency@gw.example",), raw, None, IN_HOURS))
+        for sender, raw in (
+            ("mallory@evil.example", HOSTILE),
+            ("alice@tenant.example", email_bytes()),
+        ):
+            await store.accept(
+                NewMessage(
+                    Channel.EMAIL,
+                    Mailbox.EMERGENCY,
+                    sender,
+                    ("emergency@gw.example",),
+                    raw,
+                    None,
+                    IN_HOURS,
+                )
+            )
         assert await worker.process_pending() == 2
         incidents = await store.incidents()
         hostile_raw = await store._call(
-            lambda c: c.execute("SELECT raw FROM inbox WHERE mail_from = ?",
-                                ("mallory@evil.example",)).fetchone()[0])
+            lambda c: c.execute(
+                "SELECT raw FROM inbox WHERE mail_from = ?", ("mallory@evil.example",)
+            ).fetchone()[0]
+        )
         pages = await store._call(lambda c: outbox.due_outbox(c, IN_HOURS, 100))
     finally:
         await worker.close()

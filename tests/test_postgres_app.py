@@ -31,7 +31,8 @@ def test_a_report_becomes_a_page_on_postgresql(postgres: PostgresServer, tmp_pat
 
 
 def test_database_down_means_451_and_unhealthy_then_recovers(
-        postgres_own: PostgresServer, tmp_path: Path) -> None:
+    postgres_own: PostgresServer, tmp_path: Path
+) -> None:
     """With PostgreSQL stopped, SMTP answers 451 4.3.0 and /healthz says the store failed;
     once it is back, mail is taken again and health recovers."""
     dsn = postgres_own.new_database("gw")
@@ -56,7 +57,8 @@ def test_database_down_means_451_and_unhealthy_then_recovers(
 
 
 def test_nothing_accepted_is_lost_across_a_restart_under_load(
-        postgres_own: PostgresServer, tmp_path: Path) -> None:
+    postgres_own: PostgresServer, tmp_path: Path
+) -> None:
     """A report every 20 ms while PostgreSQL is crashed (immediate stop) and started again:
     some are refused with 451 during the gap, and every one that got 250 is stored once and
     processed; each incident is paged exactly once."""
@@ -98,4 +100,5 @@ def test_nothing_accepted_is_lost_across_a_restart_under_load(
     assert all_processed(dsn) == len(stored)
     # each incident paged exactly once (reports of one outage join one incident)
     assert scalar(dsn, "SELECT COUNT(*) FROM pages WHERE action = 'trigger'") == scalar(
-        dsn, "SELECT COUNT(*) FROM incidents")
+        dsn, "SELECT COUNT(*) FROM incidents"
+    )

@@ -36,7 +36,8 @@ async def _incident(store: PostgresStore) -> None:
 
 
 async def test_an_entry_is_claimed_by_one_node_at_a_time(
-        nodes: tuple[PostgresStore, PostgresStore]) -> None:
+    nodes: tuple[PostgresStore, PostgresStore],
+) -> None:
     """What node a claimed is not offered to node b while a's claim holds."""
     a, b = nodes
     await _incident(a)
@@ -50,8 +51,7 @@ async def test_an_entry_is_claimed_by_one_node_at_a_time(
     assert due is not None and due > NOW
 
 
-async def test_a_stale_claim_records_nothing(
-        nodes: tuple[PostgresStore, PostgresStore]) -> None:
+async def test_a_stale_claim_records_nothing(nodes: tuple[PostgresStore, PostgresStore]) -> None:
     """Node a's claim expires (a was paused), node b claims and delivers; a's late outcome
     is refused: one page, one timeline line."""
     a, b = nodes
@@ -71,7 +71,8 @@ async def test_a_stale_claim_records_nothing(
 
 
 async def test_a_lease_has_one_holder_and_new_holders_get_larger_tokens(
-        nodes: tuple[PostgresStore, PostgresStore]) -> None:
+    nodes: tuple[PostgresStore, PostgresStore],
+) -> None:
     """b cannot take a's lease while it holds; after it expires b gets a larger token, and
     a's renewal then fails."""
     a, b = nodes

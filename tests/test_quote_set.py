@@ -35,8 +35,9 @@ def test_exact_rate_stays_at_or_above_ninety_percent() -> None:
 
 def test_no_marked_history_leaks() -> None:
     """In every case that names history strings, none of them reaches the output."""
-    leaked = [case.id for case in CASES if case.leaks
-              and not score(case, strip_quoted(case.text)).no_leak]
+    leaked = [
+        case.id for case in CASES if case.leaks and not score(case, strip_quoted(case.text)).no_leak
+    ]
     assert leaked == []
 
 
@@ -54,11 +55,14 @@ def test_text_that_only_looks_like_history_is_kept_whole(case: Case) -> None:
 
 def test_a_reply_over_smtp_shape_is_stripped_in_parse_mail() -> None:
     """parse_mail's new_text uses the same stripping (a Zoho reply, CRLF line ends)."""
-    body = ("Fixed on our side.\r\n\r\n---- On Thu, 03 Mar 2016 17:21:00 +0000 Platform Support "
-            "<support@gw.example> wrote ----\r\n\r\nWe have logged it as INC-75.\r\n")
-    raw = ("From: anil@tenant.example\r\nTo: support@gw.example\r\nSubject: Re: [INC-75] x\r\n"
-           "Message-ID: <z1@tenant.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-           + body).encode()
+    body = (
+        "Fixed on our side.\r\n\r\n---- On Thu, 03 Mar 2016 17:21:00 +0000 Platform Support "
+        "<support@gw.example> wrote ----\r\n\r\nWe have logged it as INC-75.\r\n"
+    )
+    raw = (
+        "From: anil@tenant.example\r\nTo: support@gw.example\r\nSubject: Re: [INC-75] x\r\n"
+        "Message-ID: <z1@tenant.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + body
+    ).encode()
     mail = parse_mail(raw)
     assert mail.new_text == "Fixed on our side."
     assert "We have logged it" in mail.text
@@ -70,8 +74,9 @@ def test_a_cut_needs_strong_evidence() -> None:
     assert strip_quoted(text) == text
 
 
-_PROSE = st.text(alphabet=string.ascii_letters + string.digits + " ,.!?'()", min_size=1,
-                 max_size=60).filter(lambda line: line.strip() != "")
+_PROSE = st.text(
+    alphabet=string.ascii_letters + string.digits + " ,.!?'()", min_size=1, max_size=60
+).filter(lambda line: line.strip() != "")
 
 
 @settings(max_examples=200, deadline=None)

@@ -37,20 +37,33 @@ def test_a_p1_to_the_default_daemon_pages_and_is_acknowledged(tmp_path: Path) ->
     env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "daemon.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "run"], cwd=tmp_path,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for_port(proc, log)
         with smtplib.SMTP("127.0.0.1", EMBEDDED_PORT, timeout=10) as client:
-            client.sendmail("alice@tenant.example", ["emergency@localhost"],
-                            b"From: alice@tenant.example\r\nTo: emergency@localhost\r\n"
-                            b"Subject: Our site is down\r\nMessage-ID: <trial-1@tenant.example>"
-                            b"\r\n\r\nAll our apps return 502.\r\n")
+            client.sendmail(
+                "alice@tenant.example",
+                ["emergency@localhost"],
+                b"From: alice@tenant.example\r\nTo: emergency@localhost\r\n"
+                b"Subject: Our site is down\r\nMessage-ID: <trial-1@tenant.example>"
+                b"\r\n\r\nAll our apps return 502.\r\n",
+            )
         deadline = time.monotonic() + 20
         while True:
-            listed = subprocess.run([sys.executable, "-m", "gateway", "incidents", "list",
-                                     "--json"], cwd=tmp_path, env=env, capture_output=True,
-                                    check=True, text=True)
+            listed = subprocess.run(
+                [sys.executable, "-m", "gateway", "incidents", "list", "--json"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                check=True,
+                text=True,
+            )
             incidents = json.loads(listed.stdout)
             emls = list((tmp_path / "state" / "outgoing-mail").glob("*.eml"))
             if incidents and incidents[0]["pages_sent"] and emls:

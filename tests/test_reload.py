@@ -36,8 +36,10 @@ def _rules(priority: str) -> str:
 
 def _config(folder: Path, smtp_port: int = 0) -> Path:
     path = folder / "gateway.toml"
-    path.write_text(f'[state]\ndir = "{folder / "state"}"\n[smtp]\nport = {smtp_port}\n'
-                    '[http]\nport = 0\n[rules]\nfile = "rules.toml"\n')
+    path.write_text(
+        f'[state]\ndir = "{folder / "state"}"\n[smtp]\nport = {smtp_port}\n'
+        '[http]\nport = 0\n[rules]\nfile = "rules.toml"\n'
+    )
     (folder / "rules.toml").write_text(_rules("P4"))
     return path
 
@@ -60,8 +62,9 @@ async def daemon_app(path: Path) -> AsyncIterator[App]:
 
 async def _report(app: App, subject: str) -> str:
     assert app.smtp_port
-    await send(app.smtp_port, email_bytes(subject=subject, body=UNMATCHED),
-               rcpt="support@localhost")
+    await send(
+        app.smtp_port, email_bytes(subject=subject, body=UNMATCHED), rcpt="support@localhost"
+    )
     state = Path(app.config.state_dir())
     found = await eventually(lambda: [i for i in incidents(state) if i.title == subject])
     return str(found[0].priority)
@@ -121,8 +124,7 @@ def _events(log: Path, name: str) -> list[dict[str, object]]:
     return out
 
 
-def test_sighup_to_the_daemon_rejects_a_bad_rulebook_then_takes_a_good_one(
-        tmp_path: Path) -> None:
+def test_sighup_to_the_daemon_rejects_a_bad_rulebook_then_takes_a_good_one(tmp_path: Path) -> None:
     """The real daemon: SIGHUP with a broken rulebook logs the errors and keeps running;
     after the file is fixed, SIGHUP loads it."""
     d = Daemon(tmp_path, '[rules]\nfile = "rules.toml"\n')

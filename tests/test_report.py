@@ -27,10 +27,18 @@ def timeline() -> tuple[TimelineEvent, ...]:
         TimelineEvent(t + timedelta(minutes=25), "command.ack", "@eng:x", "!ack"),
         TimelineEvent(t + timedelta(minutes=30), "command.sev", "@eng:x", "!sev P2 one app"),
         TimelineEvent(t + timedelta(minutes=40), "command.update", "@eng:x", "!update Fixing"),
-        TimelineEvent(t + timedelta(minutes=41), "replied", "gateway",
-                      "Update emailed to alice@tenant.example"),
-        TimelineEvent(t + timedelta(minutes=50), "command.note", "@eng:x",
-                      "!note add an alert on *router* 5xx"),
+        TimelineEvent(
+            t + timedelta(minutes=41),
+            "replied",
+            "gateway",
+            "Update emailed to alice@tenant.example",
+        ),
+        TimelineEvent(
+            t + timedelta(minutes=50),
+            "command.note",
+            "@eng:x",
+            "!note add an alert on *router* 5xx",
+        ),
         TimelineEvent(t + timedelta(minutes=90), "command.resolve", "@eng:x", "!resolve done"),
     )
 
@@ -42,26 +50,36 @@ def test_clocks_judge_each_promise() -> None:
     verdicts = clocks(inc, BOOK, IN_HOURS + timedelta(hours=3))
     assert [(v.name, v.state) for v in verdicts] == [("response", "missed"), ("update 1", "met")]
     lines = clock_lines(inc, BOOK, IN_HOURS + timedelta(hours=3))
-    assert lines[0] == ("response due Mon 23 Nov 10:20: missed (acknowledged Mon 23 Nov 10:25,"
-                        " 5 min late)")
+    assert lines[0] == (
+        "response due Mon 23 Nov 10:20: missed (acknowledged Mon 23 Nov 10:25, 5 min late)"
+    )
 
 
 def test_open_incident_shows_the_running_clock() -> None:
     """An open incident ends with the next update promise, running or overdue."""
     inc = incident()
     assert clock_lines(inc, BOOK, IN_HOURS + timedelta(minutes=30))[-1] == (
-        "update 1 due Mon 23 Nov 11:00: running (30 min left)")
+        "update 1 due Mon 23 Nov 11:00: running (30 min left)"
+    )
     assert clock_lines(inc, BOOK, IN_HOURS + timedelta(minutes=90))[-1] == (
-        "update 1 due Mon 23 Nov 11:00: overdue by 30 min")
+        "update 1 due Mon 23 Nov 11:00: overdue by 30 min"
+    )
 
 
 def test_report_sections() -> None:
     """The draft has every section; follow-ups come from !note lines, Markdown neutralised."""
     inc = replace(incident(), timeline=timeline(), status=Status.RESOLVED)
     text = render_report(inc, BOOK, IN_HOURS + timedelta(hours=3))
-    for heading in ("## Summary", "## Priority history", "## Impact as reported",
-                    "## Timeline", "## Actions", "## Reporters notified", "## SLA",
-                    "## Follow-ups"):
+    for heading in (
+        "## Summary",
+        "## Priority history",
+        "## Impact as reported",
+        "## Timeline",
+        "## Actions",
+        "## Reporters notified",
+        "## SLA",
+        "## Follow-ups",
+    ):
         assert heading in text
     assert "- Mon 23 Nov 10:30: P2 (@eng:x: one app)" in text
     assert "- [ ] add an alert on \\*router\\* 5xx (@eng:x, Mon 23 Nov 10:50)" in text

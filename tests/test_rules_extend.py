@@ -31,8 +31,10 @@ def test_extending_changes_only_the_targets_given() -> None:
 def test_extending_changes_hours_key_by_key() -> None:
     """`[hours] timezone` and the bank-holiday calendar alone: the working days, in-hours
     window and waking hours stay the default's; the calendar table is replaced whole."""
-    book = load_rulebook('extends = "default"\n[hours]\ntimezone = "Europe/Dublin"\n'
-                         '[hours.bank_holidays]\ncountry = "IE"\nsubdivision = ""\n')
+    book = load_rulebook(
+        'extends = "default"\n[hours]\ntimezone = "Europe/Dublin"\n'
+        '[hours.bank_holidays]\ncountry = "IE"\nsubdivision = ""\n'
+    )
     assert book.hours.timezone == "Europe/Dublin"
     assert book.hours.in_hours == DEFAULT.hours.in_hours
     assert book.hours.working_days == DEFAULT.hours.working_days
@@ -69,15 +71,22 @@ examples = [{{ subject = "flaky widget", expect = "P3" }},
     assert len(ids) == len(DEFAULT.rules)  # one dropped, one added
 
 
-@pytest.mark.parametrize(("text", "problem"), [
-    ('extends = "strict"\n', 'extends: only "default" can be extended'),
-    ('extends = "default"\ndrop_rules = ["no-such-rule"]\n', "has no rule 'no-such-rule'"),
-    ('drop_rules = ["x"]\n', 'drop_rules: needs extends = "default"'),
-    ('extends = "default"\n[priority.P1]\nrespond = { minutes = 0 }\n',
-     "priority.P1.respond.minutes"),
-    ('extends = "default"\n[priority.P1]\nrespond = { minutes = 10, business_days = 1 }\n',
-     "priority.P1.respond"),
-])
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('extends = "strict"\n', 'extends: only "default" can be extended'),
+        ('extends = "default"\ndrop_rules = ["no-such-rule"]\n', "has no rule 'no-such-rule'"),
+        ('drop_rules = ["x"]\n', 'drop_rules: needs extends = "default"'),
+        (
+            'extends = "default"\n[priority.P1]\nrespond = { minutes = 0 }\n',
+            "priority.P1.respond.minutes",
+        ),
+        (
+            'extends = "default"\n[priority.P1]\nrespond = { minutes = 10, business_days = 1 }\n',
+            "priority.P1.respond",
+        ),
+    ],
+)
 def test_extending_errors_name_what_is_wrong(text: str, problem: str) -> None:
     """An unknown base, a dropped id the default lacks, or a bad override is a RulebookError
     naming its path."""
@@ -94,7 +103,8 @@ def test_rules_file_is_found_next_to_the_config_whatever_the_working_folder(
     etc = tmp_path / "etc"
     etc.mkdir()
     (etc / "rules.toml").write_text(
-        'extends = "default"\n[priority.P1]\nrespond = { minutes = 15 }\n')
+        'extends = "default"\n[priority.P1]\nrespond = { minutes = 15 }\n'
+    )
     (etc / "gateway.toml").write_text('[rules]\nfile = "rules.toml"\n')
     eml = tmp_path / "m.eml"
     eml.write_bytes(email_bytes())
@@ -102,8 +112,17 @@ def test_rules_file_is_found_next_to_the_config_whatever_the_working_folder(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     with pytest.raises(SystemExit) as exit_:
-        main(["triage", "--json", "--at", "2026-11-23T10:00:00+00:00",
-              "--config", str(etc / "gateway.toml"), str(eml)])
+        main(
+            [
+                "triage",
+                "--json",
+                "--at",
+                "2026-11-23T10:00:00+00:00",
+                "--config",
+                str(etc / "gateway.toml"),
+                str(eml),
+            ]
+        )
     out, _ = capsys.readouterr()
     assert exit_.value.code in (0, None)
     assert json.loads(out)["respond_by"] == "2026-11-23T10:15:00+00:00"

@@ -39,21 +39,35 @@ from tests.conftest import IN_HOURS, ManualClock, eventually
 BOOK = default_rulebook()
 SENDER = Sender("emergency@example.org", "Platform support", "example.org", "loop")
 SETTINGS = SlaSettings(
-    sender=SENDER, pager_source="test", incidents_room="!incidents:example.org",
-    escalation=(EscalationTarget("page", timedelta(0), route="escalation-1"),
-                EscalationTarget("email", timedelta(minutes=15), address="cyber@example.org")),
+    sender=SENDER,
+    pager_source="test",
+    incidents_room="!incidents:example.org",
+    escalation=(
+        EscalationTarget("page", timedelta(0), route="escalation-1"),
+        EscalationTarget("email", timedelta(minutes=15), address="cyber@example.org"),
+    ),
     digest=False,
 )
 REPORTER = Reporter(Channel.EMAIL, "alice@tenant.example", ("<r1@tenant.example>",))
 
 
-def incident(priority: Priority = Priority.P1, at: datetime = IN_HOURS, **fields: object
-             ) -> Incident:
+def incident(
+    priority: Priority = Priority.P1, at: datetime = IN_HOURS, **fields: object
+) -> Incident:
     base = Incident(
-        id=1, ref=incident_ref(1), title="Our site is down", priority=priority,
-        status=Status.OPEN, mailbox=Mailbox.EMERGENCY, created_at=at, rule=None, reasons=(),
-        period=BOOK.clock.period_at(at), respond_by=respond_due(priority, at, BOOK),
-        next_update_by=next_update_due(priority, at, BOOK), reporters=(REPORTER,),
+        id=1,
+        ref=incident_ref(1),
+        title="Our site is down",
+        priority=priority,
+        status=Status.OPEN,
+        mailbox=Mailbox.EMERGENCY,
+        created_at=at,
+        rule=None,
+        reasons=(),
+        period=BOOK.clock.period_at(at),
+        respond_by=respond_due(priority, at, BOOK),
+        next_update_by=next_update_due(priority, at, BOOK),
+        reporters=(REPORTER,),
         chat_root="$root",
     )
     return replace(base, **fields)  # type: ignore[arg-type]
@@ -99,7 +113,8 @@ def test_p2_is_not_escalated() -> None:
     """Escalation follows the configured priorities (P1 by default)."""
     inc = incident(Priority.P2)
     assert kinds(due_now([inc], IN_HOURS + timedelta(minutes=30), BOOK, SETTINGS)) == [
-        "respond.overdue"]
+        "respond.overdue"
+    ]
 
 
 def test_update_warning_mentions_comms_else_lead() -> None:
@@ -141,8 +156,9 @@ def test_no_holding_reply_where_not_configured() -> None:
 
 def test_without_chat_reminders_go_on_the_timeline_only() -> None:
     """With no chat configured a reminder changes nothing but the timeline."""
-    [d] = due_now([incident()], IN_HOURS + timedelta(minutes=15), BOOK,
-                  replace(SETTINGS, incidents_room=None))
+    [d] = due_now(
+        [incident()], IN_HOURS + timedelta(minutes=15), BOOK, replace(SETTINGS, incidents_room=None)
+    )
     assert d.plan.outbox == ()
     assert [e.kind for e in d.plan.timeline] == ["sla.respond.soon"]
 
@@ -151,8 +167,7 @@ def test_handover_reminders() -> None:
     """A P1 open at 17:00 and one open 6 hours get a handover reminder; a P4 does not."""
     inc = incident(status=Status.ACKNOWLEDGED, next_update_by=None)
     close = IN_HOURS + timedelta(hours=7)  # 17:00
-    assert kinds(due_now([inc], close, BOOK, SETTINGS)) == ["handover.close",
-                                                            "handover.open_long"]
+    assert kinds(due_now([inc], close, BOOK, SETTINGS)) == ["handover.close", "handover.open_long"]
     p4 = incident(Priority.P4, status=Status.ACKNOWLEDGED, next_update_by=None)
     assert kinds(due_now([p4], close, BOOK, SETTINGS)) == []
 
@@ -160,25 +175,35 @@ def test_handover_reminders() -> None:
 def test_out_of_hours_digest_at_opening() -> None:
     """At 09:00 Monday the tickets that arrived since Friday 17:00 are listed, once that
     opening is due; an in-hours ticket is not listed; after 17:00 it is no longer due."""
-    weekend = incident(Priority.P3, at=datetime(2026, 11, 22, 3, tzinfo=UTC),
-                       status=Status.ACKNOWLEDGED, next_update_by=None, respond_by=None)
-    friday = replace(weekend, id=2, ref="INC-2", created_at=datetime(2026, 11, 20, 16, tzinfo=UTC),
-                     period=Period.IN_HOURS)
+    weekend = incident(
+        Priority.P3,
+        at=datetime(2026, 11, 22, 3, tzinfo=UTC),
+        status=Status.ACKNOWLEDGED,
+        next_update_by=None,
+        respond_by=None,
+    )
+    friday = replace(
+        weekend,
+        id=2,
+        ref="INC-2",
+        created_at=datetime(2026, 11, 20, 16, tzinfo=UTC),
+        period=Period.IN_HOURS,
+    )
     opening = datetime(2026, 11, 23, 9, tzinfo=UTC)
     with_digest = replace(SETTINGS, digest=True)
     [digest] = due_now([weekend, friday], opening, BOOK, with_digest)
     assert digest.kind == "digest" and digest.due_at == opening
     assert "INC-1 P3" in digest.text and "INC-2" not in digest.text
     assert outbox_kinds(digest) == [OutboxKind.CHAT_SEND]
-    assert due_now([weekend], datetime(2026, 11, 23, 17, 30, tzinfo=UTC), BOOK,
-                   with_digest) == []
+    assert due_now([weekend], datetime(2026, 11, 23, 17, 30, tzinfo=UTC), BOOK, with_digest) == []
 
 
 def test_next_due_is_the_earliest_future_item() -> None:
     """A fresh P1's next wake-up is its response warning."""
     assert next_due([incident()], IN_HOURS, BOOK, SETTINGS) == IN_HOURS + timedelta(minutes=15)
     assert next_due([], IN_HOURS, BOOK, replace(SETTINGS, digest=True)) == datetime(
-        2026, 11, 24, 9, tzinfo=UTC)
+        2026, 11, 24, 9, tzinfo=UTC
+    )
 
 
 # -- the store-backed scheduler ---------------------------------------------------------------
@@ -190,10 +215,20 @@ def open_p1(path: Path, at: datetime = IN_HOURS) -> None:
     schema.migrate(conn)
     try:
         with db.transaction(conn):
-            plan = Plan(outcome="opened", reporter=REPORTER, new_incident=NewIncident(
-                "Our site is down", Priority.P1, Mailbox.EMERGENCY, None, (),
-                BOOK.clock.period_at(at), respond_due(Priority.P1, at, BOOK),
-                next_update_due(Priority.P1, at, BOOK)))
+            plan = Plan(
+                outcome="opened",
+                reporter=REPORTER,
+                new_incident=NewIncident(
+                    "Our site is down",
+                    Priority.P1,
+                    Mailbox.EMERGENCY,
+                    None,
+                    (),
+                    BOOK.clock.period_at(at),
+                    respond_due(Priority.P1, at, BOOK),
+                    next_update_due(Priority.P1, at, BOOK),
+                ),
+            )
             iid = incidents.apply_plan(conn, plan, at)
             conn.execute("UPDATE incidents SET chat_root = '$root' WHERE id = ?", (iid,))
     finally:
@@ -283,8 +318,9 @@ async def test_loop_wakes_at_the_due_time(store: SqliteStore, tmp_path: Path) ->
     assert kinds(sent) == ["escalate.1", "respond.overdue", "respond.soon"]
 
 
-async def test_incident_changes_are_coalesced_but_a_wake_is_not(store: SqliteStore,
-                                                                 tmp_path: Path) -> None:
+async def test_incident_changes_are_coalesced_but_a_wake_is_not(
+    store: SqliteStore, tmp_path: Path
+) -> None:
     """After every processed batch the scheduler is told incidents changed; within the gap
     those notices make no further round (no re-read of every open incident), while an
     explicit wake-up (the clock moved) still makes one at once."""
@@ -314,7 +350,8 @@ async def test_incident_changes_are_coalesced_but_a_wake_is_not(store: SqliteSto
 
 
 async def test_a_round_with_nothing_new_due_opens_no_write_transaction(
-        store: SqliteStore, tmp_path: Path) -> None:
+    store: SqliteStore, tmp_path: Path
+) -> None:
     """Once an overdue incident's items have fired, the next round sees they are recorded
     and does not enter the store's firing transaction (it only reads a snapshot)."""
     open_p1(tmp_path / "gateway.sqlite3")
@@ -324,8 +361,9 @@ async def test_a_round_with_nothing_new_due_opens_no_write_transaction(
     calls: list[datetime] = []
     real = store.fire_reminders
 
-    async def counting(plan: Planner, wake: Waker,
-                       now: datetime) -> tuple[list[Due], datetime | None]:
+    async def counting(
+        plan: Planner, wake: Waker, now: datetime
+    ) -> tuple[list[Due], datetime | None]:
         calls.append(now)
         return await real(plan, wake, now)
 
@@ -342,16 +380,29 @@ def test_planning_in_parts_agrees_with_planning_everything_at_once() -> None:
     the whole list, digest included, at every instant of a day."""
     settings = replace(SETTINGS, digest=True)
     overnight = IN_HOURS - timedelta(hours=14)  # Sunday evening: out-of-hours tickets
-    incidents = [incident(priority=(Priority.P1, Priority.P2, Priority.P3, Priority.P4)[n % 4],
-                          at=(IN_HOURS, overnight)[n % 2] + timedelta(minutes=7 * n),
-                          id=n, ref=incident_ref(n)) for n in range(1, 251)]
+    incidents = [
+        incident(
+            priority=(Priority.P1, Priority.P2, Priority.P3, Priority.P4)[n % 4],
+            at=(IN_HOURS, overnight)[n % 2] + timedelta(minutes=7 * n),
+            id=n,
+            ref=incident_ref(n),
+        )
+        for n in range(1, 251)
+    ]
     for hours in range(0, 30, 3):
         now = overnight + timedelta(hours=hours)
         due = due_now(incidents, now, BOOK, settings)
         fired = {(d.subject, d.kind, ts(d.due_at)) for d in due[: len(due) // 2]}
-        whole = (any((d.subject, d.kind, ts(d.due_at)) not in fired for d in due),
-                 next_due(incidents, now, BOOK, settings))
-        parts = asyncio.run(_look(partial(due_now, now=now, book=BOOK, settings=settings),
-                                  partial(next_due, now=now, book=BOOK, settings=settings),
-                                  incidents, fired))
+        whole = (
+            any((d.subject, d.kind, ts(d.due_at)) not in fired for d in due),
+            next_due(incidents, now, BOOK, settings),
+        )
+        parts = asyncio.run(
+            _look(
+                partial(due_now, now=now, book=BOOK, settings=settings),
+                partial(next_due, now=now, book=BOOK, settings=settings),
+                incidents,
+                fired,
+            )
+        )
         assert parts == whole, now

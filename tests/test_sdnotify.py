@@ -15,7 +15,8 @@ from tests.notify_socket import NotifySocket
 
 
 def test_ready_arrives_after_the_smtp_port_answers_then_watchdog_and_stopping(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """READY=1 (with a STATUS line) only once SMTP listens; WATCHDOG=1 repeats; STOPPING=1 at
     SIGTERM, and the daemon exits cleanly."""
     with NotifySocket() as ns:
@@ -38,7 +39,7 @@ def test_ready_arrives_after_the_smtp_port_answers_then_watchdog_and_stopping(
             d.kill()
     order = [next(iter(f)) for _, f in ns.received]
     # Pings may start during start-up (a slow start is not a hung one); they go on after it.
-    assert "WATCHDOG" in order[order.index("READY"):order.index("STOPPING")]
+    assert "WATCHDOG" in order[order.index("READY") : order.index("STOPPING")]
 
 
 def test_reload_sends_reloading_with_a_monotonic_timestamp_then_ready(tmp_path: Path) -> None:
@@ -87,12 +88,15 @@ def test_a_vanished_socket_never_stops_the_daemon(tmp_path: Path) -> None:
     assert [e["event"] for e in logs] == ["sdnotify.send_failed"]
 
 
-@pytest.mark.parametrize(("env", "expected"), [
-    ({"WATCHDOG_USEC": "20000000"}, 10.0),
-    ({"WATCHDOG_USEC": "0"}, None),
-    ({}, None),
-    ({"WATCHDOG_USEC": "20000000", "WATCHDOG_PID": "1"}, None),  # meant for another process
-])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"WATCHDOG_USEC": "20000000"}, 10.0),
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({}, None),
+        ({"WATCHDOG_USEC": "20000000", "WATCHDOG_PID": "1"}, None),  # meant for another process
+    ],
+)
 def test_watchdog_pings_at_half_the_timeout(env: dict[str, str], expected: float | None) -> None:
     """The ping interval is half of WATCHDOG_USEC, only for the process it names."""
     assert watchdog_interval_s(env) == expected

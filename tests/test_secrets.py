@@ -42,8 +42,9 @@ def leaks(text: str) -> list[str]:
     return [form for s in SECRETS for form in forms(s) if form in text]
 
 
-def config_toml(state: Path, port: int, pd: FakePagerDuty, relay: SmtpCapture,
-                synapse: Synapse, room: str) -> str:
+def config_toml(
+    state: Path, port: int, pd: FakePagerDuty, relay: SmtpCapture, synapse: Synapse, room: str
+) -> str:
     return f"""
 [state]
 dir = "{state}"
@@ -86,8 +87,13 @@ backoff_max_s = 1
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def dead_count(state: Path) -> int:
@@ -110,9 +116,16 @@ async def test_no_secret_reaches_logs_cli_output_or_the_database(
     _, eng_token, _ = synapse.register("engineer")
     room = synapse.create_room(eng_token, name="incidents")
     async with FakePagerDuty() as pd, SmtpCapture(credentials={"gateway": "other"}) as relay:
-        pd.fail_next(status=400, body=json.dumps({
-            "status": "invalid event", "message": "Event object is invalid",
-            "errors": [f"routing_key {ROUTING_KEY} is not an integration key"]}))
+        pd.fail_next(
+            status=400,
+            body=json.dumps(
+                {
+                    "status": "invalid event",
+                    "message": "Event object is invalid",
+                    "errors": [f"routing_key {ROUTING_KEY} is not an integration key"],
+                }
+            ),
+        )
         d = Daemon(tmp_path)
         state = tmp_path / "state"
         (tmp_path / "relay-password").write_text(RELAY_PASSWORD + "\n")
@@ -120,20 +133,28 @@ async def test_no_secret_reaches_logs_cli_output_or_the_database(
         try:
             await asyncio.to_thread(d.start)  # blocking calls in threads: the fakes run here
             async with aiosmtplib.SMTP(hostname="127.0.0.1", port=d.port) as smtp:
-                await smtp.sendmail("alice@tenant.example", ["emergency@localhost"],
-                                    email_bytes())
+                await smtp.sendmail("alice@tenant.example", ["emergency@localhost"], email_bytes())
             await eventually(lambda: dead_count(state) >= 2, timeout=60)
-            outputs = [await asyncio.to_thread(d.cli, *args) for args in (
-                ("incidents", "show", "INC-1"), ("incidents", "show", "INC-1", "--json"),
-                ("incidents", "list", "--json"), ("outbox", "list"))]
+            outputs = [
+                await asyncio.to_thread(d.cli, *args)
+                for args in (
+                    ("incidents", "show", "INC-1"),
+                    ("incidents", "show", "INC-1", "--json"),
+                    ("incidents", "list", "--json"),
+                    ("outbox", "list"),
+                )
+            ]
             assert await asyncio.to_thread(d.stop) == 0
         finally:
             d.kill()
     assert dead_count(state) >= 2  # the page (400) and the email (535) were given up on
     bad = tmp_path / "bad.toml"
-    bad.write_text(config_toml(state, d.port, pd, relay, synapse, room).replace(
-        f'access_token = {{ value = "{MATRIX_TOKEN}" }}',
-        f'access_token = {{ value = "{MATRIX_TOKEN}", file = "x", colour = 1 }}'))
+    bad.write_text(
+        config_toml(state, d.port, pd, relay, synapse, room).replace(
+            f'access_token = {{ value = "{MATRIX_TOKEN}" }}',
+            f'access_token = {{ value = "{MATRIX_TOKEN}", file = "x", colour = 1 }}',
+        )
+    )
     outputs += [cli("check-config", str(bad)), cli("check-config", str(d.config))]
     assert outputs[-2].returncode == 3 and "matrix.access_token" in outputs[-2].stderr
     texts = {"daemon log": d.log.read_text()}
@@ -145,10 +166,15 @@ async def test_no_secret_reaches_logs_cli_output_or_the_database(
             texts[db.name] = db.read_bytes().decode("latin-1")
     found = {name: leaks(text) for name, text in texts.items() if leaks(text)}
     checked = sum(len(t) for t in texts.values())
-    print(f"\nFIGURE secrets: secrets={len(SECRETS)} forms_each={len(forms(ROUTING_KEY))} "
-          f"sources={len(texts)} bytes_checked={checked} leaks={len(found)}")
+    print(
+        f"\nFIGURE secrets: secrets={len(SECRETS)} forms_each={len(forms(ROUTING_KEY))} "
+        f"sources={len(texts)} bytes_checked={checked} leaks={len(found)}"
+    )
     # Each failure path was really taken (and logged, scrubbed):
-    for seen in ("<routing key>", "relay rejected our credentials",
-                 "the homeserver refused the password"):
+    for seen in (
+        "<routing key>",
+        "relay rejected our credentials",
+        "the homeserver refused the password",
+    ):
         assert seen in texts["daemon log"]
     assert found == {}

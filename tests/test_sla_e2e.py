@@ -46,11 +46,16 @@ class JumpingClock:
 def config_for(w: World, state: Path, relay: int, pd: str) -> Any:
     return make_config(
         state,
-        mail_out={"mode": "smtp", "smtp": {"host": "127.0.0.1", "port": relay,
-                                           "starttls": False}},
-        matrix={"homeserver": w.synapse.url, "user_id": w.bot,
-                "password": {"value": w.bot_password}, "incidents_room": w.incidents,
-                "engineers": [w.eng], "sync_timeout_s": 1, "backoff_max_s": 1},
+        mail_out={"mode": "smtp", "smtp": {"host": "127.0.0.1", "port": relay, "starttls": False}},
+        matrix={
+            "homeserver": w.synapse.url,
+            "user_id": w.bot,
+            "password": {"value": w.bot_password},
+            "incidents_room": w.incidents,
+            "engineers": [w.eng],
+            "sync_timeout_s": 1,
+            "backoff_max_s": 1,
+        },
         pagerduty={"routing_key": {"value": KEY}, "url": pd},
         sla={"digest": False},
         escalation=[{"kind": "page", "routing_key": {"value": ESCALATION_KEY}}],
@@ -83,27 +88,35 @@ async def test_escalation_update_reset_and_holding_reply(world: World, tmp_path:
 
             clock.jump(app, minutes=21)
             [overdue] = await eventually(
-                lambda: bot_notices(w, w.incidents, "nobody has acknowledged it."))
+                lambda: bot_notices(w, w.incidents, "nobody has acknowledged it.")
+            )
             assert thread_of(overdue) == root["event_id"]
             await eventually(lambda: escalations(pd))
             clock.jump(app, seconds=30)  # another round: nothing fires twice
-            await eventually(lambda: "sla.escalate.1" in [e.kind for e in
-                                                          incident(tmp_path).timeline])
+            await eventually(
+                lambda: "sla.escalate.1" in [e.kind for e in incident(tmp_path).timeline]
+            )
 
             w.synapse.send_text(w.eng_token, w.incidents, "!ack", thread_root=root["event_id"])
-            w.synapse.send_text(w.eng_token, w.incidents, "!update Rolling back the router.",
-                                thread_root=root["event_id"])
+            w.synapse.send_text(
+                w.eng_token,
+                w.incidents,
+                "!update Rolling back the router.",
+                thread_root=root["event_id"],
+            )
             await eventually(lambda: bot_notices(w, w.incidents, "Update sent to"))
             moved = incident(tmp_path).next_update_by
             assert moved > first_due + timedelta(minutes=20)
 
             clock.jump(app, minutes=51)
             [warning] = await eventually(
-                lambda: bot_notices(w, w.incidents, "the next update to reporters is due"))
+                lambda: bot_notices(w, w.incidents, "the next update to reporters is due")
+            )
             assert thread_of(warning) == root["event_id"]
             clock.jump(app, minutes=10)
-            await eventually(lambda: [m for m in relay.messages
-                                      if b"still working on it" in m.content])
+            await eventually(
+                lambda: [m for m in relay.messages if b"still working on it" in m.content]
+            )
             await eventually(lambda: bot_notices(w, w.incidents, "A holding reply went to 1"))
             clock.jump(app, minutes=5)  # overdue again? no: the holding reply made a promise
             await eventually(lambda: incident(tmp_path).next_update_by > moved)
@@ -114,8 +127,7 @@ async def test_escalation_update_reset_and_holding_reply(world: World, tmp_path:
     assert len(bot_notices(w, w.incidents, "the next update to reporters is due")) == 1
 
 
-async def test_restart_across_a_due_reminder_sends_it_once(world: World,
-                                                           tmp_path: Path) -> None:
+async def test_restart_across_a_due_reminder_sends_it_once(world: World, tmp_path: Path) -> None:
     """The daemon stops before respond-by and starts after it: the overdue reminder and the
     escalation go out once on start, and not again after another restart."""
     w = world
@@ -128,8 +140,7 @@ async def test_restart_across_a_due_reminder_sends_it_once(world: World,
         clock.offset += timedelta(minutes=25)
         for _ in range(2):
             async with connected(config, clock):
-                await eventually(
-                    lambda: bot_notices(w, w.incidents, "nobody has acknowledged it."))
+                await eventually(lambda: bot_notices(w, w.incidents, "nobody has acknowledged it."))
                 await eventually(lambda: escalations(pd))
         assert len(escalations(pd)) == 1
     assert len(bot_notices(w, w.incidents, "nobody has acknowledged it.")) == 1

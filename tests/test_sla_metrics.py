@@ -54,7 +54,11 @@ async def test_reminders_and_breaches_are_counted_once(tmp_path: Path) -> None:
         assert delta(overdue, BREACH.format("update")) == 1
         for _ in range(3):
             again = await metrics_after(seconds=1)
-        for series in (REMINDER.format("respond.soon"), REMINDER.format("respond.overdue"),
-                       REMINDER.format("update.overdue"), BREACH.format("respond"),
-                       BREACH.format("update")):
+        for series in (
+            REMINDER.format("respond.soon"),
+            REMINDER.format("respond.overdue"),
+            REMINDER.format("update.overdue"),
+            BREACH.format("respond"),
+            BREACH.format("update"),
+        ):
             assert delta(again, series) == 1, series

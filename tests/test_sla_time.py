@@ -22,9 +22,19 @@ GOVUK = SupportClock()
 MOJ = SupportClock(Hours(in_hours=TimeWindow(start=time(10), end=time(17))))
 CLOCKS = st.sampled_from([GOVUK, MOJ])
 # Days that stress the calendar: DST changes, Easter, Christmas and New Year bank holidays.
-SPECIAL_DAYS = [date(2026, 3, 29), date(2026, 10, 25), date(2027, 3, 28), date(2026, 4, 3),
-                date(2026, 4, 6), date(2026, 12, 24), date(2026, 12, 25), date(2026, 12, 28),
-                date(2027, 1, 1), date(2026, 5, 4), date(2026, 8, 31)]
+SPECIAL_DAYS = [
+    date(2026, 3, 29),
+    date(2026, 10, 25),
+    date(2027, 3, 28),
+    date(2026, 4, 3),
+    date(2026, 4, 6),
+    date(2026, 12, 24),
+    date(2026, 12, 25),
+    date(2026, 12, 28),
+    date(2027, 1, 1),
+    date(2026, 5, 4),
+    date(2026, 8, 31),
+]
 PROPS = settings(max_examples=150, deadline=None)
 
 
@@ -93,8 +103,7 @@ def test_measure_inverts_add(clock: SupportClock, start: datetime, m: int) -> No
 
 @PROPS
 @given(CLOCKS, instants(), instants(), instants())
-def test_measure_is_additive(clock: SupportClock, a: datetime, b: datetime,
-                             c: datetime) -> None:
+def test_measure_is_additive(clock: SupportClock, a: datetime, b: datetime, c: datetime) -> None:
     """Business time from a to c is a→b plus b→c for a ≤ b ≤ c, and never exceeds wall time."""
     a, b, c = sorted((a, b, c))
     total = business_minutes_between(clock, a, c)
@@ -131,10 +140,14 @@ def test_boundaries_at_nine_and_five() -> None:
     book = default_rulebook()
     monday = date(2026, 11, 23)
     assert local(respond_due(Priority.P2, at(monday, 9), book)) == (monday, time(9, 30))
-    assert local(respond_due(Priority.P2, at(monday, 17), book)) == (date(2026, 11, 24),
-                                                                     time(9, 30))
-    assert local(respond_due(Priority.P2, at(monday, 16, 59), book)) == (date(2026, 11, 24),
-                                                                         time(9, 29))
+    assert local(respond_due(Priority.P2, at(monday, 17), book)) == (
+        date(2026, 11, 24),
+        time(9, 30),
+    )
+    assert local(respond_due(Priority.P2, at(monday, 16, 59), book)) == (
+        date(2026, 11, 24),
+        time(9, 29),
+    )
 
 
 def test_weekend_bank_holiday_and_dst() -> None:
@@ -151,7 +164,8 @@ def test_wall_clock_targets_ignore_hours() -> None:
     """P1 targets run in wall time: 20 minutes in hours, 40 out of hours, across a DST change."""
     book = default_rulebook()
     assert respond_due(Priority.P1, at(date(2026, 11, 23), 10), book) == at(
-        date(2026, 11, 23), 10, 20)
+        date(2026, 11, 23), 10, 20
+    )
     # 00:50 GMT on the night BST starts: 40 minutes later is 02:30 BST (01:30 UTC).
     night = datetime(2026, 3, 29, 0, 50, tzinfo=UTC)
     assert respond_due(Priority.P1, night, book) == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)

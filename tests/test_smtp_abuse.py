@@ -21,9 +21,17 @@ MAX_CONNECTIONS = 3
 @pytest.fixture
 async def server(store: SqliteStore) -> AsyncIterator[SmtpIntakeServer]:
     intake = MailIntake(store, ["emergency@localhost"], ["support@localhost"], lambda: None)
-    srv = SmtpIntakeServer(intake, host="127.0.0.1", port=0, hostname="localhost",
-                           max_message_bytes=64 * 1024, max_recipients=3, commit_timeout_s=1,
-                           max_connections=MAX_CONNECTIONS, idle_timeout_s=0.5)
+    srv = SmtpIntakeServer(
+        intake,
+        host="127.0.0.1",
+        port=0,
+        hostname="localhost",
+        max_message_bytes=64 * 1024,
+        max_recipients=3,
+        commit_timeout_s=1,
+        max_connections=MAX_CONNECTIONS,
+        idle_timeout_s=0.5,
+    )
     await srv.start()
     yield srv
     await srv.stop()
@@ -65,14 +73,17 @@ class Raw:
         self.writer.close()
 
 
-SMUGGLED = b"MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<support@localhost>\r\nDATA\r\n" \
-           b"Subject: smuggled\r\n\r\nI was hidden.\r\n"
+SMUGGLED = (
+    b"MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<support@localhost>\r\nDATA\r\n"
+    b"Subject: smuggled\r\n\r\nI was hidden.\r\n"
+)
 
 
-@pytest.mark.parametrize("end", [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r", b"\r.\r\n",
-                                 b"\r\n.\r", b"\n\n.\n\n"],
-                         ids=["LF.LF", "CRLF.LF", "LF.CRLF", "CR.CR", "CR.CRLF", "CRLF.CR",
-                              "LFLF.LFLF"])
+@pytest.mark.parametrize(
+    "end",
+    [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r", b"\r.\r\n", b"\r\n.\r", b"\n\n.\n\n"],
+    ids=["LF.LF", "CRLF.LF", "LF.CRLF", "CR.CR", "CR.CRLF", "CRLF.CR", "LFLF.LFLF"],
+)
 async def test_smuggling_variants_are_refused(
     server: SmtpIntakeServer, store: SqliteStore, end: bytes
 ) -> None:
@@ -169,8 +180,9 @@ async def send_one(server: SmtpIntakeServer, body: bytes) -> bytes:
     return answer
 
 
-async def test_disk_full_answers_451_never_250(server: SmtpIntakeServer,
-                                               store: SqliteStore) -> None:
+async def test_disk_full_answers_451_never_250(
+    server: SmtpIntakeServer, store: SqliteStore
+) -> None:
     """When SQLite reports the disk full (SQLITE_FULL, here by capping the database's pages
     on the store's own connection), the client gets 451 4.3.0 and nothing is kept; once
     space is back the same message is taken."""

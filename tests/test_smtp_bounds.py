@@ -15,16 +15,31 @@ from gateway.run.intake import MailIntake
 from gateway.store.sqlite import SqliteStore as Store
 from tests.test_smtp_abuse import Raw
 
-LIMITS = SmtpLimits(max_junk_commands=10, max_errors=5, max_connections_per_client=2,
-                    max_session_s=30.0, max_data_bytes_in_flight=160 * 1024)
+LIMITS = SmtpLimits(
+    max_junk_commands=10,
+    max_errors=5,
+    max_connections_per_client=2,
+    max_session_s=30.0,
+    max_data_bytes_in_flight=160 * 1024,
+)
 
 
-async def make_server(store: Store, limits: SmtpLimits = LIMITS,
-                      idle_timeout_s: float = 0.5) -> SmtpIntakeServer:
+async def make_server(
+    store: Store, limits: SmtpLimits = LIMITS, idle_timeout_s: float = 0.5
+) -> SmtpIntakeServer:
     intake = MailIntake(store, ["emergency@localhost"], ["support@localhost"], lambda: None)
-    srv = SmtpIntakeServer(intake, host="127.0.0.1", port=0, hostname="localhost",
-                           max_message_bytes=128 * 1024, max_recipients=3, commit_timeout_s=5,
-                           max_connections=10, idle_timeout_s=idle_timeout_s, limits=limits)
+    srv = SmtpIntakeServer(
+        intake,
+        host="127.0.0.1",
+        port=0,
+        hostname="localhost",
+        max_message_bytes=128 * 1024,
+        max_recipients=3,
+        commit_timeout_s=5,
+        max_connections=10,
+        idle_timeout_s=idle_timeout_s,
+        limits=limits,
+    )
     await srv.start()
     return srv
 
@@ -38,8 +53,7 @@ async def server(store: Store) -> AsyncIterator[SmtpIntakeServer]:
 
 async def open_from(srv: SmtpIntakeServer, client_ip: str) -> Raw:
     """A connection from another loopback address (all of 127/8 is loopback on Linux)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port,
-                                                   local_addr=(client_ip, 0))
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port, local_addr=(client_ip, 0))
     return Raw(reader, writer)
 
 
@@ -62,7 +76,8 @@ async def send_mail(c: Raw, body: bytes = b"Subject: hi\r\n\r\nhello\r\n") -> by
 
 
 async def test_a_pipelined_noop_burst_is_cut_off_and_others_are_served(
-        server: SmtpIntakeServer, store: Store) -> None:
+    server: SmtpIntakeServer, store: Store
+) -> None:
     """5,000 NOOPs in one write get at most the junk budget of 250s, then 421 and a hang-up;
     a mail sent on another connection meanwhile is accepted."""
     c = await Raw.open(server)
@@ -155,8 +170,7 @@ async def test_one_client_cannot_take_every_connection_slot(server: SmtpIntakeSe
         c.close()
 
 
-async def test_the_session_lifetime_ends_a_session_that_keeps_sending_mail(
-        store: Store) -> None:
+async def test_the_session_lifetime_ends_a_session_that_keeps_sending_mail(store: Store) -> None:
     """A session older than max_session_s is told 421 at its next command, however busy."""
     srv = await make_server(store, SmtpLimits(max_session_s=0.3), idle_timeout_s=5)
     try:
@@ -199,8 +213,9 @@ async def test_slow_but_steady_data_is_accepted(store: Store) -> None:
     assert len(await store.pending_inbox()) == 1
 
 
-async def test_over_long_lines_are_accepted_byte_for_byte(server: SmtpIntakeServer,
-                                                          store: Store) -> None:
+async def test_over_long_lines_are_accepted_byte_for_byte(
+    server: SmtpIntakeServer, store: Store
+) -> None:
     """A 20,000-byte line (HTML without wrapping) is taken as sent, not refused."""
     c = await Raw.open(server)
     assert (await c.reply()).startswith(b"220")
@@ -212,8 +227,9 @@ async def test_over_long_lines_are_accepted_byte_for_byte(server: SmtpIntakeServ
     assert row.raw == body.replace(b"\r\n..", b"\r\n.")
 
 
-async def test_data_bytes_in_flight_are_capped_with_452(server: SmtpIntakeServer,
-                                                        store: Store) -> None:
+async def test_data_bytes_in_flight_are_capped_with_452(
+    server: SmtpIntakeServer, store: Store
+) -> None:
     """While one session holds most of the in-flight DATA budget, another message that
     would exceed it gets 452 4.3.1 and is not kept; the first is accepted."""
     a = await open_from(server, "127.0.0.4")
@@ -241,8 +257,9 @@ async def test_data_bytes_in_flight_are_capped_with_452(server: SmtpIntakeServer
     assert server.data_bytes_in_flight == 0
 
 
-async def test_delivering_mail_renews_the_junk_budget(server: SmtpIntakeServer,
-                                                      store: Store) -> None:
+async def test_delivering_mail_renews_the_junk_budget(
+    server: SmtpIntakeServer, store: Store
+) -> None:
     """A relay that sends RSET before each of many messages on one session (more RSETs in
     all than the junk budget) has every message accepted."""
     c = await Raw.open(server)
@@ -259,13 +276,18 @@ def test_the_bounds_are_validated_with_safe_defaults() -> None:
     """Defaults as documented; a DATA budget below the message size limit, a session
     lifetime shorter than the idle timeout, or a zero limit are configuration errors."""
     config = parse_config({})
-    assert (config.smtp.max_junk_commands, config.smtp.max_errors,
-            config.smtp.max_connections_per_client) == (100, 20, 50)
+    assert (
+        config.smtp.max_junk_commands,
+        config.smtp.max_errors,
+        config.smtp.max_connections_per_client,
+    ) == (100, 20, 50)
     assert config.smtp.max_data_bytes_in_flight >= config.smtp.max_message_bytes
     assert (config.http.max_connections, config.http.idle_timeout_s) == (64, 10.0)
-    for bad in ({"smtp": {"max_data_bytes_in_flight": 1024}},
-                {"smtp": {"max_session_s": 10, "idle_timeout_s": 60}},
-                {"smtp": {"max_junk_commands": 0}},
-                {"http": {"max_connections": 0}}):
+    for bad in (
+        {"smtp": {"max_data_bytes_in_flight": 1024}},
+        {"smtp": {"max_session_s": 10, "idle_timeout_s": 60}},
+        {"smtp": {"max_junk_commands": 0}},
+        {"http": {"max_connections": 0}},
+    ):
         with pytest.raises(ConfigError):
             parse_config(bad)

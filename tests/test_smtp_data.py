@@ -54,15 +54,20 @@ async def read_fed(stream: bytes, cuts: list[int], buffer_limit: int) -> tuple[B
     return Body(body.content, body.refusal), await reader.read()
 
 
-_PIECES = st.sampled_from([b"\r\n", b".", b"..", b"x", b"\n", b"\r", b".\r\n", b"\r\n.",
-                           b"y" * 700, b"z" * 1200])
+_PIECES = st.sampled_from(
+    [b"\r\n", b".", b"..", b"x", b"\n", b"\r", b".\r\n", b"\r\n.", b"y" * 700, b"z" * 1200]
+)
 
 
 @settings(max_examples=1500, deadline=None)
-@given(st.lists(_PIECES, max_size=16), st.lists(st.integers(0, 10_000), max_size=6),
-       st.sampled_from([4, 64, 1001, 65536]))
-def test_agrees_with_a_line_by_line_reading(pieces: list[bytes], cuts: list[int],
-                                            buffer_limit: int) -> None:
+@given(
+    st.lists(_PIECES, max_size=16),
+    st.lists(st.integers(0, 10_000), max_size=6),
+    st.sampled_from([4, 64, 1001, 65536]),
+)
+def test_agrees_with_a_line_by_line_reading(
+    pieces: list[bytes], cuts: list[int], buffer_limit: int
+) -> None:
     """Body or refusal, and the bytes left for the next command, match the reference for
     any mix of dots and line ends, any cut of the stream and any reader buffer size."""
     data = b"".join(pieces)
@@ -114,15 +119,23 @@ async def test_the_loop_turns_while_a_message_of_many_lines_is_read() -> None:
 @pytest.fixture
 async def server(store: SqliteStore) -> AsyncIterator[SmtpIntakeServer]:
     intake = MailIntake(store, ["emergency@localhost"], ["support@localhost"], lambda: None)
-    srv = SmtpIntakeServer(intake, host="127.0.0.1", port=0, hostname="localhost",
-                           max_message_bytes=SIZE_LIMIT, max_recipients=3, commit_timeout_s=5)
+    srv = SmtpIntakeServer(
+        intake,
+        host="127.0.0.1",
+        port=0,
+        hostname="localhost",
+        max_message_bytes=SIZE_LIMIT,
+        max_recipients=3,
+        commit_timeout_s=5,
+    )
     await srv.start()
     yield srv
     await srv.stop()
 
 
 async def test_the_next_command_in_the_same_packet_is_answered(
-        server: SmtpIntakeServer, store: SqliteStore) -> None:
+    server: SmtpIntakeServer, store: SqliteStore
+) -> None:
     """A client that writes QUIT together with the end of data gets 250 and then 221: what
     follows the lone dot is left for the command loop."""
     c = await Raw.open(server)

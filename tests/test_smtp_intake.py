@@ -16,8 +16,15 @@ from tests.conftest import email_bytes
 @pytest.fixture
 async def server(store: SqliteStore) -> AsyncIterator[SmtpIntakeServer]:
     intake = MailIntake(store, ["emergency@localhost"], ["support@localhost"], lambda: None)
-    srv = SmtpIntakeServer(intake, host="127.0.0.1", port=0, hostname="localhost",
-                           max_message_bytes=64 * 1024, max_recipients=3, commit_timeout_s=5)
+    srv = SmtpIntakeServer(
+        intake,
+        host="127.0.0.1",
+        port=0,
+        hostname="localhost",
+        max_message_bytes=64 * 1024,
+        max_recipients=3,
+        commit_timeout_s=5,
+    )
     await srv.start()
     yield srv
     await srv.stop()
@@ -30,8 +37,9 @@ async def client(srv: SmtpIntakeServer) -> aiosmtplib.SMTP:
     return c
 
 
-async def test_accepted_message_is_in_the_inbox(server: SmtpIntakeServer,
-                                               store: SqliteStore) -> None:
+async def test_accepted_message_is_in_the_inbox(
+    server: SmtpIntakeServer, store: SqliteStore
+) -> None:
     """250 comes back only with the message committed, envelope and bytes intact."""
     raw = email_bytes()
     c = await client(server)

@@ -39,9 +39,24 @@ def test_agrees_with_a_line_by_line_reading(pieces: list[bytes]) -> None:
 
 def test_examples() -> None:
     """Known look-alikes are refused; dot lines between CRLFs and bare LFs elsewhere are not."""
-    for bad in (b"a\n.\nb", b"a\r\n.\nb", b"a\r.\rb", b"a\n.\r\nb", b".\nb", b"\nb",
-                b"a\r\n\nb", b"a\r\n.\r\n.\nb", b"x\n.\r\n.\r\n"):
+    for bad in (
+        b"a\n.\nb",
+        b"a\r\n.\nb",
+        b"a\r.\rb",
+        b"a\n.\r\nb",
+        b".\nb",
+        b"\nb",
+        b"a\r\n\nb",
+        b"a\r\n.\r\n.\nb",
+        b"x\n.\r\n.\r\n",
+    ):
         assert smuggling(bad), bad
-    for good in (b"a\r\n.\r\nb", b".\r\nb", b"a\nb\r\n", b"a.\nb", b"a\r\n..\r\n",
-                 b"a\r\n.\r\n.\r\nb"):
+    for good in (
+        b"a\r\n.\r\nb",
+        b".\r\nb",
+        b"a\nb\r\n",
+        b"a.\nb",
+        b"a\r\n..\r\n",
+        b"a\r\n.\r\n.\r\nb",
+    ):
         assert not smuggling(good), good

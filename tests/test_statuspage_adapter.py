@@ -14,9 +14,12 @@ from gateway.ports import PublicIncident, TransientError
 from tests.fakes.statuspage import FakeStatuspage
 
 NOW = datetime.now(UTC)
-INCIDENT = PublicIncident(name="Possible issue being investigated: api",
-                          body="We are investigating a possible issue affecting api.",
-                          component_ids=("cmpapi",), since=NOW)
+INCIDENT = PublicIncident(
+    name="Possible issue being investigated: api",
+    body="We are investigating a possible issue affecting api.",
+    component_ids=("cmpapi",),
+    since=NOW,
+)
 
 
 @pytest.fixture
@@ -50,8 +53,9 @@ async def test_open_again_finds_the_first(page: tuple[FakeStatuspage, Statuspage
 
 
 @pytest.mark.parametrize("status", [420, 429])
-async def test_rate_limit_is_transient(page: tuple[FakeStatuspage, Statuspage],
-                                       status: int) -> None:
+async def test_rate_limit_is_transient(
+    page: tuple[FakeStatuspage, Statuspage], status: int
+) -> None:
     """Statuspage's rate-limit answers are retried after at least a second."""
     fake, sp = page
     fake.fail_next(status)

@@ -34,26 +34,47 @@ NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
 def message(n: int, key: str | None = None) -> NewMessage:
-    return NewMessage(Channel.EMAIL, Mailbox.EMERGENCY, f"s{n}@x.example",
-                      ("emergency@localhost",), f"Subject: {n}\r\n\r\nbody".encode(), key, NOW)
+    return NewMessage(
+        Channel.EMAIL,
+        Mailbox.EMERGENCY,
+        f"s{n}@x.example",
+        ("emergency@localhost",),
+        f"Subject: {n}\r\n\r\nbody".encode(),
+        key,
+        NOW,
+    )
 
 
 def work(inbox_id: int, make=None) -> Work:  # type: ignore[no-untyped-def]
     """A unit of work whose plan opens an incident (or whatever `make` returns)."""
-    return Work(inbox_id, None, make or (lambda ctx: plan()),
-                lambda problem: Plan(outcome=f"unreadable: {problem}"))
+    return Work(
+        inbox_id,
+        None,
+        make or (lambda ctx: plan()),
+        lambda problem: Plan(outcome=f"unreadable: {problem}"),
+    )
 
 
 def plan(title: str = "Site down", msgid: str = "<a@x>") -> Plan:
     return Plan(
         outcome="opened",
-        new_incident=NewIncident(title, Priority.P1, Mailbox.EMERGENCY, "apps-down", ("why",),
-                                 None, None, None),
+        new_incident=NewIncident(
+            title, Priority.P1, Mailbox.EMERGENCY, "apps-down", ("why",), None, None, None
+        ),
         reporter=Reporter(Channel.EMAIL, "alice@x.example", (msgid,)),
         timeline=(TimelineEvent(NOW, "reported", "alice@x.example", "Reported"),),
-        outbox=(OutboxSpec(OutboxKind.PAGE_TRIGGER, {
-            "dedup_key": "INC-1", "summary": "[INC-1] P1: Site down", "severity": "critical",
-            "source": "gw", "details": {}}),),
+        outbox=(
+            OutboxSpec(
+                OutboxKind.PAGE_TRIGGER,
+                {
+                    "dedup_key": "INC-1",
+                    "summary": "[INC-1] P1: Site down",
+                    "severity": "critical",
+                    "source": "gw",
+                    "details": {},
+                },
+            ),
+        ),
         message_ids=(msgid,),
     )
 
@@ -131,8 +152,9 @@ async def test_outbox_retry_then_dead_letter(store: SqliteStore) -> None:
     accepted = await store.accept(message(1))
     await store.process([work(accepted.inbox_id)], NOW)
     [entry] = await store.due_outbox(NOW, 10)
-    await store.settle_outbox([Attempt(entry, error="503", next_at=NOW + timedelta(seconds=30))],
-                              NOW)
+    await store.settle_outbox(
+        [Attempt(entry, error="503", next_at=NOW + timedelta(seconds=30))], NOW
+    )
     assert await store.due_outbox(NOW, 10) == []
     [again] = await store.due_outbox(NOW + timedelta(seconds=31), 10)
     assert again.attempts == 1
@@ -150,8 +172,11 @@ async def test_a_failing_plan_falls_back_alone(store: SqliteStore) -> None:
         raise RuntimeError("bug")
 
     plans = await store.process([work(ids[0]), work(ids[1], boom), work(ids[2])], NOW)
-    assert [p.outcome for p in plans] == ["opened", "unreadable: processing failed: "
-                                          "RuntimeError", "opened"]
+    assert [p.outcome for p in plans] == [
+        "opened",
+        "unreadable: processing failed: RuntimeError",
+        "opened",
+    ]
     assert len(await store.incidents()) == 2 and await store.pending_inbox() == []
 
 

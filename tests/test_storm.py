@@ -47,13 +47,14 @@ MTA = "mx.gw.example"
 PASS = f"{MTA}; dmarc=pass header.from=tenant.example"
 FAIL = f"{MTA}; dmarc=fail header.from=tenant.example"
 LIMITS = Limits(per_sender=3, global_per_minute=5, loop_threshold=3)
-SETTINGS = Settings(Sender("emergency@gw.example", "Platform support", "gw.example",
-                           "chatops-gateway; gw.example"), "chatops-gateway", "Platform support",
-                    chat=ChatSettings("@bot:gw.example", "!incidents:gw.example", {},
-                                      frozenset(), 50),
-                    trust=TrustPolicy(authserv_id=MTA,
-                                      allow_domains=frozenset({"tenant.example"})),
-                    limits=LIMITS)
+SETTINGS = Settings(
+    Sender("emergency@gw.example", "Platform support", "gw.example", "chatops-gateway; gw.example"),
+    "chatops-gateway",
+    "Platform support",
+    chat=ChatSettings("@bot:gw.example", "!incidents:gw.example", {}, frozenset(), 50),
+    trust=TrustPolicy(authserv_id=MTA, allow_domains=frozenset({"tenant.example"})),
+    limits=LIMITS,
+)
 
 
 @pytest.fixture
@@ -65,13 +66,30 @@ def conn() -> Iterator[sqlite3.Connection]:
     c.close()
 
 
-def inbox_row(conn: sqlite3.Connection, raw: bytes, client: str = "192.0.2.9",
-              mail_from: str = "alice@tenant.example", seconds: float = 0.0) -> InboxRow:
+def inbox_row(
+    conn: sqlite3.Connection,
+    raw: bytes,
+    client: str = "192.0.2.9",
+    mail_from: str = "alice@tenant.example",
+    seconds: float = 0.0,
+) -> InboxRow:
     """Accept `raw` into the store and return its row as the worker would see it."""
     at = IN_HOURS + timedelta(seconds=seconds)
-    [accepted] = accept_many(conn, [NewMessage(
-        Channel.EMAIL, Mailbox.EMERGENCY, mail_from, ("emergency@gw.example",), raw, None, at,
-        client)])
+    [accepted] = accept_many(
+        conn,
+        [
+            NewMessage(
+                Channel.EMAIL,
+                Mailbox.EMERGENCY,
+                mail_from,
+                ("emergency@gw.example",),
+                raw,
+                None,
+                at,
+                client,
+            )
+        ],
+    )
     return next(r for r in pending_inbox(conn, 10_000) if r.id == accepted.inbox_id)
 
 
@@ -79,8 +97,9 @@ def plan(conn: sqlite3.Connection, row: InboxRow, next_id: int = 1):
     """Plan one stored email against the store's counts and record its digest, as the store
     does (inside no transaction: a test)."""
     mail = parse_mail(row.raw, row.mail_from)
-    ctx = PlanContext(None, next_id, lambda _i: None, list,
-                      history=partial(storm_db.history, conn, row.id))
+    ctx = PlanContext(
+        None, next_id, lambda _i: None, list, history=partial(storm_db.history, conn, row.id)
+    )
     planned = plan_email(row, mail, None, next_id, BOOK, SETTINGS, IN_HOURS, context=ctx)
     if planned.digest is not None:  # as the store does when it applies the Plan
         storm_db.record(conn, row.id, planned.digest)
@@ -88,14 +107,35 @@ def plan(conn: sqlite3.Connection, row: InboxRow, next_id: int = 1):
 
 
 def incident(flags: tuple[str, ...] = (), reporter: str = "alice@tenant.example") -> Incident:
-    return Incident(3, "INC-3", "Our site is down", Priority.P1, Status.OPEN,
-                    Mailbox.EMERGENCY, IN_HOURS, None, (), None, None, None,
-                    (Reporter(Channel.EMAIL, reporter, ("<a@t>",)),), flags=flags)
+    return Incident(
+        3,
+        "INC-3",
+        "Our site is down",
+        Priority.P1,
+        Status.OPEN,
+        Mailbox.EMERGENCY,
+        IN_HOURS,
+        None,
+        (),
+        None,
+        None,
+        None,
+        (Reporter(Channel.EMAIL, reporter, ("<a@t>",)),),
+        flags=flags,
+    )
 
 
 def join(inc: Incident, sender: str, *, authentic: bool, trusted: bool):
-    return find_join([inc], Mailbox.EMERGENCY, sender, "Site is down again", IN_HOURS,
-                     LIMITS, authentic=authentic, trusted=trusted)
+    return find_join(
+        [inc],
+        Mailbox.EMERGENCY,
+        sender,
+        "Site is down again",
+        IN_HOURS,
+        LIMITS,
+        authentic=authentic,
+        trusted=trusted,
+    )
 
 
 # -- who a message counts as ---------------------------------------------------------------
@@ -103,8 +143,9 @@ def test_authenticated_mail_counts_as_its_address_forged_mail_as_client_and_from
     """The bucket of a forged mail is never the bucket of the genuine sender's mail."""
     genuine = limit_key("alice@tenant.example", "192.0.2.1", authentic=True, trusted=True)
     forged = limit_key("alice@tenant.example", "203.0.113.5", authentic=False, trusted=False)
-    forged_same_client = limit_key("alice@tenant.example", "192.0.2.1", authentic=False,
-                                   trusted=False)
+    forged_same_client = limit_key(
+        "alice@tenant.example", "192.0.2.1", authentic=False, trusted=False
+    )
     assert genuine == "t:alice@tenant.example"
     assert len({genuine, forged, forged_same_client}) == 3
     unchecked = limit_key("alice@tenant.example", None, authentic=None, trusted=True)
@@ -126,15 +167,21 @@ def test_under_a_global_flood_bucket_holds_are_not_announced_one_by_one() -> Non
     notice of its own (the global one covers it); a trusted bucket still gets one."""
     flooded = SenderHistory(from_sender=3, same_content=0, everyone=9)
     assert hold_reason(flooded, LIMITS, trusted=False) == (
-        "rate limit: more than 3 messages from this sender in 600 s", False)
+        "rate limit: more than 3 messages from this sender in 600 s",
+        False,
+    )
     assert hold_reason(flooded, LIMITS, trusted=True) == (
-        "rate limit: more than 3 messages from this sender in 600 s", True)
+        "rate limit: more than 3 messages from this sender in 600 s",
+        True,
+    )
 
 
 def test_own_traffic_still_holds_a_trusted_sender() -> None:
     """A trusted sender's own loop or own flood is held (told once, when it starts)."""
     assert hold_reason(SenderHistory(3, 0, 0), LIMITS, trusted=True) == (
-        "rate limit: more than 3 messages from this sender in 600 s", True)
+        "rate limit: more than 3 messages from this sender in 600 s",
+        True,
+    )
     loop = hold_reason(SenderHistory(2, 2, 0), LIMITS, trusted=True)
     assert loop is not None and loop[0].startswith("mail loop") and loop[1]
     assert hold_reason(SenderHistory(2, 1, 4), LIMITS, trusted=True) is None
@@ -145,8 +192,11 @@ def test_forged_flood_does_not_hold_the_authenticated_report(conn: sqlite3.Conne
     P1 opens and pages, and the held ones are marked for the store to keep apart."""
     outcomes = []
     for n in range(5):
-        row = inbox_row(conn, email_bytes(subject=f"Spam {n}", body=f"junk {n}",
-                                          Authentication_Results=FAIL), seconds=n)
+        row = inbox_row(
+            conn,
+            email_bytes(subject=f"Spam {n}", body=f"junk {n}", Authentication_Results=FAIL),
+            seconds=n,
+        )
         outcomes.append(plan(conn, row, next_id=n + 1))
     assert [p.held for p in outcomes] == [False, False, False, True, True]
     assert [s.kind for s in outcomes[3].outbox] == [OutboxKind.CHAT_SEND]  # told once
@@ -156,15 +206,25 @@ def test_forged_flood_does_not_hold_the_authenticated_report(conn: sqlite3.Conne
 
 
 def test_flood_from_many_senders_holds_unverified_mail_not_the_tenant(
-        conn: sqlite3.Connection) -> None:
+    conn: sqlite3.Connection,
+) -> None:
     """Past the global rate of unverified mail, a stranger is held but the tenant's
     authenticated report is not; trusted mail does not fill the global count."""
     for n in range(5):
-        row = inbox_row(conn, email_bytes(subject=f"Problem {n}", sender=f"s{n}@x.example"),
-                        mail_from=f"s{n}@x.example", client=f"198.51.100.{n}", seconds=n)
+        row = inbox_row(
+            conn,
+            email_bytes(subject=f"Problem {n}", sender=f"s{n}@x.example"),
+            mail_from=f"s{n}@x.example",
+            client=f"198.51.100.{n}",
+            seconds=n,
+        )
         assert not plan(conn, row).held
-    stranger = inbox_row(conn, email_bytes(subject="Another", sender="z@x.example"),
-                         mail_from="z@x.example", seconds=6)
+    stranger = inbox_row(
+        conn,
+        email_bytes(subject="Another", sender="z@x.example"),
+        mail_from="z@x.example",
+        seconds=6,
+    )
     assert plan(conn, stranger).held
     tenant = inbox_row(conn, email_bytes(Authentication_Results=PASS), seconds=7)
     assert not plan(conn, tenant).held
@@ -173,12 +233,16 @@ def test_flood_from_many_senders_holds_unverified_mail_not_the_tenant(
 def test_a_released_message_is_not_held_again(conn: sqlite3.Connection) -> None:
     """Released by an operator, a held message is planned normally, exactly once."""
     for n in range(4):
-        row = inbox_row(conn, email_bytes(subject=f"Spam {n}", body=f"junk {n}",
-                                          Authentication_Results=FAIL), seconds=n)
+        row = inbox_row(
+            conn,
+            email_bytes(subject=f"Spam {n}", body=f"junk {n}", Authentication_Results=FAIL),
+            seconds=n,
+        )
         held = plan(conn, row)
         apply_plan(conn, held, IN_HOURS)
-        conn.execute("UPDATE inbox SET state = ? WHERE id = ?",
-                     ("held" if held.held else "done", row.id))
+        conn.execute(
+            "UPDATE inbox SET state = ? WHERE id = ?", ("held" if held.held else "done", row.id)
+        )
     assert [r.inbox_id for r in held_db.held_rows(conn)] == [row.id]
     assert held_db.release(conn, row.id, IN_HOURS) is None
     assert held_db.release(conn, row.id, IN_HOURS) == "pending"
@@ -213,8 +277,12 @@ def test_a_trusted_report_never_joins_an_incident_awaiting_page() -> None:
 
 def test_forged_reply_to_an_open_incident_opens_its_own(conn: sqlite3.Connection) -> None:
     """Through the pipeline: DMARC fail with a similar subject opens an unverified incident."""
-    raw = email_bytes(subject="Site is down again", body="Fixed, ignore",
-                      Authentication_Results=FAIL, Reply_To="mallory@evil.example")
+    raw = email_bytes(
+        subject="Site is down again",
+        body="Fixed, ignore",
+        Authentication_Results=FAIL,
+        Reply_To="mallory@evil.example",
+    )
     row = inbox_row(conn, raw)
     mail = parse_mail(raw, row.mail_from)
     ctx = PlanContext(None, 9, lambda _i: None, lambda: [incident()])
@@ -230,12 +298,16 @@ def test_a_resend_is_the_same_sender_message_id_and_content() -> None:
     base = email_bytes(message_id="<m1@tenant.example>")
     key = resend_key("alice@tenant.example", base)
     assert key is not None and key == resend_key("Alice@Tenant.example", base)
-    relayed = (b"Received: from mx by gw; Mon, 23 Nov 2026 10:00:00 +0000\r\n"
-               b"Authentication-Results: mx; dmarc=pass\r\n" + base)
+    relayed = (
+        b"Received: from mx by gw; Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+        b"Authentication-Results: mx; dmarc=pass\r\n" + base
+    )
     assert resend_key("alice@tenant.example", relayed) == key
     assert resend_key("alice@tenant.example", base.replace(b"\n", b"\r\n")) == key
-    for other in (email_bytes(message_id="<m1@tenant.example>", body="Something else"),
-                  email_bytes(message_id="<m1@tenant.example>", subject="Hello")):
+    for other in (
+        email_bytes(message_id="<m1@tenant.example>", body="Something else"),
+        email_bytes(message_id="<m1@tenant.example>", subject="Hello"),
+    ):
         assert resend_key("alice@tenant.example", other) not in (key, None)
     assert resend_key("mallory@evil.example", base) != key
     assert resend_key("alice@tenant.example", b"Subject: x\r\n\r\nbody") is None
@@ -245,30 +317,36 @@ def test_a_resend_is_the_same_sender_message_id_and_content() -> None:
 def unreadable(conn: sqlite3.Connection, raw: bytes, client: str = "192.0.2.9"):
     row = inbox_row(conn, raw, client=client)
     sender, verdict = judge_unreadable(row.raw, row.mail_from, SETTINGS)
-    ctx = PlanContext(None, 4, lambda _i: None, list,
-                      history=partial(storm_db.history, conn, row.id))
-    planned = plan_unreadable_emergency(row, "parsing took too long", BOOK, SETTINGS,
-                                        IN_HOURS, sender, verdict, ctx)
+    ctx = PlanContext(
+        None, 4, lambda _i: None, list, history=partial(storm_db.history, conn, row.id)
+    )
+    planned = plan_unreadable_emergency(
+        row, "parsing took too long", BOOK, SETTINGS, IN_HOURS, sender, verdict, ctx
+    )
     if planned.digest is not None:  # as the store does when it applies the Plan
         storm_db.record(conn, row.id, planned.digest)
     return planned
 
 
-def test_unreadable_emergency_mail_from_a_trusted_sender_pages(
-        conn: sqlite3.Connection) -> None:
+def test_unreadable_emergency_mail_from_a_trusted_sender_pages(conn: sqlite3.Connection) -> None:
     """Authenticated tenant, unreadable body: a P1 that pages, announced, ticketed."""
-    result = unreadable(conn, b"Authentication-Results: " + PASS.encode()
-                        + b"\r\nFrom: Alice <alice@tenant.example>\r\n\r\n\x00\x01")
+    result = unreadable(
+        conn,
+        b"Authentication-Results: "
+        + PASS.encode()
+        + b"\r\nFrom: Alice <alice@tenant.example>\r\n\r\n\x00\x01",
+    )
     assert result.new_incident is not None and result.new_incident.priority is Priority.P1
-    assert [s.kind for s in result.outbox] == [OutboxKind.CHAT_ANNOUNCE,
-                                               OutboxKind.PAGE_TRIGGER,
-                                               OutboxKind.TICKET_CREATE]
+    assert [s.kind for s in result.outbox] == [
+        OutboxKind.CHAT_ANNOUNCE,
+        OutboxKind.PAGE_TRIGGER,
+        OutboxKind.TICKET_CREATE,
+    ]
     assert result.new_incident.flags == ("unparseable",)
     assert result.outcome == ("unreadable: parsing took too long; opened INC-4 (P1, paged)")
 
 
-def test_unreadable_emergency_mail_from_a_stranger_awaits_page(
-        conn: sqlite3.Connection) -> None:
+def test_unreadable_emergency_mail_from_a_stranger_awaits_page(conn: sqlite3.Connection) -> None:
     """Forged or unknown sender: a P1 announced with a request to !page, not paged."""
     result = unreadable(conn, b"From: alice@tenant.example\r\nSubject: x\r\n\r\n\xff")
     assert result.new_incident is not None
@@ -280,8 +358,7 @@ def test_unreadable_emergency_mail_from_a_stranger_awaits_page(
 
 def test_a_flood_of_unreadable_mail_is_held(conn: sqlite3.Connection) -> None:
     """Junk cannot flood the incidents room: past the limits unreadable mail is held too."""
-    results = [unreadable(conn, b"From: x@evil.example\r\n\r\n" + bytes([n]))
-               for n in range(5)]
+    results = [unreadable(conn, b"From: x@evil.example\r\n\r\n" + bytes([n])) for n in range(5)]
     assert [r.held for r in results] == [False, False, False, True, True]
 
 
@@ -310,18 +387,21 @@ def test_a_planning_bug_on_emergency_mail_is_rescued_to_a_p1(conn: sqlite3.Conne
         raise RuntimeError("bug")
 
     def rescue(problem: str, ctx: PlanContext) -> Plan:
-        return plan_unreadable_emergency(row, problem, BOOK, SETTINGS, IN_HOURS, sender,
-                                         verdict, ctx)
+        return plan_unreadable_emergency(
+            row, problem, BOOK, SETTINGS, IN_HOURS, sender, verdict, ctx
+        )
 
     def fallback(problem: str) -> Plan:
         return Plan(outcome=f"unreadable: {problem}")
 
     [rescued] = process(conn, [Work(row.id, None, boom, fallback, rescue)], IN_HOURS)
-    assert rescued.outcome == ("unreadable: processing failed: RuntimeError; opened INC-1 "
-                               "(P1, paged)")
+    assert rescued.outcome == (
+        "unreadable: processing failed: RuntimeError; opened INC-1 (P1, paged)"
+    )
     other = inbox_row(conn, email_bytes(Authentication_Results=PASS), seconds=1)
-    [plain] = process(conn, [Work(other.id, None, boom, fallback,
-                                        lambda p, ctx: boom(ctx))], IN_HOURS)
+    [plain] = process(
+        conn, [Work(other.id, None, boom, fallback, lambda p, ctx: boom(ctx))], IN_HOURS
+    )
     assert plain.outcome == "unreadable: processing failed: RuntimeError"
     assert [r[0] for r in conn.execute("SELECT state FROM inbox ORDER BY id")] == ["done"] * 2
 
@@ -332,7 +412,9 @@ def test_the_global_count_reads_only_untrusted_rows(conn: sqlite3.Connection) ->
     assert UNTRUSTED_PREFIX == "u:"
     plan_rows = conn.execute(
         "EXPLAIN QUERY PLAN SELECT 1 FROM inbox_digest WHERE substr(sender, 1, 2) = 'u:'"
-        " AND at >= ? AND at <= ? AND inbox_id != ? LIMIT ?", ("a", "b", 1, 5)).fetchall()
+        " AND at >= ? AND at <= ? AND inbox_id != ? LIMIT ?",
+        ("a", "b", 1, 5),
+    ).fetchall()
     assert any("inbox_digest_untrusted" in str(row) for row in plan_rows)
     for n in range(3):
         storm_db.record(conn, n + 1, Digest(f"t:a{n}@tenant.example", "h", IN_HOURS))

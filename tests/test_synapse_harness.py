@@ -36,8 +36,9 @@ def test_registered_users_are_fresh_and_their_tokens_work(synapse: Synapse) -> N
 def test_room_is_created_and_joined(synapse: Synapse) -> None:
     bot, bot_token, _ = synapse.register("bot")
     eng, eng_token, _ = synapse.register("engineer")
-    room = synapse.create_room(eng_token, invite=[bot], tokens_to_join=[bot_token],
-                               name="incidents")
+    room = synapse.create_room(
+        eng_token, invite=[bot], tokens_to_join=[bot_token], name="incidents"
+    )
     members = synapse.api("GET", f"/_matrix/client/v3/rooms/{room}/joined_members", bot_token)
     assert set(members["joined"]) == {bot, eng}
 
@@ -55,11 +56,17 @@ def test_threads_and_replies_carry_spec_relations(synapse: Synapse) -> None:
     events = {e["event_id"]: e for e in synapse.messages(token, room)}
     assert list(events)[-5:] == [root, in_thread, reply, plain_reply, again]
     assert events[in_thread]["content"]["m.relates_to"] == {
-        "rel_type": "m.thread", "event_id": root, "is_falling_back": True,
-        "m.in_reply_to": {"event_id": root}}
+        "rel_type": "m.thread",
+        "event_id": root,
+        "is_falling_back": True,
+        "m.in_reply_to": {"event_id": root},
+    }
     assert events[reply]["content"]["m.relates_to"] == {
-        "rel_type": "m.thread", "event_id": root, "is_falling_back": False,
-        "m.in_reply_to": {"event_id": in_thread}}
+        "rel_type": "m.thread",
+        "event_id": root,
+        "is_falling_back": False,
+        "m.in_reply_to": {"event_id": in_thread},
+    }
     assert events[plain_reply]["content"]["m.relates_to"] == {"m.in_reply_to": {"event_id": root}}
 
 

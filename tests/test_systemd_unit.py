@@ -60,8 +60,9 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "chatops-gateway"
     unit = tmp_path / UNIT.name
     unit.write_text(UNIT.read_text().replace("/usr/local/bin/chatops-gateway", str(script)))
-    result = subprocess.run([_analyze(), "verify", str(unit)], capture_output=True, text=True,
-                            timeout=120, check=False)
+    result = subprocess.run(
+        [_analyze(), "verify", str(unit)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == ""
 
@@ -69,9 +70,19 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
 def test_security_exposure_is_at_most_one_and_a_half() -> None:
     """`systemd-analyze security --offline=true` scores the unit at or below 1.5."""
     result = subprocess.run(
-        [_analyze(), "security", "--offline=true", "--no-pager",
-         f"--threshold={int(MAX_EXPOSURE * 10)}", str(UNIT)],
-        capture_output=True, text=True, timeout=120, check=False)
+        [
+            _analyze(),
+            "security",
+            "--offline=true",
+            "--no-pager",
+            f"--threshold={int(MAX_EXPOSURE * 10)}",
+            str(UNIT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d)", result.stdout)
     assert match, result.stdout[-500:] + result.stderr
     assert float(match.group(1)) <= MAX_EXPOSURE
@@ -96,13 +107,17 @@ def test_systemd_analyze_verify_is_clean_with_the_failure_hook(tmp_path: Path) -
     units = []
     for source, name in ((UNIT, UNIT.name), (FAILURE_UNIT, "chatops-gateway-failure@.service")):
         target = tmp_path / name
-        target.write_text(source.read_text().replace("/usr/local/bin/chatops-gateway",
-                                                     str(script)))
+        target.write_text(source.read_text().replace("/usr/local/bin/chatops-gateway", str(script)))
         units.append(target)
     instance = tmp_path / "chatops-gateway-failure@chatops-gateway.service.service"
     instance.symlink_to(units[1])
-    result = subprocess.run([_analyze(), "verify", str(units[0]), str(instance)],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [_analyze(), "verify", str(units[0]), str(instance)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == ""
 
@@ -110,9 +125,19 @@ def test_systemd_analyze_verify_is_clean_with_the_failure_hook(tmp_path: Path) -
 def test_failure_unit_exposure_is_at_most_one_and_a_half() -> None:
     """The failure template scores at or below 1.5 on `systemd-analyze security` too."""
     result = subprocess.run(
-        [_analyze(), "security", "--offline=true", "--no-pager",
-         f"--threshold={int(MAX_EXPOSURE * 10)}", str(FAILURE_UNIT)],
-        capture_output=True, text=True, timeout=120, check=False)
+        [
+            _analyze(),
+            "security",
+            "--offline=true",
+            "--no-pager",
+            f"--threshold={int(MAX_EXPOSURE * 10)}",
+            str(FAILURE_UNIT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d)", result.stdout)
     assert match, result.stdout[-500:] + result.stderr
     assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout[-1500:]

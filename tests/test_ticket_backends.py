@@ -22,9 +22,14 @@ from tests.fakes.http_base import FakeApi
 from tests.fakes.zendesk import FakeZendesk
 
 NOW = datetime.now(UTC)
-TICKET = NewTicket(key="chatops-abc-1", title="[INC-1] Our site is down",
-                   body="Reported by alice@tenant.example.\n\nAll apps return 502.",
-                   requester="alice@tenant.example", priority="P1", since=NOW)
+TICKET = NewTicket(
+    key="chatops-abc-1",
+    title="[INC-1] Our site is down",
+    body="Reported by alice@tenant.example.\n\nAll apps return 502.",
+    requester="alice@tenant.example",
+    priority="P1",
+    since=NOW,
+)
 
 
 @dataclass
@@ -38,30 +43,43 @@ class Case:
 
 
 def _zendesk(fake: FakeZendesk, s: aiohttp.ClientSession, token: str = "zd-token") -> Case:
-    return Case(fake, ZendeskTickets(fake.url, "agent@example.org", token, session=s),
-                lambda: list(fake.tickets.values()),
-                lambda tid: [c["body"] for c in fake.comments[int(tid)]],
-                lambda tid: fake.tickets[int(tid)]["status"], token)
+    return Case(
+        fake,
+        ZendeskTickets(fake.url, "agent@example.org", token, session=s),
+        lambda: list(fake.tickets.values()),
+        lambda tid: [c["body"] for c in fake.comments[int(tid)]],
+        lambda tid: fake.tickets[int(tid)]["status"],
+        token,
+    )
 
 
 def _deskpro(fake: FakeDeskpro, s: aiohttp.ClientSession, key: str = "1:dp-secret") -> Case:
-    return Case(fake, DeskproTickets(fake.url, key, session=s,
-                                     fallback_requester="support@example.org"),
-                lambda: list(fake.tickets.values()),
-                lambda tid: [m["message"] for m in fake.messages[int(tid)]],
-                lambda tid: fake.tickets[int(tid)]["status"], key)
+    return Case(
+        fake,
+        DeskproTickets(fake.url, key, session=s, fallback_requester="support@example.org"),
+        lambda: list(fake.tickets.values()),
+        lambda tid: [m["message"] for m in fake.messages[int(tid)]],
+        lambda tid: fake.tickets[int(tid)]["status"],
+        key,
+    )
 
 
 def _github(fake: FakeGitHub, s: aiohttp.ClientSession, token: str = "gh-token") -> Case:
-    return Case(fake, GitHubIssues(fake.repo, token, session=s, base_url=fake.url),
-                lambda: list(fake.issues.values()),
-                lambda n: [c["body"] for c in fake.comments[int(n)]],
-                lambda n: fake.issues[int(n)]["state"], token)
+    return Case(
+        fake,
+        GitHubIssues(fake.repo, token, session=s, base_url=fake.url),
+        lambda: list(fake.issues.values()),
+        lambda n: [c["body"] for c in fake.comments[int(n)]],
+        lambda n: fake.issues[int(n)]["state"],
+        token,
+    )
 
 
 FAKES: dict[str, tuple[type[FakeApi], Any]] = {
-    "zendesk": (FakeZendesk, _zendesk), "deskpro": (FakeDeskpro, _deskpro),
-    "github": (FakeGitHub, _github)}
+    "zendesk": (FakeZendesk, _zendesk),
+    "deskpro": (FakeDeskpro, _deskpro),
+    "github": (FakeGitHub, _github),
+}
 SOLVED = {"zendesk": "solved", "deskpro": "resolved", "github": "closed"}
 
 
@@ -84,8 +102,9 @@ async def test_create_comment_solve(vendor: str) -> None:
         [ticket] = c.tickets()
         assert handle.link and handle.external_id in handle.link
         assert "Our site is down" in str(ticket.get("subject", ticket.get("title")))
-        await c.backend.comment(handle.external_id, "Update: the load balancer is back.",
-                                "abc-m7", NOW)
+        await c.backend.comment(
+            handle.external_id, "Update: the load balancer is back.", "abc-m7", NOW
+        )
         assert any("load balancer is back" in n for n in c.notes(handle.external_id))
         await c.backend.update(handle.external_id, status="solved", title="[INC-1] LB failure")
         assert c.status(handle.external_id) == SOLVED[vendor]
@@ -163,8 +182,9 @@ async def test_github_rate_limit_403_waits_for_reset() -> None:
     """GitHub's 403 with x-ratelimit-remaining: 0 is transient until x-ratelimit-reset."""
     async with case("github") as c:
         reset = int((datetime.now(UTC) + timedelta(seconds=120)).timestamp())
-        c.fake.fail_next(403, headers={"x-ratelimit-remaining": "0",
-                                       "x-ratelimit-reset": str(reset)})
+        c.fake.fail_next(
+            403, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)}
+        )
         with pytest.raises(TransientError) as caught:
             await c.backend.create(TICKET)
         assert caught.value.retry_after_s is not None and caught.value.retry_after_s > 60
@@ -187,7 +207,8 @@ async def test_deskpro_comment_check_reads_every_page() -> None:
         handle = await c.backend.create(TICKET)
         assert isinstance(c.fake, FakeDeskpro)
         c.fake.messages[int(handle.external_id)] += [
-            {"id": n, "message": f"filler {n}", "is_agent_note": True} for n in range(2, 122)]
+            {"id": n, "message": f"filler {n}", "is_agent_note": True} for n in range(2, 122)
+        ]
         for _ in range(2):
             await c.backend.comment(handle.external_id, "Marked note", "abc-m1", NOW)
         assert sum("Marked note" in n for n in c.notes(handle.external_id)) == 1

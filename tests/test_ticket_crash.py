@@ -27,19 +27,31 @@ def vendor(request: pytest.FixtureRequest) -> str:
 def _incident_with_ticket_entry(path: Path) -> None:
     conn = schema.connect(str(path))
     schema.migrate(conn)
-    plan = Plan(outcome="opened INC-1", new_incident=NewIncident(
-        "Our site is down", Priority.P1, Mailbox.EMERGENCY, None, ("why",), None, None, None),
-        outbox=(OutboxSpec(OutboxKind.TICKET_CREATE, {
-            "reference": "INC-1", "title": "[INC-1] Our site is down", "priority": "P1",
-            "requester": "alice@tenant.example", "body": "All apps return 502.",
-            "at": NOW.isoformat()}),))
+    plan = Plan(
+        outcome="opened INC-1",
+        new_incident=NewIncident(
+            "Our site is down", Priority.P1, Mailbox.EMERGENCY, None, ("why",), None, None, None
+        ),
+        outbox=(
+            OutboxSpec(
+                OutboxKind.TICKET_CREATE,
+                {
+                    "reference": "INC-1",
+                    "title": "[INC-1] Our site is down",
+                    "priority": "P1",
+                    "requester": "alice@tenant.example",
+                    "body": "All apps return 502.",
+                    "at": NOW.isoformat(),
+                },
+            ),
+        ),
+    )
     with db.transaction(conn):
         incidents.apply_plan(conn, plan, NOW)
     conn.close()
 
 
-async def test_crash_after_create_leaves_exactly_one_ticket(tmp_path: Path,
-                                                            vendor: str) -> None:
+async def test_crash_after_create_leaves_exactly_one_ticket(tmp_path: Path, vendor: str) -> None:
     """The first attempt creates the ticket and dies before settling; the retry after the
     restart reconciles by our key: one ticket, one create request, its id recorded."""
     path = tmp_path / "gateway.sqlite3"
@@ -54,8 +66,12 @@ async def test_crash_after_create_leaves_exactly_one_ticket(tmp_path: Path,
         store = SqliteStore(path)
         await store.open()
         try:
-            worker = OutboxWorker(store, ticket_handlers(c.backend, store, "inst"),
-                                  RetryPolicy(), clock=lambda: datetime.now(UTC))
+            worker = OutboxWorker(
+                store,
+                ticket_handlers(c.backend, store, "inst"),
+                RetryPolicy(),
+                clock=lambda: datetime.now(UTC),
+            )
             assert await worker.deliver_due() == 1
             row = await store.ticket(1)
             rows = await store.outbox_rows("done")

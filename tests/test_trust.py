@@ -33,25 +33,31 @@ def test_parse_authentication_results_reads_methods_properties_and_skips_comment
     """RFC 8601 syntax: authserv-id with version, comments, several methods and ptypes."""
     server, results = parse_authentication_results(
         "MX.gw.example 1; dkim=pass (good sig) header.d=tenant.example header.s=s1;"
-        " spf=fail smtp.mailfrom=x@y.example; dmarc=pass (p=reject) header.from=tenant.example")
+        " spf=fail smtp.mailfrom=x@y.example; dmarc=pass (p=reject) header.from=tenant.example"
+    )
     assert server == "mx.gw.example"
-    assert [(r.method, r.result) for r in results] == [("dkim", "pass"), ("spf", "fail"),
-                                                       ("dmarc", "pass")]
+    assert [(r.method, r.result) for r in results] == [
+        ("dkim", "pass"),
+        ("spf", "fail"),
+        ("dmarc", "pass"),
+    ]
     assert results[0].properties == {"header.d": "tenant.example", "header.s": "s1"}
 
 
 def test_trusted_pass_from_allow_listed_sender_is_trusted() -> None:
     """Our MTA says DMARC pass, the domain is allow-listed: the sender may page."""
-    verdict = judge_email(with_ar(f"{MTA}; dmarc=pass header.from=tenant.example"),
-                          "alice@tenant.example", POLICY)
+    verdict = judge_email(
+        with_ar(f"{MTA}; dmarc=pass header.from=tenant.example"), "alice@tenant.example", POLICY
+    )
     assert verdict.trusted and verdict.authentic and verdict.known
     assert "DMARC pass" in verdict.reasons
 
 
 def test_forged_authentication_results_from_another_authserv_id_are_ignored() -> None:
     """A pass written by the sender (another authserv-id) counts for nothing."""
-    raw = with_ar("mx.evil.example; dmarc=pass header.from=tenant.example; dkim=pass "
-                  "header.d=tenant.example")
+    raw = with_ar(
+        "mx.evil.example; dmarc=pass header.from=tenant.example; dkim=pass header.d=tenant.example"
+    )
     verdict = judge_email(raw, "alice@tenant.example", POLICY)
     assert not verdict.trusted and verdict.authentic is False
     assert any("no Authentication-Results from mx.gw.example" in r for r in verdict.reasons)
@@ -59,8 +65,10 @@ def test_forged_authentication_results_from_another_authserv_id_are_ignored() ->
 
 def test_only_the_topmost_header_of_the_trusted_mta_counts() -> None:
     """A forged copy below our MTA's own header (claiming our id) does not override it."""
-    raw = with_ar(f"{MTA}; dmarc=fail header.from=tenant.example",
-                  f"{MTA}; dmarc=pass header.from=tenant.example")
+    raw = with_ar(
+        f"{MTA}; dmarc=fail header.from=tenant.example",
+        f"{MTA}; dmarc=pass header.from=tenant.example",
+    )
     verdict = judge_email(raw, "alice@tenant.example", POLICY)
     assert verdict.authentic is False and not verdict.trusted
 
@@ -93,8 +101,9 @@ def test_without_checks_the_allow_list_decides_and_empty_means_nobody() -> None:
 
 def test_allow_list_matches_exact_domains_addresses_and_matrix_servers() -> None:
     """Exact domains only (no suffix tricks); Matrix ids by id or by server."""
-    policy = TrustPolicy(allow_domains=frozenset({"tenant.example"}),
-                         allow_addresses=frozenset({"@ops:hs.example"}))
+    policy = TrustPolicy(
+        allow_domains=frozenset({"tenant.example"}), allow_addresses=frozenset({"@ops:hs.example"})
+    )
     assert is_known("Alice@Tenant.Example", policy)
     assert not is_known("alice@eviltenant.example", policy)
     assert not is_known("alice@tenant.example.evil", policy)
@@ -105,21 +114,33 @@ def test_allow_list_matches_exact_domains_addresses_and_matrix_servers() -> None
 
 # --- DKIM, with a key made here and a DNS lookup answered from it -------------------------
 
+
 @pytest.fixture(scope="module")
 def dkim_key() -> tuple[bytes, bytes]:
     """A fresh RSA key (openssl, PKCS#1 as dkimpy reads it) and its DNS TXT record."""
-    private = subprocess.run(["openssl", "genrsa", "-traditional", "2048"], check=True,
-                             capture_output=True).stdout
-    public = subprocess.run(["openssl", "rsa", "-pubout", "-outform", "DER"], input=private,
-                            check=True, capture_output=True).stdout
+    private = subprocess.run(
+        ["openssl", "genrsa", "-traditional", "2048"], check=True, capture_output=True
+    ).stdout
+    public = subprocess.run(
+        ["openssl", "rsa", "-pubout", "-outform", "DER"],
+        input=private,
+        check=True,
+        capture_output=True,
+    ).stdout
     return private, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
 
-def signed(private: bytes, domain: str = "tenant.example", sender: str = "alice@tenant.example"
-           ) -> bytes:
+def signed(
+    private: bytes, domain: str = "tenant.example", sender: str = "alice@tenant.example"
+) -> bytes:
     raw = email_bytes(sender=sender).replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n")
-    sig = dkim.sign(raw, b"s1", domain.encode(), private,
-                    include_headers=[b"from", b"to", b"subject", b"message-id"])
+    sig = dkim.sign(
+        raw,
+        b"s1",
+        domain.encode(),
+        private,
+        include_headers=[b"from", b"to", b"subject", b"message-id"],
+    )
     return sig + raw
 
 
@@ -132,19 +153,20 @@ def test_dkim_signature_verifies_with_injected_dns(dkim_key: tuple[bytes, bytes]
         lookups.append(name)
         return record if name == b"s1._domainkey.tenant.example." else None
 
-    policy = TrustPolicy(allow_domains=frozenset({"tenant.example"}),
-                         dkim=dkim_verifier(lookup))
+    policy = TrustPolicy(allow_domains=frozenset({"tenant.example"}), dkim=dkim_verifier(lookup))
     verdict = judge_email(signed(private), "alice@tenant.example", policy)
     assert verdict.trusted and verdict.authentic, verdict.reasons
     assert lookups == [b"s1._domainkey.tenant.example."]
 
 
 def test_dkim_tampered_body_or_unaligned_domain_is_not_authentic(
-        dkim_key: tuple[bytes, bytes]) -> None:
+    dkim_key: tuple[bytes, bytes],
+) -> None:
     """A changed body fails; a valid signature by another domain does not vouch for From."""
     private, record = dkim_key
-    policy = TrustPolicy(allow_domains=frozenset({"tenant.example"}),
-                         dkim=dkim_verifier(lambda name: record))
+    policy = TrustPolicy(
+        allow_domains=frozenset({"tenant.example"}), dkim=dkim_verifier(lambda name: record)
+    )
     tampered = signed(private).replace(b"return 502", b"return 503")
     assert judge_email(tampered, "alice@tenant.example", policy).authentic is False
     other = signed(private, domain="bulk.example")
@@ -193,6 +215,11 @@ def test_config_requires_a_threading_key_with_a_relay_and_checks_the_allow_list(
     assert "trust.allow_addresses[0]" in text
     with pytest.raises(ConfigError, match=r"threading\.key: required"):
         parse_config({"mail_out": relay})
-    config = parse_config({"mail_out": relay, "threading": {"key": {"value": "k" * 32}},
-                           "trust": {"allow_domains": ["Tenant.Example"]}})
+    config = parse_config(
+        {
+            "mail_out": relay,
+            "threading": {"key": {"value": "k" * 32}},
+            "trust": {"allow_domains": ["Tenant.Example"]},
+        }
+    )
     assert config.trust.allow_domains == ["tenant.example"]

@@ -17,25 +17,36 @@ pytestmark = pytest.mark.peer
 __all__ = ["world"]  # the fixture, shared with the Matrix tests
 
 
-async def test_held_mail_is_announced_in_the_incidents_room_once(world: World,
-                                                                 tmp_path: Path) -> None:
+async def test_held_mail_is_announced_in_the_incidents_room_once(
+    world: World, tmp_path: Path
+) -> None:
     """Past the per-sender limit every further mail is held, and the incidents room is
     told once (when holding starts), not once per held mail."""
     w = world
-    problems = ["Login page returns 500", "Database connection refused",
-                "Certificate expired on the API", "Logs missing since this morning",
-                "Queue workers stopped", "Object storage refuses uploads"]
+    problems = [
+        "Login page returns 500",
+        "Database connection refused",
+        "Certificate expired on the API",
+        "Logs missing since this morning",
+        "Queue workers stopped",
+        "Object storage refuses uploads",
+    ]
     async with SmtpCapture() as relay:
         base = config_for(w, tmp_path, relay.port)
-        config = base.model_copy(update={"limits": base.limits.model_copy(
-            update={"per_sender": 2})})
+        config = base.model_copy(
+            update={"limits": base.limits.model_copy(update={"per_sender": 2})}
+        )
         async with connected(config) as app:
             for n, subject in enumerate(problems):
-                await send(app.smtp_port or 0, email_bytes(subject=subject, body=f"Report {n}",
-                                                           sender="carol@tenant.example"),
-                           "carol@tenant.example")
-            await eventually(lambda: settled(tmp_path)
-                             and bot_notices(w, w.incidents, "Holding mail from"), timeout=20)
+                await send(
+                    app.smtp_port or 0,
+                    email_bytes(subject=subject, body=f"Report {n}", sender="carol@tenant.example"),
+                    "carol@tenant.example",
+                )
+            await eventually(
+                lambda: settled(tmp_path) and bot_notices(w, w.incidents, "Holding mail from"),
+                timeout=20,
+            )
     held = read(tmp_path, "SELECT COUNT(*) FROM inbox WHERE outcome LIKE 'held: rate limit%'")
     assert held == [(4,)]
     [notice] = bot_notices(w, w.incidents, "Holding mail from")
@@ -45,18 +56,19 @@ async def test_held_mail_is_announced_in_the_incidents_room_once(world: World,
 
 
 async def test_chat_report_from_a_stranger_is_held_until_an_engineer_pages(
-        world: World, tmp_path: Path) -> None:
+    world: World, tmp_path: Path
+) -> None:
     """A P1 reported in a report room by someone not on the allow-list: acknowledged, a
     ticket flagged "unverified sender", no page, and the incidents room is asked to check;
     the engineer's !page then pages once."""
     w = world
     async with SmtpCapture() as relay:
         base = config_for(w, tmp_path, relay.port)
-        config = base.model_copy(update={"trust": base.trust.model_copy(
-            update={"allow_addresses": []})})
+        config = base.model_copy(
+            update={"trust": base.trust.model_copy(update={"allow_addresses": []})}
+        )
         async with connected(config):
-            w.synapse.send_text(w.tenant_token, w.reports,
-                                "Our site is down, every page gives 502")
+            w.synapse.send_text(w.tenant_token, w.reports, "Our site is down, every page gives 502")
             await eventually(lambda: bot_notices(w, w.reports, "logged this as INC-1"))
             [asked] = await eventually(lambda: bot_notices(w, w.incidents, "!page INC-1"))
             assert w.tenant in asked["content"]["body"]

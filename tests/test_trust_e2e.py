@@ -44,22 +44,28 @@ def incidents(state: Path) -> list[Any]:
 
 def settled(state: Path) -> bool:
     try:
-        return not read(state, "SELECT 1 FROM inbox WHERE state = 'pending' UNION ALL "
-                               "SELECT 1 FROM outbox WHERE state = 'pending'")
+        return not read(
+            state,
+            "SELECT 1 FROM inbox WHERE state = 'pending' UNION ALL "
+            "SELECT 1 FROM outbox WHERE state = 'pending'",
+        )
     except sqlite3.OperationalError:
         return False
 
 
 def mails(state: Path) -> list[email.message.EmailMessage]:
-    return [email.message_from_bytes(p.read_bytes(), policy=policy.default)  # type: ignore[misc]
-            for p in sorted((state / "outgoing-mail").glob("*.eml"))]
+    return [
+        email.message_from_bytes(p.read_bytes(), policy=policy.default)  # type: ignore[misc]
+        for p in sorted((state / "outgoing-mail").glob("*.eml"))
+    ]
 
 
 async def test_unknown_sender_gets_an_unverified_ticket_not_a_page(tmp_path: Path) -> None:
     """A stranger's 'site down' is P1 but pages nobody: a ticket flagged, an honest ack."""
     async with running(make_config(tmp_path), ticking(IN_HOURS)) as app:
-        await send(app.smtp_port or 0, email_bytes(sender="mallory@evil.example"),
-                   "mallory@evil.example")
+        await send(
+            app.smtp_port or 0, email_bytes(sender="mallory@evil.example"), "mallory@evil.example"
+        )
         await eventually(lambda: settled(tmp_path) and mails(tmp_path))
     [incident] = incidents(tmp_path)
     assert incident.priority == "P1" and incident.pages_sent == 0
@@ -78,15 +84,22 @@ async def test_forged_references_do_not_attach_but_a_genuine_reply_does(tmp_path
         await send(port, email_bytes(message_id="<orig@tenant.example>"), "alice@tenant.example")
         await eventually(lambda: settled(tmp_path) and mails(tmp_path))
         [ack] = mails(tmp_path)
-        forged = email_bytes(subject="Re: [INC-1] Our site is down", body="Ignore this, fixed",
-                             sender="mallory@evil.example", message_id="<f1@evil.example>",
-                             In_Reply_To="<inc-1.1.ack@localhost>",
-                             References="<orig@tenant.example> "
-                                        f"<inc1.ack.1.{'a' * 26}@localhost>")
+        forged = email_bytes(
+            subject="Re: [INC-1] Our site is down",
+            body="Ignore this, fixed",
+            sender="mallory@evil.example",
+            message_id="<f1@evil.example>",
+            In_Reply_To="<inc-1.1.ack@localhost>",
+            References=f"<orig@tenant.example> <inc1.ack.1.{'a' * 26}@localhost>",
+        )
         await send(port, forged, "mallory@evil.example")
-        genuine = email_bytes(subject="Re: [INC-1] Our site is down", body="Now 503 as well",
-                              message_id="<r2@tenant.example>", In_Reply_To=ack["Message-ID"],
-                              References=f"<orig@tenant.example> {ack['Message-ID']}")
+        genuine = email_bytes(
+            subject="Re: [INC-1] Our site is down",
+            body="Now 503 as well",
+            message_id="<r2@tenant.example>",
+            In_Reply_To=ack["Message-ID"],
+            References=f"<orig@tenant.example> {ack['Message-ID']}",
+        )
         await send(port, genuine, "alice@tenant.example")
         await eventually(lambda: settled(tmp_path) and len(incidents(tmp_path)) == 2)
     first, second = incidents(tmp_path)
@@ -104,19 +117,28 @@ async def test_storm_of_fifty_reporters_is_one_incident_one_page(tmp_path: Path)
     async with running(make_config(tmp_path), ticking(IN_HOURS)) as app:
         for n in range(50):
             sender = f"user{n}@tenant.example"
-            await send(app.smtp_port or 0, email_bytes(subject=subjects[n % 5], sender=sender),
-                       sender)
+            await send(
+                app.smtp_port or 0, email_bytes(subject=subjects[n % 5], sender=sender), sender
+            )
         await eventually(lambda: settled(tmp_path) and len(mails(tmp_path)) >= 50, timeout=60)
     [incident] = incidents(tmp_path)
     assert incident.pages_sent == 1 and len(incident.reporters) == 50
     acks = mails(tmp_path)
     assert len(acks) == 50 and len({m["To"] for m in acks}) == 50
     assert all("[INC-1]" in m["Subject"] for m in acks)
-    update = to_reporters(incident, "Fixed.", "update", "u1",
-                          Sender("emergency@localhost", "S", "localhost", "loop"), IN_HOURS)
+    update = to_reporters(
+        incident,
+        "Fixed.",
+        "update",
+        "u1",
+        Sender("emergency@localhost", "S", "localhost", "loop"),
+        IN_HOURS,
+    )
     assert len(update) == 50
-    print(f"\nstorm: 50 reports -> {len(incidents(tmp_path))} incident, "
-          f"{incident.pages_sent} page, {len(acks)} acknowledgements")
+    print(
+        f"\nstorm: 50 reports -> {len(incidents(tmp_path))} incident, "
+        f"{incident.pages_sent} page, {len(acks)} acknowledgements"
+    )
 
 
 async def test_rate_limit_and_loop_hold_mail_without_answering(tmp_path: Path) -> None:
@@ -126,11 +148,23 @@ async def test_rate_limit_and_loop_hold_mail_without_answering(tmp_path: Path) -
     async with running(config, ticking(IN_HOURS)) as app:
         port = app.smtp_port or 0
         for n in range(3):  # a loop: same sender, same text
-            await send(port, email_bytes(body="Same text every time", sender="bob@tenant.example",
-                                         subject=f"Loop test {n}"), "bob@tenant.example")
+            await send(
+                port,
+                email_bytes(
+                    body="Same text every time",
+                    sender="bob@tenant.example",
+                    subject=f"Loop test {n}",
+                ),
+                "bob@tenant.example",
+            )
         for n in range(6):  # a flood of different mails
-            await send(port, email_bytes(body=f"Report {n}", subject=f"Problem {n}",
-                                         sender="carol@tenant.example"), "carol@tenant.example")
+            await send(
+                port,
+                email_bytes(
+                    body=f"Report {n}", subject=f"Problem {n}", sender="carol@tenant.example"
+                ),
+                "carol@tenant.example",
+            )
         await eventually(lambda: settled(tmp_path))
     outcomes = [o for (o,) in read(tmp_path, "SELECT outcome FROM inbox ORDER BY id")]
     assert outcomes[0].startswith("opened INC-1") and outcomes[1] == "joined INC-1"
@@ -145,8 +179,13 @@ async def test_rate_limit_and_loop_hold_mail_without_answering(tmp_path: Path) -
 async def _ping_pong(tmp_path: Path, threaded: bool) -> tuple[int, int]:
     """Alice's mailbox answers every mail the gateway relays, without Auto-Submitted."""
     async with SmtpCapture() as relay:
-        config = make_config(tmp_path, mail_out={"mode": "smtp", "smtp": {
-            "host": "127.0.0.1", "port": relay.port, "starttls": False}})
+        config = make_config(
+            tmp_path,
+            mail_out={
+                "mode": "smtp",
+                "smtp": {"host": "127.0.0.1", "port": relay.port, "starttls": False},
+            },
+        )
         sent_by_responder = 0
         async with running(config, ticking(IN_HOURS)) as app:
             port = app.smtp_port or 0
@@ -161,7 +200,8 @@ async def _ping_pong(tmp_path: Path, threaded: bool) -> tuple[int, int]:
                     reply = email_bytes(
                         subject=f"Re: {incoming['Subject']}" if threaded else "Message received",
                         body="Thank you for your email. I am away and will reply on my return.",
-                        **({"In_Reply_To": incoming["Message-ID"]} if threaded else {}))
+                        **({"In_Reply_To": incoming["Message-ID"]} if threaded else {}),
+                    )
                     await send(port, reply, "alice@tenant.example")
                     sent_by_responder += 1
                 answered = len(relay.messages)
@@ -174,9 +214,11 @@ async def test_ping_pong_with_a_naive_auto_responder_ends_at_once(tmp_path: Path
     for threaded in (True, False):
         state = tmp_path / ("threaded" if threaded else "unthreaded")
         gateway_sent, responder_sent = await _ping_pong(state, threaded)
-        print(f"\nping-pong ({'threaded' if threaded else 'no threading headers'}): "
-              f"gateway sent {gateway_sent}, responder sent {responder_sent}, "
-              f"extra replies {gateway_sent - 1}")
+        print(
+            f"\nping-pong ({'threaded' if threaded else 'no threading headers'}): "
+            f"gateway sent {gateway_sent}, responder sent {responder_sent}, "
+            f"extra replies {gateway_sent - 1}"
+        )
         # Without threading headers and with a subject of its own, the first auto-reply
         # looks like a new report and is acknowledged once; the next is joined, not answered.
         assert gateway_sent == (1 if threaded else 2)
@@ -186,7 +228,8 @@ async def test_ping_pong_with_a_naive_auto_responder_ends_at_once(tmp_path: Path
 
 
 async def test_global_rate_limit_holds_mail_from_everyone_past_the_minute_limit(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Past `global_per_minute` unverified messages in a minute, unverified mail from any
     sender is held (kept, never answered, never paged); once the minute has passed mail is
     processed again."""
@@ -196,25 +239,38 @@ async def test_global_rate_limit_holds_mail_from_everyone_past_the_minute_limit(
     config = make_config(tmp_path, limits={"global_per_minute": 3, "per_sender": 100})
     async with running(config, clock) as app:
         port = app.smtp_port or 0
-        problems = ["Login page returns 500", "Database connection refused",
-                    "Deploys fail with a timeout", "Certificate expired on the API",
-                    "Logs missing since this morning"]
+        problems = [
+            "Login page returns 500",
+            "Database connection refused",
+            "Deploys fail with a timeout",
+            "Certificate expired on the API",
+            "Logs missing since this morning",
+        ]
         for n, subject in enumerate(problems):  # five tenants, five problems, one minute
             sender = f"user{n}@stranger.example"
-            await send(port, email_bytes(subject=subject, body=f"Report {n}", sender=sender),
-                       sender)
+            await send(
+                port, email_bytes(subject=subject, body=f"Report {n}", sender=sender), sender
+            )
         await eventually(lambda: settled(tmp_path) and len(mails(tmp_path)) == 3)
         clock.jump(app, seconds=61)
-        await send(port, email_bytes(subject="Queue workers stopped", body="Later",
-                                     sender="late@stranger.example"), "late@stranger.example")
+        await send(
+            port,
+            email_bytes(
+                subject="Queue workers stopped", body="Later", sender="late@stranger.example"
+            ),
+            "late@stranger.example",
+        )
         await eventually(lambda: settled(tmp_path) and len(mails(tmp_path)) == 4)
     outcomes = [o for (o,) in read(tmp_path, "SELECT outcome FROM inbox ORDER BY id")]
     assert [o.startswith("opened INC-") for o in outcomes] == [True] * 3 + [False] * 2 + [True]
     assert outcomes[3:5] == ["held: rate limit: more than 3 unverified messages a minute"] * 2
     assert read(tmp_path, "SELECT COUNT(*) FROM inbox WHERE state = 'held'") == [(2,)]
     assert sorted(m["To"] for m in mails(tmp_path)) == [
-        "late@stranger.example", "user0@stranger.example", "user1@stranger.example",
-        "user2@stranger.example"]
+        "late@stranger.example",
+        "user0@stranger.example",
+        "user1@stranger.example",
+        "user2@stranger.example",
+    ]
     reporters = {r.address for i in incidents(tmp_path) for r in i.reporters}
     assert len(incidents(tmp_path)) == 4
     assert not reporters & {"user3@stranger.example", "user4@stranger.example"}

@@ -19,18 +19,22 @@ __all__ = ["world"]  # the fixture, shared with the Matrix tests
 
 
 async def test_unreadable_emergency_mail_is_announced_and_awaits_page(
-        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No time to parse: the stranger's emergency mail is announced as a P1 with a request
     to !page it (not paged); the engineer's !page pages exactly once."""
     monkeypatch.setattr("gateway.app.ParseSandbox", OutOfTime)
     w = world
     async with SmtpCapture() as relay, connected(config_for(w, tmp_path, relay.port)) as app:
-        await send(app.smtp_port or 0, email_bytes(sender="someone@elsewhere.example"),
-                   "someone@elsewhere.example")
-        [root] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 · P1"),
-                                  timeout=30)
-        assert "Unreadable emergency message from someone@elsewhere.example" in \
-            root["content"]["body"]
+        await send(
+            app.smtp_port or 0,
+            email_bytes(sender="someone@elsewhere.example"),
+            "someone@elsewhere.example",
+        )
+        [root] = await eventually(lambda: bot_notices(w, w.incidents, "INC-1 · P1"), timeout=30)
+        assert (
+            "Unreadable emergency message from someone@elsewhere.example" in root["content"]["body"]
+        )
         [ask] = await eventually(lambda: bot_notices(w, w.incidents, "!page INC-1"))
         assert "could not read it" in ask["content"]["body"]
         await eventually(lambda: settled(tmp_path))

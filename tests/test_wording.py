@@ -31,8 +31,9 @@ from tests.test_scheduler import SETTINGS as SLA_SETTINGS
 from tests.test_scheduler import incident
 
 LONDON = default_rulebook()
-BERLIN = load_rulebook(default_rulebook_text().replace(
-    'timezone = "Europe/London"', 'timezone = "Europe/Berlin"'))
+BERLIN = load_rulebook(
+    default_rulebook_text().replace('timezone = "Europe/London"', 'timezone = "Europe/Berlin"')
+)
 CHAT = ChatSettings("@bot:hs", "!inc:hs", {"!ask:hs": "emergency"}, frozenset({"@eng:hs"}), 50)
 SIGNER = ThreadSigner(b"wording-test-key-0123456789abc", "gw.example")
 SENDER = Sender("emergency@gw.example", "Platform support", "gw.example", "loop", SIGNER)
@@ -63,16 +64,23 @@ def test_ack_priority_line_does_not_stutter() -> None:
     """The ack says "Priority: P1, a critical incident: …" once, not the name and then the
     meaning that repeats it."""
     _, body = mail_text(plan_for(email_bytes()).outbox[-1].payload["data"])
-    assert ("Priority: P1, a critical incident: your live service is down or at serious risk."
-            in body)
+    assert (
+        "Priority: P1, a critical incident: your live service is down or at serious risk." in body
+    )
     assert "Critical incident). a critical" not in body
 
 
-@pytest.mark.parametrize(("meaning", "line"), [
-    ("your live service is down", "Priority: P1 (Critical incident): your live service is down."),
-    ("Critical: the site is down.", "Priority: P1, Critical: the site is down."),
-    ("an outage.", "Priority: P1, an outage."),
-])
+@pytest.mark.parametrize(
+    ("meaning", "line"),
+    [
+        (
+            "your live service is down",
+            "Priority: P1 (Critical incident): your live service is down.",
+        ),
+        ("Critical: the site is down.", "Priority: P1, Critical: the site is down."),
+        ("an outage.", "Priority: P1, an outage."),
+    ],
+)
 def test_priority_line_with_other_meanings(meaning: str, line: str) -> None:
     """A meaning that does not name the level gets the name in brackets; one sentence end."""
     assert priority_line("P1", "Critical incident", meaning) == line
@@ -80,11 +88,23 @@ def test_priority_line_with_other_meanings(meaning: str, line: str) -> None:
 
 def test_chat_ack_priority_line_does_not_stutter() -> None:
     """A chat report's answer uses the same priority line."""
-    msg = ChatMessage("!ask:hs", "$r", "@tenant:hs", "All our apps return 503, site is down",
-                      "m.text", None, None, False, 0)
+    msg = ChatMessage(
+        "!ask:hs",
+        "$r",
+        "@tenant:hs",
+        "All our apps return 503, site is down",
+        "m.text",
+        None,
+        None,
+        False,
+        0,
+    )
     plan = plan_report_room(msg, None, 5, LONDON, CHAT, "gw", IN_HOURS)
-    [answer] = [s.payload["body"] for s in plan.outbox if s.kind is OutboxKind.CHAT_SEND
-                and s.payload["body"].startswith("Thanks")]
+    [answer] = [
+        s.payload["body"]
+        for s in plan.outbox
+        if s.kind is OutboxKind.CHAT_SEND and s.payload["body"].startswith("Thanks")
+    ]
     assert "Priority: P1, a critical incident:" in answer and "(Critical incident):" not in answer
 
 
@@ -106,20 +126,44 @@ def test_every_message_names_the_configured_zone(book: Rulebook, zone: str) -> N
     texts: list[str] = []
     ack = plan_for_book(book)
     texts.append(mail_text(ack.outbox[-1].payload["data"])[1])
-    msg = ChatMessage("!ask:hs", "$r", "@tenant:hs", "Site is down, all apps return 503",
-                      "m.text", None, None, False, 0)
+    msg = ChatMessage(
+        "!ask:hs",
+        "$r",
+        "@tenant:hs",
+        "Site is down, all apps return 503",
+        "m.text",
+        None,
+        None,
+        False,
+        0,
+    )
     chat = plan_report_room(msg, None, 5, book, CHAT, "gw", IN_HOURS)
-    texts += [s.payload["body"] for s in chat.outbox if s.kind is OutboxKind.CHAT_SEND
-              and s.payload["body"].startswith("Thanks")]
+    texts += [
+        s.payload["body"]
+        for s in chat.outbox
+        if s.kind is OutboxKind.CHAT_SEND and s.payload["body"].startswith("Thanks")
+    ]
     inc = incident_in(book)
     texts += [mail_text(d)[1] for d in emails(command("!update Restarting the routers", inc, book))]
-    [holding] = due_now([replace(inc, next_update_by=IN_HOURS)], IN_HOURS + timedelta(minutes=2),
-                        book, SLA_SETTINGS)
-    texts += [mail_text(s.payload["data"])[1] for s in holding.plan.outbox
-              if s.kind is OutboxKind.MAIL_SEND]
+    [holding] = due_now(
+        [replace(inc, next_update_by=IN_HOURS)], IN_HOURS + timedelta(minutes=2), book, SLA_SETTINGS
+    )
+    texts += [
+        mail_text(s.payload["data"])[1]
+        for s in holding.plan.outbox
+        if s.kind is OutboxKind.MAIL_SEND
+    ]
     report = Report(Mailbox.EMERGENCY, "alice@tenant.example", "Site down", "All apps 503")
-    texts.append(announcement("INC-1", "Site down", triage(report, IN_HOURS, book),
-                              "alice@tenant.example", "email", book))
+    texts.append(
+        announcement(
+            "INC-1",
+            "Site down",
+            triage(report, IN_HOURS, book),
+            "alice@tenant.example",
+            "email",
+            book,
+        )
+    )
     assert len(texts) == 5
     for text in texts:
         assert zone in text, text
@@ -130,13 +174,15 @@ def test_every_message_names_the_configured_zone(book: Rulebook, zone: str) -> N
 def plan_for_book(book: Rulebook) -> Plan:
     raw = email_bytes()
     r = row(raw)
-    return plan_email(r, parse_mail(raw, r.mail_from), None, 42, book, PIPELINE_SETTINGS,
-                      IN_HOURS)
+    return plan_email(r, parse_mail(raw, r.mail_from), None, 42, book, PIPELINE_SETTINGS, IN_HOURS)
 
 
 def incident_in(book: Rulebook) -> Incident:
-    return replace(incident(), respond_by=respond_due(Priority.P1, IN_HOURS, book),
-                   next_update_by=next_update_due(Priority.P1, IN_HOURS, book))
+    return replace(
+        incident(),
+        respond_by=respond_due(Priority.P1, IN_HOURS, book),
+        next_update_by=next_update_due(Priority.P1, IN_HOURS, book),
+    )
 
 
 # --- promises are never earlier than the clock they state ---------------------------------
@@ -166,8 +212,11 @@ def test_holding_reply_fires_at_the_printed_promise_and_promises_whole_minutes()
     inc = replace(incident(), next_update_by=promised)
     early = due_now([inc], promised - timedelta(seconds=1), LONDON, SLA_SETTINGS)
     assert all(d.kind != "update.overdue" for d in early)
-    [holding] = [d for d in due_now([inc], promised + timedelta(seconds=10), LONDON,
-                                    SLA_SETTINGS) if d.kind == "update.overdue"]
+    [holding] = [
+        d
+        for d in due_now([inc], promised + timedelta(seconds=10), LONDON, SLA_SETTINGS)
+        if d.kind == "update.overdue"
+    ]
     nxt = holding.plan.changes["next_update_by"]
     assert nxt == IN_HOURS + timedelta(hours=2, minutes=2)
     [data] = [s.payload["data"] for s in holding.plan.outbox if s.kind is OutboxKind.MAIL_SEND]
@@ -197,9 +246,16 @@ def test_software_written_mail_stays_auto_replied() -> None:
     inc = incident_in(LONDON)
     [title] = emails(command("!title Routers down in eu-west-1", inc, LONDON))
     assert mail_text(title)[0]["Auto-Submitted"] == "auto-replied"
-    [holding] = [d for d in due_now([replace(inc, next_update_by=IN_HOURS)],
-                                    IN_HOURS + timedelta(minutes=1), LONDON, SLA_SETTINGS)
-                 if d.kind == "update.overdue"]
+    [holding] = [
+        d
+        for d in due_now(
+            [replace(inc, next_update_by=IN_HOURS)],
+            IN_HOURS + timedelta(minutes=1),
+            LONDON,
+            SLA_SETTINGS,
+        )
+        if d.kind == "update.overdue"
+    ]
     [data] = [s.payload["data"] for s in holding.plan.outbox if s.kind is OutboxKind.MAIL_SEND]
     assert mail_text(data)[0]["Auto-Submitted"] == "auto-replied"
 
@@ -218,9 +274,12 @@ def test_an_engineer_update_reflected_back_is_recognised_as_ours() -> None:
 def test_impact_as_reported_shows_what_the_reporter_wrote() -> None:
     """The report's "Impact as reported" quotes the subject and the reporter's new text, not
     "Reported by email to the emergency mailbox"."""
-    raw = email_bytes(subject="Checkout down", body="All checkout requests return 503 since "
-                      "09:50.\n\nOn Mon, 23 Nov 2026 at 09:00, Support <s@gw.example> wrote:\n"
-                      "> old thread")
+    raw = email_bytes(
+        subject="Checkout down",
+        body="All checkout requests return 503 since "
+        "09:50.\n\nOn Mon, 23 Nov 2026 at 09:00, Support <s@gw.example> wrote:\n"
+        "> old thread",
+    )
     plan = plan_for(raw)
     assert plan.new_incident is not None
     inc = replace(incident(), timeline=plan.timeline)
@@ -255,4 +314,3 @@ def test_chat_report_impact_drops_the_prefix() -> None:
     events = (TimelineEvent(IN_HOURS, "reported", "@tenant:hs", "Reported in chat: VPN down"),)
     report = render_report(replace(incident(), timeline=events), LONDON, IN_HOURS)
     assert "@tenant:hs: VPN down" in report
-

@@ -39,21 +39,46 @@ def triage_alert_json(body: bytes, kind: str, at: datetime, book: Rulebook) -> d
     source = detect_kind(body) if kind == "auto" else AlertSource(kind)
     n: AlertNotification = decode(source, "cli", body)
     firing = n.firing()
-    alert = {"kind": source.value, "status": n.status, "title": n.title,
-             "alerts": len(n.alerts), "firing": len(firing)}
+    alert = {
+        "kind": source.value,
+        "status": n.status,
+        "title": n.title,
+        "alerts": len(n.alerts),
+        "firing": len(firing),
+    }
     if not firing:
-        return {"priority": None, "page": False, "ticket": False, "reply": False, "rule": None,
-                "reasons": ["every alert in the payload has resolved: it only goes on the "
-                            "timeline of its incident"], "period": book.clock.period_at(at).value,
-                "respond_by": None, "next_update_by": None, "ignored": "resolved",
-                "alert": alert}
+        return {
+            "priority": None,
+            "page": False,
+            "ticket": False,
+            "reply": False,
+            "rule": None,
+            "reasons": [
+                "every alert in the payload has resolved: it only goes on the "
+                "timeline of its incident"
+            ],
+            "period": book.clock.period_at(at).value,
+            "respond_by": None,
+            "next_update_by": None,
+            "ignored": "resolved",
+            "alert": alert,
+        }
     result = triage_alerts((a.facts(source) for a in firing), at, book)
     d = result.decision
     return {
-        "priority": d.priority.value if d.priority else None, "page": d.page,
-        "ticket": d.ticket, "reply": d.reply, "rule": d.rule, "reasons": list(d.reasons),
-        "period": d.period.value, "respond_by": _iso(d.respond_by),
-        "next_update_by": _iso(d.next_update_by), "ignored": None,
-        "alert": {**alert, "on_resolved": result.on_resolved.value,
-                  "components": list(result.components)},
+        "priority": d.priority.value if d.priority else None,
+        "page": d.page,
+        "ticket": d.ticket,
+        "reply": d.reply,
+        "rule": d.rule,
+        "reasons": list(d.reasons),
+        "period": d.period.value,
+        "respond_by": _iso(d.respond_by),
+        "next_update_by": _iso(d.next_update_by),
+        "ignored": None,
+        "alert": {
+            **alert,
+            "on_resolved": result.on_resolved.value,
+            "components": list(result.components),
+        },
     }

@@ -40,10 +40,16 @@ def describe(row: HeldRow) -> dict[str, Any]:
         from_, subject = head.get("From", ""), head.get("Subject", "")
     except Exception:  # a header beyond reading is shown as empty, never a traceback
         from_, subject = "", ""
-    return {"id": row.inbox_id, "received_at": row.received_at, "mailbox": row.mailbox,
-            "envelope_from": _clean(row.mail_from, 254), "client": row.client,
-            "from": _clean(from_, 254), "subject": _clean(subject, 200),
-            "reason": _clean(row.reason, 200)}
+    return {
+        "id": row.inbox_id,
+        "received_at": row.received_at,
+        "mailbox": row.mailbox,
+        "envelope_from": _clean(row.mail_from, 254),
+        "client": row.client,
+        "from": _clean(from_, 254),
+        "subject": _clean(subject, 200),
+        "reason": _clean(row.reason, 200),
+    }
 
 
 def table(items: Sequence[dict[str, Any]]) -> str:
@@ -53,9 +59,11 @@ def table(items: Sequence[dict[str, Any]]) -> str:
     lines = [f"{'ID':>6}  {'RECEIVED':<19}  {'CLIENT':<15}  {'FROM':<30}  SUBJECT / REASON"]
     for i in items:
         sender = _clean(i["from"] or i["envelope_from"], 30)
-        lines.append(f"{i['id']:>6}  {str(i['received_at'])[:19]:<19}  "
-                     f"{_clean(i['client'] or '-', 15):<15}  {sender:<30}  "
-                     f"{_clean(i['subject'], 60)}")
+        lines.append(
+            f"{i['id']:>6}  {str(i['received_at'])[:19]:<19}  "
+            f"{_clean(i['client'] or '-', 15):<15}  {sender:<30}  "
+            f"{_clean(i['subject'], 60)}"
+        )
         lines.append(f"{'':>6}  held: {i['reason']}")
     lines.append(f"{len(items)} held. Release with: chatops-gateway held release ID")
     return "\n".join(lines)
@@ -113,19 +121,25 @@ def _postgresql(config: Config) -> Iterator[Any]:
 
     pg = config.state.postgresql
     if pg is None:
-        raise UsageError("[state] backend = \"postgresql\" needs [state.postgresql]")
+        raise UsageError('[state] backend = "postgresql" needs [state.postgresql]')
     password = config.read_secret(pg.password) if pg.password is not None else None
     try:
-        conn = psycopg.connect(pg.dsn, password=password, autocommit=True,
-                               connect_timeout=max(1, round(pg.connect_timeout_s)))
+        conn = psycopg.connect(
+            pg.dsn,
+            password=password,
+            autocommit=True,
+            connect_timeout=max(1, round(pg.connect_timeout_s)),
+        )
     except psycopg.OperationalError:
         raise UsageError("cannot reach the PostgreSQL database of [state.postgresql]") from None
     with conn:
         try:
             yield conn
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
-            raise UsageError("the PostgreSQL database holds no state of this version: has the "
-                             "daemon run with this configuration?") from None
+            raise UsageError(
+                "the PostgreSQL database holds no state of this version: has the "
+                "daemon run with this configuration?"
+            ) from None
         except psycopg.OperationalError:
             raise UsageError("lost the PostgreSQL database of [state.postgresql]") from None
 

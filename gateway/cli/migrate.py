@@ -29,8 +29,12 @@ def migrate_state(config: Config, source: Path) -> int:
     except sqlite3.Error as exc:
         raise UsageError(f"{source}: cannot open ({exc})") from None
     try:
-        with psycopg.connect(pg.dsn, password=password, autocommit=True,
-                             connect_timeout=max(1, round(pg.connect_timeout_s))) as target:
+        with psycopg.connect(
+            pg.dsn,
+            password=password,
+            autocommit=True,
+            connect_timeout=max(1, round(pg.connect_timeout_s)),
+        ) as target:
             copied = copy_state(sqlite_conn, target)
     except MigrationRefused as exc:
         raise UsageError(str(exc)) from None

@@ -22,11 +22,19 @@ from gateway.run import health
 from gateway.run.service import INSTANCE_KEY, endpoint_file
 from gateway.store import db
 
-_SHOWN = ("chatops_messages_accepted_total", "chatops_messages_rejected_total",
-          "chatops_triage_total", "chatops_pages_sent_total", "chatops_replies_sent_total",
-          "chatops_tickets_opened_total", "chatops_outbox_failures_total",
-          "chatops_sla_reminders_total", "chatops_sla_breaches_total",
-          "chatops_reconnects_total", "chatops_reloads_total")
+_SHOWN = (
+    "chatops_messages_accepted_total",
+    "chatops_messages_rejected_total",
+    "chatops_triage_total",
+    "chatops_pages_sent_total",
+    "chatops_replies_sent_total",
+    "chatops_tickets_opened_total",
+    "chatops_outbox_failures_total",
+    "chatops_sla_reminders_total",
+    "chatops_sla_breaches_total",
+    "chatops_reconnects_total",
+    "chatops_reloads_total",
+)
 
 
 def base_url(config: Config) -> str:
@@ -64,8 +72,10 @@ def parse_counters(text: str) -> dict[str, float]:
 def status_command(config: Config, *, as_json: bool = False) -> int:
     """Print the daemon's health; see the module docstring for the exit codes."""
     if not config.http.enabled:
-        print("chatops-gateway: the status endpoint is turned off ([http] enabled = false)",
-              file=sys.stderr)
+        print(
+            "chatops-gateway: the status endpoint is turned off ([http] enabled = false)",
+            file=sys.stderr,
+        )
         return 2
     with views.open_readonly(config) as conn:  # no state yet: UsageError, exit 2
         instance = db.kv_get(conn, INSTANCE_KEY)
@@ -76,13 +86,18 @@ def status_command(config: Config, *, as_json: bool = False) -> int:
         _, metrics_text = _get(f"{url}/metrics")
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        print(f"chatops-gateway: the daemon is not running (no answer at {url}: {reason})",
-              file=sys.stderr)
+        print(
+            f"chatops-gateway: the daemon is not running (no answer at {url}: {reason})",
+            file=sys.stderr,
+        )
         return 1
     if instance is None or report.get("instance") != instance:
-        print(f"chatops-gateway: the daemon answering at {url} is not the one using "
-              f"{config.state_dir()} (instance {report.get('instance')!r}, expected "
-              f"{instance!r}); is it running with this configuration?", file=sys.stderr)
+        print(
+            f"chatops-gateway: the daemon answering at {url} is not the one using "
+            f"{config.state_dir()} (instance {report.get('instance')!r}, expected "
+            f"{instance!r}); is it running with this configuration?",
+            file=sys.stderr,
+        )
         return 1
     if as_json:
         print(json.dumps(report, indent=2))

@@ -29,8 +29,10 @@ class UsageError(Exception):
 
 def _sqlite_only(config: Config) -> None:
     if config.state.backend == "postgresql":
-        raise UsageError("this command reads the SQLite state; with [state] backend = "
-                         "\"postgresql\" see docs/ha.md (\"Operating several nodes\")")
+        raise UsageError(
+            "this command reads the SQLite state; with [state] backend = "
+            '"postgresql" see docs/ha.md ("Operating several nodes")'
+        )
 
 
 @contextmanager
@@ -93,8 +95,9 @@ def list_incidents(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return out
 
 
-def show_incident(conn: sqlite3.Connection, ref: str, book: Rulebook | None = None,
-                  now: datetime | None = None) -> dict[str, Any] | None:
+def show_incident(
+    conn: sqlite3.Connection, ref: str, book: Rulebook | None = None, now: datetime | None = None
+) -> dict[str, Any] | None:
     """One incident with its timeline (and its SLA clocks at `now`, given the rulebook)."""
     incident = _load(conn, ref)
     if incident is None:
@@ -102,8 +105,15 @@ def show_incident(conn: sqlite3.Connection, ref: str, book: Rulebook | None = No
     item = incident_dict(incident)
     if book is not None and now is not None:
         item["clocks"] = [
-            {"name": c.name, "due": _iso(c.due), "state": c.state, "done_at": _iso(c.done_at),
-             "how": c.how or None} for c in clocks(incident, book, now)]
+            {
+                "name": c.name,
+                "due": _iso(c.due),
+                "state": c.state,
+                "done_at": _iso(c.done_at),
+                "how": c.how or None,
+            }
+            for c in clocks(incident, book, now)
+        ]
         item["clock_lines"] = clock_lines(incident, book, now)
     return item
 
@@ -113,8 +123,9 @@ def _load(conn: sqlite3.Connection, ref: str) -> Incident | None:
     return incidents.load_incident(conn, number) if number is not None else None
 
 
-def incident_report(conn: sqlite3.Connection, ref: str, book: Rulebook,
-                    now: datetime) -> str | None:
+def incident_report(
+    conn: sqlite3.Connection, ref: str, book: Rulebook, now: datetime
+) -> str | None:
     """The Markdown incident report draft, or None for an unknown reference."""
     incident = _load(conn, ref)
     return None if incident is None else printable(render_report(incident, book, now))
@@ -126,8 +137,10 @@ def incidents_table(items: list[dict[str, Any]]) -> str:
         return "No incidents."
     lines = [f"{'REF':<9} {'PRI':<3} {'STATUS':<12} {'PAGES':>5}  TITLE"]
     for i in items:
-        lines.append(f"{i['reference']:<9} {i['priority']:<3} {i['status']:<12} "
-                     f"{i['pages_sent']:>5}  {i['title']}")
+        lines.append(
+            f"{i['reference']:<9} {i['priority']:<3} {i['status']:<12} "
+            f"{i['pages_sent']:>5}  {i['title']}"
+        )
     return printable("\n".join(lines))
 
 
@@ -156,14 +169,18 @@ def outbox_table(rows: list[dict[str, Any]]) -> str:
     """Outbox entries for humans: one line each, the last error shortened."""
     if not rows:
         return "No outbox entries."
-    lines = [f"{'ID':>6} {'KIND':<18} {'INC':>5} {'STATE':<8} {'TRIES':>5}  {'NEXT ATTEMPT':<25}"
-             "  LAST ERROR"]
+    lines = [
+        f"{'ID':>6} {'KIND':<18} {'INC':>5} {'STATE':<8} {'TRIES':>5}  {'NEXT ATTEMPT':<25}"
+        "  LAST ERROR"
+    ]
     for r in rows:
         inc = "" if r["incident_id"] is None else f"{r['incident_id']}"
         error = (r["last_error"] or "").replace("\n", " ")
         error = error if len(error) <= 60 else error[:59] + "…"
-        lines.append(f"{r['id']:>6} {r['kind']:<18} {inc:>5} {r['state']:<8} {r['attempts']:>5}  "
-                     f"{r['next_attempt_at'] or '':<25}  {error}")
+        lines.append(
+            f"{r['id']:>6} {r['kind']:<18} {inc:>5} {r['state']:<8} {r['attempts']:>5}  "
+            f"{r['next_attempt_at'] or '':<25}  {error}"
+        )
     return "\n".join(lines)
 
 
@@ -182,8 +199,9 @@ def retry_outbox(config: Config, outbox_id: int, now: datetime) -> None:
     if state == "unknown":
         raise UsageError(f"no outbox entry {outbox_id}")
     if state is not None:
-        raise UsageError(f"outbox entry {outbox_id} is {state}, not dead: only dead entries "
-                         "can be retried")
+        raise UsageError(
+            f"outbox entry {outbox_id} is {state}, not dead: only dead entries can be retried"
+        )
 
 
 def triage_json(raw: bytes, mailbox: str, at: datetime, book: Rulebook) -> dict[str, Any]:
@@ -212,8 +230,13 @@ def triage_text(result: dict[str, Any]) -> str:
     if result["ignored"]:
         return printable(f"ignored: {result['ignored']}")
     acts = [name for name in ("page", "ticket", "reply") if result[name]]
-    return printable("\n".join([
-        f"{result['priority']} by rule {result['rule']} ({result['period']}): {', '.join(acts)}",
-        *[f"  - {r}" for r in result["reasons"]],
-        f"  respond by {result['respond_by']}; next update by {result['next_update_by']}",
-    ]))
+    return printable(
+        "\n".join(
+            [
+                f"{result['priority']} by rule {result['rule']} ({result['period']}): "
+                f"{', '.join(acts)}",
+                *[f"  - {r}" for r in result["reasons"]],
+                f"  respond by {result['respond_by']}; next update by {result['next_update_by']}",
+            ]
+        )
+    )

@@ -116,8 +116,10 @@ class StatuspageConfig(_Model):
 
     page_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9]+$")]
     api_key: Secret
-    components: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")],
-                     Annotated[str, Field(pattern=r"^[A-Za-z0-9]+$")]] = Field(min_length=1)
+    components: dict[
+        Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")],
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9]+$")],
+    ] = Field(min_length=1)
     min_priority: Literal["P1", "P2", "P3", "P4"] = "P2"
     url: Annotated[str, Field(pattern=_HTTPS)] = "https://api.statuspage.io"
     timeout_s: float = Field(default=15.0, gt=0)
@@ -175,8 +177,9 @@ class EscalationStep(_Model):
     @model_validator(mode="after")
     def _target(self) -> EscalationStep:
         needs = {"page": "routing_key", "chat": "room", "email": "address"}[self.kind]
-        given = [name for name in ("routing_key", "room", "address")
-                 if getattr(self, name) is not None]
+        given = [
+            name for name in ("routing_key", "room", "address") if getattr(self, name) is not None
+        ]
         if given != [needs]:
             raise ValueError(f"kind '{self.kind}' takes '{needs}' (and only that)")
         return self

@@ -69,8 +69,10 @@ class SmtpIntakeConfig(_Model):
     @model_validator(mode="after")
     def _bounds(self) -> SmtpIntakeConfig:
         if self.max_data_bytes_in_flight < self.max_message_bytes:
-            raise ValueError("max_data_bytes_in_flight must be at least max_message_bytes "
-                             "(else no message of the largest size could ever be taken)")
+            raise ValueError(
+                "max_data_bytes_in_flight must be at least max_message_bytes "
+                "(else no message of the largest size could ever be taken)"
+            )
         if self.max_session_s < self.idle_timeout_s:
             raise ValueError("max_session_s must be at least idle_timeout_s")
         return self
@@ -136,14 +138,19 @@ class MatrixConfig(_Model):
         if self.access_token is None and self.password is None:
             raise ValueError("give 'access_token' or 'password'")
         if self.encryption == "on" and self.pickle_key is None:
-            raise ValueError("'encryption = \"on\"' needs 'pickle_key' (a secret file): "
-                             "the crypto store is never pickled with a default key")
+            raise ValueError(
+                "'encryption = \"on\"' needs 'pickle_key' (a secret file): "
+                "the crypto store is never pickled with a default key"
+            )
         if not self.engineers and self.min_power_level is None:
             raise ValueError("nobody could run commands: set 'engineers' or 'min_power_level'")
         if any(r.verified_devices_only for r in self.report_rooms) and (
-                self.encryption != "on" or self.trust != "verified-only"):
-            raise ValueError("'verified_devices_only' in a report room needs "
-                             "'encryption = \"on\"' and 'trust = \"verified-only\"'")
+            self.encryption != "on" or self.trust != "verified-only"
+        ):
+            raise ValueError(
+                "'verified_devices_only' in a report room needs "
+                "'encryption = \"on\"' and 'trust = \"verified-only\"'"
+            )
         rooms = [self.incidents_room, *(r.room for r in self.report_rooms)]
         if len(set(rooms)) != len(rooms):
             raise ValueError("a room is listed twice")
@@ -174,10 +181,12 @@ class ImapConfig(_Model):
     def _plaintext(self) -> ImapConfig:
         if self.tls == "none":
             if not self.allow_plaintext:
-                raise ValueError("tls = \"none\" sends the password in clear: set "
-                                 "allow_plaintext = true (loopback hosts only)")
+                raise ValueError(
+                    'tls = "none" sends the password in clear: set '
+                    "allow_plaintext = true (loopback hosts only)"
+                )
             if not _loopback(self.host):
-                raise ValueError("tls = \"none\" is only allowed for a loopback host")
+                raise ValueError('tls = "none" is only allowed for a loopback host')
         if self.processed_folder is not None and self.processed_folder == self.folder:
             raise ValueError("'processed_folder' must differ from 'folder'")
         return self
@@ -228,8 +237,10 @@ class TrustConfig(_Model):
     @model_validator(mode="after")
     def _one_check(self) -> TrustConfig:
         if self.verify_dkim and self.trusted_authserv_id:
-            raise ValueError("'verify_dkim' is for when no trusted MTA is in front; "
-                             "drop one of 'verify_dkim' and 'trusted_authserv_id'")
+            raise ValueError(
+                "'verify_dkim' is for when no trusted MTA is in front; "
+                "drop one of 'verify_dkim' and 'trusted_authserv_id'"
+            )
         check_forwarders(self.forwarders, self.trusted_authserv_id, self.verify_dkim)
         return self
 

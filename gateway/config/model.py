@@ -94,11 +94,16 @@ class Config(_Model):
     def _shared_store(self) -> Config:
         # The Matrix crypto store is a local folder: with several nodes, whichever holds the
         # sync lease would start without the others' Olm/Megolm sessions (docs/ha.md).
-        if (self.state.backend == "postgresql" and self.matrix is not None
-                and self.matrix.encryption == "on"):
-            raise ValueError("matrix.encryption: 'on' is not supported with state.backend "
-                             "'postgresql' yet (the crypto store is local to one node; "
-                             "see docs/ha.md)")
+        if (
+            self.state.backend == "postgresql"
+            and self.matrix is not None
+            and self.matrix.encryption == "on"
+        ):
+            raise ValueError(
+                "matrix.encryption: 'on' is not supported with state.backend "
+                "'postgresql' yet (the crypto store is local to one node; "
+                "see docs/ha.md)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -124,10 +129,16 @@ class Config(_Model):
         if self.pagerduty and self.pagerduty.webhook and (a is None or not a.enabled):
             raise ValueError("pagerduty.webhook: needs the [alerts] listener, which serves it")
         # Any address: a wildcard or another local address on the same port would clash too.
-        if a is not None and a.enabled and self.http.enabled and a.port != 0 and (
-                a.port == self.http.port):
-            raise ValueError("alerts.port: the alert listener needs its own port, not the "
-                             "status endpoint's")
+        if (
+            a is not None
+            and a.enabled
+            and self.http.enabled
+            and a.port != 0
+            and (a.port == self.http.port)
+        ):
+            raise ValueError(
+                "alerts.port: the alert listener needs its own port, not the status endpoint's"
+            )
         return self
 
     def state_dir(self) -> Path:
@@ -200,8 +211,10 @@ def parse_config(data: dict[str, Any], base_dir: Path = Path(".")) -> Config:
         raise ConfigError(_format(exc)) from None
     errors = _check_secret_files(config)
     if config.mail_out.mode == "smtp" and config.threading.key is None:
-        errors.append("threading.key: required when mail_out.mode is 'smtp' (a secret of at "
-                      "least 16 bytes that signs our Message-IDs)")
+        errors.append(
+            "threading.key: required when mail_out.mode is 'smtp' (a secret of at "
+            "least 16 bytes that signs our Message-IDs)"
+        )
     if errors:
         raise ConfigError(errors)
     return config
@@ -235,8 +248,9 @@ def _secrets(config: Config) -> list[tuple[str, Secret]]:
 def _webhook_secrets(config: Config) -> list[tuple[str, Secret]]:
     found = []
     if config.alerts is not None:
-        found += [(f"alerts.source[{i}].secret", s.secret)
-                  for i, s in enumerate(config.alerts.sources)]
+        found += [
+            (f"alerts.source[{i}].secret", s.secret) for i, s in enumerate(config.alerts.sources)
+        ]
     hook = config.pagerduty.webhook if config.pagerduty else None
     if hook is not None:
         found += [(f"pagerduty.webhook.secrets[{i}]", s) for i, s in enumerate(hook.secrets)]
@@ -245,8 +259,11 @@ def _webhook_secrets(config: Config) -> list[tuple[str, Secret]]:
 
 def secret_paths(config: Config) -> list[tuple[str, Path]]:
     """(TOML path, file) of every secret given as a file."""
-    return [(name, config.secret_file(secret)) for name, secret in _secrets(config)
-            if secret.file is not None and secret.value is None]
+    return [
+        (name, config.secret_file(secret))
+        for name, secret in _secrets(config)
+        if secret.file is not None and secret.value is None
+    ]
 
 
 def _more_secrets(config: Config) -> list[tuple[str, Secret]]:
@@ -276,8 +293,10 @@ def _check_secret_files(config: Config) -> list[str]:
             continue
         if not value:
             errors.append(f"{path}: the secret is empty")
-        elif (path in ("threading.key", "matrix.pickle_key") or path.startswith(
-                ("alerts.", "pagerduty.webhook."))) and len(value.encode()) < 16:
+        elif (
+            path in ("threading.key", "matrix.pickle_key")
+            or path.startswith(("alerts.", "pagerduty.webhook."))
+        ) and len(value.encode()) < 16:
             errors.append(f"{path}: too short (at least 16 bytes)")
     return errors
 

@@ -89,13 +89,20 @@ def _signer_of(check: Callable[[bytes], DkimResult]) -> Callable[[bytes], str | 
     return lambda raw: check(raw).domain
 
 
-def forwarders_judge(config: Config, dkim: Callable[[bytes], str | None] | None,
-                     lookup: Lookup | None = None) -> ForwarderJudge:
+def forwarders_judge(
+    config: Config, dkim: Callable[[bytes], str | None] | None, lookup: Lookup | None = None
+) -> ForwarderJudge:
     """The trusted forwarders' judge (gateway.plan.forwarder); `lookup` replaces real DNS."""
     t = config.trust
-    return forwarder_judge([Forwarder(f.name, f.authserv_id, f.list_id, f.arc_signer,
-                                      f.dkim_domain) for f in t.forwarders],
-                           mta_authserv_id=t.trusted_authserv_id, dkim=dkim, lookup=lookup)
+    return forwarder_judge(
+        [
+            Forwarder(f.name, f.authserv_id, f.list_id, f.arc_signer, f.dkim_domain)
+            for f in t.forwarders
+        ],
+        mta_authserv_id=t.trusted_authserv_id,
+        dkim=dkim,
+        lookup=lookup,
+    )
 
 
 def sla_settings(config: Config, settings: Settings) -> SlaSettings:

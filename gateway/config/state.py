@@ -31,9 +31,9 @@ class PostgresConfig(_Model):
         try:
             params = conninfo_to_dict(value)
         except Exception:  # the library's message may echo the DSN: say it plainly
-            raise ValueError("not a valid libpq connection string or postgresql:// URL"
-                             ) from None
+            raise ValueError("not a valid libpq connection string or postgresql:// URL") from None
         if "password" in params:
-            raise ValueError("put the password in 'password' (a secret, e.g. { file = ... }),"
-                             " not in the DSN")
+            raise ValueError(
+                "put the password in 'password' (a secret, e.g. { file = ... }), not in the DSN"
+            )
         return value

@@ -35,11 +35,13 @@ def _exposed_listener(config: Config) -> list[str]:
     smtp, authserv = config.smtp, config.trust.trusted_authserv_id
     if not smtp.enabled or authserv is None or _loopback(smtp.host):
         return []
-    return [f"smtp.host: the listener on {smtp.host} can be reached from other machines while "
-            f"trust.trusted_authserv_id = {authserv!r} is set: whoever connects directly, "
-            f"not through {authserv}, writes the Authentication-Results header that is "
-            "believed. Listen on 127.0.0.1 behind the MTA, or firewall the port so that only "
-            "the MTA reaches it."]
+    return [
+        f"smtp.host: the listener on {smtp.host} can be reached from other machines while "
+        f"trust.trusted_authserv_id = {authserv!r} is set: whoever connects directly, "
+        f"not through {authserv}, writes the Authentication-Results header that is "
+        "believed. Listen on 127.0.0.1 behind the MTA, or firewall the port so that only "
+        "the MTA reaches it."
+    ]
 
 
 def _loose_mode(name: str, file: Path) -> list[str]:
@@ -54,5 +56,7 @@ def _loose_mode(name: str, file: Path) -> list[str]:
         loose.append("writable by " + ("everyone" if mode & stat.S_IWOTH else "its group"))
     if not loose:
         return []
-    return [f"{name}.file: {file} is {' and '.join(loose)} (mode {mode:04o}): "
-            f"chmod 600 it (or 640 with a group only the gateway is in)"]
+    return [
+        f"{name}.file: {file} is {' and '.join(loose)} (mode {mode:04o}): "
+        f"chmod 600 it (or 640 with a group only the gateway is in)"
+    ]

@@ -36,15 +36,21 @@ _WHAT = {
 def describe(entry: OutboxEntry, reason: str, attempts: int) -> str:
     """One line for the timeline and the alert: what was given up on, and why."""
     tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
-    return (f"Gave up on {_WHAT.get(entry.kind, entry.kind)} (outbox {entry.id}) after "
-            f"{tries}: {reason}")
+    return (
+        f"Gave up on {_WHAT.get(entry.kind, entry.kind)} (outbox {entry.id}) after "
+        f"{tries}: {reason}"
+    )
 
 
 def retry_note(outbox_id: int, kind: str, now: datetime) -> TimelineEvent:
     """The timeline line of a dead entry an operator sent back for delivery."""
-    return TimelineEvent(now, "retry_requested", "operator",
-                         f"Outbox {outbox_id} ({kind}) sent back for delivery",
-                         {"outbox_id": outbox_id})
+    return TimelineEvent(
+        now,
+        "retry_requested",
+        "operator",
+        f"Outbox {outbox_id} ({kind}) sent back for delivery",
+        {"outbox_id": outbox_id},
+    )
 
 
 def is_alert(entry: OutboxEntry) -> bool:
@@ -60,9 +66,13 @@ def alert_in(incidents_room: str | None) -> AlertFor:
         if incidents_room is None or is_alert(entry):
             return None
         about = f"{incident_ref(entry.incident_id)}: " if entry.incident_id else ""
-        body = (f"⚠ {about}{describe(entry, reason, attempts)}. After fixing the cause, "
-                f"`chatops-gateway outbox retry {entry.id}` tries again.")
-        return OutboxSpec(OutboxKind.CHAT_SEND,
-                          {"room_id": incidents_room, "body": body, "purpose": ALERT_PURPOSE})
+        body = (
+            f"⚠ {about}{describe(entry, reason, attempts)}. After fixing the cause, "
+            f"`chatops-gateway outbox retry {entry.id}` tries again."
+        )
+        return OutboxSpec(
+            OutboxKind.CHAT_SEND,
+            {"room_id": incidents_room, "body": body, "purpose": ALERT_PURPOSE},
+        )
 
     return alert

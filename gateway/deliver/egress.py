@@ -33,8 +33,9 @@ class LocalPager:
 
     async def trigger(self, page: PageRequest) -> Mapping[str, Any]:
         """Record only."""
-        log.warning("incident.page_recorded_locally", dedup_key=page.dedup_key,
-                    severity=page.severity)
+        log.warning(
+            "incident.page_recorded_locally", dedup_key=page.dedup_key, severity=page.severity
+        )
         return {"provider": "local"}
 
     async def acknowledge(self, dedup_key: str) -> Mapping[str, Any]:
@@ -46,10 +47,15 @@ class LocalPager:
         return {"provider": "local"}
 
 
-def make_handlers(pager: Pager, mailer: MailSender, provider: str,
-                  chat: ChatSender | None = None, store: Store | None = None,
-                  txn_prefix: str = "gw", routes: Mapping[str, Pager] | None = None
-                  ) -> dict[OutboxKind, Handler]:
+def make_handlers(
+    pager: Pager,
+    mailer: MailSender,
+    provider: str,
+    chat: ChatSender | None = None,
+    store: Store | None = None,
+    txn_prefix: str = "gw",
+    routes: Mapping[str, Pager] | None = None,
+) -> dict[OutboxKind, Handler]:
     """One handler per outbox kind; a page with a `route` goes to that pager (escalation)."""
 
     async def page(entry: OutboxEntry) -> dict[str, Any]:
@@ -60,10 +66,15 @@ def make_handlers(pager: Pager, mailer: MailSender, provider: str,
             if routes is None or route not in routes:
                 raise PermanentError(f"no pager configured for route {route}")
             target = routes[route]
-        result = await target.trigger(PageRequest(
-            dedup_key=p["dedup_key"], summary=p["summary"], severity=p["severity"],
-            source=p["source"], details=p["details"],
-        ))
+        result = await target.trigger(
+            PageRequest(
+                dedup_key=p["dedup_key"],
+                summary=p["summary"],
+                severity=p["severity"],
+                source=p["source"],
+                details=p["details"],
+            )
+        )
         return {"provider": provider, **result}
 
     async def ticket(entry: OutboxEntry) -> dict[str, Any]:
@@ -83,8 +94,10 @@ def make_handlers(pager: Pager, mailer: MailSender, provider: str,
         return {"provider": provider, **await pager.resolve(key)}
 
     handlers: dict[OutboxKind, Handler] = {
-        OutboxKind.PAGE_TRIGGER: page, OutboxKind.PAGE_ACKNOWLEDGE: follow,
-        OutboxKind.PAGE_RESOLVE: follow, OutboxKind.TICKET_CREATE: ticket,
+        OutboxKind.PAGE_TRIGGER: page,
+        OutboxKind.PAGE_ACKNOWLEDGE: follow,
+        OutboxKind.PAGE_RESOLVE: follow,
+        OutboxKind.TICKET_CREATE: ticket,
         OutboxKind.MAIL_SEND: mail,
     }
     if chat is not None and store is not None:
@@ -97,8 +110,9 @@ def _chat_handlers(chat: ChatSender, store: Store, prefix: str) -> dict[OutboxKi
     # database's instance id (so a new database never collides with an old one's ids).
     async def announce(entry: OutboxEntry) -> dict[str, Any]:
         p = cast(ChatAnnounce, entry.payload)
-        return dict(await chat.send(ChatPost(p["room_id"], p["body"]),
-                                    txn_id=f"{prefix}-{entry.id}"))
+        return dict(
+            await chat.send(ChatPost(p["room_id"], p["body"]), txn_id=f"{prefix}-{entry.id}")
+        )
 
     async def send(entry: OutboxEntry) -> dict[str, Any]:
         p = cast(ChatSend, entry.payload)

@@ -32,17 +32,20 @@ def mirror_settings(config: Config, book: Rulebook, sender: Sender) -> MirrorSet
     sec = config.security
     return MirrorSettings(
         external_tickets=config.tickets.backend != "builtin",
-        escalating_rules=frozenset(r.id for r in book.rules
-                                   if Action.SECURITY_ESCALATION in r.actions),
+        escalating_rules=frozenset(
+            r.id for r in book.rules if Action.SECURITY_ESCALATION in r.actions
+        ),
         security=SecurityContacts(sec.email, sec.room) if sec else None,
         statuspage=StatuspageSettings(dict(sp.components), Priority(sp.min_priority))
-        if sp else None,
+        if sp
+        else None,
         sender=sender,
     )
 
 
-def mirror_handlers(store: Store, tickets: TicketBackend | None, page: StatusPage | None,
-                    page_id: str) -> HandlerFactory:
+def mirror_handlers(
+    store: Store, tickets: TicketBackend | None, page: StatusPage | None, page_id: str
+) -> HandlerFactory:
     """The outbox handlers for the configured tracker and status page, given the instance
     id (known once the store is open)."""
 

@@ -34,18 +34,22 @@ def ticket_key(prefix: str, incident_id: int | None) -> str:
     return f"chatops-{prefix}-{incident_id}"
 
 
-def ticket_handlers(backend: TicketBackend, store: Store, prefix: str
-                    ) -> dict[OutboxKind, Handler]:
+def ticket_handlers(backend: TicketBackend, store: Store, prefix: str) -> dict[OutboxKind, Handler]:
     """Create, comment and update through `backend`."""
 
     async def create(entry: OutboxEntry) -> dict[str, Any]:
         p = cast(TicketCreate, entry.payload)
-        handle = await backend.create(NewTicket(
-            key=ticket_key(prefix, entry.incident_id), title=str(p["title"]),
-            body=str(p["body"]), requester=str(p["requester"]), priority=str(p["priority"]),
-            since=_since(entry)))
-        return {"backend": backend.name, "external_id": handle.external_id,
-                "link": handle.link}
+        handle = await backend.create(
+            NewTicket(
+                key=ticket_key(prefix, entry.incident_id),
+                title=str(p["title"]),
+                body=str(p["body"]),
+                requester=str(p["requester"]),
+                priority=str(p["priority"]),
+                since=_since(entry),
+            )
+        )
+        return {"backend": backend.name, "external_id": handle.external_id, "link": handle.link}
 
     async def ticket(entry: OutboxEntry) -> TicketRow | None:
         row = await store.ticket(entry.incident_id) if entry.incident_id else None
@@ -57,8 +61,9 @@ def ticket_handlers(backend: TicketBackend, store: Store, prefix: str
         row = await ticket(entry)
         if row is None:
             return {"skipped": "the ticket is in another backend"}
-        result = await backend.comment(row.external_id, str(entry.payload["body"]),
-                                       f"{prefix}-m{entry.id}", _since(entry))
+        result = await backend.comment(
+            row.external_id, str(entry.payload["body"]), f"{prefix}-m{entry.id}", _since(entry)
+        )
         return {"backend": backend.name, **result}
 
     async def update(entry: OutboxEntry) -> dict[str, Any]:
@@ -67,18 +72,20 @@ def ticket_handlers(backend: TicketBackend, store: Store, prefix: str
             return {"skipped": "the ticket is in another backend"}
         p = cast(TicketUpdate, entry.payload)
         if p.get("comment"):
-            await backend.comment(row.external_id, str(p["comment"]), f"{prefix}-m{entry.id}",
-                                  _since(entry))
-        result = await backend.update(row.external_id, status=p.get("status"),
-                                      title=p.get("title"))
+            await backend.comment(
+                row.external_id, str(p["comment"]), f"{prefix}-m{entry.id}", _since(entry)
+            )
+        result = await backend.update(row.external_id, status=p.get("status"), title=p.get("title"))
         return {"backend": backend.name, **result}
 
-    return {OutboxKind.TICKET_CREATE: create, OutboxKind.TICKET_COMMENT: comment,
-            OutboxKind.TICKET_UPDATE: update}
+    return {
+        OutboxKind.TICKET_CREATE: create,
+        OutboxKind.TICKET_COMMENT: comment,
+        OutboxKind.TICKET_UPDATE: update,
+    }
 
 
-def statuspage_handlers(page: StatusPage, page_id: str, store: Store
-                        ) -> dict[OutboxKind, Handler]:
+def statuspage_handlers(page: StatusPage, page_id: str, store: Store) -> dict[OutboxKind, Handler]:
     """Open, update and resolve the incident's status-page incident."""
 
     async def open_(entry: OutboxEntry) -> dict[str, Any]:
@@ -86,9 +93,14 @@ def statuspage_handlers(page: StatusPage, page_id: str, store: Store
         if existing is not None and existing.status != "resolved":
             return {"skipped": f"already on the status page ({existing.external_id})"}
         p = cast(StatuspageOpen, entry.payload)
-        handle = await page.open(PublicIncident(
-            name=str(p["name"]), body=str(p["body"]),
-            component_ids=tuple(str(c) for c in p["component_ids"]), since=_since(entry)))
+        handle = await page.open(
+            PublicIncident(
+                name=str(p["name"]),
+                body=str(p["body"]),
+                component_ids=tuple(str(c) for c in p["component_ids"]),
+                since=_since(entry),
+            )
+        )
         return {"page_id": page_id, "external_id": handle.external_id, "link": handle.link}
 
     async def follow(entry: OutboxEntry) -> dict[str, Any]:
@@ -100,5 +112,8 @@ def statuspage_handlers(page: StatusPage, page_id: str, store: Store
             return dict(await page.update(existing.external_id, body, _since(entry)))
         return dict(await page.resolve(existing.external_id, body))
 
-    return {OutboxKind.STATUSPAGE_OPEN: open_, OutboxKind.STATUSPAGE_UPDATE: follow,
-            OutboxKind.STATUSPAGE_RESOLVE: follow}
+    return {
+        OutboxKind.STATUSPAGE_OPEN: open_,
+        OutboxKind.STATUSPAGE_UPDATE: follow,
+        OutboxKind.STATUSPAGE_RESOLVE: follow,
+    }

@@ -100,9 +100,15 @@ class OutboxWorker:
     async def run(self) -> None:
         """Deliver until stopped, sleeping until the next entry is due or a wake-up."""
         retry_s = min(self._policy.initial_s, self._poll_s, 3600.0) + 0.01
-        await rounds(self._round, wake=self._wake, stopping=lambda: self._stopping,
-                     failed="outbox.loop_failed", retry_s=retry_s,
-                     before=self._let_intake_finish, logger=log)
+        await rounds(
+            self._round,
+            wake=self._wake,
+            stopping=lambda: self._stopping,
+            failed="outbox.loop_failed",
+            retry_s=retry_s,
+            before=self._let_intake_finish,
+            logger=log,
+        )
 
     async def _round(self) -> float:
         if await self.deliver_due():
@@ -127,20 +133,19 @@ class OutboxWorker:
     async def deliver_due(self) -> int:
         """One round: every entry due now, `concurrency` at a time, then one transaction
         that records every outcome; returns how many were attempted."""
-        entries = await self._store.due_outbox(self._clock(), self._concurrency,
-                                               self._held_back())
+        entries = await self._store.due_outbox(self._clock(), self._concurrency, self._held_back())
         if entries:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._lane(lane)) for lane in _lanes(entries)]
             now = self._clock()
-            await self._store.settle_outbox([worded(a, now) for t in tasks for a in t.result()],
-                                            now)
+            await self._store.settle_outbox(
+                [worded(a, now) for t in tasks for a in t.result()], now
+            )
         return len(entries)
 
     def _held_back(self) -> frozenset[str]:
         """The kinds whose link is down and not due for another try."""
-        return frozenset(kind for gate in self.gates if not gate.may_try()
-                         for kind in gate.kinds)
+        return frozenset(kind for gate in self.gates if not gate.may_try() for kind in gate.kinds)
 
     async def _lane(self, entries: list[OutboxEntry]) -> list[Attempt]:
         """Entries that must go out in order, one after another. The lane stops at the first
@@ -165,14 +170,20 @@ class OutboxWorker:
         return True
 
     async def _attempt(self, entry: OutboxEntry) -> Attempt:
-        bound = log.bind(outbox_id=entry.id, kind=entry.kind, incident_id=entry.incident_id,
-                         attempt=entry.attempts + 1)
+        bound = log.bind(
+            outbox_id=entry.id,
+            kind=entry.kind,
+            incident_id=entry.incident_id,
+            attempt=entry.attempts + 1,
+        )
         handler = self._handlers.get(entry.kind)
         try:
             if handler is None:
                 raise PermanentError(f"no handler for {entry.kind}")
-            async with asyncio.timeout(self._policy.attempt_timeout_s), \
-                    metrics.attempt_timer(entry.kind):
+            async with (
+                asyncio.timeout(self._policy.attempt_timeout_s),
+                metrics.attempt_timer(entry.kind),
+            ):
                 result = await handler(entry)
         except asyncio.CancelledError:
             raise
@@ -188,8 +199,9 @@ class OutboxWorker:
             return self._failed(entry, "timed out", None, bound, permanent=False)
         except Exception as exc:  # an adapter bug: keep the entry, retry later, shout
             bound.exception("outbox.handler_crashed")
-            return self._failed(entry, f"internal error: {type(exc).__name__}", None, bound,
-                                permanent=False)
+            return self._failed(
+                entry, f"internal error: {type(exc).__name__}", None, bound, permanent=False
+            )
         self._answered(entry)
         bound.info("outbox.delivered")
         metrics.delivered(entry.kind, entry.payload)
@@ -211,8 +223,15 @@ class OutboxWorker:
         bound.info("outbox.parked", reason=reason)
         return Attempt(entry, error=reason, parked=True)
 
-    def _failed(self, entry: OutboxEntry, reason: str, retry_after_s: float | None,
-                bound: Any, *, permanent: bool) -> Attempt:
+    def _failed(
+        self,
+        entry: OutboxEntry,
+        reason: str,
+        retry_after_s: float | None,
+        bound: Any,
+        *,
+        permanent: bool,
+    ) -> Attempt:
         attempts = entry.attempts + 1
         dead = permanent or attempts >= self._policy.max_attempts
         delay = self._policy.delay(attempts, retry_after_s)
@@ -223,8 +242,13 @@ class OutboxWorker:
             alert = self._alert_for(entry, reason, attempts) if self._alert_for else None
         else:
             bound.warning("outbox.retry_scheduled", reason=reason, delay_s=round(delay, 2))
-        return Attempt(entry, error=reason, dead=dead, alert=alert,
-                       next_at=self._clock() + timedelta(seconds=delay))
+        return Attempt(
+            entry,
+            error=reason,
+            dead=dead,
+            alert=alert,
+            next_at=self._clock() + timedelta(seconds=delay),
+        )
 
 
 def _lane_key(entry: OutboxEntry) -> str | None:

@@ -35,13 +35,17 @@ def worded(attempt: Attempt, now: datetime) -> Attempt:
     return replace(attempt, timeline=lines)
 
 
-def _delivered(entry: OutboxEntry, result: Mapping[str, Any], now: datetime
-               ) -> tuple[TimelineEvent, ...]:
+def _delivered(
+    entry: OutboxEntry, result: Mapping[str, Any], now: datetime
+) -> tuple[TimelineEvent, ...]:
     p, kind = entry.payload, entry.kind
     provider = result.get("provider", "?")
     if kind is OutboxKind.PAGE_TRIGGER:
-        text = (f"Escalation page sent via {provider}" if p.get("route")
-                else f"Paged the on-call engineer via {provider}")
+        text = (
+            f"Escalation page sent via {provider}"
+            if p.get("route")
+            else f"Paged the on-call engineer via {provider}"
+        )
         return (TimelineEvent(now, "paged", "gateway", text),)
     if kind is OutboxKind.TICKET_CREATE:
         text = f"Ticket {result.get('external_id')} opened ({result.get('backend', 'builtin')})"
@@ -57,18 +61,24 @@ def _delivered(entry: OutboxEntry, result: Mapping[str, Any], now: datetime
     return _status_page(kind, result, now)
 
 
-def _status_page(kind: OutboxKind, result: Mapping[str, Any], now: datetime
-                 ) -> tuple[TimelineEvent, ...]:
+def _status_page(
+    kind: OutboxKind, result: Mapping[str, Any], now: datetime
+) -> tuple[TimelineEvent, ...]:
     if result.get("skipped"):
         return ()
     if kind is OutboxKind.STATUSPAGE_OPEN:
         text = f"Published on the status page: {result.get('link') or result['external_id']}"
-        return (TimelineEvent(now, "statuspage.opened", "gateway", text,
-                              {"result": dumps(dict(result))}),)
+        return (
+            TimelineEvent(
+                now, "statuspage.opened", "gateway", text, {"result": dumps(dict(result))}
+            ),
+        )
     if kind is OutboxKind.STATUSPAGE_UPDATE:
-        return (TimelineEvent(now, "statuspage.updated", "gateway",
-                              "Update posted on the status page"),)
+        return (
+            TimelineEvent(now, "statuspage.updated", "gateway", "Update posted on the status page"),
+        )
     if kind is OutboxKind.STATUSPAGE_RESOLVE:
-        return (TimelineEvent(now, "statuspage.resolved", "gateway",
-                              "Resolved on the status page"),)
+        return (
+            TimelineEvent(now, "statuspage.resolved", "gateway", "Resolved on the status page"),
+        )
     return ()

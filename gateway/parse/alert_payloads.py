@@ -156,11 +156,18 @@ def _ended(value: datetime | None) -> datetime | None:
 
 def _am_alert(a: AmAlert) -> Alert:
     labels = dict(a.labels)
-    return Alert(status=a.status, name=labels.get("alertname", "") or "alert",
-                 fingerprint=a.fingerprint, severity=labels.get("severity", ""), labels=labels,
-                 summary=a.annotations.get("summary", "") or a.annotations.get("title", ""),
-                 description=a.annotations.get("description", ""), starts_at=a.startsAt,
-                 ends_at=_ended(a.endsAt), url=a.generatorURL or None)
+    return Alert(
+        status=a.status,
+        name=labels.get("alertname", "") or "alert",
+        fingerprint=a.fingerprint,
+        severity=labels.get("severity", ""),
+        labels=labels,
+        summary=a.annotations.get("summary", "") or a.annotations.get("title", ""),
+        description=a.annotations.get("description", ""),
+        starts_at=a.startsAt,
+        ends_at=_ended(a.endsAt),
+        url=a.generatorURL or None,
+    )
 
 
 def _title(alerts: tuple[Alert, ...], common: Mapping[str, str]) -> str:
@@ -173,15 +180,27 @@ def _title(alerts: tuple[Alert, ...], common: Mapping[str, str]) -> str:
 
 def _from_am(source: str, p: AlertmanagerPayload) -> AlertNotification:
     alerts = tuple(_am_alert(a) for a in p.alerts)
-    return AlertNotification(source, AlertSource.ALERTMANAGER, p.groupKey, _status(alerts),
-                             alerts, _title(alerts, p.commonLabels),
-                             truncated=max(0, p.truncatedAlerts))
+    return AlertNotification(
+        source,
+        AlertSource.ALERTMANAGER,
+        p.groupKey,
+        _status(alerts),
+        alerts,
+        _title(alerts, p.commonLabels),
+        truncated=max(0, p.truncatedAlerts),
+    )
 
 
 def _from_grafana(source: str, p: GrafanaPayload) -> AlertNotification:
     alerts = tuple(_am_alert(a) for a in p.alerts)
-    return AlertNotification(source, AlertSource.GRAFANA, p.groupKey, _status(alerts), alerts,
-                             _title(alerts, p.commonLabels))
+    return AlertNotification(
+        source,
+        AlertSource.GRAFANA,
+        p.groupKey,
+        _status(alerts),
+        alerts,
+        _title(alerts, p.commonLabels),
+    )
 
 
 def _status(alerts: tuple[Alert, ...]) -> str:
@@ -198,24 +217,44 @@ def _from_pingdom(source: str, p: PingdomPayload) -> AlertNotification:
         status = RESOLVED
     else:
         raise BadPayload("invalid payload (current_state: unknown state)")
-    changed = (datetime.fromtimestamp(p.state_changed_timestamp, UTC)
-               if p.state_changed_timestamp is not None else None)
-    labels = {"check_type": p.check_type, "tags": " ".join(p.tags),
-              "hostname": str(p.check_params.get("hostname", ""))[:256]}
-    alert = Alert(status=status, name=p.check_name, fingerprint=f"pingdom-check-{p.check_id}",
-                  severity=p.importance_level.lower(), labels=labels, summary=p.description,
-                  description=p.long_description,
-                  starts_at=changed if status == FIRING else None,
-                  ends_at=changed if status == RESOLVED else None)
+    changed = (
+        datetime.fromtimestamp(p.state_changed_timestamp, UTC)
+        if p.state_changed_timestamp is not None
+        else None
+    )
+    labels = {
+        "check_type": p.check_type,
+        "tags": " ".join(p.tags),
+        "hostname": str(p.check_params.get("hostname", ""))[:256],
+    }
+    alert = Alert(
+        status=status,
+        name=p.check_name,
+        fingerprint=f"pingdom-check-{p.check_id}",
+        severity=p.importance_level.lower(),
+        labels=labels,
+        summary=p.description,
+        description=p.long_description,
+        starts_at=changed if status == FIRING else None,
+        ends_at=changed if status == RESOLVED else None,
+    )
     title = f"Pingdom: {p.check_name} is {state.lower()}"
-    return AlertNotification(source, AlertSource.PINGDOM, f"check:{p.check_id}", status,
-                             (alert,), title)
+    return AlertNotification(
+        source, AlertSource.PINGDOM, f"check:{p.check_id}", status, (alert,), title
+    )
 
 
 def _from_generic(source: str, p: GenericPayload) -> AlertNotification:
     fingerprint = hashlib.sha256(p.key.encode()).hexdigest()[:16]
-    alert = Alert(status=p.status, name=p.name, fingerprint=fingerprint, severity=p.severity,
-                  labels=dict(p.labels), summary=p.summary, description=p.description,
-                  url=p.url)
+    alert = Alert(
+        status=p.status,
+        name=p.name,
+        fingerprint=fingerprint,
+        severity=p.severity,
+        labels=dict(p.labels),
+        summary=p.summary,
+        description=p.description,
+        url=p.url,
+    )
     title = f"{p.name}: {p.summary}" if p.summary else p.name
     return AlertNotification(source, AlertSource.GENERIC, p.key, p.status, (alert,), title)

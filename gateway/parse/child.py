@@ -84,8 +84,9 @@ def structure_problem(raw: bytes, limits: MimeLimits) -> str | None:
             parts = sum(raw.count(b"\n--" + b) for b in found) - len(found)
         if parts > limits.max_parts:
             return f"too many MIME parts (over {limits.max_parts})"
-    containers = sum(1 for _ in zip(range(limits.max_containers + 1),
-                                    _CONTAINER.finditer(raw), strict=False))
+    containers = sum(
+        1 for _ in zip(range(limits.max_containers + 1), _CONTAINER.finditer(raw), strict=False)
+    )
     if containers > limits.max_containers:
         return f"MIME nested or contained too deep (over {limits.max_containers} containers)"
     return None
@@ -106,8 +107,9 @@ def report_for(mailbox: Mailbox, mail_from: str | None, mail: ParsedMail) -> Rep
     )
 
 
-def prepare(job: MailJob, now: datetime, book: Rulebook,
-            limits: MimeLimits | None = None) -> Prepared:
+def prepare(
+    job: MailJob, now: datetime, book: Rulebook, limits: MimeLimits | None = None
+) -> Prepared:
     """Parse and triage one message (what the child runs; pure)."""
     problem = structure_problem(job.raw, limits or MimeLimits())
     if problem is not None:
@@ -119,8 +121,9 @@ def prepare(job: MailJob, now: datetime, book: Rulebook,
     try:
         decision = triage(report_for(job.mailbox, job.mail_from, mail), now, book)
     except Exception as exc:  # a bug must not lose the message: a ticket for a human
-        return Prepared(problem=f"processing failed: {type(exc).__name__}",
-                        bug=traceback.format_exc(limit=5))
+        return Prepared(
+            problem=f"processing failed: {type(exc).__name__}", bug=traceback.format_exc(limit=5)
+        )
     return Prepared(mail, decision)
 
 

@@ -44,8 +44,11 @@ def dkim_verifier(lookup: Lookup | None = None) -> Callable[[bytes], DkimResult]
             checker = dkim.DKIM(raw, minkey=1024)
             count = len([h for h in checker.headers if h[0].lower() == b"dkim-signature"])
             for index in range(min(count, _MAX_SIGNATURES)):
-                ok = (checker.verify(index, dnsfunc=dnsfunc) if lookup is not None
-                      else checker.verify(index))
+                ok = (
+                    checker.verify(index, dnsfunc=dnsfunc)
+                    if lookup is not None
+                    else checker.verify(index)
+                )
                 if not ok or not checker.domain:
                     continue
                 domain = bytes(checker.domain).decode("ascii", "replace").lower()
@@ -62,7 +65,9 @@ def dkim_verifier(lookup: Lookup | None = None) -> Callable[[bytes], DkimResult]
 
 def _uncovered(checker: dkim.DKIM) -> str | None:
     """What a verified signature leaves unsigned that the gateway relies on, or None."""
-    tags = {bytes(k).decode("ascii", "replace").lower(): bytes(v).decode("ascii", "replace")
-            for k, v in checker.signature_fields.items()}
+    tags = {
+        bytes(k).decode("ascii", "replace").lower(): bytes(v).decode("ascii", "replace")
+        for k, v in checker.signature_fields.items()
+    }
     names = [bytes(name).decode("ascii", "replace") for name, _value in checker.headers]
     return uncovered(tags, names)

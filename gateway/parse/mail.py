@@ -114,7 +114,8 @@ _MBOX_LINE = re.compile(rb"From [^\r\n]*\r?\n")
 _KNOWN_HEADERS = re.compile(
     rb"^(?:from|sender|reply-to|return-path|received|message-id|date|to|cc|subject"
     rb"|mime-version|content-type|in-reply-to|references|delivered-to)[ \t]*:",
-    re.IGNORECASE | re.MULTILINE)
+    re.IGNORECASE | re.MULTILINE,
+)
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Outlook .msg, Word and friends
 
 
@@ -127,7 +128,7 @@ def _require_mail(raw: bytes) -> None:
     an unreadable message for a person to look at.
     """
     start = _MBOX_LINE.match(raw)
-    head = raw[start.end() if start else 0:][:65536]
+    head = raw[start.end() if start else 0 :][:65536]
     if head.startswith(_OLE2):
         raise UnparseableMessage("not an email: a binary document (Outlook .msg or similar)")
     if head.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
@@ -538,7 +539,11 @@ def automatic_reason(
 def _automatic(
     msg: Message, headers: Mapping[str, str], parts: _Parts, sender: str | None, loop: str
 ) -> str | None:
-    evidence = Evidence(msg.get_content_type(), headers, parts.text,
-                        tuple(a.content_type for a in parts.attachments),
-                        tuple(parts.tnef_classes))
+    evidence = Evidence(
+        msg.get_content_type(),
+        headers,
+        parts.text,
+        tuple(a.content_type for a in parts.attachments),
+        tuple(parts.tnef_classes),
+    )
     return classify(evidence, sender, loop)

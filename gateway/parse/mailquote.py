@@ -73,12 +73,14 @@ def _starts_history(stripped: str, lines: list[str], index: int) -> bool:
     if words.SEPARATOR.match(stripped) or words.FORWARD.match(stripped):
         return True
     if (titled := words.DASHED_TITLE.match(stripped)) and (
-            _strong(titled.group(1)) or _header_follows(lines, index + 1)):
+        _strong(titled.group(1)) or _header_follows(lines, index + 1)
+    ):
         return True
     labelled = words.FROM_LINE.match(stripped) or words.SENT_LINE.match(stripped)
     return bool(labelled) and (
         (words.FROM_LINE.match(stripped) is not None and _inline_block(stripped))
-        or _is_header_block(lines[index : index + _BLOCK_SPAN + 1]))
+        or _is_header_block(lines[index : index + _BLOCK_SPAN + 1])
+    )
 
 
 def _inline_block(line: str) -> bool:
@@ -102,9 +104,13 @@ def _is_header_block(block: list[str]) -> bool:
     a person stays."""
     roles = set()
     for line in block:
-        for role, pattern in (("from", words.FROM_LINE), ("sent", words.SENT_LINE),
-                              ("to", words.TO_LINE), ("subject", words.SUBJECT_LINE),
-                              ("cc", words.CC_LINE)):
+        for role, pattern in (
+            ("from", words.FROM_LINE),
+            ("sent", words.SENT_LINE),
+            ("to", words.TO_LINE),
+            ("subject", words.SUBJECT_LINE),
+            ("cc", words.CC_LINE),
+        ):
             if pattern.match(line):
                 roles.add(role)
                 break
@@ -114,8 +120,11 @@ def _is_header_block(block: list[str]) -> bool:
 def _header_follows(lines: list[str], start: int) -> bool:
     """Whether one of the next three non-blank lines is a header label (From/Date/Subject)."""
     following = [line for line in lines[start : start + 6] if line.strip()][:3]
-    return any(p.match(line) for line in following
-               for p in (words.FROM_LINE, words.SENT_LINE, words.SUBJECT_LINE))
+    return any(
+        p.match(line)
+        for line in following
+        for p in (words.FROM_LINE, words.SENT_LINE, words.SUBJECT_LINE)
+    )
 
 
 def _strong(text: str) -> bool:
@@ -162,7 +171,8 @@ def _is_attribution(text: str, *, single: bool) -> bool:
     if not text.endswith((":", "：")):
         return False
     if words.VERB.search(text, max(0, len(text) - words.VERB_REACH)) or (
-            words.CJK_VERB_END.search(text)):
+        words.CJK_VERB_END.search(text)
+    ):
         return single or _weak(text)
     if _ADDRESS_END.search(text) or _MUTT.match(text):
         return bool(_YEAR.search(text) and _TIME.search(text))
@@ -214,7 +224,8 @@ def _trace_lines(lines: list[str]) -> set[int]:
     for end in [*(i for i, line in enumerate(lines) if not line.strip()), len(lines)]:
         block = range(start, end)
         if any(_TRACE_REPLY.match(lines[i]) for i in block) and any(
-                lines[i].lstrip().startswith(">") for i in block):
+            lines[i].lstrip().startswith(">") for i in block
+        ):
             found.update(block)
         start = end + 1
     return found

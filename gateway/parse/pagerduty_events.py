@@ -80,23 +80,38 @@ class PagerDutyEvent:
 
     def to_json(self) -> bytes:
         """The inbox form."""
-        return json.dumps({"type": "pagerduty", "id": self.id, "event_type": self.event_type,
-                           "occurred_at": self.occurred_at.isoformat(),
-                           "incident_key": self.incident_key,
-                           "incident_number": self.incident_number, "agent": self.agent,
-                           "assignees": list(self.assignees),
-                           "escalation_policy": self.escalation_policy, "url": self.url},
-                          separators=(",", ":"), sort_keys=True).encode()
+        return json.dumps(
+            {
+                "type": "pagerduty",
+                "id": self.id,
+                "event_type": self.event_type,
+                "occurred_at": self.occurred_at.isoformat(),
+                "incident_key": self.incident_key,
+                "incident_number": self.incident_number,
+                "agent": self.agent,
+                "assignees": list(self.assignees),
+                "escalation_policy": self.escalation_policy,
+                "url": self.url,
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode()
 
 
 def event_from_json(raw: bytes) -> PagerDutyEvent:
     """Read back what `to_json` wrote."""
     d = json.loads(raw)
-    return PagerDutyEvent(id=str(d["id"]), event_type=str(d["event_type"]),
-                          occurred_at=datetime.fromisoformat(d["occurred_at"]),
-                          incident_key=d["incident_key"], incident_number=d["incident_number"],
-                          agent=str(d["agent"]), assignees=tuple(d["assignees"]),
-                          escalation_policy=str(d["escalation_policy"]), url=str(d["url"]))
+    return PagerDutyEvent(
+        id=str(d["id"]),
+        event_type=str(d["event_type"]),
+        occurred_at=datetime.fromisoformat(d["occurred_at"]),
+        incident_key=d["incident_key"],
+        incident_number=d["incident_number"],
+        agent=str(d["agent"]),
+        assignees=tuple(d["assignees"]),
+        escalation_policy=str(d["escalation_policy"]),
+        url=str(d["url"]),
+    )
 
 
 def signature_ok(header: str | None, body: bytes, secrets: Iterable[bytes]) -> bool:
@@ -105,8 +120,9 @@ def signature_ok(header: str | None, body: bytes, secrets: Iterable[bytes]) -> b
     which signature or secret came close."""
     if not header:
         return False
-    offered = [part.strip()[3:] for part in header.split(",")[:10]
-               if part.strip().startswith("v1=")]
+    offered = [
+        part.strip()[3:] for part in header.split(",")[:10] if part.strip().startswith("v1=")
+    ]
     expected = [hmac.new(s, body, hashlib.sha256).hexdigest() for s in secrets]
     found = False
     for sig in offered:
@@ -131,12 +147,16 @@ def decode_event(body: bytes) -> PagerDutyEvent:
     if e.occurred_at.tzinfo is None:
         raise BadPayload("occurred_at has no time zone")
     return PagerDutyEvent(
-        id=e.id, event_type=e.event_type, occurred_at=e.occurred_at,
-        incident_key=incident.incident_key, incident_number=incident.number,
+        id=e.id,
+        event_type=e.event_type,
+        occurred_at=e.occurred_at,
+        incident_key=incident.incident_key,
+        incident_number=incident.number,
         agent=(e.agent.summary if e.agent and e.agent.summary else "PagerDuty"),
         assignees=tuple(a.summary for a in incident.assignees if a.summary),
-        escalation_policy=incident.escalation_policy.summary if incident.escalation_policy
-        else "", url=incident.html_url)
+        escalation_policy=incident.escalation_policy.summary if incident.escalation_policy else "",
+        url=incident.html_url,
+    )
 
 
 def fresh(occurred_at: datetime, now: datetime, max_age_s: float) -> bool:

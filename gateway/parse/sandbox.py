@@ -49,8 +49,7 @@ import structlog
 from gateway.parse.child import MailJob, MimeLimits, Prepared, prepare, restored
 from rules.book import Rulebook
 
-__all__ = ["CRASHED", "TOO_SLOW", "MailJob", "MimeLimits", "ParseSandbox", "Prepared",
-           "prepare"]
+__all__ = ["CRASHED", "TOO_SLOW", "MailJob", "MimeLimits", "ParseSandbox", "Prepared", "prepare"]
 
 log = structlog.get_logger("gateway.parse.sandbox")
 TOO_SLOW = "parsing took too long"
@@ -71,7 +70,10 @@ class _Child:
         try:
             self.proc = subprocess.Popen(  # noqa: S603  (our interpreter, fixed arguments)
                 [sys.executable, "-m", "gateway.parse.child", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
         finally:
             theirs.close()
         self.conn = Connection(ours.detach())
@@ -112,10 +114,16 @@ class ParseSandbox:
     replaced after it is killed. `close()` ends it.
     """
 
-    def __init__(self, rulebook: Rulebook, *, budget_s: float = 5.0,
-                 per_message_s: float = 0.1, suspect_budget_s: float | None = None,
-                 max_exchange_bytes: int = 16 * 1024 * 1024,
-                 limits: MimeLimits | None = None) -> None:
+    def __init__(
+        self,
+        rulebook: Rulebook,
+        *,
+        budget_s: float = 5.0,
+        per_message_s: float = 0.1,
+        suspect_budget_s: float | None = None,
+        max_exchange_bytes: int = 16 * 1024 * 1024,
+        limits: MimeLimits | None = None,
+    ) -> None:
         self._book = rulebook
         self._limits = limits or MimeLimits()
         self.suspect_budget_s = budget_s / 5 if suspect_budget_s is None else suspect_budget_s
@@ -172,8 +180,9 @@ class ParseSandbox:
         plain = [i for i, job in enumerate(jobs) if _plain(job)]
         if 1 < len(plain) < len(jobs):
             with contextlib.suppress(_Lost):
-                together = self._exchange([jobs[i] for i in plain], now,
-                                          self.budget_s + self.per_message_s * len(plain))
+                together = self._exchange(
+                    [jobs[i] for i in plain], now, self.budget_s + self.per_message_s * len(plain)
+                )
                 done.update(zip(plain, together, strict=True))
         for i, job in enumerate(jobs):
             if i in done:
@@ -206,8 +215,11 @@ class ParseSandbox:
         return [restored(r) for r in results]
 
     def _ensure(self) -> Connection:
-        if (self._proc is not None and self._proc.is_alive()
-                and self._child_version == self._book_version):
+        if (
+            self._proc is not None
+            and self._proc.is_alive()
+            and self._child_version == self._book_version
+        ):
             return self._proc.conn
         self._stop()
         self._child_version = self._book_version

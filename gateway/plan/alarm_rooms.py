@@ -40,8 +40,11 @@ def alarm_rooms(config: AlertsConfig | None) -> AlarmRooms:
         return AlarmRooms()
     rooms: dict[Priority, str] = {}
     for priority in Priority:
-        room = (config.high_priority_room if priority.value in config.high_priorities
-                else config.low_priority_room)
+        room = (
+            config.high_priority_room
+            if priority.value in config.high_priorities
+            else config.low_priority_room
+        )
         if room is not None:
             rooms[priority] = room
     return AlarmRooms(rooms)
@@ -54,8 +57,9 @@ def root_post(room: str, body: str) -> OutboxSpec:
 
 def thread_post(incident: Incident, body: str) -> tuple[OutboxSpec, ...]:
     """A post in the incident's alarm thread, if it has an alarm room."""
-    room = next((f.removeprefix(ROOM_FLAG) for f in incident.flags if f.startswith(ROOM_FLAG)),
-                None)
+    room = next(
+        (f.removeprefix(ROOM_FLAG) for f in incident.flags if f.startswith(ROOM_FLAG)), None
+    )
     if room is None:
         return ()
     return (OutboxSpec(OutboxKind.CHAT_ALARM, {"room_id": room, "root": False, "body": body}),)

@@ -41,8 +41,9 @@ COMPONENT_FLAG = "component:"
 
 def flagged_components(incident: Incident) -> tuple[str, ...]:
     """The components an incident was flagged with."""
-    return tuple(f.removeprefix(COMPONENT_FLAG) for f in incident.flags
-                 if f.startswith(COMPONENT_FLAG))
+    return tuple(
+        f.removeprefix(COMPONENT_FLAG) for f in incident.flags if f.startswith(COMPONENT_FLAG)
+    )
 
 
 def _live(incident: Incident) -> bool:
@@ -54,8 +55,9 @@ def _live(incident: Incident) -> bool:
 REPORT_WINDOW = timedelta(days=2)
 
 
-def report_for_alert(ctx: PlanContext, components: tuple[str, ...], book: Rulebook,
-                     now: datetime) -> Incident | None:
+def report_for_alert(
+    ctx: PlanContext, components: tuple[str, ...], book: Rulebook, now: datetime
+) -> Incident | None:
     """The newest open tenant incident whose title names one of `components`."""
     if not components:
         return None
@@ -63,13 +65,17 @@ def report_for_alert(ctx: PlanContext, components: tuple[str, ...], book: Rulebo
 
     def names(title: str) -> bool:
         return bool(wanted & set(text_components(title, book)))
+
     if ctx.recent_open is not None:
         found = [i for box in Mailbox for i in ctx.recent_open(box, now - REPORT_WINDOW, names)]
     else:
         found = [i for i in ctx.open_incidents() if names(i.title)]
     # Never one held as "unverified sender": its reporter would hear about the alert.
-    live = [i for i in found if _live(i) and ALERT_FLAG not in i.flags
-            and UNVERIFIED_FLAG not in i.flags]
+    live = [
+        i
+        for i in found
+        if _live(i) and ALERT_FLAG not in i.flags and UNVERIFIED_FLAG not in i.flags
+    ]
     return max(live, key=lambda i: i.id, default=None)
 
 
@@ -79,8 +85,7 @@ def _open_alerts(ctx: PlanContext) -> list[Incident]:
     return [i for i in map(ctx.find, ctx.alert_ids()) if i is not None]
 
 
-def alert_for_report(ctx: PlanContext, text: str, trusted: bool, book: Rulebook
-                     ) -> Incident | None:
+def alert_for_report(ctx: PlanContext, text: str, trusted: bool, book: Rulebook) -> Incident | None:
     """The newest open alert incident about a component `text` names, for a trusted sender
     (on the allow-list and not shown forged)."""
     if not trusted or not book.alerts.join_reports or not book.components:
@@ -89,14 +94,23 @@ def alert_for_report(ctx: PlanContext, text: str, trusted: bool, book: Rulebook
     if not named:
         return None
     for incident in _open_alerts(ctx):  # newest first
-        if (_live(incident) and ALERT_FLAG in incident.flags
-                and named & set(flagged_components(incident))):
+        if (
+            _live(incident)
+            and ALERT_FLAG in incident.flags
+            and named & set(flagged_components(incident))
+        ):
             return incident
     return None
 
 
-def known_outage_in_chat(msg: ChatMessage, ctx: PlanContext, book: Rulebook,
-                         chat: ChatSettings, trust: TrustPolicy, now: datetime) -> Plan | None:
+def known_outage_in_chat(
+    msg: ChatMessage,
+    ctx: PlanContext,
+    book: Rulebook,
+    chat: ChatSettings,
+    trust: TrustPolicy,
+    now: datetime,
+) -> Plan | None:
     """A report-room message from a trusted user about a component of an open alert
     incident: it joins that incident as a reporter (answered in their thread, sent every
     update). None when it is anything else (planned as a report as usual)."""
@@ -106,18 +120,29 @@ def known_outage_in_chat(msg: ChatMessage, ctx: PlanContext, book: Rulebook,
     incident = alert_for_report(ctx, msg.body, trusted, book)
     if incident is None:
         return None
-    answer = (f"Thanks. We already know about this problem from our monitoring ({incident.ref}:"
-              f" {one_line(incident.title, 120)}), and an engineer is on it. Updates will come "
-              "in this thread.")
+    answer = (
+        f"Thanks. We already know about this problem from our monitoring ({incident.ref}:"
+        f" {one_line(incident.title, 120)}), and an engineer is on it. Updates will come "
+        "in this thread."
+    )
     return Plan(
         outcome=f"joined {incident.ref} (same outage, known from an alert)",
         incident_id=incident.id,
-        reporter=Reporter(Channel.MATRIX, msg.sender, (chat_key(msg.event_id),), msg.room_id,
-                          msg.event_id),
-        timeline=(TimelineEvent(now, "reported", msg.sender,
-                                f"Reported the same problem in chat: {msg.body[:500]}"),),
-        outbox=(chat_reply(msg.room_id, msg.event_id, answer, "acknowledgement", to=msg.sender),
-                chat_to_incident(f"{incident.ref}: {msg.sender} reports it in chat too: "
-                                 f"{msg.body[:500]}", "relay", chat.incidents_room)),
+        reporter=Reporter(
+            Channel.MATRIX, msg.sender, (chat_key(msg.event_id),), msg.room_id, msg.event_id
+        ),
+        timeline=(
+            TimelineEvent(
+                now, "reported", msg.sender, f"Reported the same problem in chat: {msg.body[:500]}"
+            ),
+        ),
+        outbox=(
+            chat_reply(msg.room_id, msg.event_id, answer, "acknowledgement", to=msg.sender),
+            chat_to_incident(
+                f"{incident.ref}: {msg.sender} reports it in chat too: {msg.body[:500]}",
+                "relay",
+                chat.incidents_room,
+            ),
+        ),
         message_ids=(chat_key(msg.event_id),),
     )

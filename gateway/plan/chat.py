@@ -67,8 +67,11 @@ def parse_chat(raw: bytes) -> ChatMessage | None:
             return None
         in_reply = (relates.get("m.in_reply_to") or {}).get("event_id")
         return ChatMessage(
-            room_id=str(stored["room_id"]), event_id=str(event["event_id"]),
-            sender=str(event["sender"]), body=body, msgtype=str(content.get("msgtype", "")),
+            room_id=str(stored["room_id"]),
+            event_id=str(event["event_id"]),
+            sender=str(event["sender"]),
+            body=body,
+            msgtype=str(content.get("msgtype", "")),
             thread_root=relates.get("event_id") if relates.get("rel_type") == "m.thread" else None,
             reply_to=in_reply if isinstance(in_reply, str) else None,
             is_edit=relates.get("rel_type") == "m.replace" or "m.new_content" in content,
@@ -109,14 +112,25 @@ def plan_report_room(
     if msg.room_id in chat.verified_report_rooms:
         why = untrusted_device_reason(msg.device, "reports")
         if why is not None:
-            return Plan(outcome="refused: device not trusted",
-                        outbox=(chat_reply(msg.room_id, msg.thread_root or msg.event_id, why,
-                                           "answer", reply_to=msg.event_id, to=msg.sender),))
+            return Plan(
+                outcome="refused: device not trusted",
+                outbox=(
+                    chat_reply(
+                        msg.room_id,
+                        msg.thread_root or msg.event_id,
+                        why,
+                        "answer",
+                        reply_to=msg.event_id,
+                        to=msg.sender,
+                    ),
+                ),
+            )
     if thread is not None:
         return _join(msg, thread, chat, now)
     mailbox = Mailbox(chat.report_rooms.get(msg.room_id, "support"))
-    decision = triage(Report(mailbox=mailbox, sender=msg.sender, subject="", body=msg.body),
-                      now, book)
+    decision = triage(
+        Report(mailbox=mailbox, sender=msg.sender, subject="", body=msg.body), now, book
+    )
     if decision.priority is None:
         raise RuntimeError("priority is set here")
     priority = decision.priority
@@ -127,35 +141,72 @@ def plan_report_room(
     ref = incident_ref(next_id)
     first = next((ln for ln in msg.body.splitlines() if ln.strip()), "")
     title = one_line(first, 120) or "Report in chat"
-    outbox: list[OutboxSpec] = [OutboxSpec(OutboxKind.CHAT_ANNOUNCE, {
-        "room_id": chat.incidents_room,
-        "body": announcement(ref, title, decision, msg.sender, "chat", book),
-    })]
+    outbox: list[OutboxSpec] = [
+        OutboxSpec(
+            OutboxKind.CHAT_ANNOUNCE,
+            {
+                "room_id": chat.incidents_room,
+                "body": announcement(ref, title, decision, msg.sender, "chat", book),
+            },
+        )
+    ]
     if decision.page:
         outbox.append(page_spec(ref, title, decision, msg.sender, mailbox, pager_source))
     if held:
-        outbox.append(chat_to_incident(
-            f"{ref}: Not paged: {msg.sender} is not on the allow-list. An engineer can page "
-            f"with !page {ref} after checking the report is genuine.", "alert",
-            chat.incidents_room))
-    outbox.append(OutboxSpec(OutboxKind.TICKET_CREATE, {
-        "reference": ref, "title": f"[{ref}] {title}", "priority": decision.priority,
-        "requester": msg.sender, "body": msg.body[:_TEXT_LIMIT],
-    }))
-    outbox.append(chat_reply(msg.room_id, msg.event_id, _ack_text(ref, decision, book),
-                             "acknowledgement", to=msg.sender))
+        outbox.append(
+            chat_to_incident(
+                f"{ref}: Not paged: {msg.sender} is not on the allow-list. An engineer can page "
+                f"with !page {ref} after checking the report is genuine.",
+                "alert",
+                chat.incidents_room,
+            )
+        )
+    outbox.append(
+        OutboxSpec(
+            OutboxKind.TICKET_CREATE,
+            {
+                "reference": ref,
+                "title": f"[{ref}] {title}",
+                "priority": decision.priority,
+                "requester": msg.sender,
+                "body": msg.body[:_TEXT_LIMIT],
+            },
+        )
+    )
+    outbox.append(
+        chat_reply(
+            msg.room_id,
+            msg.event_id,
+            _ack_text(ref, decision, book),
+            "acknowledgement",
+            to=msg.sender,
+        )
+    )
     return Plan(
         outcome=f"opened {ref} ({decision.priority}{', paged' if decision.page else ''})",
-        new_incident=NewIncident(title, priority, mailbox, decision.rule,
-                                 decision.reasons, decision.period, decision.respond_by,
-                                 decision.next_update_by,
-                                 (UNVERIFIED_FLAG,) if held else ()),
-        reporter=Reporter(Channel.MATRIX, msg.sender, (chat_key(msg.event_id),), msg.room_id,
-                          msg.event_id),
+        new_incident=NewIncident(
+            title,
+            priority,
+            mailbox,
+            decision.rule,
+            decision.reasons,
+            decision.period,
+            decision.respond_by,
+            decision.next_update_by,
+            (UNVERIFIED_FLAG,) if held else (),
+        ),
+        reporter=Reporter(
+            Channel.MATRIX, msg.sender, (chat_key(msg.event_id),), msg.room_id, msg.event_id
+        ),
         timeline=(
             TimelineEvent(now, "reported", msg.sender, f"Reported in chat: {msg.body[:500]}"),
-            TimelineEvent(now, "triaged", "rules", f"{decision.priority}: "
-                          + "; ".join(decision.reasons), {"rule": decision.rule}),
+            TimelineEvent(
+                now,
+                "triaged",
+                "rules",
+                f"{decision.priority}: " + "; ".join(decision.reasons),
+                {"rule": decision.rule},
+            ),
         ),
         outbox=tuple(outbox),
         message_ids=(chat_key(msg.event_id),),
@@ -166,8 +217,10 @@ def _ack_text(ref: str, decision: TriageDecision, book: Rulebook) -> str:
     if decision.priority is None:
         raise RuntimeError("priority is set here")
     level = book.priorities.get(decision.priority)
-    parts = [f"Thanks, we have logged this as {ref}. "
-             + priority_line(decision.priority, level.name, level.meaning)]
+    parts = [
+        f"Thanks, we have logged this as {ref}. "
+        + priority_line(decision.priority, level.name, level.meaning)
+    ]
     if decision.page:
         parts.append("We have paged the on-call engineer.")
     if decision.respond_by:
@@ -182,14 +235,22 @@ def _join(msg: ChatMessage, incident: Incident, chat: ChatSettings, now: datetim
     events = [TimelineEvent(now, "reporter.replied", msg.sender, msg.body[:_TEXT_LIMIT])]
     note = f"{msg.sender} wrote in their thread: {msg.body[:1000]}"
     if reopen:
-        events.append(TimelineEvent(now, "reopened", msg.sender,
-                                    "Reopened: the reporter wrote after it was resolved"))
+        events.append(
+            TimelineEvent(
+                now, "reopened", msg.sender, "Reopened: the reporter wrote after it was resolved"
+            )
+        )
         note = f"{incident.ref} reopened: " + note
     return Plan(
         outcome=f"joined {incident.ref}" + (" (reopened)" if reopen else ""),
         incident_id=incident.id,
-        reporter=Reporter(Channel.MATRIX, msg.sender, (chat_key(msg.event_id),), msg.room_id,
-                          msg.thread_root or msg.event_id),
+        reporter=Reporter(
+            Channel.MATRIX,
+            msg.sender,
+            (chat_key(msg.event_id),),
+            msg.room_id,
+            msg.thread_root or msg.event_id,
+        ),
         reopen=reopen,
         timeline=tuple(events),
         outbox=(chat_to_incident(note, "relay", chat.incidents_room),),

@@ -54,32 +54,45 @@ class CommandDoc:
 # (this module's handlers, and gateway.plan.escalation's !security and !statuspage).
 COMMANDS = (
     CommandDoc("!ack", "acknowledged; the PagerDuty alert is acknowledged too"),
-    CommandDoc("!update <text for the reporters>",
-               "sent to every reporter; the next-update clock restarts", needs_text=True),
+    CommandDoc(
+        "!update <text for the reporters>",
+        "sent to every reporter; the next-update clock restarts",
+        needs_text=True,
+    ),
     CommandDoc("!update --public <text>", "the same, and posted on the status page"),
     CommandDoc("!note <text>", "timeline only, never sent to reporters", needs_text=True),
-    CommandDoc("!sev P1|P2|P3|P4 <reason>",
-               "change priority (raising to a paging priority pages)", needs_text=True),
+    CommandDoc(
+        "!sev P1|P2|P3|P4 <reason>",
+        "change priority (raising to a paging priority pages)",
+        needs_text=True,
+    ),
     CommandDoc("!title <new title>", "rename; reporters are told why", needs_text=True),
-    CommandDoc("!resolve <what was done>", "resolved; reporters are told, the page resolved",
-               needs_text=True),
+    CommandDoc(
+        "!resolve <what was done>",
+        "resolved; reporters are told, the page resolved",
+        needs_text=True,
+    ),
     CommandDoc("!reopen", "reopen a resolved incident"),
-    CommandDoc("!notincident <reason>", "the page is resolved, the ticket remains",
-               needs_text=True),
+    CommandDoc(
+        "!notincident <reason>", "the page is resolved, the ticket remains", needs_text=True
+    ),
     CommandDoc("!lead @user:server", "name the incident lead", needs_text=True),
     CommandDoc("!comms @user:server", "name the comms person", needs_text=True),
-    CommandDoc("!merge INC-7", "INC-7's reporters now receive this incident's updates",
-               needs_text=True),
+    CommandDoc(
+        "!merge INC-7", "INC-7's reporters now receive this incident's updates", needs_text=True
+    ),
     CommandDoc("!page", "page the on-call engineer for a report from an unverified sender"),
     CommandDoc("!security [why]", "notify the security contacts at once"),
     CommandDoc("!statuspage open <component…> <message>", "publish on the status page"),
     CommandDoc("!status", "open incidents with priority, age, lead and next update due"),
     CommandDoc("!help", "this list"),
 )
-HELP = "\n".join([
-    "Commands (in an incident's thread, or naming it: !ack INC-42):",
-    *(f"{doc.usage} — {doc.effect}" for doc in COMMANDS),
-])
+HELP = "\n".join(
+    [
+        "Commands (in an incident's thread, or naming it: !ack INC-42):",
+        *(f"{doc.usage} — {doc.effect}" for doc in COMMANDS),
+    ]
+)
 USAGE = {doc.name: doc.usage for doc in COMMANDS if doc.needs_text}
 
 
@@ -142,8 +155,9 @@ def plan_command(msg: ChatMessage, command: Command, ctx: PlanContext, env: Comm
     plan = handler(msg, command, incident, ctx, env)
     if plan.incident_id is None:  # a refusal or a usage answer
         return plan
-    event = TimelineEvent(env.now, f"command.{command.name}", msg.sender,
-                          f"!{command.name} {command.text}".strip())
+    event = TimelineEvent(
+        env.now, f"command.{command.name}", msg.sender, f"!{command.name} {command.text}".strip()
+    )
     return replace(plan, timeline=(event, *plan.timeline))
 
 
@@ -165,8 +179,10 @@ def _answer_only(  # noqa: PLR0911  (one guard per kind of answer reads best)
     if command.name in USAGE and not command.text:
         return "usage", f"Usage: {USAGE[command.name]}"
     if ctx.thread is None:
-        return "no incident", ("Which incident? Use the command in the incident's thread, or "
-                               f"name it: !{command.name} INC-42 …")
+        return "no incident", (
+            "Which incident? Use the command in the incident's thread, or "
+            f"name it: !{command.name} INC-42 …"
+        )
     return None
 
 
@@ -176,27 +192,45 @@ Handler = Callable[[ChatMessage, Command, Incident, PlanContext, CommandEnv], Pl
 
 def _answerer(msg: ChatMessage, env: CommandEnv) -> Answer:
     root = msg.thread_root
-    return lambda text: chat_reply(msg.room_id, root, text, "answer", reply_to=msg.event_id,
-                                   to=msg.sender)
+    return lambda text: chat_reply(
+        msg.room_id, root, text, "answer", reply_to=msg.event_id, to=msg.sender
+    )
 
 
-def _changed(incident: Incident, outcome: str, note: str, env: CommandEnv, msg: ChatMessage,
-             *, changes: dict[str, object] | None = None, outbox: tuple[OutboxSpec, ...] = (),
-             reopen: bool = False) -> Plan:
+def _changed(
+    incident: Incident,
+    outcome: str,
+    note: str,
+    env: CommandEnv,
+    msg: ChatMessage,
+    *,
+    changes: dict[str, object] | None = None,
+    outbox: tuple[OutboxSpec, ...] = (),
+    reopen: bool = False,
+) -> Plan:
     answer = _answerer(msg, env)
-    return Plan(outcome=outcome, incident_id=incident.id, changes=changes or {},
-                reopen=reopen, outbox=(*outbox, answer(note)))
+    return Plan(
+        outcome=outcome,
+        incident_id=incident.id,
+        changes=changes or {},
+        reopen=reopen,
+        outbox=(*outbox, answer(note)),
+    )
 
 
-def _ack(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
-         env: CommandEnv) -> Plan:
+def _ack(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext, env: CommandEnv) -> Plan:
     if inc.status is not Status.OPEN:
-        return _changed(inc, "ack: nothing to do", f"{inc.ref} is already {inc.status}.",
-                        env, msg)
+        return _changed(inc, "ack: nothing to do", f"{inc.ref} is already {inc.status}.", env, msg)
     pages = _page_follow(inc, OutboxKind.PAGE_ACKNOWLEDGE)
-    return _changed(inc, f"acknowledged {inc.ref}", f"{inc.ref} acknowledged by {msg.sender}.",
-                    env, msg, changes={"status": Status.ACKNOWLEDGED.value,
-                                       "acknowledged_at": env.now}, outbox=pages)
+    return _changed(
+        inc,
+        f"acknowledged {inc.ref}",
+        f"{inc.ref} acknowledged by {msg.sender}.",
+        env,
+        msg,
+        changes={"status": Status.ACKNOWLEDGED.value, "acknowledged_at": env.now},
+        outbox=pages,
+    )
 
 
 def _page_follow(inc: Incident, kind: OutboxKind) -> tuple[OutboxSpec, ...]:
@@ -204,30 +238,36 @@ def _page_follow(inc: Incident, kind: OutboxKind) -> tuple[OutboxSpec, ...]:
     return (OutboxSpec(kind, {"dedup_key": inc.ref}),) if inc.pages_sent else ()
 
 
-def _relay(inc: Incident, text: str, purpose: str, env: CommandEnv,
-           automatic: bool = True) -> tuple[OutboxSpec, ...]:
+def _relay(
+    inc: Incident, text: str, purpose: str, env: CommandEnv, automatic: bool = True
+) -> tuple[OutboxSpec, ...]:
     return tuple(to_reporters(inc, text, purpose, env.key, env.sender, env.now, automatic))
 
 
-def _update(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
-            env: CommandEnv) -> Plan:
+def _update(
+    msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext, env: CommandEnv
+) -> Plan:
     due = next_update_due(inc.priority, env.now, env.book)
     when = local_time(due, env.book.hours.timezone)
     zone = zone_name(env.book.hours.timezone)
     text = f"Update on {inc.ref} ({inc.title}):\n\n{cmd.text}\n\nNext update by {when} ({zone})."
     sent = _relay(inc, text, "update", env, automatic=False)  # an engineer's own words
-    return _changed(inc, f"update relayed to {len(sent)}",
-                    f"Update sent to {len(sent)} reporter(s). Next update due by {when}.",
-                    env, msg, changes={"next_update_by": due}, outbox=sent)
+    return _changed(
+        inc,
+        f"update relayed to {len(sent)}",
+        f"Update sent to {len(sent)} reporter(s). Next update due by {when}.",
+        env,
+        msg,
+        changes={"next_update_by": due},
+        outbox=sent,
+    )
 
 
-def _note(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
-          env: CommandEnv) -> Plan:
+def _note(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext, env: CommandEnv) -> Plan:
     return _changed(inc, "noted", "Noted on the timeline (not sent to reporters).", env, msg)
 
 
-def _sev(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
-         env: CommandEnv) -> Plan:
+def _sev(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext, env: CommandEnv) -> Plan:
     level, _, reason = cmd.text.partition(" ")
     try:
         priority = Priority(level.upper())
@@ -238,97 +278,159 @@ def _sev(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
     period = env.book.clock.period_at(env.now)
     outbox: tuple[OutboxSpec, ...] = ()
     if not inc.pages_sent and pages_at(priority, env.now, env.book):
-        decision = TriageDecision(priority, True, True, False, None, (reason,), period, None,
-                                  None)
-        outbox = (page_spec(inc.ref, inc.title, decision, msg.sender, inc.mailbox,
-                            env.pager_source),)
-    return _changed(inc, f"priority {inc.priority} -> {priority}",
-                    f"{inc.ref} is now {priority} (was {inc.priority}): {reason.strip()}"
-                    + (" Paging the on-call engineer." if outbox else ""),
-                    env, msg, changes={"priority": priority.value}, outbox=outbox)
+        decision = TriageDecision(priority, True, True, False, None, (reason,), period, None, None)
+        outbox = (
+            page_spec(inc.ref, inc.title, decision, msg.sender, inc.mailbox, env.pager_source),
+        )
+    return _changed(
+        inc,
+        f"priority {inc.priority} -> {priority}",
+        f"{inc.ref} is now {priority} (was {inc.priority}): {reason.strip()}"
+        + (" Paging the on-call engineer." if outbox else ""),
+        env,
+        msg,
+        changes={"priority": priority.value},
+        outbox=outbox,
+    )
 
 
-def _title(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
-           env: CommandEnv) -> Plan:
+def _title(
+    msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext, env: CommandEnv
+) -> Plan:
     new = cmd.text[:120]
     told = replace(inc, title=new)
-    text = (f'We have renamed {inc.ref} from "{inc.title}" to "{new}" so that it describes '
-            "the problem more precisely. Nothing else has changed.")
+    text = (
+        f'We have renamed {inc.ref} from "{inc.title}" to "{new}" so that it describes '
+        "the problem more precisely. Nothing else has changed."
+    )
     sent = _relay(told, text, "title", env)
-    return _changed(inc, "title changed", f"Title changed; {len(sent)} reporter(s) told.",
-                    env, msg, changes={"title": new}, outbox=sent)
+    return _changed(
+        inc,
+        "title changed",
+        f"Title changed; {len(sent)} reporter(s) told.",
+        env,
+        msg,
+        changes={"title": new},
+        outbox=sent,
+    )
 
 
-def _resolve(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
-             env: CommandEnv) -> Plan:
+def _resolve(
+    msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext, env: CommandEnv
+) -> Plan:
     if inc.status is Status.RESOLVED:
-        return _changed(inc, "resolve: nothing to do", f"{inc.ref} is already resolved.", env,
-                        msg)
-    text = (f"{inc.ref} ({inc.title}) is resolved.\n\n{cmd.text}\n\n"
-            "If it is not fixed for you, reply to this message and we will reopen it.")
+        return _changed(inc, "resolve: nothing to do", f"{inc.ref} is already resolved.", env, msg)
+    text = (
+        f"{inc.ref} ({inc.title}) is resolved.\n\n{cmd.text}\n\n"
+        "If it is not fixed for you, reply to this message and we will reopen it."
+    )
     sent = _relay(inc, text, "resolution", env, automatic=False)
-    return _changed(inc, f"resolved {inc.ref}",
-                    f"{inc.ref} resolved; {len(sent)} reporter(s) told.", env, msg,
-                    changes={"status": Status.RESOLVED.value, "resolved_at": env.now},
-                    outbox=(*_page_follow(inc, OutboxKind.PAGE_RESOLVE), *sent))
+    return _changed(
+        inc,
+        f"resolved {inc.ref}",
+        f"{inc.ref} resolved; {len(sent)} reporter(s) told.",
+        env,
+        msg,
+        changes={"status": Status.RESOLVED.value, "resolved_at": env.now},
+        outbox=(*_page_follow(inc, OutboxKind.PAGE_RESOLVE), *sent),
+    )
 
 
-def _reopen(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
-            env: CommandEnv) -> Plan:
+def _reopen(
+    msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext, env: CommandEnv
+) -> Plan:
     if inc.status is not Status.RESOLVED:
         return _changed(inc, "reopen: nothing to do", f"{inc.ref} is not resolved.", env, msg)
     return _changed(inc, f"reopened {inc.ref}", f"{inc.ref} reopened.", env, msg, reopen=True)
 
 
-def _notincident(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
-                 env: CommandEnv) -> Plan:
-    return _changed(inc, "not an incident",
-                    f"{inc.ref} is not an incident: {cmd.text}. The page is resolved; "
-                    "the ticket remains.", env, msg,
-                    outbox=_page_follow(inc, OutboxKind.PAGE_RESOLVE))
+def _notincident(
+    msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext, env: CommandEnv
+) -> Plan:
+    return _changed(
+        inc,
+        "not an incident",
+        f"{inc.ref} is not an incident: {cmd.text}. The page is resolved; the ticket remains.",
+        env,
+        msg,
+        outbox=_page_follow(inc, OutboxKind.PAGE_RESOLVE),
+    )
 
 
 def _role(field: str) -> Handler:
-    def handler(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
-                env: CommandEnv) -> Plan:
+    def handler(
+        msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext, env: CommandEnv
+    ) -> Plan:
         user = cmd.text.split()[0]
         if not _USER.match(user):
-            return Plan(outcome="usage",
-                        outbox=(_answerer(msg, env)(f"Usage: {USAGE[field]}"),))
-        return _changed(inc, f"{field} set", f"{user} is now the {field} for {inc.ref}.",
-                        env, msg, changes={field: user})
+            return Plan(outcome="usage", outbox=(_answerer(msg, env)(f"Usage: {USAGE[field]}"),))
+        return _changed(
+            inc,
+            f"{field} set",
+            f"{user} is now the {field} for {inc.ref}.",
+            env,
+            msg,
+            changes={field: user},
+        )
+
     return handler
 
 
-def _merge(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
-           env: CommandEnv) -> Plan:
+def _merge(
+    msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext, env: CommandEnv
+) -> Plan:
     match = _REF.match(cmd.text.split()[0])
     other = ctx.find(int(match.group(1))) if match else None
     if other is None or other.id == inc.id:
-        return Plan(outcome="usage", outbox=(_answerer(msg, env)(
-            f"Usage: {USAGE['merge']} (in the thread of the incident that stays open)"),))
-    plan = _changed(inc, f"merged {other.ref}",
-                    f"{other.ref}'s reporters now receive {inc.ref}'s updates.", env, msg)
+        return Plan(
+            outcome="usage",
+            outbox=(
+                _answerer(msg, env)(
+                    f"Usage: {USAGE['merge']} (in the thread of the incident that stays open)"
+                ),
+            ),
+        )
+    plan = _changed(
+        inc,
+        f"merged {other.ref}",
+        f"{other.ref}'s reporters now receive {inc.ref}'s updates.",
+        env,
+        msg,
+    )
     return replace(plan, merge_source=other.id)
 
 
-def _page(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext,
-          env: CommandEnv) -> Plan:
+def _page(msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext, env: CommandEnv) -> Plan:
     """An engineer confirms a report (typically from an unverified sender): page once."""
     if inc.pages_sent or PAGED_ON_REQUEST in inc.flags:
-        return _changed(inc, "page: nothing to do", f"{inc.ref} has already been paged.",
-                        env, msg)
+        return _changed(inc, "page: nothing to do", f"{inc.ref} has already been paged.", env, msg)
     if inc.status is Status.RESOLVED:
-        return _changed(inc, "page: resolved", f"{inc.ref} is resolved; !reopen it first.",
-                        env, msg)
+        return _changed(
+            inc, "page: resolved", f"{inc.ref} is resolved; !reopen it first.", env, msg
+        )
     period = env.book.clock.period_at(env.now)
-    decision = TriageDecision(inc.priority, True, True, False, inc.rule,
-                              (f"confirmed by {msg.sender}", *inc.reasons), period, None, None)
+    decision = TriageDecision(
+        inc.priority,
+        True,
+        True,
+        False,
+        inc.rule,
+        (f"confirmed by {msg.sender}", *inc.reasons),
+        period,
+        None,
+        None,
+    )
     flags = [f for f in inc.flags if f != UNVERIFIED_FLAG] + [PAGED_ON_REQUEST]
     page = page_spec(inc.ref, inc.title, decision, msg.sender, inc.mailbox, env.pager_source)
-    return _changed(inc, f"paged {inc.ref} on request",
-                    f"{inc.ref} confirmed by {msg.sender}. Paging the on-call engineer.",
-                    env, msg, changes={"flags": dumps(flags)}, outbox=(page,))
+    return _changed(
+        inc,
+        f"paged {inc.ref} on request",
+        f"{inc.ref} confirmed by {msg.sender}. Paging the on-call engineer.",
+        env,
+        msg,
+        changes={"flags": dumps(flags)},
+        outbox=(page,),
+    )
 
 
 def _status(incidents: list[Incident], env: CommandEnv) -> str:
@@ -339,15 +441,26 @@ def _status(incidents: list[Incident], env: CommandEnv) -> str:
     for inc in incidents:
         age = int((env.now - inc.created_at).total_seconds() // 60)
         due = local_time(inc.next_update_by, tz) if inc.next_update_by else "not set"
-        lines.append(f"{inc.ref} {inc.priority} {inc.status}, {age} min old, "
-                     f"lead {inc.lead or 'none'}, next update by {due}: {inc.title}")
+        lines.append(
+            f"{inc.ref} {inc.priority} {inc.status}, {age} min old, "
+            f"lead {inc.lead or 'none'}, next update by {due}: {inc.title}"
+        )
     return "\n".join(lines)
 
 
 _HANDLERS: dict[str, Handler] = {
-    "ack": _ack, "update": _update, "note": _note, "sev": _sev, "title": _title,
-    "resolve": _resolve, "reopen": _reopen, "notincident": _notincident,
-    "lead": _role("lead"), "comms": _role("comms"), "merge": _merge, "page": _page,
+    "ack": _ack,
+    "update": _update,
+    "note": _note,
+    "sev": _sev,
+    "title": _title,
+    "resolve": _resolve,
+    "reopen": _reopen,
+    "notincident": _notincident,
+    "lead": _role("lead"),
+    "comms": _role("comms"),
+    "merge": _merge,
+    "page": _page,
 }
 ANSWER_ONLY = frozenset({"help", "status"})
 

@@ -37,8 +37,12 @@ class DeviceFacts:
     ed25519: str
 
 
-def device_verdict(mode: TrustMode, engineers: Collection[str],
-                   pinned: Collection[PinnedDevice], device: DeviceFacts) -> tuple[Verdict, str]:
+def device_verdict(
+    mode: TrustMode,
+    engineers: Collection[str],
+    pinned: Collection[PinnedDevice],
+    device: DeviceFacts,
+) -> tuple[Verdict, str]:
     """Whether room keys may be shared with `device`, and why (for the log).
 
     A pinned device is trusted only with the fingerprint it was pinned with, in every mode.
@@ -62,9 +66,11 @@ def device_verdict(mode: TrustMode, engineers: Collection[str],
 def undecryptable_notice(sender: str, at: datetime) -> str:
     """The room notice for an event the bot could not decrypt (it never acts on one)."""
     when = at.astimezone(UTC).strftime("%H:%M UTC on %Y-%m-%d")
-    return (f"I could not decrypt a message from {sender} at {when}; please check that my "
-            f"device is verified. I have not acted on that message: send it again once my "
-            f"device is trusted.")
+    return (
+        f"I could not decrypt a message from {sender} at {when}; please check that my "
+        f"device is verified. I have not acted on that message: send it again once my "
+        f"device is trusted."
+    )
 
 
 # The key under which the Matrix adapter records, in a decrypted event it hands to the core,
@@ -94,10 +100,14 @@ def untrusted_device_reason(device: SenderDevice | None, what: str) -> str | Non
     """Why `what` ("commands", "reports") from this device is not acted on under
     `trust = "verified-only"`, or None when the device is trusted."""
     if device is None:
-        return (f"Not acted on: with trust = verified-only I act only on {what} sent "
-                "encrypted from a verified device, and this message was not encrypted.")
+        return (
+            f"Not acted on: with trust = verified-only I act only on {what} sent "
+            "encrypted from a verified device, and this message was not encrypted."
+        )
     if device.trusted:
         return None
-    return (f"Not acted on: with trust = verified-only I act only on {what} from verified "
-            f"devices, and your device {device.device_id} is not one of them. Send it from a "
-            "verified device, or ask an operator to pin this one (trusted_devices).")
+    return (
+        f"Not acted on: with trust = verified-only I act only on {what} from verified "
+        f"devices, and your device {device.device_id} is not one of them. Send it from a "
+        "verified device, or ask an operator to pin this one (trusted_devices)."
+    )

@@ -34,8 +34,9 @@ NAMES = frozenset({"security", "statuspage"})  # the commands planned here
 Planner = Callable[[PlanContext], Plan]
 
 
-def command_planner(msg: ChatMessage, command: Command, env: CommandEnv,
-                    s: MirrorSettings) -> Planner:
+def command_planner(
+    msg: ChatMessage, command: Command, env: CommandEnv, s: MirrorSettings
+) -> Planner:
     """The planner for one command: ours for these three, gateway.plan.commands' otherwise."""
     if command.name == "security":
         return partial(_security, msg, command, env, s)
@@ -48,18 +49,28 @@ def command_planner(msg: ChatMessage, command: Command, env: CommandEnv,
 
 
 def _answer(msg: ChatMessage, text: str) -> OutboxSpec:
-    return chat_reply(msg.room_id, msg.thread_root, text, "answer", reply_to=msg.event_id,
-                      to=msg.sender)
+    return chat_reply(
+        msg.room_id, msg.thread_root, text, "answer", reply_to=msg.event_id, to=msg.sender
+    )
 
 
 def _refusal(msg: ChatMessage, ctx: PlanContext, env: CommandEnv, name: str) -> Plan | None:
     if not authorised(msg, env.chat):
-        return Plan(outcome="refused: not authorised", outbox=(_answer(
-            msg, "Sorry, only the support engineers can run commands."),))
+        return Plan(
+            outcome="refused: not authorised",
+            outbox=(_answer(msg, "Sorry, only the support engineers can run commands."),),
+        )
     if ctx.thread is None:
-        return Plan(outcome="no incident", outbox=(_answer(
-            msg, "Which incident? Use the command in the incident's thread, or name it: "
-                 f"!{name} INC-42 …"),))
+        return Plan(
+            outcome="no incident",
+            outbox=(
+                _answer(
+                    msg,
+                    "Which incident? Use the command in the incident's thread, or name it: "
+                    f"!{name} INC-42 …",
+                ),
+            ),
+        )
     return None
 
 
@@ -68,8 +79,9 @@ def is_security(incident: Incident, s: MirrorSettings) -> bool:
     return SECURITY_FLAG in incident.flags or (incident.rule or "") in s.escalating_rules
 
 
-def _security(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettings,
-              ctx: PlanContext) -> Plan:
+def _security(
+    msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettings, ctx: PlanContext
+) -> Plan:
     refused = _refusal(msg, ctx, env, "security")
     if refused is not None:
         return refused
@@ -78,20 +90,28 @@ def _security(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettings
         raise RuntimeError("inc is set here")
     reporter = ", ".join(r.address for r in inc.reporters) or "unknown"
     why = f"{msg.sender}: {cmd.text}" if cmd.text else f"{msg.sender} (by hand)"
-    specs, event = security_escalation(inc.ref, inc.title, inc.priority, reporter, why, s,
-                                       env.now)
-    told = f"{len(specs)} security contact(s) notified" if specs else (
-        "No security contacts are configured ([security] in the configuration)")
+    specs, event = security_escalation(inc.ref, inc.title, inc.priority, reporter, why, s, env.now)
+    told = (
+        f"{len(specs)} security contact(s) notified"
+        if specs
+        else ("No security contacts are configured ([security] in the configuration)")
+    )
     flags = inc.flags if SECURITY_FLAG in inc.flags else (*inc.flags, SECURITY_FLAG)
-    return Plan(outcome=f"security escalation of {inc.ref}", incident_id=inc.id,
-                changes={"flags": dumps(list(flags))},
-                timeline=(replace(event, actor=msg.sender),),
-                outbox=(*specs, _answer(msg, f"{told} for {inc.ref}. It will not be published "
-                                             "on the status page.")))
+    return Plan(
+        outcome=f"security escalation of {inc.ref}",
+        incident_id=inc.id,
+        changes={"flags": dumps(list(flags))},
+        timeline=(replace(event, actor=msg.sender),),
+        outbox=(
+            *specs,
+            _answer(msg, f"{told} for {inc.ref}. It will not be published on the status page."),
+        ),
+    )
 
 
-def _statuspage(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettings,
-                ctx: PlanContext) -> Plan:
+def _statuspage(
+    msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettings, ctx: PlanContext
+) -> Plan:
     refused = _refusal(msg, ctx, env, "statuspage")
     if refused is not None:
         return refused
@@ -109,52 +129,74 @@ def _statuspage(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettin
         return Plan(outcome="statuspage refused", outbox=(_answer(msg, problem),))
     if s.statuspage is None:
         raise RuntimeError("statuspage is set here")
-    when = (f" We will post an update by {local_time(inc.next_update_by, env.book.hours.timezone)}"
-            f" ({zone_name(env.book.hours.timezone)})." if inc.next_update_by else "")
-    body = (f"We are investigating a possible issue affecting {', '.join(names)}. "
-            f"{' '.join(words)}".strip() + when)
+    when = (
+        f" We will post an update by {local_time(inc.next_update_by, env.book.hours.timezone)}"
+        f" ({zone_name(env.book.hours.timezone)})."
+        if inc.next_update_by
+        else ""
+    )
+    body = (
+        f"We are investigating a possible issue affecting {', '.join(names)}. "
+        f"{' '.join(words)}".strip()
+        + when
+    )
     name = f"{STATUSPAGE_NAME}: {', '.join(names)}"
-    spec = OutboxSpec(OutboxKind.STATUSPAGE_OPEN, {
-        "name": name, "body": body, "at": env.now.isoformat(),
-        "component_ids": [s.statuspage.components[n] for n in names]})
+    spec = OutboxSpec(
+        OutboxKind.STATUSPAGE_OPEN,
+        {
+            "name": name,
+            "body": body,
+            "at": env.now.isoformat(),
+            "component_ids": [s.statuspage.components[n] for n in names],
+        },
+    )
     event = replace(_event(msg, cmd, env), text=f"Publishing on the status page: {body}")
-    return Plan(outcome=f"statuspage opened for {inc.ref}", incident_id=inc.id,
-                timeline=(event,), outbox=(spec, _answer(
-                    msg, f"Publishing on the status page ({', '.join(names)}): {body}")))
+    return Plan(
+        outcome=f"statuspage opened for {inc.ref}",
+        incident_id=inc.id,
+        timeline=(event,),
+        outbox=(spec, _answer(msg, f"Publishing on the status page ({', '.join(names)}): {body}")),
+    )
 
 
-def _cannot_publish(msg: ChatMessage, inc: Incident, s: MirrorSettings, action: str,
-                    names: list[str]) -> str | None:
+def _cannot_publish(
+    msg: ChatMessage, inc: Incident, s: MirrorSettings, action: str, names: list[str]
+) -> str | None:
     sp = s.statuspage
     if sp is None:
         return "The status page is not configured ([statuspage] in the configuration)."
     if action != "open" or not names:
-        return (f"Usage: {STATUSPAGE_USAGE}; components: " + ", ".join(sorted(sp.components)))
+        return f"Usage: {STATUSPAGE_USAGE}; components: " + ", ".join(sorted(sp.components))
     if is_security(inc, s):
         return f"{inc.ref} is a security incident: its details are not published."
     if inc.priority.rank > sp.min_priority.rank:
-        return (f"{inc.ref} is {inc.priority}; only {sp.min_priority} and above go on the "
-                "status page.")
+        return (
+            f"{inc.ref} is {inc.priority}; only {sp.min_priority} and above go on the status page."
+        )
     if inc.comms and msg.sender not in (inc.comms, inc.lead):
         return f"The comms person for {inc.ref} ({inc.comms}) publishes on the status page."
     return None
 
 
 def _event(msg: ChatMessage, cmd: Command, env: CommandEnv) -> TimelineEvent:
-    return TimelineEvent(env.now, f"command.{cmd.name}", msg.sender,
-                         f"!{cmd.name} {cmd.text}".strip())
+    return TimelineEvent(
+        env.now, f"command.{cmd.name}", msg.sender, f"!{cmd.name} {cmd.text}".strip()
+    )
 
 
-def _public_update(msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettings,
-                   ctx: PlanContext) -> Plan:
+def _public_update(
+    msg: ChatMessage, cmd: Command, env: CommandEnv, s: MirrorSettings, ctx: PlanContext
+) -> Plan:
     plan = plan_command(msg, cmd, ctx, env)
     inc = ctx.thread
     if plan.incident_id is None or inc is None:
         return plan
     if s.statuspage is None or is_security(inc, s):
-        why = ("the status page is not configured" if s.statuspage is None else
-               "security incidents are not published")
+        why = (
+            "the status page is not configured"
+            if s.statuspage is None
+            else "security incidents are not published"
+        )
         return replace(plan, outbox=(*plan.outbox, _answer(msg, f"Not posted publicly: {why}.")))
-    spec = OutboxSpec(OutboxKind.STATUSPAGE_UPDATE, {"body": cmd.text,
-                                                     "at": env.now.isoformat()})
+    spec = OutboxSpec(OutboxKind.STATUSPAGE_UPDATE, {"body": cmd.text, "at": env.now.isoformat()})
     return replace(plan, outbox=(*plan.outbox, spec))

@@ -78,9 +78,16 @@ def read_results(value: str) -> tuple[str, list[Result]] | None:
     if parsed is None:
         return None
     return parsed.authserv_id, [
-        Result(r.method, r.result, r.domain("header.from") or r.domain("header.d")
-               or r.domain("header.i") or r.domain("smtp.mailfrom"))
-        for r in parsed.results]
+        Result(
+            r.method,
+            r.result,
+            r.domain("header.from")
+            or r.domain("header.d")
+            or r.domain("header.i")
+            or r.domain("smtp.mailfrom"),
+        )
+        for r in parsed.results
+    ]
 
 
 def judge_results(results: Sequence[Result], author: str, where: str) -> tuple[bool, str]:

@@ -34,8 +34,9 @@ class Cursor:
 
     def dumps(self) -> str:
         """The stored form."""
-        return json.dumps({"uidvalidity": self.uidvalidity, "last_uid": self.last_uid,
-                           "at": self.at.isoformat()})
+        return json.dumps(
+            {"uidvalidity": self.uidvalidity, "last_uid": self.last_uid, "at": self.at.isoformat()}
+        )
 
     @classmethod
     def loads(cls, text: str | None) -> Cursor | None:
@@ -44,16 +45,18 @@ class Cursor:
             return None
         try:
             data = json.loads(text)
-            return cls(int(data["uidvalidity"]), int(data["last_uid"]),
-                       datetime.fromisoformat(data["at"]))
+            return cls(
+                int(data["uidvalidity"]), int(data["last_uid"]), datetime.fromisoformat(data["at"])
+            )
         except (ValueError, KeyError, TypeError):
             return None
 
     def advanced(self, uids: Iterable[int], now: datetime) -> Cursor:
         """The cursor after `uids` were committed and marked."""
         top = max(uids, default=self.last_uid)
-        return Cursor(self.uidvalidity, max(top, self.last_uid), now) if top > self.last_uid \
-            else self
+        return (
+            Cursor(self.uidvalidity, max(top, self.last_uid), now) if top > self.last_uid else self
+        )
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,21 @@ from rules.types import Priority
 
 SECURITY_FLAG = "security"
 _VERBS = {
-    "update": "Update sent to the reporters", "note": "Note", "sev": "Priority changed",
-    "ack": "Acknowledged", "notincident": "Marked as not an incident", "lead": "Incident lead set",
-    "comms": "Comms person set", "merge": "Merged", "reopen": "Reopened",
-    "security": "Escalated to the security team", "statuspage": "Status page",
+    "update": "Update sent to the reporters",
+    "note": "Note",
+    "sev": "Priority changed",
+    "ack": "Acknowledged",
+    "notincident": "Marked as not an incident",
+    "lead": "Incident lead set",
+    "comms": "Comms person set",
+    "merge": "Merged",
+    "reopen": "Reopened",
+    "security": "Escalated to the security team",
+    "statuspage": "Status page",
 }
-_NOT_MIRRORED = frozenset({"reported", "triaged", "command.resolve", "command.title",
-                           "command.reopen", "reopened"})
+_NOT_MIRRORED = frozenset(
+    {"reported", "triaged", "command.resolve", "command.title", "command.reopen", "reopened"}
+)
 
 
 @dataclass(frozen=True)
@@ -72,16 +80,23 @@ def extend(plan: Plan, ctx: PlanContext, s: MirrorSettings, now: datetime) -> Pl
         return _new_incident(plan, ctx, s, now)
     if plan.incident_id is None:
         return plan
-    before = ctx.thread if ctx.thread and ctx.thread.id == plan.incident_id else ctx.find(
-        plan.incident_id)
+    before = (
+        ctx.thread
+        if ctx.thread and ctx.thread.id == plan.incident_id
+        else ctx.find(plan.incident_id)
+    )
     if before is None:
         return plan
     extra: list[OutboxSpec] = []
     if s.external_tickets:
         extra += ticket_mirror(plan, before, now)
     if s.statuspage is not None and plan.changes.get("status") == Status.RESOLVED.value:
-        extra.append(OutboxSpec(OutboxKind.STATUSPAGE_RESOLVE, {
-            "body": _resolution_text(plan) or "This incident has been resolved."}))
+        extra.append(
+            OutboxSpec(
+                OutboxKind.STATUSPAGE_RESOLVE,
+                {"body": _resolution_text(plan) or "This incident has been resolved."},
+            )
+        )
     return replace(plan, outbox=(*plan.outbox, *extra)) if extra else plan
 
 
@@ -94,11 +109,16 @@ def _new_incident(plan: Plan, ctx: PlanContext, s: MirrorSettings, now: datetime
         return replace(plan, outbox=tuple(outbox))
     ref = incident_ref(ctx.next_id)
     reporter = plan.reporter.address if plan.reporter else "unknown"
-    specs, event = security_escalation(ref, n.title, n.priority, reporter,
-                                       f"rule '{n.rule}'", s, now)
+    specs, event = security_escalation(
+        ref, n.title, n.priority, reporter, f"rule '{n.rule}'", s, now
+    )
     flags = (*n.flags, SECURITY_FLAG) if SECURITY_FLAG not in n.flags else n.flags
-    return replace(plan, new_incident=replace(n, flags=flags), outbox=(*outbox, *specs),
-                   timeline=(*plan.timeline, event))
+    return replace(
+        plan,
+        new_incident=replace(n, flags=flags),
+        outbox=(*outbox, *specs),
+        timeline=(*plan.timeline, event),
+    )
 
 
 def _stamped(spec: OutboxSpec, plan: Plan, now: datetime) -> OutboxSpec:
@@ -118,22 +138,40 @@ def _stamped(spec: OutboxSpec, plan: Plan, now: datetime) -> OutboxSpec:
 def ticket_mirror(plan: Plan, before: Incident, now: datetime) -> list[OutboxSpec]:
     """Comments for the plan's timeline events, and the status and title changes."""
     at = now.isoformat()
-    specs = [OutboxSpec(OutboxKind.TICKET_COMMENT, {"body": text, "at": at})
-             for text in map(comment_text, plan.timeline) if text]
+    specs = [
+        OutboxSpec(OutboxKind.TICKET_COMMENT, {"body": text, "at": at})
+        for text in map(comment_text, plan.timeline)
+        if text
+    ]
     actor = next((e.actor for e in plan.timeline if e.kind.startswith("command.")), "gateway")
     title = plan.changes.get("title")
     if title and title != before.title:
-        specs.append(OutboxSpec(OutboxKind.TICKET_UPDATE, {
-            "title": f"[{before.ref}] {title}", "at": at,
-            "comment": f'Title changed by {actor} from "{before.title}" to "{title}".'}))
+        specs.append(
+            OutboxSpec(
+                OutboxKind.TICKET_UPDATE,
+                {
+                    "title": f"[{before.ref}] {title}",
+                    "at": at,
+                    "comment": f'Title changed by {actor} from "{before.title}" to "{title}".',
+                },
+            )
+        )
     if plan.changes.get("status") == Status.RESOLVED.value:
-        specs.append(OutboxSpec(OutboxKind.TICKET_UPDATE, {
-            "status": "solved", "at": at,
-            "comment": f"Resolved by {actor}:\n\n{_resolution_text(plan)}".rstrip()}))
+        specs.append(
+            OutboxSpec(
+                OutboxKind.TICKET_UPDATE,
+                {
+                    "status": "solved",
+                    "at": at,
+                    "comment": f"Resolved by {actor}:\n\n{_resolution_text(plan)}".rstrip(),
+                },
+            )
+        )
     elif plan.reopen or any(e.kind == "command.reopen" for e in plan.timeline):
         why = next((e.text for e in plan.timeline if e.kind == "reopened"), f"Reopened by {actor}.")
-        specs.append(OutboxSpec(OutboxKind.TICKET_UPDATE, {"status": "open", "at": at,
-                                                           "comment": why}))
+        specs.append(
+            OutboxSpec(OutboxKind.TICKET_UPDATE, {"status": "open", "at": at, "comment": why})
+        )
     return specs
 
 
@@ -156,17 +194,19 @@ def _resolution_text(plan: Plan) -> str:
     return event.text.partition(" ")[2].strip() if event else ""
 
 
-def security_escalation(ref: str, title: str, priority: str, reporter: str, why: str,
-                        s: MirrorSettings, now: datetime) -> tuple[list[OutboxSpec],
-                                                                   TimelineEvent]:
+def security_escalation(
+    ref: str, title: str, priority: str, reporter: str, why: str, s: MirrorSettings, now: datetime
+) -> tuple[list[OutboxSpec], TimelineEvent]:
     """Notices to the security contacts (email and/or room) and the timeline line saying so."""
     contacts = s.security or SecurityContacts()
-    body = "\n".join([
-        f"Suspected security incident {ref} ({priority}): {one_line(title, 150)}",
-        f"Reported by: {reporter}",
-        f"Escalated because of {why}.",
-        "Its details must not be published. Please contact the incident lead at once.",
-    ])
+    body = "\n".join(
+        [
+            f"Suspected security incident {ref} ({priority}): {one_line(title, 150)}",
+            f"Reported by: {reporter}",
+            f"Escalated because of {why}.",
+            "Its details must not be published. Please contact the incident lead at once.",
+        ]
+    )
     specs: list[OutboxSpec] = []
     told = []
     if contacts.email and s.sender is not None:
@@ -175,21 +215,38 @@ def security_escalation(ref: str, title: str, priority: str, reporter: str, why:
     if contacts.room:
         specs.append(chat_reply(contacts.room, None, body, "security", to="the security room"))
         told.append("the security room")
-    text = ("Escalated to the security team: " + ", ".join(told) if told else
-            "Security escalation asked for, but no [security] contacts are configured")
-    return specs, TimelineEvent(now, "security.escalated", "gateway", f"{text} ({why})",
-                                {"contacts": dumps(told)})
+    text = (
+        "Escalated to the security team: " + ", ".join(told)
+        if told
+        else "Security escalation asked for, but no [security] contacts are configured"
+    )
+    return specs, TimelineEvent(
+        now, "security.escalated", "gateway", f"{text} ({why})", {"contacts": dumps(told)}
+    )
 
 
-def _security_mail(ref: str, title: str, body: str, to: str, sender: Sender,
-                   now: datetime) -> OutboxSpec:
+def _security_mail(
+    ref: str, title: str, body: str, to: str, sender: Sender, now: datetime
+) -> OutboxSpec:
     stamp = int(now.timestamp() * 1_000_000)
     message_id = f"<{ref.lower()}.security.{stamp}@{sender.msgid_domain}>"
-    out = render(sender=sender, to=to, subject=f"[{ref}] Security escalation: {title}",
-                 body=body + f"\n\n{sender.name}\n", message_id=message_id, in_reply_to=None,
-                 references=(), now=now)
-    return OutboxSpec(OutboxKind.MAIL_SEND, {
-        "purpose": "security escalation", "message_id": out.message_id,
-        "mail_from": out.mail_from, "rcpt_to": out.rcpt_to,
-        "data": out.data.decode("ascii", "surrogateescape"),
-    })
+    out = render(
+        sender=sender,
+        to=to,
+        subject=f"[{ref}] Security escalation: {title}",
+        body=body + f"\n\n{sender.name}\n",
+        message_id=message_id,
+        in_reply_to=None,
+        references=(),
+        now=now,
+    )
+    return OutboxSpec(
+        OutboxKind.MAIL_SEND,
+        {
+            "purpose": "security escalation",
+            "message_id": out.message_id,
+            "mail_from": out.mail_from,
+            "rcpt_to": out.rcpt_to,
+            "data": out.data.decode("ascii", "surrogateescape"),
+        },
+    )

@@ -42,36 +42,69 @@ def _note(settings: AlertSettings, text: str, incident: Incident) -> tuple[Outbo
     return (chat_to_incident(text, "relay", chat.incidents_room), *thread_post(incident, text))
 
 
-def plan_pagerduty(event: PagerDutyEvent, incident: Incident | None, settings: AlertSettings,
-                   now: datetime, key: str, on_resolved: str = "resolve") -> Plan:
+def plan_pagerduty(
+    event: PagerDutyEvent,
+    incident: Incident | None,
+    settings: AlertSettings,
+    now: datetime,
+    key: str,
+    on_resolved: str = "resolve",
+) -> Plan:
     """What one PagerDuty event changes (`key`: unique per event, for Message-IDs)."""
     if incident is None or incident_number(event) != incident.id:
         return Plan(outcome="ignored: PagerDuty event about an incident we did not open")
     who = one_line(event.agent, 120) or "PagerDuty"
     kind = event.event_type.removeprefix("incident.")
-    timeline = TimelineEvent(now, f"pagerduty.{kind}", who, _words(event, who),
-                             {"event_id": event.id, "url": event.url})
-    base = Plan(outcome=f"joined {incident.ref} (PagerDuty {kind})", incident_id=incident.id,
-                timeline=(timeline,))
+    timeline = TimelineEvent(
+        now, f"pagerduty.{kind}", who, _words(event, who), {"event_id": event.id, "url": event.url}
+    )
+    base = Plan(
+        outcome=f"joined {incident.ref} (PagerDuty {kind})",
+        incident_id=incident.id,
+        timeline=(timeline,),
+    )
     if kind == "acknowledged":
         return _acknowledged(base, incident, settings, who, now, key)
     if kind == "unacknowledged" and incident.status is Status.ACKNOWLEDGED:
-        return _with(base, settings, incident, f"{incident.ref}: the acknowledgement on "
-                     "PagerDuty timed out; it is open again.",
-                     changes={"status": Status.OPEN.value})
+        return _with(
+            base,
+            settings,
+            incident,
+            f"{incident.ref}: the acknowledgement on PagerDuty timed out; it is open again.",
+            changes={"status": Status.OPEN.value},
+        )
     if kind == "resolved":
         return _resolved(base, incident, settings, who, now, key, on_resolved)
-    if kind in ("reassigned", "escalated", "delegated", "reopened", "priority_updated",
-                "responder.added", "responder.replied", "annotated"):
+    if kind in (
+        "reassigned",
+        "escalated",
+        "delegated",
+        "reopened",
+        "priority_updated",
+        "responder.added",
+        "responder.replied",
+        "annotated",
+    ):
         return _with(base, settings, incident, f"{incident.ref}: {_words(event, who)}")
     return base
 
 
-def _with(plan: Plan, settings: AlertSettings, incident: Incident, note: str, *,
-          changes: dict[str, object] | None = None,
-          outbox: tuple[OutboxSpec, ...] = ()) -> Plan:
-    return Plan(outcome=plan.outcome, incident_id=plan.incident_id, timeline=plan.timeline,
-                outbox=(*outbox, *_note(settings, note, incident)), changes=changes or {})
+def _with(
+    plan: Plan,
+    settings: AlertSettings,
+    incident: Incident,
+    note: str,
+    *,
+    changes: dict[str, object] | None = None,
+    outbox: tuple[OutboxSpec, ...] = (),
+) -> Plan:
+    return Plan(
+        outcome=plan.outcome,
+        incident_id=plan.incident_id,
+        timeline=plan.timeline,
+        outbox=(*outbox, *_note(settings, note, incident)),
+        changes=changes or {},
+    )
 
 
 def _words(event: PagerDutyEvent, who: str) -> str:
@@ -83,8 +116,7 @@ def _words(event: PagerDutyEvent, who: str) -> str:
         "resolved": f"Resolved on PagerDuty by {who}",
         "reassigned": f"Reassigned on PagerDuty by {who} to {to}",
         "escalated": f"Escalated on PagerDuty to {to}"
-                     + (f" ({one_line(event.escalation_policy, 80)})"
-                        if event.escalation_policy else ""),
+        + (f" ({one_line(event.escalation_policy, 80)})" if event.escalation_policy else ""),
         "delegated": f"Delegated on PagerDuty by {who} to {to}",
         "reopened": f"Reopened on PagerDuty by {who}",
         "triggered": "Triggered on PagerDuty",
@@ -92,31 +124,57 @@ def _words(event: PagerDutyEvent, who: str) -> str:
     return texts.get(kind, f"PagerDuty: {one_line(kind, 60)} by {who}")
 
 
-def _acknowledged(plan: Plan, incident: Incident, settings: AlertSettings, who: str,
-                  now: datetime, key: str) -> Plan:
+def _acknowledged(
+    plan: Plan, incident: Incident, settings: AlertSettings, who: str, now: datetime, key: str
+) -> Plan:
     if incident.status is not Status.OPEN:
         return plan
-    text = (f"Update on {incident.ref} ({incident.title}):\n\nAn engineer is on it: our "
-            "on-call engineer has acknowledged the problem and is investigating. We will "
-            "keep you updated.")
+    text = (
+        f"Update on {incident.ref} ({incident.title}):\n\nAn engineer is on it: our "
+        "on-call engineer has acknowledged the problem and is investigating. We will "
+        "keep you updated."
+    )
     told = to_reporters(incident, text, "update", key, settings.sender, now)
-    return _with(plan, settings, incident, f"{incident.ref} acknowledged on PagerDuty by {who}; "
-                 f"{len(told)} reporter(s) told an engineer is on it.",
-                 changes={"status": Status.ACKNOWLEDGED.value, "acknowledged_at": now},
-                 outbox=tuple(told))
+    return _with(
+        plan,
+        settings,
+        incident,
+        f"{incident.ref} acknowledged on PagerDuty by {who}; "
+        f"{len(told)} reporter(s) told an engineer is on it.",
+        changes={"status": Status.ACKNOWLEDGED.value, "acknowledged_at": now},
+        outbox=tuple(told),
+    )
 
 
-def _resolved(plan: Plan, incident: Incident, settings: AlertSettings, who: str,
-              now: datetime, key: str, on_resolved: str) -> Plan:
+def _resolved(
+    plan: Plan,
+    incident: Incident,
+    settings: AlertSettings,
+    who: str,
+    now: datetime,
+    key: str,
+    on_resolved: str,
+) -> Plan:
     if incident.status is Status.RESOLVED:
         return plan
     if on_resolved != "resolve":
-        return _with(plan, settings, incident, f"{incident.ref} was resolved on PagerDuty by "
-                     f"{who}. If it is over here too, close it with !resolve <what was done>.")
-    text = (f"{incident.ref} ({incident.title}) is resolved.\n\nIf it is not fixed for you, "
-            "reply to this message and we will reopen it.")
+        return _with(
+            plan,
+            settings,
+            incident,
+            f"{incident.ref} was resolved on PagerDuty by "
+            f"{who}. If it is over here too, close it with !resolve <what was done>.",
+        )
+    text = (
+        f"{incident.ref} ({incident.title}) is resolved.\n\nIf it is not fixed for you, "
+        "reply to this message and we will reopen it."
+    )
     told = to_reporters(incident, text, "resolution", key, settings.sender, now)
-    return _with(plan, settings, incident, f"{incident.ref} resolved on PagerDuty by {who}; "
-                 f"{len(told)} reporter(s) told.",
-                 changes={"status": Status.RESOLVED.value, "resolved_at": now},
-                 outbox=tuple(told))
+    return _with(
+        plan,
+        settings,
+        incident,
+        f"{incident.ref} resolved on PagerDuty by {who}; {len(told)} reporter(s) told.",
+        changes={"status": Status.RESOLVED.value, "resolved_at": now},
+        outbox=tuple(told),
+    )

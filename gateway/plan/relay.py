@@ -13,8 +13,12 @@ from gateway.plan.replies import Sender, local_time, one_line, render, zone_name
 from rules.book import Rulebook
 from rules.types import Mailbox, Priority, TriageDecision
 
-_SEVERITY = {Priority.P1: "critical", Priority.P2: "error", Priority.P3: "warning",
-             Priority.P4: "info"}
+_SEVERITY = {
+    Priority.P1: "critical",
+    Priority.P2: "error",
+    Priority.P3: "warning",
+    Priority.P4: "info",
+}
 
 
 @dataclass(frozen=True)
@@ -32,22 +36,45 @@ class ChatSettings:
     verified_report_rooms: frozenset[str] = frozenset()
 
 
-def chat_to_incident(body: str, purpose: str, incidents_room: str,
-                     reply_to: str | None = None) -> OutboxSpec:
+def chat_to_incident(
+    body: str, purpose: str, incidents_room: str, reply_to: str | None = None
+) -> OutboxSpec:
     """A notice in the incident's own thread in the incidents room (root found at delivery)."""
-    return OutboxSpec(OutboxKind.CHAT_SEND, {
-        "room_id": incidents_room, "incident_thread": True, "thread_root": None,
-        "reply_to": reply_to, "body": body, "purpose": purpose, "to": "the incidents room",
-    })
+    return OutboxSpec(
+        OutboxKind.CHAT_SEND,
+        {
+            "room_id": incidents_room,
+            "incident_thread": True,
+            "thread_root": None,
+            "reply_to": reply_to,
+            "body": body,
+            "purpose": purpose,
+            "to": "the incidents room",
+        },
+    )
 
 
-def chat_reply(room_id: str, thread_root: str | None, body: str, purpose: str,
-               reply_to: str | None = None, to: str = "the room") -> OutboxSpec:
+def chat_reply(
+    room_id: str,
+    thread_root: str | None,
+    body: str,
+    purpose: str,
+    reply_to: str | None = None,
+    to: str = "the room",
+) -> OutboxSpec:
     """A notice in a given room, in a thread when `thread_root` is set."""
-    return OutboxSpec(OutboxKind.CHAT_SEND, {
-        "room_id": room_id, "incident_thread": False, "thread_root": thread_root,
-        "reply_to": reply_to or thread_root, "body": body, "purpose": purpose, "to": to,
-    })
+    return OutboxSpec(
+        OutboxKind.CHAT_SEND,
+        {
+            "room_id": room_id,
+            "incident_thread": False,
+            "thread_root": thread_root,
+            "reply_to": reply_to or thread_root,
+            "body": body,
+            "purpose": purpose,
+            "to": to,
+        },
+    )
 
 
 def to_reporters(
@@ -66,47 +93,81 @@ def to_reporters(
         if reporter.channel is Channel.EMAIL and not usable_address(reporter.address):
             continue  # a list, system or odd address (gateway.plan.answer_to) is never mailed
         if reporter.channel is Channel.EMAIL:
-            specs.append(_email(incident, reporter, body, purpose, f"{key}.{index}", sender, now,
-                                automatic))
+            specs.append(
+                _email(incident, reporter, body, purpose, f"{key}.{index}", sender, now, automatic)
+            )
         elif reporter.room_id is not None:
-            specs.append(chat_reply(reporter.room_id, reporter.thread_root, body, purpose,
-                                    to=reporter.address))
+            specs.append(
+                chat_reply(
+                    reporter.room_id, reporter.thread_root, body, purpose, to=reporter.address
+                )
+            )
     return specs
 
 
-def _email(incident: Incident, reporter: Reporter, body: str, purpose: str, key: str,
-           sender: Sender, now: datetime, automatic: bool = True) -> OutboxSpec:
+def _email(
+    incident: Incident,
+    reporter: Reporter,
+    body: str,
+    purpose: str,
+    key: str,
+    sender: Sender,
+    now: datetime,
+    automatic: bool = True,
+) -> OutboxSpec:
     message_id = sender.message_id(incident.id, f"{purpose}.{key}")
     ids = list(reporter.message_ids)
-    out = render(sender=sender, to=reporter.address,
-                 subject=f"Re: [{incident.ref}] {one_line(incident.title, 150)}",
-                 body=body + f"\n\n{sender.name}\n", message_id=message_id,
-                 in_reply_to=ids[-1] if ids else None, references=ids, now=now,
-                 automatic=automatic)
-    return OutboxSpec(OutboxKind.MAIL_SEND, {
-        "purpose": purpose, "message_id": out.message_id, "mail_from": out.mail_from,
-        "rcpt_to": out.rcpt_to, "data": out.data.decode("ascii", "surrogateescape"),
-    })
+    out = render(
+        sender=sender,
+        to=reporter.address,
+        subject=f"Re: [{incident.ref}] {one_line(incident.title, 150)}",
+        body=body + f"\n\n{sender.name}\n",
+        message_id=message_id,
+        in_reply_to=ids[-1] if ids else None,
+        references=ids,
+        now=now,
+        automatic=automatic,
+    )
+    return OutboxSpec(
+        OutboxKind.MAIL_SEND,
+        {
+            "purpose": purpose,
+            "message_id": out.message_id,
+            "mail_from": out.mail_from,
+            "rcpt_to": out.rcpt_to,
+            "data": out.data.decode("ascii", "surrogateescape"),
+        },
+    )
 
 
-def page_spec(ref: str, title: str, decision: TriageDecision, sender: str, mailbox: Mailbox,
-              source: str) -> OutboxSpec:
+def page_spec(
+    ref: str, title: str, decision: TriageDecision, sender: str, mailbox: Mailbox, source: str
+) -> OutboxSpec:
     """A page; the incident reference is the dedup key, so retries never page twice."""
     if decision.priority is None:
         raise RuntimeError("priority is set here")
-    return OutboxSpec(OutboxKind.PAGE_TRIGGER, {
-        "dedup_key": ref,
-        "summary": f"[{ref}] {decision.priority}: {title}",
-        "severity": _SEVERITY[decision.priority],
-        "source": source,
-        "details": {"reference": ref, "priority": decision.priority, "reporter": sender,
-                    "mailbox": mailbox, "rule": decision.rule,
-                    "reasons": list(decision.reasons)},
-    })
+    return OutboxSpec(
+        OutboxKind.PAGE_TRIGGER,
+        {
+            "dedup_key": ref,
+            "summary": f"[{ref}] {decision.priority}: {title}",
+            "severity": _SEVERITY[decision.priority],
+            "source": source,
+            "details": {
+                "reference": ref,
+                "priority": decision.priority,
+                "reporter": sender,
+                "mailbox": mailbox,
+                "rule": decision.rule,
+                "reasons": list(decision.reasons),
+            },
+        },
+    )
 
 
-def announcement(ref: str, title: str, decision: TriageDecision, reporter: str, channel: str,
-                 book: Rulebook) -> str:
+def announcement(
+    ref: str, title: str, decision: TriageDecision, reporter: str, channel: str, book: Rulebook
+) -> str:
     """The incidents-room post that roots each incident's thread."""
     if decision.priority is None:
         raise RuntimeError("priority is set here")

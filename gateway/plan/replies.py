@@ -129,11 +129,16 @@ def render(
     # else that stops loops: no auto-responses please, our loop header, our signed ids.
     if automatic:
         headers.append(("Auto-Submitted", "auto-replied"))
-    headers += [("X-Auto-Response-Suppress", "All"),
-                (LOOP_HEADER, one_line(sender.loop_token, 200))]
+    headers += [
+        ("X-Auto-Response-Suppress", "All"),
+        (LOOP_HEADER, one_line(sender.loop_token, 200)),
+    ]
     cte, payload = _body(body)
-    headers += [("Content-Type", 'text/plain; charset="utf-8"'),
-                ("Content-Transfer-Encoding", cte), ("MIME-Version", "1.0")]
+    headers += [
+        ("Content-Type", 'text/plain; charset="utf-8"'),
+        ("Content-Transfer-Encoding", cte),
+        ("MIME-Version", "1.0"),
+    ]
     head = "".join(f"{name}: {value}\r\n" for name, value in headers)
     # Only message ids and addresses from input can be non-ASCII here (RFC 6532 allows it).
     data = head.encode("utf-8", "surrogateescape") + b"\r\n" + payload
@@ -209,15 +214,18 @@ def _body(text: str) -> tuple[str, bytes]:
     encoded = _charset.Charset("utf-8")
     encoded.body_encoding = _charset.QP
     return "quoted-printable", (encoded.body_encode("\n".join(lines) + "\n") or "").replace(
-        "\n", "\r\n").encode("ascii")
+        "\n", "\r\n"
+    ).encode("ascii")
 
 
 def delivered_text(purpose: str, rcpt_to: str, result: Mapping[str, Any]) -> str:
     """The timeline line for a delivered reply, true to how it left: handed to the relay, or
     (folder mode, where the mail sender returns the file's `path`) only written as a file."""
     if "path" in result:
-        return (f"{purpose.capitalize()} to {rcpt_to} written to the outgoing-mail folder "
-                "(not sent by the gateway)")
+        return (
+            f"{purpose.capitalize()} to {rcpt_to} written to the outgoing-mail folder "
+            "(not sent by the gateway)"
+        )
     return f"{purpose.capitalize()} emailed to {rcpt_to}"
 
 

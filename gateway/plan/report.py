@@ -21,9 +21,20 @@ from rules.sla import ClockVerdict, response_clock, update_clocks
 from rules.types import Priority
 
 _PRIORITY = re.compile(r"^(P[1-4])\b")
-_ACTIONS = ("command.ack", "command.sev", "command.title", "command.lead", "command.comms",
-            "command.resolve", "command.reopen", "command.notincident", "command.merge",
-            "paged", "ticketed", "reopened")
+_ACTIONS = (
+    "command.ack",
+    "command.sev",
+    "command.title",
+    "command.lead",
+    "command.comms",
+    "command.resolve",
+    "command.reopen",
+    "command.notincident",
+    "command.merge",
+    "paged",
+    "ticketed",
+    "reopened",
+)
 
 
 def update_sends(incident: Incident) -> list[tuple[datetime, str]]:
@@ -39,8 +50,14 @@ def clocks(incident: Incident, book: Rulebook, now: datetime) -> list[ClockVerdi
         acked = next((e.at for e in incident.timeline if e.kind == "command.ack"), None)
         found.append(response_clock(incident.respond_by, acked, now))
     first = next_update_due(incident.priority, incident.created_at, book)
-    found += update_clocks(incident.priority, first, update_sends(incident), book, now,
-                           still_open=incident.status is not Status.RESOLVED)
+    found += update_clocks(
+        incident.priority,
+        first,
+        update_sends(incident),
+        book,
+        now,
+        still_open=incident.status is not Status.RESOLVED,
+    )
     return found
 
 
@@ -55,8 +72,9 @@ def is_security(incident: Incident, book: Rulebook) -> bool:
     if "security" in incident.flags:
         return True
     rule = next((r for r in book.rules if r.id == incident.rule), None)
-    return rule is not None and (rule.ooh_class is OohClass.SECURITY_BREACH
-                                 or "security" in rule.id)
+    return rule is not None and (
+        rule.ooh_class is OohClass.SECURITY_BREACH or "security" in rule.id
+    )
 
 
 def priority_history(incident: Incident) -> list[tuple[datetime, str, str]]:
@@ -78,37 +96,60 @@ def render_report(incident: Incident, book: Rulebook, now: datetime) -> str:
     when = _when(book)
     out = [f"# {incident.ref}: {incident.title}", ""]
     if is_security(incident, book):
-        out += ["> **NOT FOR PUBLICATION**: security incident. Share only with the cyber "
-                "security team and those handling it.", ""]
-    out += ["*Draft generated from the incident timeline; edit before review.*", "",
-            "## Summary", "",
-            f"- Priority: {incident.priority} ({book.priorities.get(incident.priority).name})",
-            f"- Status: {incident.status}",
-            f"- Reported: {when(incident.created_at)} ({incident.mailbox} mailbox)",
-            f"- Lead: {incident.lead or 'not named'}; comms: {incident.comms or 'not named'}",
-            f"- Reporters: {len(incident.reporters)}", "", "## Priority history", ""]
+        out += [
+            "> **NOT FOR PUBLICATION**: security incident. Share only with the cyber "
+            "security team and those handling it.",
+            "",
+        ]
+    out += [
+        "*Draft generated from the incident timeline; edit before review.*",
+        "",
+        "## Summary",
+        "",
+        f"- Priority: {incident.priority} ({book.priorities.get(incident.priority).name})",
+        f"- Status: {incident.status}",
+        f"- Reported: {when(incident.created_at)} ({incident.mailbox} mailbox)",
+        f"- Lead: {incident.lead or 'not named'}; comms: {incident.comms or 'not named'}",
+        f"- Reporters: {len(incident.reporters)}",
+        "",
+        "## Priority history",
+        "",
+    ]
     out += [f"- {when(at)}: {p} ({why})" for at, p, why in priority_history(incident)] or [
-        f"- {incident.priority} throughout"]
+        f"- {incident.priority} throughout"
+    ]
     out += ["", "## Impact as reported", ""]
-    out += [f"- {when(e.at)} {e.actor}: {_quote(_as_reported(e))}" for e in incident.timeline
-            if e.kind in ("reported", "reporter.replied")]
+    out += [
+        f"- {when(e.at)} {e.actor}: {_quote(_as_reported(e))}"
+        for e in incident.timeline
+        if e.kind in ("reported", "reporter.replied")
+    ]
     out += ["", "## Timeline", ""]
-    out += [f"- {when(e.at)} · {e.kind} · {e.actor}: {_quote(e.text)}"
-            for e in incident.timeline]
+    out += [f"- {when(e.at)} · {e.kind} · {e.actor}: {_quote(e.text)}" for e in incident.timeline]
     out += ["", "## Actions", ""]
-    out += [f"- {when(e.at)} {e.actor}: {_quote(e.text)}" for e in incident.timeline
-            if e.kind in _ACTIONS or e.kind.startswith("sla.escalate")] or ["- none recorded"]
+    out += [
+        f"- {when(e.at)} {e.actor}: {_quote(e.text)}"
+        for e in incident.timeline
+        if e.kind in _ACTIONS or e.kind.startswith("sla.escalate")
+    ] or ["- none recorded"]
     out += ["", "## Reporters notified", ""]
-    out += [f"- {when(e.at)}: {_quote(e.text)}" for e in incident.timeline
-            if e.kind == "replied" and not _to_contacts(e)] or ["- none recorded"]
+    out += [
+        f"- {when(e.at)}: {_quote(e.text)}"
+        for e in incident.timeline
+        if e.kind == "replied" and not _to_contacts(e)
+    ] or ["- none recorded"]
     out += ["", "## Escalation contacts notified", ""]
-    out += [f"- {when(e.at)}: {_quote(e.text)}" for e in incident.timeline
-            if _to_contacts(e)] or ["- none recorded"]
+    out += [f"- {when(e.at)}: {_quote(e.text)}" for e in incident.timeline if _to_contacts(e)] or [
+        "- none recorded"
+    ]
     out += ["", "## SLA", ""]
     out += [f"- {line}" for line in clock_lines(incident, book, now)]
     out += ["", "## Follow-ups", "", "*From `!note` lines; each still needs an owner.*", ""]
-    out += [f"- [ ] {_note(e)} ({e.actor}, {when(e.at)})" for e in incident.timeline
-            if e.kind == "command.note"] or ["- none noted"]
+    out += [
+        f"- [ ] {_note(e)} ({e.actor}, {when(e.at)})"
+        for e in incident.timeline
+        if e.kind == "command.note"
+    ] or ["- none noted"]
     return "\n".join(out) + "\n"
 
 

@@ -97,8 +97,9 @@ class _Ctx:
         return last_closing(self.book.clock, self.now)
 
 
-def due_now(incidents: Sequence[Incident], now: datetime, book: Rulebook,
-            settings: SlaSettings) -> list[Due]:
+def due_now(
+    incidents: Sequence[Incident], now: datetime, book: Rulebook, settings: SlaSettings
+) -> list[Due]:
     """Everything due at `now` (already-fired items are filtered by the store's key)."""
     out = []
     for c in _candidates(incidents, _Ctx(book, settings, now)):
@@ -108,8 +109,9 @@ def due_now(incidents: Sequence[Incident], now: datetime, book: Rulebook,
     return out
 
 
-def next_due(incidents: Sequence[Incident], now: datetime, book: Rulebook,
-             settings: SlaSettings) -> datetime | None:
+def next_due(
+    incidents: Sequence[Incident], now: datetime, book: Rulebook, settings: SlaSettings
+) -> datetime | None:
     """The earliest instant after `now` at which something falls due."""
     ctx = _Ctx(book, settings, now)
     future = [c.due_at for c in _candidates(incidents, ctx) if c.due_at > now]
@@ -155,15 +157,25 @@ def _notice(incident: Incident, ctx: _Ctx, text: str) -> tuple[OutboxSpec, ...]:
     return (chat_to_incident(text, "reminder", room),)
 
 
-def _reminder(incident: Incident, kind: str, due_at: datetime, ctx: _Ctx,
-              words: Callable[[], str], until: datetime | None = None) -> _Candidate:
+def _reminder(
+    incident: Incident,
+    kind: str,
+    due_at: datetime,
+    ctx: _Ctx,
+    words: Callable[[], str],
+    until: datetime | None = None,
+) -> _Candidate:
     # The words are only put together for what is due: a round looks at every candidate of
     # every open incident, and formatting the times in them was most of its cost.
     def build() -> tuple[str, Plan]:
         text = words()
-        return text, Plan(outcome=kind, incident_id=incident.id,
-                          timeline=(TimelineEvent(ctx.now, f"sla.{kind}", "gateway", text),),
-                          outbox=_notice(incident, ctx, text))
+        return text, Plan(
+            outcome=kind,
+            incident_id=incident.id,
+            timeline=(TimelineEvent(ctx.now, f"sla.{kind}", "gateway", text),),
+            outbox=_notice(incident, ctx, text),
+        )
+
     return _Candidate(incident.ref, incident.id, kind, due_at, build, until)
 
 
@@ -173,21 +185,36 @@ def _response(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
         return []
     s, ref, when = ctx.settings, incident.ref, ctx.when
     found = [
-        _reminder(incident, "respond.soon", by - s.respond_warning, ctx,
-                  lambda: f"{ref}: a response is due by {when(by)} and nobody has acknowledged "
-                          "it yet. Reply !ack when you are on it.", until=by),
-        _reminder(incident, "respond.overdue", by, ctx,
-                  lambda: f"{ref}: the response was due by {when(by)} and nobody has "
-                          "acknowledged it. Reply !ack when you are on it."),
+        _reminder(
+            incident,
+            "respond.soon",
+            by - s.respond_warning,
+            ctx,
+            lambda: (
+                f"{ref}: a response is due by {when(by)} and nobody has acknowledged "
+                "it yet. Reply !ack when you are on it."
+            ),
+            until=by,
+        ),
+        _reminder(
+            incident,
+            "respond.overdue",
+            by,
+            ctx,
+            lambda: (
+                f"{ref}: the response was due by {when(by)} and nobody has "
+                "acknowledged it. Reply !ack when you are on it."
+            ),
+        ),
     ]
     if incident.priority in s.escalate:
-        found += [_escalation(incident, index, step, ctx)
-                  for index, step in enumerate(s.escalation)]
+        found += [
+            _escalation(incident, index, step, ctx) for index, step in enumerate(s.escalation)
+        ]
     return found
 
 
-def _escalation(incident: Incident, index: int, step: EscalationTarget,
-                ctx: _Ctx) -> _Candidate:
+def _escalation(incident: Incident, index: int, step: EscalationTarget, ctx: _Ctx) -> _Candidate:
     if incident.respond_by is None:
         raise RuntimeError("respond_by is set here")
     due = incident.respond_by + step.after
@@ -195,27 +222,49 @@ def _escalation(incident: Incident, index: int, step: EscalationTarget,
 
     def build() -> tuple[str, Plan]:
         ref, when = incident.ref, ctx.when(incident.respond_by or due)
-        text = (f"{ref} ({incident.priority}) was not acknowledged by {when}: escalated to "
-                f"{step.describe()}.")
-        message = (f"Escalation: {ref} {incident.priority} \"{incident.title}\" has not been "
-                   f"acknowledged; the response was due by {when}.")
-        outbox = (*_escalation_spec(incident, index, step, message, ctx),
-                  *_notice(incident, ctx, text))
-        return text, Plan(outcome=kind, incident_id=incident.id, outbox=outbox,
-                          timeline=(TimelineEvent(ctx.now, f"sla.{kind}", "gateway", text),))
+        text = (
+            f"{ref} ({incident.priority}) was not acknowledged by {when}: escalated to "
+            f"{step.describe()}."
+        )
+        message = (
+            f'Escalation: {ref} {incident.priority} "{incident.title}" has not been '
+            f"acknowledged; the response was due by {when}."
+        )
+        outbox = (
+            *_escalation_spec(incident, index, step, message, ctx),
+            *_notice(incident, ctx, text),
+        )
+        return text, Plan(
+            outcome=kind,
+            incident_id=incident.id,
+            outbox=outbox,
+            timeline=(TimelineEvent(ctx.now, f"sla.{kind}", "gateway", text),),
+        )
+
     return _Candidate(incident.ref, incident.id, kind, due, build)
 
 
-def _escalation_spec(incident: Incident, index: int, step: EscalationTarget, message: str,
-                     ctx: _Ctx) -> tuple[OutboxSpec, ...]:
+def _escalation_spec(
+    incident: Incident, index: int, step: EscalationTarget, message: str, ctx: _Ctx
+) -> tuple[OutboxSpec, ...]:
     if step.kind == "page":
-        return (OutboxSpec(OutboxKind.PAGE_TRIGGER, {
-            "dedup_key": f"{incident.ref}-escalation-{index + 1}", "route": step.route,
-            "summary": f"[{incident.ref}] {message}"[:1000], "severity": "critical",
-            "source": ctx.settings.pager_source,
-            "details": {"reference": incident.ref, "priority": incident.priority,
-                        "escalation_step": index + 1},
-        }),)
+        return (
+            OutboxSpec(
+                OutboxKind.PAGE_TRIGGER,
+                {
+                    "dedup_key": f"{incident.ref}-escalation-{index + 1}",
+                    "route": step.route,
+                    "summary": f"[{incident.ref}] {message}"[:1000],
+                    "severity": "critical",
+                    "source": ctx.settings.pager_source,
+                    "details": {
+                        "reference": incident.ref,
+                        "priority": incident.priority,
+                        "escalation_step": index + 1,
+                    },
+                },
+            ),
+        )
     if step.kind == "chat":
         if step.room is None:
             raise RuntimeError("room is set here")
@@ -223,16 +272,28 @@ def _escalation_spec(incident: Incident, index: int, step: EscalationTarget, mes
     if step.address is None:
         raise RuntimeError("address is set here")
     sender = ctx.settings.sender
-    out = render(sender=sender, to=step.address,
-                 subject=f"[{incident.ref}] Escalation: {incident.title}"[:200],
-                 body=message + f"\n\n{sender.name}\n",
-                 message_id=f"<{incident.ref.lower()}.escalation.{index + 1}@"
-                            f"{sender.msgid_domain}>",
-                 in_reply_to=None, references=(), now=ctx.now)
-    return (OutboxSpec(OutboxKind.MAIL_SEND, {
-        "purpose": "escalation", "message_id": out.message_id, "mail_from": out.mail_from,
-        "rcpt_to": out.rcpt_to, "data": out.data.decode("ascii", "surrogateescape"),
-    }),)
+    out = render(
+        sender=sender,
+        to=step.address,
+        subject=f"[{incident.ref}] Escalation: {incident.title}"[:200],
+        body=message + f"\n\n{sender.name}\n",
+        message_id=f"<{incident.ref.lower()}.escalation.{index + 1}@{sender.msgid_domain}>",
+        in_reply_to=None,
+        references=(),
+        now=ctx.now,
+    )
+    return (
+        OutboxSpec(
+            OutboxKind.MAIL_SEND,
+            {
+                "purpose": "escalation",
+                "message_id": out.message_id,
+                "mail_from": out.mail_from,
+                "rcpt_to": out.rcpt_to,
+                "data": out.data.decode("ascii", "surrogateescape"),
+            },
+        ),
+    )
 
 
 def _updates(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
@@ -241,18 +302,32 @@ def _updates(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
         return []
     s, ref, when = ctx.settings, incident.ref, ctx.when
     who = incident.comms or incident.lead
-    ask = (f"{who}: please post one with !update <text>." if who else
-           "Nobody is named comms or lead yet (!comms @user); post one with !update <text>.")
-    soon = _reminder(incident, "update.soon", by - s.update_warning, ctx,
-                     lambda: f"{ref}: the next update to reporters is due by {when(by)}. {ask}",
-                     until=by)
+    ask = (
+        f"{who}: please post one with !update <text>."
+        if who
+        else "Nobody is named comms or lead yet (!comms @user); post one with !update <text>."
+    )
+    soon = _reminder(
+        incident,
+        "update.soon",
+        by - s.update_warning,
+        ctx,
+        lambda: f"{ref}: the next update to reporters is due by {when(by)}. {ask}",
+        until=by,
+    )
     if incident.priority not in s.holding or not incident.reporters:
         overdue = _reminder(
-            incident, "update.overdue", by, ctx,
-            lambda: f"{ref}: the update to reporters due by {when(by)} is overdue. {ask}")
+            incident,
+            "update.overdue",
+            by,
+            ctx,
+            lambda: f"{ref}: the update to reporters due by {when(by)} is overdue. {ask}",
+        )
         return [soon, overdue]
-    return [soon, _Candidate(ref, incident.id, "update.overdue", by,
-                             lambda: _holding(incident, ctx, ask))]
+    return [
+        soon,
+        _Candidate(ref, incident.id, "update.overdue", by, lambda: _holding(incident, ctx, ask)),
+    ]
 
 
 def _holding(incident: Incident, ctx: _Ctx, ask: str) -> tuple[str, Plan]:
@@ -261,17 +336,24 @@ def _holding(incident: Incident, ctx: _Ctx, ask: str) -> tuple[str, Plan]:
         raise RuntimeError("next_update_by is set here")
     tz = ctx.book.hours.timezone
     nxt = next_update_due(incident.priority, ctx.now, ctx.book)
-    body = (f"Update on {incident.ref} ({incident.title}):\n\nWe are still working on it. "
-            f"We will send the next update by {local_time(nxt, tz)} ({zone_name(tz)}).")
+    body = (
+        f"Update on {incident.ref} ({incident.title}):\n\nWe are still working on it. "
+        f"We will send the next update by {local_time(nxt, tz)} ({zone_name(tz)})."
+    )
     key = f"h{int(incident.next_update_by.timestamp())}"
     sent = to_reporters(incident, body, "holding", key, ctx.settings.sender, ctx.now)
-    text = (f"{incident.ref}: the update to reporters due by {ctx.when(incident.next_update_by)}"
-            f" is overdue. A holding reply went to {len(sent)} reporter(s); the next update is "
-            f"now promised by {ctx.when(nxt)}. {ask}")
-    plan = Plan(outcome="update.overdue", incident_id=incident.id,
-                changes={"next_update_by": nxt},
-                timeline=(TimelineEvent(ctx.now, "sla.holding", "gateway", text),),
-                outbox=(*sent, *_notice(incident, ctx, text)))
+    text = (
+        f"{incident.ref}: the update to reporters due by {ctx.when(incident.next_update_by)}"
+        f" is overdue. A holding reply went to {len(sent)} reporter(s); the next update is "
+        f"now promised by {ctx.when(nxt)}. {ask}"
+    )
+    plan = Plan(
+        outcome="update.overdue",
+        incident_id=incident.id,
+        changes={"next_update_by": nxt},
+        timeline=(TimelineEvent(ctx.now, "sla.holding", "gateway", text),),
+        outbox=(*sent, *_notice(incident, ctx, text)),
+    )
     return text, plan
 
 
@@ -284,13 +366,26 @@ def _handover(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
     if s.handover_after is not None:
         at = incident.created_at + s.handover_after
         hours = s.handover_after.total_seconds() / 3600
-        found.append(_reminder(incident, "handover.open_long", at, ctx,
-                               lambda: f"{incident.ref} has been open for {hours:g} hours: {ask}"))
+        found.append(
+            _reminder(
+                incident,
+                "handover.open_long",
+                at,
+                ctx,
+                lambda: f"{incident.ref} has been open for {hours:g} hours: {ask}",
+            )
+        )
     close = ctx.last_close if s.handover_at_close else None
     if close is not None and close > incident.created_at:
-        found.append(_reminder(incident, "handover.close", close, ctx,
-                               lambda: f"{incident.ref} is still open at the end of support "
-                                       f"hours: {ask}"))
+        found.append(
+            _reminder(
+                incident,
+                "handover.close",
+                close,
+                ctx,
+                lambda: f"{incident.ref} is still open at the end of support hours: {ask}",
+            )
+        )
     return found
 
 
@@ -302,20 +397,33 @@ def _digest(incidents: Sequence[Incident], ctx: _Ctx) -> _Candidate | None:
     if opening is None or window is None or ctx.now >= window[1]:
         return None
     since = closing_before(clock, opening)
-    waiting = sorted((i for i in incidents if i.status is not Status.RESOLVED
-                      and i.merged_into is None and i.period is not Period.IN_HOURS
-                      and i.created_at < opening
-                      and (since is None or i.created_at >= since)), key=lambda i: i.id)
+    waiting = sorted(
+        (
+            i
+            for i in incidents
+            if i.status is not Status.RESOLVED
+            and i.merged_into is None
+            and i.period is not Period.IN_HOURS
+            and i.created_at < opening
+            and (since is None or i.created_at >= since)
+        ),
+        key=lambda i: i.id,
+    )
 
     def build() -> tuple[str, Plan]:
         if not waiting:
             return "No tickets arrived out of hours.", Plan(outcome=DIGEST)
-        lines = [f"Out of hours since {ctx.when(since) if since else 'the last period'}, "
-                 f"{len(waiting)} ticket(s) arrived and are still open:"]
-        lines += [f"- {i.ref} {i.priority} {i.status}, reported {ctx.when(i.created_at)}: "
-                  f"{i.title}" for i in waiting]
+        lines = [
+            f"Out of hours since {ctx.when(since) if since else 'the last period'}, "
+            f"{len(waiting)} ticket(s) arrived and are still open:"
+        ]
+        lines += [
+            f"- {i.ref} {i.priority} {i.status}, reported {ctx.when(i.created_at)}: {i.title}"
+            for i in waiting
+        ]
         text = "\n".join(lines)
         room = ctx.settings.incidents_room
         outbox = (chat_reply(room, None, text, DIGEST),) if room else ()
         return text, Plan(outcome=DIGEST, outbox=outbox)
+
     return _Candidate(DIGEST, None, DIGEST, opening, build)

@@ -45,11 +45,63 @@ from gateway.plan.trust import UNVERIFIED_FLAG
 from rules.types import Mailbox
 
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset({"a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can",
-    "cannot", "could", "do", "does", "for", "from", "has", "have", "hello", "hi", "is", "it",
-    "its", "not", "of", "on", "or", "our", "please", "re", "since", "so", "that", "the", "their",
-    "there", "this", "to", "us", "was", "we", "were", "what", "when", "with", "you", "your",
-    "again", "all", "any", "still", "now"})
+_STOP = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "can",
+        "cannot",
+        "could",
+        "do",
+        "does",
+        "for",
+        "from",
+        "has",
+        "have",
+        "hello",
+        "hi",
+        "is",
+        "it",
+        "its",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "please",
+        "re",
+        "since",
+        "so",
+        "that",
+        "the",
+        "their",
+        "there",
+        "this",
+        "to",
+        "us",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "with",
+        "you",
+        "your",
+        "again",
+        "all",
+        "any",
+        "still",
+        "now",
+    }
+)
 SIMILAR = 0.5  # Jaccard overlap of key terms that counts as the same outage
 
 
@@ -92,34 +144,39 @@ def count_cap(limits: Limits) -> int:
 TRUSTED_PREFIX, UNTRUSTED_PREFIX = "t:", "u:"
 
 
-def limit_key(sender: str, client: str | None, *, authentic: bool | None,
-              trusted: bool) -> str:
+def limit_key(sender: str, client: str | None, *, authentic: bool | None, trusted: bool) -> str:
     """Whose traffic a message counts as: the authenticated address, or (when the From is
     not shown genuine) the connecting client with the From; trusted and untrusted apart."""
     identity = sender if authentic is True else f"{client or '-'} {sender}"
     return (TRUSTED_PREFIX if trusted else UNTRUSTED_PREFIX) + identity
 
 
-def hold_reason(history: SenderHistory, limits: Limits, *, trusted: bool = False
-                ) -> tuple[str, bool] | None:
+def hold_reason(
+    history: SenderHistory, limits: Limits, *, trusted: bool = False
+) -> tuple[str, bool] | None:
     """Why a message is held, and whether it is the first held for that reason (then the
     incidents room is told); None when it may be processed. `history` counts the message's
     own bucket (`limit_key`); the global rate (`history.everyone`: untrusted mail from
     anyone) never holds a `trusted` sender's mail."""
     if history.same_content + 1 >= limits.loop_threshold:
-        return ("mail loop: the same message from the same sender "
-                f"{history.same_content + 1} times", history.same_content + 1
-                == limits.loop_threshold)
+        return (
+            f"mail loop: the same message from the same sender {history.same_content + 1} times",
+            history.same_content + 1 == limits.loop_threshold,
+        )
     if history.from_sender >= limits.per_sender:
         # Under a flood of untrusted mail the global notice speaks for every bucket: one
         # notice each would let a flood of senders flood the incidents room instead.
         flooded = not trusted and history.everyone >= limits.global_per_minute
-        return (f"rate limit: more than {limits.per_sender} messages from this sender in "
-                f"{limits.sender_window_s:g} s",
-                history.from_sender == limits.per_sender and not flooded)
+        return (
+            f"rate limit: more than {limits.per_sender} messages from this sender in "
+            f"{limits.sender_window_s:g} s",
+            history.from_sender == limits.per_sender and not flooded,
+        )
     if not trusted and history.everyone >= limits.global_per_minute:
-        return (f"rate limit: more than {limits.global_per_minute} unverified messages a "
-                "minute", history.everyone == limits.global_per_minute)
+        return (
+            f"rate limit: more than {limits.global_per_minute} unverified messages a minute",
+            history.everyone == limits.global_per_minute,
+        )
     return None
 
 
@@ -150,8 +207,11 @@ def find_join(
     if limits.storm_window_s <= 0:  # joining is turned off
         return None
     since = now - timedelta(seconds=limits.storm_window_s)
-    recent = [i for i in incidents if i.mailbox == mailbox and i.created_at >= since
-              and i.merged_into is None]
+    recent = [
+        i
+        for i in incidents
+        if i.mailbox == mailbox and i.created_at >= since and i.merged_into is None
+    ]
     for incident in recent:
         if not similar(subject, incident.title):
             continue  # a different problem is a new report, even from the same person

@@ -43,8 +43,9 @@ class ThreadSigner:
             raise ValueError(f"the threading key needs at least {MIN_KEY_BYTES} bytes")
 
     def _tag(self, incident_id: int, label: str) -> str:
-        mac = hmac.new(self.key, f"inc{incident_id}.{label}@{self.domain}".encode(),
-                       hashlib.sha256).digest()[:_TAG_BYTES]
+        mac = hmac.new(
+            self.key, f"inc{incident_id}.{label}@{self.domain}".encode(), hashlib.sha256
+        ).digest()[:_TAG_BYTES]
         return base64.b32encode(mac).decode("ascii").rstrip("=").lower()
 
     def message_id(self, incident_id: int, label: str) -> str:

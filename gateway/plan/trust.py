@@ -86,8 +86,7 @@ def _domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".") if "@" in address else ""
 
 
-def authentic_from_results(results: Sequence[AuthResult], from_domain: str
-                           ) -> tuple[bool, str]:
+def authentic_from_results(results: Sequence[AuthResult], from_domain: str) -> tuple[bool, str]:
     """Whether the results show the From domain is genuine, and the reason.
 
     DMARC counts only with a `header.from` that is our From domain: a pass without one, or
@@ -114,8 +113,9 @@ def authentic_from_results(results: Sequence[AuthResult], from_domain: str
     return False, f"no aligned pass ({seen})"
 
 
-def unsigned_decision_headers(raw: bytes, results: Sequence[AuthResult], from_domain: str
-                              ) -> str | None:
+def unsigned_decision_headers(
+    raw: bytes, results: Sequence[AuthResult], from_domain: str
+) -> str | None:
     """Why a trusted MTA's pass does not vouch for the From and Subject we decide on, or None.
 
     An aligned SPF pass means the tenant's own server sent the mail: nothing to add. A pass
@@ -123,13 +123,18 @@ def unsigned_decision_headers(raw: bytes, results: Sequence[AuthResult], from_do
     the signatures it names (by `header.b`), or else every signature aligned with the From
     domain, must cover every From and Subject, so a replayed signed mail with its Subject
     replaced or added to is not believed."""
-    if any(r.method == "spf" and r.result == "pass" and aligned(r.domain("smtp.mailfrom"),
-                                                                from_domain) for r in results):
+    if any(
+        r.method == "spf" and r.result == "pass" and aligned(r.domain("smtp.mailfrom"), from_domain)
+        for r in results
+    ):
         return None
     tags, names = signatures(raw)
     mine = [t for t in tags if aligned(t.get("d", ""), from_domain)]
-    named = [r.properties.get("header.b", "") for r in results
-             if r.method == "dkim" and r.result == "pass" and r.properties.get("header.b")]
+    named = [
+        r.properties.get("header.b", "")
+        for r in results
+        if r.method == "dkim" and r.result == "pass" and r.properties.get("header.b")
+    ]
     if named:
         mine = [t for t in mine if any(t.get("b", "").startswith(b) for b in named)] or mine
     for t in mine:
@@ -172,8 +177,11 @@ def judge_email(raw: bytes, from_addr: str, policy_: TrustPolicy) -> Verdict:
     authentic: bool | None = None
     from_domain = _domain_of(from_addr)
     ambiguous = ambiguity(raw, subject=bool(policy_.authserv_id))
-    found = (policy_.forwarded(raw, from_addr)
-             if policy_.forwarded is not None and ambiguous is None else None)
+    found = (
+        policy_.forwarded(raw, from_addr)
+        if policy_.forwarded is not None and ambiguous is None
+        else None
+    )
     if ambiguous is not None:
         authentic = False
         reasons.append(f"not authentic: {ambiguous}")
@@ -221,10 +229,17 @@ def judge_chat(user_id: str, policy_: TrustPolicy) -> Verdict:
     return _verdict(user_id, True, ["the homeserver authenticated the user"], policy_)
 
 
-def _verdict(sender: str, authentic: bool | None, reasons: list[str],
-             policy_: TrustPolicy) -> Verdict:
+def _verdict(
+    sender: str, authentic: bool | None, reasons: list[str], policy_: TrustPolicy
+) -> Verdict:
     known = is_known(sender, policy_)
-    reasons.append(f"{sender or 'the sender'} is " + ("on the allow-list" if known
-                                                       else "not on the allow-list"))
-    return Verdict(trusted=known and authentic is not False, authentic=authentic, known=known,
-                   reasons=tuple(reasons))
+    reasons.append(
+        f"{sender or 'the sender'} is "
+        + ("on the allow-list" if known else "not on the allow-list")
+    )
+    return Verdict(
+        trusted=known and authentic is not False,
+        authentic=authentic,
+        known=known,
+        reasons=tuple(reasons),
+    )

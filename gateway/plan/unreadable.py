@@ -74,9 +74,16 @@ def judge_unreadable(raw: bytes, mail_from: str, settings: Settings) -> tuple[st
     return sender, judge_email(head_of(raw), sender, settings.trust)
 
 
-def plan_unreadable_emergency(row: InboxRow, problem: str, book: Rulebook, settings: Settings,
-                              now: datetime, sender: str, verdict: Verdict,
-                              context: PlanContext) -> Plan:
+def plan_unreadable_emergency(
+    row: InboxRow,
+    problem: str,
+    book: Rulebook,
+    settings: Settings,
+    now: datetime,
+    sender: str,
+    verdict: Verdict,
+    context: PlanContext,
+) -> Plan:
     """A P1 for a person: paged when the sender is trusted, else awaiting `!page`; held
     like any mail when its sender's traffic breaks a limit (a flood of junk is no page)."""
     content = hashlib.sha256(row.raw).hexdigest()[:32]
@@ -88,41 +95,87 @@ def plan_unreadable_emergency(row: InboxRow, problem: str, book: Rulebook, setti
     ref, who = incident_ref(next_id), one_line(sender or "unknown sender", 100)
     title = f"Unreadable emergency message from {who}"
     page = verdict.trusted
-    why = (f"a message to the emergency mailbox could not be read ({problem}); "
-           "a person must look at it now")
-    decision = TriageDecision(Priority.P1, page, True, False, None, (why,),
-                              book.clock.period_at(now), respond_due(Priority.P1, now, book),
-                              next_update_due(Priority.P1, now, book))
-    events = [TimelineEvent(now, "reported", who, f"Unreadable message kept as inbox #{row.id}: "
-                            f"{problem}", {"inbox_id": row.id}),
-              TimelineEvent(now, "triaged", "gateway", f"P1: {why}", {"period": decision.period})]
+    why = (
+        f"a message to the emergency mailbox could not be read ({problem}); "
+        "a person must look at it now"
+    )
+    decision = TriageDecision(
+        Priority.P1,
+        page,
+        True,
+        False,
+        None,
+        (why,),
+        book.clock.period_at(now),
+        respond_due(Priority.P1, now, book),
+        next_update_due(Priority.P1, now, book),
+    )
+    events = [
+        TimelineEvent(
+            now,
+            "reported",
+            who,
+            f"Unreadable message kept as inbox #{row.id}: {problem}",
+            {"inbox_id": row.id},
+        ),
+        TimelineEvent(now, "triaged", "gateway", f"P1: {why}", {"period": decision.period}),
+    ]
     outbox: list[OutboxSpec] = []
     chat = settings.chat
     if chat is not None:
-        outbox.append(OutboxSpec(OutboxKind.CHAT_ANNOUNCE, {
-            "room_id": chat.incidents_room,
-            "body": announcement(ref, title, decision, who, "email", book)}))
+        outbox.append(
+            OutboxSpec(
+                OutboxKind.CHAT_ANNOUNCE,
+                {
+                    "room_id": chat.incidents_room,
+                    "body": announcement(ref, title, decision, who, "email", book),
+                },
+            )
+        )
     if page:
-        outbox.append(page_spec(ref, title, decision, who, Mailbox.EMERGENCY,
-                                settings.pager_source))
+        outbox.append(
+            page_spec(ref, title, decision, who, Mailbox.EMERGENCY, settings.pager_source)
+        )
     else:
-        ask = (f"Not paged: we could not read it and the sender is not verified. Read the raw "
-               f"message (inbox #{row.id}) and page with !page {ref} if it is genuine.")
-        events.append(TimelineEvent(now, "unverified", "gateway",
-                                    ask + " " + "; ".join(verdict.reasons)))
+        ask = (
+            f"Not paged: we could not read it and the sender is not verified. Read the raw "
+            f"message (inbox #{row.id}) and page with !page {ref} if it is genuine."
+        )
+        events.append(
+            TimelineEvent(now, "unverified", "gateway", ask + " " + "; ".join(verdict.reasons))
+        )
         if chat is not None:
             outbox.append(chat_to_incident(f"{ref}: {ask}", "alert", chat.incidents_room))
-    outbox.append(OutboxSpec(OutboxKind.TICKET_CREATE, {
-        "reference": ref, "title": f"[{ref}] {title}", "priority": "P1", "requester": who,
-        "body": f"Inbox message #{row.id} to the emergency mailbox could not be read "
+    outbox.append(
+        OutboxSpec(
+            OutboxKind.TICKET_CREATE,
+            {
+                "reference": ref,
+                "title": f"[{ref}] {title}",
+                "priority": "P1",
+                "requester": who,
+                "body": f"Inbox message #{row.id} to the emergency mailbox could not be read "
                 f"({problem}). The raw message is kept in the store.\n\nTrust: "
-                + "; ".join(verdict.reasons)}))
+                + "; ".join(verdict.reasons),
+            },
+        )
+    )
     flags = (UNPARSEABLE_FLAG,) + (() if page else (UNVERIFIED_FLAG,))
     return Plan(
         outcome=f"unreadable: {problem}; opened {ref} (P1, "
-                + ("paged)" if page else "unverified sender, awaiting !page)"),
-        new_incident=NewIncident(title=title, priority=Priority.P1, mailbox=Mailbox.EMERGENCY,
-                                 rule=None, reasons=(why,), period=decision.period,
-                                 respond_by=decision.respond_by,
-                                 next_update_by=decision.next_update_by, flags=flags),
-        timeline=tuple(events), outbox=tuple(outbox), digest=digest)
+        + ("paged)" if page else "unverified sender, awaiting !page)"),
+        new_incident=NewIncident(
+            title=title,
+            priority=Priority.P1,
+            mailbox=Mailbox.EMERGENCY,
+            rule=None,
+            reasons=(why,),
+            period=decision.period,
+            respond_by=decision.respond_by,
+            next_update_by=decision.next_update_by,
+            flags=flags,
+        ),
+        timeline=tuple(events),
+        outbox=tuple(outbox),
+        digest=digest,
+    )

@@ -28,32 +28,49 @@ def alert_resend_key(source: str, body: bytes) -> str:
 class AlertIntake:
     """Accepts decoded webhooks into the durable inbox and wakes the inbox worker."""
 
-    def __init__(self, store: Store, on_accepted: Callable[[], None],
-                 clock: Clock = utcnow) -> None:
+    def __init__(
+        self, store: Store, on_accepted: Callable[[], None], clock: Clock = utcnow
+    ) -> None:
         self._store = store
         self._on_accepted = on_accepted
         self._clock = clock
 
-    async def accept_alert(self, notification: AlertNotification, body: bytes,
-                           timeout_s: float | None = None) -> Accepted:
+    async def accept_alert(
+        self, notification: AlertNotification, body: bytes, timeout_s: float | None = None
+    ) -> Accepted:
         """Commit one notification (`body`: the raw request, for the re-send key)."""
-        accepted = await self._store.accept(NewMessage(
-            channel=Channel.WEBHOOK, mailbox=Mailbox.EMERGENCY,
-            mail_from=f"alerts:{notification.source}", rcpt_to=(notification.kind.value,),
-            raw=notification.to_json(),
-            dedup_key=alert_resend_key(notification.source, body),
-            received_at=self._clock()), timeout_s)
+        accepted = await self._store.accept(
+            NewMessage(
+                channel=Channel.WEBHOOK,
+                mailbox=Mailbox.EMERGENCY,
+                mail_from=f"alerts:{notification.source}",
+                rcpt_to=(notification.kind.value,),
+                raw=notification.to_json(),
+                dedup_key=alert_resend_key(notification.source, body),
+                received_at=self._clock(),
+            ),
+            timeout_s,
+        )
         if not accepted.duplicate:
             self._on_accepted()
         return accepted
 
-    async def accept_pagerduty(self, event: PagerDutyEvent,
-                               timeout_s: float | None = None) -> Accepted:
+    async def accept_pagerduty(
+        self, event: PagerDutyEvent, timeout_s: float | None = None
+    ) -> Accepted:
         """Commit one PagerDuty event, keyed by its id (a replay is a duplicate)."""
-        accepted = await self._store.accept(NewMessage(
-            channel=Channel.WEBHOOK, mailbox=Mailbox.EMERGENCY, mail_from=PAGERDUTY_SOURCE,
-            rcpt_to=(PAGERDUTY_SOURCE,), raw=event.to_json(),
-            dedup_key=f"pd:{event.id}", received_at=self._clock()), timeout_s)
+        accepted = await self._store.accept(
+            NewMessage(
+                channel=Channel.WEBHOOK,
+                mailbox=Mailbox.EMERGENCY,
+                mail_from=PAGERDUTY_SOURCE,
+                rcpt_to=(PAGERDUTY_SOURCE,),
+                raw=event.to_json(),
+                dedup_key=f"pd:{event.id}",
+                received_at=self._clock(),
+            ),
+            timeout_s,
+        )
         if not accepted.duplicate:
             self._on_accepted()
         return accepted

@@ -28,8 +28,13 @@ class WebhookSettings:
     pagerduty_on_resolved: str = "resolve"
 
 
-def prepare_webhook(row: InboxRow, book: Rulebook, settings: WebhookSettings, now: datetime,
-                    fallback: Callable[[str], Plan]) -> Work:
+def prepare_webhook(
+    row: InboxRow,
+    book: Rulebook,
+    settings: WebhookSettings,
+    now: datetime,
+    fallback: Callable[[str], Plan],
+) -> Work:
     """The Work for one webhook row (ValueError/KeyError for a row we cannot read)."""
     kind = json.loads(row.raw).get("type")
     key = f"w{row.id}"
@@ -38,14 +43,17 @@ def prepare_webhook(row: InboxRow, book: Rulebook, settings: WebhookSettings, no
 
         def alert(ctx: PlanContext) -> Plan:
             return plan_alert(n, ctx, book, settings.alerts, now, key)
+
         return Work(row.id, ThreadKeys(n.thread_keys()), alert, fallback)
     if kind == "pagerduty":
         event = event_from_json(row.raw)
         number = incident_number(event)
 
         def pagerduty(ctx: PlanContext) -> Plan:
-            return plan_pagerduty(event, ctx.thread, settings.alerts, now, key,
-                                  settings.pagerduty_on_resolved)
+            return plan_pagerduty(
+                event, ctx.thread, settings.alerts, now, key, settings.pagerduty_on_resolved
+            )
+
         keys = ThreadKeys((), incident_id=number) if number is not None else None
         return Work(row.id, keys, pagerduty, fallback)
     raise ValueError("not a webhook row")

@@ -59,8 +59,13 @@ class LeaseStore(Protocol):
 class Lease:
     """One lease kept for this node (see the module docstring)."""
 
-    def __init__(self, store: LeaseStore, name: str, ttl_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: LeaseStore,
+        name: str,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
         self.ttl_s = ttl_s
         self.token: int | None = None
@@ -139,9 +144,13 @@ class Lease:
                 log.warning("lease.release_failed", lease=self.name, error=type(exc).__name__)
 
 
-async def singleton(lease: Lease, run: Callable[[], Awaitable[None]],
-                    stopping: Callable[[], bool], on_lost: Callable[[], None] | None = None,
-                    poll_s: float = 0.2) -> None:
+async def singleton(
+    lease: Lease,
+    run: Callable[[], Awaitable[None]],
+    stopping: Callable[[], bool],
+    on_lost: Callable[[], None] | None = None,
+    poll_s: float = 0.2,
+) -> None:
     """Run `run()` only while `lease` is held: start it when the lease is gained, cancel it
     when it is lost, until `stopping()` (then let a running loop finish on its own)."""
     while not stopping():
@@ -217,10 +226,13 @@ class Cluster:
         """Each handler checks, right before acting, that this node's claim on the entry
         still holds; a node that lost it (paused, cut off) does nothing and the entry's
         outcome is not recorded (the store refuses a stale token)."""
+
         def wrap(handler: Handler) -> Handler:
             async def checked(entry: OutboxEntry) -> dict[str, Any]:
                 if not await self._store.claim_valid(entry.id):
                     raise TransientError("outbox claim lost to another node")
                 return await handler(entry)
+
             return checked
+
         return {kind: wrap(h) for kind, h in handlers.items()}

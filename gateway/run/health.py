@@ -19,20 +19,34 @@ from gateway.ports import LinkState
 # configured does not work: a room the bot is not in) and "failed" (the component's task
 # ended and is being restarted).
 STARTING = LinkState.STARTING
-BAD_STATES = frozenset({LinkState.BAD_CREDENTIALS, LinkState.FAILED, LinkState.NEEDS_E2EE,
-                        LinkState.DEGRADED})
+BAD_STATES = frozenset(
+    {LinkState.BAD_CREDENTIALS, LinkState.FAILED, LinkState.NEEDS_E2EE, LinkState.DEGRADED}
+)
 # States in which a link carries traffic; any other state is "down" (see Downtime). The
 # canary's "waiting" (none sent yet) and an egress's "ok" count as up.
 # A singleton link on a node that does not hold its lease is "standby" (gateway.run.cluster):
 # another node runs it, and this one takes over when that lease lapses; it is not down.
-UP_STATES = frozenset({LinkState.CONNECTED, LinkState.LISTENING, LinkState.DEGRADED,
-                       LinkState.NEEDS_E2EE, "ok", "waiting", "standby"})
-_EGRESS_KINDS = {"pager": ("page.trigger", "page.acknowledge", "page.resolve"),
-                 "mail": ("mail.send",), "chat": ("chat.announce", "chat.send")}
+UP_STATES = frozenset(
+    {
+        LinkState.CONNECTED,
+        LinkState.LISTENING,
+        LinkState.DEGRADED,
+        LinkState.NEEDS_E2EE,
+        "ok",
+        "waiting",
+        "standby",
+    }
+)
+_EGRESS_KINDS = {
+    "pager": ("page.trigger", "page.acknowledge", "page.resolve"),
+    "mail": ("mail.send",),
+    "chat": ("chat.announce", "chat.send"),
+}
 
 
-def egress_states(stats: QueueStats, configured: Mapping[str, str],
-                  links: Mapping[str, str] | None = None) -> dict[str, str]:
+def egress_states(
+    stats: QueueStats, configured: Mapping[str, str], links: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Each configured egress (name -> provider): "ok", "backing_off" while any of its
     entries waits for a retry after a failure, or its link's state ("unreachable",
     "disconnected") while the link is down (`links`: name -> state)."""
@@ -81,22 +95,34 @@ class Downtime:
         for name in set(self._since) - set(states):
             self._since.pop(name, None)
             self._up_at.pop(name, None)
-        return {name: now - since for name, since in self._since.items()
-                if name not in self._up_at}
+        return {name: now - since for name, since in self._since.items() if name not in self._up_at}
 
 
-def report(components: Mapping[str, str], egress: Mapping[str, str], stats: QueueStats,
-           now: datetime, stuck_after_s: float, down_for: Mapping[str, float] | None = None,
-           grace_s: float = 30.0, details: Mapping[str, str] | None = None) -> dict[str, Any]:
+def report(
+    components: Mapping[str, str],
+    egress: Mapping[str, str],
+    stats: QueueStats,
+    now: datetime,
+    stuck_after_s: float,
+    down_for: Mapping[str, float] | None = None,
+    grace_s: float = 30.0,
+    details: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The health report; `healthy` is False when a component has bad credentials (or
     failed, or is degraded), when a link has been down (`down_for`, seconds) longer than
     `grace_s`, or when the oldest outbox entry has waited longer than `stuck_after_s`.
     `details` adds a reason to a component's problem line."""
-    age = 0.0 if stats.outbox_oldest is None else max(
-        0.0, (now - stats.outbox_oldest).total_seconds())
+    age = (
+        0.0
+        if stats.outbox_oldest is None
+        else max(0.0, (now - stats.outbox_oldest).total_seconds())
+    )
     details = details or {}
-    problems = [f"{name}: {state}" + (f" ({details[name]})" if details.get(name) else "")
-                for name, state in components.items() if state in BAD_STATES]
+    problems = [
+        f"{name}: {state}" + (f" ({details[name]})" if details.get(name) else "")
+        for name, state in components.items()
+        if state in BAD_STATES
+    ]
     for name, seconds in sorted((down_for or {}).items()):
         if seconds > grace_s:
             shown = name.removeprefix("egress:")
@@ -108,13 +134,19 @@ def report(components: Mapping[str, str], egress: Mapping[str, str], stats: Queu
         "healthy": not problems,
         "problems": problems,
         # Links down right now, even within their grace (the heartbeat waits for none).
-        "down": {name.removeprefix("egress:"): round(seconds, 1)
-                 for name, seconds in sorted((down_for or {}).items())},
+        "down": {
+            name.removeprefix("egress:"): round(seconds, 1)
+            for name, seconds in sorted((down_for or {}).items())
+        },
         "components": dict(components),
         "egress": dict(egress),
         "inbox": {"pending": stats.inbox_pending, "held": stats.inbox_held},
-        "outbox": {"pending": stats.outbox_pending, "oldest_age_s": round(age, 3),
-                   "retrying": sum(stats.outbox_retrying.values()), "dead": stats.outbox_dead},
+        "outbox": {
+            "pending": stats.outbox_pending,
+            "oldest_age_s": round(age, 3),
+            "retrying": sum(stats.outbox_retrying.values()),
+            "dead": stats.outbox_dead,
+        },
     }
 
 
@@ -122,22 +154,42 @@ def gauges(health: Mapping[str, Any]) -> list[tuple[str, str, dict[str, str], fl
     """The report's numbers as Prometheus gauges (for gateway.run.metrics.render)."""
     out = health["outbox"]
     series: list[tuple[str, str, dict[str, str], float]] = [
-        ("chatops_up", "1 when the daemon reports itself healthy.", {},
-         1.0 if health["healthy"] else 0.0),
-        ("chatops_inbox_pending", "Accepted messages not processed yet.", {},
-         health["inbox"]["pending"]),
-        ("chatops_inbox_held", "Messages held by the rate limits (see `held list`).", {},
-         health["inbox"].get("held", 0)),
+        (
+            "chatops_up",
+            "1 when the daemon reports itself healthy.",
+            {},
+            1.0 if health["healthy"] else 0.0,
+        ),
+        (
+            "chatops_inbox_pending",
+            "Accepted messages not processed yet.",
+            {},
+            health["inbox"]["pending"],
+        ),
+        (
+            "chatops_inbox_held",
+            "Messages held by the rate limits (see `held list`).",
+            {},
+            health["inbox"].get("held", 0),
+        ),
         ("chatops_outbox_depth", "Outbox entries waiting for delivery.", {}, out["pending"]),
-        ("chatops_outbox_oldest_age_seconds", "Age of the oldest waiting outbox entry.", {},
-         out["oldest_age_s"]),
-        ("chatops_outbox_dead", "Outbox entries given up on (see `outbox list`).", {},
-         out["dead"]),
+        (
+            "chatops_outbox_oldest_age_seconds",
+            "Age of the oldest waiting outbox entry.",
+            {},
+            out["oldest_age_s"],
+        ),
+        ("chatops_outbox_dead", "Outbox entries given up on (see `outbox list`).", {}, out["dead"]),
     ]
     for name, state in health["components"].items():
-        series.append(("chatops_component_state",
-                       "1 for each component's current state.",
-                       {"component": name, "state": state}, 1.0))
+        series.append(
+            (
+                "chatops_component_state",
+                "1 for each component's current state.",
+                {"component": name, "state": state},
+                1.0,
+            )
+        )
     return series
 
 
@@ -159,10 +211,14 @@ def text(health: Mapping[str, Any], counters: Mapping[str, float]) -> str:
             lines += [f"  {name:<10} {state}" for name, state in health[key].items()]
     out = health["outbox"]
     held = health["inbox"].get("held", 0)
-    lines.append(f"inbox: {health['inbox']['pending']} pending"
-                 + (f", {held} held (see `chatops-gateway held list`)" if held else ""))
-    lines.append(f"outbox: {out['pending']} pending (oldest {out['oldest_age_s']:.0f}s), "
-                 f"{out['retrying']} retrying, {out['dead']} dead")
+    lines.append(
+        f"inbox: {health['inbox']['pending']} pending"
+        + (f", {held} held (see `chatops-gateway held list`)" if held else "")
+    )
+    lines.append(
+        f"outbox: {out['pending']} pending (oldest {out['oldest_age_s']:.0f}s), "
+        f"{out['retrying']} retrying, {out['dead']} dead"
+    )
     if counters:
         lines.append("since start:")
         lines += [f"  {name:<34} {value:g}" for name, value in counters.items()]

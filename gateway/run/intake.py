@@ -32,11 +32,27 @@ _FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE)
 # informational, and the MIME fields that say how to read the body). Trace fields
 # (Received, Return-Path, Authentication-Results, ARC-*, DKIM-Signature of a re-signing
 # hop, X-* of filters) differ between two deliveries of the same message: left out.
-_AUTHOR_FIELDS = frozenset({
-    b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc", b"subject", b"date",
-    b"message-id", b"in-reply-to", b"references", b"comments", b"keywords",
-    b"mime-version", b"content-type", b"content-transfer-encoding", b"content-disposition",
-})
+_AUTHOR_FIELDS = frozenset(
+    {
+        b"from",
+        b"sender",
+        b"reply-to",
+        b"to",
+        b"cc",
+        b"bcc",
+        b"subject",
+        b"date",
+        b"message-id",
+        b"in-reply-to",
+        b"references",
+        b"comments",
+        b"keywords",
+        b"mime-version",
+        b"content-type",
+        b"content-transfer-encoding",
+        b"content-disposition",
+    }
+)
 
 
 def canonical_address(address: str) -> str:
@@ -52,7 +68,7 @@ def content_digest(raw: bytes) -> bytes:
     """What the author wrote: the author's header fields (unfolded, whitespace collapsed)
     and the body (line ends normalised, trailing blank lines dropped)."""
     end = _HEADER_END.search(raw)
-    head, body = (raw[: end.start()], raw[end.end():]) if end else (raw, b"")
+    head, body = (raw[: end.start()], raw[end.end() :]) if end else (raw, b"")
     digest = hashlib.sha256()
     for match in _FIELD.finditer(head):
         name = match.group(1).lower()
@@ -75,8 +91,14 @@ def resend_key(mail_from: str, raw: bytes) -> str | None:
     if not msgid:
         return None
     # "v2": keys of the earlier form (sender and Message-ID only) never match these.
-    digest = hashlib.sha256(b"v2\0" + mail_from.strip().lower().encode() + b"\0"
-                            + msgid.lower() + b"\0" + content_digest(raw))
+    digest = hashlib.sha256(
+        b"v2\0"
+        + mail_from.strip().lower().encode()
+        + b"\0"
+        + msgid.lower()
+        + b"\0"
+        + content_digest(raw)
+    )
     return digest.hexdigest()
 
 
@@ -119,11 +141,19 @@ class MailIntake:
         if not boxes:
             raise ValueError("no recipient belongs to a mailbox")
         mailbox = Mailbox.EMERGENCY if Mailbox.EMERGENCY in boxes else Mailbox.SUPPORT
-        accepted = await self._store.accept(NewMessage(
-            channel=Channel.EMAIL, mailbox=mailbox, mail_from=mail_from, rcpt_to=rcpts, raw=raw,
-            dedup_key=resend_key(mail_from, raw), received_at=received_at or self._clock(),
-            client=client,
-        ), timeout_s)
+        accepted = await self._store.accept(
+            NewMessage(
+                channel=Channel.EMAIL,
+                mailbox=mailbox,
+                mail_from=mail_from,
+                rcpt_to=rcpts,
+                raw=raw,
+                dedup_key=resend_key(mail_from, raw),
+                received_at=received_at or self._clock(),
+                client=client,
+            ),
+            timeout_s,
+        )
         self._on_accepted()
         return accepted
 
@@ -133,10 +163,17 @@ class MailIntake:
         processes a message twice. The caller wakes the worker (`wake`) after a batch."""
         rcpt = next((a for a, box in self._boxes.items() if box is mailbox), mailbox.value)
         key = resend_key(mail_from, raw) or "raw:" + hashlib.sha256(raw).hexdigest()
-        return await self._store.accept(NewMessage(
-            channel=Channel.EMAIL, mailbox=mailbox, mail_from=mail_from, rcpt_to=(rcpt,),
-            raw=raw, dedup_key=key, received_at=self._clock(),
-        ))
+        return await self._store.accept(
+            NewMessage(
+                channel=Channel.EMAIL,
+                mailbox=mailbox,
+                mail_from=mail_from,
+                rcpt_to=(rcpt,),
+                raw=raw,
+                dedup_key=key,
+                received_at=self._clock(),
+            )
+        )
 
     def wake(self) -> None:
         """Tell the inbox worker there is new work."""
@@ -147,8 +184,13 @@ class ChatIntake:
     """Accepts chat events into the durable inbox, keyed by event id (so a replayed sync
     batch is harmless), and wakes the inbox worker."""
 
-    def __init__(self, store: Store, report_rooms: Mapping[str, str],
-                 on_accepted: Callable[[], None], clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        store: Store,
+        report_rooms: Mapping[str, str],
+        on_accepted: Callable[[], None],
+        clock: Clock = utcnow,
+    ) -> None:
         self._store = store
         self._report_rooms = report_rooms
         self._on_accepted = on_accepted
@@ -157,21 +199,30 @@ class ChatIntake:
     async def accept(self, room_id: str, event: Mapping[str, Any], sender_power: int) -> None:
         """Commit one room event."""
         event_id = str(event.get("event_id", ""))
-        raw = json.dumps({"room_id": room_id, "sender_power": sender_power, "event": event},
-                         separators=(",", ":")).encode()
+        raw = json.dumps(
+            {"room_id": room_id, "sender_power": sender_power, "event": event},
+            separators=(",", ":"),
+        ).encode()
         mailbox = self._report_rooms.get(room_id)
-        await self._store.accept(NewMessage(
-            channel=Channel.MATRIX, mailbox=Mailbox(mailbox) if mailbox else None,
-            mail_from=str(event.get("sender", "")), rcpt_to=(room_id,), raw=raw,
-            dedup_key=f"mx:{event_id}" if event_id else None, received_at=self._clock(),
-        ))
+        await self._store.accept(
+            NewMessage(
+                channel=Channel.MATRIX,
+                mailbox=Mailbox(mailbox) if mailbox else None,
+                mail_from=str(event.get("sender", "")),
+                rcpt_to=(room_id,),
+                raw=raw,
+                dedup_key=f"mx:{event_id}" if event_id else None,
+                received_at=self._clock(),
+            )
+        )
 
     async def accept_all(self, events: Iterable[tuple[str, Mapping[str, Any], int]]) -> None:
         """Commit a batch (they share group commits), then wake the worker once. A failure is
         a TransientError: the caller keeps its sync position and offers the batch again."""
         try:
-            await asyncio.gather(*(self.accept(room, event, power)
-                                   for room, event, power in events))
+            await asyncio.gather(
+                *(self.accept(room, event, power) for room, event, power in events)
+            )
         except Exception as exc:
             raise TransientError(f"could not commit chat events ({type(exc).__name__})") from exc
         self._on_accepted()

@@ -77,13 +77,17 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
     ]
-    renderer: Any = (structlog.dev.ConsoleRenderer() if console
-                     else structlog.processors.JSONRenderer())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+    )
     structlog.configure(
         # The level check comes first: a filtered-out event costs almost nothing.
-        processors=[structlog.stdlib.filter_by_level, *shared,
-                    structlog.processors.format_exc_info,
-                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
@@ -100,8 +104,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     root.setLevel(numeric)
     debugging = numeric <= logging.DEBUG
     for noisy in _LIBRARIES:
-        logging.getLogger(noisy).setLevel(numeric if debugging
-                                          else max(numeric, logging.WARNING))
+        logging.getLogger(noisy).setLevel(numeric if debugging else max(numeric, logging.WARNING))
     # aiosmtpd's warnings are per-command lines too (each unrecognised command, with the
     # client's address): our smtp.* events say what matters, once per session.
     logging.getLogger("mail.log").setLevel(numeric if debugging else logging.ERROR)
@@ -120,10 +123,12 @@ class AcceptErrorFilter:
     "socket.accept() out of system resource" (and other accept failures) for one listening
     socket go on at most once per `interval_s`, with how many were left out."""
 
-    def __init__(self, interval_s: float = ACCEPT_ERROR_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic,
-                 then: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
-                 | None = None) -> None:
+    def __init__(
+        self,
+        interval_s: float = ACCEPT_ERROR_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+        then: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None = None,
+    ) -> None:
         self._interval_s = interval_s
         self._clock = clock
         self._then = then
@@ -143,16 +148,20 @@ class AcceptErrorFilter:
             self._last[key] = now
             left_out = self.suppressed.pop(key, 0)
             if left_out:
-                context = {**context, "message": f"{message} ({left_out} more like it "
-                                                 f"in the last {self._interval_s:.0f} s)"}
+                context = {
+                    **context,
+                    "message": f"{message} ({left_out} more like it "
+                    f"in the last {self._interval_s:.0f} s)",
+                }
         if self._then is not None:
             self._then(loop, context)
         else:
             loop.default_exception_handler(context)
 
 
-def quiet_accept_errors(loop: asyncio.AbstractEventLoop,
-                        interval_s: float = ACCEPT_ERROR_INTERVAL_S) -> None:
+def quiet_accept_errors(
+    loop: asyncio.AbstractEventLoop, interval_s: float = ACCEPT_ERROR_INTERVAL_S
+) -> None:
     """Install AcceptErrorFilter on `loop` (once; an existing handler is kept behind it)."""
     current = loop.get_exception_handler()
     if isinstance(current, AcceptErrorFilter):

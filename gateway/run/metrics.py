@@ -72,11 +72,15 @@ class Registry:
         names = tuple(labels)
         return LabelledCounter(Counter(name, help_text, names, registry=self.registry), names)
 
-    def histogram(self, name: str, help_text: str, labels: Iterable[str] = (),
-                  buckets: tuple[float, ...] = Histogram.DEFAULT_BUCKETS) -> Histogram:
+    def histogram(
+        self,
+        name: str,
+        help_text: str,
+        labels: Iterable[str] = (),
+        buckets: tuple[float, ...] = Histogram.DEFAULT_BUCKETS,
+    ) -> Histogram:
         """A histogram called `name` (in seconds, so the name ends in `_seconds`)."""
-        return Histogram(name, help_text, tuple(labels), registry=self.registry,
-                         buckets=buckets)
+        return Histogram(name, help_text, tuple(labels), registry=self.registry, buckets=buckets)
 
 
 REGISTRY = Registry()
@@ -91,55 +95,87 @@ def _version() -> str:
 
 
 Info("chatops_build", "The running version.", registry=REGISTRY.registry).info(
-    {"version": _version()})
+    {"version": _version()}
+)
 
-ACCEPTED = REGISTRY.counter("chatops_messages_accepted_total",
-                            "Messages committed to the inbox, by channel.", ["channel"])
-REJECTED = REGISTRY.counter("chatops_messages_rejected_total",
-                            "Messages or recipients refused at intake, by reason.", ["reason"])
-TRIAGED = REGISTRY.counter("chatops_triage_total",
-                           "Processed messages by outcome (P1..P4 for a new incident, or "
-                           "joined, ignored, unreadable, held, command).", ["outcome"])
-PAGES = REGISTRY.counter("chatops_pages_sent_total",
-                         "Pager events delivered, by action.", ["action"])
-REPLIES = REGISTRY.counter("chatops_replies_sent_total",
-                           "Messages to reporters and rooms delivered, by channel.", ["channel"])
+ACCEPTED = REGISTRY.counter(
+    "chatops_messages_accepted_total", "Messages committed to the inbox, by channel.", ["channel"]
+)
+REJECTED = REGISTRY.counter(
+    "chatops_messages_rejected_total",
+    "Messages or recipients refused at intake, by reason.",
+    ["reason"],
+)
+TRIAGED = REGISTRY.counter(
+    "chatops_triage_total",
+    "Processed messages by outcome (P1..P4 for a new incident, or "
+    "joined, ignored, unreadable, held, command).",
+    ["outcome"],
+)
+PAGES = REGISTRY.counter(
+    "chatops_pages_sent_total", "Pager events delivered, by action.", ["action"]
+)
+REPLIES = REGISTRY.counter(
+    "chatops_replies_sent_total",
+    "Messages to reporters and rooms delivered, by channel.",
+    ["channel"],
+)
 TICKETS = REGISTRY.counter("chatops_tickets_opened_total", "Tickets opened.")
-DELIVERY_FAILURES = REGISTRY.counter("chatops_outbox_failures_total",
-                                     "Failed delivery attempts, by kind and result "
-                                     "(retry or dead).", ["kind", "result"])
-SLA_REMINDERS = REGISTRY.counter("chatops_sla_reminders_total",
-                                 "SLA reminders fired (warnings, overdue notices, escalations, "
-                                 "handover reminders, digests), by kind.", ["kind"])
-SLA_BREACHES = REGISTRY.counter("chatops_sla_breaches_total",
-                                "Respond-by (respond) or update-by (update) times that passed "
-                                "unmet.", ["kind"])
-RECONNECTS = REGISTRY.counter("chatops_reconnects_total",
-                              "Connection retries after a failure, by component.", ["component"])
-RELOADS = REGISTRY.counter("chatops_reloads_total",
-                           "Configuration reloads, by result (ok or rejected).", ["result"])
-UNDECRYPTABLE = REGISTRY.counter("chatops_matrix_undecryptable_total",
-                                 "Encrypted Matrix events the bot could not decrypt on arrival.")
+DELIVERY_FAILURES = REGISTRY.counter(
+    "chatops_outbox_failures_total",
+    "Failed delivery attempts, by kind and result (retry or dead).",
+    ["kind", "result"],
+)
+SLA_REMINDERS = REGISTRY.counter(
+    "chatops_sla_reminders_total",
+    "SLA reminders fired (warnings, overdue notices, escalations, "
+    "handover reminders, digests), by kind.",
+    ["kind"],
+)
+SLA_BREACHES = REGISTRY.counter(
+    "chatops_sla_breaches_total",
+    "Respond-by (respond) or update-by (update) times that passed unmet.",
+    ["kind"],
+)
+RECONNECTS = REGISTRY.counter(
+    "chatops_reconnects_total", "Connection retries after a failure, by component.", ["component"]
+)
+RELOADS = REGISTRY.counter(
+    "chatops_reloads_total", "Configuration reloads, by result (ok or rejected).", ["result"]
+)
+UNDECRYPTABLE = REGISTRY.counter(
+    "chatops_matrix_undecryptable_total",
+    "Encrypted Matrix events the bot could not decrypt on arrival.",
+)
 
-_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                    300.0)
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 INTAKE_TO_PAGE = REGISTRY.histogram(
     "chatops_intake_to_page_seconds",
     "From a report's acceptance (250, or the IMAP commit) to its page's delivery.",
-    buckets=_LATENCY_BUCKETS)
+    buckets=_LATENCY_BUCKETS,
+)
 ATTEMPT_SECONDS = REGISTRY.histogram(
     "chatops_outbox_attempt_duration_seconds",
-    "One delivery attempt (a page, mail, chat message, ticket call), by kind.", ["kind"],
-    buckets=_LATENCY_BUCKETS)
+    "One delivery attempt (a page, mail, chat message, ticket call), by kind.",
+    ["kind"],
+    buckets=_LATENCY_BUCKETS,
+)
 BATCH_SECONDS = REGISTRY.histogram(
     "chatops_triage_batch_duration_seconds",
     "Parsing, triage and planning of one batch of accepted messages.",
-    buckets=_LATENCY_BUCKETS)
+    buckets=_LATENCY_BUCKETS,
+)
 
-_PAGE_ACTIONS = {OutboxKind.PAGE_TRIGGER: "trigger", OutboxKind.PAGE_ACKNOWLEDGE: "acknowledge",
-                 OutboxKind.PAGE_RESOLVE: "resolve"}
-_REPLY_CHANNELS = {OutboxKind.MAIL_SEND: "email", OutboxKind.CHAT_SEND: "matrix",
-                   OutboxKind.CHAT_ANNOUNCE: "matrix"}
+_PAGE_ACTIONS = {
+    OutboxKind.PAGE_TRIGGER: "trigger",
+    OutboxKind.PAGE_ACKNOWLEDGE: "acknowledge",
+    OutboxKind.PAGE_RESOLVE: "resolve",
+}
+_REPLY_CHANNELS = {
+    OutboxKind.MAIL_SEND: "email",
+    OutboxKind.CHAT_SEND: "matrix",
+    OutboxKind.CHAT_ANNOUNCE: "matrix",
+}
 # Pages planned but not delivered yet: dedup key -> when their report was accepted. Bounded,
 # in memory only: a restart loses a few observations, never a page.
 _PAGES_WAITING: OrderedDict[str, datetime] = OrderedDict()
@@ -228,8 +264,7 @@ class _Scrape(Collector):
         for name, help_text, labels, value in self._gauges:
             family = families.get(name)
             if family is None:
-                family = families[name] = GaugeMetricFamily(name, help_text,
-                                                             labels=list(labels))
+                family = families[name] = GaugeMetricFamily(name, help_text, labels=list(labels))
             family.add_metric(list(labels.values()), value)
         yield from families.values()
 

@@ -98,14 +98,22 @@ class Scheduler:
             await self._coalesce(started + gap_s - loop.time())
 
         retry_s = min(self._retry_delay_s, self._max_sleep_s) + 0.01
-        await rounds(self._round, wake=self._wake, stopping=lambda: self._stopping,
-                     failed="sla.round_failed", retry_s=retry_s, before=before, after=after,
-                     logger=log)
+        await rounds(
+            self._round,
+            wake=self._wake,
+            stopping=lambda: self._stopping,
+            failed="sla.round_failed",
+            retry_s=retry_s,
+            before=before,
+            after=after,
+            logger=log,
+        )
 
     async def _round(self) -> float:
         _, next_at = await self.fire()
-        wait_s = self._max_sleep_s if next_at is None else (
-            (next_at - self._clock()).total_seconds())
+        wait_s = (
+            self._max_sleep_s if next_at is None else ((next_at - self._clock()).total_seconds())
+        )
         return min(wait_s, self._max_sleep_s) + 0.01 if wait_s > 0 else 0.0
 
     async def _coalesce(self, gap_s: float) -> None:
@@ -136,8 +144,7 @@ class Scheduler:
         self.last_round_s = time.monotonic() - started
         for due in fired:
             # The text (which may quote a tenant's title) is on the timeline, not in the log.
-            log.info("sla.fired", subject=due.subject, kind=due.kind,
-                     due_at=due.due_at.isoformat())
+            log.info("sla.fired", subject=due.subject, kind=due.kind, due_at=due.due_at.isoformat())
         if any(due.plan.outbox for due in fired):
             self._on_fired(fired)
         return fired, next_at
@@ -146,8 +153,9 @@ class Scheduler:
 _CHUNK = 100  # incidents planned between turns given to the event loop (a few ms)
 
 
-async def _look(plan: Planner, wake: Waker, incidents: Sequence[Incident],
-                fired: set[tuple[str, str, str]]) -> tuple[bool, datetime | None]:
+async def _look(
+    plan: Planner, wake: Waker, incidents: Sequence[Incident], fired: set[tuple[str, str, str]]
+) -> tuple[bool, datetime | None]:
     """Whether anything not yet fired is due, and the next due time, on a snapshot.
 
     Planned a hundred incidents at a time on the event loop, which gets a turn in between:
@@ -156,7 +164,7 @@ async def _look(plan: Planner, wake: Waker, incidents: Sequence[Incident],
     and the digest's key and the global times do not depend on which part is planned."""
     new, nexts = False, []
     for start in range(0, len(incidents) or 1, _CHUNK):
-        part = incidents[start:start + _CHUNK]
+        part = incidents[start : start + _CHUNK]
         new = new or any((d.subject, d.kind, ts(d.due_at)) not in fired for d in plan(part))
         nexts.append(wake(part))
         await asyncio.sleep(0)

@@ -55,8 +55,9 @@ class Notify(Protocol):
 class Service:
     """Lifecycle glue between the daemon, the service manager and the status endpoint."""
 
-    def __init__(self, store: Store, config: Config, notify: Notify, clock: Clock,
-                 egress: dict[str, str]) -> None:
+    def __init__(
+        self, store: Store, config: Config, notify: Notify, clock: Clock, egress: dict[str, str]
+    ) -> None:
         self._store = store
         self.config = config
         self._notify = notify
@@ -68,8 +69,9 @@ class Service:
         self.gates: Sequence[LinkGate] = ()  # the outbox's egress links (gateway.deliver.links)
         self._downtime = health.Downtime()
 
-    def add(self, name: str, state: Callable[[], str],
-            detail: Callable[[], str] | None = None) -> None:
+    def add(
+        self, name: str, state: Callable[[], str], detail: Callable[[], str] | None = None
+    ) -> None:
         """A component whose state readiness and health depend on (`detail`: what is
         wrong, shown with a degraded state)."""
         self._states[name] = state
@@ -122,8 +124,7 @@ class Service:
                 await asyncio.sleep(interval_s)
 
     # -- reload ---------------------------------------------------------------------------
-    async def serve_reloads(self, wanted: asyncio.Event, load: Loader | None,
-                            apply: Apply) -> None:
+    async def serve_reloads(self, wanted: asyncio.Event, load: Loader | None, apply: Apply) -> None:
         """Reload each time `wanted` is set (requests made meanwhile merge), until cancelled."""
         while True:
             await wanted.wait()
@@ -143,13 +144,14 @@ class Service:
             self._notify.ready(self._last_status)
             return False
         restart = sorted(
-            key for key, value in config.model_dump().items()
-            if key not in LIVE_SECTIONS and value != self.config.model_dump().get(key))
+            key
+            for key, value in config.model_dump().items()
+            if key not in LIVE_SECTIONS and value != self.config.model_dump().get(key)
+        )
         apply(config, rulebook)
         if config.log != self.config.log:
             logs.configure(config.log.level, config.log.format)
-        self.config = self.config.model_copy(update={k: getattr(config, k)
-                                                     for k in LIVE_SECTIONS})
+        self.config = self.config.model_copy(update={k: getattr(config, k) for k in LIVE_SECTIONS})
         metrics.RELOADS.inc(result="ok")
         log.info("gateway.reloaded", rules=len(rulebook.rules), needs_restart=restart)
         self._notify.ready(self._last_status)
@@ -166,16 +168,29 @@ class Service:
         except asyncio.CancelledError:
             raise
         except Exception:  # a database server that does not answer: say so, with the rest
-            report = health.report(states, {}, QueueStats(0, 0, None, {}, 0), self._clock(),
-                                   self.config.http.outbox_stuck_s, down_for=down,
-                                   grace_s=self.config.health.down_grace_s, details=details)
+            report = health.report(
+                states,
+                {},
+                QueueStats(0, 0, None, {}, 0),
+                self._clock(),
+                self.config.http.outbox_stuck_s,
+                down_for=down,
+                grace_s=self.config.health.down_grace_s,
+                details=details,
+            )
             report["healthy"] = False
             report["problems"].append("store: unreachable")
             return report
-        report = health.report(states, health.egress_states(stats, self._egress, self.links()),
-                               stats, self._clock(), self.config.http.outbox_stuck_s,
-                               down_for=down, grace_s=self.config.health.down_grace_s,
-                               details=details)
+        report = health.report(
+            states,
+            health.egress_states(stats, self._egress, self.links()),
+            stats,
+            self._clock(),
+            self.config.http.outbox_stuck_s,
+            down_for=down,
+            grace_s=self.config.health.down_grace_s,
+            details=details,
+        )
         # Which daemon this is: `status` compares it with the state it was pointed at, so it
         # never describes another daemon that happens to answer on the same address.
         report["instance"] = await self._store.kv_get(INSTANCE_KEY)
@@ -184,4 +199,3 @@ class Service:
     async def metrics_text(self) -> str:
         """Counters and the report's gauges in the Prometheus text format."""
         return metrics.render(health.gauges(await self.report()))
-

@@ -87,7 +87,8 @@ class InboxWorker:
         # token is planned as a canary only, never as a report. Pure and thread-safe.
         self.canary: Callable[[InboxRow], Plan | None] | None = None
         self._webhooks = webhooks or WebhookSettings(
-            AlertSettings(settings.sender, settings.pager_source, settings.chat))
+            AlertSettings(settings.sender, settings.pager_source, settings.chat)
+        )
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
         """Use `rulebook` from the next batch on (a batch never mixes two rulebooks)."""
@@ -114,9 +115,16 @@ class InboxWorker:
     async def run(self) -> None:
         """Process until stopped; a store failure backs off and tries again."""
         await self.sandbox.start()
-        await rounds(self._round, wake=self._wake, stopping=lambda: self._stopping,
-                     failed="inbox.process_failed", retry_s=self._retry_delay_s,
-                     retry_on_wake=False, before=self._let_intake_finish, logger=log)
+        await rounds(
+            self._round,
+            wake=self._wake,
+            stopping=lambda: self._stopping,
+            failed="inbox.process_failed",
+            retry_s=self._retry_delay_s,
+            retry_on_wake=False,
+            before=self._let_intake_finish,
+            logger=log,
+        )
 
     async def _round(self) -> float | None:
         # Another batch at once while there was work; else sleep until woken, or until the
@@ -156,34 +164,39 @@ class InboxWorker:
         # and outside the store's transaction.
         mail_rows = [r for r in rows if r.channel is Channel.EMAIL]
         prepared = await self.sandbox.prepare_all(
-            [MailJob(r.raw, r.mail_from, r.mailbox or Mailbox.SUPPORT) for r in mail_rows], now)
+            [MailJob(r.raw, r.mail_from, r.mailbox or Mailbox.SUPPORT) for r in mail_rows], now
+        )
         ready = dict(zip((r.id for r in mail_rows), prepared, strict=True))
         batch = await asyncio.to_thread(self._prepare_all, rows, ready, now)
         plans = await self._store.process(batch, now)
         for row, plan in zip(rows, plans, strict=True):
             if plan.held:  # nobody hears of it otherwise without Matrix: a warning
-                log.warning("inbox.held", inbox_id=row.id, client=row.client,
-                            outcome=plan.outcome)
+                log.warning("inbox.held", inbox_id=row.id, client=row.client, outcome=plan.outcome)
                 continue
             failed = plan.kind() is Outcome.PLANNING_FAILED
             event = "inbox.plan_failed" if failed else "inbox.processed"
             (log.error if event == "inbox.plan_failed" else log.info)(
-                event, inbox_id=row.id, channel=row.channel, outcome=plan.outcome)
+                event, inbox_id=row.id, channel=row.channel, outcome=plan.outcome
+            )
         metrics.triaged(plans)
         metrics.pages_planned(zip((row.received_at for row in rows), plans, strict=True))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         self._on_planned(plans)
         return len(rows)
 
-    def _prepare_all(self, rows: list[InboxRow], ready: dict[int, Prepared],
-                     now: datetime) -> list[Work]:
+    def _prepare_all(
+        self, rows: list[InboxRow], ready: dict[int, Prepared], now: datetime
+    ) -> list[Work]:
         return [self._prepare(row, ready.get(row.id), now) for row in rows]
 
     def _prepare(self, row: InboxRow, prepared: Prepared | None, now: datetime) -> Work:
         fallback = partial(_unreadable, row, now)
         # Emergency mail whose planning fails still reaches a person (gateway.plan.unreadable).
-        rescue = None if prepared is None or row.mailbox is not Mailbox.EMERGENCY else (
-            partial(self._rescue, row, now))
+        rescue = (
+            None
+            if prepared is None or row.mailbox is not Mailbox.EMERGENCY
+            else (partial(self._rescue, row, now))
+        )
         try:
             canary = None if self.canary is None or prepared is None else self.canary(row)
             if canary is not None:
@@ -195,8 +208,9 @@ class InboxWorker:
             else:
                 work = self._prepare_mail(row, prepared, now, fallback)
             # Tickets, security contacts and the status page hear of what the plan records.
-            return replace(work, make_plan=partial(_mirrored, work.make_plan, self._mirror, now),
-                           rescue=rescue)
+            return replace(
+                work, make_plan=partial(_mirrored, work.make_plan, self._mirror, now), rescue=rescue
+            )
         except Exception as exc:  # a bug must not lose the message: a ticket for a human
             log.exception("inbox.prepare_failed", inbox_id=row.id)
             problem = f"processing failed: {type(exc).__name__}"
@@ -204,38 +218,58 @@ class InboxWorker:
             return Work(row.id, None, make_plan, fallback)
 
     def _rescue(self, row: InboxRow, now: datetime, problem: str, ctx: PlanContext) -> Plan:
-        return _mirrored(partial(self._plan_unreadable, row, now, problem), self._mirror, now,
-                         ctx)
+        return _mirrored(partial(self._plan_unreadable, row, now, problem), self._mirror, now, ctx)
 
-    def _plan_unreadable(self, row: InboxRow, now: datetime, problem: str,
-                         ctx: PlanContext) -> Plan:
+    def _plan_unreadable(
+        self, row: InboxRow, now: datetime, problem: str, ctx: PlanContext
+    ) -> Plan:
         sender, verdict = judge_unreadable(row.raw, row.mail_from, self._settings)
-        return plan_unreadable_emergency(row, problem, self.rulebook, self._settings, now,
-                                         sender, verdict, ctx)
+        return plan_unreadable_emergency(
+            row, problem, self.rulebook, self._settings, now, sender, verdict, ctx
+        )
 
-    def _prepare_mail(self, row: InboxRow, prepared: Prepared, now: datetime,
-                      fallback: Callable[[str], Plan]) -> Work:
+    def _prepare_mail(
+        self, row: InboxRow, prepared: Prepared, now: datetime, fallback: Callable[[str], Plan]
+    ) -> Work:
         mail, decision = prepared.mail, prepared.decision
         if mail is None or decision is None:
             if prepared.bug is not None:
                 log.error("inbox.prepare_failed", inbox_id=row.id, traceback=prepared.bug)
             problem = prepared.problem or "unparseable"
             if row.mailbox is Mailbox.EMERGENCY:  # fails towards a person (gateway.plan.unreadable)
-                return Work(row.id, None, partial(self._plan_unreadable, row, now, problem),
-                            fallback)
+                return Work(
+                    row.id, None, partial(self._plan_unreadable, row, now, problem), fallback
+                )
             return Work(row.id, None, _fixed(fallback(problem)), fallback)
         verdict = judge_email(row.raw, mail.from_addr, self._settings.trust)
         keys = mail_thread_keys(mail, self._settings, verdict)
-        return Work(row.id, keys, partial(self._plan_mail, row, mail, decision, verdict, now),
-                    fallback)
+        return Work(
+            row.id, keys, partial(self._plan_mail, row, mail, decision, verdict, now), fallback
+        )
 
-    def _plan_mail(self, row: InboxRow, mail: ParsedMail, decision: TriageDecision,
-                   verdict: Verdict, now: datetime, ctx: PlanContext) -> Plan:
-        return plan_email(row, mail, ctx.thread, ctx.next_id, self.rulebook, self._settings,
-                          now, decision, verdict=verdict, context=ctx)
+    def _plan_mail(
+        self,
+        row: InboxRow,
+        mail: ParsedMail,
+        decision: TriageDecision,
+        verdict: Verdict,
+        now: datetime,
+        ctx: PlanContext,
+    ) -> Plan:
+        return plan_email(
+            row,
+            mail,
+            ctx.thread,
+            ctx.next_id,
+            self.rulebook,
+            self._settings,
+            now,
+            decision,
+            verdict=verdict,
+            context=ctx,
+        )
 
-    def _prepare_chat(self, row: InboxRow, now: datetime,
-                      fallback: Callable[[str], Plan]) -> Work:
+    def _prepare_chat(self, row: InboxRow, now: datetime, fallback: Callable[[str], Plan]) -> Work:
         chat = self._settings.chat
         msg = parse_chat(row.raw)
         if msg is None or chat is None:
@@ -245,31 +279,55 @@ class InboxWorker:
             return _ignored(row, why, fallback)
         # Alarm rooms (gateway.plan.alarm_rooms) take commands, like the incidents room.
         commands = msg.room_id == chat.incidents_room or (
-            msg.room_id in self._webhooks.alerts.alarms.rooms())
+            msg.room_id in self._webhooks.alerts.alarms.rooms()
+        )
         if not commands and msg.room_id not in chat.report_rooms:
             return _ignored(row, "a room that takes no reports nor commands", fallback)
         if not commands:
-            return Work(row.id, ThreadKeys(msg.thread_keys()),
-                        partial(self._plan_report, msg, chat, now), fallback)
+            return Work(
+                row.id,
+                ThreadKeys(msg.thread_keys()),
+                partial(self._plan_report, msg, chat, now),
+                fallback,
+            )
         command = parse_command(msg.body)
         if command is None:
             return _ignored(row, "conversation", fallback)
-        env = CommandEnv(chat, self.rulebook, self._settings.sender,
-                         self._settings.pager_source, f"c{row.id}", now)
+        env = CommandEnv(
+            chat,
+            self.rulebook,
+            self._settings.sender,
+            self._settings.pager_source,
+            f"c{row.id}",
+            now,
+        )
         keys = ThreadKeys(msg.thread_keys(), incident_id=command.ref)
         return Work(row.id, keys, command_planner(msg, command, env, self._mirror), fallback)
 
-    def _plan_report(self, msg: ChatMessage, chat: ChatSettings, now: datetime,
-                     ctx: PlanContext) -> Plan:
+    def _plan_report(
+        self, msg: ChatMessage, chat: ChatSettings, now: datetime, ctx: PlanContext
+    ) -> Plan:
         known = known_outage_in_chat(msg, ctx, self.rulebook, chat, self._settings.trust, now)
         if known is not None:  # monitoring found it first (gateway.plan.alert_join)
             return known
-        return plan_report_room(msg, ctx.thread, ctx.next_id, self.rulebook, chat,
-                                self._settings.pager_source, now, self._settings.trust)
+        return plan_report_room(
+            msg,
+            ctx.thread,
+            ctx.next_id,
+            self.rulebook,
+            chat,
+            self._settings.pager_source,
+            now,
+            self._settings.trust,
+        )
 
 
-def _mirrored(make_plan: Callable[[PlanContext], Plan], settings: MirrorSettings,
-              now: datetime, ctx: PlanContext) -> Plan:
+def _mirrored(
+    make_plan: Callable[[PlanContext], Plan],
+    settings: MirrorSettings,
+    now: datetime,
+    ctx: PlanContext,
+) -> Plan:
     return mirror.extend(make_plan(ctx), ctx, settings, now)
 
 

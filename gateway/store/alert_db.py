@@ -14,6 +14,11 @@ LIMIT = 200  # an outage has one alert incident per group; the newest are the on
 
 def open_alert_ids(conn: sqlite3.Connection, limit: int = LIMIT) -> list[int]:
     """Ids of unresolved, unmerged incidents flagged as alerts, newest first."""
-    return [int(row[0]) for row in conn.execute(
-        "SELECT id FROM incidents WHERE status != 'resolved' AND merged_into IS NULL"
-        " AND flags LIKE '%\"alert\"%' ORDER BY id DESC LIMIT ?", (limit,))]
+    return [
+        int(row[0])
+        for row in conn.execute(
+            "SELECT id FROM incidents WHERE status != 'resolved' AND merged_into IS NULL"
+            " AND flags LIKE '%\"alert\"%' ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+    ]

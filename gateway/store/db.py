@@ -48,5 +48,8 @@ def kv_get(conn: sqlite3.Connection, key: str) -> str | None:
 def kv_set(conn: sqlite3.Connection, key: str, value: str) -> None:
     """Persist a small value, durably."""
     with transaction(conn):
-        conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
-                     " SET value = excluded.value", (key, value))
+        conn.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
+            " SET value = excluded.value",
+            (key, value),
+        )

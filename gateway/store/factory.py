@@ -17,5 +17,11 @@ def make_store(config: Config) -> Store:
     from gateway.store.postgres.store import PostgresStore, node_name  # noqa: PLC0415
 
     password = config.read_secret(pg.password) if pg.password is not None else None
-    return PostgresStore(pg.dsn, password, node=node_name(pg.node), pool_size=pg.pool_size,
-                         connect_timeout_s=pg.connect_timeout_s, claim_s=pg.claim_s)
+    return PostgresStore(
+        pg.dsn,
+        password,
+        node=node_name(pg.node),
+        pool_size=pg.pool_size,
+        connect_timeout_s=pg.connect_timeout_s,
+        claim_s=pg.claim_s,
+    )

@@ -32,17 +32,25 @@ def held_rows(conn: sqlite3.Connection, limit: int = 1000) -> list[HeldRow]:
     """The held messages, oldest first (at most `limit`)."""
     rows = conn.execute(
         "SELECT id, received_at, mailbox, mail_from, client, outcome, raw FROM inbox"
-        " WHERE state = 'held' ORDER BY id LIMIT ?", (limit,)).fetchall()
-    return [HeldRow(int(r[0]), r[1], r[2], r[3], r[4],
-                    str(r[5] or "").removeprefix("held: "), bytes(r[6])) for r in rows]
+        " WHERE state = 'held' ORDER BY id LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [
+        HeldRow(
+            int(r[0]), r[1], r[2], r[3], r[4], str(r[5] or "").removeprefix("held: "), bytes(r[6])
+        )
+        for r in rows
+    ]
 
 
 def release(conn: sqlite3.Connection, inbox_id: int, now: datetime) -> str | None:
     """Send a held message back to be processed, without the limits. Returns None when
     released, else its state (or "unknown") to explain why nothing changed."""
     with transaction(conn):
-        cur = conn.execute("UPDATE inbox SET state = 'pending', released_at = ?"
-                           " WHERE id = ? AND state = 'held'", (ts(now), inbox_id))
+        cur = conn.execute(
+            "UPDATE inbox SET state = 'pending', released_at = ? WHERE id = ? AND state = 'held'",
+            (ts(now), inbox_id),
+        )
         if cur.rowcount:
             return None
         row = conn.execute("SELECT state FROM inbox WHERE id = ?", (inbox_id,)).fetchone()

@@ -41,8 +41,16 @@ def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> lis
             cur = conn.execute(
                 "INSERT OR IGNORE INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
                 " dedup_key, raw, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (ts(m.received_at), m.channel, m.mailbox, m.mail_from,
-                 dumps(list(m.rcpt_to)), m.dedup_key, m.raw, m.client),
+                (
+                    ts(m.received_at),
+                    m.channel,
+                    m.mailbox,
+                    m.mail_from,
+                    dumps(list(m.rcpt_to)),
+                    m.dedup_key,
+                    m.raw,
+                    m.client,
+                ),
             )
             if cur.rowcount:
                 results.append(Accepted(int(cur.lastrowid or 0), duplicate=False))
@@ -54,15 +62,17 @@ def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> lis
     return results
 
 
-def pending_inbox(conn: sqlite3.Connection, limit: int,
-                  max_bytes: int | None = None) -> list[InboxRow]:
+def pending_inbox(
+    conn: sqlite3.Connection, limit: int, max_bytes: int | None = None
+) -> list[InboxRow]:
     """The oldest messages not yet processed: at most `limit`, and with `max_bytes` only as
     many as fit in that many bytes of raw content (always at least one). The sizes are read
     first (length() of a blob does not load it), so a queue of large mail is never all in
     memory at once."""
     if max_bytes is not None:
-        sizes = conn.execute("SELECT length(raw) FROM inbox WHERE state = 'pending'"
-                             " ORDER BY id LIMIT ?", (limit,)).fetchall()
+        sizes = conn.execute(
+            "SELECT length(raw) FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?", (limit,)
+        ).fetchall()
         total, fits = 0, 0
         for (size,) in sizes:
             total += size or 0
@@ -76,9 +86,17 @@ def pending_inbox(conn: sqlite3.Connection, limit: int,
         (limit,),
     ).fetchall()
     return [
-        InboxRow(r[0], Channel(r[1]), Mailbox(r[2]) if r[2] else None, r[3],
-                 tuple(json.loads(r[4])), datetime.fromisoformat(r[5]), bytes(r[6]), r[7],
-                 released=r[8] is not None)
+        InboxRow(
+            r[0],
+            Channel(r[1]),
+            Mailbox(r[2]) if r[2] else None,
+            r[3],
+            tuple(json.loads(r[4])),
+            datetime.fromisoformat(r[5]),
+            bytes(r[6]),
+            r[7],
+            released=r[8] is not None,
+        )
         for r in rows
     ]
 
@@ -105,8 +123,7 @@ def _fall_back(conn: sqlite3.Connection, work: Work, problem: str, now: datetime
     if work.rescue is not None:
         rescue = work.rescue
         try:
-            return _process_one(conn, work.inbox_id, None, lambda ctx: rescue(problem, ctx),
-                                now)
+            return _process_one(conn, work.inbox_id, None, lambda ctx: rescue(problem, ctx), now)
         except Exception:  # the rescue failed as well: the plain fallback, which cannot
             conn.execute("ROLLBACK TO message")
     return _process_one(conn, work.inbox_id, None, _fixed(work.fallback(problem)), now)

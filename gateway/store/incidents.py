@@ -25,9 +25,10 @@ from gateway.domain import (
 from gateway.store.db import from_ts, ts
 from rules.types import Mailbox, Period, Priority
 
-_COLUMNS = ("id, title, priority, status, mailbox, created_at, rule, reasons, period, respond_by,"
-            " next_update_by, flags, lead, comms, chat_root, merged_into")
-
+_COLUMNS = (
+    "id, title, priority, status, mailbox, created_at, rule, reasons, period, respond_by,"
+    " next_update_by, flags, lead, comms, chat_root, merged_into"
+)
 
 
 def apply_plan(conn: sqlite3.Connection, plan: Plan, now: datetime) -> int | None:
@@ -43,9 +44,19 @@ def apply_plan(conn: sqlite3.Connection, plan: Plan, now: datetime) -> int | Non
             "INSERT INTO incidents (title, priority, status, mailbox, created_at, updated_at, rule,"
             " reasons, period, respond_by, next_update_by, flags)"
             " VALUES (?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (n.title, n.priority, n.mailbox, ts(now), ts(now), n.rule, dumps(list(n.reasons)),
-             n.period, n.respond_by and ts(n.respond_by),
-             n.next_update_by and ts(n.next_update_by), dumps(list(n.flags))),
+            (
+                n.title,
+                n.priority,
+                n.mailbox,
+                ts(now),
+                ts(now),
+                n.rule,
+                dumps(list(n.reasons)),
+                n.period,
+                n.respond_by and ts(n.respond_by),
+                n.next_update_by and ts(n.next_update_by),
+                dumps(list(n.flags)),
+            ),
         )
         incident_id = int(cur.lastrowid or 0)
     for spec in plan.outbox:
@@ -63,15 +74,21 @@ def apply_plan(conn: sqlite3.Connection, plan: Plan, now: datetime) -> int | Non
         )
     _update_incident(conn, incident_id, plan.changes, now)
     if plan.merge_source is not None:
-        conn.execute("UPDATE incidents SET merged_into = ?, updated_at = ? WHERE id = ?",
-                     (incident_id, ts(now), plan.merge_source))
+        conn.execute(
+            "UPDATE incidents SET merged_into = ?, updated_at = ? WHERE id = ?",
+            (incident_id, ts(now), plan.merge_source),
+        )
     reporter_id = _add_reporter(conn, incident_id, plan.reporter, now)
     for key in plan.message_ids:
         conn.execute(
             "INSERT OR IGNORE INTO thread_keys (key, incident_id, reporter_id, direction)"
             " VALUES (?, ?, ?, ?)",
-            (key, incident_id, reporter_id,
-             "in" if plan.reporter and key in plan.reporter.message_ids else "out"),
+            (
+                key,
+                incident_id,
+                reporter_id,
+                "in" if plan.reporter and key in plan.reporter.message_ids else "out",
+            ),
         )
     for event in plan.timeline:
         add_timeline(conn, incident_id, event)
@@ -88,8 +105,10 @@ def _update_incident(
         return
     values = [ts(v) if isinstance(v, datetime) else v for v in changes.values()]
     assignments = ", ".join(f"{name} = ?" for name in changes)  # names checked above
-    conn.execute(f"UPDATE incidents SET {assignments}, updated_at = ? WHERE id = ?",  # noqa: S608
-                 (*values, ts(now), incident_id))
+    conn.execute(
+        f"UPDATE incidents SET {assignments}, updated_at = ? WHERE id = ?",  # noqa: S608
+        (*values, ts(now), incident_id),
+    )
 
 
 def _add_reporter(
@@ -100,8 +119,14 @@ def _add_reporter(
     conn.execute(
         "INSERT OR IGNORE INTO reporters (incident_id, channel, address, created_at, room_id,"
         " thread_root) VALUES (?, ?, ?, ?, ?, ?)",
-        (incident_id, reporter.channel, reporter.address, ts(now), reporter.room_id,
-         reporter.thread_root),
+        (
+            incident_id,
+            reporter.channel,
+            reporter.address,
+            ts(now),
+            reporter.room_id,
+            reporter.thread_root,
+        ),
     )
     (rid,) = conn.execute(
         "SELECT id FROM reporters WHERE incident_id = ? AND channel = ? AND address = ?",
@@ -140,10 +165,14 @@ def _incident(conn: sqlite3.Connection, row: Sequence[Any], with_timeline: bool)
         " OR incident_id IN (SELECT id FROM incidents WHERE merged_into = ?) ORDER BY id",
         (iid, iid),
     ):
-        keys = tuple(k for (k,) in conn.execute(
-            "SELECT key FROM thread_keys WHERE reporter_id = ? AND direction = 'in' ORDER BY rowid",
-            (rid,),
-        ))
+        keys = tuple(
+            k
+            for (k,) in conn.execute(
+                "SELECT key FROM thread_keys WHERE reporter_id = ? AND direction = 'in'"
+                " ORDER BY rowid",
+                (rid,),
+            )
+        )
         reporters.append(Reporter(Channel(channel), address, keys, room_id, thread_root))
     timeline: list[TimelineEvent] = []
     if with_timeline:
@@ -151,7 +180,8 @@ def _incident(conn: sqlite3.Connection, row: Sequence[Any], with_timeline: bool)
             TimelineEvent(datetime.fromisoformat(at), kind, actor, text, json.loads(data))
             for at, kind, actor, text, data in conn.execute(
                 "SELECT at, kind, actor, text, data FROM timeline WHERE incident_id = ?"
-                " ORDER BY id", (iid,),
+                " ORDER BY id",
+                (iid,),
             )
         ]
     (pages,) = conn.execute(
@@ -160,17 +190,34 @@ def _incident(conn: sqlite3.Connection, row: Sequence[Any], with_timeline: bool)
     return _incident_of(row, tuple(reporters), tuple(timeline), int(pages))
 
 
-def _incident_of(row: Sequence[Any], reporters: tuple[Reporter, ...],
-                 timeline: tuple[TimelineEvent, ...], pages: int) -> Incident:
+def _incident_of(
+    row: Sequence[Any],
+    reporters: tuple[Reporter, ...],
+    timeline: tuple[TimelineEvent, ...],
+    pages: int,
+) -> Incident:
     iid = int(row[0])
     return Incident(
-        id=iid, ref=incident_ref(iid), title=row[1], priority=Priority(row[2]),
-        status=Status(row[3]), mailbox=Mailbox(row[4]),
-        created_at=datetime.fromisoformat(row[5]), rule=row[6],
-        reasons=tuple(json.loads(row[7])), period=Period(row[8]) if row[8] else None,
-        respond_by=from_ts(row[9]), next_update_by=from_ts(row[10]), reporters=reporters,
-        timeline=timeline, pages_sent=pages, flags=tuple(json.loads(row[11])),
-        lead=row[12], comms=row[13], chat_root=row[14], merged_into=row[15],
+        id=iid,
+        ref=incident_ref(iid),
+        title=row[1],
+        priority=Priority(row[2]),
+        status=Status(row[3]),
+        mailbox=Mailbox(row[4]),
+        created_at=datetime.fromisoformat(row[5]),
+        rule=row[6],
+        reasons=tuple(json.loads(row[7])),
+        period=Period(row[8]) if row[8] else None,
+        respond_by=from_ts(row[9]),
+        next_update_by=from_ts(row[10]),
+        reporters=reporters,
+        timeline=timeline,
+        pages_sent=pages,
+        flags=tuple(json.loads(row[11])),
+        lead=row[12],
+        comms=row[13],
+        chat_root=row[14],
+        merged_into=row[15],
     )
 
 
@@ -182,15 +229,14 @@ def list_incidents(conn: sqlite3.Connection, *, open_only: bool = False) -> list
     return [_incident(conn, row, with_timeline=False) for row in rows]
 
 
-
 # Reporters of open incidents: a reporter follows its incident, or the one it was merged into.
 _OPEN_REPORTERS = (
     "SELECT r.id, r.channel, r.address, r.room_id, r.thread_root,"
     " COALESCE(i.merged_into, i.id) AS owner"
     " FROM reporters r JOIN incidents i ON i.id = r.incident_id"
     " WHERE COALESCE(i.merged_into, i.id) IN (SELECT id FROM incidents"
-    " WHERE status != 'resolved' AND merged_into IS NULL)")
-
+    " WHERE status != 'resolved' AND merged_into IS NULL)"
+)
 
 
 def open_incidents(conn: sqlite3.Connection) -> list[Incident]:
@@ -198,39 +244,50 @@ def open_incidents(conn: sqlite3.Connection) -> list[Incident]:
     instead of three per incident (the SLA scheduler reads every open incident each round)."""
     keys: dict[int, list[str]] = {}
     for rid, key in conn.execute(
-            "SELECT reporter_id, key FROM thread_keys WHERE direction = 'in'"  # noqa: S608
-            " AND reporter_id IN (SELECT id FROM (" + _OPEN_REPORTERS + ")) ORDER BY rowid"):
+        "SELECT reporter_id, key FROM thread_keys WHERE direction = 'in'"  # noqa: S608
+        " AND reporter_id IN (SELECT id FROM (" + _OPEN_REPORTERS + ")) ORDER BY rowid"
+    ):
         keys.setdefault(rid, []).append(key)
     reporters: dict[int, list[Reporter]] = {}
     for rid, channel, address, room_id, thread_root, owner in conn.execute(
-            _OPEN_REPORTERS + " ORDER BY r.id"):
+        _OPEN_REPORTERS + " ORDER BY r.id"
+    ):
         reporters.setdefault(owner, []).append(
-            Reporter(Channel(channel), address, tuple(keys.get(rid, ())), room_id, thread_root))
-    pages = dict(conn.execute(
-        "SELECT incident_id, COUNT(*) FROM pages WHERE action = 'trigger' GROUP BY incident_id"
-    ).fetchall())
+            Reporter(Channel(channel), address, tuple(keys.get(rid, ())), room_id, thread_root)
+        )
+    pages = dict(
+        conn.execute(
+            "SELECT incident_id, COUNT(*) FROM pages WHERE action = 'trigger' GROUP BY incident_id"
+        ).fetchall()
+    )
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM incidents"  # noqa: S608  (constant columns)
-        " WHERE status != 'resolved' AND merged_into IS NULL ORDER BY id DESC").fetchall()
-    return [_incident_of(row, tuple(reporters.get(row[0], ())), (), int(pages.get(row[0], 0)))
-            for row in rows]
-
+        " WHERE status != 'resolved' AND merged_into IS NULL ORDER BY id DESC"
+    ).fetchall()
+    return [
+        _incident_of(row, tuple(reporters.get(row[0], ())), (), int(pages.get(row[0], 0)))
+        for row in rows
+    ]
 
 
 RECENT_LIMIT = 50  # a storm joins one incident, so the one it joins is among the newest
 
 
-
-def recent_open_incidents(conn: sqlite3.Connection, mailbox: Mailbox, since: datetime,
-                          title_matches: Callable[[str], bool],
-                          limit: int = RECENT_LIMIT) -> list[Incident]:
+def recent_open_incidents(
+    conn: sqlite3.Connection,
+    mailbox: Mailbox,
+    since: datetime,
+    title_matches: Callable[[str], bool],
+    limit: int = RECENT_LIMIT,
+) -> list[Incident]:
     """The newest open incidents of a mailbox opened since `since` whose title passes
     `title_matches` (for storm joining): bounded, and only those are read in full, so a
     storm of distinct reports does not make each message read every other."""
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM incidents WHERE status != 'resolved' AND merged_into IS NULL"  # noqa: S608
         " AND mailbox = ? AND created_at >= ? ORDER BY id DESC LIMIT ?",
-        (mailbox.value, ts(since), limit)).fetchall()
+        (mailbox.value, ts(since), limit),
+    ).fetchall()
     return [_incident(conn, row, with_timeline=False) for row in rows if title_matches(row[1])]
 
 

@@ -15,26 +15,37 @@ from typing import Any
 from gateway.domain import OutboxEntry, OutboxKind, PageRow, TicketRow
 from gateway.store.db import ts
 
-MIRROR_KINDS = frozenset({OutboxKind.TICKET_UPDATE, OutboxKind.STATUSPAGE_OPEN,
-                          OutboxKind.STATUSPAGE_UPDATE, OutboxKind.STATUSPAGE_RESOLVE})
+MIRROR_KINDS = frozenset(
+    {
+        OutboxKind.TICKET_UPDATE,
+        OutboxKind.STATUSPAGE_OPEN,
+        OutboxKind.STATUSPAGE_UPDATE,
+        OutboxKind.STATUSPAGE_RESOLVE,
+    }
+)
 
 
 def ticket(conn: sqlite3.Connection, incident_id: int) -> TicketRow | None:
     """The incident's ticket, once its creation is recorded."""
-    row = conn.execute("SELECT backend, external_id, link, status FROM tickets"
-                       " WHERE incident_id = ?", (incident_id,)).fetchone()
+    row = conn.execute(
+        "SELECT backend, external_id, link, status FROM tickets WHERE incident_id = ?",
+        (incident_id,),
+    ).fetchone()
     return None if row is None else TicketRow(*row)
 
 
 def statuspage(conn: sqlite3.Connection, incident_id: int) -> PageRow | None:
     """The incident's Statuspage incident, if one was opened."""
-    row = conn.execute("SELECT external_id, link, status FROM statuspage_incidents"
-                       " WHERE incident_id = ?", (incident_id,)).fetchone()
+    row = conn.execute(
+        "SELECT external_id, link, status FROM statuspage_incidents WHERE incident_id = ?",
+        (incident_id,),
+    ).fetchone()
     return None if row is None else PageRow(*row)
 
 
-def record_effect(conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str, Any],
-                  now: datetime) -> None:
+def record_effect(
+    conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str, Any], now: datetime
+) -> None:
     """Record one delivered mirror entry (see MIRROR_KINDS); skipped deliveries change
     nothing."""
     iid = entry.incident_id
@@ -52,9 +63,15 @@ def record_effect(conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str
         conn.execute(
             "INSERT OR IGNORE INTO statuspage_incidents (incident_id, page_id, external_id, link,"
             " status, created_at) VALUES (?, ?, ?, ?, 'open', ?)",
-            (iid, str(result.get("page_id", "")), str(result["external_id"]), result.get("link"),
-             ts(now)),
+            (
+                iid,
+                str(result.get("page_id", "")),
+                str(result["external_id"]),
+                result.get("link"),
+                ts(now),
+            ),
         )
     elif entry.kind is OutboxKind.STATUSPAGE_RESOLVE:
-        conn.execute("UPDATE statuspage_incidents SET status = 'resolved' WHERE incident_id = ?",
-                     (iid,))
+        conn.execute(
+            "UPDATE statuspage_incidents SET status = 'resolved' WHERE incident_id = ?", (iid,)
+        )

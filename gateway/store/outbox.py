@@ -32,8 +32,9 @@ def _not_kinds(skip: Collection[str]) -> tuple[str, tuple[str, ...]]:
     return f" AND kind NOT IN ({', '.join('?' * len(skip))})", tuple(sorted(skip))
 
 
-def due_outbox(conn: sqlite3.Connection, now: datetime, limit: int,
-               skip: Collection[str] = ()) -> list[OutboxEntry]:
+def due_outbox(
+    conn: sqlite3.Connection, now: datetime, limit: int, skip: Collection[str] = ()
+) -> list[OutboxEntry]:
     """Pending entries whose next attempt is due, oldest first (none of the `skip` kinds)."""
     cond, args = _not_kinds(skip)
     rows = conn.execute(
@@ -49,7 +50,8 @@ def next_outbox_due(conn: sqlite3.Connection, skip: Collection[str] = ()) -> dat
     """When the next pending entry (none of the `skip` kinds) is due, if any."""
     cond, args = _not_kinds(skip)
     (value,) = conn.execute(
-        f"SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'{cond}", args  # noqa: S608
+        f"SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'{cond}",  # noqa: S608
+        args,
     ).fetchone()
     return from_ts(value)
 
@@ -69,14 +71,20 @@ def settle_outbox(conn: sqlite3.Connection, attempts: Sequence[Attempt], now: da
                     _record_effect(conn, a.entry, a.result, now)
                     _add_lines(conn, a)
             elif a.parked:
-                conn.execute("UPDATE outbox SET last_error = ? WHERE id = ? AND state = 'pending'",
-                             (a.error[:500], a.entry.id))
+                conn.execute(
+                    "UPDATE outbox SET last_error = ? WHERE id = ? AND state = 'pending'",
+                    (a.error[:500], a.entry.id),
+                )
             else:
                 cur = conn.execute(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = ?,"
                     " next_attempt_at = ?, state = ? WHERE id = ? AND state = 'pending'",
-                    (a.error[:500], ts(a.next_at or now),
-                     OutboxState.DEAD if a.dead else OutboxState.PENDING, a.entry.id),
+                    (
+                        a.error[:500],
+                        ts(a.next_at or now),
+                        OutboxState.DEAD if a.dead else OutboxState.PENDING,
+                        a.entry.id,
+                    ),
                 )
                 if cur.rowcount and a.dead:
                     _record_dead(conn, a, now)
@@ -94,20 +102,27 @@ def _record_dead(conn: sqlite3.Connection, a: Attempt, now: datetime) -> None:
         )
 
 
-def retry_dead(conn: sqlite3.Connection, outbox_id: int, now: datetime,
-               note: Callable[[int, str, datetime], TimelineEvent]) -> str | None:
+def retry_dead(
+    conn: sqlite3.Connection,
+    outbox_id: int,
+    now: datetime,
+    note: Callable[[int, str, datetime], TimelineEvent],
+) -> str | None:
     """Send a dead entry back to pending with a fresh attempt count, due now, and put
     `note(outbox_id, kind, now)` on its incident's timeline. Returns None when done, else
     the entry's state (or "unknown") to explain why nothing changed."""
     with transaction(conn):
-        row = conn.execute("SELECT state, incident_id, kind FROM outbox WHERE id = ?",
-                           (outbox_id,)).fetchone()
+        row = conn.execute(
+            "SELECT state, incident_id, kind FROM outbox WHERE id = ?", (outbox_id,)
+        ).fetchone()
         if row is None:
             return "unknown"
         if row[0] != OutboxState.DEAD:
             return str(row[0])
-        conn.execute("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?"
-                     " WHERE id = ?", (ts(now), outbox_id))
+        conn.execute(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ? WHERE id = ?",
+            (ts(now), outbox_id),
+        )
         if row[1] is not None:
             add_timeline(conn, int(row[1]), note(outbox_id, str(row[2]), now))
     return None
@@ -130,25 +145,43 @@ def _record_effect(
         conn.execute(
             "INSERT OR IGNORE INTO tickets (incident_id, backend, external_id, link, title, status,"
             " body, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
-            (iid, result.get("backend", "builtin"), str(result.get("external_id", "")),
-             result.get("link"), p["title"], p["body"], ts(now)),
+            (
+                iid,
+                result.get("backend", "builtin"),
+                str(result.get("external_id", "")),
+                result.get("link"),
+                p["title"],
+                p["body"],
+                ts(now),
+            ),
         )
     elif entry.kind in (OutboxKind.PAGE_ACKNOWLEDGE, OutboxKind.PAGE_RESOLVE):
         action = "acknowledge" if entry.kind is OutboxKind.PAGE_ACKNOWLEDGE else "resolve"
         conn.execute(
             "INSERT OR IGNORE INTO pages (incident_id, outbox_id, provider, action, dedup_key, at,"
             " response) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (iid, entry.id, result.get("provider", "?"), action, p["dedup_key"], ts(now),
-             dumps(result)),
+            (
+                iid,
+                entry.id,
+                result.get("provider", "?"),
+                action,
+                p["dedup_key"],
+                ts(now),
+                dumps(result),
+            ),
         )
     elif entry.kind is OutboxKind.CHAT_ANNOUNCE:
         event_id = str(result["event_id"])
         conn.execute("UPDATE incidents SET chat_root = ? WHERE id = ?", (event_id, iid))
-        conn.execute("INSERT OR IGNORE INTO thread_keys (key, incident_id, direction)"
-                     " VALUES (?, ?, 'out')", (chat_key(event_id), iid))
+        conn.execute(
+            "INSERT OR IGNORE INTO thread_keys (key, incident_id, direction) VALUES (?, ?, 'out')",
+            (chat_key(event_id), iid),
+        )
     elif entry.kind is OutboxKind.CHAT_ALARM and p.get("root"):  # gateway.plan.alarm_rooms
-        conn.execute("INSERT OR IGNORE INTO thread_keys (key, incident_id, direction)"
-                     " VALUES (?, ?, 'out')", (chat_key(str(result["event_id"])), iid))
+        conn.execute(
+            "INSERT OR IGNORE INTO thread_keys (key, incident_id, direction) VALUES (?, ?, 'out')",
+            (chat_key(str(result["event_id"])), iid),
+        )
     elif entry.kind in mirror_db.MIRROR_KINDS:
         mirror_db.record_effect(conn, entry, result, now)
 
@@ -162,13 +195,23 @@ def _add_lines(conn: sqlite3.Connection, a: Attempt) -> None:
 
 def outbox_rows(conn: sqlite3.Connection, state: str | None = None) -> list[dict[str, Any]]:
     """Outbox entries for operators (no payload bodies)."""
-    sql = ("SELECT id, kind, incident_id, state, attempts, next_attempt_at, last_error, created_at"
-           " FROM outbox")
+    sql = (
+        "SELECT id, kind, incident_id, state, attempts, next_attempt_at, last_error, created_at"
+        " FROM outbox"
+    )
     args: tuple[Any, ...] = ()
     if state:
         sql, args = sql + " WHERE state = ?", (state,)
-    cols = ("id", "kind", "incident_id", "state", "attempts", "next_attempt_at", "last_error",
-            "created_at")
+    cols = (
+        "id",
+        "kind",
+        "incident_id",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "created_at",
+    )
     return [dict(zip(cols, r, strict=True)) for r in conn.execute(sql + " ORDER BY id", args)]
 
 
@@ -176,10 +219,14 @@ def queue_stats(conn: sqlite3.Connection) -> QueueStats:
     """Read-only counts (the pending ones use the partial indexes on state = 'pending')."""
     (inbox,) = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'pending'").fetchone()
     pending, oldest = conn.execute(
-        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'").fetchone()
-    retrying = dict(conn.execute(
-        "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0"
-        " GROUP BY kind").fetchall())
+        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'"
+    ).fetchone()
+    retrying = dict(
+        conn.execute(
+            "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0"
+            " GROUP BY kind"
+        ).fetchall()
+    )
     (dead,) = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
     (held,) = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'held'").fetchone()
     return QueueStats(int(inbox), int(pending), from_ts(oldest), retrying, int(dead), int(held))

@@ -19,8 +19,9 @@ from gateway.store.db import transaction, ts
 from gateway.store.incidents import apply_plan, open_incidents
 
 
-def fire_due(conn: sqlite3.Connection, plan: Planner, wake: Waker, now: datetime
-             ) -> tuple[list[Due], datetime | None]:
+def fire_due(
+    conn: sqlite3.Connection, plan: Planner, wake: Waker, now: datetime
+) -> tuple[list[Due], datetime | None]:
     """Fire what is due in one transaction; returns what fired and when to look again."""
     fired = []
     with transaction(conn):
@@ -55,7 +56,10 @@ def read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 def fired_for(conn: sqlite3.Connection, incident_id: int) -> list[tuple[str, datetime, datetime]]:
     """(kind, due_at, fired_at) of every item fired for an incident, in firing order."""
-    return [(kind, datetime.fromisoformat(due), datetime.fromisoformat(at))
-            for kind, due, at in conn.execute(
-                "SELECT kind, due_at, fired_at FROM reminders WHERE incident_id = ? ORDER BY id",
-                (incident_id,))]
+    return [
+        (kind, datetime.fromisoformat(due), datetime.fromisoformat(at))
+        for kind, due, at in conn.execute(
+            "SELECT kind, due_at, fired_at FROM reminders WHERE incident_id = ? ORDER BY id",
+            (incident_id,),
+        )
+    ]

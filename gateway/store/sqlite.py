@@ -138,8 +138,7 @@ class SqliteStore:
                 fut.set_result(result)
 
     # -- pipeline ---------------------------------------------------------------------------
-    async def pending_inbox(self, limit: int = 64,
-                            max_bytes: int | None = None) -> list[InboxRow]:
+    async def pending_inbox(self, limit: int = 64, max_bytes: int | None = None) -> list[InboxRow]:
         """Accepted messages waiting to be processed, oldest first (at most `max_bytes` of
         raw content, but at least one message)."""
         return await self._call(inbox.pending_inbox, limit, max_bytes)
@@ -149,8 +148,9 @@ class SqliteStore:
         return await self._call(inbox.process, batch, now)
 
     # -- outbox -----------------------------------------------------------------------------
-    async def due_outbox(self, now: datetime, limit: int,
-                         skip: Collection[str] = ()) -> list[OutboxEntry]:
+    async def due_outbox(
+        self, now: datetime, limit: int, skip: Collection[str] = ()
+    ) -> list[OutboxEntry]:
         """Entries due for an attempt (none of the `skip` kinds)."""
         return await self._call(outbox.due_outbox, now, limit, skip)
 
@@ -163,8 +163,9 @@ class SqliteStore:
         await self._call(outbox.settle_outbox, attempts, now)
 
     # -- SLA scheduler ----------------------------------------------------------------------
-    async def fire_reminders(self, plan: Planner, wake: Waker,
-                             now: datetime) -> tuple[list[Due], datetime | None]:
+    async def fire_reminders(
+        self, plan: Planner, wake: Waker, now: datetime
+    ) -> tuple[list[Due], datetime | None]:
         """Fire due SLA items exactly once each (gateway.store.reminders.fire_due)."""
         return await self._call(reminders.fire_due, plan, wake, now)
 

@@ -21,20 +21,29 @@ GLOBAL_WINDOW_S = 60.0
 
 def record(conn: sqlite3.Connection, inbox_id: int, digest: Digest) -> None:
     """Record a processed message's digest (once per inbox row)."""
-    conn.execute("INSERT OR REPLACE INTO inbox_digest (inbox_id, sender, body_hash, at)"
-                 " VALUES (?, ?, ?, ?)", (inbox_id, digest.sender, digest.content,
-                                          ts(digest.at)))
+    conn.execute(
+        "INSERT OR REPLACE INTO inbox_digest (inbox_id, sender, body_hash, at) VALUES (?, ?, ?, ?)",
+        (inbox_id, digest.sender, digest.content, ts(digest.at)),
+    )
 
 
-def history(conn: sqlite3.Connection, inbox_id: int, sender: str, content: str,
-            at: datetime, window_s: float, cap: int = 1_000_000) -> SenderHistory:
+def history(
+    conn: sqlite3.Connection,
+    inbox_id: int,
+    sender: str,
+    content: str,
+    at: datetime,
+    window_s: float,
+    cap: int = 1_000_000,
+) -> SenderHistory:
     """Count the messages recorded before this one in the windows that end at `at` (each
     count stops at `cap`: past every threshold it is compared with, more is moot)."""
     since = ts(at - timedelta(seconds=window_s))
     from_sender, same = conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(body_hash = ?), 0) FROM (SELECT body_hash"
         " FROM inbox_digest WHERE sender = ? AND at >= ? AND at <= ? AND inbox_id != ?"
-        " LIMIT ?)", (content, sender, since, ts(at), inbox_id, cap),
+        " LIMIT ?)",
+        (content, sender, since, ts(at), inbox_id, cap),
     ).fetchone()
     # The condition is spelled as in the partial index inbox_digest_untrusted (schema 6), so
     # the count reads only untrusted rows, however much trusted mail arrives.

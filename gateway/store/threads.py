@@ -13,7 +13,6 @@ from gateway.store.incidents import load_incident
 _SUBJECT_TAG = re.compile(r"\[INC-(\d{1,12})\]", re.IGNORECASE)
 
 
-
 def find_thread(conn: sqlite3.Connection, keys: ThreadKeys) -> Incident | None:
     """The incident a message belongs to: by a Message-ID we know, or by [INC-n] in the
     subject when the sender is already one of that incident's reporters (a stranger who
@@ -40,8 +39,13 @@ def _mail_thread(conn: sqlite3.Connection, keys: ThreadKeys) -> Incident | None:
             return incident
     if not keys.sender_authentic:
         return None
-    candidates = [int(row[0]) for key in keys.message_ids for row in conn.execute(
-        "SELECT incident_id FROM thread_keys WHERE key = ? AND direction = 'in'", (key,))]
+    candidates = [
+        int(row[0])
+        for key in keys.message_ids
+        for row in conn.execute(
+            "SELECT incident_id FROM thread_keys WHERE key = ? AND direction = 'in'", (key,)
+        )
+    ]
     candidates += [int(m.group(1)) for m in _SUBJECT_TAG.finditer(keys.subject)]
     for iid in candidates:
         incident = load_incident(conn, iid, with_timeline=False)

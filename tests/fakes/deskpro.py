@@ -21,7 +21,10 @@ class FakeDeskpro(FakeApi):
     """Tickets with messages, in memory."""
 
     unauthorised_body: ClassVar[dict[str, Any]] = {
-        "status": 401, "code": "invalid_auth", "message": "Invalid API key"}
+        "status": 401,
+        "code": "invalid_auth",
+        "message": "Invalid API key",
+    }
 
     def __init__(self, api_key: str = "1:dp-secret") -> None:
         super().__init__()
@@ -30,28 +33,49 @@ class FakeDeskpro(FakeApi):
         self.messages: dict[int, list[dict[str, Any]]] = {}
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/api/v2/tickets", self._create),
-                web.get("/api/v2/ticket_labels/{label}/tickets", self._by_label),
-                web.put("/api/v2/tickets/{id}", self._update),
-                web.get("/api/v2/tickets/{id}/messages", self._messages),
-                web.post("/api/v2/tickets/{id}/messages", self._add_message)]
+        return [
+            web.post("/api/v2/tickets", self._create),
+            web.get("/api/v2/ticket_labels/{label}/tickets", self._by_label),
+            web.put("/api/v2/tickets/{id}", self._update),
+            web.get("/api/v2/tickets/{id}/messages", self._messages),
+            web.post("/api/v2/tickets/{id}/messages", self._add_message),
+        ]
 
     def _paged(self, request: web.Request, items: list[Any]) -> web.Response:
         shown, number, pages = page_of(items, request, default_size=10)
-        return web.json_response({"data": shown, "linked": {}, "meta": {"pagination": {
-            "total": len(items), "count": len(shown), "current_page": number,
-            "total_pages": pages}}})
+        return web.json_response(
+            {
+                "data": shown,
+                "linked": {},
+                "meta": {
+                    "pagination": {
+                        "total": len(items),
+                        "count": len(shown),
+                        "current_page": number,
+                        "total_pages": pages,
+                    }
+                },
+            }
+        )
 
     async def _create(self, request: web.Request) -> web.Response:
         data = await request.json()
         if not data.get("subject") or not (data.get("person") or {}).get("email"):
-            return web.json_response({"status": 400, "code": "invalid_input",
-                                      "message": "Request input is invalid."}, status=400)
+            return web.json_response(
+                {"status": 400, "code": "invalid_input", "message": "Request input is invalid."},
+                status=400,
+            )
         tid = len(self.tickets) + 100
-        ticket = {"id": tid, "ref": f"ABCD-{tid:04d}", "subject": data["subject"],
-                  "status": "awaiting_agent", "urgency": data.get("urgency", 1),
-                  "labels": data.get("labels", []), "person": data["person"],
-                  "date_created": datetime.now(UTC).isoformat()}
+        ticket = {
+            "id": tid,
+            "ref": f"ABCD-{tid:04d}",
+            "subject": data["subject"],
+            "status": "awaiting_agent",
+            "urgency": data.get("urgency", 1),
+            "labels": data.get("labels", []),
+            "person": data["person"],
+            "date_created": datetime.now(UTC).isoformat(),
+        }
         self.tickets[tid] = ticket
         first = (data.get("message") or {}).get("message", "")
         self.messages[tid] = [{"id": 1, "message": first, "is_agent_note": False}]
@@ -82,7 +106,10 @@ class FakeDeskpro(FakeApi):
         if tid not in self.tickets:
             return web.json_response({"status": 404, "message": "Not found"}, status=404)
         data = await request.json()
-        message = {"id": len(self.messages[tid]) + 1, "message": data.get("message", ""),
-                   "is_agent_note": bool(data.get("is_agent_note"))}
+        message = {
+            "id": len(self.messages[tid]) + 1,
+            "message": data.get("message", ""),
+            "is_agent_note": bool(data.get("is_agent_note")),
+        }
         self.messages[tid].append(message)
         return web.json_response({"data": message, "meta": {}, "linked": {}}, status=201)

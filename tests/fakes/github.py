@@ -24,8 +24,10 @@ def _now() -> str:
 class FakeGitHub(FakeApi):
     """One repository's issues and comments, in memory."""
 
-    unauthorised_body: ClassVar[dict[str, Any]] = {"message": "Bad credentials",
-                         "documentation_url": "https://docs.github.com/rest"}
+    unauthorised_body: ClassVar[dict[str, Any]] = {
+        "message": "Bad credentials",
+        "documentation_url": "https://docs.github.com/rest",
+    }
 
     def __init__(self, repo: str = "alphagov/paas-support", token: str = "gh-token") -> None:
         super().__init__()
@@ -36,10 +38,13 @@ class FakeGitHub(FakeApi):
 
     def routes(self) -> list[web.RouteDef]:
         base = f"/repos/{self.repo}/issues"
-        return [web.get(base, self._list), web.post(base, self._create),
-                web.patch(base + "/{n}", self._update),
-                web.get(base + "/{n}/comments", self._list_comments),
-                web.post(base + "/{n}/comments", self._comment)]
+        return [
+            web.get(base, self._list),
+            web.post(base, self._create),
+            web.patch(base + "/{n}", self._update),
+            web.get(base + "/{n}/comments", self._list_comments),
+            web.post(base + "/{n}/comments", self._comment),
+        ]
 
     def _paged(self, request: web.Request, items: list[Any]) -> web.Response:
         shown, number, pages = page_of(items, request)
@@ -53,24 +58,40 @@ class FakeGitHub(FakeApi):
         if "User-Agent" not in request.headers:
             return web.json_response({"message": "User-Agent required"}, status=403)
         q = request.query
-        found = [i for i in self.issues.values()
-                 if (q.get("state", "open") == "all" or i["state"] == q.get("state", "open"))
-                 and all(lab in [x["name"] for x in i["labels"]]
-                         for lab in filter(None, q.get("labels", "").split(",")))
-                 and i["updated_at"] >= q.get("since", "")]
+        found = [
+            i
+            for i in self.issues.values()
+            if (q.get("state", "open") == "all" or i["state"] == q.get("state", "open"))
+            and all(
+                lab in [x["name"] for x in i["labels"]]
+                for lab in filter(None, q.get("labels", "").split(","))
+            )
+            and i["updated_at"] >= q.get("since", "")
+        ]
         return self._paged(request, sorted(found, key=lambda i: -i["number"]))
 
     async def _create(self, request: web.Request) -> web.Response:
         data = await request.json()
         if not data.get("title"):
-            return web.json_response({"message": "Validation Failed", "errors": [
-                {"resource": "Issue", "code": "missing_field", "field": "title"}]}, status=422)
+            return web.json_response(
+                {
+                    "message": "Validation Failed",
+                    "errors": [{"resource": "Issue", "code": "missing_field", "field": "title"}],
+                },
+                status=422,
+            )
         n = len(self.issues) + 1
-        issue = {"number": n, "title": data["title"], "body": data.get("body", ""),
-                 "state": "open", "state_reason": None,
-                 "labels": [{"name": lab} for lab in data.get("labels", [])],
-                 "html_url": f"https://github.com/{self.repo}/issues/{n}",
-                 "created_at": _now(), "updated_at": _now()}
+        issue = {
+            "number": n,
+            "title": data["title"],
+            "body": data.get("body", ""),
+            "state": "open",
+            "state_reason": None,
+            "labels": [{"name": lab} for lab in data.get("labels", [])],
+            "html_url": f"https://github.com/{self.repo}/issues/{n}",
+            "created_at": _now(),
+            "updated_at": _now(),
+        }
         self.issues[n] = issue
         self.comments[n] = []
         return web.json_response(issue, status=201)
@@ -100,8 +121,12 @@ class FakeGitHub(FakeApi):
         body = (await request.json()).get("body")
         if not body:
             return web.json_response({"message": "Validation Failed"}, status=422)
-        comment = {"id": sum(map(len, self.comments.values())) + 1, "body": body,
-                   "created_at": _now(), "updated_at": _now()}
+        comment = {
+            "id": sum(map(len, self.comments.values())) + 1,
+            "body": body,
+            "created_at": _now(),
+            "updated_at": _now(),
+        }
         self.comments[n].append(comment)
         self.issues[n]["updated_at"] = _now()
         return web.json_response(comment, status=201)

@@ -48,8 +48,14 @@ class FakeApi:
     def routes(self) -> list[web.RouteDef]:
         raise NotImplementedError
 
-    def fail_next(self, status: int, *, times: int = 1, body: Any = None,
-                  headers: dict[str, str] | None = None) -> None:
+    def fail_next(
+        self,
+        status: int,
+        *,
+        times: int = 1,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """The next `times` requests get `status`, with `headers` (e.g. Retry-After)."""
         self._faults.extend([Fault(status, headers or {}, body)] * times)
 
@@ -64,8 +70,11 @@ class FakeApi:
             return web.json_response(self.unauthorised_body, status=401)
         if self._faults:
             fault = self._faults.popleft()
-            return web.json_response(fault.body or {"error": f"fault {fault.status}"},
-                                     status=fault.status, headers=fault.headers)
+            return web.json_response(
+                fault.body or {"error": f"fault {fault.status}"},
+                status=fault.status,
+                headers=fault.headers,
+            )
         return await handler(request)
 
     async def __aenter__(self) -> FakeApi:
@@ -74,17 +83,23 @@ class FakeApi:
         self._runner, self.url = await serve_locally(app)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
 
 
-def page_of(items: list[Any], request: web.Request, default_size: int = 30
-            ) -> tuple[list[Any], int, int]:
+def page_of(
+    items: list[Any], request: web.Request, default_size: int = 30
+) -> tuple[list[Any], int, int]:
     """Offset pagination: (items on the requested page, page number, number of pages)."""
-    size = max(1, min(100, int(request.query.get("per_page", request.query.get(
-        "count", default_size)))))
+    size = max(
+        1, min(100, int(request.query.get("per_page", request.query.get("count", default_size))))
+    )
     number = max(1, int(request.query.get("page", "1")))
     pages = max(1, -(-len(items) // size))
-    return items[(number - 1) * size:number * size], number, pages
+    return items[(number - 1) * size : number * size], number, pages

@@ -139,29 +139,41 @@ class FakePagerDuty:
         assert self._subscriber is not None, "subscribe() first"
         url, secrets = self._subscriber
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "User-Agent": "PagerDuty-Webhook/V3.0",
-                   "X-Webhook-Id": uuid.uuid4().hex, "X-Webhook-Subscription": "PSUBSCR",
-                   "X-PagerDuty-Signature": signature if signature is not None
-                   else sign(raw, secrets)}
-        async with aiohttp.ClientSession() as session, session.post(
-                url, data=raw, headers=headers) as resp:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "PagerDuty-Webhook/V3.0",
+            "X-Webhook-Id": uuid.uuid4().hex,
+            "X-Webhook-Subscription": "PSUBSCR",
+            "X-PagerDuty-Signature": signature if signature is not None else sign(raw, secrets),
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, data=raw, headers=headers) as resp,
+        ):
             await resp.read()
             self.webhooks.append((raw, headers, resp.status))
             return resp.status
 
-    async def _act(self, event_type: str, dedup_key: str, state: str | None,
-                   **fields: Any) -> int:
+    async def _act(self, event_type: str, dedup_key: str, state: str | None, **fields: Any) -> int:
         if state is not None and self.alerts.get(dedup_key) in ("triggered", "acknowledged"):
             self.alerts[dedup_key] = state
         number = list(self.alerts).index(dedup_key) + 1 if dedup_key in self.alerts else 1
-        return await self.deliver(v3_event(event_type, dedup_key, number=number,
-                                           status=state or "triggered",
-                                           occurred_at=self.clock(), **fields))
+        return await self.deliver(
+            v3_event(
+                event_type,
+                dedup_key,
+                number=number,
+                status=state or "triggered",
+                occurred_at=self.clock(),
+                **fields,
+            )
+        )
 
     async def acknowledge_on_app(self, dedup_key: str, by: str = "Ana Engineer") -> int:
         """An engineer acknowledges on the phone app."""
-        return await self._act("incident.acknowledged", dedup_key, "acknowledged", agent=by,
-                               assignees=(by,))
+        return await self._act(
+            "incident.acknowledged", dedup_key, "acknowledged", agent=by, assignees=(by,)
+        )
 
     async def resolve_on_app(self, dedup_key: str, by: str = "Ana Engineer") -> int:
         """An engineer resolves on the phone app."""
@@ -169,13 +181,13 @@ class FakePagerDuty:
 
     async def reassign(self, dedup_key: str, to: str, by: str = "Ana Engineer") -> int:
         """An engineer reassigns the incident."""
-        return await self._act("incident.reassigned", dedup_key, None, agent=by,
-                               assignees=(to,))
+        return await self._act("incident.reassigned", dedup_key, None, agent=by, assignees=(to,))
 
     async def escalate(self, dedup_key: str, to: str) -> int:
         """The escalation policy moves the incident on (no human agent)."""
-        return await self._act("incident.escalated", dedup_key, None, agent="PagerDuty",
-                               assignees=(to,))
+        return await self._act(
+            "incident.escalated", dedup_key, None, agent="PagerDuty", assignees=(to,)
+        )
 
     async def replay_last(self) -> int:
         """Deliver the last webhook again, byte for byte with its signature."""
@@ -307,45 +319,79 @@ def _fault_body(status: int) -> str:
 _USERS = {"Ana Engineer": "PLH1HKV", "Ben Oncall": "PTUXL6G", "PagerDuty": "P0000PD"}
 
 
-def v3_event(event_type: str, dedup_key: str, *, agent: str = "Ana Engineer",
-             number: int = 1, status: str = "acknowledged", assignees: tuple[str, ...] = (),
-             occurred_at: datetime | None = None, event_id: str | None = None
-             ) -> dict[str, Any]:
+def v3_event(
+    event_type: str,
+    dedup_key: str,
+    *,
+    agent: str = "Ana Engineer",
+    number: int = 1,
+    status: str = "acknowledged",
+    assignees: tuple[str, ...] = (),
+    occurred_at: datetime | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
     """A v3 webhook body for an incident event, as PagerDuty documents it."""
     at = (occurred_at or datetime.now(UTC)).isoformat(timespec="milliseconds")
     incident_id = "Q" + hashlib.sha256(dedup_key.encode()).hexdigest()[:13].upper()
     user = _USERS.get(agent, "PXXXXXX")
-    return {"event": {
-        "id": event_id or uuid.uuid4().hex[:26].upper(), "event_type": event_type,
-        "resource_type": "incident", "occurred_at": at.replace("+00:00", "Z"),
-        "agent": {"html_url": f"https://acme.pagerduty.com/users/{user}", "id": user,
-                  "self": f"https://api.pagerduty.com/users/{user}", "summary": agent,
-                  "type": "user_reference"},
-        "client": None,
-        "data": {
-            "id": incident_id, "type": "incident",
-            "self": f"https://api.pagerduty.com/incidents/{incident_id}",
-            "html_url": f"https://acme.pagerduty.com/incidents/{incident_id}",
-            "number": number, "status": status, "incident_key": dedup_key,
-            "created_at": at.replace("+00:00", "Z"), "title": f"Incident {dedup_key}",
-            "service": {"html_url": "https://acme.pagerduty.com/services/PF9KMXH",
-                        "id": "PF9KMXH", "self": "https://api.pagerduty.com/services/PF9KMXH",
-                        "summary": "Platform", "type": "service_reference"},
-            "assignees": [{"html_url": f"https://acme.pagerduty.com/users/{_USERS.get(a, 'P1')}",
-                           "id": _USERS.get(a, "P1"), "summary": a, "type": "user_reference",
-                           "self": f"https://api.pagerduty.com/users/{_USERS.get(a, 'P1')}"}
-                          for a in assignees],
-            "escalation_policy": {"html_url": "https://acme.pagerduty.com/escalation_policies/P",
-                                  "id": "PUS0KTE", "self": "https://api.pagerduty.com/e/P",
-                                  "summary": "Platform on-call",
-                                  "type": "escalation_policy_reference"},
-            "teams": [], "priority": None, "urgency": "high", "conference_bridge": None,
-            "resolve_reason": None,
-        },
-    }}
+    return {
+        "event": {
+            "id": event_id or uuid.uuid4().hex[:26].upper(),
+            "event_type": event_type,
+            "resource_type": "incident",
+            "occurred_at": at.replace("+00:00", "Z"),
+            "agent": {
+                "html_url": f"https://acme.pagerduty.com/users/{user}",
+                "id": user,
+                "self": f"https://api.pagerduty.com/users/{user}",
+                "summary": agent,
+                "type": "user_reference",
+            },
+            "client": None,
+            "data": {
+                "id": incident_id,
+                "type": "incident",
+                "self": f"https://api.pagerduty.com/incidents/{incident_id}",
+                "html_url": f"https://acme.pagerduty.com/incidents/{incident_id}",
+                "number": number,
+                "status": status,
+                "incident_key": dedup_key,
+                "created_at": at.replace("+00:00", "Z"),
+                "title": f"Incident {dedup_key}",
+                "service": {
+                    "html_url": "https://acme.pagerduty.com/services/PF9KMXH",
+                    "id": "PF9KMXH",
+                    "self": "https://api.pagerduty.com/services/PF9KMXH",
+                    "summary": "Platform",
+                    "type": "service_reference",
+                },
+                "assignees": [
+                    {
+                        "html_url": f"https://acme.pagerduty.com/users/{_USERS.get(a, 'P1')}",
+                        "id": _USERS.get(a, "P1"),
+                        "summary": a,
+                        "type": "user_reference",
+                        "self": f"https://api.pagerduty.com/users/{_USERS.get(a, 'P1')}",
+                    }
+                    for a in assignees
+                ],
+                "escalation_policy": {
+                    "html_url": "https://acme.pagerduty.com/escalation_policies/P",
+                    "id": "PUS0KTE",
+                    "self": "https://api.pagerduty.com/e/P",
+                    "summary": "Platform on-call",
+                    "type": "escalation_policy_reference",
+                },
+                "teams": [],
+                "priority": None,
+                "urgency": "high",
+                "conference_bridge": None,
+                "resolve_reason": None,
+            },
+        }
+    }
 
 
 def sign(body: bytes, secrets: list[str]) -> str:
     """The X-PagerDuty-Signature value: one v1= entry per active secret."""
-    return ",".join("v1=" + hmac.new(s.encode(), body, hashlib.sha256).hexdigest()
-                    for s in secrets)
+    return ",".join("v1=" + hmac.new(s.encode(), body, hashlib.sha256).hexdigest() for s in secrets)

@@ -89,8 +89,9 @@ class SmtpCapture:
     ) -> None:
         await self.close()
 
-    def fail_next(self, reply: str | None, *, stage: Stage = "RCPT", count: int = 1,
-                  delay_s: float = 0.0) -> None:
+    def fail_next(
+        self, reply: str | None, *, stage: Stage = "RCPT", count: int = 1, delay_s: float = 0.0
+    ) -> None:
         """Answer `reply` at `stage` for the next `count` messages that reach that stage.
 
         `reply=DROP` resets the connection instead of answering; `delay_s` holds the answer

@@ -37,28 +37,38 @@ class FakeStatuspage(FakeApi):
 
     def routes(self) -> list[web.RouteDef]:
         base = f"/v1/pages/{self.page}/incidents"
-        return [web.get(base + "/unresolved", self._unresolved), web.post(base, self._create),
-                web.get(base + "/{id}", self._show), web.patch(base + "/{id}", self._update)]
+        return [
+            web.get(base + "/unresolved", self._unresolved),
+            web.post(base, self._create),
+            web.get(base + "/{id}", self._show),
+            web.patch(base + "/{id}", self._update),
+        ]
 
     async def _unresolved(self, request: web.Request) -> web.Response:
-        return web.json_response([i for i in self.incidents.values()
-                                  if i["status"] != "resolved"])
+        return web.json_response([i for i in self.incidents.values() if i["status"] != "resolved"])
 
     def _apply(self, incident: dict[str, Any], data: dict[str, Any]) -> None:
         for cid, state in (data.get("components") or {}).items():
             self.components[cid] = state
         ids = set(data.get("component_ids") or []) | set(data.get("components") or {})
         known = {c["id"] for c in incident["components"]}
-        incident["components"] += [{"id": c, "status": self.components.get(c, "operational")}
-                                   for c in sorted(ids - known)]
+        incident["components"] += [
+            {"id": c, "status": self.components.get(c, "operational")} for c in sorted(ids - known)
+        ]
         for c in incident["components"]:
             c["status"] = self.components.get(c["id"], c["status"])
         if "status" in data:
             incident["status"] = data["status"]
         if data.get("body"):
-            incident["incident_updates"].insert(0, {
-                "id": secrets.token_hex(6), "body": data["body"], "status": incident["status"],
-                "created_at": _now()})
+            incident["incident_updates"].insert(
+                0,
+                {
+                    "id": secrets.token_hex(6),
+                    "body": data["body"],
+                    "status": incident["status"],
+                    "created_at": _now(),
+                },
+            )
             self.notified += bool(data.get("deliver_notifications"))
 
     async def _create(self, request: web.Request) -> web.Response:
@@ -66,10 +76,15 @@ class FakeStatuspage(FakeApi):
         if not data.get("name"):
             return web.json_response({"error": "Name can't be blank"}, status=422)
         iid = secrets.token_hex(6)
-        incident = {"id": iid, "name": data["name"], "status": data.get("status",
-                                                                           "investigating"),
-                    "shortlink": f"https://stspg.io/{iid}", "created_at": _now(),
-                    "components": [], "incident_updates": []}
+        incident = {
+            "id": iid,
+            "name": data["name"],
+            "status": data.get("status", "investigating"),
+            "shortlink": f"https://stspg.io/{iid}",
+            "created_at": _now(),
+            "components": [],
+            "incident_updates": [],
+        }
         self._apply(incident, data)
         self.incidents[iid] = incident
         return web.json_response(incident, status=201)

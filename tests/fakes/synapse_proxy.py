@@ -25,8 +25,14 @@ from aiohttp import web
 
 from tests.fakes.http_base import serve_locally
 
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host",
-               "content-encoding"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "content-encoding",
+}
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,12 @@ class SynapseProxy:
         self._runner, self.url = await serve_locally(app)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -95,8 +105,11 @@ class SynapseProxy:
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         async with self._session.request(
-            request.method, self._upstream + request.path_qs, headers=headers,
-            data=await request.read(), allow_redirects=False,
+            request.method,
+            self._upstream + request.path_qs,
+            headers=headers,
+            data=await request.read(),
+            allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=120),
         ) as upstream:
             body = await upstream.read()
@@ -106,12 +119,16 @@ class SynapseProxy:
 
 def _error(fault: SendFault) -> web.Response:
     if fault.status == 429:
-        body = {"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests",
-                "retry_after_ms": fault.retry_after_ms}
+        body = {
+            "errcode": "M_LIMIT_EXCEEDED",
+            "error": "Too Many Requests",
+            "retry_after_ms": fault.retry_after_ms,
+        }
     else:
         body = {"errcode": "M_UNKNOWN", "error": "Internal server error"}
-    return web.Response(status=fault.status or 500, text=json.dumps(body),
-                        content_type="application/json")
+    return web.Response(
+        status=fault.status or 500, text=json.dumps(body), content_type="application/json"
+    )
 
 
 def _drop(request: web.Request) -> web.Response:

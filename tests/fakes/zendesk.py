@@ -49,11 +49,15 @@ class FakeZendesk(FakeApi):
         ]
 
     async def _list(self, request: web.Request) -> web.Response:
-        found = [t for t in self.tickets.values()
-                 if "external_id" not in request.query
-                 or t["external_id"] == request.query["external_id"]]
-        return web.json_response({"tickets": found, "next_page": None, "previous_page": None,
-                                  "count": len(found)})
+        found = [
+            t
+            for t in self.tickets.values()
+            if "external_id" not in request.query
+            or t["external_id"] == request.query["external_id"]
+        ]
+        return web.json_response(
+            {"tickets": found, "next_page": None, "previous_page": None, "count": len(found)}
+        )
 
     async def _create(self, request: web.Request) -> web.Response:
         raw = await request.text()
@@ -61,29 +65,54 @@ class FakeZendesk(FakeApi):
         if key and key in self._idempotency:
             first_body, first_answer = self._idempotency[key]
             if first_body != raw:
-                return web.json_response({"error": "IdempotentRequestError", "description":
-                                          "Request parameters do not match the original"},
-                                         status=400)
-            return web.json_response(first_answer, status=201,
-                                     headers={"x-idempotency-lookup": "hit"})
+                return web.json_response(
+                    {
+                        "error": "IdempotentRequestError",
+                        "description": "Request parameters do not match the original",
+                    },
+                    status=400,
+                )
+            return web.json_response(
+                first_answer, status=201, headers={"x-idempotency-lookup": "hit"}
+            )
         fields = json.loads(raw).get("ticket") or {}
         body = (fields.get("comment") or {}).get("body")
         if not body:
             return _invalid("description", "Description: cannot be blank")
         tid = len(self.tickets) + 1
-        ticket = {"id": tid, "url": f"{self.url}/api/v2/tickets/{tid}.json",
-                  "subject": fields.get("subject"), "description": body, "status": "new",
-                  "priority": fields.get("priority"), "tags": fields.get("tags", []),
-                  "external_id": fields.get("external_id"), "assignee_id": None,
-                  "requester": fields.get("requester"), "created_at": _now()}
+        ticket = {
+            "id": tid,
+            "url": f"{self.url}/api/v2/tickets/{tid}.json",
+            "subject": fields.get("subject"),
+            "description": body,
+            "status": "new",
+            "priority": fields.get("priority"),
+            "tags": fields.get("tags", []),
+            "external_id": fields.get("external_id"),
+            "assignee_id": None,
+            "requester": fields.get("requester"),
+            "created_at": _now(),
+        }
         self.tickets[tid] = ticket
-        self.comments[tid] = [{"id": 1, "body": body, "public": fields["comment"].get(
-            "public", True), "created_at": _now()}]
+        self.comments[tid] = [
+            {
+                "id": 1,
+                "body": body,
+                "public": fields["comment"].get("public", True),
+                "created_at": _now(),
+            }
+        ]
         answer = {"ticket": ticket}
         if key:
             self._idempotency[key] = (raw, answer)
-        return web.json_response(answer, status=201, headers={
-            "Location": ticket["url"], **({"x-idempotency-lookup": "miss"} if key else {})})
+        return web.json_response(
+            answer,
+            status=201,
+            headers={
+                "Location": ticket["url"],
+                **({"x-idempotency-lookup": "miss"} if key else {}),
+            },
+        )
 
     def _ticket(self, request: web.Request) -> dict[str, Any] | None:
         return self.tickets.get(int(request.match_info["id"]))
@@ -106,8 +135,14 @@ class FakeZendesk(FakeApi):
         comment = fields.get("comment")
         if comment:
             comments = self.comments[ticket["id"]]
-            comments.append({"id": len(comments) + 1, "body": comment["body"],
-                             "public": comment.get("public", True), "created_at": _now()})
+            comments.append(
+                {
+                    "id": len(comments) + 1,
+                    "body": comment["body"],
+                    "public": comment.get("public", True),
+                    "created_at": _now(),
+                }
+            )
         for name in ("status", "subject", "priority"):
             if name in fields:
                 ticket[name] = fields[name]
@@ -127,8 +162,7 @@ class FakeZendesk(FakeApi):
         if number < pages:
             query = {**request.query, "page": str(number + 1)}
             next_page = str(request.url.with_query(query))
-        return web.json_response({"comments": shown, "next_page": next_page,
-                                  "count": len(items)})
+        return web.json_response({"comments": shown, "next_page": next_page, "count": len(items)})
 
     def public_comments(self, tid: int) -> list[str]:
         """Comments the requester would see."""
@@ -140,5 +174,11 @@ def _not_found() -> web.Response:
 
 
 def _invalid(field: str, description: str) -> web.Response:
-    return web.json_response({"error": "RecordInvalid", "description": "Record validation errors",
-                              "details": {field: [{"description": description}]}}, status=422)
+    return web.json_response(
+        {
+            "error": "RecordInvalid",
+            "description": "Record validation errors",
+            "details": {field: [{"description": description}]},
+        },
+        status=422,
+    )

@@ -63,13 +63,21 @@ def _iso(value: datetime) -> str:
 class Alertmanager:
     """One Alertmanager process with its configuration and storage under `base`."""
 
-    def __init__(self, base: Path, webhook_url: str, token: str, *, group_wait: str = "1s",
-                 group_interval: str = "2s") -> None:
+    def __init__(
+        self,
+        base: Path,
+        webhook_url: str,
+        token: str,
+        *,
+        group_wait: str = "1s",
+        group_interval: str = "2s",
+    ) -> None:
         self.base = base
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._config = CONFIG.format(url=webhook_url, token=token, group_wait=group_wait,
-                                     group_interval=group_interval)
+        self._config = CONFIG.format(
+            url=webhook_url, token=token, group_wait=group_wait, group_interval=group_interval
+        )
         self._proc: subprocess.Popen[bytes] | None = None
         self._out: IO[bytes] | None = None
 
@@ -79,11 +87,18 @@ class Alertmanager:
         (self.base / "data").mkdir(exist_ok=True)
         self._out = (self.base / "am.log").open("ab")
         self._proc = subprocess.Popen(
-            [BINARY, f"--config.file={self.base / 'am.yml'}",
-             f"--storage.path={self.base / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
-             "--log.level=debug"],
-            stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                BINARY,
+                f"--config.file={self.base / 'am.yml'}",
+                f"--storage.path={self.base / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+                "--log.level=debug",
+            ],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -122,34 +137,46 @@ class Alertmanager:
 
     async def amtool_add(self, labels: dict[str, str], annotations: dict[str, str]) -> None:
         """Fire one alert with `amtool alert add`."""
-        args = ["amtool", f"--alertmanager.url={self.url}", "alert", "add",
-                *(f"{k}={v}" for k, v in labels.items()),
-                *(f"--annotation={k}={v}" for k, v in annotations.items())]
-        proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
+        args = [
+            "amtool",
+            f"--alertmanager.url={self.url}",
+            "alert",
+            "add",
+            *(f"{k}={v}" for k, v in labels.items()),
+            *(f"--annotation={k}={v}" for k, v in annotations.items()),
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
         out, _ = await proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"amtool failed: {out.decode(errors='replace')}")
 
     def post_alerts(self, alerts: list[dict[str, Any]]) -> None:
         """POST alerts to the v2 API (blocking; call with asyncio.to_thread)."""
-        request = urllib.request.Request(f"{self.url}/api/v2/alerts",
-                                         data=json.dumps(alerts).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}/api/v2/alerts",
+            data=json.dumps(alerts).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=10) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"alertmanager refused alerts: {resp.status}")
 
     @staticmethod
-    def alert(labels: dict[str, str], *, summary: str = "", resolved: bool = False
-              ) -> dict[str, Any]:
+    def alert(
+        labels: dict[str, str], *, summary: str = "", resolved: bool = False
+    ) -> dict[str, Any]:
         """An API v2 alert; `resolved` sets endsAt in the past (which resolves it)."""
         now = datetime.now(UTC)
-        item: dict[str, Any] = {"labels": labels, "annotations": {"summary": summary},
-                                "generatorURL": "http://prometheus.example/graph",
-                                "startsAt": _iso(now - timedelta(minutes=5))}
-        item["endsAt"] = _iso(now - timedelta(seconds=1) if resolved
-                              else now + timedelta(hours=1))
+        item: dict[str, Any] = {
+            "labels": labels,
+            "annotations": {"summary": summary},
+            "generatorURL": "http://prometheus.example/graph",
+            "startsAt": _iso(now - timedelta(minutes=5)),
+        }
+        item["endsAt"] = _iso(now - timedelta(seconds=1) if resolved else now + timedelta(hours=1))
         return item
 
 
@@ -159,9 +186,11 @@ def alertmanager() -> Iterator[Callable[..., Alertmanager]]:
     to that URL (skipped if not installed, except in CI where it fails)."""
     if not installed():
         if os.environ.get("CI") == "true":
-            pytest.fail("Alertmanager is not installed (./scripts/test installs "
-                        "prometheus-alertmanager): in CI the alert tests must run",
-                        pytrace=False)
+            pytest.fail(
+                "Alertmanager is not installed (./scripts/test installs "
+                "prometheus-alertmanager): in CI the alert tests must run",
+                pytrace=False,
+            )
         pytest.skip("Alertmanager not installed: run ./scripts/test as root")
     started: list[Alertmanager] = []
     base = Path(tempfile.mkdtemp(prefix="am", dir="/tmp"))

@@ -89,14 +89,36 @@ class Dovecot:
             (self.base / sub).mkdir(exist_ok=True)
         if not self.cert.exists():
             subprocess.run(
-                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                 "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-                 "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                 "-keyout", str(self.base / "key.pem"), "-out", str(self.cert)],
-                check=True, capture_output=True, timeout=60)
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout",
+                    str(self.base / "key.pem"),
+                    "-out",
+                    str(self.cert),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
         text = (HERE / "dovecot.conf.tmpl").read_text()
-        for key, value in (("{DIR}", str(self.base)), ("{PORT}", str(self.port)),
-                           ("{TLS_PORT}", str(self.tls_port))):
+        for key, value in (
+            ("{DIR}", str(self.base)),
+            ("{PORT}", str(self.port)),
+            ("{TLS_PORT}", str(self.tls_port)),
+        ):
             text = text.replace(key, value)
         if self.capabilities is not None:
             text += f"imap_capability = {' '.join(self.capabilities)}\n"
@@ -123,8 +145,12 @@ class Dovecot:
         self._prepare()
         self._out = (self.base / "stdout.log").open("ab")
         self._proc = subprocess.Popen(
-            [DOVECOT, "-F", "-c", self.config], stdin=subprocess.DEVNULL, stdout=self._out,
-            stderr=subprocess.STDOUT, start_new_session=True)
+            [DOVECOT, "-F", "-c", self.config],
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _greeting(self.port):
             if self._proc.poll() is not None:
@@ -201,19 +227,26 @@ class Dovecot:
 
     # -- mail ---------------------------------------------------------------------------------
 
-    def deliver(self, user: str, raw: bytes, sender: str = "alice@tenant.example",
-                folder: str = "INBOX") -> None:
+    def deliver(
+        self, user: str, raw: bytes, sender: str = "alice@tenant.example", folder: str = "INBOX"
+    ) -> None:
         """Deliver one message the way an MTA does (dovecot-lda; IDLE clients are told)."""
-        subprocess.run([LDA, "-c", self.config, "-d", user, "-f", sender, "-m", folder],
-                       input=raw, check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [LDA, "-c", self.config, "-d", user, "-f", sender, "-m", folder],
+            input=raw,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def _imap(self, user: str) -> imaplib.IMAP4:
         client = imaplib.IMAP4("127.0.0.1", self.port, timeout=60)
         client.login(user, self.passwords[user])
         return client
 
-    def append_many(self, user: str, messages: Iterable[bytes], folder: str = "INBOX",
-                    flags: str = "") -> int:
+    def append_many(
+        self, user: str, messages: Iterable[bytes], folder: str = "INBOX", flags: str = ""
+    ) -> int:
         """Append messages over one IMAP session (blocking: call it in a thread)."""
         count = 0
         client = self._imap(user)
@@ -240,8 +273,9 @@ class Dovecot:
 
     def doveadm(self, *args: str) -> str:
         """Run doveadm against this server's configuration; returns its output."""
-        done = subprocess.run(["doveadm", "-c", str(self.config), *args], check=True,
-                              capture_output=True, timeout=60)
+        done = subprocess.run(
+            ["doveadm", "-c", str(self.config), *args], check=True, capture_output=True, timeout=60
+        )
         return done.stdout.decode(errors="replace")
 
     def set_uidvalidity(self, user: str, value: int, folder: str = "INBOX") -> None:
@@ -303,8 +337,10 @@ class CuttingProxy:
                     return
                 writer.write(data)
 
-        tasks = [asyncio.ensure_future(client_to_server()),
-                 asyncio.ensure_future(server_to_client())]
+        tasks = [
+            asyncio.ensure_future(client_to_server()),
+            asyncio.ensure_future(server_to_client()),
+        ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         except (ConnectionError, OSError):
@@ -323,8 +359,11 @@ def dovecot() -> Iterator[Dovecot]:
     """A running Dovecot with user `gw` (skipped if not installed, except in CI)."""
     if not installed():
         if os.environ.get("CI") == "true":
-            pytest.fail("Dovecot is not installed (./scripts/test installs dovecot-imapd): "
-                        "in CI the IMAP tests must run", pytrace=False)
+            pytest.fail(
+                "Dovecot is not installed (./scripts/test installs dovecot-imapd): "
+                "in CI the IMAP tests must run",
+                pytrace=False,
+            )
         pytest.skip("Dovecot not installed: run ./scripts/test as root")
     base = Path(tempfile.mkdtemp(prefix="dv", dir="/tmp"))
     server = Dovecot(base)

@@ -42,8 +42,9 @@ class Netns:
 
     def run(self, *argv: str) -> None:
         """Run a command inside the namespace."""
-        subprocess.run(["ip", "netns", "exec", self.name, *argv], check=True,
-                       capture_output=True, timeout=30)
+        subprocess.run(
+            ["ip", "netns", "exec", self.name, *argv], check=True, capture_output=True, timeout=30
+        )
 
     def prefix(self) -> list[str]:
         """The argv prefix that starts a process inside the namespace."""
@@ -59,17 +60,20 @@ class Netns:
 
     def delete(self) -> None:
         """Remove the pair and the namespace."""
-        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, timeout=30,
-                       check=False)
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30,
-                       check=False)
+        subprocess.run(
+            ["ip", "link", "del", self.host_if], capture_output=True, timeout=30, check=False
+        )
+        subprocess.run(
+            ["ip", "netns", "del", self.name], capture_output=True, timeout=30, check=False
+        )
 
 
 def _free_index(start: int) -> int:
     """The first 10.231.N.0/30 from `start` on that no interface uses (a namespace left
     behind by a killed run keeps its addresses, and a second pair on them would not route)."""
-    used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, timeout=30,
-                          check=False).stdout
+    used = subprocess.run(
+        ["ip", "-o", "addr"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
     index = start
     while f" 10.231.{index}.1/" in used and index < 254:
         index += 1
@@ -86,8 +90,10 @@ def namespace(index: int = 1) -> Iterator[Netns]:
     """A fresh namespace joined to the host (skipped without root, except in CI)."""
     if not available():
         if os.environ.get("CI") == "true":
-            pytest.fail("network namespaces need root and iproute2: in CI the partition "
-                        "test must run", pytrace=False)
+            pytest.fail(
+                "network namespaces need root and iproute2: in CI the partition test must run",
+                pytrace=False,
+            )
         pytest.skip("network namespaces need root and iproute2")
     ns = Netns(_free_index(index))
     try:

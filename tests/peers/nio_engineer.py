@@ -19,8 +19,9 @@ class Engineer:
 
     def __init__(self, homeserver: str, user_id: str, store: Path) -> None:
         store.mkdir(parents=True, exist_ok=True)
-        config = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False,
-                                   pickle_key="engineer-test-pickle-key")
+        config = AsyncClientConfig(
+            encryption_enabled=True, store_sync_tokens=False, pickle_key="engineer-test-pickle-key"
+        )
         self.client = AsyncClient(homeserver, user_id, store_path=str(store), config=config)
         self.notices: list[RoomMessageNotice] = []
         self._since: str | None = None
@@ -54,11 +55,15 @@ class Engineer:
         """Send an encrypted `m.text` (to every device, trusting them blindly: a test client)."""
         content: dict[str, Any] = {"msgtype": "m.text", "body": body}
         if thread_root:
-            content["m.relates_to"] = {"rel_type": "m.thread", "event_id": thread_root,
-                                       "is_falling_back": True,
-                                       "m.in_reply_to": {"event_id": thread_root}}
-        resp = await self.client.room_send(room_id, "m.room.message", content,
-                                           ignore_unverified_devices=True)
+            content["m.relates_to"] = {
+                "rel_type": "m.thread",
+                "event_id": thread_root,
+                "is_falling_back": True,
+                "m.in_reply_to": {"event_id": thread_root},
+            }
+        resp = await self.client.room_send(
+            room_id, "m.room.message", content, ignore_unverified_devices=True
+        )
         event_id: str = resp.event_id
         return event_id
 
@@ -66,17 +71,26 @@ class Engineer:
         """Send a message encrypted with a fresh Megolm session whose key no one receives:
         what the bot sees when a sender's client never shared the room key with it."""
         session = vodozemac.GroupSession()
-        payload = json.dumps({"type": "m.room.message", "room_id": room_id,
-                              "content": {"msgtype": "m.text", "body": body}})
+        payload = json.dumps(
+            {
+                "type": "m.room.message",
+                "room_id": room_id,
+                "content": {"msgtype": "m.text", "body": body},
+            }
+        )
         olm = self.client.olm
         assert olm is not None
-        content = {"algorithm": "m.megolm.v1.aes-sha2",
-                   "sender_key": olm.account.identity_keys["curve25519"],
-                   "device_id": self.client.device_id, "session_id": session.session_id,
-                   "ciphertext": session.encrypt(payload.encode()).to_base64()}
+        content = {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "sender_key": olm.account.identity_keys["curve25519"],
+            "device_id": self.client.device_id,
+            "session_id": session.session_id,
+            "ciphertext": session.encrypt(payload.encode()).to_base64(),
+        }
         # Straight to the API: room_send would encrypt the already encrypted content again.
-        method, path, data = Api.room_send(self.client.access_token, room_id,
-                                           "m.room.encrypted", content, uuid.uuid4().hex)
+        method, path, data = Api.room_send(
+            self.client.access_token, room_id, "m.room.encrypted", content, uuid.uuid4().hex
+        )
         resp = await self.client._send(RoomSendResponse, method, path, data, (room_id,))
         event_id: str = resp.event_id
         return event_id

@@ -30,8 +30,9 @@ START_TIMEOUT_S = 30
 
 def bindir() -> Path | None:
     """The newest installed server's binaries (/usr/lib/postgresql/N/bin), if any."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda p: int(Path(p).parent.parent.name))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parent.parent.name)
+    )
     return Path(found[-1]).parent if found else None
 
 
@@ -53,8 +54,12 @@ class PostgresServer:
         self.listen = "127.0.0.1"  # more addresses (comma-separated) take a restart
 
     def _ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(_as_owner([str(self.bin / "pg_ctl"), "-D", str(self.data), *args]),
-                              check=check, capture_output=True, timeout=START_TIMEOUT_S + 30)
+        return subprocess.run(
+            _as_owner([str(self.bin / "pg_ctl"), "-D", str(self.data), *args]),
+            check=check,
+            capture_output=True,
+            timeout=START_TIMEOUT_S + 30,
+        )
 
     def init(self) -> None:
         """Make the cluster (once)."""
@@ -62,16 +67,35 @@ class PostgresServer:
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
             os.chown(self.base, pw.pw_uid, pw.pw_gid)
-        subprocess.run(_as_owner([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust",
-                                  "-U", "postgres", "-E", "UTF8", "--no-instructions"]),
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            _as_owner(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
     def start(self) -> None:
         """Start and wait until it accepts connections."""
-        options = (f"-p {self.port} -k {self.base} -c listen_addresses={self.listen}"
-                   " -c max_connections=200")
-        self._ctl("-o", options, "-l", str(self.base / "log"), "-w", "-t",
-                  str(START_TIMEOUT_S), "start")
+        options = (
+            f"-p {self.port} -k {self.base} -c listen_addresses={self.listen}"
+            " -c max_connections=200"
+        )
+        self._ctl(
+            "-o", options, "-l", str(self.base / "log"), "-w", "-t", str(START_TIMEOUT_S), "start"
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop: "fast" (clean), or "immediate" (a crash: recovery runs on the next start)."""
@@ -96,8 +120,9 @@ class PostgresServer:
         one of that name is kept."""
         name = name or f"t_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                  (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{name}"'.encode())
         return self.dsn(name)
@@ -115,8 +140,11 @@ def _require() -> Path:
     found = bindir()
     if found is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL is not installed (./scripts/test installs postgresql): "
-                        "in CI the PostgreSQL tests must run", pytrace=False)
+            pytest.fail(
+                "PostgreSQL is not installed (./scripts/test installs postgresql): "
+                "in CI the PostgreSQL tests must run",
+                pytrace=False,
+            )
         pytest.skip("PostgreSQL not installed: run ./scripts/test as root")
     return found
 

@@ -46,8 +46,9 @@ def synapse_python() -> Path | None:
     python = venv / "bin" / "python"
     if not python.exists():
         return None
-    probe = subprocess.run([python, "-c", "import synapse"], capture_output=True, timeout=60,
-                           check=False)
+    probe = subprocess.run(
+        [python, "-c", "import synapse"], capture_output=True, timeout=60, check=False
+    )
     return python if probe.returncode == 0 else None
 
 
@@ -113,10 +114,16 @@ class Synapse:
         return self._proc.pid if self._proc else None
 
     def _write_config(self) -> Path:
-        values = {"{DIR}": str(self.base), "{PORT}": str(self.port), "{SECRET}": self.secret,
-                  "{DB}": str(self.base / "homeserver.db")}
-        for template, target in (("homeserver.yaml.tmpl", "homeserver.yaml"),
-                                 ("log.config", "log.config")):
+        values = {
+            "{DIR}": str(self.base),
+            "{PORT}": str(self.port),
+            "{SECRET}": self.secret,
+            "{DB}": str(self.base / "homeserver.db"),
+        }
+        for template, target in (
+            ("homeserver.yaml.tmpl", "homeserver.yaml"),
+            ("log.config", "log.config"),
+        ):
             text = (HERE / template).read_text()
             for key, value in values.items():
                 text = text.replace(key, value)
@@ -135,8 +142,12 @@ class Synapse:
         self._out = (self.base / "stdout.log").open("ab")
         self._proc = subprocess.Popen(
             [self.python, "-m", "synapse.app.homeserver", "-c", config],
-            cwd=self.base, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            cwd=self.base,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self._proc.poll() is not None:
@@ -177,13 +188,21 @@ class Synapse:
 
     def logs(self, lines: int = 40) -> str:
         """The tail of the server's stdout/stderr and of its log file, for failure messages."""
-        return (f"--- stdout/stderr ---\n{_tail(self.base / 'stdout.log', lines)}\n"
-                f"--- homeserver.log ---\n{_tail(self.base / 'homeserver.log', lines)}")
+        return (
+            f"--- stdout/stderr ---\n{_tail(self.base / 'stdout.log', lines)}\n"
+            f"--- homeserver.log ---\n{_tail(self.base / 'homeserver.log', lines)}"
+        )
 
     # -- HTTP -------------------------------------------------------------------------------
 
-    def api(self, method: str, path: str, token: str | None = None,
-            body: dict[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
+    def api(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: dict[str, Any] | None = None,
+        timeout: float = 30,
+    ) -> dict[str, Any]:
         """One JSON request to the server; raises SynapseError on an HTTP error status."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
@@ -196,13 +215,15 @@ class Synapse:
                 return result
         except urllib.error.HTTPError as exc:
             with exc:
-                raise SynapseError(exc.code, method, path,
-                                   exc.read().decode(errors="replace")) from None
+                raise SynapseError(
+                    exc.code, method, path, exc.read().decode(errors="replace")
+                ) from None
 
     # -- users ------------------------------------------------------------------------------
 
-    def register(self, localpart: str, password: str | None = None, admin: bool = False,
-                 unique: bool = True) -> tuple[str, str, str]:
+    def register(
+        self, localpart: str, password: str | None = None, admin: bool = False, unique: bool = True
+    ) -> tuple[str, str, str]:
         """Create a user with the shared-secret admin API: `(user_id, access_token, device_id)`.
 
         The localpart gets a random suffix unless `unique=False`, so every test can make fresh
@@ -216,14 +237,23 @@ class Synapse:
         for part in (nonce, localpart, password):
             mac.update(part.encode() + b"\x00")
         mac.update(b"admin" if admin else b"notadmin")
-        reply = self.api("POST", "/_synapse/admin/v1/register", body={
-            "nonce": nonce, "username": localpart, "password": password, "admin": admin,
-            "mac": mac.hexdigest()})
+        reply = self.api(
+            "POST",
+            "/_synapse/admin/v1/register",
+            body={
+                "nonce": nonce,
+                "username": localpart,
+                "password": password,
+                "admin": admin,
+                "mac": mac.hexdigest(),
+            },
+        )
         self.passwords[reply["user_id"]] = password
         return reply["user_id"], reply["access_token"], reply["device_id"]
 
-    def login(self, user_id: str, password: str | None = None,
-              device_id: str | None = None) -> tuple[str, str, str]:
+    def login(
+        self, user_id: str, password: str | None = None, device_id: str | None = None
+    ) -> tuple[str, str, str]:
         """Log in with a password (default: the one `register` used): `(user_id, token, device)`.
 
         Passing the `device_id` of an earlier login keeps the device (and its transaction ids).
@@ -231,7 +261,8 @@ class Synapse:
         body: dict[str, Any] = {
             "type": "m.login.password",
             "identifier": {"type": "m.id.user", "user": user_id},
-            "password": password if password is not None else self.passwords[user_id]}
+            "password": password if password is not None else self.passwords[user_id],
+        }
         if device_id:
             body["device_id"] = device_id
         reply = self.api("POST", "/_matrix/client/v3/login", body=body)
@@ -244,20 +275,31 @@ class Synapse:
 
     # -- rooms and messages -----------------------------------------------------------------
 
-    def create_room(self, owner_token: str, invite: Sequence[str] = (),
-                    tokens_to_join: Sequence[str] = (), name: str | None = None,
-                    encrypted: bool = False) -> str:
+    def create_room(
+        self,
+        owner_token: str,
+        invite: Sequence[str] = (),
+        tokens_to_join: Sequence[str] = (),
+        name: str | None = None,
+        encrypted: bool = False,
+    ) -> str:
         """Create a private room as the owner, invite `invite`, join with each of
         `tokens_to_join` (invited users' tokens), and return the room ID. `encrypted` turns
         on Megolm encryption from the start, as Element does for private rooms."""
         body: dict[str, Any] = {"preset": "private_chat", "invite": list(invite)}
         if encrypted:
-            body["initial_state"] = [{"type": "m.room.encryption", "state_key": "",
-                                      "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
+            body["initial_state"] = [
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            ]
         if name:
             body["name"] = name
-        room_id: str = self.api("POST", "/_matrix/client/v3/createRoom", owner_token,
-                                body)["room_id"]
+        room_id: str = self.api("POST", "/_matrix/client/v3/createRoom", owner_token, body)[
+            "room_id"
+        ]
         for token in tokens_to_join:
             self.join(token, room_id)
         return room_id
@@ -266,8 +308,15 @@ class Synapse:
         """Join a room (the user must be invited to a private room)."""
         self.api("POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/join", token, {})
 
-    def send_text(self, token: str, room_id: str, body: str, thread_root: str | None = None,
-                  reply_to: str | None = None, txn_id: str | None = None) -> str:
+    def send_text(
+        self,
+        token: str,
+        room_id: str,
+        body: str,
+        thread_root: str | None = None,
+        reply_to: str | None = None,
+        txn_id: str | None = None,
+    ) -> str:
         """Send an `m.text` message and return its event ID.
 
         `thread_root` puts it in that thread (`m.thread`); `reply_to` makes it a reply (inside the
@@ -277,9 +326,11 @@ class Synapse:
         content: dict[str, Any] = {"msgtype": "m.text", "body": body}
         if thread_root:
             content["m.relates_to"] = {
-                "rel_type": "m.thread", "event_id": thread_root,
+                "rel_type": "m.thread",
+                "event_id": thread_root,
                 "is_falling_back": reply_to is None,
-                "m.in_reply_to": {"event_id": reply_to or thread_root}}
+                "m.in_reply_to": {"event_id": reply_to or thread_root},
+            }
         elif reply_to:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
         txn_id = txn_id or uuid.uuid4().hex
@@ -290,8 +341,7 @@ class Synapse:
     def messages(self, token: str, room_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The room's last `limit` timeline events (all types), oldest first."""
         query = urllib.parse.urlencode({"dir": "b", "limit": limit})
-        reply = self.api("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/messages?{query}",
-                         token)
+        reply = self.api("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/messages?{query}", token)
         events: list[dict[str, Any]] = reply["chunk"]
         return events[::-1]
 
@@ -306,9 +356,11 @@ def synapse() -> Iterator[Synapse]:
     python = synapse_python()
     if python is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("Synapse is not installed (./scripts/test installs it into "
-                        ".venv-synapse or $SYNAPSE_VENV): in CI the Matrix tests must run",
-                        pytrace=False)
+            pytest.fail(
+                "Synapse is not installed (./scripts/test installs it into "
+                ".venv-synapse or $SYNAPSE_VENV): in CI the Matrix tests must run",
+                pytrace=False,
+            )
         pytest.skip("Synapse not installed: run ./scripts/test")
     base = Path(tempfile.mkdtemp(prefix="synapse-"))
     server = Synapse(base, python)

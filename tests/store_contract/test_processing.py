@@ -143,12 +143,13 @@ async def test_a_digest_is_counted_for_the_messages_after_it(store: Store) -> No
             seen = ctx.history(bucket, "h1", NOW, 3600.0, 100)
             counts.append((seen.from_sender, seen.same_content, seen.everyone))
             return Plan(outcome="joined INC-1", digest=Digest(bucket, "h1", NOW))
+
         return plan
 
-    for n, bucket in enumerate(["u:- s@x.example", "u:- s@x.example", "t:t@x.example",
-                                "u:- s@x.example", "t:t@x.example"]):
-        await store.process([work((await store.accept(message(n))).inbox_id, make(bucket))],
-                            NOW)
+    for n, bucket in enumerate(
+        ["u:- s@x.example", "u:- s@x.example", "t:t@x.example", "u:- s@x.example", "t:t@x.example"]
+    ):
+        await store.process([work((await store.accept(message(n))).inbox_id, make(bucket))], NOW)
     assert counts == [(0, 0, 0), (1, 1, 1), (0, 0, 2), (2, 2, 2), (1, 1, 3)]
 
 

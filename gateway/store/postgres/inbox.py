@@ -57,9 +57,21 @@ def accept_many(conn: Conn, messages: Sequence[NewMessage]) -> list[Accepted]:
             "INSERT INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
             " dedup_key, raw, client) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-            [(ts(m.received_at), m.channel, m.mailbox, m.mail_from, dumps(list(m.rcpt_to)),
-              m.dedup_key, m.raw, m.client) for m in messages],
-            returning=True)
+            [
+                (
+                    ts(m.received_at),
+                    m.channel,
+                    m.mailbox,
+                    m.mail_from,
+                    dumps(list(m.rcpt_to)),
+                    m.dedup_key,
+                    m.raw,
+                    m.client,
+                )
+                for m in messages
+            ],
+            returning=True,
+        )
         while True:
             row = cur.fetchone()
             ids.append(None if row is None else int(row[0]))
@@ -70,8 +82,9 @@ def accept_many(conn: Conn, messages: Sequence[NewMessage]) -> list[Accepted]:
             if new_id is not None:
                 results.append(Accepted(new_id, duplicate=False))
                 continue
-            found = cur.execute("SELECT id FROM inbox WHERE dedup_key = %s",
-                                (m.dedup_key,)).fetchone()
+            found = cur.execute(
+                "SELECT id FROM inbox WHERE dedup_key = %s", (m.dedup_key,)
+            ).fetchone()
             if found is None:
                 raise RuntimeError("a conflicting dedup key is stored")
             results.append(Accepted(int(found[0]), duplicate=True))
@@ -84,8 +97,10 @@ def pending_inbox(conn: Conn, limit: int, max_bytes: int | None = None) -> list[
     first (octet_length does not fetch the value), so a queue of large mail is never all in
     memory at once."""
     if max_bytes is not None:
-        sizes = conn.execute("SELECT octet_length(raw) FROM inbox WHERE state = 'pending'"
-                             " ORDER BY id LIMIT %s", (limit,)).fetchall()
+        sizes = conn.execute(
+            "SELECT octet_length(raw) FROM inbox WHERE state = 'pending' ORDER BY id LIMIT %s",
+            (limit,),
+        ).fetchall()
         total, fits = 0, 0
         for (size,) in sizes:
             total += size or 0
@@ -96,11 +111,20 @@ def pending_inbox(conn: Conn, limit: int, max_bytes: int | None = None) -> list[
     rows = conn.execute(
         "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw, client,"
         " released_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT %s",
-        (limit,)).fetchall()
+        (limit,),
+    ).fetchall()
     return [
-        InboxRow(int(r[0]), Channel(r[1]), Mailbox(r[2]) if r[2] else None, r[3],
-                 tuple(json.loads(r[4])), datetime.fromisoformat(r[5]), bytes(r[6]), r[7],
-                 released=r[8] is not None)
+        InboxRow(
+            int(r[0]),
+            Channel(r[1]),
+            Mailbox(r[2]) if r[2] else None,
+            r[3],
+            tuple(json.loads(r[4])),
+            datetime.fromisoformat(r[5]),
+            bytes(r[6]),
+            r[7],
+            released=r[8] is not None,
+        )
         for r in rows
     ]
 
@@ -131,8 +155,9 @@ def _fall_back(conn: Conn, work: Work, problem: str, now: datetime) -> Plan:
         rescue = work.rescue
         try:
             with conn.transaction():
-                return _process_one(conn, work.inbox_id, None,
-                                    lambda ctx: rescue(problem, ctx), now)
+                return _process_one(
+                    conn, work.inbox_id, None, lambda ctx: rescue(problem, ctx), now
+                )
         except psycopg.OperationalError:
             raise
         except Exception as exc:  # the rescue failed as well: the plain fallback, which cannot
@@ -144,8 +169,13 @@ def _fixed(plan: Plan) -> Callable[[PlanContext], Plan]:
     return lambda _ctx: plan
 
 
-def _process_one(conn: Conn, inbox_id: int, keys: ThreadKeys | None,
-                 make_plan: Callable[[PlanContext], Plan], now: datetime) -> Plan:
+def _process_one(
+    conn: Conn,
+    inbox_id: int,
+    keys: ThreadKeys | None,
+    make_plan: Callable[[PlanContext], Plan],
+    now: datetime,
+) -> Plan:
     row = conn.execute("SELECT state FROM inbox WHERE id = %s", (inbox_id,)).fetchone()
     if row is None or row[0] != "pending":
         return Plan(outcome="already processed")
@@ -164,27 +194,39 @@ def _process_one(conn: Conn, inbox_id: int, keys: ThreadKeys | None,
     if plan.digest is not None:
         record_digest(conn, inbox_id, plan.digest)
     # a held message waits apart for an operator (gateway.store.postgres.held)
-    conn.execute("UPDATE inbox SET state = %s, outcome = %s, processed_at = %s WHERE id = %s",
-                 ("held" if plan.held else "done", plan.outcome, ts(now), inbox_id))
+    conn.execute(
+        "UPDATE inbox SET state = %s, outcome = %s, processed_at = %s WHERE id = %s",
+        ("held" if plan.held else "done", plan.outcome, ts(now), inbox_id),
+    )
     return plan
 
 
 def record_digest(conn: Conn, inbox_id: int, digest: Digest) -> None:
     """Record a processed message's digest (once per inbox row)."""
-    conn.execute("INSERT INTO inbox_digest (inbox_id, sender, body_hash, at)"
-                 " VALUES (%s, %s, %s, %s) ON CONFLICT (inbox_id) DO UPDATE SET"
-                 " sender = excluded.sender, body_hash = excluded.body_hash, at = excluded.at",
-                 (inbox_id, digest.sender, digest.content, ts(digest.at)))
+    conn.execute(
+        "INSERT INTO inbox_digest (inbox_id, sender, body_hash, at)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (inbox_id) DO UPDATE SET"
+        " sender = excluded.sender, body_hash = excluded.body_hash, at = excluded.at",
+        (inbox_id, digest.sender, digest.content, ts(digest.at)),
+    )
 
 
-def history(conn: Conn, inbox_id: int, sender: str, content: str, at: datetime,
-            window_s: float, cap: int = 1_000_000) -> SenderHistory:
+def history(
+    conn: Conn,
+    inbox_id: int,
+    sender: str,
+    content: str,
+    at: datetime,
+    window_s: float,
+    cap: int = 1_000_000,
+) -> SenderHistory:
     """Count the messages recorded before this one in the windows that end at `at`."""
     since = ts(at - timedelta(seconds=window_s))
     row = conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(CASE WHEN body_hash = %s THEN 1 ELSE 0 END), 0)"
         " FROM (SELECT body_hash FROM inbox_digest WHERE sender = %s AND at >= %s AND at <= %s"
-        " AND inbox_id != %s LIMIT %s) d", (content, sender, since, ts(at), inbox_id, cap),
+        " AND inbox_id != %s LIMIT %s) d",
+        (content, sender, since, ts(at), inbox_id, cap),
     ).fetchone()
     # The global count is of untrusted buckets only, spelled as in the partial index
     # inbox_digest_untrusted (schema 3), so however much trusted mail arrives it costs nothing.
@@ -204,8 +246,9 @@ def answer_fits(conn: Conn, address: str, at: datetime, window_s: float, limit: 
     address = address.strip().lower()
     since = ts(at - timedelta(seconds=window_s))
     row = conn.execute(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM answer_log WHERE address = %s AND at > %s"
-        " LIMIT %s) d", (address, since, limit)).fetchone()
+        "SELECT COUNT(*) FROM (SELECT 1 FROM answer_log WHERE address = %s AND at > %s LIMIT %s) d",
+        (address, since, limit),
+    ).fetchone()
     if row is None:
         raise RuntimeError("COUNT returns a row")
     if int(row[0]) >= limit:
@@ -218,6 +261,11 @@ def answer_fits(conn: Conn, address: str, at: datetime, window_s: float, limit: 
 def open_alert_ids(conn: Conn, limit: int = ALERT_LIMIT) -> list[int]:
     """Ids of unresolved, unmerged incidents flagged as alerts, newest first
     (gateway.store.alert_db)."""
-    return [int(row[0]) for row in conn.execute(
-        "SELECT id FROM incidents WHERE status != 'resolved' AND merged_into IS NULL"
-        " AND flags LIKE '%%\"alert\"%%' ORDER BY id DESC LIMIT %s", (limit,)).fetchall()]
+    return [
+        int(row[0])
+        for row in conn.execute(
+            "SELECT id FROM incidents WHERE status != 'resolved' AND merged_into IS NULL"
+            " AND flags LIKE '%%\"alert\"%%' ORDER BY id DESC LIMIT %s",
+            (limit,),
+        ).fetchall()
+    ]

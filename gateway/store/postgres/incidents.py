@@ -33,8 +33,10 @@ from gateway.store.db import from_ts, ts
 from gateway.store.postgres.schema import Conn
 from rules.types import Mailbox, Period, Priority
 
-_COLUMNS = ("id, title, priority, status, mailbox, created_at, rule, reasons, period, respond_by,"
-            " next_update_by, flags, lead, comms, chat_root, merged_into")
+_COLUMNS = (
+    "id, title, priority, status, mailbox, created_at, rule, reasons, period, respond_by,"
+    " next_update_by, flags, lead, comms, chat_root, merged_into"
+)
 _SUBJECT_TAG = re.compile(r"\[INC-(\d{1,12})\]", re.IGNORECASE)
 RECENT_LIMIT = 50
 
@@ -48,15 +50,28 @@ def apply_plan(conn: Conn, plan: Plan, now: datetime) -> int | None:
         raise ValueError("; ".join(wrong))
     if plan.new_incident is not None:
         n = plan.new_incident
-        incident_id = _one_int(conn.execute(
-            "INSERT INTO incidents (id, title, priority, status, mailbox, created_at, updated_at,"
-            " rule, reasons, period, respond_by, next_update_by, flags)"
-            " VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM incidents), %s, %s, 'open', %s, %s,"
-            " %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (n.title, n.priority, n.mailbox, ts(now), ts(now), n.rule, dumps(list(n.reasons)),
-             n.period, n.respond_by and ts(n.respond_by),
-             n.next_update_by and ts(n.next_update_by), dumps(list(n.flags))),
-        ).fetchone())
+        incident_id = _one_int(
+            conn.execute(
+                "INSERT INTO incidents (id, title, priority, status, mailbox, created_at,"
+                " updated_at,"
+                " rule, reasons, period, respond_by, next_update_by, flags)"
+                " VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM incidents), %s, %s, 'open', %s, %s,"
+                " %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    n.title,
+                    n.priority,
+                    n.mailbox,
+                    ts(now),
+                    ts(now),
+                    n.rule,
+                    dumps(list(n.reasons)),
+                    n.period,
+                    n.respond_by and ts(n.respond_by),
+                    n.next_update_by and ts(n.next_update_by),
+                    dumps(list(n.flags)),
+                ),
+            ).fetchone()
+        )
     for spec in plan.outbox:
         conn.execute(
             "INSERT INTO outbox (created_at, kind, incident_id, payload, next_attempt_at)"
@@ -71,19 +86,28 @@ def apply_plan(conn: Conn, plan: Plan, now: datetime) -> int | None:
 
 def _apply_to_incident(conn: Conn, incident_id: int, plan: Plan, now: datetime) -> None:
     if plan.reopen:
-        conn.execute("UPDATE incidents SET status = 'open', resolved_at = NULL, updated_at = %s"
-                     " WHERE id = %s", (ts(now), incident_id))
+        conn.execute(
+            "UPDATE incidents SET status = 'open', resolved_at = NULL, updated_at = %s"
+            " WHERE id = %s",
+            (ts(now), incident_id),
+        )
     _update_incident(conn, incident_id, plan.changes, now)
     if plan.merge_source is not None:
-        conn.execute("UPDATE incidents SET merged_into = %s, updated_at = %s WHERE id = %s",
-                     (incident_id, ts(now), plan.merge_source))
+        conn.execute(
+            "UPDATE incidents SET merged_into = %s, updated_at = %s WHERE id = %s",
+            (incident_id, ts(now), plan.merge_source),
+        )
     reporter_id = _add_reporter(conn, incident_id, plan.reporter, now)
     for key in plan.message_ids:
         conn.execute(
             "INSERT INTO thread_keys (key, incident_id, reporter_id, direction)"
             " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (key, incident_id, reporter_id,
-             "in" if plan.reporter and key in plan.reporter.message_ids else "out"),
+            (
+                key,
+                incident_id,
+                reporter_id,
+                "in" if plan.reporter and key in plan.reporter.message_ids else "out",
+            ),
         )
     for event in plan.timeline:
         add_timeline(conn, incident_id, event)
@@ -95,8 +119,9 @@ def _one_int(row: Sequence[Any] | None) -> int:
     return int(row[0])
 
 
-def _update_incident(conn: Conn, incident_id: int, changes: Mapping[str, Any],
-                     now: datetime) -> None:
+def _update_incident(
+    conn: Conn, incident_id: int, changes: Mapping[str, Any], now: datetime
+) -> None:
     unknown = set(changes) - INCIDENT_CHANGES
     if unknown:
         raise ValueError(f"not an incident field that can change: {sorted(unknown)}")
@@ -104,23 +129,35 @@ def _update_incident(conn: Conn, incident_id: int, changes: Mapping[str, Any],
         return
     values = [ts(v) if isinstance(v, datetime) else v for v in changes.values()]
     assignments = ", ".join(f"{name} = %s" for name in changes)  # names checked above
-    conn.execute(f"UPDATE incidents SET {assignments}, updated_at = %s WHERE id = %s",  # noqa: S608
-                 (*values, ts(now), incident_id))
+    conn.execute(
+        f"UPDATE incidents SET {assignments}, updated_at = %s WHERE id = %s",  # noqa: S608
+        (*values, ts(now), incident_id),
+    )
 
 
-def _add_reporter(conn: Conn, incident_id: int, reporter: Reporter | None,
-                  now: datetime) -> int | None:
+def _add_reporter(
+    conn: Conn, incident_id: int, reporter: Reporter | None, now: datetime
+) -> int | None:
     if reporter is None:
         return None
     conn.execute(
         "INSERT INTO reporters (incident_id, channel, address, created_at, room_id, thread_root)"
         " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (incident_id, reporter.channel, reporter.address, ts(now),
-         reporter.room_id, reporter.thread_root),
+        (
+            incident_id,
+            reporter.channel,
+            reporter.address,
+            ts(now),
+            reporter.room_id,
+            reporter.thread_root,
+        ),
     )
-    return _one_int(conn.execute(
-        "SELECT id FROM reporters WHERE incident_id = %s AND channel = %s AND address = %s",
-        (incident_id, reporter.channel, reporter.address)).fetchone())
+    return _one_int(
+        conn.execute(
+            "SELECT id FROM reporters WHERE incident_id = %s AND channel = %s AND address = %s",
+            (incident_id, reporter.channel, reporter.address),
+        ).fetchone()
+    )
 
 
 def add_timeline(conn: Conn, incident_id: int, event: TimelineEvent) -> None:
@@ -132,11 +169,12 @@ def add_timeline(conn: Conn, incident_id: int, event: TimelineEvent) -> None:
     )
 
 
-def load_incident(conn: Conn, incident_id: int, *, with_timeline: bool = True
-                  ) -> Incident | None:
+def load_incident(conn: Conn, incident_id: int, *, with_timeline: bool = True) -> Incident | None:
     """One incident with its reporters (and timeline), or None."""
-    row = conn.execute(f"SELECT {_COLUMNS} FROM incidents WHERE id = %s",  # noqa: S608
-                       (incident_id,)).fetchone()
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM incidents WHERE id = %s",  # noqa: S608
+        (incident_id,),
+    ).fetchone()
     return None if row is None else _incident(conn, row, with_timeline)
 
 
@@ -149,9 +187,14 @@ def _incident(conn: Conn, row: Sequence[Any], with_timeline: bool) -> Incident:
         " OR incident_id IN (SELECT id FROM incidents WHERE merged_into = %s) ORDER BY id",
         (iid, iid),
     ).fetchall():
-        keys = tuple(k for (k,) in conn.execute(
-            "SELECT key FROM thread_keys WHERE reporter_id = %s AND direction = 'in'"
-            " ORDER BY seq", (rid,)).fetchall())
+        keys = tuple(
+            k
+            for (k,) in conn.execute(
+                "SELECT key FROM thread_keys WHERE reporter_id = %s AND direction = 'in'"
+                " ORDER BY seq",
+                (rid,),
+            ).fetchall()
+        )
         reporters.append(Reporter(Channel(channel), address, keys, room_id, thread_root))
     timeline: list[TimelineEvent] = []
     if with_timeline:
@@ -159,25 +202,45 @@ def _incident(conn: Conn, row: Sequence[Any], with_timeline: bool) -> Incident:
             TimelineEvent(datetime.fromisoformat(at), kind, actor, text, json.loads(data))
             for at, kind, actor, text, data in conn.execute(
                 "SELECT at, kind, actor, text, data FROM timeline WHERE incident_id = %s"
-                " ORDER BY id", (iid,)).fetchall()
+                " ORDER BY id",
+                (iid,),
+            ).fetchall()
         ]
-    pages = _one_int(conn.execute(
-        "SELECT COUNT(*) FROM pages WHERE incident_id = %s AND action = 'trigger'", (iid,)
-    ).fetchone())
+    pages = _one_int(
+        conn.execute(
+            "SELECT COUNT(*) FROM pages WHERE incident_id = %s AND action = 'trigger'", (iid,)
+        ).fetchone()
+    )
     return _incident_of(row, tuple(reporters), tuple(timeline), pages)
 
 
-def _incident_of(row: Sequence[Any], reporters: tuple[Reporter, ...],
-                 timeline: tuple[TimelineEvent, ...], pages: int) -> Incident:
+def _incident_of(
+    row: Sequence[Any],
+    reporters: tuple[Reporter, ...],
+    timeline: tuple[TimelineEvent, ...],
+    pages: int,
+) -> Incident:
     iid = int(row[0])
     return Incident(
-        id=iid, ref=incident_ref(iid), title=row[1], priority=Priority(row[2]),
-        status=Status(row[3]), mailbox=Mailbox(row[4]),
-        created_at=datetime.fromisoformat(row[5]), rule=row[6],
-        reasons=tuple(json.loads(row[7])), period=Period(row[8]) if row[8] else None,
-        respond_by=from_ts(row[9]), next_update_by=from_ts(row[10]), reporters=reporters,
-        timeline=timeline, pages_sent=pages, flags=tuple(json.loads(row[11])),
-        lead=row[12], comms=row[13], chat_root=row[14],
+        id=iid,
+        ref=incident_ref(iid),
+        title=row[1],
+        priority=Priority(row[2]),
+        status=Status(row[3]),
+        mailbox=Mailbox(row[4]),
+        created_at=datetime.fromisoformat(row[5]),
+        rule=row[6],
+        reasons=tuple(json.loads(row[7])),
+        period=Period(row[8]) if row[8] else None,
+        respond_by=from_ts(row[9]),
+        next_update_by=from_ts(row[10]),
+        reporters=reporters,
+        timeline=timeline,
+        pages_sent=pages,
+        flags=tuple(json.loads(row[11])),
+        lead=row[12],
+        comms=row[13],
+        chat_root=row[14],
         merged_into=None if row[15] is None else int(row[15]),
     )
 
@@ -195,41 +258,54 @@ _OPEN_REPORTERS = (
     " COALESCE(i.merged_into, i.id) AS owner"
     " FROM reporters r JOIN incidents i ON i.id = r.incident_id"
     " WHERE COALESCE(i.merged_into, i.id) IN (SELECT id FROM incidents"
-    " WHERE status != 'resolved' AND merged_into IS NULL)")
+    " WHERE status != 'resolved' AND merged_into IS NULL)"
+)
 
 
 def open_incidents(conn: Conn) -> list[Incident]:
     """The unresolved incidents not merged away, newest first, no timelines, in bulk."""
     keys: dict[int, list[str]] = {}
     for rid, key in conn.execute(
-            "SELECT reporter_id, key FROM thread_keys WHERE direction = 'in'"  # noqa: S608
-            " AND reporter_id IN (SELECT id FROM (" + _OPEN_REPORTERS + ") o) ORDER BY seq"
+        "SELECT reporter_id, key FROM thread_keys WHERE direction = 'in'"  # noqa: S608
+        " AND reporter_id IN (SELECT id FROM (" + _OPEN_REPORTERS + ") o) ORDER BY seq"
     ).fetchall():
         keys.setdefault(rid, []).append(key)
     reporters: dict[int, list[Reporter]] = {}
     for rid, channel, address, room_id, thread_root, owner in conn.execute(
-            _OPEN_REPORTERS + " ORDER BY r.id").fetchall():
+        _OPEN_REPORTERS + " ORDER BY r.id"
+    ).fetchall():
         reporters.setdefault(owner, []).append(
-            Reporter(Channel(channel), address, tuple(keys.get(rid, ())), room_id, thread_root))
-    pages = dict(conn.execute(
-        "SELECT incident_id, COUNT(*) FROM pages WHERE action = 'trigger' GROUP BY incident_id"
-    ).fetchall())
+            Reporter(Channel(channel), address, tuple(keys.get(rid, ())), room_id, thread_root)
+        )
+    pages = dict(
+        conn.execute(
+            "SELECT incident_id, COUNT(*) FROM pages WHERE action = 'trigger' GROUP BY incident_id"
+        ).fetchall()
+    )
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM incidents"  # noqa: S608  (constant columns)
-        " WHERE status != 'resolved' AND merged_into IS NULL ORDER BY id DESC").fetchall()
-    return [_incident_of(row, tuple(reporters.get(row[0], ())), (), int(pages.get(row[0], 0)))
-            for row in rows]
+        " WHERE status != 'resolved' AND merged_into IS NULL ORDER BY id DESC"
+    ).fetchall()
+    return [
+        _incident_of(row, tuple(reporters.get(row[0], ())), (), int(pages.get(row[0], 0)))
+        for row in rows
+    ]
 
 
-def recent_open_incidents(conn: Conn, mailbox: Mailbox, since: datetime,
-                          title_matches: Callable[[str], bool],
-                          limit: int = RECENT_LIMIT) -> list[Incident]:
+def recent_open_incidents(
+    conn: Conn,
+    mailbox: Mailbox,
+    since: datetime,
+    title_matches: Callable[[str], bool],
+    limit: int = RECENT_LIMIT,
+) -> list[Incident]:
     """The newest open incidents of a mailbox opened since `since` whose title passes
     `title_matches` (storm joining), bounded."""
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM incidents WHERE status != 'resolved' AND merged_into IS NULL"  # noqa: S608
         " AND mailbox = %s AND created_at >= %s ORDER BY id DESC LIMIT %s",
-        (mailbox.value, ts(since), limit)).fetchall()
+        (mailbox.value, ts(since), limit),
+    ).fetchall()
     return [_incident(conn, row, with_timeline=False) for row in rows if title_matches(row[1])]
 
 
@@ -241,15 +317,19 @@ def chat_root(conn: Conn, incident_id: int) -> str | None:
 
 def ticket(conn: Conn, incident_id: int) -> TicketRow | None:
     """The incident's ticket, once its creation is recorded."""
-    row = conn.execute("SELECT backend, external_id, link, status FROM tickets"
-                       " WHERE incident_id = %s", (incident_id,)).fetchone()
+    row = conn.execute(
+        "SELECT backend, external_id, link, status FROM tickets WHERE incident_id = %s",
+        (incident_id,),
+    ).fetchone()
     return None if row is None else TicketRow(*row)
 
 
 def statuspage(conn: Conn, incident_id: int) -> PageRow | None:
     """The incident's Statuspage incident, if one was opened."""
-    row = conn.execute("SELECT external_id, link, status FROM statuspage_incidents"
-                       " WHERE incident_id = %s", (incident_id,)).fetchone()
+    row = conn.execute(
+        "SELECT external_id, link, status FROM statuspage_incidents WHERE incident_id = %s",
+        (incident_id,),
+    ).fetchone()
     return None if row is None else PageRow(*row)
 
 
@@ -260,8 +340,7 @@ def find_thread(conn: Conn, keys: ThreadKeys) -> Incident | None:
     if keys.issued is not None:
         return _mail_thread(conn, keys)
     for key in keys.message_ids:
-        row = conn.execute("SELECT incident_id FROM thread_keys WHERE key = %s",
-                           (key,)).fetchone()
+        row = conn.execute("SELECT incident_id FROM thread_keys WHERE key = %s", (key,)).fetchone()
         if row:
             return load_incident(conn, int(row[0]), with_timeline=False)
     for match in _SUBJECT_TAG.finditer(keys.subject):
@@ -278,9 +357,13 @@ def _mail_thread(conn: Conn, keys: ThreadKeys) -> Incident | None:
             return incident
     if not keys.sender_authentic:
         return None
-    candidates = [int(row[0]) for key in keys.message_ids for row in conn.execute(
-        "SELECT incident_id FROM thread_keys WHERE key = %s AND direction = 'in'",
-        (key,)).fetchall()]
+    candidates = [
+        int(row[0])
+        for key in keys.message_ids
+        for row in conn.execute(
+            "SELECT incident_id FROM thread_keys WHERE key = %s AND direction = 'in'", (key,)
+        ).fetchall()
+    ]
     candidates += [int(m.group(1)) for m in _SUBJECT_TAG.finditer(keys.subject)]
     for iid in candidates:
         incident = load_incident(conn, iid, with_timeline=False)

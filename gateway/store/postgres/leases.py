@@ -39,15 +39,18 @@ def acquire(conn: Conn, name: str, holder: str, ttl_s: float) -> Grant | None:
             " holder = excluded.holder, expires_at = excluded.expires_at"
             " WHERE l.holder = excluded.holder OR l.expires_at <= clock_timestamp()"
             " RETURNING token, EXTRACT(EPOCH FROM expires_at - clock_timestamp())",
-            (name, holder, ttl_s)).fetchone()
+            (name, holder, ttl_s),
+        ).fetchone()
     return None if row is None else Grant(int(row[0]), float(row[1]))
 
 
 def release(conn: Conn, name: str, holder: str, token: int) -> None:
     """Give the lease up (on a clean stop), so another node need not wait for its expiry."""
     with conn.transaction():
-        conn.execute("DELETE FROM leases WHERE name = %s AND holder = %s AND token = %s",
-                     (name, holder, token))
+        conn.execute(
+            "DELETE FROM leases WHERE name = %s AND holder = %s AND token = %s",
+            (name, holder, token),
+        )
 
 
 def holds(conn: Conn, name: str, holder: str, token: int) -> bool:
@@ -55,12 +58,18 @@ def holds(conn: Conn, name: str, holder: str, token: int) -> bool:
     unexpired; the row stays share-locked until the transaction ends."""
     row = conn.execute(
         "SELECT 1 FROM leases WHERE name = %s AND holder = %s AND token = %s"
-        " AND expires_at > clock_timestamp() FOR SHARE", (name, holder, token)).fetchone()
+        " AND expires_at > clock_timestamp() FOR SHARE",
+        (name, holder, token),
+    ).fetchone()
     return row is not None
 
 
 def holders(conn: Conn) -> list[tuple[str, str, int, float]]:
     """Every lease: (name, holder, token, seconds left; negative once expired)."""
-    return [(str(n), str(h), int(t), float(s)) for n, h, t, s in conn.execute(
-        "SELECT name, holder, token, EXTRACT(EPOCH FROM expires_at - clock_timestamp())"
-        " FROM leases ORDER BY name").fetchall()]
+    return [
+        (str(n), str(h), int(t), float(s))
+        for n, h, t, s in conn.execute(
+            "SELECT name, holder, token, EXTRACT(EPOCH FROM expires_at - clock_timestamp())"
+            " FROM leases ORDER BY name"
+        ).fetchall()
+    ]

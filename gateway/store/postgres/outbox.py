@@ -31,21 +31,39 @@ from gateway.store.postgres.incidents import add_timeline
 from gateway.store.postgres.schema import Conn
 
 # An entry this node claimed settles only while it still carries the node's token.
-_DONE = ("UPDATE outbox SET state = %s, attempts = attempts + 1, result = %s, done_at = %s,"
-         " last_error = NULL, claim_until = NULL WHERE id = %s AND state = 'pending'"
-         " AND (%s::bigint IS NULL OR claim_token = %s)")
+_DONE = (
+    "UPDATE outbox SET state = %s, attempts = attempts + 1, result = %s, done_at = %s,"
+    " last_error = NULL, claim_until = NULL WHERE id = %s AND state = 'pending'"
+    " AND (%s::bigint IS NULL OR claim_token = %s)"
+)
 # A parked entry (its link is down) counts no attempt and keeps its place; the claim is let go.
-_PARKED = ("UPDATE outbox SET last_error = %s, claim_until = NULL WHERE id = %s"
-           " AND state = 'pending' AND (%s::bigint IS NULL OR claim_token = %s)")
-_FAILED = ("UPDATE outbox SET attempts = attempts + 1, last_error = %s, next_attempt_at = %s,"
-           " state = %s, claim_until = NULL WHERE id = %s AND state = 'pending'"
-           " AND (%s::bigint IS NULL OR claim_token = %s)")
-MIRROR_KINDS = frozenset({OutboxKind.TICKET_UPDATE, OutboxKind.STATUSPAGE_OPEN,
-                          OutboxKind.STATUSPAGE_UPDATE, OutboxKind.STATUSPAGE_RESOLVE})
+_PARKED = (
+    "UPDATE outbox SET last_error = %s, claim_until = NULL WHERE id = %s"
+    " AND state = 'pending' AND (%s::bigint IS NULL OR claim_token = %s)"
+)
+_FAILED = (
+    "UPDATE outbox SET attempts = attempts + 1, last_error = %s, next_attempt_at = %s,"
+    " state = %s, claim_until = NULL WHERE id = %s AND state = 'pending'"
+    " AND (%s::bigint IS NULL OR claim_token = %s)"
+)
+MIRROR_KINDS = frozenset(
+    {
+        OutboxKind.TICKET_UPDATE,
+        OutboxKind.STATUSPAGE_OPEN,
+        OutboxKind.STATUSPAGE_UPDATE,
+        OutboxKind.STATUSPAGE_RESOLVE,
+    }
+)
 
 
-def claim_due(conn: Conn, now: datetime, limit: int, holder: str, claim_s: float,
-              skip_kinds: Sequence[str] = ()) -> list[tuple[OutboxEntry, int]]:
+def claim_due(
+    conn: Conn,
+    now: datetime,
+    limit: int,
+    holder: str,
+    claim_s: float,
+    skip_kinds: Sequence[str] = (),
+) -> list[tuple[OutboxEntry, int]]:
     """Claim up to `limit` due entries not claimed by another node (or whose claim
     expired), oldest due first, each with its fencing token; none of `skip_kinds`."""
     with conn.transaction():
@@ -59,10 +77,22 @@ def claim_due(conn: Conn, now: datetime, limit: int, holder: str, claim_s: float
             " FROM due WHERE o.id = due.id"
             " RETURNING o.id, o.kind, o.incident_id, o.payload, o.attempts, o.claim_token,"
             " o.next_attempt_at",
-            (ts(now), holder, list(skip_kinds), limit, holder, claim_s)).fetchall()
+            (ts(now), holder, list(skip_kinds), limit, holder, claim_s),
+        ).fetchall()
     rows.sort(key=lambda r: (r[6], r[0]))
-    return [(OutboxEntry(int(r[0]), OutboxKind(r[1]), None if r[2] is None else int(r[2]),
-                         json.loads(r[3]), int(r[4])), int(r[5])) for r in rows]
+    return [
+        (
+            OutboxEntry(
+                int(r[0]),
+                OutboxKind(r[1]),
+                None if r[2] is None else int(r[2]),
+                json.loads(r[3]),
+                int(r[4]),
+            ),
+            int(r[5]),
+        )
+        for r in rows
+    ]
 
 
 def claim_valid(conn: Conn, outbox_id: int, token: int, margin_s: float) -> bool:
@@ -70,7 +100,8 @@ def claim_valid(conn: Conn, outbox_id: int, token: int, margin_s: float) -> bool
     row = conn.execute(
         "SELECT 1 FROM outbox WHERE id = %s AND claim_token = %s AND state = 'pending'"
         " AND claim_until > clock_timestamp() + make_interval(secs => %s)",
-        (outbox_id, token, margin_s)).fetchone()
+        (outbox_id, token, margin_s),
+    ).fetchone()
     return row is not None
 
 
@@ -84,7 +115,8 @@ def next_outbox_due(conn: Conn, holder: str, skip_kinds: Sequence[str] = ()) -> 
         " MIN(claim_until) FILTER (WHERE claim_holder <> %s"
         " AND claim_until >= clock_timestamp())"
         " FROM outbox WHERE state = 'pending' AND kind <> ALL(%s)",
-        (holder, holder, list(skip_kinds))).fetchone()
+        (holder, holder, list(skip_kinds)),
+    ).fetchone()
     if row is None:
         return None
     free, claimed = from_ts(row[0]), row[1]
@@ -92,8 +124,9 @@ def next_outbox_due(conn: Conn, holder: str, skip_kinds: Sequence[str] = ()) -> 
     return min(found) if found else None
 
 
-def settle(conn: Conn, attempts: Sequence[Attempt], tokens: Mapping[int, int],
-           now: datetime) -> None:
+def settle(
+    conn: Conn, attempts: Sequence[Attempt], tokens: Mapping[int, int], now: datetime
+) -> None:
     """Record a round of attempts in one transaction. An outcome counts only while the
     entry is pending and still carries this node's claim token (`tokens`; an entry with
     no token here was never claimed by a node and is settled unconditionally)."""
@@ -102,7 +135,8 @@ def settle(conn: Conn, attempts: Sequence[Attempt], tokens: Mapping[int, int],
             token = tokens.get(a.entry.id)
             if a.result is not None:
                 cur = conn.execute(
-                    _DONE, (OutboxState.DONE, dumps(a.result), ts(now), a.entry.id, token, token))
+                    _DONE, (OutboxState.DONE, dumps(a.result), ts(now), a.entry.id, token, token)
+                )
                 if cur.rowcount and a.entry.incident_id is not None:
                     _record_effect(conn, a.entry, a.result, now)
                     _add_lines(conn, a)
@@ -110,9 +144,16 @@ def settle(conn: Conn, attempts: Sequence[Attempt], tokens: Mapping[int, int],
                 conn.execute(_PARKED, (a.error[:500], a.entry.id, token, token))
             else:
                 cur = conn.execute(
-                    _FAILED, (a.error[:500], ts(a.next_at or now),
-                     OutboxState.DEAD if a.dead else OutboxState.PENDING, a.entry.id, token,
-                     token))
+                    _FAILED,
+                    (
+                        a.error[:500],
+                        ts(a.next_at or now),
+                        OutboxState.DEAD if a.dead else OutboxState.PENDING,
+                        a.entry.id,
+                        token,
+                        token,
+                    ),
+                )
                 if cur.rowcount and a.dead:
                     _record_dead(conn, a, now)
 
@@ -123,76 +164,115 @@ def _record_dead(conn: Conn, a: Attempt, now: datetime) -> None:
         conn.execute(
             "INSERT INTO outbox (created_at, kind, incident_id, payload, next_attempt_at)"
             " VALUES (%s, %s, %s, %s, %s)",
-            (ts(now), a.alert.kind, a.entry.incident_id, dumps(dict(a.alert.payload)), ts(now)))
+            (ts(now), a.alert.kind, a.entry.incident_id, dumps(dict(a.alert.payload)), ts(now)),
+        )
 
 
-def retry_dead(conn: Conn, outbox_id: int, now: datetime,
-               note: Callable[[int, str, datetime], TimelineEvent]) -> str | None:
+def retry_dead(
+    conn: Conn, outbox_id: int, now: datetime, note: Callable[[int, str, datetime], TimelineEvent]
+) -> str | None:
     """Send a dead entry back to pending, due now, and put `note(outbox_id, kind, now)` on
     its incident's timeline; None when done, else why not."""
     with conn.transaction():
-        row = conn.execute("SELECT state, incident_id, kind FROM outbox WHERE id = %s"
-                           " FOR UPDATE", (outbox_id,)).fetchone()
+        row = conn.execute(
+            "SELECT state, incident_id, kind FROM outbox WHERE id = %s FOR UPDATE", (outbox_id,)
+        ).fetchone()
         if row is None:
             return "unknown"
         if row[0] != OutboxState.DEAD:
             return str(row[0])
-        conn.execute("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = %s,"
-                     " claim_until = NULL WHERE id = %s", (ts(now), outbox_id))
+        conn.execute(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = %s,"
+            " claim_until = NULL WHERE id = %s",
+            (ts(now), outbox_id),
+        )
         if row[1] is not None:
             add_timeline(conn, int(row[1]), note(outbox_id, str(row[2]), now))
     return None
 
 
-def _record_effect(conn: Conn, entry: OutboxEntry, result: dict[str, Any],
-                   now: datetime) -> None:
+def _record_effect(conn: Conn, entry: OutboxEntry, result: dict[str, Any], now: datetime) -> None:
     iid, p = entry.incident_id, entry.payload
-    if entry.kind in (OutboxKind.PAGE_TRIGGER, OutboxKind.PAGE_ACKNOWLEDGE,
-                      OutboxKind.PAGE_RESOLVE):
-        action = {OutboxKind.PAGE_TRIGGER: "trigger", OutboxKind.PAGE_ACKNOWLEDGE: "acknowledge",
-                  OutboxKind.PAGE_RESOLVE: "resolve"}[entry.kind]
+    if entry.kind in (
+        OutboxKind.PAGE_TRIGGER,
+        OutboxKind.PAGE_ACKNOWLEDGE,
+        OutboxKind.PAGE_RESOLVE,
+    ):
+        action = {
+            OutboxKind.PAGE_TRIGGER: "trigger",
+            OutboxKind.PAGE_ACKNOWLEDGE: "acknowledge",
+            OutboxKind.PAGE_RESOLVE: "resolve",
+        }[entry.kind]
         conn.execute(
             "INSERT INTO pages (incident_id, outbox_id, provider, action, dedup_key, at, response)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (iid, entry.id, result.get("provider", "?"), action, p["dedup_key"], ts(now),
-             dumps(result)))
+            (
+                iid,
+                entry.id,
+                result.get("provider", "?"),
+                action,
+                p["dedup_key"],
+                ts(now),
+                dumps(result),
+            ),
+        )
     elif entry.kind is OutboxKind.TICKET_CREATE:
         conn.execute(
             "INSERT INTO tickets (incident_id, backend, external_id, link, title, status, body,"
             " created_at) VALUES (%s, %s, %s, %s, %s, 'open', %s, %s) ON CONFLICT DO NOTHING",
-            (iid, result.get("backend", "builtin"), str(result.get("external_id", "")),
-             result.get("link"), p["title"], p["body"], ts(now)))
+            (
+                iid,
+                result.get("backend", "builtin"),
+                str(result.get("external_id", "")),
+                result.get("link"),
+                p["title"],
+                p["body"],
+                ts(now),
+            ),
+        )
     elif entry.kind is OutboxKind.CHAT_ANNOUNCE:
         event_id = str(result["event_id"])
         conn.execute("UPDATE incidents SET chat_root = %s WHERE id = %s", (event_id, iid))
-        conn.execute("INSERT INTO thread_keys (key, incident_id, direction)"
-                     " VALUES (%s, %s, 'out') ON CONFLICT DO NOTHING", (chat_key(event_id), iid))
+        conn.execute(
+            "INSERT INTO thread_keys (key, incident_id, direction)"
+            " VALUES (%s, %s, 'out') ON CONFLICT DO NOTHING",
+            (chat_key(event_id), iid),
+        )
     elif entry.kind is OutboxKind.CHAT_ALARM and p.get("root"):  # gateway.plan.alarm_rooms
-        conn.execute("INSERT INTO thread_keys (key, incident_id, direction)"
-                     " VALUES (%s, %s, 'out') ON CONFLICT DO NOTHING",
-                     (chat_key(str(result["event_id"])), iid))
+        conn.execute(
+            "INSERT INTO thread_keys (key, incident_id, direction)"
+            " VALUES (%s, %s, 'out') ON CONFLICT DO NOTHING",
+            (chat_key(str(result["event_id"])), iid),
+        )
     elif entry.kind in MIRROR_KINDS and not result.get("skipped"):
         _record_mirror(conn, entry, result, now)
 
 
-def _record_mirror(conn: Conn, entry: OutboxEntry, result: dict[str, Any],
-                   now: datetime) -> None:
+def _record_mirror(conn: Conn, entry: OutboxEntry, result: dict[str, Any], now: datetime) -> None:
     iid, p = entry.incident_id, entry.payload
     if entry.kind is OutboxKind.TICKET_UPDATE:
         if p.get("status"):
-            conn.execute("UPDATE tickets SET status = %s WHERE incident_id = %s",
-                         (p["status"], iid))
+            conn.execute(
+                "UPDATE tickets SET status = %s WHERE incident_id = %s", (p["status"], iid)
+            )
         if p.get("title"):
             conn.execute("UPDATE tickets SET title = %s WHERE incident_id = %s", (p["title"], iid))
     elif entry.kind is OutboxKind.STATUSPAGE_OPEN:
         conn.execute(
             "INSERT INTO statuspage_incidents (incident_id, page_id, external_id, link, status,"
             " created_at) VALUES (%s, %s, %s, %s, 'open', %s) ON CONFLICT DO NOTHING",
-            (iid, str(result.get("page_id", "")), str(result["external_id"]), result.get("link"),
-             ts(now)))
+            (
+                iid,
+                str(result.get("page_id", "")),
+                str(result["external_id"]),
+                result.get("link"),
+                ts(now),
+            ),
+        )
     elif entry.kind is OutboxKind.STATUSPAGE_RESOLVE:
-        conn.execute("UPDATE statuspage_incidents SET status = 'resolved'"
-                     " WHERE incident_id = %s", (iid,))
+        conn.execute(
+            "UPDATE statuspage_incidents SET status = 'resolved' WHERE incident_id = %s", (iid,)
+        )
 
 
 def _add_lines(conn: Conn, a: Attempt) -> None:
@@ -203,36 +283,55 @@ def _add_lines(conn: Conn, a: Attempt) -> None:
 
 def outbox_rows(conn: Conn, state: str | None = None) -> list[dict[str, Any]]:
     """Outbox entries for operators (no payload bodies)."""
-    sql = ("SELECT id, kind, incident_id, state, attempts, next_attempt_at, last_error, created_at"
-           " FROM outbox")
+    sql = (
+        "SELECT id, kind, incident_id, state, attempts, next_attempt_at, last_error, created_at"
+        " FROM outbox"
+    )
     args: tuple[Any, ...] = ()
     if state:
         sql, args = sql + " WHERE state = %s", (state,)
-    cols = ("id", "kind", "incident_id", "state", "attempts", "next_attempt_at", "last_error",
-            "created_at")
-    return [dict(zip(cols, r, strict=True))
-            for r in conn.execute(sql + " ORDER BY id", args).fetchall()]
+    cols = (
+        "id",
+        "kind",
+        "incident_id",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "created_at",
+    )
+    return [
+        dict(zip(cols, r, strict=True)) for r in conn.execute(sql + " ORDER BY id", args).fetchall()
+    ]
 
 
 def queue_stats(conn: Conn) -> QueueStats:
     """Inbox and outbox depth (read-only)."""
     inbox = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'pending'").fetchone()
-    out = conn.execute("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'"
-                       ).fetchone()
-    retrying = {str(k): int(n) for k, n in conn.execute(
-        "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0"
-        " GROUP BY kind").fetchall()}
+    out = conn.execute(
+        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'"
+    ).fetchone()
+    retrying = {
+        str(k): int(n)
+        for k, n in conn.execute(
+            "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0"
+            " GROUP BY kind"
+        ).fetchall()
+    }
     dead = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
     held = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'held'").fetchone()
     if inbox is None or out is None or dead is None or held is None:
         raise RuntimeError("COUNT returns a row")
-    return QueueStats(int(inbox[0]), int(out[0]), from_ts(out[1]), retrying, int(dead[0]),
-                      int(held[0]))
+    return QueueStats(
+        int(inbox[0]), int(out[0]), from_ts(out[1]), retrying, int(dead[0]), int(held[0])
+    )
 
 
 def canary_through(conn: Conn, nonce: str) -> bool:
     """Whether the canary entry with this nonce was delivered, by whichever node."""
     row = conn.execute(
         "SELECT 1 FROM outbox WHERE kind = 'canary' AND state = 'done'"
-        " AND payload::jsonb ->> 'nonce' = %s LIMIT 1", (nonce,)).fetchone()
+        " AND payload::jsonb ->> 'nonce' = %s LIMIT 1",
+        (nonce,),
+    ).fetchone()
     return row is not None

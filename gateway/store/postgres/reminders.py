@@ -15,8 +15,9 @@ from gateway.store.postgres.incidents import apply_plan, open_incidents
 from gateway.store.postgres.schema import WRITE_LOCK, Conn
 
 
-def fire_due(conn: Conn, plan: Planner, wake: Waker, now: datetime
-             ) -> tuple[list[Due], datetime | None]:
+def fire_due(
+    conn: Conn, plan: Planner, wake: Waker, now: datetime
+) -> tuple[list[Due], datetime | None]:
     """Fire what is due in one transaction; returns what fired and when to look again."""
     fired = []
     with conn.transaction():
@@ -25,7 +26,8 @@ def fire_due(conn: Conn, plan: Planner, wake: Waker, now: datetime
             cur = conn.execute(
                 "INSERT INTO reminders (subject, incident_id, kind, due_at, fired_at)"
                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (due.subject, due.incident_id, due.kind, ts(due.due_at), ts(now)))
+                (due.subject, due.incident_id, due.kind, ts(due.due_at), ts(now)),
+            )
             if cur.rowcount:
                 apply_plan(conn, due.plan, now)
                 fired.append(due)
@@ -36,8 +38,10 @@ def snapshot(conn: Conn) -> tuple[list[Incident], set[tuple[str, str, str]]]:
     """The open incidents and the keys of the items already fired, from one snapshot."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        keys = {(str(s), str(k), str(d)) for s, k, d in conn.execute(
-            "SELECT subject, kind, due_at FROM reminders").fetchall()}
+        keys = {
+            (str(s), str(k), str(d))
+            for s, k, d in conn.execute("SELECT subject, kind, due_at FROM reminders").fetchall()
+        }
         return open_incidents(conn), keys
 
 
@@ -50,5 +54,8 @@ def kv_get(conn: Conn, key: str) -> str | None:
 def kv_set(conn: Conn, key: str, value: str) -> None:
     """Persist a small value (committed before returning)."""
     with conn.transaction():
-        conn.execute("INSERT INTO kv (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE"
-                     " SET value = excluded.value", (key, value))
+        conn.execute(
+            "INSERT INTO kv (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE"
+            " SET value = excluded.value",
+            (key, value),
+        )

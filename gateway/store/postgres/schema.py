@@ -196,17 +196,20 @@ class SchemaTooNew(RuntimeError):
 
 def migrate(conn: Conn) -> int:
     """Bring the schema up to date, one migration per transaction; returns the version."""
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
-                 " version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
     while True:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
-                               ).fetchone()
+            row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
             version = int(row[0]) if row else 0
             if version > len(MIGRATIONS):
-                raise SchemaTooNew(f"database schema version {version} is newer than this "
-                                   f"program ({len(MIGRATIONS)})")
+                raise SchemaTooNew(
+                    f"database schema version {version} is newer than this "
+                    f"program ({len(MIGRATIONS)})"
+                )
             if version == len(MIGRATIONS):
                 return version
             conn.execute(MIGRATIONS[version].encode())

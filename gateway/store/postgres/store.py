@@ -69,25 +69,43 @@ def node_name(prefix: str | None = None) -> str:
 class PostgresStore:
     """The Store port on PostgreSQL (see the module docstring)."""
 
-    def __init__(self, dsn: str, password: str | None = None, *, node: str | None = None,
-                 pool_size: int = 8, connect_timeout_s: float = 5.0,
-                 claim_s: float = 90.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        password: str | None = None,
+        *,
+        node: str | None = None,
+        pool_size: int = 8,
+        connect_timeout_s: float = 5.0,
+        claim_s: float = 90.0,
+    ) -> None:
         self.node = node or node_name()
         self.claim_s = claim_s  # an outbox claim outlives the longest attempt
         self._timeout_s = connect_timeout_s
         kwargs: dict[str, Any] = {
-            "autocommit": True, "connect_timeout": max(1, round(connect_timeout_s)),
+            "autocommit": True,
+            "connect_timeout": max(1, round(connect_timeout_s)),
             "application_name": "chatops-gateway",
             # A dead peer (a partition, a crashed host) is noticed in seconds, not hours.
-            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
-            "keepalives_count": 2, "tcp_user_timeout": int(connect_timeout_s * 2000),
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 2,
+            "tcp_user_timeout": int(connect_timeout_s * 2000),
         }
         if password is not None:
             kwargs["password"] = password
-        self._pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, kwargs=kwargs,
-                                    open=False, timeout=connect_timeout_s,
-                                    check=ConnectionPool.check_connection,
-                                    reconnect_timeout=0, name="gateway")
+        self._pool = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=pool_size,
+            kwargs=kwargs,
+            open=False,
+            timeout=connect_timeout_s,
+            check=ConnectionPool.check_connection,
+            reconnect_timeout=0,
+            name="gateway",
+        )
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="pgstore")
         self._pending: list[tuple[NewMessage, asyncio.Future[Accepted]]] = []
         self._flush_task: asyncio.Task[None] | None = None
@@ -101,7 +119,7 @@ class PostgresStore:
 
     @property
     def state(self) -> str:
-        """"connected", or "failed" while the database does not answer (health: unhealthy)."""
+        """ "connected", or "failed" while the database does not answer (health: unhealthy)."""
         return self._state
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -118,8 +136,10 @@ class PostgresStore:
     def _prepare(conn: schema.Conn) -> None:
         row = conn.execute("SHOW synchronous_commit").fetchone()
         if row is not None and row[0] == "off":
-            raise DurabilityError("synchronous_commit is off: a COMMIT would return before the "
-                                  "data is on disk, and 250 must mean kept")
+            raise DurabilityError(
+                "synchronous_commit is off: a COMMIT would return before the "
+                "data is on disk, and 250 must mean kept"
+            )
         schema.migrate(conn)
 
     async def close(self) -> None:
@@ -222,8 +242,7 @@ class PostgresStore:
                     fut.set_result(result)
 
     # -- pipeline ---------------------------------------------------------------------------
-    async def pending_inbox(self, limit: int = 64,
-                            max_bytes: int | None = None) -> list[InboxRow]:
+    async def pending_inbox(self, limit: int = 64, max_bytes: int | None = None) -> list[InboxRow]:
         """Accepted messages waiting to be processed, oldest first (at most `max_bytes` of
         raw content, but at least one message)."""
         return await self._call(inbox.pending_inbox, limit, max_bytes)
@@ -233,12 +252,19 @@ class PostgresStore:
         return await self._call(inbox.process, batch, now)
 
     # -- outbox -----------------------------------------------------------------------------
-    async def due_outbox(self, now: datetime, limit: int,
-                         skip: Collection[str] = ()) -> list[OutboxEntry]:
+    async def due_outbox(
+        self, now: datetime, limit: int, skip: Collection[str] = ()
+    ) -> list[OutboxEntry]:
         """Claim the entries due for an attempt (none another node holds a claim on, none of
         the `skip` kinds whose link is down, none this node leaves to another)."""
-        claimed = await self._call(outbox.claim_due, now, limit, self.node, self.claim_s,
-                                   sorted({*self.skip_kinds(), *skip}))
+        claimed = await self._call(
+            outbox.claim_due,
+            now,
+            limit,
+            self.node,
+            self.claim_s,
+            sorted({*self.skip_kinds(), *skip}),
+        )
         for entry, token in claimed:
             self._claims[entry.id] = token
         return [entry for entry, _ in claimed]
@@ -252,13 +278,15 @@ class PostgresStore:
 
     async def next_outbox_due(self, skip: Collection[str] = ()) -> datetime | None:
         """When the next pending entry (none of the `skip` kinds) is due."""
-        return await self._call(outbox.next_outbox_due, self.node,
-                                sorted({*self.skip_kinds(), *skip}))
+        return await self._call(
+            outbox.next_outbox_due, self.node, sorted({*self.skip_kinds(), *skip})
+        )
 
     async def settle_outbox(self, attempts: Sequence[Attempt], now: datetime) -> None:
         """Record a round of attempts; one whose claim was lost records nothing."""
-        tokens = {a.entry.id: self._claims[a.entry.id] for a in attempts
-                  if a.entry.id in self._claims}
+        tokens = {
+            a.entry.id: self._claims[a.entry.id] for a in attempts if a.entry.id in self._claims
+        }
         await self._call(outbox.settle, attempts, tokens, now)
         for a in attempts:
             self._claims.pop(a.entry.id, None)
@@ -268,14 +296,16 @@ class PostgresStore:
         the node that sent it waits for it, another node may have claimed it)."""
         return await self._call(outbox.canary_through, nonce)
 
-    async def retry_dead(self, outbox_id: int, now: datetime,
-                         note: Callable[[int, str, datetime], TimelineEvent]) -> str | None:
+    async def retry_dead(
+        self, outbox_id: int, now: datetime, note: Callable[[int, str, datetime], TimelineEvent]
+    ) -> str | None:
         """Send a dead entry back for delivery (None), or say why not."""
         return await self._call(outbox.retry_dead, outbox_id, now, note)
 
     # -- SLA scheduler ----------------------------------------------------------------------
-    async def fire_reminders(self, plan: Planner, wake: Waker,
-                             now: datetime) -> tuple[list[Due], datetime | None]:
+    async def fire_reminders(
+        self, plan: Planner, wake: Waker, now: datetime
+    ) -> tuple[list[Due], datetime | None]:
         """Fire due SLA items exactly once each."""
         return await self._call(reminders.fire_due, plan, wake, now)
 
