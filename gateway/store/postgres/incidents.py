@@ -22,16 +22,15 @@ from gateway.domain import (
     PageRow,
     Plan,
     Reporter,
-    Status,
     ThreadKeys,
     TicketRow,
     TimelineEvent,
     dumps,
-    incident_ref,
 )
-from gateway.store.db import from_ts, ts
+from gateway.store.db import ts
 from gateway.store.postgres.schema import Conn
-from rules.types import Mailbox, Period, Priority
+from gateway.store.rows import incident_of
+from rules.types import Mailbox
 
 _COLUMNS = (
     "id, title, priority, status, mailbox, created_at, rule, reasons, period, respond_by,"
@@ -211,38 +210,7 @@ def _incident(conn: Conn, row: Sequence[Any], with_timeline: bool) -> Incident:
             "SELECT COUNT(*) FROM pages WHERE incident_id = %s AND action = 'trigger'", (iid,)
         ).fetchone()
     )
-    return _incident_of(row, tuple(reporters), tuple(timeline), pages)
-
-
-def _incident_of(
-    row: Sequence[Any],
-    reporters: tuple[Reporter, ...],
-    timeline: tuple[TimelineEvent, ...],
-    pages: int,
-) -> Incident:
-    iid = int(row[0])
-    return Incident(
-        id=iid,
-        ref=incident_ref(iid),
-        title=row[1],
-        priority=Priority(row[2]),
-        status=Status(row[3]),
-        mailbox=Mailbox(row[4]),
-        created_at=datetime.fromisoformat(row[5]),
-        rule=row[6],
-        reasons=tuple(json.loads(row[7])),
-        period=Period(row[8]) if row[8] else None,
-        respond_by=from_ts(row[9]),
-        next_update_by=from_ts(row[10]),
-        reporters=reporters,
-        timeline=timeline,
-        pages_sent=pages,
-        flags=tuple(json.loads(row[11])),
-        lead=row[12],
-        comms=row[13],
-        chat_root=row[14],
-        merged_into=None if row[15] is None else int(row[15]),
-    )
+    return incident_of(row, tuple(reporters), tuple(timeline), pages)
 
 
 def list_incidents(conn: Conn, *, open_only: bool = False) -> list[Incident]:
@@ -287,7 +255,7 @@ def open_incidents(conn: Conn) -> list[Incident]:
         " WHERE status != 'resolved' AND merged_into IS NULL ORDER BY id DESC"
     ).fetchall()
     return [
-        _incident_of(row, tuple(reporters.get(row[0], ())), (), int(pages.get(row[0], 0)))
+        incident_of(row, tuple(reporters.get(row[0], ())), (), int(pages.get(row[0], 0)))
         for row in rows
     ]
 
