@@ -445,7 +445,7 @@ class App:
                 for box in self.imap
             )
             if cluster is not None:
-                tasks += _cluster_tasks(group, cluster, store, link)
+                tasks += _cluster_tasks(group, cluster, store, link, worker.wake)
             await self._start_listeners(smtp, alerts, edges)
             edges.status = await self._status_endpoint(service)
             tasks += self._watch_ourselves(group, sup, intake)
@@ -820,9 +820,14 @@ def _cluster(config: Config, store: Store) -> Cluster | None:
 
 
 def _cluster_tasks(
-    group: asyncio.TaskGroup, cluster: Cluster, store: Store, link: MatrixLink | None
+    group: asyncio.TaskGroup,
+    cluster: Cluster,
+    store: Store,
+    link: MatrixLink | None,
+    wake_inbox: Callable[[], None],
 ) -> list[asyncio.Task[None]]:
-    """The lease keepers and the store's watch; chat is claimed only by the Matrix node."""
+    """The lease keepers, the store's watch and its listener (mail accepted by any node
+    wakes this node's inbox worker); chat is claimed only by the Matrix node."""
     if link is not None and hasattr(store, "skip_kinds"):
         chat = frozenset({OutboxKind.CHAT_ANNOUNCE, OutboxKind.CHAT_SEND, OutboxKind.CHAT_ALARM})
         matrix = cluster.lease("matrix")
@@ -834,6 +839,9 @@ def _cluster_tasks(
     watch = getattr(store, "watch", None)
     if watch is not None:
         tasks.append(group.create_task(watch(), name="store-watch"))
+    listen = getattr(store, "listen", None)
+    if listen is not None:
+        tasks.append(group.create_task(listen(wake_inbox), name="store-listen"))
     return tasks
 
 
