@@ -51,19 +51,27 @@ def claim_due(
 ) -> list[tuple[OutboxEntry, int]]:
     """Claim up to `limit` due entries not claimed by another node (or whose claim
     expired), oldest due first, each with its fencing token; none of `skip_kinds`."""
-    # One statement, so one transaction of its own (the connection is in autocommit mode).
-    rows = conn.execute(
-        "WITH due AS (SELECT id FROM outbox WHERE state = 'pending'"
-        " AND next_attempt_at <= %s AND (claim_until IS NULL OR claim_holder = %s"
-        " OR claim_until < clock_timestamp()) AND kind <> ALL(%s)"
-        " ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
-        " UPDATE outbox o SET claim_holder = %s, claim_token = nextval('fencing_tokens'),"
-        " claim_until = clock_timestamp() + make_interval(secs => %s)"
-        " FROM due WHERE o.id = due.id"
-        " RETURNING o.id, o.kind, o.incident_id, o.payload, o.attempts, o.claim_token,"
-        " o.next_attempt_at",
-        (ts(now), holder, list(skip_kinds), limit, holder, claim_s),
-    ).fetchall()
+    # The claim's COMMIT does not wait for the disk (and only it: the accept, the plan and
+    # the outcome do). A claim lost with a crash of the database only lets the entry be
+    # claimed again and perhaps delivered twice, which the idempotency keys absorb, as
+    # for any crash during a delivery; waiting for the disk would add a flush between
+    # every plan and its page. The whole transaction is one round trip.
+    cur = conn.cursor()
+    with trips.transaction(conn):
+        conn.execute("SET LOCAL synchronous_commit = off")
+        cur.execute(
+            "WITH due AS (SELECT id FROM outbox WHERE state = 'pending'"
+            " AND next_attempt_at <= %s AND (claim_until IS NULL OR claim_holder = %s"
+            " OR claim_until < clock_timestamp()) AND kind <> ALL(%s)"
+            " ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
+            " UPDATE outbox o SET claim_holder = %s, claim_token = nextval('fencing_tokens'),"
+            " claim_until = clock_timestamp() + make_interval(secs => %s)"
+            " FROM due WHERE o.id = due.id"
+            " RETURNING o.id, o.kind, o.incident_id, o.payload, o.attempts, o.claim_token,"
+            " o.next_attempt_at",
+            (ts(now), holder, list(skip_kinds), limit, holder, claim_s),
+        )
+    rows = cur.fetchall()
     rows.sort(key=lambda r: (r[6], r[0]))
     return [
         (
