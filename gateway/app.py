@@ -841,6 +841,8 @@ def _cluster_tasks(
         tasks.append(group.create_task(watch(), name="store-watch"))
     listen = getattr(store, "listen", None)
     if listen is not None:
+        inbox = cluster.lease("inbox")
+        store.notify_accepts = lambda: not inbox.held()  # type: ignore[attr-defined]
         tasks.append(group.create_task(listen(wake_inbox), name="store-listen"))
     return tasks
 

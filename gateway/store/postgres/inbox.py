@@ -53,14 +53,17 @@ log = structlog.get_logger("gateway.store.postgres")
 INBOX_CHANNEL = "gateway_inbox"  # NOTIFY on every accept: the node processing wakes up
 
 
-def accept_many(conn: Conn, messages: Sequence[NewMessage], node: str = "") -> list[Accepted]:
+def accept_many(
+    conn: Conn, messages: Sequence[NewMessage], node: str | None = None
+) -> list[Accepted]:
     """Insert a batch of messages in one transaction and one round trip (pipelined); returns
     once it is committed. A dedup key already stored (by this node or another, or earlier
-    in the batch) is the same message. The commit notifies INBOX_CHANNEL with the accepting
-    `node`'s name, so whichever node processes the inbox starts on them at once."""
+    in the batch) is the same message. With a `node` name, the commit notifies
+    INBOX_CHANNEL with it, so whichever node processes the inbox starts on them at once."""
     cur = conn.cursor()
     with trips.transaction(conn):
-        conn.execute("SELECT pg_notify(%s, %s)", (INBOX_CHANNEL, node))
+        if node is not None:
+            conn.execute("SELECT pg_notify(%s, %s)", (INBOX_CHANNEL, node))
         cur.executemany(
             "INSERT INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
             " dedup_key, raw, client) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"

@@ -131,6 +131,10 @@ class PostgresStore:
         # Kinds this node cannot deliver right now (chat, while another node holds the
         # Matrix lease): left for the node that can.
         self.skip_kinds: Callable[[], frozenset[str]] = frozenset
+        # Whether accepts notify the other nodes: while this node processes the inbox
+        # itself, its intake wakes its worker and nobody else needs to hear (a NOTIFY
+        # serialises the commits of every transaction that sends one).
+        self.notify_accepts: Callable[[], bool] = lambda: True
 
     @property
     def state(self) -> str:
@@ -295,7 +299,11 @@ class PostgresStore:
             await asyncio.sleep(0)  # let the sessions being served join this commit
             batch, self._pending = self._pending, []
             try:
-                results = await self._call(inbox.accept_many, [m for m, _ in batch], self.node)
+                results = await self._call(
+                    inbox.accept_many,
+                    [m for m, _ in batch],
+                    self.node if self.notify_accepts() else None,
+                )
             except Exception as exc:  # every waiter gets the failure; intake answers 451
                 for _, fut in batch:
                     if not fut.done():
