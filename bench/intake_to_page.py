@@ -215,7 +215,7 @@ def main() -> int:
         "--outbox-concurrency",
         type=int,
         default=None,
-        help="[outbox] concurrency for the daemon (default: the daemon's default; one node)",
+        help="[outbox] concurrency for the daemon (default: the daemon's default; one node only)",
     )
     p.add_argument(
         "--backend",
@@ -261,8 +261,9 @@ def measure(
     """One run; returns the p99 of 250 -> page in ms, and whether every message was paged."""
     count = int(args.rate * args.seconds)
     with tempfile.TemporaryDirectory(prefix="intake-to-page-") as tmp, FakeThread() as fake:
-        if backend == "sqlite":
-            proc, port = start_daemon(Path(tmp), fake.url, args.outbox_concurrency)
+        if nodes == 1:  # the same configuration on either store
+            dsn = None if backend == "sqlite" else cluster.new_database()
+            proc, port = start_daemon(Path(tmp), fake.url, args.outbox_concurrency, dsn)
             stops: list[Callable[[], object]] = [lambda: _stop(proc)]
             ports = [port]
         else:
