@@ -385,7 +385,7 @@ class App:
         cluster = self.cluster = _cluster(cfg, store)
         link = edges.link = self.matrix = self._matrix(store)
         key = canary_key(await _thread_key(cfg, store))
-        self.canary = self._canary(key, getattr(store, "canary_through", None))
+        self.canary = self._canary(key, store, getattr(store, "canary_through", None))
         outbox = await self._outbox(store, egress, link)
         worker, scheduler = await self._processing(store, outbox, sandbox)
         worker.canary = recogniser(key)  # even with the self-test off: ours are never reports
@@ -523,7 +523,7 @@ class App:
                 log.error("gateway.close_failed", component=name, error=type(exc).__name__)
 
     def _canary(
-        self, key: bytes, elsewhere: Callable[[str], Awaitable[bool]] | None
+        self, key: bytes, store: Store, elsewhere: Callable[[str], Awaitable[bool]] | None
     ) -> CanaryMonitor | None:
         """The end-to-end self-test (gateway.run.canary), unless turned off; on several
         nodes a canary another node's outbox delivered counts (`elsewhere`)."""
@@ -539,6 +539,8 @@ class App:
             c.interval_s,
             c.deadline_s,
             elsewhere,
+            prune=store.prune_canaries,
+            clock=self.clock,
         )
 
     async def _submit_canary(self, mail_from: str, rcpt_to: str, raw: bytes) -> None:

@@ -48,6 +48,9 @@ class OutboxKind(StrEnum):
     CHAT_ALARM = "chat.alarm"  # alert incidents in the alarm rooms (gateway.alarm_rooms)
 
 
+CANARY_OUTCOME = "ignored: canary"  # a self-test's inbox row, which may be pruned when old
+
+
 # Entries that must go out in the order they were queued (a lane each): the posts in one
 # chat room, and the actions on one page (an acknowledgement must not overtake its trigger).
 ROOM_LANE_KINDS = frozenset({OutboxKind.CHAT_ANNOUNCE, OutboxKind.CHAT_SEND})

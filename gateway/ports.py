@@ -302,3 +302,8 @@ class Store(KeyValue, Protocol):
     async def queue_stats(self) -> QueueStats:
         """Inbox and outbox depth (health checks and metrics)."""
         ...
+
+    async def prune_canaries(self, before: datetime) -> int:
+        """Delete the self-test's rows processed before `before` (nothing else refers to
+        them); returns how many canaries went."""
+        ...

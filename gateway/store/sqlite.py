@@ -33,7 +33,7 @@ from gateway.domain import (
     Work,
 )
 from gateway.ports import StoreClosed
-from gateway.store import db, inbox, incidents, mirror_db, outbox, reminders, schema
+from gateway.store import db, inbox, incidents, mirror_db, outbox, reminders, retention, schema
 
 T = TypeVar("T")
 
@@ -210,3 +210,7 @@ class SqliteStore:
     async def queue_stats(self) -> QueueStats:
         """Inbox and outbox depth, read-only (health checks and metrics)."""
         return await self._call(outbox.queue_stats)
+
+    async def prune_canaries(self, before: datetime) -> int:
+        """Delete the self-test's rows processed before `before` (gateway.store.retention)."""
+        return await self._call(retention.prune_canaries, before)

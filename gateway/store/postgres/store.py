@@ -48,7 +48,7 @@ from gateway.domain import (
 )
 from gateway.ports import LinkState, StoreClosed
 from gateway.run.supervise import backoff_s
-from gateway.store.postgres import inbox, incidents, leases, outbox, reminders, schema
+from gateway.store.postgres import inbox, incidents, leases, outbox, reminders, retention, schema
 
 T = TypeVar("T")
 log = structlog.get_logger("gateway.store.postgres")
@@ -362,3 +362,7 @@ class PostgresStore:
     async def queue_stats(self) -> QueueStats:
         """Inbox and outbox depth."""
         return await self._call(outbox.queue_stats)
+
+    async def prune_canaries(self, before: datetime) -> int:
+        """Delete the self-test's rows processed before `before` (any node's)."""
+        return await self._call(retention.prune_canaries, before)
