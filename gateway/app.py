@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from adapters.mail_out import FolderMailer, SmtpRelayMailer
+from adapters.matrix_events import legacy_inbox_message
 from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
 from adapters.smtp_limits import SmtpLimits
@@ -36,7 +37,7 @@ from gateway.deliver.external import (
 )
 from gateway.deliver.links import LinkGate, egress_gates
 from gateway.deliver.outbox import OutboxWorker, RetryPolicy
-from gateway.domain import OutboxKind, Plan
+from gateway.domain import ChatMessage, OutboxKind, Plan
 from gateway.parse.sandbox import ParseSandbox
 from gateway.plan.alarm_rooms import alarm_rooms
 from gateway.plan.alert_plan import AlertSettings
@@ -72,7 +73,7 @@ if TYPE_CHECKING:
     from adapters.alerts_http import AlertWebhookServer
     from adapters.http_status import StatusServer
     from adapters.imap_intake import ImapIntake
-    from adapters.matrix import MatrixLink, RoomEvent
+    from adapters.matrix import MatrixLink
     from adapters.matrix_crypto import MatrixCrypto
 
 log = structlog.get_logger("gateway.app")
@@ -389,6 +390,7 @@ class App:
         outbox = await self._outbox(store, egress, link)
         worker, scheduler = await self._processing(store, outbox, sandbox)
         worker.canary = recogniser(key)  # even with the self-test off: ours are never reports
+        worker.legacy_chat = legacy_inbox_message  # chat rows stored before chat was neutral
         outbox.busy = worker.in_storm  # outbox rounds wait for a lull in a storm too
         self.scheduler = scheduler
         intake = MailIntake(
@@ -424,10 +426,8 @@ class App:
             )
             if link is not None:
 
-                async def deliver(events: list[RoomEvent]) -> None:
-                    await chat_intake.accept_all(
-                        (e.room_id, e.event, e.sender_power) for e in events
-                    )
+                async def deliver(events: list[ChatMessage]) -> None:
+                    await chat_intake.accept_all(events)
                     metrics.ACCEPTED.inc(len(events), channel="matrix")
 
                 link.deliver_to(deliver)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from gateway.domain import (
+    ChatMessage,
     Incident,
     OutboxKind,
     OutboxSpec,
@@ -22,7 +23,6 @@ from gateway.domain import (
     TimelineEvent,
     dumps,
 )
-from gateway.plan.chat import ChatMessage
 from gateway.plan.e2ee import untrusted_device_reason
 from gateway.plan.relay import ChatSettings, chat_reply, page_spec, to_reporters
 from gateway.plan.replies import Sender, local_time, zone_name
@@ -33,7 +33,6 @@ from rules.types import Priority, TriageDecision
 
 PAGED_ON_REQUEST = "paged on request"
 _REF = re.compile(r"^INC-(\d{1,12})$", re.IGNORECASE)
-_USER = re.compile(r"^@[^:\s]+:\S+$")
 
 
 @dataclass(frozen=True)
@@ -361,8 +360,10 @@ def _role(field: str) -> Handler:
     def handler(
         msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext, env: CommandEnv
     ) -> Plan:
+        # A user as the chat system names one (the adapter found it in the text): never a
+        # word we would have to guess is a user.
         user = cmd.text.split()[0]
-        if not _USER.match(user):
+        if user not in msg.mentions:
             return Plan(outcome="usage", outbox=(_answerer(msg, env)(f"Usage: {USAGE[field]}"),))
         return _changed(
             inc,
