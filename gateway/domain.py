@@ -61,24 +61,6 @@ class OutboxKind(StrEnum):
 CANARY_OUTCOME = "ignored: canary"  # a self-test's inbox row, which may be pruned when old
 
 
-# Entries that must go out in the order they were queued (a lane each): the posts in one
-# chat room, and the actions on one page (an acknowledgement must not overtake its trigger).
-ROOM_LANE_KINDS = frozenset({OutboxKind.CHAT_ANNOUNCE, OutboxKind.CHAT_SEND})
-PAGE_LANE_KINDS = frozenset(
-    {OutboxKind.PAGE_TRIGGER, OutboxKind.PAGE_ACKNOWLEDGE, OutboxKind.PAGE_RESOLVE}
-)
-
-
-def lane_of(kind: OutboxKind, payload: Mapping[str, Any]) -> str | None:
-    """The lane an entry keeps its order in, or None for an independent entry. The stores
-    spell the same rule in SQL (gateway.store.rows.lane_sql)."""
-    if kind in ROOM_LANE_KINDS and payload.get("room_id") is not None:
-        return f"room:{payload['room_id']}"
-    if kind in PAGE_LANE_KINDS and payload.get("dedup_key") is not None:
-        return f"page:{payload.get('route') or ''}:{payload['dedup_key']}"
-    return None
-
-
 class Outcome(StrEnum):
     """What became of a processed message, the first word(s) of `Plan.outcome` (whose rest
     says which incident and why, for people). Anything else is a command's outcome."""

@@ -12,7 +12,7 @@ A peer that is away is not a peer that refuses: when an egress raises `LinkDown`
 entry is parked — no attempt counted, its place in line kept — and its link's gate
 (gateway.deliver.links) holds back every entry of that link until the link is back, however long
 that takes. Entries for one chat room, and the actions on one page, go out one after
-another, in order (`gateway.domain.lane_of`): within a round they form a lane, and across
+another, in order (`gateway.payloads.lane_of`): within a round they form a lane, and across
 rounds the store holds back what an earlier entry of the lane, waiting on a retry, precedes.
 """
 
@@ -29,7 +29,8 @@ import structlog
 from gateway.deliver.deadletter import AlertFor
 from gateway.deliver.links import LinkGate
 from gateway.deliver.timeline import worded
-from gateway.domain import Attempt, OutboxEntry, OutboxKind, lane_of
+from gateway.domain import Attempt, OutboxEntry, OutboxKind
+from gateway.payloads import lane_of
 from gateway.ports import LinkDown, PermanentError, Store, TransientError
 from gateway.run import metrics
 from gateway.run.supervise import backoff_s, rounds

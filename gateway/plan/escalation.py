@@ -22,7 +22,8 @@ from gateway.domain import (
     TimelineEvent,
     dumps,
 )
-from gateway.plan.commands import Command, CommandEnv, authorised, plan_command, usage_of
+from gateway.plan.command_table import usage_of
+from gateway.plan.commands import Command, CommandEnv, authorised, plan_command
 from gateway.plan.mirror import SECURITY_FLAG, MirrorSettings, security_escalation
 from gateway.plan.relay import chat_reply
 from gateway.plan.replies import local_time, zone_name

@@ -9,16 +9,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from gateway.domain import (
-    PAGE_LANE_KINDS,
-    ROOM_LANE_KINDS,
-    Incident,
-    OutboxKind,
-    Reporter,
-    Status,
-    TimelineEvent,
-    incident_ref,
-)
+from gateway.domain import Incident, OutboxKind, Reporter, Status, TimelineEvent, incident_ref
+from gateway.payloads import PAGE_LANE_KINDS, ROOM_LANE_KINDS
 from gateway.store.db import from_ts
 from rules.types import Mailbox, Period, Priority
 
@@ -64,7 +56,7 @@ def _kinds(kinds: frozenset[OutboxKind]) -> str:
 
 
 def lane_sql(alias: str, field: JsonField) -> str:
-    """`gateway.domain.lane_of` in SQL: the lane of the outbox row `alias` (NULL for none)."""
+    """`gateway.payloads.lane_of` in SQL: the lane of the outbox row `alias` (NULL for none)."""
     return (
         f"CASE WHEN {alias}.kind IN ({_kinds(ROOM_LANE_KINDS)})"
         f" THEN 'room:' || {field(alias, 'room_id')}"
