@@ -1,6 +1,7 @@
 """Daemons on a shared PostgreSQL for the high-availability tests: each node is the real
 daemon as a child process (tests/daemon.py) with `[state] backend = "postgresql"`, and the
-tests read the shared database directly (the CLI's views read SQLite)."""
+tests read the shared database directly, to see what the CLI does not show (leases,
+claims)."""
 
 from __future__ import annotations
 
