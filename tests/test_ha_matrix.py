@@ -1,19 +1,22 @@
 """Engineers' Matrix commands on two nodes while the lease holder is SIGKILLed: `!ack` and
-`!update`, sent as the node that holds the Matrix and inbox leases is killed, and
-`!resolve`, sent while no node syncs, are each carried out exactly once by the node that
-takes over (same bot device, same `next_batch`, from the shared database). Real Synapse,
-real PostgreSQL, two real daemons; PagerDuty is the local fake."""
+`!update`, sent as the node that holds the Matrix and inbox leases is killed (or applied by
+it just before it died, with its sync cursor left behind them), and `!resolve`, sent while
+no node syncs, are each carried out exactly once by the node that takes over (same bot
+device, same `next_batch`, from the shared database). Real Synapse, real PostgreSQL, two
+real daemons; PagerDuty is the local fake."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from tests.daemon import Daemon
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.peers.postgres import PostgresServer
 from tests.peers.synapse import Synapse
@@ -68,6 +71,37 @@ async def test_commands_around_a_sigkill_are_carried_out_once(
     nobody syncs: the other node takes the Matrix lease over and each command is applied
     once (one timeline line, one answer in the room, one PagerDuty acknowledge and resolve
     recorded, the alert resolved), the reporter gets one update and one resolution."""
+
+    async def kill_at_once(a: Daemon, _dsn: str, _before: str) -> None:
+        a.kill()
+
+    await _scenario(postgres, synapse, tmp_path, kill_at_once)
+
+
+async def test_a_batch_replayed_after_a_sigkill_applies_no_command_twice(
+    postgres: PostgresServer, synapse: Synapse, tmp_path: Path
+) -> None:
+    """The Matrix node stored and applied `!ack` and `!update`, then died before its
+    `next_batch` moved past them (the shared `kv` is set back to the token from before
+    them, as such a crash leaves it): the node taking over syncs from there, gets both
+    events again, and applies neither twice; `!resolve`, sent meanwhile, is applied once."""
+
+    async def kill_before_the_cursor_moved(a: Daemon, dsn: str, before: str) -> None:
+        assert await _in(wait_for, lambda: _timeline(dsn)["command.update"], 30)
+        a.kill()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE kv SET value = %s WHERE key = 'matrix.next_batch'", (before,))
+
+    await _scenario(postgres, synapse, tmp_path, kill_before_the_cursor_moved)
+
+
+Kill = Callable[[Daemon, str, str], Awaitable[None]]
+
+
+async def _scenario(postgres: PostgresServer, synapse: Synapse, tmp_path: Path, kill: Kill) -> None:
+    """Two nodes, a holding every lease; a report is announced; the engineer sends `!ack`
+    and `!update` in its thread; `kill(a, dsn, next_batch before the commands)`; then
+    `!resolve`; b takes over: every command is carried out once."""
     bot, _, _ = synapse.register("gateway", password="bot-password-1")
     eng, eng_token, _ = synapse.register("engineer")
     room = synapse.create_room(eng_token, invite=[bot], name="incidents")
@@ -84,9 +118,10 @@ async def test_commands_around_a_sigkill_are_carried_out_once(
             assert (await _in(send, b, 1, "Checkout is down"))[0] == 250
             root = await _in(wait_for, lambda: _root(synapse, eng_token, room, bot), 30)
             assert root, "no announcement"
+            before = await _in(wait_for, lambda: _next_batch(dsn), 30)
             synapse.send_text(eng_token, room, "!ack", thread_root=root)
             synapse.send_text(eng_token, room, "!update Rolling back.", thread_root=root)
-            a.kill()
+            await kill(a, dsn, before)
             synapse.send_text(eng_token, room, "!resolve Rolled back.", thread_root=root)
             assert await _in(wait_for, lambda: all(_holders(dsn).get(n) == "b" for n in LEASES), 30)
             assert await _in(
@@ -116,6 +151,11 @@ async def test_commands_around_a_sigkill_are_carried_out_once(
         # node died, sent again with the same Message-ID).
         purposes = Counter(_purpose(m) for m in set(emails(a, b)))
         assert purposes["update"] == 1 and purposes["resolution"] == 1
+
+
+def _next_batch(dsn: str) -> str | None:
+    rows = query(dsn, "SELECT value FROM kv WHERE key = 'matrix.next_batch'")
+    return str(rows[0][0]) if rows else None
 
 
 def _root(synapse: Synapse, token: str, room: str, bot: str) -> str | None:
