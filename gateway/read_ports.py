@@ -7,8 +7,8 @@ and the instance id, and (for `outbox retry` and `held release`) two single cond
 updates. Each backend implements both Protocols on a connection of its own
 (gateway.store.reader for SQLite, gateway.store.postgres.reader for PostgreSQL), opened by
 gateway.store.factory from the same `[state]` table as the daemon's store. A reader never
-writes and never takes a lease: on SQLite it opens the file read-only, on PostgreSQL its
-session is read-only.
+writes and never takes a lease: on SQLite it opens the file read-only, on PostgreSQL every
+transaction it begins is READ ONLY.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 every backend, and its SQLite wiring.
 
 A backend supplies its `Queries` (the read and operator functions it already has, each
-taking a connection first), a `snapshot` that runs a read in one transaction, and a
-`guard` that turns its driver's errors into StateUnavailable; `QueryReader` does the rest.
+taking a connection first), a `snapshot` that runs a read in one transaction, a `guard`
+that turns its driver's errors into StateUnavailable, and optionally `writing`, around each
+operator write; `QueryReader` does the rest.
 On SQLite the reader opens the file read-only (`mode=ro`), as the CLI always has, so it
 works while the daemon runs (WAL) and cannot change anything; the operator opens it for
 writing, with the daemon's durability settings.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,18 +52,21 @@ class QueryReader:
         *,
         snapshot: Callable[[Any], AbstractContextManager[object]],
         guard: Callable[[], AbstractContextManager[object]],
+        writing: Callable[[Any], AbstractContextManager[object]] | None = None,
     ) -> None:
         self._conn = conn
         self._q = queries
         self._snapshot = snapshot
         self._guard = guard
+        self._writing = writing or (lambda _conn: nullcontext())
 
     def _read(self, fn: Callable[..., T], *args: Any) -> T:
         with self._guard(), self._snapshot(self._conn):
             return fn(self._conn, *args)
 
     def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        with self._guard():  # the write function owns its transaction
+        # The write function makes its own transaction; `writing` may wrap it in one more.
+        with self._guard(), self._writing(self._conn):
             return fn(self._conn, *args)
 
     def incidents(self) -> list[Incident]:

@@ -1,11 +1,11 @@
 """The operator's read port (gateway.read_ports) on PostgreSQL: one plain connection of the
 CLI's own, never the daemon's pool, and no lease.
 
-The reader's session is read-only (`default_transaction_read_only`), so a read command
-cannot change the shared state whatever it runs; each read is one REPEATABLE READ
-transaction, so an incident and its timeline come from one snapshot. The operator (for
-`outbox retry` and `held release`) is an ordinary session whose writes are the same single
-conditional updates the daemon's store makes. Statements are bounded by a timeout, so a
+Every read is one READ ONLY, REPEATABLE READ transaction, so a read command cannot change
+the shared state whatever it runs, and an incident and its timeline come from one
+snapshot. The operator (for `outbox retry` and `held release`) makes the same single
+conditional updates the daemon's store makes. Statements and lock waits are bounded
+(SET LOCAL, so nothing outlives the transaction, also behind a connection pooler), and a
 command never hangs on a lock or a stalled server. The queries are this package's own
 (gateway.store.postgres.incidents, .outbox, .held, .reminders); QueryReader
 (gateway.store.reader) is shared with SQLite.
@@ -25,6 +25,10 @@ from gateway.store.postgres import held, incidents, outbox, reminders, schema
 from gateway.store.reader import Queries, QueryReader
 
 STATEMENT_TIMEOUT_MS = 30_000
+_TIMEOUTS = (
+    f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS};"
+    f" SET LOCAL lock_timeout = {STATEMENT_TIMEOUT_MS}"
+)
 
 
 def _list_incidents(conn: schema.Conn) -> list[Incident]:
@@ -43,8 +47,12 @@ POSTGRESQL = Queries(
 
 
 @contextmanager
-def _snapshot(conn: schema.Conn) -> Iterator[None]:
+def _bounded(conn: schema.Conn) -> Iterator[None]:
+    # One transaction whose statements and lock waits are bounded. SET LOCAL ends with the
+    # transaction (safe behind a pooler), and READ ONLY / REPEATABLE READ come from the
+    # connection's settings (psycopg's BEGIN carries them).
     with conn.transaction():
+        conn.execute(_TIMEOUTS)
         yield
 
 
@@ -70,16 +78,12 @@ def _guard() -> Iterator[None]:
 def open_postgresql(
     dsn: str, password: str | None, connect_timeout_s: float, *, write: bool = False
 ) -> QueryReader:
-    """The read port on the database at `dsn` (a read-only session unless `write`); raises
+    """The read port on the database at `dsn` (read-only transactions unless `write`); raises
     StateUnavailable when it does not answer or holds no state yet."""
-    options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={STATEMENT_TIMEOUT_MS}"
-    if not write:
-        options += " -c default_transaction_read_only=on"
     kwargs: dict[str, Any] = {
         "autocommit": True,
         "connect_timeout": max(1, round(connect_timeout_s)),
         "application_name": "chatops-gateway-cli",
-        "options": options,
     }
     if password is not None:
         kwargs["password"] = password
@@ -92,8 +96,10 @@ def open_postgresql(
     try:
         with _guard():
             if not write:
+                conn.read_only = True
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            found = schema.version(conn)
+            with _bounded(conn):
+                found = schema.version(conn)
     except BaseException:
         conn.close()
         raise
@@ -103,4 +109,4 @@ def open_postgresql(
             "the PostgreSQL database of [state.postgresql] holds no state yet: has the "
             "daemon run with this configuration?"
         )
-    return QueryReader(conn, POSTGRESQL, snapshot=_snapshot, guard=_guard)
+    return QueryReader(conn, POSTGRESQL, snapshot=_bounded, guard=_guard, writing=_bounded)
