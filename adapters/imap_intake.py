@@ -268,7 +268,7 @@ class ImapIntake:
     # -- processing ----------------------------------------------------------------------------
     async def _scan(self, client: Client, uidvalidity: int, uidnext: int | None) -> None:
         proto = client.protocol
-        stored = Cursor.loads(await self._kv.kv_get(self._key))
+        stored = Cursor.loads(await _stored(self._kv.kv_get(self._key)))
         plan = plan_scan(stored, uidvalidity)
         resp = await self._ok(proto.search(plan.criteria, charset=None, by_uid=True), "SEARCH")
         uids = plan.new(parse_search(resp))
@@ -289,7 +289,7 @@ class ImapIntake:
         for batch in chunks(uids, FETCH_BATCH):
             cursor = await self._process(client, cursor, batch, store=plan.reason == "new")
         if plan.reason != "new":
-            await self._kv.kv_set(self._key, cursor.dumps())
+            await _stored(self._kv.kv_set(self._key, cursor.dumps()))
 
     async def _process(
         self, client: Client, cursor: Cursor, batch: list[int], *, store: bool
@@ -330,7 +330,7 @@ class ImapIntake:
             )
         cursor = cursor.advanced(done, self._clock())
         if store:
-            await self._kv.kv_set(self._key, cursor.dumps())
+            await _stored(self._kv.kv_set(self._key, cursor.dumps()))
         return cursor
 
     async def _mark(self, client: Client, uids: list[int]) -> None:
@@ -391,6 +391,17 @@ class ImapIntake:
                 return
             if lines == [b"stop_wait_server_push"]:
                 return
+
+
+async def _stored(aw: Awaitable[T]) -> T:
+    """A read or write of the saved position: a state store that does not answer (a
+    database down) is a reason to back off and retry, like a server that does not."""
+    try:
+        return await aw
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        raise TransientError(f"the state store did not answer ({type(exc).__name__})") from exc
 
 
 def _being_cancelled() -> bool:

@@ -61,7 +61,7 @@ def test_mail_stays_unseen_while_postgresql_is_down_then_is_taken_once(
     postgres_own: PostgresServer, dovecot: Dovecot, tmp_path: Path
 ) -> None:
     """Mail delivered right after PostgreSQL stops wakes the watcher, which cannot go on
-    without the database and marks nothing; mail delivered after the watcher's lease lapsed
+    without the database, marks nothing and backs off (no crash logged); mail delivered after the watcher's lease lapsed
     is not touched either; after the restart both are stored once, processed once (one
     incident each) and marked seen."""
     dsn = postgres_own.new_database("gw")
@@ -76,7 +76,9 @@ def test_mail_stays_unseen_while_postgresql_is_down_then_is_taken_once(
         postgres_own.stop("fast")
         dovecot.deliver("gw", _report(2))
         # woken by the new mail, the watcher cannot read its cursor or commit: it backs off
-        assert wait_for(lambda: _events(d, "imap.backing_off") or _events(d, "imap.crashed"), 30)
+        # (a database that does not answer is a reason to retry, not a bug to report)
+        assert wait_for(lambda: _events(d, "imap.backing_off"), 30)
+        assert _events(d, "imap.crashed") == []
         assert wait_for(lambda: (h := health(d)) and not h["healthy"] and h, 30)
         dovecot.deliver("gw", _report(3))
         assert wait_for(lambda: _events(d, "lease.lost"), 30)
