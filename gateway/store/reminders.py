@@ -13,18 +13,23 @@ belongs to no incident.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
+
+import structlog
 
 from gateway.domain import Due, Incident, NextDue, Planner
 from gateway.store import sla_index
 from gateway.store.db import transaction, ts
 from gateway.store.incidents import apply_plan, open_incidents
 
-# Never reached: the planner fires what is due before it times what is next. Were an
-# incident's next time not after the round's, it is looked at again this much later
-# instead of at once, round after round.
+log = structlog.get_logger("gateway.store.reminders")
+
+# An incident whose items could not be planned or applied (a bug) is tried again this much
+# later, and so would be one whose next time were not after the round's (never: the planner
+# fires what is due before it times what is next), instead of at once, round after round.
 STUCK_RETRY = timedelta(minutes=1)
 
 
@@ -41,13 +46,49 @@ def fire_due(
     with transaction(conn):
         ids = sla_index.due_ids(conn, now, limit)
         incidents = sla_index.load(conn, ids)
-        fired = _fire(conn, plan(incidents), now)
+        fired, failed = [], set()
+        for incident, items in by_incident(plan, incidents):
+            conn.execute("SAVEPOINT incident")
+            try:
+                fired += _fire(conn, items(), now)
+            except Exception as exc:  # a bug with this incident: the others still fire
+                conn.execute("ROLLBACK TO incident")
+                failed.add(failure(incident, exc))
+            conn.execute("RELEASE incident")
         if any(d.plan.changes for d in fired):  # a holding reply moved a next-update time
             incidents = sla_index.load(conn, ids)
-        planned = next_due(incidents, sla_index.fired_keys(conn, ids))
-        # An id not planned (gone) leaves the index.
-        sla_index.store_next(conn, {iid: after(planned.get(iid), now) for iid in ids})
+        planned = next_due(
+            [i for i in incidents if i.id not in failed], sla_index.fired_keys(conn, ids)
+        )
+        # An id not planned (gone) leaves the index; one that failed is tried again later.
+        times = {iid: after(planned.get(iid), now) for iid in ids}
+        sla_index.store_next(conn, times | {iid: now + STUCK_RETRY for iid in failed})
         return fired, sla_index.earliest(conn, now)
+
+
+def by_incident(
+    plan: Planner, incidents: Sequence[Incident]
+) -> Iterator[tuple[Incident, Callable[[], list[Due]]]]:
+    """Each incident with what is due for it: planned together, or, when that fails,
+    one by one (so one incident a bug trips over cannot hold up the others)."""
+    try:
+        due = plan(incidents)
+    except Exception:
+        for incident in incidents:
+            yield incident, partial(plan, [incident])
+        return
+    grouped: dict[int | None, list[Due]] = {}
+    for item in due:
+        grouped.setdefault(item.incident_id, []).append(item)
+    for incident in incidents:
+        yield incident, partial(grouped.pop, incident.id, [])
+
+
+def failure(incident: Incident, exc: Exception) -> int:
+    """Log an incident whose items could not be planned or applied (the type only: the
+    message may quote a tenant); it is tried again STUCK_RETRY later."""
+    log.error("sla.incident_failed", incident=incident.ref, error=type(exc).__name__)
+    return incident.id
 
 
 def after(at: datetime | None, now: datetime) -> datetime | None:

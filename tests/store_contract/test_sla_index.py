@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -13,9 +14,10 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
-from gateway.domain import Due, Plan, TimelineEvent
-from gateway.plan.sla import digest_items, digest_window
+from gateway.domain import Due, Incident, Plan, TimelineEvent
+from gateway.plan.sla import digest_items, digest_window, incident_items, next_due_by_incident
 from gateway.ports import Store
 from gateway.run.scheduler import Scheduler
 from rules.types import Priority
@@ -186,3 +188,29 @@ async def _agree(
             assert fired == scan
     finally:
         await store.close()
+
+
+async def test_an_incident_that_trips_the_planner_holds_up_no_other(store: Store) -> None:
+    """When planning one incident raises (a bug), the round still fires the others' items,
+    logs the failure by reference (the error's type only) and tries that incident again a
+    minute later."""
+    for sender in ("a@x.example", "b@x.example"):
+        await apply(store, opening(Priority.P1, MONDAY, sender), MONDAY)
+    now = MONDAY + timedelta(minutes=15)
+
+    def planner(incidents: Sequence[Incident]) -> list[Due]:
+        if any(i.id == 1 for i in incidents):
+            raise ValueError("tenant text that must not be logged")
+        return incident_items(incidents, now, BOOK, SETTINGS)
+
+    with capture_logs() as logs:
+        fired, _ = await store.fire_sla(
+            planner, partial(next_due_by_incident, now=now, book=BOOK, settings=SETTINGS), now, 10
+        )
+    assert [(d.incident_id, d.kind) for d in fired] == [(2, "respond.soon")]
+    assert [(e["event"], e["incident"], e["error"]) for e in logs] == [
+        ("sla.incident_failed", "INC-1", "ValueError")
+    ]
+    schedule = await store.sla_schedule()
+    assert schedule[1] == now + timedelta(minutes=1)
+    assert schedule[2] == MONDAY + timedelta(minutes=20)

@@ -14,7 +14,7 @@ from gateway.store.db import ts
 from gateway.store.postgres import sla_index
 from gateway.store.postgres.incidents import apply_plan, open_incidents
 from gateway.store.postgres.schema import WRITE_LOCK, Conn
-from gateway.store.reminders import after
+from gateway.store.reminders import STUCK_RETRY, after, by_incident, failure
 
 
 def fire_due(
@@ -29,11 +29,20 @@ def fire_due(
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
         ids = sla_index.due_ids(conn, now, limit)
         incidents = sla_index.load(conn, ids)
-        fired = _fire(conn, plan(incidents), now)
+        fired, failed = [], set()
+        for incident, items in by_incident(plan, incidents):
+            try:
+                with conn.transaction():  # a savepoint
+                    fired += _fire(conn, items(), now)
+            except Exception as exc:  # a bug with this incident: the others still fire
+                failed.add(failure(incident, exc))
         if any(d.plan.changes for d in fired):  # a holding reply moved a next-update time
             incidents = sla_index.load(conn, ids)
-        planned = next_due(incidents, sla_index.fired_keys(conn, ids))
-        sla_index.store_next(conn, {iid: after(planned.get(iid), now) for iid in ids})
+        planned = next_due(
+            [i for i in incidents if i.id not in failed], sla_index.fired_keys(conn, ids)
+        )
+        times = {iid: after(planned.get(iid), now) for iid in ids}
+        sla_index.store_next(conn, times | {iid: now + STUCK_RETRY for iid in failed})
         return fired, sla_index.earliest(conn, now)
 
 
