@@ -89,10 +89,11 @@ class Scheduler:
         self._wake.set()
 
     def changed(self) -> None:
-        """Incidents changed (after every processed batch): look again, but at most once
-        per `min_gap_s` (or ten times the last round's duration, if longer), so a storm of
-        reports does not make every batch re-read and re-plan every open incident. Due times
-        are minutes apart; a few seconds' delay changes nothing."""
+        """Incidents changed (after every processed batch; each change marked its incident
+        for re-planning): look again, but at most once per `min_gap_s` (or ten times the
+        last round's duration, if longer), so a storm of reports makes a few rounds that
+        each re-plan many changed incidents, not one round per batch. Due times are minutes
+        apart; a few seconds' delay changes nothing."""
         self._wake.set()
 
     def stop(self) -> None:
