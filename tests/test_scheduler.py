@@ -29,7 +29,7 @@ from gateway.plan.sla import EscalationTarget, SlaSettings, due_now, next_due
 from gateway.run.scheduler import Scheduler
 from gateway.store import db, incidents, outbox, reminders, schema, sla_index
 from gateway.store.sqlite import SqliteStore
-from rules.book import default_rulebook
+from rules.book import default_rulebook, load_rulebook
 from rules.engine import next_update_due, respond_due
 from rules.types import Mailbox, Period, Priority
 from tests.conftest import IN_HOURS, ManualClock, eventually
@@ -409,3 +409,31 @@ async def test_a_full_batch_goes_again_at_once(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert counts == [2, 2, 1] and next_at == IN_HOURS + timedelta(minutes=20)
+
+
+async def test_a_reload_that_moves_support_hours_replans_every_open_incident(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """An acknowledged P1 with no update clock is next due at the end of support hours
+    (17:00); after a reload that ends support hours at 16:00, the next round re-plans it
+    to 16:00 without any change to the incident."""
+    path = tmp_path / "gateway.sqlite3"
+    open_p1(path)
+    conn = schema.connect(str(path))
+    try:
+        with db.transaction(conn):
+            ack = {"status": "acknowledged", "next_update_by": None}
+            incidents.apply_plan(conn, Plan(outcome="ack", incident_id=1, changes=ack), IN_HOURS)
+    finally:
+        conn.close()
+    settings = replace(SETTINGS, handover_after=None)
+    s = Scheduler(store, BOOK, settings, lambda _fired: None, ManualClock(IN_HOURS))
+    await s.fire()
+    assert await store.sla_schedule() == {1: IN_HOURS + timedelta(hours=7)}
+    s.replace_rulebook(
+        load_rulebook(
+            'extends = "default"\n[hours]\nin_hours = { start = "09:00", end = "16:00" }\n'
+        )
+    )
+    await s.fire()
+    assert await store.sla_schedule() == {1: IN_HOURS + timedelta(hours=6)}
