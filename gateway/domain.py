@@ -5,7 +5,7 @@ ChatMessage and ChatPost, live in gateway.domain_chat and are re-exported here).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -396,7 +396,10 @@ class Due:
     text: str
 
 
-# The SLA planner as the store calls it inside its transaction: open incidents in, what is
-# due out; and when to look again.
+# The SLA planner as the store calls it inside its transaction: incidents in, what is due
+# out; and, given the (kind, due_at) of the items already fired per incident id, when each
+# of those incidents next falls due (None: never again), which the store keeps indexed.
 Planner = Callable[[Sequence[Incident]], list[Due]]
-Waker = Callable[[Sequence[Incident]], datetime | None]
+NextDue = Callable[
+    [Sequence[Incident], Mapping[int, Collection[tuple[str, datetime]]]], dict[int, datetime | None]
+]

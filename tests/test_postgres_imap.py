@@ -61,9 +61,9 @@ def test_mail_stays_unseen_while_postgresql_is_down_then_is_taken_once(
     postgres_own: PostgresServer, dovecot: Dovecot, tmp_path: Path
 ) -> None:
     """Mail delivered right after PostgreSQL stops wakes the watcher, which cannot go on
-    without the database, marks nothing and backs off (no crash logged); mail delivered after the watcher's lease lapsed
-    is not touched either; after the restart both are stored once, processed once (one
-    incident each) and marked seen."""
+    without the database, marks nothing and backs off (no crash logged); mail delivered
+    after the watcher's lease lapsed is not touched either; after the restart both are
+    stored once, processed once (one incident each) and marked seen."""
     dsn = postgres_own.new_database("gw")
     # A lease long enough that the watcher still holds it when the commit fails.
     d = pg_node(tmp_path / "a", dsn, "a", lease_s=10.0, extra=_imap(dovecot))

@@ -10,7 +10,7 @@ and daily reminders (handover at close, the digest) only for the latest occurren
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -101,12 +101,105 @@ def due_now(
     incidents: Sequence[Incident], now: datetime, book: Rulebook, settings: SlaSettings
 ) -> list[Due]:
     """Everything due at `now` (already-fired items are filtered by the store's key)."""
-    out = []
-    for c in _candidates(incidents, _Ctx(book, settings, now)):
-        if c.due_at <= now and (c.until is None or now < c.until):
-            text, plan = c.build()
-            out.append(Due(c.subject, c.incident_id, c.kind, c.due_at, plan, text))
+    ctx = _Ctx(book, settings, now)
+    return [_due(c) for c in _candidates(incidents, ctx) if _is_due(c, now)]
+
+
+def incident_items(
+    incidents: Sequence[Incident], now: datetime, book: Rulebook, settings: SlaSettings
+) -> list[Due]:
+    """What is due at `now` for these incidents, the digest aside (the scheduler's round
+    over the incidents its index says are due; already-fired items are filtered by the
+    store's key)."""
+    ctx = _Ctx(book, settings, now)
+    return [_due(c) for i in incidents for c in _of_incident(i, ctx) if _is_due(c, now)]
+
+
+def digest_items(
+    waiting: Sequence[Incident], now: datetime, book: Rulebook, settings: SlaSettings
+) -> list[Due]:
+    """The digest due at `now`, if any, listing `waiting` (the open incidents created in
+    the window `digest_window` gives; others are left out as `due_now` leaves them)."""
+    digest = _digest(waiting, _Ctx(book, settings, now))
+    return [_due(digest)] if digest is not None and _is_due(digest, now) else []
+
+
+def digest_window(
+    now: datetime, book: Rulebook, settings: SlaSettings
+) -> tuple[datetime, datetime | None] | None:
+    """While a digest is due (from an opening to the end of that in-hours period): the
+    opening (its due time) and the closing before it (the out-of-hours stretch it covers
+    started there; None: none in reach). None outside that window or with digests off."""
+    clock = book.clock
+    opening = last_opening(clock, now) if settings.digest else None
+    window = clock.in_hours_window(clock.local(opening).date()) if opening else None
+    if opening is None or window is None or now >= window[1]:
+        return None
+    return opening, closing_before(clock, opening)
+
+
+def next_digest(now: datetime, book: Rulebook, settings: SlaSettings) -> datetime | None:
+    """The next opening after `now` at which a digest falls due (None: digests off)."""
+    return _next_opening(book, now) if settings.digest else None
+
+
+def next_due_by_incident(
+    incidents: Sequence[Incident],
+    fired: Mapping[int, Collection[tuple[str, datetime]]],
+    now: datetime,
+    book: Rulebook,
+    settings: SlaSettings,
+) -> dict[int, datetime | None]:
+    """For each incident, the earliest instant at which the scheduler must look at it
+    again, given `fired` (incident id: the (kind, due_at) of its items already fired):
+    its soonest item not fired yet and still worth sending at `now` (a warning only
+    before its deadline), or the next end of support hours for a handover priority.
+    None: nothing more is ever due (resolved, merged away).
+
+    Planned at `now` right after firing what was due then, every time is after `now`.
+    An incident is due again exactly when `due_now` would have something new for it:
+    a warning that lapses unsent is followed at its deadline by the overdue item, and
+    the handover at close is always the latest close."""
+    ctx = _Ctx(book, settings, now)
+    closing = _next_closing(book, now) if settings.handover_at_close else None
+    out: dict[int, datetime | None] = {}
+    for incident in incidents:
+        done = fired.get(incident.id, ())
+        times = [
+            c.due_at
+            for c in _of_incident(incident, ctx)
+            if (c.kind, c.due_at) not in done and (c.until is None or now < c.until)
+        ]
+        if (
+            closing is not None
+            and _is_open(incident)
+            and incident.priority in settings.handover
+            and closing > incident.created_at
+        ):
+            times.append(closing)
+        out[incident.id] = min(times, default=None)
     return out
+
+
+def _is_due(c: _Candidate, now: datetime) -> bool:
+    return c.due_at <= now and (c.until is None or now < c.until)
+
+
+def _due(c: _Candidate) -> Due:
+    text, plan = c.build()
+    return Due(c.subject, c.incident_id, c.kind, c.due_at, plan, text)
+
+
+def _is_open(incident: Incident) -> bool:
+    return incident.status is not Status.RESOLVED and incident.merged_into is None
+
+
+def _next_closing(book: Rulebook, now: datetime) -> datetime | None:
+    """The first end of support hours after `now`."""
+    clock = book.clock
+    opening = clock.next_in_hours_start(now)
+    window = clock.in_hours_window(clock.local(opening).date())
+    return window[1] if window is not None and window[1] > now else None
 
 
 def next_due(
@@ -115,14 +208,12 @@ def next_due(
     """The earliest instant after `now` at which something falls due."""
     ctx = _Ctx(book, settings, now)
     future = [c.due_at for c in _candidates(incidents, ctx) if c.due_at > now]
-    clock = book.clock
     if settings.digest:
         future.append(_next_opening(book, now))
     if settings.handover_at_close and any(i.priority in settings.handover for i in incidents):
-        opening = clock.next_in_hours_start(now)
-        window = clock.in_hours_window(clock.local(opening).date())
-        if window is not None:
-            future.append(window[1])
+        closing = _next_closing(book, now)
+        if closing is not None:
+            future.append(closing)
     return min(future, default=None)
 
 
@@ -137,15 +228,15 @@ def _next_opening(book: Rulebook, now: datetime) -> datetime:
 
 
 def _candidates(incidents: Sequence[Incident], ctx: _Ctx) -> list[_Candidate]:
-    found: list[_Candidate] = []
-    for incident in incidents:
-        if incident.status is Status.RESOLVED or incident.merged_into is not None:
-            continue
-        found += _response(incident, ctx)
-        found += _updates(incident, ctx)
-        found += _handover(incident, ctx)
+    found = [c for incident in incidents for c in _of_incident(incident, ctx)]
     digest = _digest(incidents, ctx)
     return found + ([digest] if digest else [])
+
+
+def _of_incident(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
+    if not _is_open(incident):
+        return []
+    return _response(incident, ctx) + _updates(incident, ctx) + _handover(incident, ctx)
 
 
 def _notice(incident: Incident, ctx: _Ctx, text: str) -> tuple[OutboxSpec, ...]:
@@ -391,12 +482,10 @@ def _handover(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
 
 def _digest(incidents: Sequence[Incident], ctx: _Ctx) -> _Candidate | None:
     """At the start of in-hours: the tickets that arrived out of hours and are still open."""
-    clock = ctx.book.clock
-    opening = last_opening(clock, ctx.now) if ctx.settings.digest else None
-    window = clock.in_hours_window(clock.local(opening).date()) if opening else None
-    if opening is None or window is None or ctx.now >= window[1]:
+    found = digest_window(ctx.now, ctx.book, ctx.settings)
+    if found is None:
         return None
-    since = closing_before(clock, opening)
+    opening, since = found
     waiting = sorted(
         (
             i
