@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from adapters.mail_out import FolderMailer, SmtpRelayMailer
+from adapters.matrix_events import legacy_inbox_message
 from adapters.sdnotify import Notifier
 from adapters.smtp_intake import SmtpIntakeServer
 from adapters.smtp_limits import SmtpLimits
@@ -36,7 +37,7 @@ from gateway.deliver.external import (
 )
 from gateway.deliver.links import LinkGate, egress_gates
 from gateway.deliver.outbox import OutboxWorker, RetryPolicy
-from gateway.domain import OutboxKind, Plan
+from gateway.domain import ChatMessage, OutboxKind, Plan
 from gateway.parse.sandbox import ParseSandbox
 from gateway.plan.alarm_rooms import alarm_rooms
 from gateway.plan.alert_plan import AlertSettings
@@ -72,7 +73,7 @@ if TYPE_CHECKING:
     from adapters.alerts_http import AlertWebhookServer
     from adapters.http_status import StatusServer
     from adapters.imap_intake import ImapIntake
-    from adapters.matrix import MatrixLink, RoomEvent
+    from adapters.matrix import MatrixLink
     from adapters.matrix_crypto import MatrixCrypto
 
 log = structlog.get_logger("gateway.app")
@@ -385,10 +386,11 @@ class App:
         cluster = self.cluster = _cluster(cfg, store)
         link = edges.link = self.matrix = self._matrix(store)
         key = canary_key(await _thread_key(cfg, store))
-        self.canary = self._canary(key, getattr(store, "canary_through", None))
+        self.canary = self._canary(key, store, getattr(store, "canary_through", None))
         outbox = await self._outbox(store, egress, link)
         worker, scheduler = await self._processing(store, outbox, sandbox)
         worker.canary = recogniser(key)  # even with the self-test off: ours are never reports
+        worker.legacy_chat = legacy_inbox_message  # chat rows stored before chat was neutral
         outbox.busy = worker.in_storm  # outbox rounds wait for a lull in a storm too
         self.scheduler = scheduler
         intake = MailIntake(
@@ -424,10 +426,8 @@ class App:
             )
             if link is not None:
 
-                async def deliver(events: list[RoomEvent]) -> None:
-                    await chat_intake.accept_all(
-                        (e.room_id, e.event, e.sender_power) for e in events
-                    )
+                async def deliver(events: list[ChatMessage]) -> None:
+                    await chat_intake.accept_all(events)
                     metrics.ACCEPTED.inc(len(events), channel="matrix")
 
                 link.deliver_to(deliver)
@@ -523,7 +523,7 @@ class App:
                 log.error("gateway.close_failed", component=name, error=type(exc).__name__)
 
     def _canary(
-        self, key: bytes, elsewhere: Callable[[str], Awaitable[bool]] | None
+        self, key: bytes, store: Store, elsewhere: Callable[[str], Awaitable[bool]] | None
     ) -> CanaryMonitor | None:
         """The end-to-end self-test (gateway.run.canary), unless turned off; on several
         nodes a canary another node's outbox delivered counts (`elsewhere`)."""
@@ -539,6 +539,8 @@ class App:
             c.interval_s,
             c.deadline_s,
             elsewhere,
+            prune=store.prune_canaries,
+            clock=self.clock,
         )
 
     async def _submit_canary(self, mail_from: str, rcpt_to: str, raw: bytes) -> None:

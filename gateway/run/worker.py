@@ -15,13 +15,23 @@ from functools import partial
 
 import structlog
 
-from gateway.domain import Channel, InboxRow, Outcome, Plan, PlanContext, ThreadKeys, Work
+from gateway.domain import (
+    Channel,
+    ChatMessage,
+    InboxRow,
+    Outcome,
+    Plan,
+    PlanContext,
+    ThreadKeys,
+    Work,
+)
+from gateway.domain_chat import decode_chat
 from gateway.parse.mail import ParsedMail
 from gateway.parse.sandbox import MailJob, ParseSandbox, Prepared
 from gateway.plan import mirror
 from gateway.plan.alert_join import known_outage_in_chat
 from gateway.plan.alert_plan import AlertSettings
-from gateway.plan.chat import ChatMessage, parse_chat, plan_report_room, should_ignore
+from gateway.plan.chat import plan_report_room, should_ignore
 from gateway.plan.commands import CommandEnv, parse_command
 from gateway.plan.escalation import command_planner
 from gateway.plan.mirror import MirrorSettings
@@ -86,6 +96,9 @@ class InboxWorker:
         # The self-test's recogniser (gateway.run.canary): a row carrying our signed canary
         # token is planned as a canary only, never as a report. Pure and thread-safe.
         self.canary: Callable[[InboxRow], Plan | None] | None = None
+        # The chat adapter's reader for chat rows it stored in its own form before chat was
+        # neutral (gateway.domain_chat); set by the composition root. Pure and thread-safe.
+        self.legacy_chat: Callable[[bytes], ChatMessage | None] | None = None
         self._webhooks = webhooks or WebhookSettings(
             AlertSettings(settings.sender, settings.pager_source, settings.chat)
         )
@@ -271,7 +284,9 @@ class InboxWorker:
 
     def _prepare_chat(self, row: InboxRow, now: datetime, fallback: Callable[[str], Plan]) -> Work:
         chat = self._settings.chat
-        msg = parse_chat(row.raw)
+        msg = decode_chat(row.raw)
+        if msg is None and self.legacy_chat is not None:
+            msg = self.legacy_chat(row.raw)
         if msg is None or chat is None:
             return _ignored(row, "not a text message in a room we watch", fallback)
         why = should_ignore(msg, chat)

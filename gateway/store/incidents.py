@@ -20,6 +20,7 @@ from gateway.domain import (
     TimelineEvent,
     dumps,
 )
+from gateway.store import sla_index
 from gateway.store.db import ts
 from gateway.store.rows import incident_of
 from rules.types import Mailbox
@@ -91,6 +92,7 @@ def apply_plan(conn: sqlite3.Connection, plan: Plan, now: datetime) -> int | Non
         )
     for event in plan.timeline:
         add_timeline(conn, incident_id, event)
+    sla_index.touch(conn, incident_id, plan)  # its SLA items may have moved: re-plan it
     return incident_id
 
 

@@ -104,7 +104,7 @@ def accept_many(
 
 
 def _stored_ids(conn: Conn, keys: Sequence[str | None]) -> dict[str | None, int]:
-    """The inbox ids of dedup keys already stored (re-sent messages; inbox rows stay)."""
+    """The inbox ids of dedup keys already stored (re-sent messages)."""
     if not keys:
         return {}
     rows = conn.execute(
