@@ -29,7 +29,7 @@ from gateway.domain import (
 from gateway.store.db import from_ts, ts
 from gateway.store.postgres import trips
 from gateway.store.postgres.incidents import add_timeline
-from gateway.store.postgres.schema import Conn
+from gateway.store.postgres.schema import Conn, lane_field
 from gateway.store.rows import lane_clear_sql
 
 MIRROR_KINDS = frozenset(
@@ -45,7 +45,7 @@ MIRROR_KINDS = frozenset(
 # Pending entries that nothing earlier in their lane holds back (gateway.store.rows): not a
 # retry due later, nor an entry another claim is delivering right now.
 _LANE_CLEAR = lane_clear_sql(
-    lambda alias, key: f"({alias}.payload::jsonb ->> '{key}')",
+    lane_field,  # as the index outbox_lane spells it (schema 5)
     busy="e.claim_until >= clock_timestamp()",
 )
 _CLAIM_LOCK = 0x6F7574626F78  # pg_advisory_xact_lock key of outbox claims ("outbox")
