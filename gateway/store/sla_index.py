@@ -12,8 +12,8 @@ one re-planning of that incident, never a missed promise. `replan_all` marks eve
 incident (at start and when the rulebook is reloaded: support hours move closings).
 
 Runs on the store's connection inside the caller's transaction (on PostgreSQL the caller
-holds the write lock, so marks and rounds never interleave). The module's functions are
-SQLite's; gateway.store.postgres.sla_index binds the same `SlaIndex` to PostgreSQL.
+holds the write lock, so marks and rounds never interleave). `SQLITE_INDEX` serves the
+SQLite store; gateway.store.postgres.sla_index binds the same `SlaIndex` to PostgreSQL.
 """
 
 from __future__ import annotations
@@ -190,13 +190,4 @@ def _of(
     return incident_of(row, tuple(reporters.get(iid, ())), (), int(pages.get(iid, 0)))
 
 
-_SQLITE = SlaIndex(SQLITE)
-touch = _SQLITE.touch
-replan_all = _SQLITE.replan_all
-due_ids = _SQLITE.due_ids
-earliest = _SQLITE.earliest
-store_next = _SQLITE.store_next
-schedule = _SQLITE.schedule
-fired_keys = _SQLITE.fired_keys
-load = _SQLITE.load
-waiting = _SQLITE.waiting
+SQLITE_INDEX = SlaIndex(SQLITE)  # the SQLite store's (PostgreSQL's: gateway.store.postgres)
