@@ -17,7 +17,9 @@ On a machine shared with other work, read the ratio of each round (a sink run an
 run back to back; the median and the spread over the rounds are printed), the load average,
 and the CPU time each server spent per message: the last (on-CPU time of the server and
 its children, from /proc/PID/task/*/schedstat, over the timed load) hardly moves with the
-machine's load, where msg/s does.
+machine's load, where msg/s does. Each run's line on stderr splits that time into the
+server's event loop (its main thread), its other threads (the daemon's store thread and
+executors) and its children (the daemon's parse child).
 
 Method: each server runs in its own process on a free 127.0.0.1 port. When `taskset` exists
 and at least two CPUs are available, the servers are pinned to CPU 0 and smtp-source to
@@ -277,7 +279,8 @@ class Run:
     seconds: float | None = None
     msg_per_s: float | None = None
     cpu_us_per_msg: float | None = None  # the server and its children, on CPU, per message
-    runqueue_share: float | None = None  # time its threads waited for a CPU / wall time
+    cpu_parts_us: dict[str, float] = field(default_factory=dict)  # loop / threads / children
+    runqueue_share: float | None = None  # seconds its threads waited for a CPU, summed, / wall
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -286,9 +289,11 @@ class Run:
         return not self.problems and self.msg_per_s is not None
 
 
-def tree_schedstat(pid: int) -> tuple[float, float]:
+def tree_schedstat(pid: int, parts: dict[str, float] | None = None) -> tuple[float, float]:
     """Seconds on a CPU and seconds waiting for one, summed over every thread of a process
-    and of its descendants (/proc/PID/task/TID/schedstat); zeros where /proc lacks them."""
+    and of its descendants (/proc/PID/task/TID/schedstat); zeros where /proc lacks them.
+    `parts` gets the seconds on a CPU of the process's main thread (its event loop), of its
+    other threads, and of its descendants (the daemon's parse child)."""
     on_cpu = waiting = 0.0
     pids = [pid]
     while pids:
@@ -306,6 +311,9 @@ def tree_schedstat(pid: int) -> tuple[float, float]:
                 continue
             on_cpu += int(run_ns) / 1e9
             waiting += int(wait_ns) / 1e9
+            if parts is not None:
+                part = "children" if current != pid else "loop" if int(task) == pid else "threads"
+                parts[part] = parts.get(part, 0.0) + int(run_ns) / 1e9
     return on_cpu, waiting
 
 
@@ -328,7 +336,8 @@ def send_load(load: Load, conns: int, port: int, run: Run, server_pid: int | Non
         RECIPIENT,
         f"127.0.0.1:{port}",
     ]
-    before = tree_schedstat(server_pid) if server_pid else (0.0, 0.0)
+    parts_before: dict[str, float] = {}
+    before = tree_schedstat(server_pid, parts_before) if server_pid else (0.0, 0.0)
     started_at = time.perf_counter()
     try:
         done = subprocess.run(
@@ -339,8 +348,13 @@ def send_load(load: Load, conns: int, port: int, run: Run, server_pid: int | Non
         return
     run.seconds = time.perf_counter() - started_at
     if server_pid:
-        after = tree_schedstat(server_pid)
+        parts_after: dict[str, float] = {}
+        after = tree_schedstat(server_pid, parts_after)
         run.cpu_us_per_msg = (after[0] - before[0]) / load.messages * 1e6
+        run.cpu_parts_us = {
+            part: (seconds - parts_before.get(part, 0.0)) / load.messages * 1e6
+            for part, seconds in parts_after.items()
+        }
         run.runqueue_share = (after[1] - before[1]) / run.seconds
     if done.returncode != 0:
         message = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -566,7 +580,9 @@ def progress(run: Run, index: int, repeat: int) -> None:
     figures = (
         f"{run.accepted}/{run.sent} accepted in {run.seconds:.2f} s = {run.msg_per_s:,.0f} msg/s"
         + (
-            f", {run.cpu_us_per_msg:.0f} µs CPU/msg, run-queue wait {run.runqueue_share:.0%}"
+            f", {run.cpu_us_per_msg:.0f} µs CPU/msg ("
+            + ", ".join(f"{k} {v:.0f}" for k, v in sorted(run.cpu_parts_us.items()))
+            + f"), run-queue wait {run.runqueue_share:.0%}"
             if run.cpu_us_per_msg is not None and run.runqueue_share is not None
             else ""
         )
