@@ -27,7 +27,8 @@ from gateway.domain import (
 from gateway.plan.replies import Sender
 from gateway.plan.sla import EscalationTarget, SlaSettings, due_now, next_due
 from gateway.run.scheduler import Scheduler
-from gateway.store import db, incidents, outbox, reminders, schema, sla_index
+from gateway.store import db, incidents, outbox, reminders, schema
+from gateway.store.sla_index import SQLITE_INDEX as sla_index
 from gateway.store.sqlite import SqliteStore
 from rules.book import default_rulebook, load_rulebook
 from rules.engine import next_update_due, respond_due

@@ -30,7 +30,7 @@ from gateway.deliver.deadletter import AlertFor
 from gateway.deliver.links import LinkGate
 from gateway.deliver.timeline import worded
 from gateway.domain import Attempt, OutboxEntry, OutboxKind
-from gateway.payloads import lane_of
+from gateway.payloads import PAGE_LANE_KINDS, lane_of
 from gateway.ports import LinkDown, PermanentError, Store, TransientError
 from gateway.run import metrics
 from gateway.run.supervise import backoff_s, rounds
@@ -40,6 +40,8 @@ log = structlog.get_logger("gateway.deliver.outbox")
 Handler = Callable[[OutboxEntry], Awaitable[dict[str, Any]]]
 _DEFER_POLL_S = 0.02
 _GATE_POLL_S = 0.25  # how often a held-back link's state is looked at again
+# Pages go first in a round (their lane kinds), then everything else.
+_NOT_PAGES = frozenset(OutboxKind) - PAGE_LANE_KINDS
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ class OutboxWorker:
     async def deliver_due(self) -> int:
         """One round: every entry due now, `concurrency` at a time, then one transaction
         that records every outcome; returns how many were attempted."""
-        entries = await self._store.due_outbox(self._clock(), self._concurrency, self._held_back())
+        entries = await self._due()
         if entries:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._lane(lane)) for lane in _lanes(entries)]
@@ -142,6 +144,17 @@ class OutboxWorker:
                 [worded(a, now) for t in tasks for a in t.result()], now
             )
         return len(entries)
+
+    async def _due(self) -> list[OutboxEntry]:
+        """Due pages first, then the rest in order. A round settles only when its slowest
+        entry is done: in FIFO order, a burst of reports queued each page behind the tickets
+        and acknowledgements of the reports before it (one round per 32 entries). Pages
+        keep their own order among themselves, as every other lane does."""
+        now, held = self._clock(), self._held_back()
+        pages = await self._store.due_outbox(now, self._concurrency, held | _NOT_PAGES)
+        room = self._concurrency - len(pages)
+        rest = await self._store.due_outbox(now, room, held | PAGE_LANE_KINDS) if room > 0 else []
+        return [*pages, *rest]
 
     def _held_back(self) -> frozenset[str]:
         """The kinds whose link is down and not due for another try."""

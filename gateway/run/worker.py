@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -42,12 +41,12 @@ from gateway.plan.unreadable import judge_unreadable, plan_unreadable_emergency
 from gateway.ports import Store
 from gateway.run import metrics
 from gateway.run.alert_work import WebhookSettings, prepare_webhook
+from gateway.run.arrivals import Arrivals
 from gateway.run.supervise import rounds
 from rules.book import Rulebook
 from rules.types import Mailbox, TriageDecision
 
 log = structlog.get_logger("gateway.run.worker")
-_STORM_WINDOW_S = 0.1
 _STORM_POLL_S = 0.02
 Clock = Callable[[], datetime]
 
@@ -69,7 +68,7 @@ class InboxWorker:
         clock: Clock = utcnow,
         retry_delay_s: float = 1.0,
         batch: int = 64,
-        storm_threshold: int = 30,
+        storm_per_s: float = 300.0,
         max_defer_s: float = 1.0,
         mirror: MirrorSettings | None = None,
         sandbox: ParseSandbox | None = None,
@@ -85,9 +84,8 @@ class InboxWorker:
         self._stopping = False
         self._retry_delay_s = retry_delay_s
         self._batch = batch
-        self._storm_threshold = storm_threshold
         self._max_defer_s = max_defer_s
-        self._arrivals: deque[float] = deque(maxlen=4 * storm_threshold)
+        self._arrivals = Arrivals(storm_per_s)
         self._mirror = mirror or MirrorSettings()
         self._next_rulebook: Rulebook | None = None
         self.sandbox = sandbox or ParseSandbox(rulebook)
@@ -109,7 +107,7 @@ class InboxWorker:
 
     def wake(self) -> None:
         """New messages were accepted."""
-        self._arrivals.append(time.monotonic())
+        self._arrivals.arrived()
         self._wake.set()
 
     def stop(self) -> None:
@@ -145,21 +143,15 @@ class InboxWorker:
         return 0 if await self.process_pending() else self._poll_s
 
     def in_storm(self) -> bool:
-        """More than storm_threshold messages arrived in the last 100 ms."""
-        return self._storm()
-
-    def _storm(self) -> bool:
-        now = time.monotonic()
-        while self._arrivals and now - self._arrivals[0] > _STORM_WINDOW_S:
-            self._arrivals.popleft()
-        return len(self._arrivals) >= self._storm_threshold
+        """Intake is in a storm (gateway.run.arrivals)."""
+        return self._arrivals.storm()
 
     async def _let_intake_finish(self) -> None:
-        # Intake has priority during a storm (more than storm_threshold messages in the last
-        # 100 ms): the messages are already durable, so let them in first and process in the
+        # Intake has priority during a storm (`in_storm`): the messages are already durable,
+        # so let them in first and process in the
         # lulls, and at the latest every max_defer_s. At ordinary rates nothing is deferred.
         for _ in range(int(self._max_defer_s / _STORM_POLL_S)):
-            if self._stopping or not self._storm():
+            if self._stopping or not self.in_storm():
                 return
             await asyncio.sleep(_STORM_POLL_S)
 

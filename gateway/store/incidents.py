@@ -20,9 +20,9 @@ from gateway.domain import (
     TimelineEvent,
     dumps,
 )
-from gateway.store import sla_index
 from gateway.store.db import ts
 from gateway.store.rows import incident_of
+from gateway.store.sla_index import SQLITE_INDEX as sla_index
 from rules.types import Mailbox
 
 _COLUMNS = (

@@ -21,9 +21,9 @@ from functools import partial
 import structlog
 
 from gateway.domain import Due, Incident, NextDue, Planner
-from gateway.store import sla_index
 from gateway.store.db import transaction, ts
 from gateway.store.incidents import apply_plan, open_incidents
+from gateway.store.sla_index import SQLITE_INDEX as sla_index
 
 log = structlog.get_logger("gateway.store.reminders")
 

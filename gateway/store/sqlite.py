@@ -42,8 +42,8 @@ from gateway.store import (
     reminders,
     retention,
     schema,
-    sla_index,
 )
+from gateway.store.sla_index import SQLITE_INDEX
 
 T = TypeVar("T")
 
@@ -192,7 +192,7 @@ class SqliteStore:
 
     async def sla_schedule(self) -> dict[int, datetime | None]:
         """Each indexed incident's next SLA due time (None: to be re-planned)."""
-        return await self._call(sla_index.schedule)
+        return await self._call(SQLITE_INDEX.schedule)
 
     # -- reads ------------------------------------------------------------------------------
     async def incident(self, incident_id: int) -> Incident | None:

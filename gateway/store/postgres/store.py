@@ -50,16 +50,17 @@ from gateway.domain import (
 )
 from gateway.ports import LinkState, StoreClosed
 from gateway.run.supervise import backoff_s
+from gateway.store.dialect import POSTGRES
 from gateway.store.postgres import (
     inbox,
     incidents,
     leases,
     outbox,
     reminders,
-    retention,
     schema,
     sla_index,
 )
+from gateway.store.retention import prune_canaries
 
 T = TypeVar("T")
 log = structlog.get_logger("gateway.store.postgres")
@@ -469,4 +470,4 @@ class PostgresStore:
 
     async def prune_canaries(self, before: datetime) -> int:
         """Delete the self-test's rows processed before `before` (any node's)."""
-        return await self._call(retention.prune_canaries, before)
+        return await self._call(prune_canaries, before, POSTGRES)
