@@ -214,24 +214,26 @@ class Rule(Frozen):
             )
         return self
 
-    def model_post_init(self, context: Any, /) -> None:
-        """Compile the conditions once (they were validated field by field already)."""
-        self._matcher = Matcher.build(
-            mailboxes=self.mailboxes,
-            senders=self.senders,
-            sender_domains=self.sender_domains,
-            words=self.words,
-            patterns=self.patterns,
-            also_words=self.also_words,
-            headers=self.headers,
-            unless_words=self.unless_words,
-            unless_patterns=self.unless_patterns,
-        )
-
     @property
     def matcher(self) -> Matcher:
-        """The compiled conditions."""
-        return self._matcher
+        """The compiled conditions, compiled on first use (they were validated field by
+        field already): a daemon that triages nothing itself (the parse child does) never
+        holds them, and its start-up does not wait for them."""
+        try:
+            return self._matcher
+        except AttributeError:
+            self._matcher = Matcher.build(
+                mailboxes=self.mailboxes,
+                senders=self.senders,
+                sender_domains=self.sender_domains,
+                words=self.words,
+                patterns=self.patterns,
+                also_words=self.also_words,
+                headers=self.headers,
+                unless_words=self.unless_words,
+                unless_patterns=self.unless_patterns,
+            )
+            return self._matcher
 
 
 class Rulebook(Frozen):

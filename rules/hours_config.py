@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 from datetime import time
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import holidays
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -23,6 +22,11 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+# `holidays` is imported where a calendar is made: the parse child gets precomputed dates
+# (rules.hours) and never loads it (it is large: every country's calendar).
+if TYPE_CHECKING:
+    import holidays
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -107,6 +111,8 @@ class BankHolidays(Frozen):
     def _known(self) -> Self:
         if not self.country:
             return self
+        import holidays  # noqa: PLC0415  (see the imports)
+
         try:
             holidays.country_holidays(self.country, subdiv=self.subdivision or None)
         except NotImplementedError:
@@ -121,6 +127,8 @@ class BankHolidays(Frozen):
         """A fresh calendar object, or None when bank holidays are switched off."""
         if not self.country:
             return None
+        import holidays  # noqa: PLC0415  (see the imports)
+
         return holidays.country_holidays(self.country, subdiv=self.subdivision or None)
 
 
