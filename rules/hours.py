@@ -23,8 +23,14 @@ _ONE_DAY = timedelta(days=1)
 _YEARS_BEFORE, _YEARS_AFTER = 1, 4
 
 
-class _Dates(Collection[date]):
-    """Bank holidays as precomputed dates for a span of years; the full calendar beyond."""
+def holiday_years(now: datetime) -> range:
+    """The years whose bank holidays are precomputed around `now`."""
+    return range(now.year - _YEARS_BEFORE, now.year + _YEARS_AFTER + 1)
+
+
+class HolidayDates(Collection[date]):
+    """Bank holidays as precomputed dates for a span of years; the full calendar (the
+    `holidays` package, imported then) for a day outside them."""
 
     def __init__(self, hours: Hours, days: frozenset[date], years: range) -> None:
         self._hours, self._days, self._years = hours, days, years
@@ -68,24 +74,28 @@ class SupportClock:
     Wed 10:00, and from Fri 16:00 is Mon 16:00.
     """
 
-    def __init__(self, hours: Hours | None = None) -> None:
+    def __init__(
+        self, hours: Hours | None = None, bank_holidays: HolidayDates | None = None
+    ) -> None:
+        """`bank_holidays`: precomputed dates for `hours`' calendar (else it is made here)."""
         self.hours = hours if hours is not None else Hours()
         self.tz = ZoneInfo(self.hours.timezone)
         self._weekdays = self.hours.working_weekdays()
-        self._holidays: Collection[date] | None = self.hours.bank_holidays.calendar()
+        self._holidays: Collection[date] | None = (
+            bank_holidays if bank_holidays is not None else self.hours.bank_holidays.calendar()
+        )
         self.business_day = timedelta(minutes=self.hours.in_hours.minutes)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled with the bank holidays as dates (see _Dates), not the calendar object."""
+        """Pickled with the bank holidays as dates (HolidayDates), not the calendar object."""
         state = dict(self.__dict__)
-        if self._holidays is not None and not isinstance(self._holidays, _Dates):
-            this = datetime.now(UTC).year
-            years = range(this - _YEARS_BEFORE, this + _YEARS_AFTER + 1)
+        if self._holidays is not None and not isinstance(self._holidays, HolidayDates):
+            years = holiday_years(datetime.now(UTC))
             calendar = self._holidays
             for year in years:
                 _ = date(year, 1, 1) in calendar  # a `holidays` calendar fills a year when asked
             days = frozenset(day for day in calendar if day.year in years)
-            state["_holidays"] = _Dates(self.hours, days, years)
+            state["_holidays"] = HolidayDates(self.hours, days, years)
         return state
 
     def local(self, instant: datetime) -> datetime:

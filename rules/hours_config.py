@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -108,13 +109,21 @@ class BankHolidays(Frozen):
     subdivision: str = "ENG"
 
     @model_validator(mode="after")
-    def _known(self) -> Self:
-        if not self.country:
+    def _known(self, info: ValidationInfo) -> Self:
+        """The calendar exists: asked of the validation context's `bank_holidays` (dates
+        made elsewhere, see rules.book.load_rulebook), else of `holidays` here. The
+        default calendar is known to exist (a rulebook without [hours] need not load it)."""
+        if not self.country or (self.country, self.subdivision) == ("GB", "ENG"):
             return self
-        import holidays  # noqa: PLC0415  (see the imports)
-
+        context = info.context if isinstance(info.context, dict) else {}
         try:
-            holidays.country_holidays(self.country, subdiv=self.subdivision or None)
+            dates = context.get("bank_holidays")
+            if dates is not None:
+                dates(self.country, self.subdivision)
+            else:
+                import holidays  # noqa: PLC0415  (see the imports)
+
+                holidays.country_holidays(self.country, subdiv=self.subdivision or None)
         except NotImplementedError:
             raise PydanticCustomError(
                 "holiday_calendar",

@@ -1,8 +1,8 @@
 """What start-up and the parse child load: the daemon imports no optional library it is not
 configured for before READY, the status endpoint's port is taken before its HTTP server is
-loaded (clients wait, never refused), and the parse child triages with precomputed bank
-holidays and compiled rules without importing `holidays` (bench/ready_time.py and
-bench/rss_incidents.py measure the time and memory this saves)."""
+loaded (clients wait, never refused), and neither the daemon (bank holidays from a helper
+process) nor the parse child (precomputed dates, rules compiled there) imports `holidays`
+(bench/ready_time.py and bench/rss_incidents.py measure the time and memory this saves)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from adapters.http_status import StatusServer
+from gateway.config.bank_holidays import helper_dates, in_process
 from gateway.parse.child import MailJob, prepare
-from rules.book import default_rulebook, default_rulebook_text, load_rulebook
+from rules.book import RulebookError, default_rulebook, default_rulebook_text, load_rulebook
 from rules.hours import SupportClock
 from rules.hours_config import Hours
 from rules.types import Mailbox
@@ -173,3 +176,49 @@ async def test_status_port_bound_but_never_served_is_released() -> None:
     again.bind()
     assert again.port == port
     await again.stop()
+
+
+def test_run_path_rulebook_never_imports_holidays() -> None:
+    """The rulebook as `run` loads it (bank holidays from the helper process) knows
+    Christmas Day is a bank holiday, and the daemon's interpreter never imported `holidays`."""
+    found = _modules_after(
+        "import json, sys\n"
+        "from datetime import date\n"
+        "from gateway.cli.commands import load_rules\n"
+        "from gateway.config.bank_holidays import helper_dates\n"
+        "book = load_rules(None, helper_dates)\n"
+        "y = date.today().year\n"
+        "print(json.dumps({'christmas_off': not book.clock.is_working_day(date(y, 12, 25)),\n"
+        "    'loaded': 'holidays' in sys.modules}))"
+    )
+    assert found == {"christmas_off": True, "loaded": False}
+
+
+def test_helper_dates_match_the_calendar_and_refuse_an_unknown_one() -> None:
+    """The helper process's dates are the `holidays` calendar's for the years around now,
+    and a calendar that does not exist refuses the rulebook as in-process validation does."""
+    days, years = helper_dates("US", "CA")
+    assert days == in_process("US", "CA", years)
+    assert date(years.start, 12, 25) in days
+    unknown = default_rulebook_text().replace('subdivision = "ENG"', 'subdivision = "XXX"')
+    errors = []
+    for dates in (None, helper_dates):
+        with pytest.raises(RulebookError) as caught:
+            load_rulebook(unknown, dates)
+        errors.append(caught.value.errors)
+    assert errors[0] == errors[1]
+    assert any("no bank-holiday calendar" in e for e in errors[0])
+
+
+def test_clock_from_helper_dates_agrees_with_the_calendar() -> None:
+    """A rulebook loaded with the helper's dates has a clock that agrees with the
+    in-process calendar on every day of 25 years (beyond the dates: the calendar itself)."""
+    text = default_rulebook_text().replace('country = "GB"', 'country = "DE"')
+    text = text.replace('subdivision = "ENG"', 'subdivision = "BY"')
+    made, here = load_rulebook(text, helper_dates).clock, load_rulebook(text).clock
+    day, differ = date(2015, 1, 1), []
+    while day < date(2040, 1, 1):
+        if made.is_working_day(day) != here.is_working_day(day):
+            differ.append(day)
+        day += timedelta(days=1)
+    assert differ == []
