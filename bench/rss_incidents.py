@@ -13,8 +13,9 @@ and a stated bound with 100,000 (`--incidents 100000`).
 
 Method: the store is filled through the same write path the pipeline uses
 (`gateway.store.db.apply_plan`, one transaction), then `python -m gateway run` is started on it
-with the default configuration (replies to a folder, pages recorded locally). RSS is read
-once the SMTP port answers plus `--settle-s`, and again after the reports are processed.
+with the default configuration (replies to a folder, pages recorded locally; the status
+endpoint on a free port). RSS is read once the SMTP port answers plus `--settle-s`, and
+again after the reports are processed.
 
     .venv/bin/python bench/rss_incidents.py
     .venv/bin/python bench/rss_incidents.py --incidents 100000
@@ -157,7 +158,8 @@ def main() -> int:
         config = folder / "gateway.toml"
         config.write_text(
             f'[state]\ndir = "{folder / "state"}"\n[smtp]\nport = {port}\n'
-            '[log]\nlevel = "warning"\nformat = "json"\n'
+            # the status endpoint on a free port: on the default one it may be taken
+            '[http]\nport = 0\n[log]\nlevel = "warning"\nformat = "json"\n'
         )
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "--config", str(config)],

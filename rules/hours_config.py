@@ -36,9 +36,12 @@ _HHMM = re.compile(r"(?P<h>[01]\d|2[0-3]):(?P<m>[0-5]\d)")
 
 
 class Frozen(BaseModel):
-    """Base of every rulebook model: immutable, and unknown keys are errors (typos fail loudly)."""
+    """Base of every rulebook model: immutable, and unknown keys are errors (typos fail loudly).
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True)
+    Validators are built on first validation (`defer_build`), not at import: the parse child
+    only unpickles a validated rulebook and never needs them (less memory there)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, defer_build=True)
 
 
 def _parse_hhmm(value: Any) -> Any:
