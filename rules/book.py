@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import date
 from enum import StrEnum
 from functools import cache
@@ -345,9 +345,9 @@ def _ooh_mismatches(book: Rulebook) -> list[InitErrorDetails]:
     return problems
 
 
-# (country, subdivision) -> the bank holidays of a span of years, and that span; raises
-# NotImplementedError for a calendar that does not exist.
-BankHolidayDates = Callable[[str, str], tuple[frozenset[date], range]]
+# (country, subdivision) -> the bank holidays of a span of years, and that span; using the
+# dates raises NotImplementedError for a calendar that does not exist.
+BankHolidayDates = Callable[[str, str], tuple[Collection[date], range]]
 
 
 def load_rulebook(text: str, bank_holidays: BankHolidayDates | None = None) -> Rulebook:

@@ -32,7 +32,7 @@ class HolidayDates(Collection[date]):
     """Bank holidays as precomputed dates for a span of years; the full calendar (the
     `holidays` package, imported then) for a day outside them."""
 
-    def __init__(self, hours: Hours, days: frozenset[date], years: range) -> None:
+    def __init__(self, hours: Hours, days: Collection[date], years: range) -> None:
         self._hours, self._days, self._years = hours, days, years
         self._calendar: Container[date] | None = None
 

@@ -122,7 +122,8 @@ class BankHolidays(Frozen):
         try:
             dates = context.get("bank_holidays")
             if dates is not None:
-                dates(self.country, self.subdivision)
+                days, _ = dates(self.country, self.subdivision)
+                len(days)  # the answer, waited for: they may still be being made
             else:
                 import holidays  # noqa: PLC0415  (see the imports)
 

@@ -198,7 +198,7 @@ def test_helper_dates_match_the_calendar_and_refuse_an_unknown_one() -> None:
     """The helper process's dates are the `holidays` calendar's for the years around now,
     and a calendar that does not exist refuses the rulebook as in-process validation does."""
     days, years = helper_dates("US", "CA")
-    assert days == in_process("US", "CA", years)
+    assert frozenset(days) == in_process("US", "CA", years)
     assert date(years.start, 12, 25) in days
     unknown = default_rulebook_text().replace('subdivision = "ENG"', 'subdivision = "XXX"')
     errors = []
