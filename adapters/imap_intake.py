@@ -15,16 +15,25 @@ refused credentials park the intake in "bad_credentials" instead of hammering th
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
-from aioimaplib import IMAP4, AioImapException, Command, IMAP4ClientProtocol, Response
+from aioimaplib import AioImapException, Command, Response
 
+from adapters.imap_wire import (
+    EXISTS,
+    Client,
+    WatchingProtocol,
+    astring,
+    drop,
+    parse_fetch,
+    parse_search,
+    parse_select,
+)
 from gateway.domain import Accepted
 from gateway.plan.imapsync import Cursor, chunks, cursor_key, envelope_sender, plan_scan, uid_set
 from gateway.ports import KeyValue, TransientError
@@ -35,10 +44,6 @@ log = structlog.get_logger("adapters.imap_intake")
 
 T = TypeVar("T")
 FETCH_BATCH = 50
-_EXISTS = re.compile(rb"^(?:\* )?\d+ EXISTS")
-_FETCH_HEAD = re.compile(rb"^\d+ FETCH \(")
-_UID = re.compile(rb"UID (\d+)")
-_ATOM = re.compile(r"^[A-Za-z0-9_./-]+$")
 
 
 class Sink(Protocol):
@@ -54,81 +59,6 @@ class BadCredentials(Exception):
 
 class ConnectionLost(Exception):
     """The server hung up (BYE, reset) or stopped answering."""
-
-
-class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]
-    """aioimaplib's protocol, noting EXISTS pushes it would otherwise drop between commands."""
-
-    new_mail = False
-
-    def _untagged_response(self, line: bytes) -> Any:
-        if _EXISTS.match(line):
-            self.new_mail = True
-        return super()._untagged_response(line)
-
-
-class _Client(IMAP4):  # type: ignore[misc]
-    def create_client(
-        self,
-        host: str,
-        port: int,
-        loop: asyncio.AbstractEventLoop | None,
-        conn_lost_cb: Callable[[Exception | None], None] | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        loop = loop or asyncio.get_running_loop()
-        self.protocol = _Protocol(loop, conn_lost_cb)
-        self._client_task = loop.create_task(
-            loop.create_connection(lambda: self.protocol, host, port, ssl=ssl_context)
-        )
-
-
-def _astring(name: str) -> str:
-    """A mailbox name as an IMAP astring (quoted unless it is a plain atom)."""
-    if _ATOM.match(name):
-        return name
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def parse_select(resp: Response) -> tuple[int, int | None]:
-    """UIDVALIDITY and UIDNEXT from a SELECT answer."""
-    text = b"\n".join(line for line in resp.lines if isinstance(line, bytes))
-    validity = re.search(rb"\[UIDVALIDITY (\d+)\]", text)
-    nxt = re.search(rb"\[UIDNEXT (\d+)\]", text)
-    if validity is None:
-        raise TransientError("SELECT answered without UIDVALIDITY")
-    return int(validity.group(1)), int(nxt.group(1)) if nxt else None
-
-
-def parse_search(resp: Response) -> list[int]:
-    """The UIDs of a UID SEARCH answer (aioimaplib strips the leading `SEARCH`)."""
-    found: list[int] = []
-    for line in resp.lines[:-1]:
-        if isinstance(line, bytes):
-            found.extend(int(word) for word in line.split() if word.isdigit())
-    return found
-
-
-def parse_fetch(resp: Response) -> list[tuple[int, bytes]]:
-    """(uid, raw message) pairs from a `UID FETCH … (UID BODY.PEEK[])` answer. The UID may
-    come before or after the literal; unsolicited FETCH lines (flag changes) carry none."""
-    out: list[tuple[int, bytes]] = []
-    uid: int | None = None
-    body: bytes | None = None
-    for line in resp.lines:
-        if isinstance(line, bytes) and _FETCH_HEAD.match(line):
-            if uid is not None and body is not None:
-                out.append((uid, body))
-            found = _UID.search(line)
-            uid, body = (int(found.group(1)) if found else None), None
-        elif isinstance(line, bytearray):
-            body = bytes(line)
-        elif isinstance(line, bytes) and uid is None:
-            found = _UID.search(line)
-            uid = int(found.group(1)) if found else None
-    if uid is not None and body is not None:
-        out.append((uid, body))
-    return out
 
 
 class ImapIntake:
@@ -169,7 +99,7 @@ class ImapIntake:
         self._timeout_s, self._backoff_max_s = timeout_s, backoff_max_s
         self._auth_retry_s = auth_retry_s
         self._key = cursor_key(name, folder)
-        self._client: _Client | None = None
+        self._client: Client | None = None
         self._lost = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -226,11 +156,11 @@ class ImapIntake:
                 async with asyncio.timeout(min(self._timeout_s, 2.0)):
                     await client.protocol.logout()
             except asyncio.CancelledError:
-                _drop(client)
+                drop(client)
                 raise
             except Exception:  # noqa: S110  # best effort: the connection is dropped next
                 pass
-        _drop(client)
+        drop(client)
 
     async def _session(self) -> None:
         try:
@@ -253,7 +183,7 @@ class ImapIntake:
         finally:
             client_, self._client = self._client, None
             if client_ is not None:
-                _drop(client_)
+                drop(client_)
 
     # -- commands ------------------------------------------------------------------------------
     async def _call(self, aw: Awaitable[T]) -> T:
@@ -283,14 +213,14 @@ class ImapIntake:
             raise TransientError(f"{what} answered {resp.result}")
         return resp
 
-    async def _connect(self) -> _Client:
+    async def _connect(self) -> Client:
         self._lost = lost = asyncio.Event()
         context = None
         if self._tls != "none":
             context = ssl.create_default_context(
                 cafile=str(self._ca_file) if self._ca_file else None
             )
-        client = _Client(
+        client = Client(
             host=self._host,
             port=self._port,
             timeout=self._timeout_s,
@@ -314,7 +244,7 @@ class ImapIntake:
             await self._call(client.protocol.capability())  # some servers send them after LOGIN
         return client
 
-    async def _starttls(self, client: _Client, context: ssl.SSLContext) -> None:
+    async def _starttls(self, client: Client, context: ssl.SSLContext) -> None:
         # aioimaplib knows the STARTTLS command but has no helper: upgrade its transport.
         proto = client.protocol
         if not client.has_capability("STARTTLS"):
@@ -328,17 +258,17 @@ class ImapIntake:
         )
         await self._call(proto.capability())  # capabilities from before TLS are not trusted
 
-    async def _select(self, client: _Client) -> tuple[int, int | None]:
+    async def _select(self, client: Client) -> tuple[int, int | None]:
         if self._processed is not None:
             # Made once; "already exists" is a NO we ignore.
-            await self._call(client.protocol.simple_command("CREATE", _astring(self._processed)))
-        resp = await self._ok(client.protocol.select(_astring(self._folder)), "SELECT")
+            await self._call(client.protocol.simple_command("CREATE", astring(self._processed)))
+        resp = await self._ok(client.protocol.select(astring(self._folder)), "SELECT")
         return parse_select(resp)
 
     # -- processing ----------------------------------------------------------------------------
-    async def _scan(self, client: _Client, uidvalidity: int, uidnext: int | None) -> None:
+    async def _scan(self, client: Client, uidvalidity: int, uidnext: int | None) -> None:
         proto = client.protocol
-        stored = Cursor.loads(await self._kv.kv_get(self._key))
+        stored = Cursor.loads(await _stored(self._kv.kv_get(self._key)))
         plan = plan_scan(stored, uidvalidity)
         resp = await self._ok(proto.search(plan.criteria, charset=None, by_uid=True), "SEARCH")
         uids = plan.new(parse_search(resp))
@@ -359,10 +289,10 @@ class ImapIntake:
         for batch in chunks(uids, FETCH_BATCH):
             cursor = await self._process(client, cursor, batch, store=plan.reason == "new")
         if plan.reason != "new":
-            await self._kv.kv_set(self._key, cursor.dumps())
+            await _stored(self._kv.kv_set(self._key, cursor.dumps()))
 
     async def _process(
-        self, client: _Client, cursor: Cursor, batch: list[int], *, store: bool
+        self, client: Client, cursor: Cursor, batch: list[int], *, store: bool
     ) -> Cursor:
         resp = await self._ok(
             client.protocol.fetch(uid_set(batch), "(UID BODY.PEEK[])", by_uid=True), "FETCH"
@@ -400,17 +330,17 @@ class ImapIntake:
             )
         cursor = cursor.advanced(done, self._clock())
         if store:
-            await self._kv.kv_set(self._key, cursor.dumps())
+            await _stored(self._kv.kv_set(self._key, cursor.dumps()))
         return cursor
 
-    async def _mark(self, client: _Client, uids: list[int]) -> None:
+    async def _mark(self, client: Client, uids: list[int]) -> None:
         proto, which = client.protocol, uid_set(uids)
         if self._processed is None:
             await self._ok(proto.store(which, "+FLAGS.SILENT", r"(\Seen)", by_uid=True), "STORE")
         elif client.has_capability("MOVE"):
-            await self._ok(proto.move(which, _astring(self._processed), by_uid=True), "MOVE")
+            await self._ok(proto.move(which, astring(self._processed), by_uid=True), "MOVE")
         else:
-            await self._ok(proto.copy(which, _astring(self._processed), by_uid=True), "COPY")
+            await self._ok(proto.copy(which, astring(self._processed), by_uid=True), "COPY")
             await self._ok(
                 proto.store(which, "+FLAGS.SILENT", r"(\Seen \Deleted)", by_uid=True), "STORE"
             )
@@ -418,7 +348,7 @@ class ImapIntake:
                 await self._ok(proto.expunge(which, by_uid=True), "EXPUNGE")
 
     # -- waiting -------------------------------------------------------------------------------
-    async def _wait(self, client: _Client) -> None:
+    async def _wait(self, client: Client) -> None:
         if not client.has_capability("IDLE"):
             await asyncio.sleep(self._poll_s)
             await self._ok(client.protocol.simple_command("NOOP"), "NOOP")
@@ -436,7 +366,7 @@ class ImapIntake:
             elif not idle.done():
                 idle.cancel()
 
-    async def _idle_until_news(self, proto: _Protocol) -> None:
+    async def _idle_until_news(self, proto: WatchingProtocol) -> None:
         """Until new mail, the renewal time (29-minute rule; NATs drop idle flows sooner),
         BYE or loss. "OK Still here" and flag or expunge pushes keep us idling."""
         loop = asyncio.get_running_loop()
@@ -457,22 +387,21 @@ class ImapIntake:
             lines = get.result()
             if any(isinstance(line, bytes) and line.startswith(b"BYE") for line in lines):
                 raise ConnectionLost("the server said BYE")
-            if any(isinstance(line, bytes) and _EXISTS.match(line) for line in lines):
+            if any(isinstance(line, bytes) and EXISTS.match(line) for line in lines):
                 return
             if lines == [b"stop_wait_server_push"]:
                 return
 
 
-def _drop(client: _Client) -> None:
-    """Close the connection and the library's helper tasks (nothing may outlive it)."""
-    transport = client.protocol.transport
-    if transport is not None:
-        transport.close()
-    for task in (*client.tasks, *client.protocol.tasks, client._client_task):
-        if not task.done():
-            task.cancel()
-    if client._idle_waiter is not None:
-        client._idle_waiter.cancel()
+async def _stored(aw: Awaitable[T]) -> T:
+    """A read or write of the saved position: a state store that does not answer (a
+    database down) is a reason to back off and retry, like a server that does not."""
+    try:
+        return await aw
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        raise TransientError(f"the state store did not answer ({type(exc).__name__})") from exc
 
 
 def _being_cancelled() -> bool:

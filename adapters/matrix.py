@@ -1,18 +1,22 @@
-"""Matrix through matrix-nio: login that keeps one device, our own sync loop, and sending.
+"""Matrix through matrix-nio: the link for one bot account, and our own sync loop.
 
 The sync loop is ours, not nio's `sync_forever`: every batch's message events in the rooms
-we watch are handed to the core (which commits them to the durable inbox) before the batch's
+we watch are translated into the core's neutral ChatMessage (adapters.matrix_events) and
+handed to the core (which commits them to the durable inbox) before the batch's
 `next_batch` token is persisted, so a crash replays at most one batch and the inbox's
 per-event key makes that harmless. Errors back off exponentially to a cap and reset on
 success; an unknown token triggers a fresh login on the same device; bad credentials park
 the link in a state the health check can show instead of hammering the homeserver.
+
+Around it: logging in (adapters.matrix_login), joining rooms (adapters.matrix_rooms),
+sending (adapters.matrix_send), end-to-end encryption (adapters.matrix_crypto) and
+messages that cannot be decrypted yet (adapters.matrix_undecryptable).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -20,25 +24,21 @@ from aiohttp import ClientError
 from nio import (
     AsyncClient,
     AsyncClientConfig,
-    ErrorResponse,
-    JoinError,
-    LocalProtocolError,
-    LoginResponse,
     MegolmEvent,
-    OlmTrustError,
     RoomGetStateResponse,
     RoomMessagesError,
-    RoomSendResponse,
-    SendRetryError,
     SyncError,
     SyncResponse,
-    WhoamiResponse,
 )
 
 from adapters.matrix_crypto import with_sender_device
+from adapters.matrix_events import chat_message, sync_filter
+from adapters.matrix_login import BadCredentials, MatrixLogin
+from adapters.matrix_rooms import RoomJoiner
+from adapters.matrix_send import classify, notice_content, send_content
 from adapters.matrix_undecryptable import Pending, Undecryptable, notice_for, room_is_encrypted
-from gateway.domain import ChatPost
-from gateway.ports import KeyValue, LinkDown, PermanentError, TransientError
+from gateway.domain import ChatMessage, ChatPost
+from gateway.ports import KeyValue, PermanentError, TransientError
 from gateway.run import metrics
 from gateway.run.supervise import backoff_s
 
@@ -47,46 +47,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("adapters.matrix")
 
-
-@dataclass(frozen=True)
-class RoomEvent:
-    """A message event from a watched room, with what the core needs to authorise it."""
-
-    room_id: str
-    event: Mapping[str, Any]
-    sender_power: int
-
-
-Deliver = Callable[[list[RoomEvent]], Awaitable[None]]
-
-
-JOIN_RETRY_S = 60.0  # how often a configured room we are not in is tried again
-# A send takes milliseconds on a working homeserver; a hung one must not hold the outbox's
-# round (and the pages in it) for long.
-SEND_TIMEOUT_S = 10.0
-
-
-class BadCredentials(Exception):
-    """The homeserver refused our token or password."""
-
-
-def _filter(rooms: list[str], limit: int) -> dict[str, Any]:
-    return {
-        "presence": {"not_types": ["*"]},
-        "account_data": {"not_types": ["*"]},
-        "room": {
-            "rooms": rooms,
-            # A large limit so a busy room is not cut short ("limited"); backfill covers the rest.
-            # m.room.encrypted too: what we cannot read is never dropped in silence.
-            "timeline": {
-                "limit": limit,
-                "types": ["m.room.message", "m.room.encrypted", "m.room.encryption"],
-            },
-            "state": {"lazy_load_members": True},
-            "ephemeral": {"not_types": ["*"]},
-            "account_data": {"not_types": ["*"]},
-        },
-    }
+# Where each batch's messages go (the core's chat intake): it commits them before returning.
+Deliver = Callable[[list[ChatMessage]], Awaitable[None]]
 
 
 class MatrixLink:
@@ -113,24 +75,31 @@ class MatrixLink:
         self._rooms = rooms
         self._kv = store
         self._deliver: Deliver | None = None
-        self._token, self._password = access_token, password
-        self._device_id, self._device_name = device_id, device_name
         self._sync_timeout_s = sync_timeout_s
         self._backoff_max_s = backoff_max_s
         self._client: AsyncClient | None = None
         self._crypto = crypto
+        self._login = MatrixLogin(
+            user_id=user_id,
+            store=store,
+            access_token=access_token,
+            password=password,
+            device_id=device_id,
+            device_name=device_name,
+            crypto=crypto,
+        )
+        self._joiner = RoomJoiner(rooms)
         self._undecryptable = Undecryptable(store, undecryptable_wait_s)
         self.encrypted_rooms: list[str] = []
         self._blind_rooms: list[str] = []
-        self.unjoined: dict[str, str] = {}  # configured rooms we are not in, and why
-        self._join_retry_at = 0.0
         self.connected = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"MatrixLink({self._user_id!r} on {self._homeserver!r}, state={self.state!r})"
 
     def deliver_to(self, deliver: Deliver) -> None:
-        """Where each batch's events go; it must commit them before returning."""
+        """Where each batch's messages go, translated into the core's neutral ChatMessage
+        (adapters.matrix_events); it must commit them before returning."""
         self._deliver = deliver
 
     def _new_client(self) -> AsyncClient:
@@ -160,89 +129,14 @@ class MatrixLink:
             await self._client.close()
             self._client = None
 
-    # -- login --------------------------------------------------------------------------------
-    # C901: every way a homeserver answers a login (token, password, errors), side by side.
-    async def _login(self, client: AsyncClient, *, fresh: bool = False) -> None:  # noqa: C901
-        token = self._token or (None if fresh else await self._kv.kv_get("matrix.access_token"))
-        device = self._device_id or await self._kv.kv_get("matrix.device_id")
-        if device and self._crypto and not self._crypto.has_store(self._user_id, device):
-            device, token = self._lost_keys(device)
-        if token:
-            client.access_token = token  # whoami first: the crypto store is keyed by device
-            who = await client.whoami()
-            if isinstance(who, WhoamiResponse):
-                device = device or who.device_id
-                if who.device_id and not await self._kv.kv_get("matrix.device_id"):
-                    await self._kv.kv_set("matrix.device_id", who.device_id)
-                self._prepare_store(device)
-                client.restore_login(self._user_id, device or "", token)
-                return
-            if who.status_code not in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
-                raise _classify(who)
-            if self._password is None:
-                raise BadCredentials("the access token was refused")
-        if self._password is None:
-            raise BadCredentials("no usable access token and no password")
-        if device:
-            client.device_id = device  # nio logs in as this device when set
-        self._prepare_store(device)
-        resp = await client.login(self._password, device_name=self._device_name)
-        if not isinstance(resp, LoginResponse):
-            if resp.status_code in ("M_FORBIDDEN", "M_USER_DEACTIVATED", "M_INVALID_USERNAME"):
-                raise BadCredentials("the homeserver refused the password")
-            raise _classify(resp)
-        # Keep the device and token: a retried send with the same transaction id is only
-        # de-duplicated by the homeserver for the same access token.
-        await self._kv.kv_set("matrix.device_id", resp.device_id)
-        await self._kv.kv_set("matrix.access_token", resp.access_token)
-        self._prepare_store(resp.device_id)
-
-    def _prepare_store(self, device: str | None) -> None:
-        if self._crypto is not None:
-            self._crypto.prepare_dir()
-            if device:
-                self._crypto.prepare(self._user_id, device)
-
-    def _lost_keys(self, device: str) -> tuple[None, None]:
-        # The device's keys are gone: reusing its id would clash with the keys the homeserver
-        # holds for it. Log in as a new device (docs/matrix-e2ee.md, "Restore").
-        log.error("matrix.e2ee.store_missing", device_id=device)
-        if self._device_id:
-            raise BadCredentials("the configured device_id has no crypto store")
-        return None, None
-
-    # -- rooms ------------------------------------------------------------------------------
-    async def _join(self, client: AsyncClient, rooms: list[str] | None = None) -> None:
-        """Join the configured rooms (or those given); what cannot be joined is remembered,
-        shown as "degraded", and joined again on an invitation or every JOIN_RETRY_S."""
-        for room in self._rooms if rooms is None else rooms:
-            resp = await client.join(room)
-            if isinstance(resp, JoinError):
-                if room not in self.unjoined:
-                    log.error("matrix.join_failed", room_id=room, error=resp.status_code)
-                self.unjoined[room] = str(resp.status_code or "join refused")
-            elif room in self.unjoined:
-                del self.unjoined[room]
-                log.info("matrix.joined", room_id=room)
-        self._join_retry_at = asyncio.get_running_loop().time() + JOIN_RETRY_S
-
-    async def _join_missing(self, client: AsyncClient, resp: SyncResponse) -> None:
-        """Join a configured room we are not in as soon as we are invited (only configured
-        rooms: an invitation elsewhere is ignored), else now and then."""
-        if not self.unjoined:
-            return
-        invited = [room for room in resp.rooms.invite if room in self.unjoined]
-        if invited:
-            await self._join(client, invited)
-        elif asyncio.get_running_loop().time() >= self._join_retry_at:
-            await self._join(client, list(self.unjoined))
+    @property
+    def unjoined(self) -> dict[str, str]:
+        """Configured rooms the bot is not in, and why (gateway health shows "degraded")."""
+        return self._joiner.unjoined
 
     def problem(self) -> str:
         """What is wrong while degraded: the configured rooms the bot is not in."""
-        if not self.unjoined:
-            return ""
-        rooms = ", ".join(f"{room} ({why})" for room, why in sorted(self.unjoined.items()))
-        return f"not in {rooms}: invite the bot"
+        return self._joiner.problem()
 
     # -- the sync loop --------------------------------------------------------------------
     async def run(self) -> None:
@@ -289,13 +183,13 @@ class MatrixLink:
         if self._client is None:
             self._client = self._new_client()
         client = self._client
-        await self._login(client, fresh=fresh_login)
-        await self._join(client)
+        await self._login.login(client, fresh=fresh_login)
+        await self._joiner.join(client)
         await self._check_encryption(client)
         since = await self._kv.kv_get("matrix.next_batch")
         if since is None:
             # First start: skip history, begin from now.
-            first = await client.sync(timeout=0, sync_filter=_filter(self._rooms, 0))
+            first = await client.sync(timeout=0, sync_filter=sync_filter(self._rooms, 0))
             since = self._checked(first).next_batch
             await self._kv.kv_set("matrix.next_batch", since)
         # Logged in, joined, and reading from `since` on: whatever is said in the rooms from
@@ -307,10 +201,10 @@ class MatrixLink:
                 await client.sync(
                     timeout=int(self._sync_timeout_s * 1000),
                     since=since,
-                    sync_filter=_filter(self._rooms, 500),
+                    sync_filter=sync_filter(self._rooms, 500),
                 )
             )
-            await self._join_missing(client, resp)
+            await self._joiner.join_missing(client, resp)
             self.state = self._up_state()
             self.connected.set()
             if self._crypto is not None:
@@ -381,7 +275,7 @@ class MatrixLink:
         room = client.rooms.get(item.room_id)
         power = room.power_levels.get_user_level(str(plain.get("sender", ""))) if room else 0
         if self._deliver is not None:
-            await self._deliver([RoomEvent(item.room_id, plain, int(power))])
+            await self._deliver([chat_message(item.room_id, plain, int(power))])
         await self._undecryptable.settle(item, "decrypted")
 
     def _checked(self, resp: object) -> SyncResponse:
@@ -389,10 +283,10 @@ class MatrixLink:
             return resp
         if not isinstance(resp, SyncError):
             raise TypeError(f"expected SyncError, got {type(resp).__name__}")
-        raise _classify(resp)
+        raise classify(resp)
 
-    async def _events(self, client: AsyncClient, resp: SyncResponse) -> list[RoomEvent]:
-        out: list[RoomEvent] = []
+    async def _events(self, client: AsyncClient, resp: SyncResponse) -> list[ChatMessage]:
+        out: list[ChatMessage] = []
         for room_id, info in resp.rooms.join.items():
             if room_id not in self._rooms:
                 continue
@@ -408,7 +302,7 @@ class MatrixLink:
                     continue
                 sender = str(source.get("sender", ""))
                 power = room.power_levels.get_user_level(sender) if room else 0
-                out.append(RoomEvent(room_id, source, int(power)))
+                out.append(chat_message(room_id, source, int(power)))
         return out
 
     async def _backfill(
@@ -436,62 +330,5 @@ class MatrixLink:
     async def _send_content(
         self, room_id: str, content: Mapping[str, Any], txn_id: str
     ) -> Mapping[str, Any]:
-        """Send one event; the same txn_id (on the same token) is delivered once."""
-        client = self._client
-        if client is None or not client.access_token or not self.connected.is_set():
-            # Not logged in, or our rooms not joined yet: the outbox waits for the link.
-            raise LinkDown("not connected to the homeserver")
-        try:
-            # With encryption on, keys go only to devices the trust policy verified; a device
-            # not yet decided on fails this send, and the next sync decides on it.
-            resp = await asyncio.wait_for(
-                client.room_send(
-                    room_id,
-                    "m.room.message",
-                    dict(content),
-                    tx_id=txn_id,
-                    ignore_unverified_devices=self._crypto is None,
-                ),
-                SEND_TIMEOUT_S,
-            )
-        except (ClientError, TimeoutError, OSError) as exc:
-            raise LinkDown(f"homeserver unreachable ({type(exc).__name__})") from None
-        except (LocalProtocolError, SendRetryError, OlmTrustError) as exc:
-            # A device not decided on yet (OlmUnverifiedDeviceError: decide now, the retry
-            # goes through), or a room whose state has not arrived.
-            if self._crypto is not None:
-                self._crypto.apply_trust(client)
-            raise TransientError(f"cannot encrypt yet ({type(exc).__name__})") from None
-        if isinstance(resp, RoomSendResponse):
-            return {"event_id": resp.event_id}
-        if not isinstance(resp, ErrorResponse):
-            raise TypeError(f"expected ErrorResponse, got {type(resp).__name__}")
-        raise _classify(resp)
-
-
-def notice_content(post: ChatPost) -> dict[str, Any]:
-    """An m.notice (bots speak in notices), in a thread when a root is given."""
-    content: dict[str, Any] = {"msgtype": "m.notice", "body": post.body}
-    if post.thread_root:
-        content["m.relates_to"] = {
-            "rel_type": "m.thread",
-            "event_id": post.thread_root,
-            "is_falling_back": True,
-            "m.in_reply_to": {"event_id": post.reply_to or post.thread_root},
-        }
-    return content
-
-
-def _classify(resp: ErrorResponse) -> TransientError | PermanentError:
-    code = str(resp.status_code or "")
-    if code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
-        return TransientError("M_UNKNOWN_TOKEN")
-    if code == "M_LIMIT_EXCEEDED":
-        retry_ms = getattr(resp, "retry_after_ms", None)
-        return TransientError("M_LIMIT_EXCEEDED", retry_ms / 1000 if retry_ms else None)
-    if code == "M_FORBIDDEN":
-        # Usually "not in room": an admin can fix that, so retry until the dead-letter cap.
-        return TransientError(f"{code}: {str(resp.message)[:200]}")
-    if code in ("M_NOT_FOUND", "M_BAD_JSON", "M_NOT_JSON", "M_TOO_LARGE"):
-        return PermanentError(f"{code}: {str(resp.message)[:200]}")
-    return TransientError(code or "homeserver error")
+        connected = self.connected.is_set()
+        return await send_content(self._client, connected, self._crypto, room_id, content, txn_id)

@@ -26,8 +26,9 @@ from nio import (
 )
 from nio.crypto import ENCRYPTION_ENABLED
 
+from adapters.matrix_events import SENDER_DEVICE
 from adapters.matrix_undecryptable import room_is_encrypted
-from gateway.plan.e2ee import SENDER_DEVICE, DeviceFacts, PinnedDevice, TrustMode, device_verdict
+from gateway.plan.e2ee import DeviceFacts, PinnedDevice, TrustMode, device_verdict
 
 log = structlog.get_logger("adapters.matrix_crypto")
 

@@ -1,8 +1,10 @@
-"""SMTP intake: aiosmtpd served on the daemon's own event loop, answering 250 only after commit.
+"""SMTP intake: the listening socket and its sessions (aiosmtpd served on the daemon's own
+event loop), with the session budgets; 250 only after commit.
 
-The handler only checks the envelope and hands the message to the core's MailIntake; the
-work happens in the inbox worker. Every failure of ours is a 451 (try again later), never
-a 5xx, and never carries exception text to the client.
+The hooks (adapters.smtp_handler) only check the envelope and hand the message to the
+core's MailIntake; the work happens in the inbox worker. DATA is read by
+adapters.smtp_data. Every failure of ours is a 451 (try again later), never a 5xx, and
+never carries exception text to the client.
 
 Abuse limits: a lone dot between bare CRs or LFs in the data (SMTP smuggling) gets 550,
 too many recipients 452, oversize 552, connections past `max_connections` get 421 and are
@@ -17,14 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP
 
+from adapters.smtp_address import plain_address
 from adapters.smtp_data import TOO_BIG, read_body
+from adapters.smtp_handler import Handler
 from adapters.smtp_limits import (
     JUNK_COMMANDS,
     NO_ROOM,
@@ -41,126 +44,12 @@ from gateway.run.intake import MailIntake
 
 log = structlog.get_logger("adapters.smtp_intake")
 
-TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
 TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, please try again later\r\n"
 IDLE_TIMEOUT = b"421 4.4.2 Idle too long, closing connection\r\n"
-SMUGGLING = "550 5.5.2 Message refused: a line with a lone dot must end in CRLF"
-# A lone dot between line ends other than CRLF ("\n.\n", "\r\n.\n", "\r.\r"): how SMTP
-# smuggling hides a second message that a less strict server would split off. Other bare
-# LFs are left alone: common clients (Python's smtplib given bytes) send them innocently.
-# Each pattern starts with a literal, which the regex engine finds at memchr speed: a few ms
-# for a 3.6 MB message on the event loop, where alternations such as (?:^|\r\n) took 130 ms.
-_DOT_BEFORE_BARE_END = re.compile(rb"\n\.(?:\n|\r(?!\n))")  # "\n.\n", "\r\n.\r"
-_DOT_AFTER_CR = re.compile(rb"\r\.[\r\n]")  # "\r.\r", "\r.\r\n": a lone CR before the dot
-_DOT_AFTER_LF = re.compile(rb"(?<!\r)\n\.\r\n")  # a lone LF before "."; slower: used rarely
-# aiosmtpd removes a line's leading dot before we see the data, so ".\n" sent at the start of
-# a line arrives as a line starting with a bare LF (or CR): refused as well.
-_BARE_AFTER_CRLF = re.compile(rb"\r\n(?:\n|\r(?!\n))")
-_BARE_AT_START = re.compile(rb"\n|\r(?!\n)|\.(?:\n|\r(?!\n))")
-
-
-def smuggling(raw: bytes) -> bool:
-    """True when the data holds an end-of-data look-alike (the start counts as CRLF)."""
-    if (
-        _BARE_AT_START.match(raw)
-        or _BARE_AFTER_CRLF.search(raw)
-        or _DOT_BEFORE_BARE_END.search(raw)
-        or _DOT_AFTER_CR.search(raw)
-    ):
-        return True
-    # "\n.\r\n" after a lone LF needs a lone LF somewhere: most data has none (SMTP is CRLF).
-    return raw.count(b"\n") != raw.count(b"\r\n") and _DOT_AFTER_LF.search(raw) is not None
-
-
 _REWRITES = {
     # aiosmtpd's fixed text for MAIL FROM's SIZE=, given the enhanced status code.
     b"552 Error: message size exceeds fixed maximum message size": TOO_BIG.encode(),
 }
-
-
-class _Handler:
-    def __init__(self, owner: SmtpIntakeServer) -> None:
-        self._owner = owner
-
-    async def handle_MAIL(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        mail_options: list[str],
-    ) -> str:
-        if self._owner.stopping:
-            metrics.REJECTED.inc(reason="shutting_down")
-            return "421 4.3.2 Service shutting down, please try again later"
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 2.1.0 OK"
-
-    async def handle_RCPT(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        if self._owner.intake.mailbox_for(address) is None:
-            metrics.REJECTED.inc(reason="unknown_recipient")
-            return "550 5.1.1 No such mailbox here"
-        if len(envelope.rcpt_tos) >= self._owner.max_recipients:
-            metrics.REJECTED.inc(reason="too_many_recipients")
-            return "452 4.5.3 Too many recipients"
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self._owner.stopping:
-            metrics.REJECTED.inc(reason="shutting_down")
-            return "421 4.3.2 Service shutting down, please try again later"
-        raw = envelope.original_content or b""
-        if smuggling(raw):
-            log.warning("smtp.smuggling_refused", size=len(raw))
-            return SMUGGLING
-        self._owner.in_flight += 1
-        self._owner.idle.clear()
-        # The idle timer must not hang up while we commit: a 421 then would hide a commit.
-        if server._timeout_handle is not None:
-            server._timeout_handle.cancel()
-        try:
-            # On timeout the store withdraws the message unless its commit is under way,
-            # so a 451 always means "not kept".
-            accepted = await self._owner.intake.accept(
-                envelope.mail_from or "",
-                envelope.rcpt_tos,
-                raw,
-                timeout_s=self._owner.commit_timeout_s,
-                # The limits count the client's address: unlike the headers, not forged.
-                client=str(session.peer[0]) if isinstance(session.peer, tuple) else None,
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.error("inbox.accept_failed", error=type(exc).__name__)
-            metrics.REJECTED.inc(reason="commit_failed")
-            return TEMPFAIL
-        finally:
-            server._reset_timeout()
-            self._owner.in_flight -= 1
-            if not self._owner.in_flight:
-                self._owner.idle.set()
-        metrics.ACCEPTED.inc(channel="smtp")
-        log.info(
-            "inbox.accepted",
-            inbox_id=accepted.inbox_id,
-            duplicate=accepted.duplicate,
-            size=len(raw),
-        )
-        return f"250 2.0.0 OK queued as {accepted.inbox_id}"
-
-    async def handle_exception(self, error: Exception) -> str:
-        log.error("smtp.session_error", error=type(error).__name__)
-        return TEMPFAIL
 
 
 class _Session(SMTP):
@@ -174,7 +63,7 @@ class _Session(SMTP):
     _YIELD_EVERY = 16  # replies between turns given to the event loop
 
     def __init__(self, owner: SmtpIntakeServer, **kwargs: Any) -> None:
-        super().__init__(_Handler(owner), **kwargs)
+        super().__init__(Handler(owner), **kwargs)
         self._owner = owner
         self._refused = True  # until connection_made says otherwise
         self._client = ""
@@ -285,6 +174,12 @@ class _Session(SMTP):
         # next await (aiosmtpd closes the writer on cancellation).
         if self._handler_coroutine is not None:
             self._handler_coroutine.cancel()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address reading, with a fast path for the plain form
+        (adapters.smtp_address)."""
+        plain = None if self.local_part_limit else plain_address(arg)
+        return plain if plain is not None else super()._getaddr(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
         """aiosmtpd's DATA with the body read by adapters.smtp_data (same answers, far

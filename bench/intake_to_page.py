@@ -4,7 +4,9 @@ What it measures: for each P1 report sent over SMTP, the time from the daemon's 
 DATA (the message is durable) until a local PagerDuty Events API v2 fake
 (`tests/fakes/pagerduty.py`) receives the trigger for it. Prints p50/p90/p99/max.
 
-Target (issue 7): p99 at most 100 ms at 200 messages/s offered.
+Target (issue 22): p99 at most 50 ms at 200 messages/s offered. The daemon's CPU time per
+message (with its parse child) and the load average are printed too: on a shared machine,
+a daemon that gets too little CPU to keep up shows as growing queueing (due -> 250).
 
 Method: the daemon runs as `python -m gateway run` in its own process with a fresh state
 folder, PagerDuty configured to the fake, replies written to a folder, logs at warning.
@@ -49,7 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from tests.fakes.pagerduty import FakePagerDuty  # noqa: E402
 
-TARGET_P99_MS = 100.0
+TARGET_P99_MS = 50.0
 ROUTING_KEY = "b" * 32
 
 
@@ -183,6 +185,20 @@ async def offer(
     return accepted, queued, errors
 
 
+def on_cpu_s(pid: int) -> float:
+    """Seconds on a CPU of a process, its threads and descendants (/proc schedstat)."""
+    total, pids = 0.0, [pid]
+    while pids:
+        current = pids.pop()
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{current}/task"):
+                with contextlib.suppress(OSError, ValueError):
+                    folder = Path(f"/proc/{current}/task/{task}")
+                    total += int((folder / "schedstat").read_text().split()[0]) / 1e9
+                    pids += [int(c) for c in (folder / "children").read_text().split()]
+    return total
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))]
@@ -223,10 +239,12 @@ def main() -> int:
         dsn = None if cluster is None else cluster.new_database()
         proc, port = start_daemon(Path(tmp), fake.url, args.outbox_concurrency, dsn)
         try:
+            load_before, cpu_before = os.getloadavg()[0], on_cpu_s(proc.pid)
             accepted, queued, errors = asyncio.run(offer(port, args.rate, count, args.conns))
             deadline = time.monotonic() + 30
             while len(fake.arrivals) < len(accepted) and time.monotonic() < deadline:
                 time.sleep(0.1)
+            cpu_ms = (on_cpu_s(proc.pid) - cpu_before) * 1000 / max(1, len(accepted))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
@@ -246,6 +264,10 @@ def main() -> int:
     if latencies:
         print(line("250 -> page received (ms)", latencies))
         print(line("due -> 250 (ms)", [q * 1000 for q in queued.values()]))
+        print(
+            f"daemon + parse child on CPU: {cpu_ms:.2f} ms per message; load average "
+            f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+        )
         verdict = "met" if pct(latencies, 99) <= TARGET_P99_MS else "NOT met"
         print(f"target p99 <= {TARGET_P99_MS:g} ms: {verdict}")
     return 1 if missing or errors or not latencies else 0

@@ -4,6 +4,7 @@ that queue an entry and the handlers (and the store) that read it back.
 Payloads are stored as JSON, so they hold plain values only. `problems` checks a payload
 against its kind's required keys before it is queued: a planner that forgot one fails while
 planning (its message falls back to a human) instead of at delivery, retried until dead.
+`lane_of` says which entries must go out in the order they were queued.
 """
 
 # No `from __future__ import annotations` here: TypedDict reads NotRequired[...] from the
@@ -147,3 +148,21 @@ def problems(kind: OutboxKind, payload: Mapping[str, Any]) -> list[str]:
     shape = PAYLOADS[kind]
     required: frozenset[str] = shape.__required_keys__  # type: ignore[attr-defined]
     return [f"{kind} payload lacks {key!r}" for key in sorted(required - set(payload))]
+
+
+# Entries that must go out in the order they were queued (a lane each): the posts in one
+# chat room, and the actions on one page (an acknowledgement must not overtake its trigger).
+ROOM_LANE_KINDS = frozenset({OutboxKind.CHAT_ANNOUNCE, OutboxKind.CHAT_SEND})
+PAGE_LANE_KINDS = frozenset(
+    {OutboxKind.PAGE_TRIGGER, OutboxKind.PAGE_ACKNOWLEDGE, OutboxKind.PAGE_RESOLVE}
+)
+
+
+def lane_of(kind: OutboxKind, payload: Mapping[str, Any]) -> str | None:
+    """The lane an entry keeps its order in, or None for an independent entry. The stores
+    spell the same rule in SQL (gateway.store.rows.lane_sql)."""
+    if kind in ROOM_LANE_KINDS and payload.get("room_id") is not None:
+        return f"room:{payload['room_id']}"
+    if kind in PAGE_LANE_KINDS and payload.get("dedup_key") is not None:
+        return f"page:{payload.get('route') or ''}:{payload['dedup_key']}"
+    return None

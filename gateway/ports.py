@@ -24,13 +24,13 @@ from gateway.domain import (
     InboxRow,
     Incident,
     NewMessage,
+    NextDue,
     OutboxEntry,
     PageRow,
     Plan,
     Planner,
     QueueStats,
     TicketRow,
-    Waker,
     Work,
 )
 
@@ -264,11 +264,31 @@ class Store(KeyValue, Protocol):
         """Record a round of attempts and their effects atomically; an entry completes once."""
         ...
 
-    async def fire_reminders(
-        self, plan: Planner, wake: Waker, now: datetime
+    async def fire_sla(
+        self, plan: Planner, next_due: NextDue, now: datetime, limit: int
     ) -> tuple[list[Due], datetime | None]:
-        """Fire each due SLA item exactly once (keyed by subject, kind, due_at), applying its
-        Plan; returns what fired and when to look again."""
+        """For at most `limit` of the incidents whose indexed next due time is `now` or
+        earlier (or that changed since they were last planned), fire each due SLA item
+        exactly once (keyed by subject, kind, due_at), applying its Plan, and index their
+        next due times, all in one transaction; returns what fired and the earliest next
+        due time in the index. Every change to an incident that may move its clocks marks
+        it for re-planning in the change's own transaction."""
+        ...
+
+    async def fire_digest(
+        self, plan: Planner, since: datetime | None, until: datetime, now: datetime
+    ) -> list[Due]:
+        """Fire the out-of-hours digest once: `plan` gets the open incidents created from
+        `since` (None: any time) to before `until`."""
+        ...
+
+    async def replan_sla(self) -> int:
+        """Mark every open incident for re-planning by the next `fire_sla` (at start, and
+        when the rulebook changes); returns how many."""
+        ...
+
+    async def sla_schedule(self) -> dict[int, datetime | None]:
+        """Each indexed incident's next SLA due time (None: marked for re-planning)."""
         ...
 
     async def sla_snapshot(self) -> tuple[list[Incident], set[tuple[str, str, str]]]:
@@ -301,4 +321,9 @@ class Store(KeyValue, Protocol):
 
     async def queue_stats(self) -> QueueStats:
         """Inbox and outbox depth (health checks and metrics)."""
+        ...
+
+    async def prune_canaries(self, before: datetime) -> int:
+        """Delete the self-test's rows processed before `before` (nothing else refers to
+        them); returns how many canaries went."""
         ...

@@ -17,7 +17,7 @@ from functools import lru_cache
 from rules.alert_rules import AlertRule, AlertSource, Component, ResolvePolicy
 from rules.book import Rulebook
 from rules.engine import label, next_update_due, pages_at, respond_due
-from rules.matching import compile_pattern, compile_word, normalise
+from rules.expressions import compile_pattern, compile_word, normalise
 from rules.types import Period, Priority, TriageDecision
 
 _PERIOD_WORDS = {

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from rules.matching import compile_pattern, compile_word
+from rules.expressions import compile_pattern, compile_word
 
 
 def _valid_regex(pattern: str) -> str:

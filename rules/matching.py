@@ -1,17 +1,9 @@
-r"""How one rule's conditions are compiled and tested against a report.
+"""How one rule's conditions are tested against a report, and what matched described.
 
-This module owns the matching language of the rulebook: how a word or phrase becomes a
-regular expression (case-insensitive, on word boundaries, flexible whitespace and
-apostrophes), how raw patterns, senders, sender domains and headers are tested, and how
-what matched is described back to humans. It knows nothing about priorities.
-
-Rulebook patterns (`patterns`, `unless_patterns`, `headers`) are written by people and run
-on text chosen by whoever sends mail, so they run on RE2, whose matching time is linear in
-the text whatever the pattern: no pattern can make triage backtrack for minutes. RE2 has no
-look-around, back-references or atomic groups, and its `\b`, `\w`, `\d`, `\s` are ASCII.
-The expressions this module writes for words need look-behind and Unicode word boundaries,
-so they run on `re`; they are built from escaped literals with no nested repetition, which
-backtracks at most linearly.
+This module owns testing a rule's compiled words, patterns, senders, sender domains and
+headers against a prepared report (subject first, then body), the literal pre-checks that
+skip most searches, and the reasons shown to humans. Expressions are compiled in
+`rules.expressions`. It knows nothing about priorities.
 """
 
 from __future__ import annotations
@@ -20,134 +12,25 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
-from functools import cache, cached_property, lru_cache
-from typing import Literal, Protocol
+from functools import cached_property, lru_cache
 
-import re2
-
+from rules.expressions import (
+    Expression,
+    Found,
+    compile_pattern,
+    compile_word,
+    normalise,
+    phrase_expression,
+    phrase_tokens,
+    squeezed_forms,
+)
 from rules.literals import key, pattern_requirements, requirements, squeeze, word_runs
 from rules.types import Mailbox, Report
 
-# Tenants paste text from word processors and phones: curly apostrophes and non-breaking
-# spaces must not defeat a rule written with plain ones.
-_NORMALISE = {"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u00a0": " "}
-# A space or hyphen in a phrase matches any run of whitespace (newlines included) or hyphens,
-# so "log in" also finds "log-in" and a phrase wrapped across lines.
-_SEPARATOR = r"[\s\-]+"
 _QUOTE_LIMIT = 60
 # How many candidate starts a term tries one by one before handing the rest of the field to
 # the expression's own search (both give the same match; this only bounds the cost).
 _MAX_TRIES = 24
-# Past this many spellings (apostrophes kept or dropped), a phrase's forms are not checked.
-_MAX_FORMS = 16
-
-
-class Found(Protocol):
-    """A match, from `re` or RE2."""
-
-    def group(self, index: Literal[0], /) -> str: ...
-    def span(self) -> tuple[int, int]: ...
-
-
-class Expression(Protocol):
-    """A compiled expression, from `re` (words) or RE2 (rulebook patterns)."""
-
-    @property
-    def pattern(self) -> str: ...
-    def search(self, text: str, pos: int = ..., /) -> Found | None: ...
-    def match(self, text: str, pos: int = ..., /) -> Found | None: ...
-
-
-# `x{,3}` is "up to 3 x" to Python but the literal text "x{,3}" to RE2: refused, not guessed.
-_EMPTY_LOWER_BOUND = re.compile(r"(?<!\\)\{,\d*\}")
-
-
-@cache
-def _re2_options() -> re2.Options:
-    options = re2.Options()
-    options.case_sensitive = False
-    options.log_errors = False  # an invalid pattern is reported to the operator, not on stderr
-    return options
-
-
-def normalise(text: str) -> str:
-    """Text as rules see it: typographic apostrophes and non-breaking spaces made plain."""
-    if text.isascii():
-        return text
-    for typographic, plain in _NORMALISE.items():
-        if typographic in text:
-            text = text.replace(typographic, plain)
-    return text
-
-
-def compile_word(phrase: str) -> re.Pattern[str]:
-    """Compile a word or phrase from `words`/`unless_words` into its regular expression.
-
-    Matching is case-insensitive and on word boundaries ("502" does not match "5020"),
-    whitespace and hyphens between words are flexible, and an apostrophe is optional
-    ("can't" matches "can't", "can’t" and "cant"). Raises ValueError for a phrase with
-    no letters or digits.
-    """
-    tokens = _tokens(phrase)
-    if not tokens or not any(re.search(r"\w", t) for t in tokens):
-        raise ValueError("a word must contain at least one letter or digit")
-    return re.compile(rf"(?<!\w){_phrase(tokens)}(?!\w)", re.IGNORECASE)
-
-
-def _phrase(tokens: Sequence[str]) -> str:
-    """The expression for a word's tokens, apart from the word-boundary checks."""
-    return _SEPARATOR.join(re.escape(t).replace("'", "'?") for t in tokens)
-
-
-def _tokens(phrase: str) -> list[str]:
-    """A word or phrase split where it matches flexible whitespace and hyphens."""
-    return [t for t in re.split(r"[\s\-]+", normalise(phrase).strip()) if t]
-
-
-def squeezed_forms(phrase: str) -> frozenset[str]:
-    """How every match of `compile_word(phrase)` reads in `PreparedReport.squeezed`.
-
-    That text is keyed (see `rules.literals.key`) with each run of whitespace and hyphens
-    made one space, so a match of "can't log in" reads "can't log in" or "cant log in"
-    there. Empty (nothing known) for a phrase with non-ASCII letters or many apostrophes.
-    """
-    forms: set[str] = {""}
-    for token in _tokens(phrase):
-        if not token.isascii():
-            return frozenset()
-        first, *rest = token.lower().split("'")
-        variants = {first}
-        for piece in rest:
-            variants = {v + apostrophe + piece for v in variants for apostrophe in ("'", "")}
-        forms = {f"{form} {variant}" if form else variant for form in forms for variant in variants}
-        if len(forms) > _MAX_FORMS:
-            return frozenset()
-    return frozenset(forms)
-
-
-def compile_pattern(pattern: str) -> Expression:
-    """Compile a rulebook pattern from `patterns`/`headers`, case-insensitive, with RE2.
-
-    Raises ValueError with the compiler's message when the expression is invalid or uses
-    what RE2 does not have (look-around, back-references), and for an expression that
-    matches empty text (it would match every message).
-    """
-    if _EMPTY_LOWER_BOUND.search(pattern):
-        raise ValueError("'{,n}' is not a repeat in RE2 syntax: write '{0,n}'")
-    try:
-        regex = re2.compile(pattern, _re2_options())
-    except re2.error as exc:
-        detail = exc.args[0] if exc.args else ""
-        if isinstance(detail, bytes):
-            detail = detail.decode("utf-8", "replace")
-        hint = ""
-        if "perl operator" in detail or "escape" in detail:
-            hint = " (patterns use RE2 syntax: no look-around, back-references or atomic groups)"
-        raise ValueError(f"invalid regular expression: {detail}{hint}") from None
-    if regex.fullmatch("") is not None:
-        raise ValueError("this regular expression matches empty text, so it would match anything")
-    compiled: Expression = regex
-    return compiled
 
 
 def sender_address(sender: str) -> str:
@@ -476,12 +359,12 @@ class Matcher:
 @lru_cache(maxsize=4096)
 def _word_term(phrase: str) -> Term:
     regex = compile_word(phrase)
-    tokens = _tokens(phrase)
+    tokens = phrase_tokens(phrase)
     finder = None
     if all(t.isascii() for t in tokens):
         # The phrase over the key, without the word-boundary checks: it matches wherever
         # a match can start (the key has ASCII in lower case, separators kept).
-        finder = re.compile(_phrase([t.lower() for t in tokens]))
+        finder = re.compile(phrase_expression([t.lower() for t in tokens]))
     return Term(regex, squeezed_forms(phrase), finder)
 
 

@@ -1,6 +1,7 @@
 """Daemons on a shared PostgreSQL for the high-availability tests: each node is the real
 daemon as a child process (tests/daemon.py) with `[state] backend = "postgresql"`, and the
-tests read the shared database directly (the CLI's views read SQLite)."""
+tests read the shared database directly, to see what the CLI does not show (leases,
+claims)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.conftest import email_bytes
 from tests.daemon import Daemon
 
 T = TypeVar("T")
+CLAIM_S = 10.0  # how long a node's claim on an outbox entry keeps the others off it
 # Known tenants; every report its own incident (no storm joining, no global limit), so each
 # one must page exactly once.
 TRUST = (
@@ -33,7 +35,7 @@ def pg_node(folder: Path, dsn: str, name: str, lease_s: float = 3.0, extra: str 
     d.config.write_text(
         f'[state]\ndir = "{folder / "state"}"\nbackend = "postgresql"\n'
         f'[state.postgresql]\ndsn = "{dsn}"\nnode = "{name}"\nlease_s = {lease_s}\n'
-        f"connect_timeout_s = 2\nclaim_s = 10\n"
+        f"connect_timeout_s = 2\nclaim_s = {CLAIM_S}\n"
         f"[smtp]\nport = {d.port}\ncommit_timeout_s = 5\n"
         f'[log]\nformat = "json"\nlevel = "info"\n[http]\nport = 0\n'
         f"[outbox]\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.5\npoll_interval_s = 0.5\n"

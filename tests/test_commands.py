@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import email
-import json
 from email import policy
 
 from gateway.domain import (
     Channel,
+    ChatKind,
+    ChatMessage,
     Incident,
     OutboxKind,
     Plan,
@@ -15,7 +16,7 @@ from gateway.domain import (
     Reporter,
     Status,
 )
-from gateway.plan.chat import ChatMessage, parse_chat, plan_report_room, should_ignore
+from gateway.plan.chat import plan_report_room, should_ignore
 from gateway.plan.commands import Command, CommandEnv, parse_command, plan_command
 from gateway.plan.relay import ChatSettings
 from gateway.plan.replies import Sender
@@ -29,7 +30,7 @@ SENDER = Sender("emergency@gw.example", "Platform support", "gw.example", "loop"
 ENV = CommandEnv(CHAT, BOOK, SENDER, "chatops-gateway", "c9", IN_HOURS)
 REPORTERS = (
     Reporter(Channel.EMAIL, "alice@tenant.example", ("<r1@tenant.example>",)),
-    Reporter(Channel.MATRIX, "@tenant:hs", ("mx:$rep",), "!ask:hs", "$rep"),
+    Reporter(Channel.CHAT, "@tenant:hs", ("mx:$rep",), "!ask:hs", "$rep"),
 )
 
 
@@ -59,11 +60,15 @@ def msg(
     body: str,
     sender: str = "@eng:hs",
     power: int = 0,
-    msgtype: str = "m.text",
+    kind: ChatKind = ChatKind.TEXT,
     room: str = "!inc:hs",
     thread: str | None = "$root",
 ) -> ChatMessage:
-    return ChatMessage(room, "$ev", sender, body, msgtype, thread, None, False, power)
+    # The users a message names, as a chat adapter would find them (here: "@…" words).
+    mentions = tuple(word for word in body.split() if word.startswith("@"))
+    return ChatMessage(
+        room, "$ev", sender, body, kind, thread, sender_power=power, mentions=mentions
+    )
 
 
 def run(body: str, inc: Incident | None = None, **kw: object) -> Plan:
@@ -192,7 +197,7 @@ def test_merge_makes_the_other_incident_follow() -> None:
 
 
 def test_lead_needs_a_user_id() -> None:
-    """!lead takes a Matrix user id; anything else gets the usage line."""
+    """!lead takes a user the chat system names; any other word gets the usage line."""
     assert run("!lead @bob:hs", incident()).changes == {"lead": "@bob:hs"}
     assert answers(run("!lead bob", incident())) == ["Usage: !lead @user:server"]
 
@@ -211,34 +216,12 @@ def test_help_status_and_unknown() -> None:
 
 
 def test_notices_edits_and_own_messages_are_never_answered() -> None:
-    """m.notice, edits and the bot's own messages are ignored."""
-    assert should_ignore(msg("!help", msgtype="m.notice"), CHAT)
+    """Notices, edits, what is not text and the bot's own messages are ignored."""
+    assert should_ignore(msg("!help", kind=ChatKind.NOTICE), CHAT)
     assert should_ignore(msg("!help", sender="@bot:hs"), CHAT)
-    edit = ChatMessage("!inc:hs", "$e", "@eng:hs", "!help", "m.text", None, None, True, 0)
-    assert should_ignore(edit, CHAT) and should_ignore(msg("!help"), CHAT) is None
-
-
-def test_parse_chat_reads_threads_and_edits() -> None:
-    """The stored event gives room, sender, thread root and edit flag; junk gives None."""
-    raw = json.dumps(
-        {
-            "room_id": "!ask:hs",
-            "sender_power": 10,
-            "event": {
-                "type": "m.room.message",
-                "event_id": "$x",
-                "sender": "@t:hs",
-                "content": {
-                    "msgtype": "m.text",
-                    "body": "hi",
-                    "m.relates_to": {"rel_type": "m.thread", "event_id": "$root"},
-                },
-            },
-        }
-    ).encode()
-    parsed = parse_chat(raw)
-    assert parsed is not None and parsed.thread_root == "$root" and parsed.sender_power == 10
-    assert parse_chat(b"not json") is None and parse_chat(b'{"event": {}}') is None
+    assert should_ignore(msg("!help", kind=ChatKind.EDIT), CHAT)
+    assert should_ignore(msg("!help", kind=ChatKind.OTHER), CHAT)
+    assert should_ignore(msg("!help"), CHAT) is None
 
 
 def test_report_room_message_opens_an_incident_and_answers_in_thread() -> None:

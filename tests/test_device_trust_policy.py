@@ -1,24 +1,24 @@
 """Device trust in the core, as pure plans: under `trust = "verified-only"` commands (and
-reports in rooms that ask for it) count only from trusted devices; the record of the
-sending device is read only from where the Matrix adapter writes it."""
+reports in rooms that ask for it) count only from trusted devices; the Matrix adapter reads
+the record of the sending device only from where it writes it."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import replace
 
-from gateway.domain import PlanContext
-from gateway.plan.chat import parse_chat, plan_report_room
+from adapters.matrix_events import SENDER_DEVICE, chat_message, legacy_inbox_message
+from gateway.domain import ChatDevice, PlanContext
+from gateway.plan.chat import plan_report_room
 from gateway.plan.commands import CommandEnv, parse_command, plan_command
-from gateway.plan.e2ee import SENDER_DEVICE, SenderDevice, sender_device
 from tests.conftest import IN_HOURS
 from tests.test_commands import BOOK, CHAT, SENDER, answers, incident, msg
 
 VERIFIED = replace(CHAT, verified_only=True, verified_report_rooms=frozenset({"!ask:hs"}))
-D1, D2 = SenderDevice("D1", trusted=True), SenderDevice("D2", trusted=False)
+D1, D2 = ChatDevice("D1", trusted=True), ChatDevice("D2", trusted=False)
 
 
-def command(body: str, device: SenderDevice | None, chat: object = VERIFIED) -> object:
+def command(body: str, device: ChatDevice | None, chat: object = VERIFIED) -> object:
     parsed = parse_command(body)
     assert parsed is not None
     ctx = PlanContext(incident(), 99, lambda i: None, lambda: [incident()])
@@ -72,6 +72,8 @@ def test_the_device_record_is_read_only_from_the_adapter_key() -> None:
         SENDER_DEVICE: {"device_id": "D2", "trusted": "yes"},
     }
     stored = json.dumps({"room_id": "!inc:hs", "sender_power": 0, "event": event}).encode()
-    parsed = parse_chat(stored)
-    assert parsed is not None and parsed.device == SenderDevice("D2", trusted=False)
-    assert sender_device({"type": "m.room.message"}) is None
+    parsed = legacy_inbox_message(stored)
+    assert parsed is not None and parsed.device == ChatDevice("D2", trusted=False)
+    assert chat_message("!inc:hs", event, 0).device == ChatDevice("D2", trusted=False)
+    del event[SENDER_DEVICE]
+    assert chat_message("!inc:hs", event, 0).device is None

@@ -4,6 +4,7 @@ systemd's credentials directory."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,7 @@ def test_status_command_summarises_the_running_daemon_and_fails_when_it_is_down(
     d = Daemon(tmp_path)
     d.start()
     try:
+        _wait_for_endpoint(tmp_path / "state" / "http-endpoint")
         shown = d.cli("status")
         as_json = d.cli("status", "--json")
     finally:
@@ -142,6 +144,15 @@ def test_status_command_summarises_the_running_daemon_and_fails_when_it_is_down(
     down = d.cli("status")
     assert down.returncode == 1
     assert "the daemon is not running" in down.stderr
+
+
+def _wait_for_endpoint(path: Path) -> None:
+    """Daemon.start returns once SMTP answers; the status endpoint may bind a moment later."""
+    for _ in range(400):
+        if path.exists() and path.read_text().strip():
+            return
+        time.sleep(0.05)
+    raise AssertionError("the daemon did not write its status endpoint")
 
 
 def test_the_endpoint_stays_on_loopback_unless_allowed() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from aioimaplib import Response
 
-from adapters.imap_intake import parse_fetch, parse_search, parse_select
+from adapters.imap_wire import parse_fetch, parse_search, parse_select
 from gateway.config.model import ConfigError, parse_config
 from gateway.plan.imapsync import Cursor, envelope_sender, imap_date, plan_scan, uid_set
 

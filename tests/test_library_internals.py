@@ -25,7 +25,14 @@ def _assigned(cls: type, attribute: str) -> bool:
 
 
 @pytest.mark.parametrize(
-    "method", ["_reset_timeout", "_timeout_cb", "_call_handler_hook", "_set_post_data_state"]
+    "method",
+    [
+        "_reset_timeout",
+        "_timeout_cb",
+        "_call_handler_hook",
+        "_set_post_data_state",
+        "_getaddr",
+    ],
 )
 def test_aiosmtpd_methods_we_call_or_override(method: str) -> None:
     """adapters/smtp_intake.py pauses the idle timer, answers 421 and runs the DATA hook."""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from gateway.domain import Channel, NewIncident, OutboxKind, Plan, PlanContext, Reporter
 from gateway.plan import escalation, mirror
-from gateway.plan.commands import COMMANDS, HELP, handled, parse_command
+from gateway.plan.command_table import COMMANDS, HELP
+from gateway.plan.commands import handled, parse_command
 from gateway.plan.escalation import command_planner
 from gateway.plan.mirror import MirrorSettings, SecurityContacts, StatuspageSettings
 from rules.types import Mailbox, Priority

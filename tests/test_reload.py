@@ -114,6 +114,21 @@ async def test_settings_that_need_a_restart_are_named(tmp_path: Path) -> None:
     assert event["needs_restart"] == ["smtp"]
 
 
+async def test_a_reload_repeats_the_configuration_warnings(tmp_path: Path) -> None:
+    """A risky setting introduced by a reload is warned about, as `run` does at start."""
+    path = _config(tmp_path)
+    async with daemon_app(path) as app:
+        risky = '[smtp]\nhost = "0.0.0.0"\nport = 0\n'
+        trust = '[trust]\ntrusted_authserv_id = "mx.example.net"\n'
+        path.write_text(path.read_text().replace("[smtp]\nport = 0\n", risky) + trust)
+        assert app.service is not None and app.loader is not None
+        with capture_logs() as logs:
+            assert await app.service.reload(app.loader, lambda _c, _b: None), logs
+    warnings = [e for e in logs if e["event"] == "config.warning"]
+    assert [w["log_level"] for w in warnings] == ["warning"]
+    assert str(warnings[0]["problem"]).startswith("smtp.host: the listener on 0.0.0.0")
+
+
 def _events(log: Path, name: str) -> list[dict[str, object]]:
     out = []
     for line in log.read_text().splitlines():

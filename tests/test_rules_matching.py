@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 from rules.book import Rule, Rulebook, default_rulebook
 from rules.engine import classify
+from rules.expressions import compile_word, squeezed_forms
 from rules.literals import key, requirements, squeeze, word_runs
-from rules.matching import Outcome, PreparedReport, Term, compile_word, squeezed_forms
+from rules.matching import Outcome, PreparedReport, Term
 from rules.types import Mailbox, Priority, Report
 
 BOOK = default_rulebook()

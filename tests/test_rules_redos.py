@@ -12,7 +12,7 @@ import pytest
 from gateway.cli.commands import main
 from rules.book import RulebookError, default_rulebook_text, load_rulebook
 from rules.engine import triage
-from rules.matching import compile_pattern
+from rules.expressions import compile_pattern
 from rules.types import Mailbox, Priority, Report
 
 # Classic catastrophic patterns and a text that makes a backtracking engine try every way

@@ -9,8 +9,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_string, policy
 from email.message import EmailMessage
-from functools import partial
 from pathlib import Path
+
+import pytest
 
 from gateway.domain import (
     Channel,
@@ -19,19 +20,17 @@ from gateway.domain import (
     NewIncident,
     OutboxKind,
     Plan,
-    Planner,
     Reporter,
     Status,
-    Waker,
     incident_ref,
 )
 from gateway.plan.replies import Sender
 from gateway.plan.sla import EscalationTarget, SlaSettings, due_now, next_due
-from gateway.run.scheduler import Scheduler, _look
+from gateway.run.scheduler import Scheduler
 from gateway.store import db, incidents, outbox, reminders, schema
-from gateway.store.db import ts
+from gateway.store.sla_index import SQLITE_INDEX as sla_index
 from gateway.store.sqlite import SqliteStore
-from rules.book import default_rulebook
+from rules.book import default_rulebook, load_rulebook
 from rules.engine import next_update_due, respond_due
 from rules.types import Mailbox, Period, Priority
 from tests.conftest import IN_HOURS, ManualClock, eventually
@@ -349,60 +348,93 @@ async def test_incident_changes_are_coalesced_but_a_wake_is_not(
         await task
 
 
-async def test_a_round_with_nothing_new_due_opens_no_write_transaction(
-    store: SqliteStore, tmp_path: Path
+async def test_a_round_with_nothing_due_reads_only_the_index(
+    store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Once an overdue incident's items have fired, the next round sees they are recorded
-    and does not enter the store's firing transaction (it only reads a snapshot)."""
+    """Once an overdue incident's items have fired, its next due time is indexed; the next
+    round before that time loads no incident at all and says when to look again."""
     open_p1(tmp_path / "gateway.sqlite3")
     clock = ManualClock(IN_HOURS)
     clock.advance(minutes=30)
     s = scheduler(store, clock, [])
-    calls: list[datetime] = []
-    real = store.fire_reminders
-
-    async def counting(
-        plan: Planner, wake: Waker, now: datetime
-    ) -> tuple[list[Due], datetime | None]:
-        calls.append(now)
-        return await real(plan, wake, now)
-
-    store.fire_reminders = counting  # type: ignore[method-assign]
-    first, _ = await s.fire()
-    second, next_at = await s.fire()
+    first, next_at = await s.fire()
+    loads: list[object] = []
+    real = sla_index.load
+    monkeypatch.setattr(sla_index, "load", lambda *a: loads.append(a) or real(*a))
+    second, again_at = await s.fire()
     assert "respond.overdue" in kinds(first)
-    assert second == [] and len(calls) == 1 and next_at is not None
+    assert second == [] and loads == [] and again_at == next_at
+    assert await store.sla_schedule() == {1: next_at}
 
 
-def test_planning_in_parts_agrees_with_planning_everything_at_once() -> None:
-    """The scheduler plans a hundred incidents at a time (the event loop gets a turn in
-    between): whether anything unfired is due, and the next due time, are the same as for
-    the whole list, digest included, at every instant of a day."""
-    settings = replace(SETTINGS, digest=True)
-    overnight = IN_HOURS - timedelta(hours=14)  # Sunday evening: out-of-hours tickets
-    incidents = [
-        incident(
-            priority=(Priority.P1, Priority.P2, Priority.P3, Priority.P4)[n % 4],
-            at=(IN_HOURS, overnight)[n % 2] + timedelta(minutes=7 * n),
-            id=n,
-            ref=incident_ref(n),
+async def test_a_change_is_replanned_by_the_next_round(store: SqliteStore, tmp_path: Path) -> None:
+    """An incident changed after its time was indexed (here: resolved) is marked in the
+    change's transaction, and the next round takes it out of the index: no reminder for a
+    resolved incident."""
+    path = tmp_path / "gateway.sqlite3"
+    open_p1(path)
+    clock = ManualClock(IN_HOURS)
+    s = scheduler(store, clock, [])
+    await s.fire()
+    assert await store.sla_schedule() == {1: IN_HOURS + timedelta(minutes=15)}
+    conn = schema.connect(str(path))
+    try:
+        with db.transaction(conn):
+            resolve = Plan(outcome="resolved", incident_id=1, changes={"status": "resolved"})
+            incidents.apply_plan(conn, resolve, IN_HOURS + timedelta(minutes=1))
+    finally:
+        conn.close()
+    assert await store.sla_schedule() == {1: None}
+    clock.advance(minutes=15)
+    fired, next_at = await s.fire()
+    assert fired == [] and next_at is None and await store.sla_schedule() == {}
+
+
+async def test_a_full_batch_goes_again_at_once(tmp_path: Path) -> None:
+    """More incidents due than one batch holds: the round says "at once" and the next
+    round takes the rest; each fires once."""
+    path = tmp_path / "gateway.sqlite3"
+    for _ in range(5):
+        open_p1(path)
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        clock = ManualClock(IN_HOURS + timedelta(minutes=15))
+        s = Scheduler(store, BOOK, SETTINGS, lambda _fired: None, clock, batch=2)
+        counts = []
+        while True:
+            fired, next_at = await s.fire()
+            counts.append(len(fired))
+            if next_at is None or next_at > clock():
+                break
+    finally:
+        await store.close()
+    assert counts == [2, 2, 1] and next_at == IN_HOURS + timedelta(minutes=20)
+
+
+async def test_a_reload_that_moves_support_hours_replans_every_open_incident(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """An acknowledged P1 with no update clock is next due at the end of support hours
+    (17:00); after a reload that ends support hours at 16:00, the next round re-plans it
+    to 16:00 without any change to the incident."""
+    path = tmp_path / "gateway.sqlite3"
+    open_p1(path)
+    conn = schema.connect(str(path))
+    try:
+        with db.transaction(conn):
+            ack = {"status": "acknowledged", "next_update_by": None}
+            incidents.apply_plan(conn, Plan(outcome="ack", incident_id=1, changes=ack), IN_HOURS)
+    finally:
+        conn.close()
+    settings = replace(SETTINGS, handover_after=None)
+    s = Scheduler(store, BOOK, settings, lambda _fired: None, ManualClock(IN_HOURS))
+    await s.fire()
+    assert await store.sla_schedule() == {1: IN_HOURS + timedelta(hours=7)}
+    s.replace_rulebook(
+        load_rulebook(
+            'extends = "default"\n[hours]\nin_hours = { start = "09:00", end = "16:00" }\n'
         )
-        for n in range(1, 251)
-    ]
-    for hours in range(0, 30, 3):
-        now = overnight + timedelta(hours=hours)
-        due = due_now(incidents, now, BOOK, settings)
-        fired = {(d.subject, d.kind, ts(d.due_at)) for d in due[: len(due) // 2]}
-        whole = (
-            any((d.subject, d.kind, ts(d.due_at)) not in fired for d in due),
-            next_due(incidents, now, BOOK, settings),
-        )
-        parts = asyncio.run(
-            _look(
-                partial(due_now, now=now, book=BOOK, settings=settings),
-                partial(next_due, now=now, book=BOOK, settings=settings),
-                incidents,
-                fired,
-            )
-        )
-        assert parts == whole, now
+    )
+    await s.fire()
+    assert await store.sla_schedule() == {1: IN_HOURS + timedelta(hours=6)}

@@ -1,4 +1,4 @@
-"""The SMTP intake's end-of-data look-alike check (adapters.smtp_intake.smuggling), rewritten
+"""The SMTP intake's end-of-data look-alike check (adapters.smtp_smuggling.smuggling), rewritten
 for speed, refuses exactly the data a line-by-line reading says it must."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.smtp_intake import smuggling
+from adapters.smtp_smuggling import smuggling
 
 _LINE = re.compile(rb"([^\r\n]*)(\r\n|\r|\n|$)")
 

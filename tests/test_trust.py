@@ -99,8 +99,9 @@ def test_without_checks_the_allow_list_decides_and_empty_means_nobody() -> None:
     assert judge_email(raw, "x@anything.example", TrustPolicy(allow_all=True)).trusted
 
 
-def test_allow_list_matches_exact_domains_addresses_and_matrix_servers() -> None:
-    """Exact domains only (no suffix tricks); Matrix ids by id or by server."""
+def test_allow_list_matches_exact_domains_addresses_and_chat_servers() -> None:
+    """Exact domains only (no suffix tricks); chat users by id, or by the server the chat
+    adapter says authenticated them."""
     policy = TrustPolicy(
         allow_domains=frozenset({"tenant.example"}), allow_addresses=frozenset({"@ops:hs.example"})
     )
@@ -109,7 +110,16 @@ def test_allow_list_matches_exact_domains_addresses_and_matrix_servers() -> None
     assert not is_known("alice@tenant.example.evil", policy)
     assert judge_chat("@ops:hs.example", policy).trusted
     assert not judge_chat("@someone:hs.example", policy).trusted
-    assert judge_chat("@bob:tenant.example", policy).trusted
+    assert judge_chat("@bob:tenant.example", policy, "tenant.example").trusted
+    assert not judge_chat("@bob:tenant.example", policy).trusted  # no server named
+
+
+def test_an_address_shaped_like_a_chat_id_is_not_known_by_its_server_part() -> None:
+    """Only a chat adapter names a chat user's server: a sender (say an email From) that
+    merely looks like "@bob:tenant.example" is not on the allow-list by that server."""
+    policy = TrustPolicy(allow_domains=frozenset({"tenant.example"}))
+    assert not is_known("@bob:tenant.example", policy)
+    assert not judge_chat("@bob:tenant.example", policy, None).trusted
 
 
 # --- DKIM, with a key made here and a DNS lookup answered from it -------------------------

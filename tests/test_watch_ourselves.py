@@ -10,15 +10,18 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import aiosmtplib
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.config.model import parse_config
-from gateway.domain import Channel, InboxRow, OutboxEntry, OutboxKind
+from gateway.domain import CANARY_OUTCOME, Channel, InboxRow, OutboxEntry, OutboxKind, Plan
 from gateway.ports import TransientError
 from gateway.run.canary import CanaryMonitor, canary_key, message, recogniser, verified_nonce
+from gateway.store.sqlite import SqliteStore
 from tests.conftest import (
     IN_HOURS,
     THREAD_KEY,
@@ -31,6 +34,8 @@ from tests.conftest import (
 from tests.fakes.healthchecks import FakeMonitor
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.peers.dovecot import Dovecot
+from tests.store_contract.builders import message as message_n
+from tests.store_contract.builders import work
 from tests.test_http_status import get
 from tests.test_store import NOW
 
@@ -102,6 +107,39 @@ async def test_intake_refusing_the_canary_fails_it() -> None:
     monitor = CanaryMonitor(KEY, refuse, "gw@localhost", "support@localhost", 60, 5)
     assert await monitor.once() is False
     assert "did not take" in monitor.problem()
+
+
+async def test_old_canaries_are_pruned_and_a_failed_prune_is_only_logged(
+    tmp_path: Path,
+) -> None:
+    """The monitor deletes the canaries older than two days (one of three here) and keeps
+    the rest; with the store gone, pruning logs a warning and the monitor carries on."""
+    store = SqliteStore(tmp_path / "gateway.sqlite3")
+    await store.open()
+    for n, age_h in enumerate((72, 47, 1)):
+        at = IN_HOURS - timedelta(hours=age_h)
+        accepted = await store.accept(message_n(n, at=at))
+        await store.process([work(accepted.inbox_id, lambda _c: Plan(outcome=CANARY_OUTCOME))], at)
+
+    async def submit(_from: str, _to: str, _raw: bytes) -> None:
+        return None
+
+    monitor = CanaryMonitor(
+        KEY,
+        submit,
+        "gw@localhost",
+        "support@localhost",
+        60,
+        5,
+        prune=store.prune_canaries,
+        clock=lambda: IN_HOURS,
+    )
+    assert await monitor.prune_old() == 1
+    assert await monitor.prune_old() == 0
+    await store.close()
+    with capture_logs() as logs:
+        assert await monitor.prune_old() == 0
+    assert [e["event"] for e in logs] == ["canary.prune_failed"]
 
 
 async def test_canary_goes_end_to_end_and_touches_nobody(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from gateway.domain import Incident, OutboxKind, Plan, PlanContext, TimelineEvent
+from gateway.domain import ChatMessage, Incident, OutboxKind, Plan, PlanContext, TimelineEvent
 from gateway.parse.mail import parse_mail
-from gateway.plan.chat import ChatMessage, plan_report_room
+from gateway.plan.chat import plan_report_room
 from gateway.plan.commands import CommandEnv, parse_command, plan_command
 from gateway.plan.pipeline import hours_text, plan_email
 from gateway.plan.relay import ChatSettings, announcement
@@ -49,7 +49,7 @@ def command(body: str, inc: Incident, book: Rulebook, now: datetime = IN_HOURS) 
     parsed = parse_command(body)
     assert parsed is not None
     env = CommandEnv(CHAT, book, SENDER, "chatops-gateway", "c1", now)
-    msg = ChatMessage("!inc:hs", "$ev", "@eng:hs", body, "m.text", "$root", None, False, 0)
+    msg = ChatMessage("!inc:hs", "$ev", "@eng:hs", body, thread_root="$root")
     return plan_command(msg, parsed, PlanContext(inc, 9, lambda _: None, lambda: [inc]), env)
 
 
@@ -88,17 +88,7 @@ def test_priority_line_with_other_meanings(meaning: str, line: str) -> None:
 
 def test_chat_ack_priority_line_does_not_stutter() -> None:
     """A chat report's answer uses the same priority line."""
-    msg = ChatMessage(
-        "!ask:hs",
-        "$r",
-        "@tenant:hs",
-        "All our apps return 503, site is down",
-        "m.text",
-        None,
-        None,
-        False,
-        0,
-    )
+    msg = ChatMessage("!ask:hs", "$r", "@tenant:hs", "All our apps return 503, site is down")
     plan = plan_report_room(msg, None, 5, LONDON, CHAT, "gw", IN_HOURS)
     [answer] = [
         s.payload["body"]
@@ -126,17 +116,7 @@ def test_every_message_names_the_configured_zone(book: Rulebook, zone: str) -> N
     texts: list[str] = []
     ack = plan_for_book(book)
     texts.append(mail_text(ack.outbox[-1].payload["data"])[1])
-    msg = ChatMessage(
-        "!ask:hs",
-        "$r",
-        "@tenant:hs",
-        "Site is down, all apps return 503",
-        "m.text",
-        None,
-        None,
-        False,
-        0,
-    )
+    msg = ChatMessage("!ask:hs", "$r", "@tenant:hs", "Site is down, all apps return 503")
     chat = plan_report_room(msg, None, 5, book, CHAT, "gw", IN_HOURS)
     texts += [
         s.payload["body"]

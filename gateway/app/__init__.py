@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from adapters.matrix_events import legacy_inbox_message
 from adapters.smtp_intake import SmtpIntakeServer
 from gateway.app.egress import Egress, open_egress, outbox_worker
 from gateway.app.failure import notify_failure
@@ -39,6 +40,7 @@ from gateway.config.model import Config
 from gateway.config.settings import chat_rooms
 from gateway.deliver.links import LinkGate
 from gateway.deliver.outbox import OutboxWorker
+from gateway.domain import ChatMessage
 from gateway.parse.sandbox import ParseSandbox
 from gateway.ports import Store
 from gateway.run import logs, metrics
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
 
     from adapters.alerts_http import AlertWebhookServer
     from adapters.imap_intake import ImapIntake
-    from adapters.matrix import MatrixLink, RoomEvent
+    from adapters.matrix import MatrixLink
 
 __all__ = ["App", "notify_failure"]
 
@@ -160,9 +162,7 @@ class App:
         self.cluster = cluster_for(cfg, store)
         link = edges.link = self.matrix = matrix_link(cfg, store)
         key = canary_key(await thread_key(cfg, store))
-        self.canary = canary_for(
-            cfg, key, self._submit_canary, getattr(store, "canary_through", None)
-        )
+        self.canary = canary_for(cfg, self.clock, key, self._submit_canary, store)
         outbox, self.gates = outbox_worker(
             cfg,
             self.clock,
@@ -174,6 +174,7 @@ class App:
         )
         worker, scheduler = await self._processing(store, outbox, sandbox)
         worker.canary = recogniser(key)  # even with the self-test off: ours are never reports
+        worker.legacy_chat = legacy_inbox_message  # chat rows stored before chat was neutral
         outbox.busy = worker.in_storm  # outbox rounds wait for a lull in a storm too
         self.scheduler = scheduler
         intake = MailIntake(
@@ -270,8 +271,8 @@ class App:
         tasks = []
         if link is not None:
 
-            async def deliver(events: list[RoomEvent]) -> None:
-                await chat.accept_all((e.room_id, e.event, e.sender_power) for e in events)
+            async def deliver(events: list[ChatMessage]) -> None:
+                await chat.accept_all(events)
                 metrics.ACCEPTED.inc(len(events), channel="matrix")
 
             link.deliver_to(deliver)

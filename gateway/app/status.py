@@ -117,17 +117,23 @@ async def heartbeat(
 
 
 def canary_for(
-    config: Config,
-    key: bytes,
-    submit: Submit,
-    elsewhere: Callable[[str], Awaitable[bool]] | None,
+    config: Config, clock: Clock, key: bytes, submit: Submit, store: Store
 ) -> CanaryMonitor | None:
     """The end-to-end self-test (gateway.run.canary), unless turned off; on several
-    nodes a canary another node's outbox delivered counts (`elsewhere`)."""
+    nodes a canary another node's outbox delivered counts (the store's `canary_through`)."""
     c, boxes = config.canary, config.mailboxes
     if not c.enabled:
         return None
     rcpt = (boxes.support or boxes.emergency)[0]
+    elsewhere: Callable[[str], Awaitable[bool]] | None = getattr(store, "canary_through", None)
     return CanaryMonitor(
-        key, submit, config.mail_out.from_address, rcpt, c.interval_s, c.deadline_s, elsewhere
+        key,
+        submit,
+        config.mail_out.from_address,
+        rcpt,
+        c.interval_s,
+        c.deadline_s,
+        elsewhere,
+        prune=store.prune_canaries,
+        clock=clock,
     )

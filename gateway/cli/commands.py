@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import signal
-import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from gateway.config.bank_holidays import helper_dates
 from gateway.config.model import Config, ConfigError, load_config
 from gateway.config.warnings import config_warnings
 from gateway.ports import PermanentError, TransientError
+from gateway.read_ports import StateReader
 from gateway.run import logs
 from gateway.run.supervisor import GatewayFailed
 from rules.alerts import check_alert_examples
@@ -427,23 +427,23 @@ def _rules_test(path: Path | None) -> int:
 
 def _incidents(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    with views.open_readonly(config) as conn:
+    with views.open_readonly(config) as reader:
         if args.incidents_command == "list":
-            items = views.list_incidents(conn)
+            items = views.list_incidents(reader)
             print(json.dumps(items, indent=2) if args.json else views.incidents_table(items))
             return EXIT_OK
         book = load_rules(config.rules_file())
         if args.incidents_command == "report":
-            return _report(conn, args, book)
-        item = views.show_incident(conn, args.ref, book, datetime.now(UTC))
+            return _report(reader, args, book)
+        item = views.show_incident(reader, args.ref, book, datetime.now(UTC))
         if item is None:
             raise UsageError(f"no incident {args.ref!r}")
         print(json.dumps(item, indent=2) if args.json else views.incident_text(item))
     return EXIT_OK
 
 
-def _report(conn: sqlite3.Connection, args: argparse.Namespace, book: Rulebook) -> int:
-    text = views.incident_report(conn, args.ref, book, datetime.now(UTC))
+def _report(reader: StateReader, args: argparse.Namespace, book: Rulebook) -> int:
+    text = views.incident_report(reader, args.ref, book, datetime.now(UTC))
     if text is None:
         raise UsageError(f"no incident {args.ref!r}")
     if args.output is None:
@@ -463,7 +463,7 @@ def _outbox(args: argparse.Namespace) -> int:
         views.retry_outbox(config, args.id, datetime.now(UTC))
         print(f"outbox entry {args.id} sent back for delivery")
         return EXIT_OK
-    with views.open_readonly(config) as conn:
-        rows = views.outbox_list(conn, args.state)
+    with views.open_readonly(config) as reader:
+        rows = views.outbox_list(reader, args.state)
     print(json.dumps(rows, indent=2) if args.json else views.outbox_table(rows))
     return EXIT_OK

@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email import policy
 from email.parser import BytesHeaderParser
@@ -23,8 +22,7 @@ from gateway.cli import views
 from gateway.cli.views import UsageError
 from gateway.config.model import Config, load_config
 from gateway.plan.unreadable import head_of
-from gateway.store import schema
-from gateway.store.held import HeldRow, held_rows, release
+from gateway.read_ports import HeldRow
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")
 
@@ -71,33 +69,16 @@ def table(items: Sequence[dict[str, Any]]) -> str:
 
 def list_command(config: Config, *, as_json: bool) -> int:
     """Print the held messages; exit code 0."""
-    if config.state.backend == "postgresql":
-        from gateway.store.postgres import held as pg_held  # noqa: PLC0415  (psycopg only here)
-
-        with _postgresql(config) as pg:
-            items = [describe(r) for r in pg_held.held_rows(pg)]
-    else:
-        with views.open_readonly(config) as conn:
-            items = [describe(r) for r in held_rows(conn)]
+    with views.open_readonly(config) as reader:
+        items = [describe(r) for r in reader.held()]
     print(json.dumps(items, indent=2) if as_json else table(items))
     return 0
 
 
 def release_command(config: Config, ids: Sequence[int], now: datetime) -> int:
     """Release each message; UsageError (exit 2) naming those that were not held."""
-    if config.state.backend == "postgresql":
-        from gateway.store.postgres import held as pg_held  # noqa: PLC0415  (psycopg only here)
-
-        with _postgresql(config) as pg:
-            return _released([(i, pg_held.release(pg, i, now)) for i in ids])
-    path = config.database_path()
-    if not path.exists():
-        raise UsageError(f"no state at {path}: has the daemon run with this configuration?")
-    conn = schema.connect(str(path))
-    try:
-        return _released([(i, release(conn, i, now)) for i in ids])
-    finally:
-        conn.close()
+    with views.open_for_operator(config) as operator:
+        return _released([(i, operator.release_held(i, now)) for i in ids])
 
 
 def _released(outcomes: Sequence[tuple[int, str | None]]) -> int:
@@ -112,36 +93,6 @@ def _released(outcomes: Sequence[tuple[int, str | None]]) -> int:
     if problems:
         raise UsageError("; ".join(problems))
     return 0
-
-
-@contextmanager
-def _postgresql(config: Config) -> Iterator[Any]:
-    """A connection to the configured PostgreSQL database (UsageError if it does not answer)."""
-    import psycopg  # noqa: PLC0415  (only the PostgreSQL backend needs it)
-
-    pg = config.state.postgresql
-    if pg is None:
-        raise UsageError('[state] backend = "postgresql" needs [state.postgresql]')
-    password = config.read_secret(pg.password) if pg.password is not None else None
-    try:
-        conn = psycopg.connect(
-            pg.dsn,
-            password=password,
-            autocommit=True,
-            connect_timeout=max(1, round(pg.connect_timeout_s)),
-        )
-    except psycopg.OperationalError:
-        raise UsageError("cannot reach the PostgreSQL database of [state.postgresql]") from None
-    with conn:
-        try:
-            yield conn
-        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
-            raise UsageError(
-                "the PostgreSQL database holds no state of this version: has the "
-                "daemon run with this configuration?"
-            ) from None
-        except psycopg.OperationalError:
-            raise UsageError("lost the PostgreSQL database of [state.postgresql]") from None
 
 
 def held_command(args: argparse.Namespace) -> int:

@@ -20,7 +20,6 @@ from gateway.cli import views
 from gateway.config.model import Config
 from gateway.run import health
 from gateway.run.service import INSTANCE_KEY, endpoint_file
-from gateway.store import db
 
 _SHOWN = (
     "chatops_messages_accepted_total",
@@ -77,8 +76,8 @@ def status_command(config: Config, *, as_json: bool = False) -> int:
             file=sys.stderr,
         )
         return 2
-    with views.open_readonly(config) as conn:  # no state yet: UsageError, exit 2
-        instance = db.kv_get(conn, INSTANCE_KEY)
+    with views.open_readonly(config) as reader:  # no state yet: UsageError, exit 2
+        instance = reader.kv_get(INSTANCE_KEY)
     url = base_url(config)
     try:
         _, body = _get(f"{url}/healthz")

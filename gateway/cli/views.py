@@ -1,14 +1,14 @@
 """What the operator CLI shows: incidents, the outbox, and a triage explanation, as JSON-ready
-dicts and as plain text. Reads the store on its own read-only connection, so it works while
-the daemon runs."""
+dicts and as plain text. Reads the state through the read port (gateway.read_ports) on a
+connection of its own, read-only and without a lease, on SQLite or PostgreSQL alike, so it
+works while the daemons run."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.cli.printable import printable
 from gateway.config.model import Config
@@ -17,36 +17,46 @@ from gateway.domain import Incident
 from gateway.parse.mail import UnparseableMessage, parse_mail
 from gateway.plan.pipeline import report_for
 from gateway.plan.report import clock_lines, clocks, render_report
-from gateway.store import incidents, outbox, schema
+from gateway.read_ports import StateOperator, StateReader, StateUnavailable
+from gateway.store import factory
 from rules.book import Rulebook
 from rules.engine import triage
 from rules.types import Mailbox
+
+R = TypeVar("R", bound=StateReader)
 
 
 class UsageError(Exception):
     """Bad input from the command line: the CLI exits 2 with the message."""
 
 
-def _sqlite_only(config: Config) -> None:
-    if config.state.backend == "postgresql":
-        raise UsageError(
-            "this command reads the SQLite state; with [state] backend = "
-            '"postgresql" see docs/ha.md ("Operating several nodes")'
-        )
+@contextmanager
+def open_readonly(config: Config) -> Iterator[StateReader]:
+    """The state's read port on the configured backend (read-only; no lease); UsageError
+    when there is no state yet or the database does not answer."""
+    with _state(factory.open_reader, config) as reader:
+        yield reader
 
 
 @contextmanager
-def open_readonly(config: Config) -> Iterator[sqlite3.Connection]:
-    """A read-only connection to the daemon's database."""
-    _sqlite_only(config)
-    path = config.database_path()
-    if not path.exists():
-        raise UsageError(f"no state at {path}: has the daemon run with this configuration?")
-    conn = schema.connect(str(path), readonly=True)
+def open_for_operator(config: Config) -> Iterator[StateOperator]:
+    """The same, able to retry a dead entry or release held mail."""
+    with _state(factory.open_operator, config) as operator:
+        yield operator
+
+
+@contextmanager
+def _state(open_: Callable[[Config], R], config: Config) -> Iterator[R]:
     try:
-        yield conn
+        port = open_(config)
+    except StateUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        yield port
+    except StateUnavailable as exc:
+        raise UsageError(str(exc)) from None
     finally:
-        conn.close()
+        port.close()
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -85,10 +95,10 @@ def _ref_id(ref: str) -> int | None:
     return int(number) if number.isdigit() else None
 
 
-def list_incidents(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def list_incidents(reader: StateReader) -> list[dict[str, Any]]:
     """Every incident (without timelines), newest first."""
     out = []
-    for incident in incidents.list_incidents(conn):
+    for incident in reader.incidents():
         item = incident_dict(incident)
         del item["timeline"]
         out.append(item)
@@ -96,10 +106,10 @@ def list_incidents(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def show_incident(
-    conn: sqlite3.Connection, ref: str, book: Rulebook | None = None, now: datetime | None = None
+    reader: StateReader, ref: str, book: Rulebook | None = None, now: datetime | None = None
 ) -> dict[str, Any] | None:
     """One incident with its timeline (and its SLA clocks at `now`, given the rulebook)."""
-    incident = _load(conn, ref)
+    incident = _load(reader, ref)
     if incident is None:
         return None
     item = incident_dict(incident)
@@ -118,16 +128,14 @@ def show_incident(
     return item
 
 
-def _load(conn: sqlite3.Connection, ref: str) -> Incident | None:
+def _load(reader: StateReader, ref: str) -> Incident | None:
     number = _ref_id(ref)
-    return incidents.load_incident(conn, number) if number is not None else None
+    return reader.incident(number) if number is not None else None
 
 
-def incident_report(
-    conn: sqlite3.Connection, ref: str, book: Rulebook, now: datetime
-) -> str | None:
+def incident_report(reader: StateReader, ref: str, book: Rulebook, now: datetime) -> str | None:
     """The Markdown incident report draft, or None for an unknown reference."""
-    incident = _load(conn, ref)
+    incident = _load(reader, ref)
     return None if incident is None else printable(render_report(incident, book, now))
 
 
@@ -160,9 +168,9 @@ def incident_text(item: dict[str, Any]) -> str:
     return printable("\n".join(lines))
 
 
-def outbox_list(conn: sqlite3.Connection, state: str | None) -> list[dict[str, Any]]:
+def outbox_list(reader: StateReader, state: str | None) -> list[dict[str, Any]]:
     """Outbox entries (kinds, states, attempts, errors), never their payloads."""
-    return outbox.outbox_rows(conn, state)
+    return reader.outbox(state)
 
 
 def outbox_table(rows: list[dict[str, Any]]) -> str:
@@ -187,15 +195,8 @@ def outbox_table(rows: list[dict[str, Any]]) -> str:
 def retry_outbox(config: Config, outbox_id: int, now: datetime) -> None:
     """Send a dead outbox entry back for delivery (the running daemon polls for it); raises
     UsageError naming the problem when the entry is unknown or not dead."""
-    _sqlite_only(config)
-    path = config.database_path()
-    if not path.exists():
-        raise UsageError(f"no state at {path}: has the daemon run with this configuration?")
-    conn = schema.connect(str(path))
-    try:
-        state = outbox.retry_dead(conn, outbox_id, now, retry_note)
-    finally:
-        conn.close()
+    with open_for_operator(config) as operator:
+        state = operator.retry_dead(outbox_id, now, retry_note)
     if state == "unknown":
         raise UsageError(f"no outbox entry {outbox_id}")
     if state is not None:

@@ -12,7 +12,8 @@ A peer that is away is not a peer that refuses: when an egress raises `LinkDown`
 entry is parked — no attempt counted, its place in line kept — and its link's gate
 (gateway.deliver.links) holds back every entry of that link until the link is back, however long
 that takes. Entries for one chat room, and the actions on one page, go out one after
-another, in order.
+another, in order (`gateway.payloads.lane_of`): within a round they form a lane, and across
+rounds the store holds back what an earlier entry of the lane, waiting on a retry, precedes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gateway.deliver.deadletter import AlertFor
 from gateway.deliver.links import LinkGate
 from gateway.deliver.timeline import worded
 from gateway.domain import Attempt, OutboxEntry, OutboxKind
+from gateway.payloads import PAGE_LANE_KINDS, lane_of
 from gateway.ports import LinkDown, PermanentError, Store, TransientError
 from gateway.run import metrics
 from gateway.run.supervise import backoff_s, rounds
@@ -38,8 +40,8 @@ log = structlog.get_logger("gateway.deliver.outbox")
 Handler = Callable[[OutboxEntry], Awaitable[dict[str, Any]]]
 _DEFER_POLL_S = 0.02
 _GATE_POLL_S = 0.25  # how often a held-back link's state is looked at again
-_ORDERED = frozenset({OutboxKind.CHAT_ANNOUNCE, OutboxKind.CHAT_SEND})
-_PAGES = frozenset({OutboxKind.PAGE_TRIGGER, OutboxKind.PAGE_ACKNOWLEDGE, OutboxKind.PAGE_RESOLVE})
+# Pages go first in a round (their lane kinds), then everything else.
+_NOT_PAGES = frozenset(OutboxKind) - PAGE_LANE_KINDS
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ class OutboxWorker:
     async def deliver_due(self) -> int:
         """One round: every entry due now, `concurrency` at a time, then one transaction
         that records every outcome; returns how many were attempted."""
-        entries = await self._store.due_outbox(self._clock(), self._concurrency, self._held_back())
+        entries = await self._due()
         if entries:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._lane(lane)) for lane in _lanes(entries)]
@@ -142,6 +144,17 @@ class OutboxWorker:
                 [worded(a, now) for t in tasks for a in t.result()], now
             )
         return len(entries)
+
+    async def _due(self) -> list[OutboxEntry]:
+        """Due pages first, then the rest in order. A round settles only when its slowest
+        entry is done: in FIFO order, a burst of reports queued each page behind the tickets
+        and acknowledgements of the reports before it (one round per 32 entries). Pages
+        keep their own order among themselves, as every other lane does."""
+        now, held = self._clock(), self._held_back()
+        pages = await self._store.due_outbox(now, self._concurrency, held | _NOT_PAGES)
+        room = self._concurrency - len(pages)
+        rest = await self._store.due_outbox(now, room, held | PAGE_LANE_KINDS) if room > 0 else []
+        return [*pages, *rest]
 
     def _held_back(self) -> frozenset[str]:
         """The kinds whose link is down and not due for another try."""
@@ -251,22 +264,12 @@ class OutboxWorker:
         )
 
 
-def _lane_key(entry: OutboxEntry) -> str | None:
-    """What an entry must stay in order with: its chat room, or its page's dedup_key (an
-    acknowledgement must not overtake its trigger); None for an independent entry."""
-    if entry.kind in _ORDERED and entry.payload.get("room_id") is not None:
-        return f"room:{entry.payload['room_id']}"
-    if entry.kind in _PAGES and entry.payload.get("dedup_key") is not None:
-        return f"page:{entry.payload.get('route') or ''}:{entry.payload['dedup_key']}"
-    return None
-
-
 def _lanes(entries: list[OutboxEntry]) -> list[list[OutboxEntry]]:
     """Entries grouped by lane (in their order), every independent entry on its own."""
     keyed: dict[str, list[OutboxEntry]] = {}
     lanes: list[list[OutboxEntry]] = []
     for entry in entries:
-        key = _lane_key(entry)
+        key = lane_of(entry.kind, entry.payload)
         if key is None:
             lanes.append([entry])
         elif key in keyed:

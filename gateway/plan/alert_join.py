@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from gateway.domain import (
     Channel,
+    ChatMessage,
     Incident,
     Plan,
     PlanContext,
@@ -27,7 +28,6 @@ from gateway.domain import (
     TimelineEvent,
     chat_key,
 )
-from gateway.plan.chat import ChatMessage
 from gateway.plan.relay import ChatSettings, chat_reply, chat_to_incident
 from gateway.plan.replies import one_line
 from gateway.plan.trust import UNVERIFIED_FLAG, TrustPolicy, judge_chat
@@ -116,7 +116,8 @@ def known_outage_in_chat(
     update). None when it is anything else (planned as a report as usual)."""
     if ctx.thread is not None:
         return None
-    trusted = judge_chat(msg.sender, trust).trusted or msg.sender in chat.engineers
+    verdict = judge_chat(msg.sender, trust, msg.sender_domain)
+    trusted = verdict.trusted or msg.sender in chat.engineers
     incident = alert_for_report(ctx, msg.body, trusted, book)
     if incident is None:
         return None
@@ -129,7 +130,7 @@ def known_outage_in_chat(
         outcome=f"joined {incident.ref} (same outage, known from an alert)",
         incident_id=incident.id,
         reporter=Reporter(
-            Channel.MATRIX, msg.sender, (chat_key(msg.event_id),), msg.room_id, msg.event_id
+            Channel.CHAT, msg.sender, (chat_key(msg.event_id),), msg.room_id, msg.event_id
         ),
         timeline=(
             TimelineEvent(

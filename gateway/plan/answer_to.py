@@ -22,7 +22,7 @@ gateway a relay that mails attacker text to anyone. The rules, decided from valu
    local parts, IP literals, a domain without a dot.
 
 How many answers one address gets in a window is counted in the store (`gateway.store.answer_db`)
-and limited in `gateway.plan.pipeline`.
+and limited in `gateway.plan.mail_answer`.
 """
 
 from __future__ import annotations

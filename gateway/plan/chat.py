@@ -1,18 +1,19 @@
-"""Chat messages in the pipeline: what an accepted chat event is, and what a message in a
+"""Chat messages in the pipeline: which ones the bot acts on at all, and what a message in a
 report room changes (a new report, or a reporter speaking in their incident's thread).
 
-Pure, like gateway.plan.pipeline: the chat adapter only persisted the event; this decides.
+Pure, like gateway.plan.pipeline: the chat adapter translated its system's event into a
+neutral `ChatMessage` (gateway.domain_chat) and the intake persisted it; this decides.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from gateway.domain import (
     Channel,
+    ChatKind,
+    ChatMessage,
     Incident,
     NewIncident,
     OutboxKind,
@@ -24,7 +25,7 @@ from gateway.domain import (
     chat_key,
     incident_ref,
 )
-from gateway.plan.e2ee import SenderDevice, sender_device, untrusted_device_reason
+from gateway.plan.e2ee import untrusted_device_reason
 from gateway.plan.relay import ChatSettings, announcement, chat_reply, chat_to_incident, page_spec
 from gateway.plan.replies import local_time, one_line, priority_line, zone_name
 from gateway.plan.trust import UNVERIFIED_FLAG, TrustPolicy, judge_chat
@@ -35,63 +36,16 @@ from rules.types import Mailbox, Report, TriageDecision
 _TEXT_LIMIT = 4000
 
 
-@dataclass(frozen=True)
-class ChatMessage:
-    """One message event from a room we watch, as the chat adapter stored it."""
-
-    room_id: str
-    event_id: str
-    sender: str
-    body: str
-    msgtype: str
-    thread_root: str | None
-    reply_to: str | None
-    is_edit: bool
-    sender_power: int
-    device: SenderDevice | None = None  # the sending device, for a decrypted event
-
-    def thread_keys(self) -> tuple[str, ...]:
-        """Keys that may find this message's incident: its thread root, what it replies to."""
-        return tuple(chat_key(e) for e in (self.thread_root, self.reply_to) if e)
-
-
-def parse_chat(raw: bytes) -> ChatMessage | None:
-    """Decode a stored chat event; None when it is not a usable text message."""
-    try:
-        stored = json.loads(raw)
-        event: dict[str, Any] = stored["event"]
-        content: dict[str, Any] = event.get("content") or {}
-        relates: dict[str, Any] = content.get("m.relates_to") or {}
-        body = content.get("body")
-        if event.get("type") != "m.room.message" or not isinstance(body, str):
-            return None
-        in_reply = (relates.get("m.in_reply_to") or {}).get("event_id")
-        return ChatMessage(
-            room_id=str(stored["room_id"]),
-            event_id=str(event["event_id"]),
-            sender=str(event["sender"]),
-            body=body,
-            msgtype=str(content.get("msgtype", "")),
-            thread_root=relates.get("event_id") if relates.get("rel_type") == "m.thread" else None,
-            reply_to=in_reply if isinstance(in_reply, str) else None,
-            is_edit=relates.get("rel_type") == "m.replace" or "m.new_content" in content,
-            sender_power=int(stored.get("sender_power", 0)),
-            device=sender_device(event),
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
 def should_ignore(msg: ChatMessage, chat: ChatSettings) -> str | None:
     """Why the bot must not act on a message: its own, a notice, an edit."""
     if msg.sender == chat.bot_user_id:
         return "our own message"
-    if msg.msgtype == "m.notice":
+    if msg.kind is ChatKind.NOTICE:
         return "a notice (bots talk in notices; we never answer them)"
-    if msg.is_edit:
+    if msg.kind is ChatKind.EDIT:
         return "an edit"
-    if msg.msgtype not in ("m.text", "m.emote"):
-        return f"not text ({msg.msgtype or 'no msgtype'})"
+    if msg.kind is not ChatKind.TEXT:
+        return "not text"
     return None
 
 
@@ -134,7 +88,7 @@ def plan_report_room(
     if decision.priority is None:
         raise RuntimeError("priority is set here")
     priority = decision.priority
-    verdict = judge_chat(msg.sender, trust or TrustPolicy())
+    verdict = judge_chat(msg.sender, trust or TrustPolicy(), msg.sender_domain)
     held = decision.page and not (verdict.trusted or msg.sender in chat.engineers)
     if held:
         decision = replace(decision, page=False)
@@ -196,7 +150,7 @@ def plan_report_room(
             (UNVERIFIED_FLAG,) if held else (),
         ),
         reporter=Reporter(
-            Channel.MATRIX, msg.sender, (chat_key(msg.event_id),), msg.room_id, msg.event_id
+            Channel.CHAT, msg.sender, (chat_key(msg.event_id),), msg.room_id, msg.event_id
         ),
         timeline=(
             TimelineEvent(now, "reported", msg.sender, f"Reported in chat: {msg.body[:500]}"),
@@ -245,7 +199,7 @@ def _join(msg: ChatMessage, incident: Incident, chat: ChatSettings, now: datetim
         outcome=f"joined {incident.ref}" + (" (reopened)" if reopen else ""),
         incident_id=incident.id,
         reporter=Reporter(
-            Channel.MATRIX,
+            Channel.CHAT,
             msg.sender,
             (chat_key(msg.event_id),),
             msg.room_id,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from gateway.domain import (
+    ChatMessage,
     Incident,
     OutboxKind,
     OutboxSpec,
@@ -22,7 +23,7 @@ from gateway.domain import (
     TimelineEvent,
     dumps,
 )
-from gateway.plan.chat import ChatMessage
+from gateway.plan.command_table import HELP, USAGE
 from gateway.plan.e2ee import untrusted_device_reason
 from gateway.plan.relay import ChatSettings, chat_reply, page_spec, to_reporters
 from gateway.plan.replies import Sender, local_time, zone_name
@@ -33,72 +34,6 @@ from rules.types import Priority, TriageDecision
 
 PAGED_ON_REQUEST = "paged on request"
 _REF = re.compile(r"^INC-(\d{1,12})$", re.IGNORECASE)
-_USER = re.compile(r"^@[^:\s]+:\S+$")
-
-
-@dataclass(frozen=True)
-class CommandDoc:
-    """One line of the command table: how a command is written and what it does."""
-
-    usage: str  # "!sev P1|P2|P3|P4 <reason>": the name, then its arguments
-    effect: str
-    needs_text: bool = False  # without arguments the usage is the answer
-
-    @property
-    def name(self) -> str:
-        """The command word, e.g. "sev"."""
-        return self.usage[1:].split(" ", 1)[0]
-
-
-# The one list of commands: !help is made from it and the tests hold the parser to it
-# (this module's handlers, and gateway.plan.escalation's !security and !statuspage).
-COMMANDS = (
-    CommandDoc("!ack", "acknowledged; the PagerDuty alert is acknowledged too"),
-    CommandDoc(
-        "!update <text for the reporters>",
-        "sent to every reporter; the next-update clock restarts",
-        needs_text=True,
-    ),
-    CommandDoc("!update --public <text>", "the same, and posted on the status page"),
-    CommandDoc("!note <text>", "timeline only, never sent to reporters", needs_text=True),
-    CommandDoc(
-        "!sev P1|P2|P3|P4 <reason>",
-        "change priority (raising to a paging priority pages)",
-        needs_text=True,
-    ),
-    CommandDoc("!title <new title>", "rename; reporters are told why", needs_text=True),
-    CommandDoc(
-        "!resolve <what was done>",
-        "resolved; reporters are told, the page resolved",
-        needs_text=True,
-    ),
-    CommandDoc("!reopen", "reopen a resolved incident"),
-    CommandDoc(
-        "!notincident <reason>", "the page is resolved, the ticket remains", needs_text=True
-    ),
-    CommandDoc("!lead @user:server", "name the incident lead", needs_text=True),
-    CommandDoc("!comms @user:server", "name the comms person", needs_text=True),
-    CommandDoc(
-        "!merge INC-7", "INC-7's reporters now receive this incident's updates", needs_text=True
-    ),
-    CommandDoc("!page", "page the on-call engineer for a report from an unverified sender"),
-    CommandDoc("!security [why]", "notify the security contacts at once"),
-    CommandDoc("!statuspage open <component…> <message>", "publish on the status page"),
-    CommandDoc("!status", "open incidents with priority, age, lead and next update due"),
-    CommandDoc("!help", "this list"),
-)
-HELP = "\n".join(
-    [
-        "Commands (in an incident's thread, or naming it: !ack INC-42):",
-        *(f"{doc.usage} — {doc.effect}" for doc in COMMANDS),
-    ]
-)
-USAGE = {doc.name: doc.usage for doc in COMMANDS if doc.needs_text}
-
-
-def usage_of(name: str) -> str:
-    """The first table line of a command, e.g. "!statuspage open <component…> <message>"."""
-    return next(doc.usage for doc in COMMANDS if doc.name == name)
 
 
 @dataclass(frozen=True)
@@ -361,8 +296,10 @@ def _role(field: str) -> Handler:
     def handler(
         msg: ChatMessage, cmd: Command, inc: Incident, ctx: PlanContext, env: CommandEnv
     ) -> Plan:
+        # A user as the chat system names one (the adapter found it in the text): never a
+        # word we would have to guess is a user.
         user = cmd.text.split()[0]
-        if not _USER.match(user):
+        if user not in msg.mentions:
             return Plan(outcome="usage", outbox=(_answerer(msg, env)(f"Usage: {USAGE[field]}"),))
         return _changed(
             inc,

@@ -1,19 +1,22 @@
-"""End-to-end encryption policy for Matrix, as values: which devices the bot trusts, and the
+"""End-to-end encryption policy for chat, as values: which devices the bot trusts, and the
 notice it posts for a message it could not decrypt.
 
-Pure: the Matrix adapter asks `device_verdict` for every device it has not yet decided on and
-applies the answer (verify or block) in matrix-nio's crypto store, where the decision persists.
-It also records on each decrypted event which device sent it and whether that device is
-trusted (`SENDER_DEVICE`), so that under `trust = "verified-only"` the core acts only on
-commands (and, where configured, reports) from trusted devices (`untrusted_device_reason`).
+Pure: the chat adapter (Matrix: adapters/matrix_crypto.py) asks `device_verdict` for every
+device it has not yet decided on and applies the answer (verify or block) in its crypto
+store, where the decision persists. It also says, on each decrypted message it hands the
+core, which device sent it and whether that device is trusted (`ChatMessage.device`), so
+that under `trust = "verified-only"` the core acts only on commands (and, where configured,
+reports) from trusted devices (`untrusted_device_reason`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
+
+from gateway.domain import ChatDevice
 
 TrustMode = Literal["tofu-engineers", "verified-only"]
 Verdict = Literal["trust", "block"]
@@ -30,7 +33,7 @@ class PinnedDevice:
 
 @dataclass(frozen=True)
 class DeviceFacts:
-    """What the homeserver told us about one device (its keys are signed by the device)."""
+    """What the chat server told us about one device (its keys are signed by the device)."""
 
     user_id: str
     device_id: str
@@ -73,30 +76,7 @@ def undecryptable_notice(sender: str, at: datetime) -> str:
     )
 
 
-# The key under which the Matrix adapter records, in a decrypted event it hands to the core,
-# which device sent it and whether that device is trusted. Only the adapter writes it: it
-# overwrites it on every decrypted event and removes it from every plaintext one.
-SENDER_DEVICE = "gateway.sender_device"
-
-
-@dataclass(frozen=True)
-class SenderDevice:
-    """Which device sent a decrypted event, and whether the bot trusts it: verified by the
-    trust policy, and the event's session keys are that device's own (not forwarded)."""
-
-    device_id: str
-    trusted: bool
-
-
-def sender_device(event: Mapping[str, Any]) -> SenderDevice | None:
-    """The adapter's record of the sending device; None for a plaintext event."""
-    found = event.get(SENDER_DEVICE)
-    if not isinstance(found, Mapping):
-        return None
-    return SenderDevice(str(found.get("device_id") or "?"), found.get("trusted") is True)
-
-
-def untrusted_device_reason(device: SenderDevice | None, what: str) -> str | None:
+def untrusted_device_reason(device: ChatDevice | None, what: str) -> str | None:
     """Why `what` ("commands", "reports") from this device is not acted on under
     `trust = "verified-only"`, or None when the device is trusted."""
     if device is None:

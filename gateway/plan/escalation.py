@@ -13,6 +13,7 @@ from dataclasses import replace
 from functools import partial
 
 from gateway.domain import (
+    ChatMessage,
     Incident,
     OutboxKind,
     OutboxSpec,
@@ -21,8 +22,8 @@ from gateway.domain import (
     TimelineEvent,
     dumps,
 )
-from gateway.plan.chat import ChatMessage
-from gateway.plan.commands import Command, CommandEnv, authorised, plan_command, usage_of
+from gateway.plan.command_table import usage_of
+from gateway.plan.commands import Command, CommandEnv, authorised, plan_command
 from gateway.plan.mirror import SECURITY_FLAG, MirrorSettings, security_escalation
 from gateway.plan.relay import chat_reply
 from gateway.plan.replies import local_time, zone_name

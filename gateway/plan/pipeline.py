@@ -1,17 +1,19 @@
 """The pure pipeline: an accepted email, its thread and the clock in; a Plan out.
 
 No I/O and no logging: the store applies the Plan in one transaction, the outbox delivers
-what it asks for, and the reasons travel in the Plan's timeline instead of log lines.
+what it asks for, and the reasons travel in the Plan's timeline instead of log lines. This
+module decides which plan an email gets (ignored, held, joining an incident, or a new one)
+and how it finds its thread; the plans themselves are made in gateway.plan.mail_join,
+gateway.plan.mail_open and gateway.plan.holds, the answers in gateway.plan.mail_answer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 
 from gateway.domain import (
-    Channel,
     Digest,
     InboxRow,
     Incident,
@@ -20,113 +22,28 @@ from gateway.domain import (
     OutboxSpec,
     Plan,
     PlanContext,
-    Reporter,
-    Status,
     ThreadKeys,
     TimelineEvent,
-    incident_ref,
 )
 from gateway.parse.child import report_for as report_for  # noqa: PLC0414  (re-exported)
 from gateway.parse.mail import ParsedMail
 from gateway.plan.alert_join import alert_for_report
-from gateway.plan.answer_to import Answer, answer_target
-from gateway.plan.relay import ChatSettings, announcement, chat_reply, chat_to_incident, page_spec
-from gateway.plan.replies import (
-    Sender,
-    ack_body,
-    ack_subject,
-    base_subject,
-    one_line,
-    render,
-    zone_name,
-)
-from gateway.plan.storm import (
-    Join,
-    Limits,
-    body_hash,
-    count_cap,
-    find_join,
-    hold_reason,
-    limit_key,
-    similar,
-)
-from gateway.plan.trust import UNVERIFIED_FLAG, TrustPolicy, Verdict, judge_email
+from gateway.plan.holds import hold_plan as hold_plan  # noqa: PLC0414  (re-exported)
+from gateway.plan.holds import limit_digest as limit_digest  # noqa: PLC0414  (re-exported)
+from gateway.plan.mail_answer import answer_for as answer_for  # noqa: PLC0414  (re-exported)
+from gateway.plan.mail_answer import hours_text as hours_text  # noqa: PLC0414  (re-exported)
+from gateway.plan.mail_answer import sender_of
+from gateway.plan.mail_join import join_alert, join_thread, storm_join
+from gateway.plan.mail_open import open_incident
+from gateway.plan.mail_open import title_for as title_for  # noqa: PLC0414  (re-exported)
+from gateway.plan.replies import one_line
+from gateway.plan.settings import AnswerLimits as AnswerLimits  # noqa: PLC0414  (re-exported)
+from gateway.plan.settings import Settings as Settings  # noqa: PLC0414  (re-exported)
+from gateway.plan.storm import Limits, body_hash, find_join, similar
+from gateway.plan.trust import Verdict, judge_email
 from rules.book import Rulebook
 from rules.engine import triage
-from rules.types import Mailbox, Period, Priority, TriageDecision
-
-_TEXT_LIMIT = 4000
-_DAY_NAMES = {
-    "Mon": "Monday",
-    "Tue": "Tuesday",
-    "Wed": "Wednesday",
-    "Thu": "Thursday",
-    "Fri": "Friday",
-    "Sat": "Saturday",
-    "Sun": "Sunday",
-}
-
-
-@dataclass(frozen=True)
-class AnswerLimits:
-    """At most `per_address` automatic answers to one address in `window_s` (the store counts)."""
-
-    per_address: int = 10
-    window_s: float = 3600.0
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the pipeline needs to know about this deployment."""
-
-    sender: Sender
-    pager_source: str
-    signature: str
-    chat: ChatSettings | None = None
-    trust: TrustPolicy = field(default_factory=TrustPolicy)  # empty allow-list: nobody pages
-    limits: Limits = field(default_factory=Limits)
-    answers: AnswerLimits = field(default_factory=AnswerLimits)
-
-
-def answer_for(row: InboxRow, mail: ParsedMail, settings: Settings, verdict: Verdict) -> Answer:
-    """Where this email's acknowledgement may go, and whether it may repeat the report
-    (gateway.plan.answer_to: RFC 3834 §4, authenticated addresses only, never a list)."""
-    return answer_target(
-        author=mail.from_addr,
-        reply_to=mail.reply_to,
-        envelope_sender=row.mail_from,
-        authentic=verdict.authentic,
-        through_list=mail.through_list,
-        list_addresses=mail.list_addresses,
-        own_addresses=(settings.sender.address, *row.rcpt_to),
-    )
-
-
-def _answer_allowed(
-    answer: Answer, settings: Settings, context: PlanContext | None, now: datetime
-) -> Answer:
-    """The answer, or none when its address already had its share of answers."""
-    if answer.address is None or context is None or context.answers is None:
-        return answer
-    limit = settings.answers
-    if context.answers(answer.address, now, limit.window_s, limit.per_address):
-        return answer
-    return Answer(
-        None,
-        False,
-        f"{limit.per_address} automatic answers to "
-        f"{one_line(answer.address, 120)} in the last "
-        f"{limit.window_s / 60:g} minutes already",
-    )
-
-
-def title_for(mail: ParsedMail) -> str:
-    """A descriptive title: the subject without Re:/Fwd:, else the first line of the text."""
-    title = base_subject(mail.subject)
-    if not title:
-        first = next((ln for ln in mail.new_text.splitlines() if ln.strip()), "")
-        title = one_line(first, 120)
-    return title[:120] or "Report without a subject"
+from rules.types import Mailbox, Priority, TriageDecision
 
 
 def plan_email(
@@ -149,7 +66,7 @@ def plan_email(
     if verdict is None:
         verdict = judge_email(row.raw, mail.from_addr, settings.trust)
     digest = limit_digest(
-        row, _sender(row, mail), body_hash(mail.new_text or mail.subject), verdict, context
+        row, sender_of(row, mail), body_hash(mail.new_text or mail.subject), verdict, context
     )
     plan = _decide(
         row,
@@ -193,14 +110,14 @@ def _decide(
     if held is not None:
         return held
     if thread is not None:
-        return _join(row, mail, thread, settings, now)
+        return join_thread(row, mail, thread, settings, now)
     join = (
         None
         if context is None
         else find_join(
             _recent_open(context, row.mailbox, mail.subject, now, settings.limits),
             row.mailbox,
-            _sender(row, mail),
+            sender_of(row, mail),
             mail.subject,
             now,
             settings.limits,
@@ -210,9 +127,9 @@ def _decide(
     )
     if join is not None:
         return (
-            _join(row, mail, join.incident, settings, now)
+            join_thread(row, mail, join.incident, settings, now)
             if join.same_reporter
-            else _storm_join(row, mail, join, book, settings, now, verdict, context)
+            else storm_join(row, mail, join, book, settings, now, verdict, context)
         )
     alert = (
         None
@@ -222,26 +139,8 @@ def _decide(
         )
     )
     if alert is None:
-        return _new_incident(row, mail, decision, next_id, book, settings, now, verdict, context)
-    return _alert_join(row, mail, alert, book, settings, now, verdict, context)
-
-
-def _alert_join(
-    row: InboxRow,
-    mail: ParsedMail,
-    alert: Incident,
-    book: Rulebook,
-    settings: Settings,
-    now: datetime,
-    verdict: Verdict,
-    context: PlanContext | None,
-) -> Plan:
-    """Monitoring found it first: a trusted reporter joins the alert's incident."""
-    if any(r.address == _sender(row, mail) for r in alert.reporters):
-        return _join(row, mail, alert, settings, now)
-    return _storm_join(
-        row, mail, Join(alert, False), book, settings, now, verdict, context, _KNOWN_NOTE
-    )
+        return open_incident(row, mail, decision, next_id, book, settings, now, verdict, context)
+    return join_alert(row, mail, alert, book, settings, now, verdict, context)
 
 
 def _recent_open(
@@ -270,10 +169,6 @@ def mail_thread_keys(mail: ParsedMail, settings: Settings, verdict: Verdict) -> 
     )
 
 
-def _sender(row: InboxRow, mail: ParsedMail) -> str:
-    return mail.from_addr or row.mail_from.lower()
-
-
 def _held(
     row: InboxRow,
     mail: ParsedMail,
@@ -282,457 +177,7 @@ def _held(
     verdict: Verdict,
     digest: Digest | None,
 ) -> Plan | None:
-    return hold_plan(row, _sender(row, mail), digest, settings, context, verdict)
-
-
-def limit_digest(
-    row: InboxRow, sender: str, content: str, verdict: Verdict, context: PlanContext | None
-) -> Digest | None:
-    """What the limits record of this message (its bucket, content hash and time), or None
-    without the store's view or for a message an operator released from hold."""
-    if context is None or context.history is None or row.released:
-        return None
-    key = limit_key(sender, row.client, authentic=verdict.authentic, trusted=verdict.trusted)
-    return Digest(key, content, row.received_at)
-
-
-def hold_plan(
-    row: InboxRow,
-    sender: str,
-    digest: Digest | None,
-    settings: Settings,
-    context: PlanContext | None,
-    verdict: Verdict,
-) -> Plan | None:
-    """A Plan that holds the message when it breaks one of the limits (the caller puts the
-    digest on whatever Plan it returns, so the store records it)."""
-    if digest is None or context is None or context.history is None:
-        return None
-    limits = settings.limits
-    history = context.history(
-        digest.sender, digest.content, row.received_at, limits.sender_window_s, count_cap(limits)
-    )
-    found = hold_reason(history, settings.limits, trusted=verdict.trusted)
-    if found is None:
-        return None
-    why, first = found
-    outbox: tuple[OutboxSpec, ...] = ()
-    if first and settings.chat is not None:
-        via = f" via {one_line(row.client, 60)}" if row.client else ""
-        outbox = (
-            chat_reply(
-                settings.chat.incidents_room,
-                None,
-                f"Holding mail from {one_line(sender, 120)}{via} ({why}). It is "
-                "kept but not answered and pages nobody until released: "
-                "`chatops-gateway held list`, then `chatops-gateway held release "
-                f"ID` (first held: inbox #{row.id}).",
-                "alert",
-            ),
-        )
-    return Plan(outcome=f"held: {why}", outbox=outbox, held=True)
-
-
-def _join(
-    row: InboxRow, mail: ParsedMail, incident: Incident, settings: Settings, now: datetime
-) -> Plan:
-    sender = mail.from_addr or row.mail_from.lower()
-    ids = (mail.message_id,) if mail.message_id else ()
-    events = [
-        TimelineEvent(
-            now,
-            "reporter.replied",
-            sender,
-            mail.new_text[:_TEXT_LIMIT],
-            {"inbox_id": row.id, "subject": mail.subject},
-        )
-    ]
-    reopen = incident.status is Status.RESOLVED
-    if reopen:
-        events.append(
-            TimelineEvent(
-                now, "reopened", sender, "Reopened: the reporter replied after it was resolved"
-            )
-        )
-    outbox: tuple[OutboxSpec, ...] = ()
-    if settings.chat is not None:
-        note = f"{sender} replied by email: {mail.new_text[:1000]}"
-        if reopen:
-            note = f"{incident.ref} reopened: " + note
-        outbox = (chat_to_incident(note, "relay", settings.chat.incidents_room),)
-    return Plan(
-        outcome=f"joined {incident.ref}" + (" (reopened)" if reopen else ""),
-        incident_id=incident.id,
-        # A list's own address (a reply whose author the list did not name) never becomes
-        # a reporter: it would receive every later update.
-        reporter=None if sender in mail.list_addresses else Reporter(Channel.EMAIL, sender, ids),
-        reopen=reopen,
-        timeline=tuple(events),
-        outbox=outbox,
-        message_ids=ids,
-    )
-
-
-def _new_incident(
-    row: InboxRow,
-    mail: ParsedMail,
-    decision: TriageDecision,
-    next_id: int,
-    book: Rulebook,
-    settings: Settings,
-    now: datetime,
-    verdict: Verdict,
-    context: PlanContext | None = None,
-) -> Plan:
-    if decision.priority is None or row.mailbox is None:
-        raise RuntimeError("priority and mailbox are set here")
-    priority = decision.priority
-    held = decision.page and not verdict.trusted
-    if held:  # never pages alone: a ticket, and the incidents room is asked to confirm
-        decision = replace(decision, page=False, ticket=True)
-    ref = incident_ref(next_id)
-    title = title_for(mail)
-    sender = mail.from_addr or row.mail_from.lower()
-    their_ids = (mail.message_id,) if mail.message_id else ()
-    events = [
-        TimelineEvent(
-            now,
-            "reported",
-            sender,
-            f"Reported by email to the {row.mailbox} mailbox",
-            {
-                "inbox_id": row.id,
-                "subject": mail.subject,
-                "text": (mail.new_text or mail.text)[:_TEXT_LIMIT],
-                "attachments": [a.filename or a.content_type for a in mail.attachments],
-            },
-        ),
-        TimelineEvent(
-            now,
-            "triaged",
-            "rules",
-            f"{decision.priority}: " + "; ".join(decision.reasons),
-            {"rule": decision.rule, "period": decision.period},
-        ),
-    ]
-    outbox = []
-    if settings.chat is not None:
-        outbox.append(
-            OutboxSpec(
-                OutboxKind.CHAT_ANNOUNCE,
-                {
-                    "room_id": settings.chat.incidents_room,
-                    "body": announcement(ref, title, decision, sender, "email", book),
-                },
-            )
-        )
-    if decision.page:
-        outbox.append(page_spec(ref, title, decision, sender, row.mailbox, settings.pager_source))
-    if held:
-        events.append(
-            TimelineEvent(
-                now,
-                "unverified",
-                "gateway",
-                _CONFIRM.format(ref=ref) + " " + "; ".join(verdict.reasons),
-            )
-        )
-        if settings.chat is not None:
-            outbox.append(
-                chat_to_incident(
-                    f"{ref}: {_CONFIRM.format(ref=ref)} (" + "; ".join(verdict.reasons) + ")",
-                    "alert",
-                    settings.chat.incidents_room,
-                )
-            )
-    if decision.ticket:
-        outbox.append(_ticket(ref, title, decision, sender, mail))
-    answer = answer_for(row, mail, settings, verdict)
-    our_ids: tuple[str, ...] = ()
-    if decision.reply:
-        answer = _answer_allowed(answer, settings, context, now)
-        our_ids = _acknowledge(
-            ref, title, decision, mail, row, book, settings, now, answer, held, events, outbox
-        )
-    reporter = _reporter(answer, sender, mail, their_ids)
-    incident = NewIncident(
-        title=title,
-        priority=priority,
-        mailbox=row.mailbox,
-        rule=decision.rule,
-        reasons=decision.reasons,
-        period=decision.period,
-        respond_by=decision.respond_by,
-        # Flagged whenever the sender is not trusted, paging or not: a trusted report never
-        # joins such an incident (gateway.plan.storm.find_join), whoever's name it carries.
-        next_update_by=decision.next_update_by,
-        flags=() if verdict.trusted else (UNVERIFIED_FLAG,),
-    )
-    return Plan(
-        outcome=f"opened {ref} ({decision.priority}{', paged' if decision.page else ''}"
-        f"{', unverified sender' if held else ''})",
-        new_incident=incident,
-        reporter=reporter,
-        timeline=tuple(events),
-        outbox=tuple(outbox),
-        message_ids=(their_ids if reporter else ()) + our_ids,
-    )
-
-
-def _acknowledge(
-    ref: str,
-    title: str,
-    decision: TriageDecision,
-    mail: ParsedMail,
-    row: InboxRow,
-    book: Rulebook,
-    settings: Settings,
-    now: datetime,
-    answer: Answer,
-    held: bool,
-    events: list[TimelineEvent],
-    outbox: list[OutboxSpec],
-) -> tuple[str, ...]:
-    """Queue the reporter's acknowledgement (our Message-ID returned), or say on the timeline
-    and in the incidents room why there is none."""
-    if answer.address is not None:
-        ack = _ack(
-            ref,
-            title if answer.echo else _NEUTRAL_TITLE.format(mailbox=row.mailbox),
-            decision,
-            mail,
-            answer.address,
-            row,
-            book,
-            settings,
-            now,
-            _UNVERIFIED_NOTE if held else "",
-            echo=answer.echo,
-        )
-        outbox.append(ack)
-        return (str(ack.payload["message_id"]),)
-    events.append(
-        TimelineEvent(
-            now, "not_acknowledged", "gateway", f"No acknowledgement by email: {answer.why}"
-        )
-    )
-    if settings.chat is not None:
-        outbox.append(
-            chat_to_incident(
-                f"{ref}: the reporter was not acknowledged by email ({answer.why}).",
-                "alert",
-                settings.chat.incidents_room,
-            )
-        )
-    return ()
-
-
-def _reporter(
-    answer: Answer, sender: str, mail: ParsedMail, their_ids: tuple[str, ...]
-) -> Reporter | None:
-    """Who hears about the incident by email: the address automatic answers may go to.
-    An author behind a list whom nothing authenticates is nobody's to mail automatically:
-    engineers see the address and can write to them themselves."""
-    if answer.address is not None:
-        return Reporter(Channel.EMAIL, answer.address, their_ids)
-    if mail.through_list:
-        return None
-    return Reporter(Channel.EMAIL, sender, their_ids)
-
-
-def _ticket(
-    ref: str, title: str, decision: TriageDecision, sender: str, mail: ParsedMail
-) -> OutboxSpec:
-    body = "\n".join(
-        [
-            f"Reported by {sender}.",
-            "",
-            mail.new_text[:_TEXT_LIMIT],
-            "",
-            "Triage: " + "; ".join(decision.reasons),
-        ]
-    )
-    return OutboxSpec(
-        OutboxKind.TICKET_CREATE,
-        {
-            "reference": ref,
-            "title": f"[{ref}] {title}",
-            "priority": decision.priority,
-            "requester": sender,
-            "body": body,
-        },
-    )
-
-
-_NEUTRAL_TITLE = "your report to the {mailbox} address"
-_CONFIRM = (
-    "Not paged: the sender is not verified. An engineer can page with !page {ref} "
-    "after checking the report is genuine."
-)
-_UNVERIFIED_NOTE = (
-    "We could not confirm that this message comes from a known tenant "
-    "address, so an engineer will check it before paging anyone."
-)
-_STORM_NOTE = (
-    "Others have reported the same problem and we are already working on it. "
-    "You will receive our updates."
-)
-_KNOWN_NOTE = (
-    "We already know about this problem from our monitoring, and an engineer is on "
-    "it. You will receive our updates."
-)
-
-
-def _storm_join(
-    row: InboxRow,
-    mail: ParsedMail,
-    join: Join,
-    book: Rulebook,
-    settings: Settings,
-    now: datetime,
-    verdict: Verdict,
-    context: PlanContext | None,
-    note: str = _STORM_NOTE,
-) -> Plan:
-    """Another reporter of an open incident: acknowledged and told the updates, no page."""
-    inc, sender = join.incident, _sender(row, mail)
-    ids = (mail.message_id,) if mail.message_id else ()
-    events = (
-        TimelineEvent(
-            now,
-            "reported",
-            sender,
-            f"Reported the same problem by email to the {row.mailbox} mailbox",
-            {"inbox_id": row.id, "subject": mail.subject},
-        ),
-    )
-    decision = TriageDecision(
-        inc.priority,
-        False,
-        False,
-        True,
-        inc.rule,
-        inc.reasons,
-        inc.period or Period.IN_HOURS,
-        inc.respond_by,
-        inc.next_update_by,
-    )
-    outbox: list[OutboxSpec] = []
-    count = len(inc.reporters) + 1
-    if settings.chat is not None and count in (2, 5, 10, 25, 50, 100, 250, 1000):
-        outbox.append(
-            chat_to_incident(
-                f"{inc.ref}: {count} reporters now (latest {one_line(sender, 120)})",
-                "relay",
-                settings.chat.incidents_room,
-            )
-        )
-    answer = _answer_allowed(answer_for(row, mail, settings, verdict), settings, context, now)
-    our_ids: tuple[str, ...] = ()
-    if answer.address is not None:
-        ack = _ack(
-            inc.ref,
-            inc.title if answer.echo else _NEUTRAL_TITLE.format(mailbox=row.mailbox),
-            decision,
-            mail,
-            answer.address,
-            row,
-            book,
-            settings,
-            now,
-            note,
-            echo=answer.echo,
-        )
-        outbox.append(ack)
-        our_ids = (str(ack.payload["message_id"]),)
-    reporter = _reporter(answer, sender, mail, ids)
-    return Plan(
-        outcome=f"joined {inc.ref} (same outage)",
-        incident_id=inc.id,
-        reporter=reporter,
-        timeline=events,
-        outbox=tuple(outbox),
-        message_ids=(ids if reporter else ()) + our_ids,
-    )
-
-
-def _with_note(body: str, note: str) -> str:
-    """The body with `note` as its second paragraph (after the greeting)."""
-    if not note:
-        return body
-    greeting, sep, rest = body.partition("\n\n")
-    return f"{greeting}\n\n{note}\n\n{rest}" if sep else f"{body}\n{note}\n"
-
-
-def _ack(
-    ref: str,
-    title: str,
-    decision: TriageDecision,
-    mail: ParsedMail,
-    to: str,
-    row: InboxRow,
-    book: Rulebook,
-    settings: Settings,
-    now: datetime,
-    note: str = "",
-    *,
-    echo: bool = True,
-) -> OutboxSpec:
-    if decision.priority is None:
-        raise RuntimeError("priority is set here")
-    level = book.priorities.get(decision.priority)
-    body = ack_body(
-        ref=ref,
-        title=title,
-        priority=decision.priority,
-        priority_name=level.name,
-        meaning=level.meaning,
-        paged=decision.page,
-        # A note means the priority is covered now (a storm join, or a page held for a check).
-        in_hours=decision.period is Period.IN_HOURS or bool(note),
-        respond_by=decision.respond_by,
-        next_update_by=decision.next_update_by,
-        tz=book.hours.timezone,
-        hours_text=hours_text(book),
-        signature=settings.signature,
-    )
-    body = _with_note(body, note)
-    message_id = settings.sender.message_id(int(ref.partition("-")[2]), f"ack.{row.id}")
-    refs = [*mail.references, *([mail.message_id] if mail.message_id else [])]
-    subject = ack_subject(ref, mail.subject if echo else "")
-    out = render(
-        sender=settings.sender,
-        to=to,
-        subject=subject,
-        body=body,
-        message_id=message_id,
-        in_reply_to=mail.message_id,
-        references=refs,
-        now=now,
-    )
-    return OutboxSpec(
-        OutboxKind.MAIL_SEND,
-        {
-            "purpose": "acknowledgement",
-            "message_id": out.message_id,
-            "mail_from": out.mail_from,
-            "rcpt_to": out.rcpt_to,
-            "data": out.data.decode("ascii", "surrogateescape"),
-        },
-    )
-
-
-def hours_text(book: Rulebook) -> str:
-    """'Monday to Friday, 09:00–17:00 UK time' (or the configured days and zone)."""
-    h = book.hours
-    days = [d.capitalize() for d in h.working_days]
-    span = (
-        f"{_DAY_NAMES[days[0]]} to {_DAY_NAMES[days[-1]]}"
-        if len(days) > 1
-        else (_DAY_NAMES[days[0]])
-    )
-    zone = zone_name(h.timezone)
-    return f"{span}, {h.in_hours.start:%H:%M}–{h.in_hours.end:%H:%M} {zone}"
+    return hold_plan(row, sender_of(row, mail), digest, settings, context, verdict)
 
 
 def plan_unreadable(row: InboxRow, problem: str, now: datetime) -> Plan:

@@ -1,5 +1,6 @@
 """The SLA planner: given the open incidents and the instant, which reminders, escalations,
-holding replies, handover reminders and out-of-hours digests are due, each as a Plan.
+holding replies, handover reminders and out-of-hours digests are due, each as a Plan, and
+when each incident must be looked at again (the items themselves: gateway.plan.sla_items).
 
 Pure, like the pipeline: incidents, the rulebook and `now` in; `Due` items out. Every item
 has a key (subject, kind, due_at) that the store records in the same transaction that
@@ -10,119 +11,136 @@ and daily reminders (handover at close, the digest) only for the latest occurren
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from functools import cached_property
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 
-from gateway.domain import (
-    Due,
-    Incident,
-    OutboxKind,
-    OutboxSpec,
-    Plan,
-    Status,
-    TimelineEvent,
+from gateway.domain import Due, Incident
+from gateway.plan.sla_items import (
+    DIGEST,
+    Candidate,
+    Ctx,
+    EscalationTarget,
+    SlaSettings,
+    digest_candidate,
+    digest_window,
+    is_open,
+    of_incident,
 )
-from gateway.plan.relay import chat_reply, chat_to_incident, to_reporters
-from gateway.plan.replies import Sender, local_time, render, zone_name
 from rules.book import Rulebook
-from rules.engine import label, next_update_due
-from rules.sla import closing_before, last_closing, last_opening
-from rules.types import Period, Priority
 
-DIGEST = "digest"
-
-
-@dataclass(frozen=True)
-class EscalationTarget:
-    """One escalation step: `kind` is "page" (to `route`), "chat" (`room`) or "email"."""
-
-    kind: str
-    after: timedelta
-    route: str | None = None
-    room: str | None = None
-    address: str | None = None
-
-    def describe(self) -> str:
-        """Where the step goes, for people (never the routing key)."""
-        if self.kind == "page":
-            return f"the escalation pager ({self.route})"
-        return f"room {self.room}" if self.kind == "chat" else str(self.address)
-
-
-@dataclass(frozen=True)
-class SlaSettings:
-    """What the planner needs from the configuration."""
-
-    sender: Sender
-    pager_source: str
-    incidents_room: str | None  # None: no chat; reminders are logged and on the timeline
-    respond_warning: timedelta = timedelta(minutes=5)
-    update_warning: timedelta = timedelta(minutes=10)
-    holding: frozenset[Priority] = frozenset({Priority.P1})
-    escalate: frozenset[Priority] = frozenset({Priority.P1})
-    escalation: tuple[EscalationTarget, ...] = ()
-    handover: frozenset[Priority] = frozenset({Priority.P1, Priority.P2})
-    handover_at_close: bool = True
-    handover_after: timedelta | None = timedelta(hours=6)
-    digest: bool = True
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    subject: str
-    incident_id: int | None
-    kind: str
-    due_at: datetime
-    build: Callable[[], tuple[str, Plan]]
-    until: datetime | None = None  # only worth sending before this instant
-
-
-@dataclass(frozen=True)
-class _Ctx:
-    book: Rulebook
-    settings: SlaSettings
-    now: datetime
-    when: Callable[[datetime], str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        clock = self.book.clock
-        object.__setattr__(self, "when", lambda at: label(clock, at))
-
-    @cached_property
-    def last_close(self) -> datetime | None:
-        """The latest end of support hours at or before `now` (the same for every incident
-        of a round: worked out once)."""
-        return last_closing(self.book.clock, self.now)
+__all__ = [
+    "DIGEST",
+    "EscalationTarget",
+    "SlaSettings",
+    "digest_items",
+    "digest_window",
+    "due_now",
+    "incident_items",
+    "next_digest",
+    "next_due",
+    "next_due_by_incident",
+]
 
 
 def due_now(
     incidents: Sequence[Incident], now: datetime, book: Rulebook, settings: SlaSettings
 ) -> list[Due]:
     """Everything due at `now` (already-fired items are filtered by the store's key)."""
-    out = []
-    for c in _candidates(incidents, _Ctx(book, settings, now)):
-        if c.due_at <= now and (c.until is None or now < c.until):
-            text, plan = c.build()
-            out.append(Due(c.subject, c.incident_id, c.kind, c.due_at, plan, text))
+    ctx = Ctx(book, settings, now)
+    return [_due(c) for c in _candidates(incidents, ctx) if _is_due(c, now)]
+
+
+def incident_items(
+    incidents: Sequence[Incident], now: datetime, book: Rulebook, settings: SlaSettings
+) -> list[Due]:
+    """What is due at `now` for these incidents, the digest aside (the scheduler's round
+    over the incidents its index says are due; already-fired items are filtered by the
+    store's key)."""
+    ctx = Ctx(book, settings, now)
+    return [_due(c) for i in incidents for c in of_incident(i, ctx) if _is_due(c, now)]
+
+
+def digest_items(
+    waiting: Sequence[Incident], now: datetime, book: Rulebook, settings: SlaSettings
+) -> list[Due]:
+    """The digest due at `now`, if any, listing `waiting` (the open incidents created in
+    the window `digest_window` gives; others are left out as `due_now` leaves them)."""
+    digest = digest_candidate(waiting, Ctx(book, settings, now))
+    return [_due(digest)] if digest is not None and _is_due(digest, now) else []
+
+
+def next_digest(now: datetime, book: Rulebook, settings: SlaSettings) -> datetime | None:
+    """The next opening after `now` at which a digest falls due (None: digests off)."""
+    return _next_opening(book, now) if settings.digest else None
+
+
+def next_due_by_incident(
+    incidents: Sequence[Incident],
+    fired: Mapping[int, Collection[tuple[str, datetime]]],
+    now: datetime,
+    book: Rulebook,
+    settings: SlaSettings,
+) -> dict[int, datetime | None]:
+    """For each incident, the earliest instant at which the scheduler must look at it
+    again, given `fired` (incident id: the (kind, due_at) of its items already fired):
+    its soonest item not fired yet and still worth sending at `now` (a warning only
+    before its deadline), or the next end of support hours for a handover priority.
+    None: nothing more is ever due (resolved, merged away).
+
+    Planned at `now` right after firing what was due then, every time is after `now`.
+    An incident is due again exactly when `due_now` would have something new for it:
+    a warning that lapses unsent is followed at its deadline by the overdue item, and
+    the handover at close is always the latest close."""
+    ctx = Ctx(book, settings, now)
+    closing = _next_closing(book, now) if settings.handover_at_close else None
+    out: dict[int, datetime | None] = {}
+    for incident in incidents:
+        done = fired.get(incident.id, ())
+        times = [
+            c.due_at
+            for c in of_incident(incident, ctx)
+            if (c.kind, c.due_at) not in done and (c.until is None or now < c.until)
+        ]
+        if (
+            closing is not None
+            and is_open(incident)
+            and incident.priority in settings.handover
+            and closing > incident.created_at
+        ):
+            times.append(closing)
+        out[incident.id] = min(times, default=None)
     return out
+
+
+def _is_due(c: Candidate, now: datetime) -> bool:
+    return c.due_at <= now and (c.until is None or now < c.until)
+
+
+def _due(c: Candidate) -> Due:
+    text, plan = c.build()
+    return Due(c.subject, c.incident_id, c.kind, c.due_at, plan, text)
+
+
+def _next_closing(book: Rulebook, now: datetime) -> datetime | None:
+    """The first end of support hours after `now`."""
+    clock = book.clock
+    opening = clock.next_in_hours_start(now)
+    window = clock.in_hours_window(clock.local(opening).date())
+    return window[1] if window is not None and window[1] > now else None
 
 
 def next_due(
     incidents: Sequence[Incident], now: datetime, book: Rulebook, settings: SlaSettings
 ) -> datetime | None:
     """The earliest instant after `now` at which something falls due."""
-    ctx = _Ctx(book, settings, now)
+    ctx = Ctx(book, settings, now)
     future = [c.due_at for c in _candidates(incidents, ctx) if c.due_at > now]
-    clock = book.clock
     if settings.digest:
         future.append(_next_opening(book, now))
     if settings.handover_at_close and any(i.priority in settings.handover for i in incidents):
-        opening = clock.next_in_hours_start(now)
-        window = clock.in_hours_window(clock.local(opening).date())
-        if window is not None:
-            future.append(window[1])
+        closing = _next_closing(book, now)
+        if closing is not None:
+            future.append(closing)
     return min(future, default=None)
 
 
@@ -136,294 +154,7 @@ def _next_opening(book: Rulebook, now: datetime) -> datetime:
     return clock.next_in_hours_start(end)
 
 
-def _candidates(incidents: Sequence[Incident], ctx: _Ctx) -> list[_Candidate]:
-    found: list[_Candidate] = []
-    for incident in incidents:
-        if incident.status is Status.RESOLVED or incident.merged_into is not None:
-            continue
-        found += _response(incident, ctx)
-        found += _updates(incident, ctx)
-        found += _handover(incident, ctx)
-    digest = _digest(incidents, ctx)
+def _candidates(incidents: Sequence[Incident], ctx: Ctx) -> list[Candidate]:
+    found = [c for incident in incidents for c in of_incident(incident, ctx)]
+    digest = digest_candidate(incidents, ctx)
     return found + ([digest] if digest else [])
-
-
-def _notice(incident: Incident, ctx: _Ctx, text: str) -> tuple[OutboxSpec, ...]:
-    room = ctx.settings.incidents_room
-    # Every incident is announced when chat is configured, except unreadable mail; the
-    # notice waits for the announcement that roots the thread if it is not out yet.
-    if room is None or (incident.chat_root is None and "unparseable" in incident.flags):
-        return ()
-    return (chat_to_incident(text, "reminder", room),)
-
-
-def _reminder(
-    incident: Incident,
-    kind: str,
-    due_at: datetime,
-    ctx: _Ctx,
-    words: Callable[[], str],
-    until: datetime | None = None,
-) -> _Candidate:
-    # The words are only put together for what is due: a round looks at every candidate of
-    # every open incident, and formatting the times in them was most of its cost.
-    def build() -> tuple[str, Plan]:
-        text = words()
-        return text, Plan(
-            outcome=kind,
-            incident_id=incident.id,
-            timeline=(TimelineEvent(ctx.now, f"sla.{kind}", "gateway", text),),
-            outbox=_notice(incident, ctx, text),
-        )
-
-    return _Candidate(incident.ref, incident.id, kind, due_at, build, until)
-
-
-def _response(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
-    by = incident.respond_by
-    if by is None or incident.status is not Status.OPEN:
-        return []
-    s, ref, when = ctx.settings, incident.ref, ctx.when
-    found = [
-        _reminder(
-            incident,
-            "respond.soon",
-            by - s.respond_warning,
-            ctx,
-            lambda: (
-                f"{ref}: a response is due by {when(by)} and nobody has acknowledged "
-                "it yet. Reply !ack when you are on it."
-            ),
-            until=by,
-        ),
-        _reminder(
-            incident,
-            "respond.overdue",
-            by,
-            ctx,
-            lambda: (
-                f"{ref}: the response was due by {when(by)} and nobody has "
-                "acknowledged it. Reply !ack when you are on it."
-            ),
-        ),
-    ]
-    if incident.priority in s.escalate:
-        found += [
-            _escalation(incident, index, step, ctx) for index, step in enumerate(s.escalation)
-        ]
-    return found
-
-
-def _escalation(incident: Incident, index: int, step: EscalationTarget, ctx: _Ctx) -> _Candidate:
-    if incident.respond_by is None:
-        raise RuntimeError("respond_by is set here")
-    due = incident.respond_by + step.after
-    kind = f"escalate.{index + 1}"
-
-    def build() -> tuple[str, Plan]:
-        ref, when = incident.ref, ctx.when(incident.respond_by or due)
-        text = (
-            f"{ref} ({incident.priority}) was not acknowledged by {when}: escalated to "
-            f"{step.describe()}."
-        )
-        message = (
-            f'Escalation: {ref} {incident.priority} "{incident.title}" has not been '
-            f"acknowledged; the response was due by {when}."
-        )
-        outbox = (
-            *_escalation_spec(incident, index, step, message, ctx),
-            *_notice(incident, ctx, text),
-        )
-        return text, Plan(
-            outcome=kind,
-            incident_id=incident.id,
-            outbox=outbox,
-            timeline=(TimelineEvent(ctx.now, f"sla.{kind}", "gateway", text),),
-        )
-
-    return _Candidate(incident.ref, incident.id, kind, due, build)
-
-
-def _escalation_spec(
-    incident: Incident, index: int, step: EscalationTarget, message: str, ctx: _Ctx
-) -> tuple[OutboxSpec, ...]:
-    if step.kind == "page":
-        return (
-            OutboxSpec(
-                OutboxKind.PAGE_TRIGGER,
-                {
-                    "dedup_key": f"{incident.ref}-escalation-{index + 1}",
-                    "route": step.route,
-                    "summary": f"[{incident.ref}] {message}"[:1000],
-                    "severity": "critical",
-                    "source": ctx.settings.pager_source,
-                    "details": {
-                        "reference": incident.ref,
-                        "priority": incident.priority,
-                        "escalation_step": index + 1,
-                    },
-                },
-            ),
-        )
-    if step.kind == "chat":
-        if step.room is None:
-            raise RuntimeError("room is set here")
-        return (chat_reply(step.room, None, message, "escalation", to=step.room),)
-    if step.address is None:
-        raise RuntimeError("address is set here")
-    sender = ctx.settings.sender
-    out = render(
-        sender=sender,
-        to=step.address,
-        subject=f"[{incident.ref}] Escalation: {incident.title}"[:200],
-        body=message + f"\n\n{sender.name}\n",
-        message_id=f"<{incident.ref.lower()}.escalation.{index + 1}@{sender.msgid_domain}>",
-        in_reply_to=None,
-        references=(),
-        now=ctx.now,
-    )
-    return (
-        OutboxSpec(
-            OutboxKind.MAIL_SEND,
-            {
-                "purpose": "escalation",
-                "message_id": out.message_id,
-                "mail_from": out.mail_from,
-                "rcpt_to": out.rcpt_to,
-                "data": out.data.decode("ascii", "surrogateescape"),
-            },
-        ),
-    )
-
-
-def _updates(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
-    by = incident.next_update_by
-    if by is None:
-        return []
-    s, ref, when = ctx.settings, incident.ref, ctx.when
-    who = incident.comms or incident.lead
-    ask = (
-        f"{who}: please post one with !update <text>."
-        if who
-        else "Nobody is named comms or lead yet (!comms @user); post one with !update <text>."
-    )
-    soon = _reminder(
-        incident,
-        "update.soon",
-        by - s.update_warning,
-        ctx,
-        lambda: f"{ref}: the next update to reporters is due by {when(by)}. {ask}",
-        until=by,
-    )
-    if incident.priority not in s.holding or not incident.reporters:
-        overdue = _reminder(
-            incident,
-            "update.overdue",
-            by,
-            ctx,
-            lambda: f"{ref}: the update to reporters due by {when(by)} is overdue. {ask}",
-        )
-        return [soon, overdue]
-    return [
-        soon,
-        _Candidate(ref, incident.id, "update.overdue", by, lambda: _holding(incident, ctx, ask)),
-    ]
-
-
-def _holding(incident: Incident, ctx: _Ctx, ask: str) -> tuple[str, Plan]:
-    """The update is overdue: reporters get an honest holding reply and a new promise."""
-    if incident.next_update_by is None:
-        raise RuntimeError("next_update_by is set here")
-    tz = ctx.book.hours.timezone
-    nxt = next_update_due(incident.priority, ctx.now, ctx.book)
-    body = (
-        f"Update on {incident.ref} ({incident.title}):\n\nWe are still working on it. "
-        f"We will send the next update by {local_time(nxt, tz)} ({zone_name(tz)})."
-    )
-    key = f"h{int(incident.next_update_by.timestamp())}"
-    sent = to_reporters(incident, body, "holding", key, ctx.settings.sender, ctx.now)
-    text = (
-        f"{incident.ref}: the update to reporters due by {ctx.when(incident.next_update_by)}"
-        f" is overdue. A holding reply went to {len(sent)} reporter(s); the next update is "
-        f"now promised by {ctx.when(nxt)}. {ask}"
-    )
-    plan = Plan(
-        outcome="update.overdue",
-        incident_id=incident.id,
-        changes={"next_update_by": nxt},
-        timeline=(TimelineEvent(ctx.now, "sla.holding", "gateway", text),),
-        outbox=(*sent, *_notice(incident, ctx, text)),
-    )
-    return text, plan
-
-
-def _handover(incident: Incident, ctx: _Ctx) -> list[_Candidate]:
-    s = ctx.settings
-    if incident.priority not in s.handover:
-        return []
-    found = []
-    ask = "write the handover summary (what is known, what was done, who has it next) as !note."
-    if s.handover_after is not None:
-        at = incident.created_at + s.handover_after
-        hours = s.handover_after.total_seconds() / 3600
-        found.append(
-            _reminder(
-                incident,
-                "handover.open_long",
-                at,
-                ctx,
-                lambda: f"{incident.ref} has been open for {hours:g} hours: {ask}",
-            )
-        )
-    close = ctx.last_close if s.handover_at_close else None
-    if close is not None and close > incident.created_at:
-        found.append(
-            _reminder(
-                incident,
-                "handover.close",
-                close,
-                ctx,
-                lambda: f"{incident.ref} is still open at the end of support hours: {ask}",
-            )
-        )
-    return found
-
-
-def _digest(incidents: Sequence[Incident], ctx: _Ctx) -> _Candidate | None:
-    """At the start of in-hours: the tickets that arrived out of hours and are still open."""
-    clock = ctx.book.clock
-    opening = last_opening(clock, ctx.now) if ctx.settings.digest else None
-    window = clock.in_hours_window(clock.local(opening).date()) if opening else None
-    if opening is None or window is None or ctx.now >= window[1]:
-        return None
-    since = closing_before(clock, opening)
-    waiting = sorted(
-        (
-            i
-            for i in incidents
-            if i.status is not Status.RESOLVED
-            and i.merged_into is None
-            and i.period is not Period.IN_HOURS
-            and i.created_at < opening
-            and (since is None or i.created_at >= since)
-        ),
-        key=lambda i: i.id,
-    )
-
-    def build() -> tuple[str, Plan]:
-        if not waiting:
-            return "No tickets arrived out of hours.", Plan(outcome=DIGEST)
-        lines = [
-            f"Out of hours since {ctx.when(since) if since else 'the last period'}, "
-            f"{len(waiting)} ticket(s) arrived and are still open:"
-        ]
-        lines += [
-            f"- {i.ref} {i.priority} {i.status}, reported {ctx.when(i.created_at)}: {i.title}"
-            for i in waiting
-        ]
-        text = "\n".join(lines)
-        room = ctx.settings.incidents_room
-        outbox = (chat_reply(room, None, text, DIGEST),) if room else ()
-        return text, Plan(outcome=DIGEST, outbox=outbox)
-
-    return _Candidate(DIGEST, None, DIGEST, opening, build)

@@ -12,14 +12,14 @@ Two questions, both answered from values, with reasons:
   neither, authenticity is not checked (None) and the allow-list alone decides. Mail with
   two From headers (or, when checked, two Subjects) is never authentic.
 - **Is the sender known?** The tenant allow-list: exact addresses, exact domains (the
-  domain of an email address, or the server of a Matrix user id), or `allow_all`.
+  domain of an email address, or the server the chat adapter says authenticated a chat
+  user), or `allow_all`.
 
 A trusted sender is known and not shown to be inauthentic. Anyone else never pages alone.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email import policy
@@ -41,7 +41,6 @@ if TYPE_CHECKING:  # dkimpy is imported only where DKIM checking is configured
     from gateway.parse.dkim_check import DkimResult
 
 UNVERIFIED_FLAG = "unverified sender"
-_MATRIX_USER = re.compile(r"^@[^:\s]+:(\S+)$")
 MethodResult = AuthResult  # the name earlier callers used
 
 
@@ -214,25 +213,32 @@ def judge_email(raw: bytes, from_addr: str, policy_: TrustPolicy) -> Verdict:
     return _verdict(from_addr, authentic, reasons, policy_)
 
 
-def is_known(sender: str, policy_: TrustPolicy) -> bool:
-    """On the allow-list: an exact address (or Matrix user id), or its exact domain/server."""
+def is_known(sender: str, policy_: TrustPolicy, domain: str | None = None) -> bool:
+    """On the allow-list: an exact address (or chat user id), or its exact domain: an email
+    address's own, or for a chat user `domain`, the server the chat adapter says
+    authenticated them (never read from the id here: only the adapter knows its form)."""
     sender = sender.strip().lower()
     if policy_.allow_all or sender in policy_.allow_addresses:
         return True
-    matrix = _MATRIX_USER.match(sender)
-    domain = matrix.group(1) if matrix else _domain_of(sender)
-    return bool(domain) and domain in policy_.allow_domains
+    found = _domain_of(sender) if domain is None else domain.strip().lower()
+    return bool(found) and found in policy_.allow_domains
 
 
-def judge_chat(user_id: str, policy_: TrustPolicy) -> Verdict:
-    """A Matrix user: the homeserver authenticated them; the allow-list decides."""
-    return _verdict(user_id, True, ["the homeserver authenticated the user"], policy_)
+def judge_chat(user_id: str, policy_: TrustPolicy, domain: str | None = None) -> Verdict:
+    """A chat user: their chat server authenticated them; the allow-list decides (by the id,
+    or by `domain`, the server that authenticated them, when the chat adapter names one)."""
+    reasons = ["the chat server authenticated the user"]
+    return _verdict(user_id, True, reasons, policy_, domain or "")
 
 
 def _verdict(
-    sender: str, authentic: bool | None, reasons: list[str], policy_: TrustPolicy
+    sender: str,
+    authentic: bool | None,
+    reasons: list[str],
+    policy_: TrustPolicy,
+    domain: str | None = None,
 ) -> Verdict:
-    known = is_known(sender, policy_)
+    known = is_known(sender, policy_, domain)
     reasons.append(
         f"{sender or 'the sender'} is "
         + ("on the allow-list" if known else "not on the allow-list")

@@ -35,9 +35,10 @@ from gateway.domain import (
     TimelineEvent,
     incident_ref,
 )
-from gateway.plan.pipeline import Settings, hold_plan, limit_digest
+from gateway.plan.holds import hold_plan, limit_digest
 from gateway.plan.relay import announcement, chat_to_incident, page_spec
 from gateway.plan.replies import one_line
+from gateway.plan.settings import Settings
 from gateway.plan.trust import UNVERIFIED_FLAG, Verdict, judge_email
 from rules.book import Rulebook
 from rules.engine import next_update_due, respond_due

@@ -12,6 +12,7 @@ message. A forged or damaged token is an ordinary message — and the canary is 
 
 States (shown as the `canary` component): "waiting" until the first run, "ok" while the
 last canary came through, "failed" (unhealthy) when one has not within `deadline_s`.
+About once an hour, the canaries older than two days are deleted from the store.
 """
 
 from __future__ import annotations
@@ -23,19 +24,21 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
 import structlog
 
-from gateway.domain import InboxRow, OutboxEntry, OutboxKind, OutboxSpec, Plan
+from gateway.domain import CANARY_OUTCOME, InboxRow, OutboxEntry, OutboxKind, OutboxSpec, Plan
 from gateway.ports import TransientError
 
 log = structlog.get_logger("gateway.run.canary")
 
 HEADER = "X-Chatops-Canary"
 MAX_AGE_S = 86400.0  # an older token is not a canary (a replay of a stolen one, at most)
+KEEP_S = 2 * MAX_AGE_S  # canaries are kept this long, then pruned (nothing refers to them)
+PRUNE_EVERY_S = 3600.0
 _TOKEN = re.compile(
     rb"^x-chatops-canary:[ \t]*([0-9a-f]{32})\.(\d{1,12})\.([0-9a-f]{64})[ \t]*\r?$",
     re.IGNORECASE | re.MULTILINE,
@@ -103,7 +106,7 @@ def recogniser(key: bytes) -> Callable[[InboxRow], Plan | None]:
         if nonce is None:
             return None
         return Plan(
-            outcome="ignored: canary", outbox=(OutboxSpec(OutboxKind.CANARY, {"nonce": nonce}),)
+            outcome=CANARY_OUTCOME, outbox=(OutboxSpec(OutboxKind.CANARY, {"nonce": nonce}),)
         )
 
     return recognise
@@ -122,6 +125,8 @@ class CanaryMonitor:
         deadline_s: float,
         elsewhere: Callable[[str], Awaitable[bool]] | None = None,
         poll_s: float = 1.0,
+        prune: Callable[[datetime], Awaitable[int]] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         # `elsewhere(nonce)`: whether another node's outbox delivered that canary (several
         # nodes on one database: any node may claim the entry, only this one waits for it).
@@ -134,6 +139,9 @@ class CanaryMonitor:
         self.through = 0
         self.last_error = ""
         self._arrived: dict[str, asyncio.Event] = {}
+        # `prune(before)`: delete the canaries processed before then (the store's
+        # prune_canaries), done about once an hour for those older than KEEP_S.
+        self._prune, self._pruned_at, self._clock = prune, time.monotonic(), clock
 
     def problem(self) -> str:
         """Why the last canary failed, for /healthz."""
@@ -153,6 +161,24 @@ class CanaryMonitor:
         while True:
             await asyncio.sleep(self._interval_s)
             await self.once()
+            if self._prune is not None and time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                await self.prune_old()
+
+    async def prune_old(self) -> int:
+        """Delete the canaries older than KEEP_S; a failure is logged and tried next time."""
+        if self._prune is None:
+            return 0
+        self._pruned_at = time.monotonic()
+        try:
+            gone = await self._prune(self._clock() - timedelta(seconds=KEEP_S))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a database that does not answer: the next hour will do
+            log.warning("canary.prune_failed", error=type(exc).__name__)
+            return 0
+        if gone:
+            log.info("canary.pruned", canaries=gone)
+        return gone
 
     async def once(self) -> bool:
         """Send one canary and wait for it; True if it came through in time."""

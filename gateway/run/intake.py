@@ -1,4 +1,5 @@
-"""Mail intake in the core: which mailbox a recipient is, the re-send key, and the durable accept.
+"""Mail and chat intake in the core: which mailbox a recipient is, the re-send key, and the
+durable accept.
 
 Every way mail comes in (the SMTP listener, the IMAP watcher) calls `MailIntake.accept`;
 it returns only after the message is committed, and then wakes the inbox worker.
@@ -14,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
 
-from gateway.domain import Accepted, Channel, NewMessage
+from gateway.domain import Accepted, Channel, ChatMessage, NewMessage, chat_key
+from gateway.domain_chat import encode_chat
 from gateway.ports import Store, TransientError
 from gateway.run.worker import Clock, utcnow
 from rules.types import Mailbox
@@ -64,11 +64,27 @@ def canonical_address(address: str) -> str:
     return f"{local.split('+', 1)[0]}@{domain}"
 
 
-def content_digest(raw: bytes) -> bytes:
+def header_end(raw: bytes) -> tuple[int, int] | None:
+    """Where the first blank line is, as _HEADER_END.search would say (start, end), found
+    with bytes.find: the header of most mail is short and ends in CRLF CRLF, and the regex
+    tried each of the body's line ends too (4 µs of the event loop for 2 KB, twice)."""
+    crlf = raw.find(b"\r\n\r\n")
+    limit = len(raw) if crlf < 0 else crlf + 4
+    # The first LF followed by LF or CRLF, at or before the CRLF CRLF (its own LF is one).
+    hits = [i for i in (raw.find(b"\n\n", 0, limit), raw.find(b"\n\r\n", 0, limit)) if i >= 0]
+    if not hits:
+        return None
+    lf = min(hits)
+    start = lf - 1 if lf and raw[lf - 1] == 0x0D else lf
+    return start, lf + (2 if raw[lf + 1] == 0x0A else 3)
+
+
+def content_digest(raw: bytes, end: tuple[int, int] | None = None) -> bytes:
     """What the author wrote: the author's header fields (unfolded, whitespace collapsed)
-    and the body (line ends normalised, trailing blank lines dropped)."""
-    end = _HEADER_END.search(raw)
-    head, body = (raw[: end.start()], raw[end.end() :]) if end else (raw, b"")
+    and the body (line ends normalised, trailing blank lines dropped). `end`: header_end's
+    answer, when the caller has it already."""
+    end = end or header_end(raw)
+    head, body = (raw[: end[0]], raw[end[1] :]) if end else (raw, b"")
     digest = hashlib.sha256()
     for match in _FIELD.finditer(head):
         name = match.group(1).lower()
@@ -82,8 +98,8 @@ def content_digest(raw: bytes) -> bytes:
 def resend_key(mail_from: str, raw: bytes) -> str | None:
     """Same sender + same Message-ID + same content (`content_digest`) = the same message
     sent again (processed once); None without a Message-ID."""
-    end = _HEADER_END.search(raw)
-    head = raw[: end.start()] if end else raw[:65536]
+    end = header_end(raw)
+    head = raw[: end[0]] if end else raw[:65536]
     match = _MSGID.search(head)
     if match is None:
         return None
@@ -97,7 +113,7 @@ def resend_key(mail_from: str, raw: bytes) -> str | None:
         + b"\0"
         + msgid.lower()
         + b"\0"
-        + content_digest(raw)
+        + content_digest(raw, end)
     )
     return digest.hexdigest()
 
@@ -181,8 +197,9 @@ class MailIntake:
 
 
 class ChatIntake:
-    """Accepts chat events into the durable inbox, keyed by event id (so a replayed sync
-    batch is harmless), and wakes the inbox worker."""
+    """Accepts chat messages (neutral values, translated by the chat adapter) into the
+    durable inbox, keyed by event id (so a replayed sync batch is harmless), and wakes the
+    inbox worker."""
 
     def __init__(
         self,
@@ -196,33 +213,28 @@ class ChatIntake:
         self._on_accepted = on_accepted
         self._clock = clock
 
-    async def accept(self, room_id: str, event: Mapping[str, Any], sender_power: int) -> None:
-        """Commit one room event."""
-        event_id = str(event.get("event_id", ""))
-        raw = json.dumps(
-            {"room_id": room_id, "sender_power": sender_power, "event": event},
-            separators=(",", ":"),
-        ).encode()
-        mailbox = self._report_rooms.get(room_id)
+    async def accept(self, msg: ChatMessage) -> None:
+        """Commit one message."""
+        mailbox = self._report_rooms.get(msg.room_id)
         await self._store.accept(
             NewMessage(
-                channel=Channel.MATRIX,
+                channel=Channel.CHAT,
                 mailbox=Mailbox(mailbox) if mailbox else None,
-                mail_from=str(event.get("sender", "")),
-                rcpt_to=(room_id,),
-                raw=raw,
-                dedup_key=f"mx:{event_id}" if event_id else None,
+                mail_from=msg.sender,
+                rcpt_to=(msg.room_id,),
+                raw=encode_chat(msg),
+                # The same key as rows stored before chat was neutral: a batch replayed
+                # across an upgrade is still accepted once.
+                dedup_key=chat_key(msg.event_id) if msg.event_id else None,
                 received_at=self._clock(),
             )
         )
 
-    async def accept_all(self, events: Iterable[tuple[str, Mapping[str, Any], int]]) -> None:
+    async def accept_all(self, messages: Iterable[ChatMessage]) -> None:
         """Commit a batch (they share group commits), then wake the worker once. A failure is
         a TransientError: the caller keeps its sync position and offers the batch again."""
         try:
-            await asyncio.gather(
-                *(self.accept(room, event, power) for room, event, power in events)
-            )
+            await asyncio.gather(*(self.accept(msg) for msg in messages))
         except Exception as exc:
             raise TransientError(f"could not commit chat events ({type(exc).__name__})") from exc
         self._on_accepted()

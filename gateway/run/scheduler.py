@@ -2,9 +2,17 @@
 when incidents change), fires what is due through the store in one transaction, and wakes
 the outbox to deliver what that queued.
 
+A round costs what is due, not how many incidents are open: the store keeps an index of
+each open incident's next due time (gateway.store.sla_index) and a round plans only the
+incidents whose time has come (at most `batch` of them; a full batch means "go again at
+once"), plus the out-of-hours digest when an opening has come. Every change to an incident
+marks it for re-planning in its own transaction, so a round after a change plans that
+incident again. The first round (and the first after a rulebook reload, which may move
+support hours) marks every open incident for re-planning: the index never holds a time
+computed by other rules.
+
 The planning is pure (gateway.plan.sla); the once-only record is the store's
-(gateway.store.reminders).
-The clock is injected, so tests move time instead of sleeping.
+(gateway.store.reminders). The clock is injected, so tests move time instead of sleeping.
 """
 
 from __future__ import annotations
@@ -17,16 +25,24 @@ from functools import partial
 
 import structlog
 
-from gateway.domain import Due, Incident, Planner, Waker
-from gateway.plan.sla import SlaSettings, due_now, next_due
+from gateway.domain import Due
+from gateway.plan.sla import (
+    SlaSettings,
+    digest_items,
+    digest_window,
+    incident_items,
+    next_digest,
+    next_due_by_incident,
+)
 from gateway.ports import Store
 from gateway.run import metrics
 from gateway.run.supervise import rounds
 from gateway.run.worker import Clock, utcnow
-from gateway.store.db import ts
 from rules.book import Rulebook
 
 log = structlog.get_logger("gateway.run.scheduler")
+
+BATCH = 256  # incidents planned per round (one transaction of a few milliseconds)
 
 
 class Scheduler:
@@ -42,6 +58,7 @@ class Scheduler:
         max_sleep_s: float = 60.0,
         retry_delay_s: float = 5.0,
         min_gap_s: float = 1.0,
+        batch: int = BATCH,
     ) -> None:
         self._store = store
         self._book = rulebook
@@ -51,14 +68,19 @@ class Scheduler:
         self._max_sleep_s = max_sleep_s
         self._retry_delay_s = retry_delay_s
         self._min_gap_s = min_gap_s
+        self._batch = batch
+        self._replan = True  # the first round re-plans every open incident
+        self._digest_fired: datetime | None = None  # the opening whose digest is done
         self._wake = asyncio.Event()  # look again (after the gap, if only incidents changed)
         self._now = asyncio.Event()  # look again now
         self._stopping = False
         self.last_round_s = 0.0  # how long the last round took (spaces out `changed()`)
 
     def replace_rulebook(self, rulebook: Rulebook) -> None:
-        """Use `rulebook` (a reload) from the next pass on."""
+        """Use `rulebook` (a reload) from the next round on, which re-plans every open
+        incident once (support hours may have moved)."""
         self._book = rulebook
+        self._replan = True
         self.wake()
 
     def wake(self) -> None:
@@ -67,10 +89,11 @@ class Scheduler:
         self._wake.set()
 
     def changed(self) -> None:
-        """Incidents changed (after every processed batch): look again, but at most once
-        per `min_gap_s` (or ten times the last round's duration, if longer), so a storm of
-        reports does not make every batch re-read and re-plan every open incident. Due times
-        are minutes apart; a few seconds' delay changes nothing."""
+        """Incidents changed (after every processed batch; each change marked its incident
+        for re-planning): look again, but at most once per `min_gap_s` (or ten times the
+        last round's duration, if longer), so a storm of reports makes a few rounds that
+        each re-plan many changed incidents, not one round per batch. Due times are minutes
+        apart; a few seconds' delay changes nothing."""
         self._wake.set()
 
     def stop(self) -> None:
@@ -82,7 +105,9 @@ class Scheduler:
         """Fire due items until stopped, sleeping until the next is due or a wake-up.
 
         The sleep is capped (`max_sleep_s`) so a wall clock that jumps (suspend, NTP) is
-        noticed soon enough."""
+        noticed soon enough. Each run (on PostgreSQL: each time this node takes the lease)
+        starts by re-planning every open incident."""
+        self._replan = True
         loop = asyncio.get_running_loop()
         started = loop.time()
 
@@ -114,7 +139,10 @@ class Scheduler:
         wait_s = (
             self._max_sleep_s if next_at is None else ((next_at - self._clock()).total_seconds())
         )
-        return min(wait_s, self._max_sleep_s) + 0.01 if wait_s > 0 else 0.0
+        if wait_s <= 0:
+            self._now.set()  # more is due already (a full batch): no gap before the next
+            return 0.0
+        return min(wait_s, self._max_sleep_s) + 0.01
 
     async def _coalesce(self, gap_s: float) -> None:
         # Woken only by `changed()` soon after the last round: wait out the gap (an urgent
@@ -127,21 +155,29 @@ class Scheduler:
                 pass
 
     async def fire(self, now: datetime | None = None) -> tuple[list[Due], datetime | None]:
-        """One round: fire everything due at `now`; returns what fired and the next due time."""
+        """One round: fire what is due at `now` for the incidents the index says are due
+        (and the digest); returns what fired and the next due time."""
         at = now or self._clock()
-        plan = partial(due_now, now=at, book=self._book, settings=self._settings)
-        wake = partial(next_due, now=at, book=self._book, settings=self._settings)
-        # Most rounds find nothing due. Planning over every open incident is CPU work: do it
-        # on a snapshot, off the store's thread (which intake's commits need), and open a
-        # write transaction (which plans again, on what it reads) only when something is due.
         started = time.monotonic()
-        anything_due, next_at = await _look(plan, wake, *await self._store.sla_snapshot())
-        if not anything_due:
-            self.last_round_s = time.monotonic() - started
-            return [], next_at
-        fired, next_at = await self._store.fire_reminders(plan, wake, at)
-        metrics.sla_fired(due.kind for due in fired)
+        if self._replan:
+            marked = await self._store.replan_sla()
+            self._replan = False
+            log.info("sla.replan", incidents=marked)
+        book, settings = self._book, self._settings
+        fired, next_at = await self._store.fire_sla(
+            partial(incident_items, now=at, book=book, settings=settings),
+            partial(next_due_by_incident, now=at, book=book, settings=settings),
+            at,
+            self._batch,
+        )
+        fired += await self._digest(at)
+        digest_at = next_digest(at, book, settings)
+        if digest_at is not None and (next_at is None or digest_at < next_at):
+            next_at = digest_at
         self.last_round_s = time.monotonic() - started
+        if not fired:
+            return [], next_at
+        metrics.sla_fired(due.kind for due in fired)
         for due in fired:
             # The text (which may quote a tenant's title) is on the timeline, not in the log.
             log.info("sla.fired", subject=due.subject, kind=due.kind, due_at=due.due_at.isoformat())
@@ -149,23 +185,18 @@ class Scheduler:
             self._on_fired(fired)
         return fired, next_at
 
-
-_CHUNK = 100  # incidents planned between turns given to the event loop (a few ms)
-
-
-async def _look(
-    plan: Planner, wake: Waker, incidents: Sequence[Incident], fired: set[tuple[str, str, str]]
-) -> tuple[bool, datetime | None]:
-    """Whether anything not yet fired is due, and the next due time, on a snapshot.
-
-    Planned a hundred incidents at a time on the event loop, which gets a turn in between:
-    a thread would hold the GIL for the whole round (100 ms with 2,000 open incidents) and
-    hold up intake. Both answers combine over parts: each incident's items are its own,
-    and the digest's key and the global times do not depend on which part is planned."""
-    new, nexts = False, []
-    for start in range(0, len(incidents) or 1, _CHUNK):
-        part = incidents[start : start + _CHUNK]
-        new = new or any((d.subject, d.kind, ts(d.due_at)) not in fired for d in plan(part))
-        nexts.append(wake(part))
-        await asyncio.sleep(0)
-    return new, min((at for at in nexts if at is not None), default=None)
+    async def _digest(self, at: datetime) -> list[Due]:
+        """The out-of-hours digest, once per opening (the store's key keeps it once across
+        restarts; this process asks the store once per opening)."""
+        window = digest_window(at, self._book, self._settings)
+        if window is None or window[0] == self._digest_fired:
+            return []
+        opening, since = window
+        fired = await self._store.fire_digest(
+            partial(digest_items, now=at, book=self._book, settings=self._settings),
+            since,
+            opening,
+            at,
+        )
+        self._digest_fired = opening
+        return fired

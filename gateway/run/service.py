@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import structlog
 
 from gateway.config.model import Config, ConfigError
+from gateway.config.warnings import config_warnings
 from gateway.deliver.links import LinkGate
 from gateway.domain import QueueStats
 from gateway.ports import Store
@@ -149,6 +150,8 @@ class Service:
             if key not in LIVE_SECTIONS and value != self.config.model_dump().get(key)
         )
         apply(config, rulebook)
+        for line in config_warnings(config):  # as at start: a reload must not hide a risk
+            log.warning("config.warning", problem=line)
         if config.log != self.config.log:
             logs.configure(config.log.level, config.log.format)
         self.config = self.config.model_copy(update={k: getattr(config, k) for k in LIVE_SECTIONS})

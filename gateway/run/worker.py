@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -15,13 +14,23 @@ from functools import partial
 
 import structlog
 
-from gateway.domain import Channel, InboxRow, Outcome, Plan, PlanContext, ThreadKeys, Work
+from gateway.domain import (
+    Channel,
+    ChatMessage,
+    InboxRow,
+    Outcome,
+    Plan,
+    PlanContext,
+    ThreadKeys,
+    Work,
+)
+from gateway.domain_chat import decode_chat
 from gateway.parse.mail import ParsedMail
 from gateway.parse.sandbox import MailJob, ParseSandbox, Prepared
 from gateway.plan import mirror
 from gateway.plan.alert_join import known_outage_in_chat
 from gateway.plan.alert_plan import AlertSettings
-from gateway.plan.chat import ChatMessage, parse_chat, plan_report_room, should_ignore
+from gateway.plan.chat import plan_report_room, should_ignore
 from gateway.plan.commands import CommandEnv, parse_command
 from gateway.plan.escalation import command_planner
 from gateway.plan.mirror import MirrorSettings
@@ -32,12 +41,12 @@ from gateway.plan.unreadable import judge_unreadable, plan_unreadable_emergency
 from gateway.ports import Store
 from gateway.run import metrics
 from gateway.run.alert_work import WebhookSettings, prepare_webhook
+from gateway.run.arrivals import Arrivals
 from gateway.run.supervise import rounds
 from rules.book import Rulebook
 from rules.types import Mailbox, TriageDecision
 
 log = structlog.get_logger("gateway.run.worker")
-_STORM_WINDOW_S = 0.1
 _STORM_POLL_S = 0.02
 Clock = Callable[[], datetime]
 
@@ -59,7 +68,7 @@ class InboxWorker:
         clock: Clock = utcnow,
         retry_delay_s: float = 1.0,
         batch: int = 64,
-        storm_threshold: int = 30,
+        storm_per_s: float = 300.0,
         max_defer_s: float = 1.0,
         mirror: MirrorSettings | None = None,
         sandbox: ParseSandbox | None = None,
@@ -75,9 +84,8 @@ class InboxWorker:
         self._stopping = False
         self._retry_delay_s = retry_delay_s
         self._batch = batch
-        self._storm_threshold = storm_threshold
         self._max_defer_s = max_defer_s
-        self._arrivals: deque[float] = deque(maxlen=4 * storm_threshold)
+        self._arrivals = Arrivals(storm_per_s)
         self._mirror = mirror or MirrorSettings()
         self._next_rulebook: Rulebook | None = None
         self.sandbox = sandbox or ParseSandbox(rulebook)
@@ -86,6 +94,9 @@ class InboxWorker:
         # The self-test's recogniser (gateway.run.canary): a row carrying our signed canary
         # token is planned as a canary only, never as a report. Pure and thread-safe.
         self.canary: Callable[[InboxRow], Plan | None] | None = None
+        # The chat adapter's reader for chat rows it stored in its own form before chat was
+        # neutral (gateway.domain_chat); set by the composition root. Pure and thread-safe.
+        self.legacy_chat: Callable[[bytes], ChatMessage | None] | None = None
         self._webhooks = webhooks or WebhookSettings(
             AlertSettings(settings.sender, settings.pager_source, settings.chat)
         )
@@ -96,7 +107,7 @@ class InboxWorker:
 
     def wake(self) -> None:
         """New messages were accepted."""
-        self._arrivals.append(time.monotonic())
+        self._arrivals.arrived()
         self._wake.set()
 
     def stop(self) -> None:
@@ -132,21 +143,15 @@ class InboxWorker:
         return 0 if await self.process_pending() else self._poll_s
 
     def in_storm(self) -> bool:
-        """More than storm_threshold messages arrived in the last 100 ms."""
-        return self._storm()
-
-    def _storm(self) -> bool:
-        now = time.monotonic()
-        while self._arrivals and now - self._arrivals[0] > _STORM_WINDOW_S:
-            self._arrivals.popleft()
-        return len(self._arrivals) >= self._storm_threshold
+        """Intake is in a storm (gateway.run.arrivals)."""
+        return self._arrivals.storm()
 
     async def _let_intake_finish(self) -> None:
-        # Intake has priority during a storm (more than storm_threshold messages in the last
-        # 100 ms): the messages are already durable, so let them in first and process in the
+        # Intake has priority during a storm (`in_storm`): the messages are already durable,
+        # so let them in first and process in the
         # lulls, and at the latest every max_defer_s. At ordinary rates nothing is deferred.
         for _ in range(int(self._max_defer_s / _STORM_POLL_S)):
-            if self._stopping or not self._storm():
+            if self._stopping or not self.in_storm():
                 return
             await asyncio.sleep(_STORM_POLL_S)
 
@@ -271,7 +276,9 @@ class InboxWorker:
 
     def _prepare_chat(self, row: InboxRow, now: datetime, fallback: Callable[[str], Plan]) -> Work:
         chat = self._settings.chat
-        msg = parse_chat(row.raw)
+        msg = decode_chat(row.raw)
+        if msg is None and self.legacy_chat is not None:
+            msg = self.legacy_chat(row.raw)
         if msg is None or chat is None:
             return _ignored(row, "not a text message in a room we watch", fallback)
         why = should_ignore(msg, chat)

@@ -9,23 +9,12 @@ and the limits do not hold it a second time.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.read_ports import HeldRow
 from gateway.store.db import transaction, ts
 
-
-@dataclass(frozen=True)
-class HeldRow:
-    """One held message as stored."""
-
-    inbox_id: int
-    received_at: str
-    mailbox: str | None
-    mail_from: str
-    client: str | None
-    reason: str
-    raw: bytes
+__all__ = ["HeldRow", "held_rows", "release"]
 
 
 def held_rows(conn: sqlite3.Connection, limit: int = 1000) -> list[HeldRow]:

@@ -22,6 +22,7 @@ from gateway.domain import (
 )
 from gateway.store.db import ts
 from gateway.store.rows import incident_of
+from gateway.store.sla_index import SQLITE_INDEX as sla_index
 from rules.types import Mailbox
 
 _COLUMNS = (
@@ -91,6 +92,7 @@ def apply_plan(conn: sqlite3.Connection, plan: Plan, now: datetime) -> int | Non
         )
     for event in plan.timeline:
         add_timeline(conn, incident_id, event)
+    sla_index.touch(conn, incident_id, plan)  # its SLA items may have moved: re-plan it
     return incident_id
 
 

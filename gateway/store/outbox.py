@@ -23,6 +23,10 @@ from gateway.domain import (
 from gateway.store import mirror_db
 from gateway.store.db import from_ts, transaction, ts
 from gateway.store.incidents import add_timeline
+from gateway.store.rows import lane_clear_sql
+
+# Pending entries a retry earlier in their lane does not hold back (gateway.store.rows).
+_LANE_CLEAR = lane_clear_sql(lambda alias, key: f"json_extract({alias}.payload, '$.{key}')")
 
 
 def _not_kinds(skip: Collection[str]) -> tuple[str, tuple[str, ...]]:
@@ -35,11 +39,12 @@ def _not_kinds(skip: Collection[str]) -> tuple[str, tuple[str, ...]]:
 def due_outbox(
     conn: sqlite3.Connection, now: datetime, limit: int, skip: Collection[str] = ()
 ) -> list[OutboxEntry]:
-    """Pending entries whose next attempt is due, oldest first (none of the `skip` kinds)."""
+    """Pending entries whose next attempt is due, oldest first (none of the `skip` kinds),
+    leaving out those an earlier entry of their lane, waiting on a retry, holds back."""
     cond, args = _not_kinds(skip)
     rows = conn.execute(
         "SELECT id, kind, incident_id, payload, attempts FROM outbox"  # noqa: S608
-        f" WHERE state = 'pending' AND next_attempt_at <= ?{cond}"
+        f" WHERE state = 'pending' AND next_attempt_at <= ?{cond} AND {_LANE_CLEAR}"
         " ORDER BY next_attempt_at, id LIMIT ?",
         (ts(now), *args, limit),
     ).fetchall()
@@ -47,10 +52,12 @@ def due_outbox(
 
 
 def next_outbox_due(conn: sqlite3.Connection, skip: Collection[str] = ()) -> datetime | None:
-    """When the next pending entry (none of the `skip` kinds) is due, if any."""
+    """When the next pending entry (none of the `skip` kinds, none held back in its lane)
+    is due, if any."""
     cond, args = _not_kinds(skip)
     (value,) = conn.execute(
-        f"SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'{cond}",  # noqa: S608
+        "SELECT MIN(next_attempt_at) FROM outbox"  # noqa: S608
+        f" WHERE state = 'pending'{cond} AND {_LANE_CLEAR}",
         args,
     ).fetchone()
     return from_ts(value)

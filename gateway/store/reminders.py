@@ -1,40 +1,128 @@
 """The reminders table: firing due SLA items exactly once, and reading what fired.
 
-Synchronous SQLite on the store's connection, like gateway.store.db. `fire_due` asks the pure
-planner what is due inside one transaction, records each item under its unique key
+Synchronous SQLite on the store's connection, like gateway.store.db. `fire_due` takes the
+incidents the SLA index (gateway.store.sla_index) says are due, asks the pure planner what
+is due for them inside one transaction, records each item under its unique key
 (subject, kind, due_at) and applies its Plan only when the key is new: a reminder is never
 sent twice, across restarts too, and one that fell due while the daemon was down fires
-once on the first round after start.
+once on the first round after start. In the same transaction it stores each of those
+incidents' next due time. `fire_digest` does the same for the out-of-hours digest, which
+belongs to no incident.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 
-from gateway.domain import Due, Incident, Planner, Waker
+import structlog
+
+from gateway.domain import Due, Incident, NextDue, Planner
 from gateway.store.db import transaction, ts
 from gateway.store.incidents import apply_plan, open_incidents
+from gateway.store.sla_index import SQLITE_INDEX as sla_index
+
+log = structlog.get_logger("gateway.store.reminders")
+
+# An incident whose items could not be planned or applied (a bug) is tried again this much
+# later, and so would be one whose next time were not after the round's (never: the planner
+# fires what is due before it times what is next), instead of at once, round after round.
+STUCK_RETRY = timedelta(minutes=1)
 
 
 def fire_due(
-    conn: sqlite3.Connection, plan: Planner, wake: Waker, now: datetime
+    conn: sqlite3.Connection, plan: Planner, next_due: NextDue, now: datetime, limit: int
 ) -> tuple[list[Due], datetime | None]:
-    """Fire what is due in one transaction; returns what fired and when to look again."""
-    fired = []
+    """Fire what is due for (at most `limit` of) the incidents due at `now`, and store
+    their next due times, in one transaction; returns what fired and the earliest next
+    due time in the index (`now` when more is due at once). Without anything due it only
+    reads the index."""
+    first = sla_index.earliest(conn, now)
+    if first is None or first > now:
+        return [], first
     with transaction(conn):
-        for due in plan(open_incidents(conn)):
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO reminders (subject, incident_id, kind, due_at, fired_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (due.subject, due.incident_id, due.kind, ts(due.due_at), ts(now)),
-            )
-            if cur.rowcount:
-                apply_plan(conn, due.plan, now)
-                fired.append(due)
-    return fired, wake(open_incidents(conn))
+        ids = sla_index.due_ids(conn, now, limit)
+        incidents = sla_index.load(conn, ids)
+        fired, failed = [], set()
+        for incident, items in by_incident(plan, incidents):
+            conn.execute("SAVEPOINT incident")
+            try:
+                fired += _fire(conn, items(), now)
+            except Exception as exc:  # a bug with this incident: the others still fire
+                conn.execute("ROLLBACK TO incident")
+                failed.add(failure(incident, exc))
+            conn.execute("RELEASE incident")
+        if any(d.plan.changes for d in fired):  # a holding reply moved a next-update time
+            incidents = sla_index.load(conn, ids)
+        planned = next_due(
+            [i for i in incidents if i.id not in failed], sla_index.fired_keys(conn, ids)
+        )
+        # An id not planned (gone) leaves the index; one that failed is tried again later.
+        times = {iid: after(planned.get(iid), now) for iid in ids}
+        sla_index.store_next(conn, times | {iid: now + STUCK_RETRY for iid in failed})
+        return fired, sla_index.earliest(conn, now)
+
+
+def by_incident(
+    plan: Planner, incidents: Sequence[Incident]
+) -> Iterator[tuple[Incident, Callable[[], list[Due]]]]:
+    """Each incident with what is due for it: planned together, or, when that fails,
+    one by one (so one incident a bug trips over cannot hold up the others)."""
+    try:
+        due = plan(incidents)
+    except Exception:
+        for incident in incidents:
+            yield incident, partial(plan, [incident])
+        return
+    grouped: dict[int | None, list[Due]] = {}
+    for item in due:
+        grouped.setdefault(item.incident_id, []).append(item)
+    for incident in incidents:
+        yield incident, partial(grouped.pop, incident.id, [])
+
+
+def failure(incident: Incident, exc: Exception) -> int:
+    """Log an incident whose items could not be planned or applied (the type only: the
+    message may quote a tenant); it is tried again STUCK_RETRY later."""
+    log.error("sla.incident_failed", incident=incident.ref, error=type(exc).__name__)
+    return incident.id
+
+
+def after(at: datetime | None, now: datetime) -> datetime | None:
+    """An incident's next due time as indexed: never `now` or earlier (STUCK_RETRY)."""
+    return at if at is None or at > now else now + STUCK_RETRY
+
+
+def fire_digest(
+    conn: sqlite3.Connection, plan: Planner, since: datetime | None, until: datetime, now: datetime
+) -> list[Due]:
+    """Fire the out-of-hours digest once: `plan` gets the open incidents created from
+    `since` to before `until` (the out-of-hours stretch it covers)."""
+    with transaction(conn):
+        return _fire(conn, plan(sla_index.waiting(conn, since, until)), now)
+
+
+def replan_all(conn: sqlite3.Connection) -> int:
+    """Mark every open incident for re-planning at the next round; returns how many."""
+    with transaction(conn):
+        return sla_index.replan_all(conn)
+
+
+def _fire(conn: sqlite3.Connection, due: list[Due], now: datetime) -> list[Due]:
+    fired = []
+    for item in due:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO reminders (subject, incident_id, kind, due_at, fired_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (item.subject, item.incident_id, item.kind, ts(item.due_at), ts(now)),
+        )
+        if cur.rowcount:
+            apply_plan(conn, item.plan, now)
+            fired.append(item)
+    return fired
 
 
 def snapshot(conn: sqlite3.Connection) -> tuple[list[Incident], set[tuple[str, str, str]]]:

@@ -1,14 +1,16 @@
 """Turning stored rows into domain values, the same for every backend (both store the same
-columns, with instants as ISO-8601 text and lists as JSON)."""
+columns, with instants as ISO-8601 text and lists as JSON), and the dialect-free SQL of the
+outbox's lanes (which entries must go out in order)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from gateway.domain import Incident, Reporter, Status, TimelineEvent, incident_ref
+from gateway.domain import Incident, OutboxKind, Reporter, Status, TimelineEvent, incident_ref
+from gateway.payloads import PAGE_LANE_KINDS, ROOM_LANE_KINDS
 from gateway.store.db import from_ts
 from rules.types import Mailbox, Period, Priority
 
@@ -43,4 +45,35 @@ def incident_of(
         comms=row[13],
         chat_root=row[14],
         merged_into=None if row[15] is None else int(row[15]),
+    )
+
+
+JsonField = Callable[[str, str], str]  # (table alias, key) -> the dialect's JSON text of it
+
+
+def _kinds(kinds: frozenset[OutboxKind]) -> str:
+    return ", ".join(f"'{k.value}'" for k in sorted(kinds))
+
+
+def lane_sql(alias: str, field: JsonField) -> str:
+    """`gateway.payloads.lane_of` in SQL: the lane of the outbox row `alias` (NULL for none)."""
+    return (
+        f"CASE WHEN {alias}.kind IN ({_kinds(ROOM_LANE_KINDS)})"
+        f" THEN 'room:' || {field(alias, 'room_id')}"
+        f" WHEN {alias}.kind IN ({_kinds(PAGE_LANE_KINDS)})"
+        f" THEN 'page:' || COALESCE({field(alias, 'route')}, '') || ':'"
+        f" || {field(alias, 'dedup_key')} END"
+    )
+
+
+def lane_clear_sql(field: JsonField, busy: str = "") -> str:
+    """A condition on an `outbox` row: no earlier pending entry of its lane is due later
+    than it (or, with `busy`, a condition on `e`, is being delivered elsewhere). With
+    entries taken in (next_attempt_at, id) order, a lane then never goes out of order:
+    a retry's delay holds back what was queued after it in the same lane."""
+    held = "e.next_attempt_at > outbox.next_attempt_at" + (f" OR {busy}" if busy else "")
+    return (
+        f"(outbox.kind NOT IN ({_kinds(ROOM_LANE_KINDS | PAGE_LANE_KINDS)}) OR NOT EXISTS ("  # noqa: S608  (constants only)
+        "SELECT 1 FROM outbox e WHERE e.state = 'pending' AND e.id < outbox.id"
+        f" AND ({held}) AND {lane_sql('e', field)} = {lane_sql('outbox', field)}))"
     )

@@ -162,6 +162,25 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX inbox_held ON inbox(id) WHERE state = 'held';
     CREATE INDEX inbox_digest_untrusted ON inbox_digest(at) WHERE substr(sender, 1, 2) = 'u:';
     """,
+    # 7: the SLA index (gateway.store.sla_index): each open incident's next due time, so a
+    # scheduler round reads only what is due; every open incident starts as "re-plan at
+    # once" (''), the first round computes its time. The open incidents by creation time
+    # (the out-of-hours digest), and the lookups that read a batch of incidents with their
+    # reporters without a scan (merged incidents, a reporter's thread keys).
+    """
+    CREATE TABLE sla_next (
+        incident_id INTEGER PRIMARY KEY REFERENCES incidents(id),
+        due_at TEXT NOT NULL
+    );
+    CREATE INDEX sla_next_due ON sla_next(due_at);
+    INSERT INTO sla_next (incident_id, due_at)
+        SELECT id, '' FROM incidents WHERE status != 'resolved' AND merged_into IS NULL;
+    CREATE INDEX incidents_open_created ON incidents(created_at)
+        WHERE status != 'resolved' AND merged_into IS NULL;
+    CREATE INDEX IF NOT EXISTS incidents_merged_into ON incidents(merged_into)
+        WHERE merged_into IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS thread_keys_reporter ON thread_keys(reporter_id);
+    """,
 )
 
 

@@ -23,17 +23,27 @@ from gateway.domain import (
     InboxRow,
     Incident,
     NewMessage,
+    NextDue,
     OutboxEntry,
     PageRow,
     Plan,
     Planner,
     QueueStats,
     TicketRow,
-    Waker,
     Work,
 )
 from gateway.ports import StoreClosed
-from gateway.store import db, inbox, incidents, mirror_db, outbox, reminders, schema
+from gateway.store import (
+    db,
+    inbox,
+    incidents,
+    mirror_db,
+    outbox,
+    reminders,
+    retention,
+    schema,
+)
+from gateway.store.sla_index import SQLITE_INDEX
 
 T = TypeVar("T")
 
@@ -163,11 +173,26 @@ class SqliteStore:
         await self._call(outbox.settle_outbox, attempts, now)
 
     # -- SLA scheduler ----------------------------------------------------------------------
-    async def fire_reminders(
-        self, plan: Planner, wake: Waker, now: datetime
+    async def fire_sla(
+        self, plan: Planner, next_due: NextDue, now: datetime, limit: int
     ) -> tuple[list[Due], datetime | None]:
-        """Fire due SLA items exactly once each (gateway.store.reminders.fire_due)."""
-        return await self._call(reminders.fire_due, plan, wake, now)
+        """Fire the due SLA items of the incidents the index says are due, exactly once
+        each, and index their next times (gateway.store.reminders.fire_due)."""
+        return await self._call(reminders.fire_due, plan, next_due, now, limit)
+
+    async def fire_digest(
+        self, plan: Planner, since: datetime | None, until: datetime, now: datetime
+    ) -> list[Due]:
+        """Fire the out-of-hours digest once (gateway.store.reminders.fire_digest)."""
+        return await self._call(reminders.fire_digest, plan, since, until, now)
+
+    async def replan_sla(self) -> int:
+        """Mark every open incident for re-planning by the next SLA round."""
+        return await self._call(reminders.replan_all)
+
+    async def sla_schedule(self) -> dict[int, datetime | None]:
+        """Each indexed incident's next SLA due time (None: to be re-planned)."""
+        return await self._call(SQLITE_INDEX.schedule)
 
     # -- reads ------------------------------------------------------------------------------
     async def incident(self, incident_id: int) -> Incident | None:
@@ -210,3 +235,7 @@ class SqliteStore:
     async def queue_stats(self) -> QueueStats:
         """Inbox and outbox depth, read-only (health checks and metrics)."""
         return await self._call(outbox.queue_stats)
+
+    async def prune_canaries(self, before: datetime) -> int:
+        """Delete the self-test's rows processed before `before` (gateway.store.retention)."""
+        return await self._call(retention.prune_canaries, before)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config.model import Config, parse_config
 from gateway.ports import Store
 from gateway.store.postgres.store import PostgresStore
 from gateway.store.sqlite import SqliteStore
@@ -23,12 +24,15 @@ def _sqlite(folder: Path) -> Store:
     return SqliteStore(folder / "gateway.sqlite3")
 
 
+def _pg_name(folder: Path) -> str:
+    return "c_" + hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+
+
 def _postgresql(request: pytest.FixtureRequest) -> Backend:
     server = request.getfixturevalue("postgres")
 
     def factory(folder: Path) -> Store:
-        name = "c_" + hashlib.sha256(str(folder).encode()).hexdigest()[:16]
-        return PostgresStore(server.new_database(name), pool_size=4)
+        return PostgresStore(server.new_database(_pg_name(folder)), pool_size=4)
 
     return factory
 
@@ -48,3 +52,20 @@ async def store(backend: Backend, tmp_path: Path) -> AsyncIterator[Store]:
     await s.open()
     yield s
     await s.close()
+
+
+@pytest.fixture
+def state_config(
+    backend: Backend, request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[[Path], Config]:
+    """The configuration whose `[state]` names the database `backend(folder)` opens, for
+    the operator's read port (gateway.store.factory.open_reader)."""
+    if request.node.callspec.params["backend"] == "sqlite":
+        return lambda folder: parse_config({"state": {"dir": str(folder)}})
+    server = request.getfixturevalue("postgres")
+
+    def config(folder: Path) -> Config:
+        dsn = server.new_database(_pg_name(folder))
+        return parse_config({"state": {"backend": "postgresql", "postgresql": {"dsn": dsn}}})
+
+    return config

@@ -114,3 +114,70 @@ async def test_a_created_ticket_is_read_back(store: Store) -> None:
         "https://t.example/42",
         "open",
     )
+
+
+def _follow_up(kind: OutboxKind, payload: dict[str, object]) -> Plan:
+    """A Plan for incident 1 that queues one more entry."""
+    return Plan(outcome="updated", incident_id=1, outbox=(OutboxSpec(kind, payload),))
+
+
+async def _queue(store: Store, n: int, plan: Plan) -> None:
+    inbox_id = (await store.accept(message(n))).inbox_id
+    await store.process([work(inbox_id, lambda _c: plan)], NOW)
+
+
+async def test_an_acknowledgement_waits_for_its_trigger_in_retry(store: Store) -> None:
+    """A trigger waiting on a retry delay holds back its page's acknowledgement (and
+    nothing else): the acknowledgement must not overtake it."""
+    await _one_incident(store)
+    [trigger] = await store.due_outbox(NOW, 10)
+    retry_at = NOW + timedelta(seconds=30)
+    await store.settle_outbox([Attempt(trigger, error="429", next_at=retry_at)], NOW)
+    await _queue(store, 2, _follow_up(OutboxKind.PAGE_ACKNOWLEDGE, {"dedup_key": "INC-1"}))
+    await _queue(store, 3, _follow_up(OutboxKind.PAGE_ACKNOWLEDGE, {"dedup_key": "INC-9"}))
+    due = await store.due_outbox(NOW, 10)
+    assert [(e.kind, e.payload["dedup_key"]) for e in due] == [
+        (OutboxKind.PAGE_ACKNOWLEDGE, "INC-9")
+    ]
+    assert await store.next_outbox_due() == NOW
+    await store.settle_outbox([Attempt(due[0], result={"provider": "local"})], NOW)
+    assert await store.next_outbox_due() == retry_at  # not "now": nothing else may go
+    [again] = await store.due_outbox(retry_at, 10)
+    assert again.kind is OutboxKind.PAGE_TRIGGER
+    await store.settle_outbox([Attempt(again, result={"provider": "local"})], retry_at)
+    [ack] = await store.due_outbox(retry_at, 10)
+    assert (ack.kind, ack.payload["dedup_key"]) == (OutboxKind.PAGE_ACKNOWLEDGE, "INC-1")
+
+
+async def test_a_chat_post_waits_for_the_earlier_post_in_its_room(store: Store) -> None:
+    """Posts in one room keep their order through a retry; another room is not held up."""
+    await _one_incident(
+        store, OutboxSpec(OutboxKind.CHAT_SEND, {"room_id": "!a", "body": "1", "purpose": "update"})
+    )
+    [first] = await store.due_outbox(NOW, 10)
+    retry_at = NOW + timedelta(seconds=5)
+    await store.settle_outbox([Attempt(first, error="502", next_at=retry_at)], NOW)
+    await _queue(
+        store,
+        2,
+        _follow_up(OutboxKind.CHAT_SEND, {"room_id": "!a", "body": "2", "purpose": "update"}),
+    )
+    await _queue(
+        store,
+        3,
+        _follow_up(OutboxKind.CHAT_SEND, {"room_id": "!b", "body": "3", "purpose": "update"}),
+    )
+    assert [e.payload["body"] for e in await store.due_outbox(NOW, 10)] == ["3"]
+    due = await store.due_outbox(retry_at, 10)
+    assert [e.payload["body"] for e in due] == ["3", "1"]
+    await store.settle_outbox([Attempt(e, result={"event_id": "$e"}) for e in due], retry_at)
+    assert [e.payload["body"] for e in await store.due_outbox(retry_at, 10)] == ["2"]
+
+
+async def test_a_dead_trigger_does_not_hold_back_its_acknowledgement(store: Store) -> None:
+    """Only pending entries hold a lane: after a dead letter the rest still go out."""
+    await _one_incident(store)
+    [trigger] = await store.due_outbox(NOW, 10)
+    await store.settle_outbox([Attempt(trigger, error="400", dead=True)], NOW)
+    await _queue(store, 2, _follow_up(OutboxKind.PAGE_ACKNOWLEDGE, {"dedup_key": "INC-1"}))
+    assert [e.kind for e in await store.due_outbox(NOW, 10)] == [OutboxKind.PAGE_ACKNOWLEDGE]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -33,16 +33,19 @@ def remind(incidents: Sequence[Incident]) -> list[Due]:
     ]
 
 
-def wake(incidents: Sequence[Incident]) -> datetime | None:
-    """Look again in an hour while anything is open."""
-    return NOW + timedelta(hours=1) if incidents else None
+def next_due(
+    incidents: Sequence[Incident], fired: Mapping[int, Collection[tuple[str, datetime]]]
+) -> dict[int, datetime | None]:
+    """Look again in an hour at every incident still open."""
+    return {i.id: NOW + timedelta(hours=1) if i.status != "resolved" else None for i in incidents}
 
 
 async def test_a_reminder_fires_once(store: Store) -> None:
     """The same due item fired twice is applied once; the snapshot lists its key."""
     await store.process([work((await store.accept(message(1))).inbox_id)], NOW)
-    fired, again_at = await store.fire_reminders(remind, wake, DUE_AT)
-    refired, _ = await store.fire_reminders(remind, wake, DUE_AT)
+    fired, again_at = await store.fire_sla(remind, next_due, DUE_AT, 100)
+    await store.replan_sla()
+    refired, _ = await store.fire_sla(remind, next_due, DUE_AT, 100)
     assert [d.kind for d in fired] == ["respond"] and refired == []
     assert again_at == NOW + timedelta(hours=1)
     incident = await store.incident(1)

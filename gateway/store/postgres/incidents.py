@@ -28,6 +28,7 @@ from gateway.domain import (
     dumps,
 )
 from gateway.store.db import ts
+from gateway.store.postgres import sla_index
 from gateway.store.postgres.schema import Conn
 from gateway.store.rows import incident_of
 from rules.types import Mailbox
@@ -110,6 +111,7 @@ def _apply_to_incident(conn: Conn, incident_id: int, plan: Plan, now: datetime) 
         )
     for event in plan.timeline:
         add_timeline(conn, incident_id, event)
+    sla_index.touch(conn, incident_id, plan)  # its SLA items may have moved: re-plan it
 
 
 def _one_int(row: Sequence[Any] | None) -> int:

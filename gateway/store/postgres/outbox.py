@@ -29,6 +29,7 @@ from gateway.domain import (
 from gateway.store.db import from_ts, ts
 from gateway.store.postgres.incidents import add_timeline
 from gateway.store.postgres.schema import Conn
+from gateway.store.rows import lane_clear_sql
 
 # An entry this node claimed settles only while it still carries the node's token.
 _DONE = (
@@ -56,6 +57,15 @@ MIRROR_KINDS = frozenset(
 )
 
 
+# Pending entries that nothing earlier in their lane holds back (gateway.store.rows): not a
+# retry due later, nor an entry another claim is delivering right now.
+_LANE_CLEAR = lane_clear_sql(
+    lambda alias, key: f"({alias}.payload::jsonb ->> '{key}')",
+    busy="e.claim_until >= clock_timestamp()",
+)
+_CLAIM_LOCK = 0x6F7574626F78  # pg_advisory_xact_lock key of outbox claims ("outbox")
+
+
 def claim_due(
     conn: Conn,
     now: datetime,
@@ -67,10 +77,13 @@ def claim_due(
     """Claim up to `limit` due entries not claimed by another node (or whose claim
     expired), oldest due first, each with its fencing token; none of `skip_kinds`."""
     with conn.transaction():
+        # Claims are taken one node at a time (a few milliseconds each), so that what one
+        # node is claiming counts as busy for the lane check of the other.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
         rows = conn.execute(
-            "WITH due AS (SELECT id FROM outbox WHERE state = 'pending'"
+            "WITH due AS (SELECT id FROM outbox WHERE state = 'pending'"  # noqa: S608
             " AND next_attempt_at <= %s AND (claim_until IS NULL OR claim_holder = %s"
-            " OR claim_until < clock_timestamp()) AND kind <> ALL(%s)"
+            f" OR claim_until < clock_timestamp()) AND kind <> ALL(%s) AND {_LANE_CLEAR}"
             " ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
             " UPDATE outbox o SET claim_holder = %s, claim_token = nextval('fencing_tokens'),"
             " claim_until = clock_timestamp() + make_interval(secs => %s)"
@@ -110,11 +123,11 @@ def next_outbox_due(conn: Conn, holder: str, skip_kinds: Sequence[str] = ()) -> 
     earliest due time of the entries free for it, or the earliest expiry of another node's
     claim (so a node does not poll in a loop while another delivers what is due)."""
     row = conn.execute(
-        "SELECT MIN(next_attempt_at) FILTER (WHERE claim_until IS NULL OR claim_holder = %s"
+        "SELECT MIN(next_attempt_at) FILTER (WHERE claim_until IS NULL OR claim_holder = %s"  # noqa: S608
         " OR claim_until < clock_timestamp()),"
         " MIN(claim_until) FILTER (WHERE claim_holder <> %s"
         " AND claim_until >= clock_timestamp())"
-        " FROM outbox WHERE state = 'pending' AND kind <> ALL(%s)",
+        f" FROM outbox WHERE state = 'pending' AND kind <> ALL(%s) AND {_LANE_CLEAR}",
         (holder, holder, list(skip_kinds)),
     ).fetchone()
     if row is None:

@@ -185,6 +185,24 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX inbox_digest_untrusted ON inbox_digest(at) WHERE substr(sender, 1, 2) = 'u:';
     CREATE INDEX outbox_canary ON outbox(id) WHERE kind = 'canary';
     """,
+    # 4: the SLA index (gateway.store.postgres.sla_index; the SQLite schema's migration 7):
+    # each open incident's next due time, every open incident starting as "re-plan at
+    # once" (''); the open incidents by creation time (the out-of-hours digest); merged
+    # incidents by the one they were merged into. "C" collation: timestamps compare as
+    # the bytes they are, and '' sorts first.
+    """
+    CREATE TABLE sla_next (
+        incident_id BIGINT PRIMARY KEY REFERENCES incidents(id),
+        due_at TEXT COLLATE "C" NOT NULL
+    );
+    CREATE INDEX sla_next_due ON sla_next(due_at);
+    INSERT INTO sla_next (incident_id, due_at)
+        SELECT id, '' FROM incidents WHERE status != 'resolved' AND merged_into IS NULL;
+    CREATE INDEX incidents_open_created ON incidents(created_at)
+        WHERE status != 'resolved' AND merged_into IS NULL;
+    CREATE INDEX IF NOT EXISTS incidents_merged_into ON incidents(merged_into)
+        WHERE merged_into IS NOT NULL;
+    """,
 )
 
 Conn = psycopg.Connection[Any]

@@ -36,6 +36,7 @@ from gateway.domain import (
     InboxRow,
     Incident,
     NewMessage,
+    NextDue,
     OutboxEntry,
     PageRow,
     Plan,
@@ -43,12 +44,21 @@ from gateway.domain import (
     QueueStats,
     TicketRow,
     TimelineEvent,
-    Waker,
     Work,
 )
 from gateway.ports import LinkState, StoreClosed
 from gateway.run.supervise import backoff_s
-from gateway.store.postgres import inbox, incidents, leases, outbox, reminders, schema
+from gateway.store.dialect import POSTGRES
+from gateway.store.postgres import (
+    inbox,
+    incidents,
+    leases,
+    outbox,
+    reminders,
+    schema,
+    sla_index,
+)
+from gateway.store.retention import prune_canaries
 
 T = TypeVar("T")
 log = structlog.get_logger("gateway.store.postgres")
@@ -303,11 +313,26 @@ class PostgresStore:
         return await self._call(outbox.retry_dead, outbox_id, now, note)
 
     # -- SLA scheduler ----------------------------------------------------------------------
-    async def fire_reminders(
-        self, plan: Planner, wake: Waker, now: datetime
+    async def fire_sla(
+        self, plan: Planner, next_due: NextDue, now: datetime, limit: int
     ) -> tuple[list[Due], datetime | None]:
-        """Fire due SLA items exactly once each."""
-        return await self._call(reminders.fire_due, plan, wake, now)
+        """Fire the due SLA items of the incidents the index says are due, exactly once
+        each, and index their next times."""
+        return await self._call(reminders.fire_due, plan, next_due, now, limit)
+
+    async def fire_digest(
+        self, plan: Planner, since: datetime | None, until: datetime, now: datetime
+    ) -> list[Due]:
+        """Fire the out-of-hours digest once."""
+        return await self._call(reminders.fire_digest, plan, since, until, now)
+
+    async def replan_sla(self) -> int:
+        """Mark every open incident for re-planning by the next SLA round."""
+        return await self._call(reminders.replan_all)
+
+    async def sla_schedule(self) -> dict[int, datetime | None]:
+        """Each indexed incident's next SLA due time (None: to be re-planned)."""
+        return await self._call(sla_index.schedule)
 
     async def sla_snapshot(self) -> tuple[list[Incident], set[tuple[str, str, str]]]:
         """The open incidents and the keys of the SLA items already fired."""
@@ -362,3 +387,7 @@ class PostgresStore:
     async def queue_stats(self) -> QueueStats:
         """Inbox and outbox depth."""
         return await self._call(outbox.queue_stats)
+
+    async def prune_canaries(self, before: datetime) -> int:
+        """Delete the self-test's rows processed before `before` (any node's)."""
+        return await self._call(prune_canaries, before, POSTGRES)

@@ -1,0 +1,63 @@
+"""What differs between the SQL of the two stores, so that a query shared by both is
+written once: the placeholder (`?` for sqlite3, `%s` for psycopg), an id list (`IN (?, …)`
+in parts under SQLite's limit on bound values, `= ANY(%s)` with one array), batched
+statements, and the column that keeps rows in insertion order.
+
+Shared queries are written with `?` and run through `Dialect.q`; they use only what both
+speak (standard SQL, `INSERT … ON CONFLICT … DO UPDATE`, ISO-8601 text for instants).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.store.db import transaction
+
+__all__ = ["POSTGRES", "SQLITE", "Dialect"]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """One store's SQL spelling (see the module doc)."""
+
+    name: str
+    placeholder: str  # "?" or "%s"
+    insertion_order: str  # the thread_keys column that orders rows as inserted
+    max_ids: int | None  # ids per `in_ids` part (None: any number in one)
+    cursor_batches: bool  # executemany is the cursor's (psycopg), not the connection's
+
+    def q(self, sql: str) -> str:
+        """`sql`, written with `?`, in this dialect's placeholders."""
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def in_ids(self, column: str, ids: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
+        """A condition that `column` is one of `ids`, and its parameters."""
+        if self.max_ids is None:
+            return f"{column} = ANY({self.placeholder})", (list(ids),)
+        return f"{column} IN ({', '.join('?' * len(ids))})", tuple(ids)
+
+    def parts(self, ids: Iterable[int]) -> list[tuple[int, ...]]:
+        """`ids` sorted, in as many parts as `in_ids` needs (none for none)."""
+        ordered = tuple(sorted(ids))
+        if not ordered:
+            return []
+        size = self.max_ids or len(ordered)
+        return [ordered[at : at + size] for at in range(0, len(ordered), size)]
+
+    def transaction(self, conn: Any) -> AbstractContextManager[Any]:
+        """A write transaction on `conn` (SQLite: BEGIN IMMEDIATE … COMMIT)."""
+        return conn.transaction() if self.cursor_batches else transaction(conn)
+
+    def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run `sql` (written with `?`) once per row, batched by the driver."""
+        if not rows:
+            return
+        (conn.cursor() if self.cursor_batches else conn).executemany(self.q(sql), rows)
+
+
+# Well under SQLite's default limit of 32,766 bound values (a query may bind a list twice).
+SQLITE = Dialect("sqlite", "?", "rowid", 500, cursor_batches=False)
+POSTGRES = Dialect("postgresql", "%s", "seq", None, cursor_batches=True)
