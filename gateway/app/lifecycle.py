@@ -106,11 +106,16 @@ async def wind_down(
 
 
 async def _drain(worker: InboxWorker, outbox: OutboxWorker, timeout_s: float) -> None:
+    """Process and deliver what is pending, within `timeout_s` each. A store that does not
+    answer (a database down) ends the drain with a warning: what is pending is durable
+    and waits for the next start, and a requested stop still ends cleanly."""
     try:
         async with asyncio.timeout(timeout_s):
             while await worker.process_pending():
                 pass
+        if not await outbox.drain(timeout_s):
+            log.warning("outbox.drain_incomplete")
     except TimeoutError:
         log.warning("inbox.drain_incomplete")
-    if not await outbox.drain(timeout_s):
-        log.warning("outbox.drain_incomplete")
+    except Exception as exc:  # the store is unreachable: nothing more can be recorded now
+        log.warning("gateway.drain_skipped", error=type(exc).__name__)
