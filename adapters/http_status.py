@@ -5,6 +5,10 @@ report and the exposition text); this module only speaks HTTP. `/healthz` answer
 the report says healthy, 503 otherwise; a failure to build a report is a 503 without
 exception text.
 
+Start-up: `bind` takes the port (no aiohttp needed, so the daemon can tell systemd it is
+ready without importing it); `serve` imports aiohttp and attaches the HTTP server. A client
+that connects in between waits in the listen backlog and is answered once serving starts.
+
 Bounds (the status port must never take the daemon's descriptors from SMTP intake): at most
 `max_connections` open connections (a further one gets `503` and is closed at once, so its
 descriptor is freed), and a client that sends no complete request for `idle_timeout_s`
@@ -14,12 +18,16 @@ descriptor is freed), and a client that sends no complete request for `idle_time
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
+import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import web
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = structlog.get_logger("adapters.http_status")
 
@@ -65,6 +73,7 @@ class StatusServer:
         self._runner: web.AppRunner | None = None
         self._server: web.Server | None = None
         self._listener: asyncio.Server | None = None
+        self._sock: socket.socket | None = None
         self._refused = 0
         self._refused_logged_at: float | None = None
         self.port: int | None = None
@@ -76,6 +85,26 @@ class StatusServer:
 
     async def start(self) -> None:
         """Bind and serve (OSError if the address is taken)."""
+        self.bind()
+        await self.serve()
+
+    def bind(self) -> None:
+        """Take the port and listen (OSError if the address is taken); nothing is answered
+        until `serve`."""
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.create_server((self._host, self._port), family=family, reuse_port=False)
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = int(sock.getsockname()[1])
+
+    async def serve(self) -> None:
+        """Attach the HTTP server to the bound socket (imports aiohttp)."""
+        if self._sock is None:
+            raise RuntimeError("bind() first")
+        # Imported off the event loop: mail keeps flowing meanwhile (see the module doc).
+        await asyncio.to_thread(importlib.import_module, "aiohttp.web")
+        from aiohttp import web  # noqa: PLC0415
+
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics_page)
@@ -85,16 +114,16 @@ class StatusServer:
             app, access_log=None, handle_signals=False, keepalive_timeout=self._idle_timeout_s
         )
         await runner.setup()
-        loop = asyncio.get_running_loop()
+        sock, self._sock = self._sock, None
         try:
-            self._listener = await loop.create_server(
-                self._connection, self._host, self._port, reuse_address=True
+            self._listener = await asyncio.get_running_loop().create_server(
+                self._connection, sock=sock
             )
         except OSError:
+            sock.close()
             await runner.cleanup()
             raise
         self._runner, self._server = runner, runner.server
-        self.port = int(self._listener.sockets[0].getsockname()[1])
         log.info("http.listening", host=self._host, port=self.port)
 
     def _connection(self) -> asyncio.BaseProtocol:
@@ -113,6 +142,9 @@ class StatusServer:
 
     async def stop(self) -> None:
         """Stop serving."""
+        if self._sock is not None:  # bound, never served
+            self._sock.close()
+            self._sock = None
         if self._listener is not None:
             self._listener.close()
         if self._runner is not None:
@@ -123,6 +155,8 @@ class StatusServer:
             self._listener = None
 
     async def _healthz(self, _request: web.Request) -> web.Response:
+        from aiohttp import web  # noqa: PLC0415  (loaded by serve())
+
         try:
             report = await self._report()
         except asyncio.CancelledError:
@@ -137,6 +171,8 @@ class StatusServer:
         )
 
     async def _metrics_page(self, _request: web.Request) -> web.Response:
+        from aiohttp import web  # noqa: PLC0415  (loaded by serve())
+
         try:
             body = await self._metrics()
         except asyncio.CancelledError:

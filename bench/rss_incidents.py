@@ -1,20 +1,24 @@
 """Resident memory of the daemon with 10,000 open incidents in its store.
 
-What it measures: VmRSS (from /proc) of the daemon process, and of its parse sandbox child,
-after it has started on a store that already holds `--incidents` open incidents (each with
-a reporter, two thread keys and two timeline events, as a real report leaves them), let
-it settle, and then processed `--reports` new reports (which look up threads and open
-incidents as production does).
+What it measures: VmRSS (from /proc; what `ps` and `top` show an operator) of the daemon
+process and of its parse sandbox child, and their PSS (proportional set size, from
+smaps_rollup: pages shared between processes, such as the interpreter's libraries, counted
+once in the sum rather than in each process), after it has started on a store that already
+holds `--incidents` open incidents (each with a reporter, two thread keys and two timeline
+events, as a real report leaves them), let it settle, and then processed `--reports` new
+reports (which look up threads and open incidents as production does).
 
-Target (issue 7): at most 100 MB with 10,000 open incidents.
+Target: daemon + parse child at most 100 MB (VmRSS) together with 10,000 open incidents,
+and a stated bound with 100,000 (`--incidents 100000`).
 
 Method: the store is filled through the same write path the pipeline uses
 (`gateway.store.db.apply_plan`, one transaction), then `python -m gateway run` is started on it
-with the default configuration (replies to a folder, pages recorded locally). RSS is read
-once the SMTP port answers plus `--settle-s`, and again after the reports are processed.
+with the default configuration (replies to a folder, pages recorded locally; the status
+endpoint on a free port). RSS is read once the SMTP port answers plus `--settle-s`, and
+again after the reports are processed.
 
     .venv/bin/python bench/rss_incidents.py
-    .venv/bin/python bench/rss_incidents.py --incidents 50000
+    .venv/bin/python bench/rss_incidents.py --incidents 100000
 """
 
 from __future__ import annotations
@@ -78,6 +82,13 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    for row in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if row.startswith("Pss:"):
+            return int(row.split()[1]) / 1024
+    return 0.0
+
+
 def children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -87,13 +98,15 @@ def children(pid: int) -> list[int]:
 
 
 def report(label: str, pid: int) -> float:
-    main = rss_mb(pid)
-    kids = [rss_mb(c) for c in children(pid)]
+    """Print the daemon's and its child's RSS and PSS; return the RSS of both together."""
+    main, kids = rss_mb(pid), children(pid)
+    child = sum(rss_mb(c) for c in kids)
+    pss = pss_mb(pid) + sum(pss_mb(c) for c in kids)
     print(
-        f"{label:<34} daemon {main:6.1f} MB   parse child {sum(kids):6.1f} MB   "
-        f"total {main + sum(kids):6.1f} MB"
+        f"{label:<28} daemon {main:6.1f} MB  parse child {child:6.1f} MB  "
+        f"total RSS {main + child:6.1f} MB  (PSS {pss:6.1f} MB)"
     )
-    return main
+    return main + child
 
 
 def send_reports(port: int, count: int) -> None:
@@ -145,7 +158,8 @@ def main() -> int:
         config = folder / "gateway.toml"
         config.write_text(
             f'[state]\ndir = "{folder / "state"}"\n[smtp]\nport = {port}\n'
-            '[log]\nlevel = "warning"\nformat = "json"\n'
+            # the status endpoint on a free port: on the default one it may be taken
+            '[http]\nport = 0\n[log]\nlevel = "warning"\nformat = "json"\n'
         )
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "--config", str(config)],
@@ -176,8 +190,8 @@ def main() -> int:
             proc.wait(60)
     worst = max(idle, busy)
     print(
-        f"target: daemon <= {TARGET_MB:g} MB with {args.incidents} open incidents: "
-        f"{'met' if worst <= TARGET_MB else 'NOT met'} ({worst:.1f} MB)"
+        f"target: daemon + parse child <= {TARGET_MB:g} MB with {args.incidents} open "
+        f"incidents: {'met' if worst <= TARGET_MB else 'NOT met'} ({worst:.1f} MB)"
     )
     return 0
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
+from datetime import date
 from enum import StrEnum
 from functools import cache
 from importlib import resources
@@ -30,7 +31,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from rules.alert_rules import AlertPolicy, AlertRule, Component, duplicate_ids
 from rules.book_extend import extend
 from rules.fields import Regex, Text, Word
-from rules.hours import SupportClock
+from rules.hours import HolidayDates, SupportClock
 from rules.hours_config import Frozen, Hours
 from rules.matching import Matcher
 from rules.types import Mailbox, Priority
@@ -214,24 +215,26 @@ class Rule(Frozen):
             )
         return self
 
-    def model_post_init(self, context: Any, /) -> None:
-        """Compile the conditions once (they were validated field by field already)."""
-        self._matcher = Matcher.build(
-            mailboxes=self.mailboxes,
-            senders=self.senders,
-            sender_domains=self.sender_domains,
-            words=self.words,
-            patterns=self.patterns,
-            also_words=self.also_words,
-            headers=self.headers,
-            unless_words=self.unless_words,
-            unless_patterns=self.unless_patterns,
-        )
-
     @property
     def matcher(self) -> Matcher:
-        """The compiled conditions."""
-        return self._matcher
+        """The compiled conditions, compiled on first use (they were validated field by
+        field already): a daemon that triages nothing itself (the parse child does) never
+        holds them, and its start-up does not wait for them."""
+        try:
+            return self._matcher
+        except AttributeError:
+            self._matcher = Matcher.build(
+                mailboxes=self.mailboxes,
+                senders=self.senders,
+                sender_domains=self.sender_domains,
+                words=self.words,
+                patterns=self.patterns,
+                also_words=self.also_words,
+                headers=self.headers,
+                unless_words=self.unless_words,
+                unless_patterns=self.unless_patterns,
+            )
+            return self._matcher
 
 
 class Rulebook(Frozen):
@@ -272,8 +275,15 @@ class Rulebook(Frozen):
         return book
 
     def model_post_init(self, context: Any, /) -> None:
-        """Build the support clock once."""
-        self._clock = SupportClock(self.hours)
+        """Build the support clock once (with the context's precomputed bank holidays,
+        when load_rulebook was given them)."""
+        dates = context.get("bank_holidays") if isinstance(context, dict) else None
+        bank = self.hours.bank_holidays
+        made = None
+        if dates is not None and bank.country:
+            days, years = dates(bank.country, bank.subdivision)
+            made = HolidayDates(self.hours, days, years)
+        self._clock = SupportClock(self.hours, made)
 
     @property
     def clock(self) -> SupportClock:
@@ -335,11 +345,18 @@ def _ooh_mismatches(book: Rulebook) -> list[InitErrorDetails]:
     return problems
 
 
-def load_rulebook(text: str) -> Rulebook:
+# (country, subdivision) -> the bank holidays of a span of years, and that span; using the
+# dates raises NotImplementedError for a calendar that does not exist.
+BankHolidayDates = Callable[[str, str], tuple[Collection[date], range]]
+
+
+def load_rulebook(text: str, bank_holidays: BankHolidayDates | None = None) -> Rulebook:
     """Parse and validate rulebook TOML; raises RulebookError listing every problem.
 
     A file that starts with `extends = "default"` changes the packaged rulebook rather than
-    replacing it (`rules.book_extend`)."""
+    replacing it (`rules.book_extend`). `bank_holidays` checks and makes the calendar's
+    dates elsewhere (the daemon asks a helper process, so it never imports `holidays`);
+    without it the `holidays` package is used here."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -348,8 +365,9 @@ def load_rulebook(text: str) -> Rulebook:
         data, problems = extend(tomllib.loads(default_rulebook_text()), data)
         if problems:
             raise RulebookError(problems)
+    context = None if bank_holidays is None else {"bank_holidays": bank_holidays}
     try:
-        return Rulebook.model_validate(data)
+        return Rulebook.model_validate(data, context=context)
     except ValidationError as exc:
         raise RulebookError([_describe(e) for e in exc.errors()]) from None
 

@@ -8,14 +8,51 @@ and converted through `zoneinfo` day by day, so deadlines stay right across BST/
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Container, Iterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from rules.hours_config import Hours, TimeWindow
 from rules.types import Period
 
 _ONE_DAY = timedelta(days=1)
+# Years of bank holidays a pickled clock carries (before and after the current one): the
+# parse child triages with them and never imports `holidays`; a day outside falls back to
+# the full calendar.
+_YEARS_BEFORE, _YEARS_AFTER = 1, 4
+
+
+def holiday_years(now: datetime) -> range:
+    """The years whose bank holidays are precomputed around `now`."""
+    return range(now.year - _YEARS_BEFORE, now.year + _YEARS_AFTER + 1)
+
+
+class HolidayDates(Collection[date]):
+    """Bank holidays as precomputed dates for a span of years; the full calendar (the
+    `holidays` package, imported then) for a day outside them."""
+
+    def __init__(self, hours: Hours, days: Collection[date], years: range) -> None:
+        self._hours, self._days, self._years = hours, days, years
+        self._calendar: Container[date] | None = None
+
+    def __iter__(self) -> Iterator[date]:
+        return iter(self._days)
+
+    def __len__(self) -> int:
+        return len(self._days)
+
+    def __contains__(self, day: object) -> bool:
+        if not isinstance(day, date):
+            return False
+        if isinstance(day, datetime):
+            day = day.date()
+        if day.year in self._years:
+            return day in self._days
+        if self._calendar is None:
+            calendar = self._hours.bank_holidays.calendar()  # an empty one is falsy: no `or`
+            self._calendar = frozenset() if calendar is None else calendar
+        return day in self._calendar
 
 
 def _require_aware(value: datetime, name: str) -> datetime:
@@ -37,12 +74,29 @@ class SupportClock:
     Wed 10:00, and from Fri 16:00 is Mon 16:00.
     """
 
-    def __init__(self, hours: Hours | None = None) -> None:
+    def __init__(
+        self, hours: Hours | None = None, bank_holidays: HolidayDates | None = None
+    ) -> None:
+        """`bank_holidays`: precomputed dates for `hours`' calendar (else it is made here)."""
         self.hours = hours if hours is not None else Hours()
         self.tz = ZoneInfo(self.hours.timezone)
         self._weekdays = self.hours.working_weekdays()
-        self._holidays = self.hours.bank_holidays.calendar()
+        self._holidays: Collection[date] | None = (
+            bank_holidays if bank_holidays is not None else self.hours.bank_holidays.calendar()
+        )
         self.business_day = timedelta(minutes=self.hours.in_hours.minutes)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled with the bank holidays as dates (HolidayDates), not the calendar object."""
+        state = dict(self.__dict__)
+        if self._holidays is not None and not isinstance(self._holidays, HolidayDates):
+            years = holiday_years(datetime.now(UTC))
+            calendar = self._holidays
+            for year in years:
+                _ = date(year, 1, 1) in calendar  # a `holidays` calendar fills a year when asked
+            days = frozenset(day for day in calendar if day.year in years)
+            state["_holidays"] = HolidayDates(self.hours, days, years)
+        return state
 
     def local(self, instant: datetime) -> datetime:
         """The instant in the support team's local time."""

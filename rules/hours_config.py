@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import re
 from datetime import time
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import holidays
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+# `holidays` is imported where a calendar is made: the parse child gets precomputed dates
+# (rules.hours) and never loads it (it is large: every country's calendar).
+if TYPE_CHECKING:
+    import holidays
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -31,9 +36,12 @@ _HHMM = re.compile(r"(?P<h>[01]\d|2[0-3]):(?P<m>[0-5]\d)")
 
 
 class Frozen(BaseModel):
-    """Base of every rulebook model: immutable, and unknown keys are errors (typos fail loudly)."""
+    """Base of every rulebook model: immutable, and unknown keys are errors (typos fail loudly).
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True)
+    Validators are built on first validation (`defer_build`), not at import: the parse child
+    only unpickles a validated rulebook and never needs them (less memory there)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, defer_build=True)
 
 
 def _parse_hhmm(value: Any) -> Any:
@@ -104,11 +112,22 @@ class BankHolidays(Frozen):
     subdivision: str = "ENG"
 
     @model_validator(mode="after")
-    def _known(self) -> Self:
-        if not self.country:
+    def _known(self, info: ValidationInfo) -> Self:
+        """The calendar exists: asked of the validation context's `bank_holidays` (dates
+        made elsewhere, see rules.book.load_rulebook), else of `holidays` here. The
+        default calendar is known to exist (a rulebook without [hours] need not load it)."""
+        if not self.country or (self.country, self.subdivision) == ("GB", "ENG"):
             return self
+        context = info.context if isinstance(info.context, dict) else {}
         try:
-            holidays.country_holidays(self.country, subdiv=self.subdivision or None)
+            dates = context.get("bank_holidays")
+            if dates is not None:
+                days, _ = dates(self.country, self.subdivision)
+                len(days)  # the answer, waited for: they may still be being made
+            else:
+                import holidays  # noqa: PLC0415  (see the imports)
+
+                holidays.country_holidays(self.country, subdiv=self.subdivision or None)
         except NotImplementedError:
             raise PydanticCustomError(
                 "holiday_calendar",
@@ -121,6 +140,8 @@ class BankHolidays(Frozen):
         """A fresh calendar object, or None when bank holidays are switched off."""
         if not self.country:
             return None
+        import holidays  # noqa: PLC0415  (see the imports)
+
         return holidays.country_holidays(self.country, subdiv=self.subdivision or None)
 
 

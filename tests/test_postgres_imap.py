@@ -93,3 +93,22 @@ def test_mail_stays_unseen_while_postgresql_is_down_then_is_taken_once(
         d.kill()
     assert sorted(_stored(dsn)) == ["imap-1", "imap-2", "imap-3"]
     assert query(dsn, "SELECT COUNT(*) FROM incidents")[0][0] == 3
+
+
+def test_a_stop_while_postgresql_is_down_is_clean(
+    postgres_own: PostgresServer, tmp_path: Path
+) -> None:
+    """SIGTERM with the database unreachable: the daemon cannot record more, says so in
+    a warning and exits 0 (a requested stop)."""
+    dsn = postgres_own.new_database("gw")
+    d = pg_node(tmp_path / "a", dsn, "a", lease_s=10.0)
+    try:
+        d.start()
+        assert wait_for(lambda: (h := health(d)) and h["healthy"], 30)
+        postgres_own.stop("fast")
+        assert wait_for(lambda: (h := health(d)) and not h["healthy"] and h, 30)
+        assert d.stop() == 0
+    finally:
+        d.kill()
+        postgres_own.start()
+    assert _events(d, "gateway.drain_skipped") and _events(d, "gateway.stopped")

@@ -26,6 +26,7 @@ from gateway.cli import views
 from gateway.cli.held import held_command
 from gateway.cli.status import status_command
 from gateway.cli.views import UsageError
+from gateway.config.bank_holidays import helper_dates
 from gateway.config.model import Config, ConfigError, load_config
 from gateway.config.warnings import config_warnings
 from gateway.ports import PermanentError, TransientError
@@ -33,21 +34,30 @@ from gateway.read_ports import StateReader
 from gateway.run import logs
 from gateway.run.supervisor import GatewayFailed
 from rules.alerts import check_alert_examples
-from rules.book import Rulebook, RulebookError, default_rulebook, load_rulebook
+from rules.book import (
+    BankHolidayDates,
+    Rulebook,
+    RulebookError,
+    default_rulebook,
+    default_rulebook_text,
+    load_rulebook,
+)
 from rules.engine import check_examples
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 
 
-def load_rules(path: Path | None) -> Rulebook:
-    """The rulebook at `path`, or the packaged default."""
+def load_rules(path: Path | None, bank_holidays: BankHolidayDates | None = None) -> Rulebook:
+    """The rulebook at `path`, or the packaged default (`bank_holidays`: see load_rulebook)."""
     if path is None:
+        if bank_holidays is not None:
+            return load_rulebook(default_rulebook_text(), bank_holidays)
         return default_rulebook()
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RulebookError([f"{path}: cannot read ({exc})"]) from None
-    return load_rulebook(text)
+    return load_rulebook(text, bank_holidays)
 
 
 _EPILOG = """\
@@ -323,11 +333,12 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: C901, PLR0911  (one ret
 
 def _load_both(path: Path) -> tuple[Config, Rulebook]:
     config = load_config(path)
-    return config, load_rules(config.rules_file())
+    return config, load_rules(config.rules_file(), helper_dates)
 
 
 def _run(config: Config, path: Path | None = None) -> int:
-    rulebook = load_rules(config.rules_file())
+    # The daemon holds bank holidays as dates a helper process made (no `holidays` here).
+    rulebook = load_rules(config.rules_file(), helper_dates)
     logs.configure(config.log.level, config.log.format)
     for line in config_warnings(config):
         structlog.get_logger("gateway.cli").warning("config.warning", problem=line)

@@ -8,8 +8,10 @@ pulls in), so the child loads only the mail parser and the rulebook: keep its im
 gateway.parse.mail and rules (no asyncio, no store, no logging, no adapters).
 
 Protocol, over the socket whose descriptor is FD (multiprocessing.connection framing): the
-first object received is `(Rulebook, MimeLimits)`; then each request is `(jobs, now)` and is
-answered with one `Prepared` per job, in order. The child exits when the socket closes.
+first object received is `(Rulebook, MimeLimits)` (its rules are compiled here; its bank
+holidays arrive as precomputed dates, so the child never imports `holidays`: see
+rules.hours); then each request is `(jobs, now)` and is answered with one `Prepared` per
+job, in order. The child exits when the socket closes.
 
 Before the full parse, a structural pre-check that costs a few scans at memchr speed
 (`structure_problem`) turns mail with more MIME parts or containers than any human report
@@ -142,6 +144,14 @@ def restored(result: Prepared) -> Prepared:
     return replace(result, mail=replace(result.mail, headers=headers))
 
 
+def warm(book: Rulebook) -> None:
+    """Compile every rule's conditions now, before the first request (the parent sends the
+    rulebook uncompiled: it does not triage mail itself), so that the first message is not
+    charged for it."""
+    for rule in book.rules:
+        rule.matcher  # noqa: B018  (compiled on first use)
+
+
 def serve(conn: Connection) -> None:
     """The child's loop: the rulebook and limits, then a batch in, its results out, until
     EOF."""
@@ -149,6 +159,7 @@ def serve(conn: Connection) -> None:
         book, limits = conn.recv()
     except (EOFError, OSError):
         return
+    warm(book)
     while True:
         try:
             jobs, now = conn.recv()

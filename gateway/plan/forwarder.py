@@ -31,8 +31,6 @@ from email import policy
 from email.message import Message
 from email.parser import BytesHeaderParser
 
-import dkim
-
 from gateway.parse.auth_results import parse_header
 from gateway.parse.listmail import list_info
 from gateway.plan.orgdomain import aligned
@@ -229,6 +227,8 @@ _INSTANCE_TAG = re.compile(r"(?:^|;)\s*i\s*=\s*(\d{1,2})\b", re.IGNORECASE)
 
 
 def _chain_passes(raw: bytes, lookup: Lookup | None) -> bool:
+    import dkim  # noqa: PLC0415  (large: loaded when first needed, or after start-up)
+
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
         return None if lookup is None else lookup(name)
 

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from gateway.domain import Incident, OutboxSpec, Plan, Status, TimelineEvent
-from gateway.parse.pagerduty_events import PagerDutyEvent
 from gateway.plan.alarm_rooms import thread_post
 from gateway.plan.alert_plan import AlertSettings
 from gateway.plan.relay import chat_to_incident, to_reporters
 from gateway.plan.replies import one_line
+
+if TYPE_CHECKING:  # its pydantic models are built at import: loaded only for a webhook
+    from gateway.parse.pagerduty_events import PagerDutyEvent
 
 # Our dedup_keys: the reference, or an escalation step's page for it (gateway.plan.sla).
 _REF = re.compile(r"^INC-(\d{1,12})(?:-escalation-\d{1,3})?$")

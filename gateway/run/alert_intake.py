@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gateway.alerts import AlertNotification
 from gateway.domain import Accepted, Channel, NewMessage
-from gateway.parse.pagerduty_events import PagerDutyEvent
 from gateway.ports import Store
 from gateway.run.worker import Clock, utcnow
 from rules.types import Mailbox
+
+if TYPE_CHECKING:  # its pydantic models are built at import: loaded only for a webhook
+    from gateway.parse.pagerduty_events import PagerDutyEvent
 
 PAGERDUTY_SOURCE = "pagerduty"
 

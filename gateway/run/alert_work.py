@@ -14,7 +14,6 @@ from datetime import datetime
 
 from gateway.alerts import notification_from_json
 from gateway.domain import InboxRow, Plan, PlanContext, ThreadKeys, Work
-from gateway.parse.pagerduty_events import event_from_json
 from gateway.plan.alert_plan import AlertSettings, plan_alert
 from gateway.plan.pagerduty_plan import incident_number, plan_pagerduty
 from rules.book import Rulebook
@@ -46,6 +45,9 @@ def prepare_webhook(
 
         return Work(row.id, ThreadKeys(n.thread_keys()), alert, fallback)
     if kind == "pagerduty":
+        # pydantic models built at import: loaded when first needed, or after start-up
+        from gateway.parse.pagerduty_events import event_from_json  # noqa: PLC0415
+
         event = event_from_json(row.raw)
         number = incident_number(event)
 
