@@ -21,6 +21,15 @@ reported too: when it grows, the daemon did not keep up with the offered rate.
     .venv/bin/python bench/intake_to_page.py                      # 200 msg/s for 10 s
     .venv/bin/python bench/intake_to_page.py --rate 100 --seconds 20 --conns 16
     .venv/bin/python bench/intake_to_page.py --backend postgresql  # a throwaway cluster
+    .venv/bin/python bench/intake_to_page.py --backend postgresql --nodes 2
+    .venv/bin/python bench/intake_to_page.py --backend all         # the three, one run
+
+With `--nodes 2` two daemons share the PostgreSQL database (started by the helpers of the
+high-availability tests, tests/pg_nodes.py, as bench/ha.py does): both accept SMTP, the
+sessions are spread over both, and whichever holds the inbox lease processes. `--backend
+all` measures SQLite, PostgreSQL with one node and PostgreSQL with two nodes one after
+another in the same run and prints each p99 against SQLite's. The machine's load average
+is printed with every run: the figures are only comparable within one run.
 
 Exit status: 0 measured (target met or not), 1 a message was not paged or a send failed.
 """
@@ -39,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -148,15 +157,16 @@ def message(i: int) -> tuple[str, EmailMessage]:
 
 
 async def offer(
-    port: int, rate: float, count: int, conns: int
+    ports: list[int], rate: float, count: int, conns: int
 ) -> tuple[dict[str, float], dict[str, float], list[str]]:
-    """Open-loop load; returns subject -> 250 time, subject -> queueing s, and errors."""
+    """Open-loop load over sessions spread evenly over `ports` (one per node); returns
+    subject -> 250 time, subject -> queueing s, and errors."""
     queue: asyncio.Queue[tuple[float, str, EmailMessage] | None] = asyncio.Queue()
     accepted: dict[str, float] = {}
     queued: dict[str, float] = {}
     errors: list[str] = []
 
-    async def sender() -> None:
+    async def sender(port: int) -> None:
         client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30)
         await client.connect()
         try:
@@ -172,7 +182,7 @@ async def offer(
         finally:
             await client.quit()
 
-    workers = [asyncio.create_task(sender()) for _ in range(conns)]
+    workers = [asyncio.create_task(sender(ports[k % len(ports)])) for k in range(conns)]
     start = time.perf_counter() + 0.1
     for i in range(count):
         due = start + i / rate
@@ -221,33 +231,73 @@ def main() -> int:
         "--outbox-concurrency",
         type=int,
         default=None,
-        help="[outbox] concurrency for the daemon (default: the daemon's default)",
+        help="[outbox] concurrency for the daemon (default: the daemon's default; one node only)",
     )
     p.add_argument(
         "--backend",
-        choices=["sqlite", "postgresql"],
+        choices=["sqlite", "postgresql", "all"],
         default="sqlite",
-        help="the daemon's store (postgresql: a throwaway cluster is started)",
+        help="the daemon's store (postgresql: a throwaway cluster is started; all: SQLite, "
+        "then PostgreSQL with one node and with two)",
     )
+    p.add_argument("--nodes", type=int, choices=[1, 2], default=1, help="daemons on PostgreSQL")
     args = p.parse_args()
+    print(f"command: {' '.join(sys.orig_argv)}")
+    runs = [(args.backend, args.nodes)]
+    if args.backend == "all":
+        runs = [("sqlite", 1), ("postgresql", 1), ("postgresql", 2)]
+    if any(b == "sqlite" for b, n in runs) and args.nodes != 1:
+        raise SystemExit("--nodes 2 needs --backend postgresql")
+    results: list[tuple[str, float | None]] = []
+    failed = False
+    with _cluster(any(b == "postgresql" for b, _ in runs)) as cluster:
+        for backend, nodes in runs:
+            name = backend if backend == "sqlite" else f"{backend}, {nodes} node(s)"
+            print(f"\n== {name}; load average before: {_load()}")
+            p99, ok = measure(args, backend, nodes, cluster)
+            print(f"load average after: {_load()}")
+            results.append((name, p99))
+            failed = failed or not ok
+    if len(results) > 1 and results[0][1]:
+        base = results[0][1]
+        print("\np99 250 -> page, against the first run:")
+        for name, p99 in results:
+            shown = "-" if p99 is None else f"{p99:8.1f} ms  {p99 / base:5.2f}x"
+            print(f"  {name:<26} {shown}")
+    return 1 if failed else 0
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def measure(
+    args: argparse.Namespace, backend: str, nodes: int, cluster: Any
+) -> tuple[float | None, bool]:
+    """One run; returns the p99 of 250 -> page in ms, and whether every message was paged."""
     count = int(args.rate * args.seconds)
-    with (
-        tempfile.TemporaryDirectory(prefix="intake-to-page-") as tmp,
-        FakeThread() as fake,
-        _cluster(args.backend == "postgresql") as cluster,
-    ):
-        dsn = None if cluster is None else cluster.new_database()
-        proc, port = start_daemon(Path(tmp), fake.url, args.outbox_concurrency, dsn)
+    with tempfile.TemporaryDirectory(prefix="intake-to-page-") as tmp, FakeThread() as fake:
+        if nodes == 1:  # the same configuration on either store
+            dsn = None if backend == "sqlite" else cluster.new_database()
+            proc, port = start_daemon(Path(tmp), fake.url, args.outbox_concurrency, dsn)
+            stops: list[Callable[[], object]] = [lambda: _stop(proc)]
+            ports, pids = [port], [proc.pid]
+        else:
+            daemons = start_nodes(Path(tmp), fake.url, cluster.new_database(), nodes)
+            stops = [d.stop for d in daemons]
+            ports = [d.port for d in daemons]
+            pids = [d.proc.pid for d in daemons if d.proc is not None]
         try:
-            load_before, cpu_before = os.getloadavg()[0], on_cpu_s(proc.pid)
-            accepted, queued, errors = asyncio.run(offer(port, args.rate, count, args.conns))
+            load_before, cpu_before = os.getloadavg()[0], sum(map(on_cpu_s, pids))
+            accepted, queued, errors = asyncio.run(offer(ports, args.rate, count, args.conns))
             deadline = time.monotonic() + 30
             while len(fake.arrivals) < len(accepted) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            cpu_ms = (on_cpu_s(proc.pid) - cpu_before) * 1000 / max(1, len(accepted))
+            cpu_s = sum(map(on_cpu_s, pids)) - cpu_before
+            cpu_ms = cpu_s * 1000 / max(1, len(accepted))
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            for stop in stops:
+                stop()
     latencies: list[float] = []
     missing = 0
     arrivals = {summary.rsplit(": ", 1)[-1]: at for summary, at in fake.arrivals.items()}
@@ -258,19 +308,43 @@ def main() -> int:
             missing += 1
     print(
         f"offered {count} emergency P1 mails at {args.rate:g}/s over {args.conns} SMTP "
-        f"sessions; accepted {len(accepted)}, paged {len(latencies)}, not paged {missing}, "
-        f"send errors {len(errors)}"
+        f"sessions to {len(ports)} node(s); accepted {len(accepted)}, paged {len(latencies)}, "
+        f"not paged {missing}, send errors {len(errors)}"
     )
-    if latencies:
-        print(line("250 -> page received (ms)", latencies))
-        print(line("due -> 250 (ms)", [q * 1000 for q in queued.values()]))
-        print(
-            f"daemon + parse child on CPU: {cpu_ms:.2f} ms per message; load average "
-            f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
-        )
-        verdict = "met" if pct(latencies, 99) <= TARGET_P99_MS else "NOT met"
-        print(f"target p99 <= {TARGET_P99_MS:g} ms: {verdict}")
-    return 1 if missing or errors or not latencies else 0
+    if not latencies:
+        return None, False
+    print(line("250 -> page received (ms)", latencies))
+    print(line("due -> 250 (ms)", [q * 1000 for q in queued.values()]))
+    print(
+        f"daemon(s) + parse children on CPU: {cpu_ms:.2f} ms per message; load average "
+        f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    )
+    verdict = "met" if pct(latencies, 99) <= TARGET_P99_MS else "NOT met"
+    print(f"target p99 <= {TARGET_P99_MS:g} ms: {verdict}")
+    return pct(latencies, 99), not (missing or errors)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+
+
+def start_nodes(folder: Path, pd_url: str, dsn: str, nodes: int) -> list[Any]:
+    """`nodes` daemons on one PostgreSQL database (tests/pg_nodes.py, as bench/ha.py uses),
+    PagerDuty at the fake, logs at warning; started and listening."""
+    from tests.pg_nodes import pg_node  # noqa: PLC0415  (only with PostgreSQL)
+
+    extra = (
+        f'[pagerduty]\nrouting_key = {{ value = "{ROUTING_KEY}" }}\nurl = "{pd_url}"\n'
+        + os.environ.get("EXTRA_TOML", "").replace("\\n", "\n")
+    )
+    daemons = [
+        pg_node(folder / name, dsn, name, lease_s=6.0, extra=extra, log_level="warning")
+        for name in "ab"[:nodes]
+    ]
+    for d in daemons:
+        d.start(timeout=60)
+    return daemons
 
 
 @contextlib.contextmanager

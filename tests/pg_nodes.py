@@ -28,7 +28,14 @@ TRUST = (
 )
 
 
-def pg_node(folder: Path, dsn: str, name: str, lease_s: float = 3.0, extra: str = "") -> Daemon:
+def pg_node(
+    folder: Path,
+    dsn: str,
+    name: str,
+    lease_s: float = 3.0,
+    extra: str = "",
+    log_level: str = "info",
+) -> Daemon:
     """A daemon (not started) whose state is the PostgreSQL database at `dsn`."""
     folder.mkdir(parents=True, exist_ok=True)
     d = Daemon(folder)
@@ -37,7 +44,7 @@ def pg_node(folder: Path, dsn: str, name: str, lease_s: float = 3.0, extra: str 
         f'[state.postgresql]\ndsn = "{dsn}"\nnode = "{name}"\nlease_s = {lease_s}\n'
         f"connect_timeout_s = 2\nclaim_s = {CLAIM_S}\n"
         f"[smtp]\nport = {d.port}\ncommit_timeout_s = 5\n"
-        f'[log]\nformat = "json"\nlevel = "info"\n[http]\nport = 0\n'
+        f'[log]\nformat = "json"\nlevel = "{log_level}"\n[http]\nport = 0\n'
         f"[outbox]\nbackoff_initial_s = 0.05\nbackoff_max_s = 0.5\npoll_interval_s = 0.5\n"
         f"{TRUST}{extra}"
     )

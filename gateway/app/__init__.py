@@ -233,7 +233,9 @@ class App:
             )
             tasks += self._links(group, sup, once, link, work.chat)
             if self.cluster is not None:
-                tasks += cluster_tasks(group, self.cluster, store, link is not None)
+                tasks += cluster_tasks(
+                    group, self.cluster, store, link is not None, work.worker.wake
+                )
             await self._listen(work.smtp, alerts, edges, service)
             tasks += self._watch_ourselves(group, sup, work)
             await service.announce_ready(_SETTLE_S)

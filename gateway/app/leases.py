@@ -27,9 +27,14 @@ def cluster_for(config: Config, store: Store) -> Cluster | None:
 
 
 def cluster_tasks(
-    group: asyncio.TaskGroup, cluster: Cluster, store: Store, chat: bool
+    group: asyncio.TaskGroup,
+    cluster: Cluster,
+    store: Store,
+    chat: bool,
+    wake_inbox: Callable[[], None],
 ) -> list[asyncio.Task[None]]:
-    """The lease keepers and the store's watch; chat is claimed only by the Matrix node."""
+    """The lease keepers, the store's watch and its listener (mail accepted by another
+    node wakes this node's inbox worker); chat is claimed only by the Matrix node."""
     if chat and hasattr(store, "skip_kinds"):
         kinds = frozenset({OutboxKind.CHAT_ANNOUNCE, OutboxKind.CHAT_SEND, OutboxKind.CHAT_ALARM})
         matrix = cluster.lease("matrix")
@@ -41,6 +46,11 @@ def cluster_tasks(
     watch = getattr(store, "watch", None)
     if watch is not None:
         tasks.append(group.create_task(watch(), name="store-watch"))
+    listen = getattr(store, "listen", None)
+    if listen is not None:
+        inbox = cluster.lease("inbox")
+        store.notify_accepts = lambda: not inbox.held()  # type: ignore[attr-defined]
+        tasks.append(group.create_task(listen(wake_inbox), name="store-listen"))
     return tasks
 
 

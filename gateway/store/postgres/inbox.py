@@ -32,6 +32,9 @@ from gateway.domain import (
 )
 from gateway.store.alert_db import LIMIT as ALERT_LIMIT
 from gateway.store.db import ts
+from gateway.store.postgres import trips
+from gateway.store.postgres.batch import Lookups
+from gateway.store.postgres.batch import process as batch_process
 from gateway.store.postgres.incidents import (
     apply_plan,
     find_thread,
@@ -47,12 +50,20 @@ GLOBAL_WINDOW_S = 60.0
 log = structlog.get_logger("gateway.store.postgres")
 
 
-def accept_many(conn: Conn, messages: Sequence[NewMessage]) -> list[Accepted]:
+INBOX_CHANNEL = "gateway_inbox"  # NOTIFY on every accept: the node processing wakes up
+
+
+def accept_many(
+    conn: Conn, messages: Sequence[NewMessage], node: str | None = None
+) -> list[Accepted]:
     """Insert a batch of messages in one transaction and one round trip (pipelined); returns
     once it is committed. A dedup key already stored (by this node or another, or earlier
-    in the batch) is the same message."""
-    ids: list[int | None] = []
-    with conn.transaction(), conn.cursor() as cur:
+    in the batch) is the same message. With a `node` name, the commit notifies
+    INBOX_CHANNEL with it, so whichever node processes the inbox starts on them at once."""
+    cur = conn.cursor()
+    with trips.transaction(conn):
+        if node is not None:
+            conn.execute("SELECT pg_notify(%s, %s)", (INBOX_CHANNEL, node))
         cur.executemany(
             "INSERT INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
             " dedup_key, raw, client) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
@@ -72,46 +83,48 @@ def accept_many(conn: Conn, messages: Sequence[NewMessage]) -> list[Accepted]:
             ],
             returning=True,
         )
-        while True:
-            row = cur.fetchone()
-            ids.append(None if row is None else int(row[0]))
-            if not cur.nextset():
-                break
-        results = []
-        for m, new_id in zip(messages, ids, strict=True):
-            if new_id is not None:
-                results.append(Accepted(new_id, duplicate=False))
-                continue
-            found = cur.execute(
-                "SELECT id FROM inbox WHERE dedup_key = %s", (m.dedup_key,)
-            ).fetchone()
-            if found is None:
-                raise RuntimeError("a conflicting dedup key is stored")
-            results.append(Accepted(int(found[0]), duplicate=True))
+    ids: list[int | None] = []
+    while True:  # the results arrived with the COMMIT's answer
+        row = cur.fetchone()
+        ids.append(None if row is None else int(row[0]))
+        if not cur.nextset():
+            break
+    known = _stored_ids(
+        conn, [m.dedup_key for m, i in zip(messages, ids, strict=True) if i is None]
+    )
+    results = []
+    for m, new_id in zip(messages, ids, strict=True):
+        if new_id is not None:
+            results.append(Accepted(new_id, duplicate=False))
+        elif m.dedup_key in known:
+            results.append(Accepted(known[m.dedup_key], duplicate=True))
+        else:
+            raise RuntimeError("a conflicting dedup key is stored")
     return results
+
+
+def _stored_ids(conn: Conn, keys: Sequence[str | None]) -> dict[str | None, int]:
+    """The inbox ids of dedup keys already stored (re-sent messages)."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        "SELECT dedup_key, id FROM inbox WHERE dedup_key = ANY(%s)", (list(keys),)
+    ).fetchall()
+    return {key: int(i) for key, i in rows}
 
 
 def pending_inbox(conn: Conn, limit: int, max_bytes: int | None = None) -> list[InboxRow]:
     """The oldest messages not yet processed: at most `limit`, and with `max_bytes` only as
-    many as fit in that many bytes of raw content (always at least one). The sizes are read
-    first (octet_length does not fetch the value), so a queue of large mail is never all in
-    memory at once."""
-    if max_bytes is not None:
-        sizes = conn.execute(
-            "SELECT octet_length(raw) FROM inbox WHERE state = 'pending' ORDER BY id LIMIT %s",
-            (limit,),
-        ).fetchall()
-        total, fits = 0, 0
-        for (size,) in sizes:
-            total += size or 0
-            if fits and total > max_bytes:
-                break
-            fits += 1
-        limit = fits
+    many as fit in that many bytes of raw content (always at least one). One query: the
+    running total of the sizes picks the rows (octet_length does not fetch the value), and
+    only the rows picked are sent, so a queue of large mail is never all in memory at once."""
     rows = conn.execute(
-        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw, client,"
-        " released_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT %s",
-        (limit,),
+        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw, client, released_at"
+        " FROM (SELECT *, row_number() OVER w AS n, sum(octet_length(raw)) OVER w AS upto"
+        " FROM (SELECT * FROM inbox WHERE state = 'pending' ORDER BY id LIMIT %s) p"
+        " WINDOW w AS (ORDER BY id)) q"
+        " WHERE n = 1 OR %s::bigint IS NULL OR upto <= %s ORDER BY id",
+        (limit, max_bytes, max_bytes),
     ).fetchall()
     return [
         InboxRow(
@@ -130,8 +143,15 @@ def pending_inbox(conn: Conn, limit: int, max_bytes: int | None = None) -> list[
 
 
 def process(conn: Conn, batch: Sequence[Work], now: datetime) -> list[Plan]:
-    """Each message's thread, plan and effects, in one transaction under the write lock;
-    each message is a savepoint, so one whose planning fails falls back alone."""
+    """Each message's thread, plan and effects, in one transaction under the write lock,
+    in few round trips (gateway.store.postgres.batch); each message is a savepoint, so one
+    whose planning fails falls back alone."""
+    return batch_process(conn, batch, now, _LOOKUPS, process_stepwise)
+
+
+def process_stepwise(conn: Conn, batch: Sequence[Work], now: datetime) -> list[Plan]:
+    """As `process`, each message's savepoint waited for: a statement the database refuses
+    fails only its own message (the batch path falls back to this one)."""
     plans = []
     # Pipeline mode: the writes whose results nobody reads (inserts of timeline lines,
     # outbox entries, thread keys; updates) travel together instead of one round trip each.
@@ -222,22 +242,32 @@ def history(
 ) -> SenderHistory:
     """Count the messages recorded before this one in the windows that end at `at`."""
     since = ts(at - timedelta(seconds=window_s))
-    row = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN body_hash = %s THEN 1 ELSE 0 END), 0)"
-        " FROM (SELECT body_hash FROM inbox_digest WHERE sender = %s AND at >= %s AND at <= %s"
-        " AND inbox_id != %s LIMIT %s) d",
-        (content, sender, since, ts(at), inbox_id, cap),
-    ).fetchone()
     # The global count is of untrusted buckets only, spelled as in the partial index
     # inbox_digest_untrusted (schema 3), so however much trusted mail arrives it costs nothing.
-    everyone = conn.execute(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM inbox_digest WHERE substr(sender, 1, 2) = 'u:'"
-        " AND at >= %s AND at <= %s AND inbox_id != %s LIMIT %s) d",
-        (ts(at - timedelta(seconds=GLOBAL_WINDOW_S)), ts(at), inbox_id, cap),
+    # Both counts in one query: one round trip.
+    row = conn.execute(
+        "SELECT d.n, d.same, (SELECT COUNT(*) FROM (SELECT 1 FROM inbox_digest"
+        " WHERE substr(sender, 1, 2) = 'u:' AND at >= %s AND at <= %s AND inbox_id != %s"
+        " LIMIT %s) g) FROM (SELECT COUNT(*) AS n,"
+        " COALESCE(SUM(CASE WHEN body_hash = %s THEN 1 ELSE 0 END), 0) AS same"
+        " FROM (SELECT body_hash FROM inbox_digest WHERE sender = %s AND at >= %s"
+        " AND at <= %s AND inbox_id != %s LIMIT %s) s) d",
+        (
+            ts(at - timedelta(seconds=GLOBAL_WINDOW_S)),
+            ts(at),
+            inbox_id,
+            cap,
+            content,
+            sender,
+            since,
+            ts(at),
+            inbox_id,
+            cap,
+        ),
     ).fetchone()
-    if row is None or everyone is None:
+    if row is None:
         raise RuntimeError("COUNT returns a row")
-    return SenderHistory(int(row[0]), int(row[1]), int(everyone[0]))
+    return SenderHistory(int(row[0]), int(row[1]), int(row[2]))
 
 
 def answer_fits(conn: Conn, address: str, at: datetime, window_s: float, limit: int) -> bool:
@@ -269,3 +299,6 @@ def open_alert_ids(conn: Conn, limit: int = ALERT_LIMIT) -> list[int]:
             (limit,),
         ).fetchall()
     ]
+
+
+_LOOKUPS = Lookups(history, answer_fits, open_alert_ids, record_digest)

@@ -41,37 +41,38 @@ _SUBJECT_TAG = re.compile(r"\[INC-(\d{1,12})\]", re.IGNORECASE)
 RECENT_LIMIT = 50
 
 
-def apply_plan(conn: Conn, plan: Plan, now: datetime) -> int | None:
+def apply_plan(conn: Conn, plan: Plan, now: datetime, new_id: int | None = None) -> int | None:
     """Write a plan's incident, reporter, thread keys, timeline and outbox entries (the
-    caller holds the write lock, so the new incident's id is the one the planner saw)."""
+    caller holds the write lock, so the new incident's id is the one the planner saw).
+    With `new_id`, the id the caller counted for a new incident: nothing is read back, so
+    in pipeline mode the writes go without waiting (a wrong id fails on the key)."""
     incident_id = plan.incident_id
     wrong = [p for spec in plan.outbox for p in payloads.problems(spec.kind, spec.payload)]
     if wrong:
         raise ValueError("; ".join(wrong))
     if plan.new_incident is not None:
         n = plan.new_incident
-        incident_id = _one_int(
-            conn.execute(
-                "INSERT INTO incidents (id, title, priority, status, mailbox, created_at,"
-                " updated_at,"
-                " rule, reasons, period, respond_by, next_update_by, flags)"
-                " VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM incidents), %s, %s, 'open', %s, %s,"
-                " %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (
-                    n.title,
-                    n.priority,
-                    n.mailbox,
-                    ts(now),
-                    ts(now),
-                    n.rule,
-                    dumps(list(n.reasons)),
-                    n.period,
-                    n.respond_by and ts(n.respond_by),
-                    n.next_update_by and ts(n.next_update_by),
-                    dumps(list(n.flags)),
-                ),
-            ).fetchone()
+        cur = conn.execute(
+            "INSERT INTO incidents (id, title, priority, status, mailbox, created_at,"
+            " updated_at, rule, reasons, period, respond_by, next_update_by, flags)"
+            " VALUES (COALESCE(%s, (SELECT COALESCE(MAX(id), 0) + 1 FROM incidents)), %s, %s,"
+            " 'open', %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (
+                new_id,
+                n.title,
+                n.priority,
+                n.mailbox,
+                ts(now),
+                ts(now),
+                n.rule,
+                dumps(list(n.reasons)),
+                n.period,
+                n.respond_by and ts(n.respond_by),
+                n.next_update_by and ts(n.next_update_by),
+                dumps(list(n.flags)),
+            ),
         )
+        incident_id = new_id if new_id is not None else _one_int(cur.fetchone())
     for spec in plan.outbox:
         conn.execute(
             "INSERT INTO outbox (created_at, kind, incident_id, payload, next_attempt_at)"
@@ -97,16 +98,21 @@ def _apply_to_incident(conn: Conn, incident_id: int, plan: Plan, now: datetime) 
             "UPDATE incidents SET merged_into = %s, updated_at = %s WHERE id = %s",
             (incident_id, ts(now), plan.merge_source),
         )
-    reporter_id = _add_reporter(conn, incident_id, plan.reporter, now)
+    _add_reporter(conn, incident_id, plan.reporter, now)
+    reporter = plan.reporter
     for key in plan.message_ids:
+        # The reporter's id is looked up by the statement itself: nothing waits for it.
         conn.execute(
             "INSERT INTO thread_keys (key, incident_id, reporter_id, direction)"
-            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            " VALUES (%s, %s, (SELECT id FROM reporters WHERE incident_id = %s"
+            " AND channel = %s AND address = %s), %s) ON CONFLICT DO NOTHING",
             (
                 key,
                 incident_id,
-                reporter_id,
-                "in" if plan.reporter and key in plan.reporter.message_ids else "out",
+                incident_id,
+                None if reporter is None else reporter.channel,
+                None if reporter is None else reporter.address,
+                "in" if reporter and key in reporter.message_ids else "out",
             ),
         )
     for event in plan.timeline:
@@ -136,11 +142,9 @@ def _update_incident(
     )
 
 
-def _add_reporter(
-    conn: Conn, incident_id: int, reporter: Reporter | None, now: datetime
-) -> int | None:
+def _add_reporter(conn: Conn, incident_id: int, reporter: Reporter | None, now: datetime) -> None:
     if reporter is None:
-        return None
+        return
     conn.execute(
         "INSERT INTO reporters (incident_id, channel, address, created_at, room_id, thread_root)"
         " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -152,12 +156,6 @@ def _add_reporter(
             reporter.room_id,
             reporter.thread_root,
         ),
-    )
-    return _one_int(
-        conn.execute(
-            "SELECT id FROM reporters WHERE incident_id = %s AND channel = %s AND address = %s",
-            (incident_id, reporter.channel, reporter.address),
-        ).fetchone()
     )
 
 
@@ -183,20 +181,15 @@ def _incident(conn: Conn, row: Sequence[Any], with_timeline: bool) -> Incident:
     iid = int(row[0])
     reporters = []
     # Reporters of incidents merged into this one follow it too.
-    for rid, channel, address, room_id, thread_root in conn.execute(
-        "SELECT id, channel, address, room_id, thread_root FROM reporters WHERE incident_id = %s"
-        " OR incident_id IN (SELECT id FROM incidents WHERE merged_into = %s) ORDER BY id",
+    # Each reporter with its own keys, in one query (one round trip).
+    for channel, address, room_id, thread_root, keys in conn.execute(
+        "SELECT r.channel, r.address, r.room_id, r.thread_root, ARRAY(SELECT t.key"
+        " FROM thread_keys t WHERE t.reporter_id = r.id AND t.direction = 'in' ORDER BY t.seq)"
+        " FROM reporters r WHERE r.incident_id = %s"
+        " OR r.incident_id IN (SELECT id FROM incidents WHERE merged_into = %s) ORDER BY r.id",
         (iid, iid),
     ).fetchall():
-        keys = tuple(
-            k
-            for (k,) in conn.execute(
-                "SELECT key FROM thread_keys WHERE reporter_id = %s AND direction = 'in'"
-                " ORDER BY seq",
-                (rid,),
-            ).fetchall()
-        )
-        reporters.append(Reporter(Channel(channel), address, keys, room_id, thread_root))
+        reporters.append(Reporter(Channel(channel), address, tuple(keys), room_id, thread_root))
     timeline: list[TimelineEvent] = []
     if with_timeline:
         timeline = [
@@ -309,10 +302,10 @@ def find_thread(conn: Conn, keys: ThreadKeys) -> Incident | None:
         return load_incident(conn, keys.incident_id, with_timeline=False)
     if keys.issued is not None:
         return _mail_thread(conn, keys)
+    found = _keyed(conn, keys.message_ids)
     for key in keys.message_ids:
-        row = conn.execute("SELECT incident_id FROM thread_keys WHERE key = %s", (key,)).fetchone()
-        if row:
-            return load_incident(conn, int(row[0]), with_timeline=False)
+        if key in found:
+            return load_incident(conn, found[key], with_timeline=False)
     for match in _SUBJECT_TAG.finditer(keys.subject):
         incident = load_incident(conn, int(match.group(1)), with_timeline=False)
         if incident and any(r.address == keys.sender for r in incident.reporters):
@@ -327,19 +320,26 @@ def _mail_thread(conn: Conn, keys: ThreadKeys) -> Incident | None:
             return incident
     if not keys.sender_authentic:
         return None
-    candidates = [
-        int(row[0])
-        for key in keys.message_ids
-        for row in conn.execute(
-            "SELECT incident_id FROM thread_keys WHERE key = %s AND direction = 'in'", (key,)
-        ).fetchall()
-    ]
+    found = _keyed(conn, keys.message_ids, direction="in")
+    candidates = [found[key] for key in keys.message_ids if key in found]
     candidates += [int(m.group(1)) for m in _SUBJECT_TAG.finditer(keys.subject)]
     for iid in candidates:
         incident = load_incident(conn, iid, with_timeline=False)
         if incident and any(r.address == keys.sender for r in incident.reporters):
             return incident
     return None
+
+
+def _keyed(conn: Conn, message_ids: Sequence[str], direction: str | None = None) -> dict[str, int]:
+    """The incidents of those thread keys that are stored (one query for all of them)."""
+    if not message_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT key, incident_id FROM thread_keys WHERE key = ANY(%s)"
+        " AND (%s::text IS NULL OR direction = %s)",
+        (list(message_ids), direction, direction),
+    ).fetchall()
+    return {str(key): int(iid) for key, iid in rows}
 
 
 def next_incident_id(conn: Conn) -> int:

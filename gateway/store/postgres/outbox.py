@@ -27,26 +27,11 @@ from gateway.domain import (
     dumps,
 )
 from gateway.store.db import from_ts, ts
+from gateway.store.postgres import trips
 from gateway.store.postgres.incidents import add_timeline
-from gateway.store.postgres.schema import Conn
+from gateway.store.postgres.schema import Conn, lane_field
 from gateway.store.rows import lane_clear_sql
 
-# An entry this node claimed settles only while it still carries the node's token.
-_DONE = (
-    "UPDATE outbox SET state = %s, attempts = attempts + 1, result = %s, done_at = %s,"
-    " last_error = NULL, claim_until = NULL WHERE id = %s AND state = 'pending'"
-    " AND (%s::bigint IS NULL OR claim_token = %s)"
-)
-# A parked entry (its link is down) counts no attempt and keeps its place; the claim is let go.
-_PARKED = (
-    "UPDATE outbox SET last_error = %s, claim_until = NULL WHERE id = %s"
-    " AND state = 'pending' AND (%s::bigint IS NULL OR claim_token = %s)"
-)
-_FAILED = (
-    "UPDATE outbox SET attempts = attempts + 1, last_error = %s, next_attempt_at = %s,"
-    " state = %s, claim_until = NULL WHERE id = %s AND state = 'pending'"
-    " AND (%s::bigint IS NULL OR claim_token = %s)"
-)
 MIRROR_KINDS = frozenset(
     {
         OutboxKind.TICKET_UPDATE,
@@ -60,7 +45,7 @@ MIRROR_KINDS = frozenset(
 # Pending entries that nothing earlier in their lane holds back (gateway.store.rows): not a
 # retry due later, nor an entry another claim is delivering right now.
 _LANE_CLEAR = lane_clear_sql(
-    lambda alias, key: f"({alias}.payload::jsonb ->> '{key}')",
+    lane_field,  # as the index outbox_lane spells it (schema 5)
     busy="e.claim_until >= clock_timestamp()",
 )
 _CLAIM_LOCK = 0x6F7574626F78  # pg_advisory_xact_lock key of outbox claims ("outbox")
@@ -76,11 +61,18 @@ def claim_due(
 ) -> list[tuple[OutboxEntry, int]]:
     """Claim up to `limit` due entries not claimed by another node (or whose claim
     expired), oldest due first, each with its fencing token; none of `skip_kinds`."""
-    with conn.transaction():
+    # The claim's COMMIT does not wait for the disk (and only it: the accept, the plan and
+    # the outcome do). A claim lost with a crash of the database only lets the entry be
+    # claimed again and perhaps delivered twice, which the idempotency keys absorb, as
+    # for any crash during a delivery; waiting for the disk would add a flush between
+    # every plan and its page. The whole transaction is one round trip.
+    cur = conn.cursor()
+    with trips.transaction(conn):
+        conn.execute("SET LOCAL synchronous_commit = off")
         # Claims are taken one node at a time (a few milliseconds each), so that what one
         # node is claiming counts as busy for the lane check of the other.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CLAIM_LOCK,))
-        rows = conn.execute(
+        cur.execute(
             "WITH due AS (SELECT id FROM outbox WHERE state = 'pending'"  # noqa: S608
             " AND next_attempt_at <= %s AND (claim_until IS NULL OR claim_holder = %s"
             f" OR claim_until < clock_timestamp()) AND kind <> ALL(%s) AND {_LANE_CLEAR}"
@@ -91,7 +83,8 @@ def claim_due(
             " RETURNING o.id, o.kind, o.incident_id, o.payload, o.attempts, o.claim_token,"
             " o.next_attempt_at",
             (ts(now), holder, list(skip_kinds), limit, holder, claim_s),
-        ).fetchall()
+        )
+    rows = cur.fetchall()
     rows.sort(key=lambda r: (r[6], r[0]))
     return [
         (
@@ -142,33 +135,84 @@ def settle(
 ) -> None:
     """Record a round of attempts in one transaction. An outcome counts only while the
     entry is pending and still carries this node's claim token (`tokens`; an entry with
-    no token here was never claimed by a node and is settled unconditionally)."""
-    with conn.transaction():
-        for a in attempts:
-            token = tokens.get(a.entry.id)
-            if a.result is not None:
-                cur = conn.execute(
-                    _DONE, (OutboxState.DONE, dumps(a.result), ts(now), a.entry.id, token, token)
-                )
-                if cur.rowcount and a.entry.incident_id is not None:
-                    _record_effect(conn, a.entry, a.result, now)
-                    _add_lines(conn, a)
-            elif a.parked:
-                conn.execute(_PARKED, (a.error[:500], a.entry.id, token, token))
-            else:
-                cur = conn.execute(
-                    _FAILED,
-                    (
-                        a.error[:500],
-                        ts(a.next_at or now),
-                        OutboxState.DEAD if a.dead else OutboxState.PENDING,
-                        a.entry.id,
-                        token,
-                        token,
-                    ),
-                )
-                if cur.rowcount and a.dead:
-                    _record_dead(conn, a, now)
+    no token here was never claimed by a node and is settled unconditionally).
+
+    In few round trips: one statement per kind of outcome for the whole round, and the
+    effects of the entries it settled sent after it without waiting."""
+    done = [a for a in attempts if a.result is not None]
+    parked = [a for a in attempts if a.result is None and a.parked]
+    failed = [a for a in attempts if a.result is None and not a.parked]
+    with trips.transaction(conn):
+        settled = _settle_done(conn, done, tokens, now)
+        if parked:
+            conn.execute(
+                "UPDATE outbox o SET last_error = u.error, claim_until = NULL"
+                " FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS u(id, error, token)"
+                " WHERE o.id = u.id AND o.state = 'pending'"
+                " AND (u.token IS NULL OR o.claim_token = u.token)",
+                (
+                    [a.entry.id for a in parked],
+                    [a.error[:500] for a in parked],
+                    [tokens.get(a.entry.id) for a in parked],
+                ),
+            )
+        dead = _settle_failed(conn, failed, tokens, now)
+        for a in attempts:  # in their order, as the timeline shows them
+            if a.result is not None and a.entry.id in settled and a.entry.incident_id is not None:
+                _record_effect(conn, a.entry, a.result, now)
+                _add_lines(conn, a)
+            elif a.result is None and a.entry.id in dead:
+                _record_dead(conn, a, now)
+
+
+def _settle_done(
+    conn: Conn, done: Sequence[Attempt], tokens: Mapping[int, int], now: datetime
+) -> set[int]:
+    """Mark the delivered entries done; returns the ids this settled (a read: waits)."""
+    if not done:
+        return set()
+    rows = conn.execute(
+        "UPDATE outbox o SET state = %s, attempts = o.attempts + 1, result = u.result,"
+        " done_at = %s, last_error = NULL, claim_until = NULL"
+        " FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS u(id, result, token)"
+        " WHERE o.id = u.id AND o.state = 'pending'"
+        " AND (u.token IS NULL OR o.claim_token = u.token) RETURNING o.id",
+        (
+            OutboxState.DONE,
+            ts(now),
+            [a.entry.id for a in done],
+            [dumps(a.result) for a in done],
+            [tokens.get(a.entry.id) for a in done],
+        ),
+    ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def _settle_failed(
+    conn: Conn, failed: Sequence[Attempt], tokens: Mapping[int, int], now: datetime
+) -> set[int]:
+    """Count the failed attempts and schedule the next (or dead-letter); returns the ids
+    that went dead (read only when there are some)."""
+    if not failed:
+        return set()
+    cur = conn.execute(
+        "UPDATE outbox o SET attempts = o.attempts + 1, last_error = u.error,"
+        " next_attempt_at = u.next_at, state = u.state, claim_until = NULL"
+        " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::bigint[])"
+        " AS u(id, error, next_at, state, token)"
+        " WHERE o.id = u.id AND o.state = 'pending'"
+        " AND (u.token IS NULL OR o.claim_token = u.token) RETURNING o.id, o.state",
+        (
+            [a.entry.id for a in failed],
+            [a.error[:500] for a in failed],
+            [ts(a.next_at or now) for a in failed],
+            [str(OutboxState.DEAD if a.dead else OutboxState.PENDING) for a in failed],
+            [tokens.get(a.entry.id) for a in failed],
+        ),
+    )
+    if not any(a.dead for a in failed):
+        return set()
+    return {int(i) for i, state in cur.fetchall() if state == OutboxState.DEAD}
 
 
 def _record_dead(conn: Conn, a: Attempt, now: datetime) -> None:

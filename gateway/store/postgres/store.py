@@ -20,6 +20,8 @@ import logging
 import os
 import secrets
 import socket
+import time
+import weakref
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -65,6 +67,13 @@ log = structlog.get_logger("gateway.store.postgres")
 
 # Errors that mean "the database is not answering" (not a bug in our SQL).
 UNREACHABLE = (psycopg.OperationalError, PoolTimeout)
+# A pooled connection idle for longer is checked with a round trip before use (the TCP
+# keepalives below would have noticed a silent peer within about this long).
+CHECK_IDLE_S = 5.0
+# An outbox claim counts as held by this node's monotonic clock until this share of
+# `claim_s` has passed since the claim was asked for (as leases do: gateway.run.cluster);
+# after that, the database is asked.
+CLAIM_SURE = 0.8
 
 
 class DurabilityError(RuntimeError):
@@ -105,6 +114,7 @@ class PostgresStore:
         }
         if password is not None:
             kwargs["password"] = password
+        self._dsn, self._kwargs = dsn, kwargs
         self._pool = ConnectionPool(
             dsn,
             min_size=1,
@@ -112,20 +122,29 @@ class PostgresStore:
             kwargs=kwargs,
             open=False,
             timeout=connect_timeout_s,
-            check=ConnectionPool.check_connection,
+            check=self._check,
+            reset=self._returned,
             reconnect_timeout=0,
             name="gateway",
         )
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="pgstore")
         self._pending: list[tuple[NewMessage, asyncio.Future[Accepted]]] = []
         self._flush_task: asyncio.Task[None] | None = None
-        self._claims: dict[int, int] = {}  # outbox id -> this node's claim token
+        # outbox id -> this node's claim token, and until when (monotonic) it surely holds
+        self._claims: dict[int, tuple[int, float]] = {}
+        self._idle_since: weakref.WeakKeyDictionary[schema.Conn, float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._closed = False
         self._opened = False
         self._state = LinkState.STARTING
         # Kinds this node cannot deliver right now (chat, while another node holds the
         # Matrix lease): left for the node that can.
         self.skip_kinds: Callable[[], frozenset[str]] = frozenset
+        # Whether accepts notify the other nodes: while this node processes the inbox
+        # itself, its intake wakes its worker and nobody else needs to hear (a NOTIFY
+        # serialises the commits of every transaction that sends one).
+        self.notify_accepts: Callable[[], bool] = lambda: True
 
     @property
     def state(self) -> str:
@@ -165,6 +184,26 @@ class PostgresStore:
         await self._run(self._pool.close)
         self._executor.shutdown(wait=True)
 
+    def _returned(self, conn: schema.Conn) -> None:
+        self._idle_since[conn] = time.monotonic()
+
+    def _check(self, conn: schema.Conn) -> None:
+        """Before a pooled connection is used: a round trip only for one idle for a while.
+        One used a moment ago is checked locally: whatever the server sent meanwhile is
+        read, and a server that shut down, restarted or crashed has closed the connection
+        (the keepalives notice a silent peer). A round trip per use would double the round
+        trips of the short transactions the store makes."""
+        idle = self._idle_since.get(conn)
+        if idle is None or time.monotonic() - idle > CHECK_IDLE_S:
+            ConnectionPool.check_connection(conn)
+            return
+        # The first read takes what the server sent (a closing server's FATAL message), the
+        # second sees the end of the stream behind it; either raises once it is closed.
+        conn.pgconn.consume_input()
+        conn.pgconn.consume_input()
+        if conn.pgconn.status != psycopg.pq.ConnStatus.OK or conn.broken:
+            raise psycopg.OperationalError("the connection is closed")
+
     async def watch(self, interval_s: float = 2.0, backoff_max_s: float = 10.0) -> None:
         """Check the database every `interval_s`; while it does not answer, again after a
         capped, jittered backoff (the pool reconnects on the next use that succeeds)."""
@@ -180,6 +219,35 @@ class PostgresStore:
                 return
             failures = 0
             await asyncio.sleep(interval_s)
+
+    async def listen(self, wake: Callable[[], None], backoff_max_s: float = 10.0) -> None:
+        """Call `wake` whenever another node committed accepted messages: each accept
+        notifies `inbox.INBOX_CHANNEL` in its commit, with the node's name (this node's own
+        intake wakes its worker itself). The node holding the inbox lease then starts on
+        mail another node took in at once, not at its next poll.
+        A connection of its own; lost, it is made again with capped, jittered backoff, and
+        `wake` is called on every (re)connection for what came in meanwhile."""
+        failures = 0
+        while not self._closed:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._dsn, **self._kwargs)
+            except psycopg.Error:
+                failures += 1
+                await asyncio.sleep(backoff_s(failures - 1, 0.25, backoff_max_s))
+                continue
+            try:
+                await conn.execute(f"LISTEN {inbox.INBOX_CHANNEL}")
+                failures = 0
+                wake()
+                async for note in conn.notifies():
+                    if note.payload != self.node:
+                        wake()
+            except psycopg.Error as exc:  # the worker's poll still finds the mail meanwhile
+                log.info("store.listen_lost", error=type(exc).__name__)
+                failures += 1
+                await asyncio.sleep(backoff_s(failures - 1, 0.25, backoff_max_s))
+            finally:
+                await conn.close()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -241,7 +309,11 @@ class PostgresStore:
             await asyncio.sleep(0)  # let the sessions being served join this commit
             batch, self._pending = self._pending, []
             try:
-                results = await self._call(inbox.accept_many, [m for m, _ in batch])
+                results = await self._call(
+                    inbox.accept_many,
+                    [m for m, _ in batch],
+                    self.node if self.notify_accepts() else None,
+                )
             except Exception as exc:  # every waiter gets the failure; intake answers 451
                 for _, fut in batch:
                     if not fut.done():
@@ -267,6 +339,7 @@ class PostgresStore:
     ) -> list[OutboxEntry]:
         """Claim the entries due for an attempt (none another node holds a claim on, none of
         the `skip` kinds whose link is down, none this node leaves to another)."""
+        asked = time.monotonic()
         claimed = await self._call(
             outbox.claim_due,
             now,
@@ -275,15 +348,22 @@ class PostgresStore:
             self.claim_s,
             sorted({*self.skip_kinds(), *skip}),
         )
+        sure_until = asked + self.claim_s * CLAIM_SURE
         for entry, token in claimed:
-            self._claims[entry.id] = token
+            self._claims[entry.id] = (token, sure_until)
         return [entry for entry, _ in claimed]
 
     async def claim_valid(self, outbox_id: int, margin_s: float = 1.0) -> bool:
-        """Whether this node still holds its claim on an entry (checked before its effect)."""
-        token = self._claims.get(outbox_id)
-        if token is None:
+        """Whether this node still holds its claim on an entry (checked before its effect).
+        Well within the claim's time by this node's monotonic clock, which runs on while
+        the process is paused, it does: nothing takes a claim from its holder before it
+        expires. Nearer the end, the database is asked."""
+        claim = self._claims.get(outbox_id)
+        if claim is None:
             return False
+        token, sure_until = claim
+        if time.monotonic() + margin_s < sure_until:
+            return True
         return await self._call(outbox.claim_valid, outbox_id, token, margin_s)
 
     async def next_outbox_due(self, skip: Collection[str] = ()) -> datetime | None:
@@ -295,7 +375,7 @@ class PostgresStore:
     async def settle_outbox(self, attempts: Sequence[Attempt], now: datetime) -> None:
         """Record a round of attempts; one whose claim was lost records nothing."""
         tokens = {
-            a.entry.id: self._claims[a.entry.id] for a in attempts if a.entry.id in self._claims
+            a.entry.id: self._claims[a.entry.id][0] for a in attempts if a.entry.id in self._claims
         }
         await self._call(outbox.settle, attempts, tokens, now)
         for a in attempts:
