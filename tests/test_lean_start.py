@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Libraries a daemon with the embedded defaults needs neither to start nor to be READY.
 OPTIONAL = (
     "aiohttp",
+    "aiosmtplib",
     "nio",
     "aioimaplib",
     "psycopg",

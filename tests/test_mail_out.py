@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.mail_out import FolderMailer, SmtpRelayMailer
+from adapters.mail_folder import FolderMailer
+from adapters.mail_out import SmtpRelayMailer
 from gateway.ports import PermanentError, TransientError
 from tests.fakes.smtp_capture import SmtpCapture
 

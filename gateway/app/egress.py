@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from adapters.mail_out import FolderMailer, SmtpRelayMailer
+from adapters.mail_folder import FolderMailer
 from gateway.config.model import Config
 from gateway.deliver.alarm_egress import alarm_handler
 from gateway.deliver.deadletter import alert_in
@@ -129,6 +129,8 @@ def _mailer(config: Config) -> MailSender:
     out = config.mail_out
     if out.mode == "folder" or out.smtp is None:
         return FolderMailer(config.mail_folder())
+    from adapters.mail_out import SmtpRelayMailer  # noqa: PLC0415  (aiosmtplib: a relay only)
+
     relay = out.smtp
     password = config.read_secret(relay.password) if relay.password else None
     return SmtpRelayMailer(
