@@ -60,7 +60,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from tests.fakes.pagerduty import FakePagerDuty  # noqa: E402
 
-TARGET_P99_MS = 50.0
+# p99 targets: SQLite, one host (the operator issue); PostgreSQL, one or two nodes (the
+# several-nodes issue).
+TARGET_P99_MS = {"sqlite": 50.0, "postgresql": 100.0}
 ROUTING_KEY = "b" * 32
 
 
@@ -319,8 +321,9 @@ def measure(
         f"daemon(s) + parse children on CPU: {cpu_ms:.2f} ms per message; load average "
         f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     )
-    verdict = "met" if pct(latencies, 99) <= TARGET_P99_MS else "NOT met"
-    print(f"target p99 <= {TARGET_P99_MS:g} ms: {verdict}")
+    target = TARGET_P99_MS[backend]
+    verdict = "met" if pct(latencies, 99) <= target else "NOT met"
+    print(f"target p99 <= {target:g} ms ({backend}): {verdict}")
     return pct(latencies, 99), not (missing or errors)
 
 
