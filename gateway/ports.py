@@ -50,6 +50,11 @@ class LinkDown(TransientError):
     an attempt, until the link is back; it never dead-letters them."""
 
 
+class StoreUnavailable(TransientError):
+    """The store's database does not answer (a server down or restarting, a network cut):
+    worth retrying after a backoff, and never a bug to report with a traceback."""
+
+
 class LinkState(StrEnum):
     """The states a component (a listener, a link to a peer) reports to health and READY."""
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import structlog
 
+from gateway.ports import StoreUnavailable
+
 log = structlog.get_logger("gateway.run.supervise")
 
 
@@ -68,8 +70,11 @@ async def rounds(
             wait_s = await round_()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception(failed)
+        except Exception as exc:
+            if isinstance(exc, StoreUnavailable):  # a database away, not a bug: no traceback
+                logger.warning(failed, error=exc.reason)
+            else:
+                logger.exception(failed)
             if retry_on_wake:
                 await wait_for(wake, retry_s)
             else:

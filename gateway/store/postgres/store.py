@@ -48,7 +48,7 @@ from gateway.domain import (
     TimelineEvent,
     Work,
 )
-from gateway.ports import LinkState, StoreClosed
+from gateway.ports import LinkState, StoreClosed, StoreUnavailable
 from gateway.run.supervise import backoff_s
 from gateway.store.dialect import POSTGRES
 from gateway.store.postgres import (
@@ -211,7 +211,7 @@ class PostgresStore:
         while not self._closed:
             try:
                 await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
-            except UNREACHABLE:
+            except StoreUnavailable:
                 failures += 1
                 await asyncio.sleep(backoff_s(failures - 1, 0.25, backoff_max_s))
                 continue
@@ -256,9 +256,9 @@ class PostgresStore:
         try:
             with self._pool.connection() as conn:
                 result = fn(conn, *args)
-        except UNREACHABLE:
+        except UNREACHABLE as exc:
             self._down()
-            raise
+            raise StoreUnavailable(f"the database did not answer ({type(exc).__name__})") from exc
         self._up()
         return result
 
