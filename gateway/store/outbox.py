@@ -20,8 +20,10 @@ from gateway.domain import (
     chat_key,
     dumps,
 )
+from gateway.read_ports import OUTBOX_COLUMNS
 from gateway.store import mirror_db
 from gateway.store.db import from_ts, transaction, ts
+from gateway.store.dialect import SQLITE, Dialect
 from gateway.store.incidents import add_timeline
 from gateway.store.rows import lane_clear_sql
 
@@ -200,26 +202,16 @@ def _add_lines(conn: sqlite3.Connection, a: Attempt) -> None:
             add_timeline(conn, a.entry.incident_id, event)
 
 
-def outbox_rows(conn: sqlite3.Connection, state: str | None = None) -> list[dict[str, Any]]:
-    """Outbox entries for operators (no payload bodies)."""
-    sql = (
-        "SELECT id, kind, incident_id, state, attempts, next_attempt_at, last_error, created_at"
-        " FROM outbox"
-    )
+def outbox_rows(
+    conn: Any, state: str | None = None, dialect: Dialect = SQLITE
+) -> list[dict[str, Any]]:
+    """Outbox entries for operators (no payload bodies), on either store."""
+    sql = f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox"  # noqa: S608  (constant names)
     args: tuple[Any, ...] = ()
     if state:
         sql, args = sql + " WHERE state = ?", (state,)
-    cols = (
-        "id",
-        "kind",
-        "incident_id",
-        "state",
-        "attempts",
-        "next_attempt_at",
-        "last_error",
-        "created_at",
-    )
-    return [dict(zip(cols, r, strict=True)) for r in conn.execute(sql + " ORDER BY id", args)]
+    rows = conn.execute(dialect.q(sql + " ORDER BY id"), args).fetchall()
+    return [dict(zip(OUTBOX_COLUMNS, r, strict=True)) for r in rows]
 
 
 def queue_stats(conn: sqlite3.Connection) -> QueueStats:

@@ -26,7 +26,9 @@ from gateway.domain import (
     chat_key,
     dumps,
 )
+from gateway.store import outbox as sqlite_outbox
 from gateway.store.db import from_ts, ts
+from gateway.store.dialect import POSTGRES
 from gateway.store.postgres import trips
 from gateway.store.postgres.incidents import add_timeline
 from gateway.store.postgres.schema import Conn, lane_field
@@ -339,27 +341,8 @@ def _add_lines(conn: Conn, a: Attempt) -> None:
 
 
 def outbox_rows(conn: Conn, state: str | None = None) -> list[dict[str, Any]]:
-    """Outbox entries for operators (no payload bodies)."""
-    sql = (
-        "SELECT id, kind, incident_id, state, attempts, next_attempt_at, last_error, created_at"
-        " FROM outbox"
-    )
-    args: tuple[Any, ...] = ()
-    if state:
-        sql, args = sql + " WHERE state = %s", (state,)
-    cols = (
-        "id",
-        "kind",
-        "incident_id",
-        "state",
-        "attempts",
-        "next_attempt_at",
-        "last_error",
-        "created_at",
-    )
-    return [
-        dict(zip(cols, r, strict=True)) for r in conn.execute(sql + " ORDER BY id", args).fetchall()
-    ]
+    """Outbox entries for operators (no payload bodies): gateway.store.outbox's query."""
+    return sqlite_outbox.outbox_rows(conn, state, POSTGRES)
 
 
 def queue_stats(conn: Conn) -> QueueStats:
