@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from gateway.cli.commands import _parser, main
+from gateway.cli.commands import main
+from gateway.cli.parser import command_parser as _parser
 from gateway.cli.status import status_command
 from gateway.config.model import parse_config
 from gateway.run.service import INSTANCE_KEY, endpoint_file
