@@ -13,6 +13,7 @@ import pytest
 
 from gateway.config.model import ConfigError, parse_config
 from gateway.run import metrics
+from gateway.run.service import endpoint_file, write_endpoint
 from tests.conftest import IN_HOURS, email_bytes, eventually, make_config, running, ticking
 from tests.daemon import Daemon
 from tests.fakes.pagerduty import FakePagerDuty
@@ -196,3 +197,13 @@ def test_a_missing_credential_is_a_configuration_error(
     assert err.value.errors == [
         "pagerduty.routing_key.file: cannot read secret file (No such file or directory)"
     ]
+
+
+def test_the_endpoint_address_is_replaced_whole(tmp_path: Path) -> None:
+    """The address file is written beside and renamed into place: `status` reads the old
+    address or the new one, and no partial file is left behind."""
+    config = parse_config({"state": {"dir": str(tmp_path)}})
+    write_endpoint(config, "http://127.0.0.1:1111")
+    write_endpoint(config, "http://127.0.0.1:2222")
+    assert endpoint_file(config).read_text() == "http://127.0.0.1:2222\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["http-endpoint"]

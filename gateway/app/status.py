@@ -25,7 +25,7 @@ from gateway.ports import Store
 from gateway.run.canary import CanaryMonitor
 from gateway.run.cluster import Cluster
 from gateway.run.heartbeat import Heartbeat
-from gateway.run.service import Service, endpoint_file
+from gateway.run.service import Service, write_endpoint
 from gateway.run.worker import Clock
 
 if TYPE_CHECKING:
@@ -93,8 +93,7 @@ async def status_endpoint(config: Config, service: Service) -> StatusServer | No
     except OSError as exc:
         log.error("http.bind_failed", host=h.host, port=h.port, error=exc.strerror)
         return None
-    endpoint = f"http://{h.host}:{server.port}\n"
-    await asyncio.to_thread(endpoint_file(config).write_text, endpoint)
+    await asyncio.to_thread(write_endpoint, config, f"http://{h.host}:{server.port}")
     return server
 
 

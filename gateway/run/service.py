@@ -11,6 +11,7 @@ report and metrics text the status endpoint serves.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +42,15 @@ INSTANCE_KEY = "instance_id"  # this database's random id, made once (gateway.ap
 def endpoint_file(config: Config) -> Path:
     """Where the running daemon writes its status endpoint's address (for `status`)."""
     return config.state_dir() / "http-endpoint"
+
+
+def write_endpoint(config: Config, url: str) -> None:
+    """Record the status endpoint's address for `status`, atomically: a reader sees the
+    old address or the new one, never a part of it."""
+    path = endpoint_file(config)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(url + "\n", encoding="utf-8")
+    os.replace(partial, path)
 
 
 class Notify(Protocol):
