@@ -93,6 +93,7 @@ class MatrixLink:
         self.encrypted_rooms: list[str] = []
         self._blind_rooms: list[str] = []
         self.connected = asyncio.Event()
+        self._restored = False
 
     def __repr__(self) -> str:
         return f"MatrixLink({self._user_id!r} on {self._homeserver!r}, state={self.state!r})"
@@ -143,6 +144,7 @@ class MatrixLink:
         """Log in, join our rooms, and sync until cancelled."""
         failures = 0
         fresh_login = False
+        self._restored = False  # several nodes: this run begins with the shared crypto store
         while True:
             try:
                 await self._session(fresh_login)
@@ -180,6 +182,10 @@ class MatrixLink:
             await asyncio.sleep(delay)
 
     async def _session(self, fresh_login: bool) -> None:
+        if self._crypto is not None and not self._restored:
+            await self.close()  # nio reads its store when it logs in: reopen it restored
+            await self._crypto.restore_shared()
+            self._restored = True
         if self._client is None:
             self._client = self._new_client()
         client = self._client
@@ -212,6 +218,8 @@ class MatrixLink:
             events = await self._events(client, resp)
             if events and self._deliver is not None:
                 await self._deliver(events)
+            if self._crypto is not None:  # the keys this batch brought, before its cursor
+                await self._crypto.save_shared()
             since = resp.next_batch
             await self._kv.kv_set("matrix.next_batch", since)
             await self._retry_undecrypted(client)
@@ -227,6 +235,7 @@ class MatrixLink:
         if self._crypto is not None:
             self.encrypted_rooms = await self._crypto.load_rooms(client, self._rooms)
             await self._crypto.key_traffic(client)
+            await self._crypto.save_shared()
             return
         self.encrypted_rooms = []
         for room_id in self._rooms:
@@ -331,4 +340,17 @@ class MatrixLink:
         self, room_id: str, content: Mapping[str, Any], txn_id: str
     ) -> Mapping[str, Any]:
         connected = self.connected.is_set()
-        return await send_content(self._client, connected, self._crypto, room_id, content, txn_id)
+        sent = await send_content(self._client, connected, self._crypto, room_id, content, txn_id)
+        if self._crypto is not None:
+            await _shared_after_send(self._crypto)
+        return sent
+
+
+async def _shared_after_send(crypto: MatrixCrypto) -> None:
+    # The post is out (its outcome must be recorded, not retried): a store that cannot be
+    # shared now is shared by the next sync round, or, if the lease is gone, the node taking
+    # over re-establishes what it lacks (a new room key; Olm sessions re-created).
+    try:
+        await crypto.save_shared()
+    except TransientError as exc:
+        log.warning("matrix.e2ee.store_not_shared", error=type(exc).__name__)

@@ -1,7 +1,8 @@
 """End-to-end encryption for the Matrix link, on matrix-nio's vodozemac crypto.
 
 Owns the crypto store (an SQLite file in the state directory, 0700 folder, 0600 file, pickled
-with an operator-supplied key, never nio's default), the key traffic around each sync (upload,
+with an operator-supplied key, never nio's default; shared through the database by several
+nodes: adapters.matrix_crypto_share), the key traffic around each sync (upload,
 query, claim, to-device), room state for encrypted rooms after a restart, and the trust policy
 applied to every device (`gateway.plan.e2ee.device_verdict`: verify or block, stored by nio).
 """
@@ -26,6 +27,7 @@ from nio import (
 )
 from nio.crypto import ENCRYPTION_ENABLED
 
+from adapters.matrix_crypto_share import CryptoShare
 from adapters.matrix_events import SENDER_DEVICE
 from adapters.matrix_undecryptable import room_is_encrypted
 from gateway.plan.e2ee import DeviceFacts, PinnedDevice, TrustMode, device_verdict
@@ -48,6 +50,7 @@ class MatrixCrypto:
         trust: TrustMode,
         engineers: Collection[str],
         pinned: Collection[PinnedDevice] = (),
+        share: CryptoShare | None = None,
     ) -> None:
         if not ENCRYPTION_ENABLED:
             raise CryptoUnavailable("matrix-nio has no crypto: install matrix-nio[e2e]")
@@ -56,9 +59,22 @@ class MatrixCrypto:
         self._trust = trust
         self._engineers = frozenset(engineers)
         self._pinned = tuple(pinned)
+        self.share = share  # several nodes: the store moves with the lease
 
     def __repr__(self) -> str:  # never show the pickle key
         return f"MatrixCrypto(store_dir={str(self.store_dir)!r}, trust={self._trust!r})"
+
+    async def restore_shared(self) -> None:
+        """Before nio opens the store on a node that just gained the lease: the store as the
+        last holder left it (nothing to do on one host)."""
+        if self.share is not None:
+            await self.share.restore()
+
+    async def save_shared(self) -> None:
+        """Share what changed in the store (nothing to do on one host); raises LeaseLost
+        when another node holds the lease now."""
+        if self.share is not None:
+            await self.share.save()
 
     def client_config(self, **kwargs: Any) -> AsyncClientConfig:
         """nio's config with encryption on and our pickle key; the caller's other settings."""

@@ -1,11 +1,12 @@
 """`migrate-state` copies a single-host SQLite state into PostgreSQL: incidents with their
 timelines and reporters, the outbox with its states, thread keys (a reply still threads),
-fired SLA items, held mail with its client, the per-address answer counts, and the kv values
-(cursors, tokens, the threading key); a second copy into
+fired SLA items, held mail with its client, the per-address answer counts, the kv values
+(cursors, tokens, the threading key) and the Matrix crypto store's files; a second copy into
 a database that is no longer empty is refused."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from gateway.deliver.timeline import worded
 from gateway.domain import Attempt, Plan, PlanContext, ThreadKeys
+from gateway.store.folder import write_folder
 from gateway.store.postgres.store import PostgresStore
 from gateway.store.sqlite import SqliteStore
 from tests.peers.postgres import PostgresServer
@@ -72,6 +74,14 @@ async def test_a_single_host_state_moves_to_postgresql(
     again is refused with exit 2."""
     source = tmp_path / "gateway.sqlite3"
     await _single_host_state(source)
+    crypto = tmp_path / "matrix-crypto"
+    crypto.mkdir(mode=0o700)
+    (crypto / "@gw:m.example_DEV.trusted_devices").write_bytes(b"@eng:m.example DEV key\n")
+    keys = sqlite3.connect(crypto / "@gw:m.example_DEV.db")
+    keys.execute("CREATE TABLE accounts (pickle BLOB)")
+    keys.execute("INSERT INTO accounts VALUES (?)", (b"encrypted pickle",))
+    keys.commit()
+    keys.close()
     dsn = postgres.new_database()
     (tmp_path / "pg-password").write_text("unused-with-trust\n")
     config = tmp_path / "gateway.toml"
@@ -81,7 +91,8 @@ async def test_a_single_host_state_moves_to_postgresql(
     )
     done = _cli(config, source)
     assert done.returncode == 0, done.stderr
-    assert "incidents" in done.stdout and "unused-with-trust" not in done.stdout + done.stderr
+    assert "incidents" in done.stdout and "matrix_crypto" in done.stdout
+    assert "unused-with-trust" not in done.stdout + done.stderr
 
     old, new = SqliteStore(source), PostgresStore(dsn)
     await old.open()
@@ -95,6 +106,14 @@ async def test_a_single_host_state_moves_to_postgresql(
         assert await new.sla_snapshot() == await old.sla_snapshot()
         for key in ("threading_key", "imap:support"):
             assert await new.kv_get(key) == await old.kv_get(key)
+        shared = await new.load_crypto_files()
+        assert shared["@gw:m.example_DEV.trusted_devices"] == b"@eng:m.example DEV key\n"
+        write_folder(tmp_path / "restored", shared)
+        restored = sqlite3.connect(tmp_path / "restored" / "@gw:m.example_DEV.db")
+        assert restored.execute("SELECT pickle FROM accounts").fetchall() == [
+            (b"encrypted pickle",)
+        ]
+        restored.close()
         [pending] = await new.pending_inbox()
         assert pending == (await old.pending_inbox())[0]
         assert (await new.queue_stats()).inbox_held == 1

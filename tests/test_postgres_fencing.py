@@ -87,3 +87,26 @@ async def test_a_lease_has_one_holder_and_new_holders_get_larger_tokens(
     assert await a.acquire_lease("sla", 1.0) is None
     await b.release_lease("sla", taken.token)
     assert await a.acquire_lease("sla", 1.0) is not None
+
+
+async def test_the_crypto_store_is_saved_only_under_the_matrix_lease(
+    nodes: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """Node a saves the crypto store under its `matrix` lease; once b has taken the lease
+    over and saved its own, a's late save (a was paused) is refused and b's copy stays;
+    a save under another lease's token is refused too."""
+    a, b = nodes
+    assert await a.load_crypto_files() == {}
+    first = await a.acquire_lease("matrix", 1.0)
+    assert first is not None
+    assert await a.save_crypto_files(first.token, {"bot.db": b"v1", "bot.trusted": b"t"})
+    assert await b.load_crypto_files() == {"bot.db": b"v1", "bot.trusted": b"t"}
+    await asyncio.sleep(1.1)
+    taken = await b.acquire_lease("matrix", 5.0)
+    assert taken is not None
+    assert await b.save_crypto_files(taken.token, {"bot.db": b"v2"})
+    assert not await a.save_crypto_files(first.token, {"bot.db": b"v1-late"})
+    sla = await b.acquire_lease("sla", 5.0)
+    assert sla is not None
+    assert not await a.save_crypto_files(sla.token, {"bot.db": b"other lease"})
+    assert await a.load_crypto_files() == {"bot.db": b"v2", "bot.trusted": b"t"}

@@ -31,7 +31,7 @@ from adapters.smtp_intake import SmtpIntakeServer
 from gateway.app.egress import Egress, open_egress, outbox_worker
 from gateway.app.failure import notify_failure
 from gateway.app.intake import alert_listener, imap_links, matrix_link, smtp_server
-from gateway.app.leases import Once, cluster_for, cluster_tasks
+from gateway.app.leases import Once, cluster_for, cluster_tasks, leased_files
 from gateway.app.lifecycle import Edges, close_edges, start_listeners, stop_listeners, wind_down
 from gateway.app.status import canary_for, heartbeat, service_for, status_endpoint
 from gateway.app.warm import warm_up
@@ -160,7 +160,7 @@ class App:
         """Every part, wired, none started: links, outbox, workers, intake, health."""
         cfg = self.config
         self.cluster = cluster_for(cfg, store)
-        link = edges.link = self.matrix = matrix_link(cfg, store)
+        link = edges.link = self.matrix = matrix_link(cfg, store, leased_files(self.cluster, store))
         key = canary_key(await thread_key(cfg, store))
         self.canary = canary_for(cfg, self.clock, key, self._submit_canary, store)
         outbox, self.gates = outbox_worker(

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from adapters.imap_intake import ImapIntake
     from adapters.matrix import MatrixLink
     from adapters.matrix_crypto import MatrixCrypto
+    from adapters.matrix_crypto_share import SharedFiles
 
 
 def smtp_server(config: Config, intake: MailIntake) -> SmtpIntakeServer:
@@ -53,8 +54,11 @@ def smtp_server(config: Config, intake: MailIntake) -> SmtpIntakeServer:
     )
 
 
-def matrix_link(config: Config, store: Store) -> MatrixLink | None:
-    """The Matrix link in every room it serves, when `[matrix]` is configured."""
+def matrix_link(
+    config: Config, store: Store, shared: SharedFiles | None = None
+) -> MatrixLink | None:
+    """The Matrix link in every room it serves, when `[matrix]` is configured; `shared`:
+    where several nodes keep its crypto store (gateway.app.leases.leased_files)."""
     m = config.matrix
     if m is None:
         return None
@@ -78,20 +82,23 @@ def matrix_link(config: Config, store: Store) -> MatrixLink | None:
         device_name=m.device_name,
         sync_timeout_s=m.sync_timeout_s,
         backoff_max_s=m.backoff_max_s,
-        crypto=_matrix_crypto(config),
+        crypto=_matrix_crypto(config, shared),
         undecryptable_wait_s=m.undecryptable_wait_s,
     )
 
 
-def _matrix_crypto(config: Config) -> MatrixCrypto | None:
+def _matrix_crypto(config: Config, shared: SharedFiles | None) -> MatrixCrypto | None:
     """End-to-end encryption for the Matrix link, when configured (docs/matrix-e2ee.md)."""
     m = config.matrix
     if m is None or m.encryption != "on" or m.pickle_key is None:
         return None
     from adapters.matrix_crypto import MatrixCrypto  # noqa: PLC0415  (lazy)
+    from adapters.matrix_crypto_share import CryptoShare  # noqa: PLC0415  (lazy)
 
+    store_dir = config.crypto_dir()
     return MatrixCrypto(
-        store_dir=config.state_dir() / "matrix-crypto",
+        store_dir=store_dir,
+        share=CryptoShare(shared, store_dir) if shared is not None else None,
         pickle_key=config.read_secret(m.pickle_key),
         trust=m.trust,
         engineers=m.engineers,

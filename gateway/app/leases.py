@@ -1,14 +1,15 @@
 """Several nodes on one PostgreSQL store: which loops run under a lease, and the keepers.
 
 Owns the wiring of gateway.run.cluster into the daemon: whether there is a cluster at all
-(`cluster_for`), the lease keepers and the store's watch (`cluster_tasks`), and `Once`,
-which runs a singleton loop under its lease on several nodes or simply runs it on one.
+(`cluster_for`), the lease keepers and the store's watch (`cluster_tasks`), `Once`, which
+runs a singleton loop under its lease on several nodes or simply runs it on one, and
+`LeasedFiles`, the Matrix crypto store saved under the `matrix` lease's token.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -115,3 +116,38 @@ class _Leased:
 
     def run(self) -> Coroutine[Any, Any, None]:
         return self._run()
+
+
+class CryptoFilesStore(Protocol):
+    """The store's side of the shared crypto store (PostgresStore)."""
+
+    async def load_crypto_files(self) -> dict[str, bytes]: ...
+
+    async def save_crypto_files(self, token: int, files: dict[str, bytes]) -> bool: ...
+
+
+class LeasedFiles:
+    """The Matrix crypto store's files in the shared store, saved only while this node holds
+    the `matrix` lease, under its token (adapters.matrix_crypto_share.SharedFiles)."""
+
+    def __init__(self, store: CryptoFilesStore, cluster: Cluster) -> None:
+        self._store = store
+        self._lease = cluster.lease("matrix")
+
+    async def load(self) -> dict[str, bytes]:
+        """The files as last saved."""
+        return await self._store.load_crypto_files()
+
+    async def save(self, files: Mapping[str, bytes]) -> bool:
+        """Save them under the lease's token; False when the lease is not held here."""
+        token = self._lease.token
+        if token is None or not self._lease.held():
+            return False
+        return await self._store.save_crypto_files(token, dict(files))
+
+
+def leased_files(cluster: Cluster | None, store: Store) -> LeasedFiles | None:
+    """The shared crypto store on several nodes; None on one host (a local folder)."""
+    if cluster is None or not hasattr(store, "save_crypto_files"):
+        return None
+    return LeasedFiles(store, cluster)  # type: ignore[arg-type]  # checked just above

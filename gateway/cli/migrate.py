@@ -1,6 +1,8 @@
 """`chatops-gateway migrate-state --from-sqlite PATH --config FILE`: copy a single-host
 SQLite state into the PostgreSQL database the configuration names (gateway.store.postgres.
-migrate), so an operator who started on the README's defaults can grow to several nodes."""
+migrate), so an operator who started on the README's defaults can grow to several nodes.
+The Matrix crypto store (the `matrix-crypto` folder beside the SQLite file) goes with it,
+so the nodes continue as the same bot device in encrypted rooms."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ import sqlite3
 from pathlib import Path
 
 from gateway.cli.views import UsageError
-from gateway.config.model import Config
+from gateway.config.model import CRYPTO_FOLDER, Config
 from gateway.store import schema
+from gateway.store.folder import read_folder
 
 
 def migrate_state(config: Config, source: Path) -> int:
@@ -35,7 +38,7 @@ def migrate_state(config: Config, source: Path) -> int:
             autocommit=True,
             connect_timeout=max(1, round(pg.connect_timeout_s)),
         ) as target:
-            copied = copy_state(sqlite_conn, target)
+            copied = copy_state(sqlite_conn, target, read_folder(source.parent / CRYPTO_FOLDER))
     except MigrationRefused as exc:
         raise UsageError(str(exc)) from None
     except psycopg.OperationalError:

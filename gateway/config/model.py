@@ -54,6 +54,9 @@ from gateway.config.links import (
 __all__ = ["Config", "ConfigError", "Secret", "load_config", "parse_config"]
 
 
+CRYPTO_FOLDER = "matrix-crypto"  # in the state folder: the Matrix crypto store
+
+
 class Config(_Model):
     """The whole daemon configuration."""
 
@@ -88,22 +91,6 @@ class Config(_Model):
     def _security_room(self) -> Config:
         if self.security and self.security.room and self.matrix is None:
             raise ValueError("security.room needs a [matrix] section")
-        return self
-
-    @model_validator(mode="after")
-    def _shared_store(self) -> Config:
-        # The Matrix crypto store is a local folder: with several nodes, whichever holds the
-        # sync lease would start without the others' Olm/Megolm sessions (docs/ha.md).
-        if (
-            self.state.backend == "postgresql"
-            and self.matrix is not None
-            and self.matrix.encryption == "on"
-        ):
-            raise ValueError(
-                "matrix.encryption: 'on' is not supported with state.backend "
-                "'postgresql' yet (the crypto store is local to one node; "
-                "see docs/ha.md)"
-            )
         return self
 
     @model_validator(mode="after")
@@ -153,6 +140,11 @@ class Config(_Model):
     def database_path(self) -> Path:
         """The SQLite database file."""
         return self.state_dir() / "gateway.sqlite3"
+
+    def crypto_dir(self) -> Path:
+        """The Matrix crypto store's folder (beside the SQLite file on one host; this
+        node's copy of the shared one on several)."""
+        return self.state_dir() / CRYPTO_FOLDER
 
     def mail_folder(self) -> Path:
         """Where outbound mail is written in folder mode."""

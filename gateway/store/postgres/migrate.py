@@ -4,7 +4,8 @@ Everything the daemon keeps is copied with its ids (the inbox, incidents, report
 thread keys in their order, timelines, the outbox with its states, pages, tickets, status
 page incidents, fired SLA items, rate-limit digests, automatic answers counted per address,
 held messages with their connecting client, and the kv values: IMAP cursors, the
-Matrix token and next_batch, the threading key and the instance id), in one transaction
+Matrix token and next_batch, the threading key and the instance id) and the files of the
+Matrix crypto store (gateway.store.postgres.crypto_files), in one transaction
 from one read snapshot of the SQLite file, so a reply to an old incident still threads and
 nothing fires twice. The target must be empty; the sequences continue after the copied ids.
 """
@@ -12,10 +13,11 @@ nothing fires twice. The target must be empty; the sequences continue after the 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.store import schema as sqlite_schema
+from gateway.store.postgres import crypto_files
 from gateway.store.postgres.schema import Conn, migrate
 
 # (table, columns, order) in foreign-key order; thread_keys keep SQLite's rowid order.
@@ -141,8 +143,11 @@ class Copied:
     rows: dict[str, int]
 
 
-def copy_state(source: sqlite3.Connection, target: Conn) -> Copied:
-    """Copy every table (see the module docstring); all or nothing."""
+def copy_state(
+    source: sqlite3.Connection, target: Conn, crypto: Mapping[str, bytes] | None = None
+) -> Copied:
+    """Copy every table and the crypto store's files `crypto` (see the module docstring);
+    all or nothing."""
     (version,) = source.execute("PRAGMA user_version").fetchone()
     if version != len(sqlite_schema.MIGRATIONS):
         raise MigrationRefused(
@@ -157,6 +162,9 @@ def copy_state(source: sqlite3.Connection, target: Conn) -> Copied:
             _refuse_unless_empty(target)
             for table, columns, order in TABLES:
                 counts[table] = _copy(source, target, table, columns, order)
+            if crypto:
+                crypto_files.copy_in(target, crypto)
+                counts["matrix_crypto"] = len(crypto)
             # An incident may be merged into a newer one: the links go in once all exist.
             for iid, into in source.execute(
                 "SELECT id, merged_into FROM incidents WHERE merged_into IS NOT NULL"
@@ -174,7 +182,7 @@ def copy_state(source: sqlite3.Connection, target: Conn) -> Copied:
 
 
 def _refuse_unless_empty(target: Conn) -> None:
-    for table in ("inbox", "incidents", "outbox", "kv"):
+    for table in ("inbox", "incidents", "outbox", "kv", "matrix_crypto"):
         row = target.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()  # noqa: S608
         if row and row[0]:
             raise MigrationRefused(

@@ -219,6 +219,18 @@ MIGRATIONS: tuple[str, ...] = (
     "CREATE INDEX outbox_lane ON outbox (("
     + lane_sql("outbox", lane_field)
     + "), id) WHERE state = 'pending';",
+    # 6: the Matrix bot device's end-to-end crypto store, shared by the nodes
+    # (gateway.store.postgres.crypto_files): each file of the store as the holder of the
+    # `matrix` lease last saved it (the pickles in it encrypted with `pickle_key`, as on
+    # disk), the lease token it was saved under, and when
+    """
+    CREATE TABLE matrix_crypto (
+        name TEXT PRIMARY KEY,
+        data BYTEA NOT NULL,
+        token BIGINT NOT NULL,
+        saved_at TIMESTAMPTZ NOT NULL
+    );
+    """,
 )
 
 Conn = psycopg.Connection[Any]

@@ -52,6 +52,7 @@ from gateway.ports import LinkState, StoreClosed, StoreUnavailable
 from gateway.run.supervise import backoff_s
 from gateway.store.dialect import POSTGRES
 from gateway.store.postgres import (
+    crypto_files,
     inbox,
     incidents,
     leases,
@@ -430,6 +431,16 @@ class PostgresStore:
     async def lease_holders(self) -> list[tuple[str, str, int, float]]:
         """Every lease: name, holder, token, seconds left."""
         return await self._call(leases.holders)
+
+    async def load_crypto_files(self) -> dict[str, bytes]:
+        """The Matrix bot device's crypto store as last saved (gateway.store.postgres.
+        crypto_files)."""
+        return await self._call(crypto_files.load)
+
+    async def save_crypto_files(self, token: int, files: dict[str, bytes]) -> bool:
+        """Save changed files of the crypto store while this node holds the `matrix` lease
+        with `token`; False when it no longer does."""
+        return await self._call(crypto_files.save, self.node, token, files)
 
     # -- reads ------------------------------------------------------------------------------
     async def incident(self, incident_id: int) -> Incident | None:
