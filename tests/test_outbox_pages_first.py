@@ -1,5 +1,5 @@
 """An outbox round takes the due pages first: a page never waits behind the tickets and
-acknowledgements queued before it (each round settles only when its slowest entry is done)."""
+acknowledgements queued before it (a round ends only when its slowest entry is done)."""
 
 from __future__ import annotations
 

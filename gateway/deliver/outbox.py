@@ -133,20 +133,22 @@ class OutboxWorker:
             await asyncio.sleep(_DEFER_POLL_S)
 
     async def deliver_due(self) -> int:
-        """One round: every entry due now, `concurrency` at a time, then one transaction
-        that records every outcome; returns how many were attempted."""
+        """One round: every entry due now, `concurrency` at a time, each lane's outcomes
+        recorded as it finishes (`_Settler`); returns how many were attempted."""
         entries = await self._due()
         if entries:
+            settler = _Settler(self._store, self._clock)
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._lane(lane)) for lane in _lanes(entries)]
-            now = self._clock()
-            await self._store.settle_outbox(
-                [worded(a, now) for t in tasks for a in t.result()], now
-            )
+                for lane in _lanes(entries):
+                    group.create_task(self._settled_lane(lane, settler))
+            await settler.finish()
         return len(entries)
 
+    async def _settled_lane(self, entries: list[OutboxEntry], settler: _Settler) -> None:
+        await settler.add(await self._lane(entries))
+
     async def _due(self) -> list[OutboxEntry]:
-        """Due pages first, then the rest in order. A round settles only when its slowest
+        """Due pages first, then the rest in order. A round ends only when its slowest
         entry is done: in FIFO order, a burst of reports queued each page behind the tickets
         and acknowledgements of the reports before it (one round per 32 entries). Pages
         keep their own order among themselves, as every other lane does."""
@@ -262,6 +264,47 @@ class OutboxWorker:
             alert=alert,
             next_at=self._clock() + timedelta(seconds=delay),
         )
+
+
+class _Settler:
+    """Records a round's outcomes as its lanes finish, one settle transaction at a time:
+    the lanes that finish while one commits go together into the next. What was delivered
+    is recorded about one transaction after its delivery, not after the round's slowest
+    entry (a node killed mid-round leaves less to be delivered again: the idempotency keys
+    absorb what remains), and a round of many quick lanes still costs few transactions.
+    A settle that fails is tried again with the next lane's, and last in `finish`, which
+    raises if it still fails (the round's loop logs it and backs off; on several nodes the
+    claims then run out and the entries are delivered again)."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store, self._clock = store, clock
+        self._waiting: list[Attempt] = []
+        self._lock = asyncio.Lock()
+
+    async def add(self, attempts: list[Attempt]) -> None:
+        """A finished lane's outcomes: recorded now, or with the next settle."""
+        self._waiting += attempts
+        async with self._lock:
+            try:
+                await self._settle()
+            except Exception as exc:  # the store: kept for the next settle, and finish()
+                log.warning("outbox.settle_deferred", error=type(exc).__name__)
+
+    async def finish(self) -> None:
+        """Record whatever is still waiting (raises if the store cannot)."""
+        async with self._lock:
+            await self._settle()
+
+    async def _settle(self) -> None:
+        batch, self._waiting = self._waiting, []
+        if not batch:
+            return
+        now = self._clock()
+        try:
+            await self._store.settle_outbox([worded(a, now) for a in batch], now)
+        except BaseException:
+            self._waiting = batch + self._waiting
+            raise
 
 
 def _lanes(entries: list[OutboxEntry]) -> list[list[OutboxEntry]]:
