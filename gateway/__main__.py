@@ -1,5 +1,5 @@
 """`python -m gateway` is the `chatops-gateway` command."""
 
-from gateway.cli.commands import main
+from gateway.cli.entry import main
 
 main()

@@ -4,6 +4,7 @@ endpoint are closed before the store, not left listening."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from gateway.run.scheduler import Scheduler
 from gateway.run.supervisor import GatewayFailed
 from gateway.run.worker import InboxWorker
 from rules.book import default_rulebook
-from tests.conftest import make_config
+from tests.conftest import make_config, running
 
 
 class SchedulerFails(App):
@@ -50,3 +51,15 @@ async def test_a_failing_task_still_closes_intake_and_status(tmp_path: Path) -> 
         await asyncio.wait_for(app.run(asyncio.Event()), 30)
     assert app.smtp_port and app.http_port
     assert refused(app.smtp_port) and refused(app.http_port)
+
+
+async def test_garbage_collection_is_back_on_once_the_daemon_is_ready(tmp_path: Path) -> None:
+    """The command's entry point starts with the garbage collector off (start-up only
+    allocates what lives as long as the process); the daemon turns it back on after READY,
+    or a long-running process would never collect a cycle."""
+    gc.disable()
+    try:
+        async with running(make_config(tmp_path)):
+            assert gc.isenabled()
+    finally:
+        gc.enable()

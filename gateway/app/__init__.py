@@ -246,9 +246,11 @@ class App:
             await warm_up(cfg, self.rulebook)
             self.ready.set()
             # What start-up built lives as long as the process: leave it out of every later
-            # garbage collection, which then only walks what serving allocates.
+            # garbage collection, which then only walks what serving allocates. (The
+            # command's entry point turned collection off for start-up: back on now.)
             gc.collect()
             gc.freeze()
+            gc.enable()
             log.info("gateway.ready", smtp_port=self.smtp_port, http_port=self.http_port)
             await stop.wait()
             log.info("gateway.stopping")
