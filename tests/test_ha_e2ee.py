@@ -6,10 +6,7 @@ real PostgreSQL, two real daemons, an engineer whose client encrypts (matrix-nio
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,6 +17,7 @@ from tests.peers.postgres import PostgresServer
 from tests.peers.synapse import Synapse
 from tests.pg_nodes import health, pg_node, query, send, wait_for
 from tests.test_ha import _pd
+from tests.test_ha_matrix import _in, _timeline
 
 pytestmark = pytest.mark.peer
 
@@ -43,14 +41,6 @@ def _holder(dsn: str, lease: str) -> str | None:
         lease,
     )
     return str(rows[0][0]).split(":")[0] if rows else None
-
-
-def _timeline(dsn: str) -> Counter[str]:
-    return Counter(k for (k,) in query(dsn, "SELECT kind FROM timeline WHERE incident_id = 1"))
-
-
-async def _in(fn: Any, *args: Any) -> Any:
-    return await asyncio.to_thread(fn, *args)
 
 
 async def test_the_node_taking_over_is_the_same_device_in_an_encrypted_room(
