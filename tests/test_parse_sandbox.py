@@ -3,7 +3,8 @@ message that overruns it becomes an unparseable ticket, and the rest of its batc
 normally.
 
 The budgets below are what the sandbox is given, not limits on how long a test may take: the
-hostile message needs many seconds of CPU on any machine, the good ones a few milliseconds."""
+hostile message needs over ten seconds of CPU on any machine (about 45 µs a part), the good
+ones a few milliseconds; 3 s leaves a loaded machine room for the good ones."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ async def test_good_batch_is_parsed_and_triaged_in_the_child() -> None:
 
 async def test_overrunning_message_is_singled_out_and_the_others_survive() -> None:
     """The batch misses its deadline; retried one by one, only the hostile one is unreadable."""
-    sandbox = ParseSandbox(BOOK, budget_s=1.0, per_message_s=0.0, limits=NO_PRECHECK)
+    sandbox = ParseSandbox(BOOK, budget_s=3.0, per_message_s=0.0, limits=NO_PRECHECK)
     try:
         results = await sandbox.prepare_all(
             [job(email_bytes()), job(HOSTILE, "mallory@evil.example"), job(email_bytes())], IN_HOURS
@@ -122,7 +123,7 @@ async def test_pathological_mail_becomes_unparseable_ticket_next_to_a_good_one(
         SETTINGS,
         planned.append,
         clock=lambda: IN_HOURS,
-        sandbox=ParseSandbox(BOOK, budget_s=1.0, per_message_s=0.0, limits=NO_PRECHECK),
+        sandbox=ParseSandbox(BOOK, budget_s=3.0, per_message_s=0.0, limits=NO_PRECHECK),
     )
     try:
         for sender, raw in (
