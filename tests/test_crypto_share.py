@@ -138,3 +138,22 @@ async def test_a_node_taking_over_starts_from_the_shared_store(tmp_path: Path) -
     await CryptoShare(shared, tmp_path / "b").restore()
     assert _rows(tmp_path / "b" / DB) == 5
     assert not (tmp_path / "b" / (DB + "-journal")).exists()
+
+
+def test_a_store_under_a_path_with_uri_characters_is_read(tmp_path: Path) -> None:
+    """A server name with a port and a folder with '#' or '?' in its name: the database is
+    still opened read-only at that path (not at a truncated one, which SQLite would create
+    empty)."""
+    folder = tmp_path / "state #1?"
+    name = "@gw:m.example:8448_DEV%41.db"
+    folder.mkdir()
+    conn = sqlite3.connect(folder / name)
+    conn.execute("CREATE TABLE sessions (id INTEGER PRIMARY KEY, pickle BLOB)")
+    conn.execute("INSERT INTO sessions (pickle) VALUES (x'01')")
+    conn.commit()
+    conn.close()
+    files = read_folder(folder)
+    assert list(files) == [name]
+    write_folder(tmp_path / "copy", files)
+    assert _rows(tmp_path / "copy" / name) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "state #1?"]

@@ -53,7 +53,7 @@ def read_folder(folder: Path) -> dict[str, bytes]:
 
 
 def _database(path: Path) -> bytes:
-    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    source = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     copy = sqlite3.connect(":memory:")
     try:
         source.backup(copy)
