@@ -23,7 +23,7 @@ from typing import Protocol
 import structlog
 
 from gateway.ports import TransientError
-from gateway.store.folder import digest, read_folder, write_folder
+from gateway.store.folder import FolderStamp, digest, read_folder, write_folder
 
 log = structlog.get_logger("adapters.matrix_crypto_share")
 
@@ -51,6 +51,8 @@ class CryptoShare:
         self._shared = shared
         self._folder = folder
         self._saved: dict[str, str] = {}  # name -> digest, as the shared store has it
+        self._stamp = FolderStamp(folder)
+        self._saved_stamp: object = None  # the folder as it was at the last save
         self._lock = asyncio.Lock()
 
     async def restore(self) -> None:
@@ -65,6 +67,7 @@ class CryptoShare:
                 return
             await asyncio.to_thread(write_folder, self._folder, files)
             self._saved = {name: digest(data) for name, data in files.items()}
+            self._saved_stamp = None
             log.info(
                 "matrix.e2ee.store_restored",
                 files=len(files),
@@ -76,13 +79,16 @@ class CryptoShare:
         lease is no longer this node's (nothing is written then)."""
         async with self._lock:
             # In the event loop, as nio writes its store: no write of nio's is half done.
+            # Most posts change nothing in the store: then the stamp is all it costs.
+            stamp = self._stamp.now()
+            if stamp == self._saved_stamp:
+                return
             files = read_folder(self._folder)
             digests = {name: digest(data) for name, data in files.items()}
             changed = {n: files[n] for n, d in digests.items() if self._saved.get(n) != d}
-            if not changed:
-                return
-            if not await self._shared.save(changed):
+            if changed and not await self._shared.save(changed):
                 log.warning("matrix.e2ee.store_save_refused", files=sorted(changed))
                 raise LeaseLost("matrix lease lost: crypto store not saved")
             self._saved.update({name: digests[name] for name in changed})
+            self._saved_stamp = stamp
             log.debug("matrix.e2ee.store_saved", files=sorted(changed))

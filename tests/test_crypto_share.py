@@ -90,20 +90,34 @@ def test_a_name_that_leaves_the_folder_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "escape.db").exists()
 
 
-async def test_only_what_changed_is_shared(tmp_path: Path) -> None:
-    """The first save shares both files, a save with nothing changed shares nothing, and a
-    change to the database shares the database alone."""
+async def test_only_what_changed_is_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first save shares both files; a save with nothing changed does not even copy
+    the store; a commit to the database shares the database alone, a rewritten trust file
+    the trust file alone."""
     conn = _store(tmp_path / "s")
     shared = Shared()
     share = CryptoShare(shared, tmp_path / "s")
+    copies: list[int] = []
+
+    def counted(folder: Path) -> dict[str, bytes]:
+        copies.append(1)
+        return read_folder(folder)
+
+    monkeypatch.setattr("adapters.matrix_crypto_share.read_folder", counted)
     await share.restore()  # nothing shared yet: the local store is kept
     await share.save()
     await share.save()
+    assert len(copies) == 1
     conn.execute("INSERT INTO sessions (pickle) VALUES (?)", (b"new",))
     conn.commit()
     await share.save()
+    (tmp_path / "s" / TRUST).write_text("@eng:m.example DEV ed25519 key\n@eng:m.example D2 k\n")
+    await share.save()
     conn.close()
-    assert shared.saves == [sorted([DB, TRUST]), [DB]]
+    assert shared.saves == [sorted([DB, TRUST]), [DB], [TRUST]]
+    assert len(copies) == 3
 
 
 async def test_a_node_that_lost_the_lease_shares_nothing_and_says_so(tmp_path: Path) -> None:

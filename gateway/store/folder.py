@@ -8,6 +8,11 @@ it is; journals and temporary files are never part of it. `write_folder` puts fi
 with mode 0600 in a 0700 folder, each written beside and renamed into place, after
 removing any journal a database left behind (a hot journal would be rolled back onto the
 restored file) and the files the copy does not have.
+
+`FolderStamp` tells, in microseconds, whether anything in the folder may have changed since
+it last looked (a database's `PRAGMA data_version`, seen from a connection of its own, moves
+whenever another connection commits; any other file's size and modification time), so a
+holder that saves after every post copies the store only when there is something new.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 _SIDE_FILES = ("-journal", "-wal", "-shm")
 _TEMP = ".part"
@@ -87,3 +93,41 @@ def write_folder(folder: Path, files: Mapping[str, bytes]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class FolderStamp:
+    """What the folder's files look like now, cheaply (see the module docstring)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._watchers: dict[str, tuple[int, sqlite3.Connection]] = {}  # name -> (inode, conn)
+
+    def now(self) -> tuple[Any, ...]:
+        """A value that differs whenever a file was added, removed, replaced or written."""
+        if not self._folder.is_dir():
+            return ()
+        stamp: list[Any] = []
+        for path in sorted(self._folder.iterdir()):
+            if not path.is_file() or not plain_name(path.name):
+                continue
+            st = path.stat()
+            if path.suffix == ".db":
+                stamp.append((path.name, st.st_ino, self._data_version(path, st.st_ino)))
+            else:
+                stamp.append((path.name, st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(stamp)
+
+    def _data_version(self, path: Path, inode: int) -> int:
+        watched = self._watchers.get(path.name)
+        if watched is None or watched[0] != inode:  # new, or replaced by a restore
+            if watched is not None:
+                watched[1].close()
+            conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+            watched = self._watchers[path.name] = (inode, conn)
+        return int(watched[1].execute("PRAGMA data_version").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the connections it watches through."""
+        for _, conn in self._watchers.values():
+            conn.close()
+        self._watchers.clear()
