@@ -90,9 +90,7 @@ def test_a_name_that_leaves_the_folder_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "escape.db").exists()
 
 
-async def test_only_what_changed_is_shared(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_only_what_changed_is_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first save shares both files; a save with nothing changed does not even copy
     the store; a commit to the database shares the database alone, a rewritten trust file
     the trust file alone."""
