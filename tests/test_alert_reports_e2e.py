@@ -76,7 +76,7 @@ async def test_pingdom_down_then_tenants_write_in_and_pagerduty_ack_reaches_them
         ):
             url = f"http://127.0.0.1:{app.alerts_port}/alerts/pingdom?token={PINGDOM_TOKEN}"
             assert (await post(session, url, pingdom_body(9, "Apps: healthcheck")))[0] == 200
-            await eventually(lambda: pd.events)
+            await eventually(lambda: pd.events, timeout=30)
             port = app.smtp_port or 0
             await send(port, email_bytes(), "alice@tenant.example")
             await send(port, email_bytes(sender="mallory@evil.example"), "mallory@evil.example")
@@ -89,11 +89,11 @@ async def test_pingdom_down_then_tenants_write_in_and_pagerduty_ack_reaches_them
                 ),
                 "bob@tenant.example",
             )
-            await eventually(lambda: len(incidents(tmp_path)) == 3)
-            await eventually(lambda: mail_to(relay, "alice@tenant.example"))
+            await eventually(lambda: len(incidents(tmp_path)) == 3, timeout=30)
+            await eventually(lambda: mail_to(relay, "alice@tenant.example"), timeout=30)
             pd.subscribe(f"http://127.0.0.1:{app.alerts_port}/pagerduty", PD_SECRET)
             assert await pd.acknowledge_on_app("INC-1") == 200
-            await eventually(lambda: len(mail_to(relay, "alice@tenant.example")) == 2)
+            await eventually(lambda: len(mail_to(relay, "alice@tenant.example")) == 2, timeout=30)
     alert, *others = sorted(incidents(tmp_path), key=lambda i: i.id)
     assert alert.priority == "P1" and alert.status == "acknowledged"
     assert [r.address for r in alert.reporters] == ["alice@tenant.example"]
@@ -127,10 +127,10 @@ async def test_alert_joins_an_open_trusted_report_but_not_an_unverified_one(tmp_
             ),
             "mallory@evil.example",
         )
-        await eventually(lambda: len(incidents(tmp_path)) == 1)
+        await eventually(lambda: len(incidents(tmp_path)) == 1, timeout=30)
         url = f"http://127.0.0.1:{app.alerts_port}/alerts/pingdom?token={PINGDOM_TOKEN}"
         assert (await post(session, url, pingdom_body(1, "Apps: healthcheck")))[0] == 200
-        await eventually(lambda: len(incidents(tmp_path)) == 2)
+        await eventually(lambda: len(incidents(tmp_path)) == 2, timeout=30)
         await send(
             port,
             email_bytes(
@@ -140,7 +140,7 @@ async def test_alert_joins_an_open_trusted_report_but_not_an_unverified_one(tmp_
             ),
             "carol@tenant.example",
         )
-        await eventually(lambda: len(incidents(tmp_path)) == 3)
+        await eventually(lambda: len(incidents(tmp_path)) == 3, timeout=30)
         body = pingdom_body(2, "Log drain check")
         body["check_params"]["hostname"] = "logs.example"
         body["tags"] = ["live"]
