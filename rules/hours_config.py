@@ -40,8 +40,9 @@ _HHMM = re.compile(r"(?P<h>[01]\d|2[0-3]):(?P<m>[0-5]\d)")
 class Frozen(BaseModel):
     """Base of every rulebook model: immutable, and unknown keys are errors (typos fail loudly).
 
-    Validators are built on first validation (`defer_build`), not at import: the parse child
-    only unpickles a validated rulebook and never needs them (less memory there)."""
+    Validators are built on first validation (`defer_build`), not at import: a process that
+    imports these models without validating a rulebook does not pay for them. (The parse
+    child imports none of this: it is handed the plain form, `rules.support_hours`.)"""
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, defer_build=True)
 
