@@ -138,6 +138,8 @@ def _ignored(why: str, period: Period, period_line: str) -> TriageDecision:
     )
 
 
+# Examples live only in the validated rulebook; they are read through these Protocols so
+# that this module, which the parse child imports, imports no pydantic.
 class _Example(Protocol):
     """A rule's example as check_examples reads it (`rules.book.Example`)."""
 
