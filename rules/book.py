@@ -4,7 +4,9 @@ This module owns the shape of the rulebook (`Rulebook` and the models under it),
 check made at load time (regexes compile, ids are unique, every priority has its targets,
 the time zone exists, times parse, examples are well-formed), and the errors a bad rulebook
 produces: a `RulebookError` listing every problem at once, each prefixed with its TOML path.
-The format is documented in `rules/default.toml` and `docs/rulebook.md`.
+The format is documented in `rules/default.toml` and `docs/rulebook.md`. It also derives,
+in one place (`Rulebook.compiled` and the `compiled()` of the models under it), the plain
+form triage runs on (`rules.compiled`), and re-exports that module's enums.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import fields
 from datetime import date
-from enum import StrEnum
 from functools import cache
 from importlib import resources
 from typing import Annotated, Any, Self
@@ -30,6 +32,17 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from rules.alert_rules import AlertPolicy, AlertRule, Component, duplicate_ids
 from rules.book_extend import extend
+from rules.compiled import Action as Action  # noqa: PLC0414  (re-exported)
+from rules.compiled import ClockKind as ClockKind  # noqa: PLC0414  (re-exported)
+from rules.compiled import (
+    CompiledRule,
+    CompiledRulebook,
+    MailboxDefault,
+    PriorityTerms,
+    TargetTerms,
+)
+from rules.compiled import OohClass as OohClass  # noqa: PLC0414  (re-exported)
+from rules.compiled import PagePolicy as PagePolicy  # noqa: PLC0414  (re-exported)
 from rules.fields import Regex, Text, Word
 from rules.hours import HolidayDates, SupportClock
 from rules.hours_config import Frozen, Hours
@@ -43,43 +56,6 @@ class RulebookError(ValueError):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("invalid rulebook:\n" + "\n".join(f"  {e}" for e in errors))
         self.errors = errors
-
-
-class PagePolicy(StrEnum):
-    """When a priority pages the on-call engineer."""
-
-    ALWAYS = "always"
-    IN_HOURS = "in_hours"
-    NEVER = "never"
-
-
-class ClockKind(StrEnum):
-    """How a priority's targets are counted: wall-clock time, or in-hours time only."""
-
-    WALL = "wall"
-    BUSINESS = "business"
-
-
-class OohClass(StrEnum):
-    """The four things supported out of hours (from the support manual)."""
-
-    APPS_NOT_SERVED = "apps_not_served"
-    SECURITY_BREACH = "security_breach"
-    API_DOWN_EMERGENCY_FIX = "api_down_emergency_fix"
-    LIVE_APP_P1 = "live_app_p1"
-
-    @property
-    def description(self) -> str:
-        """The class in the manual's words."""
-        return _OOH_DESCRIPTIONS[self]
-
-
-_OOH_DESCRIPTIONS = {
-    OohClass.APPS_NOT_SERVED: "apps no longer being served due to a platform issue",
-    OohClass.SECURITY_BREACH: "a serious security breach on the platform",
-    OohClass.API_DOWN_EMERGENCY_FIX: "an emergency fix blocked because the platform API is down",
-    OohClass.LIVE_APP_P1: "a live production app with a P1 issue that needs the platform team",
-}
 
 
 class Target(Frozen):
@@ -96,6 +72,10 @@ class Target(Frozen):
         if self.business_days is not None and self.out_of_hours_minutes is not None:
             raise PydanticCustomError("target_unit", "out_of_hours_minutes only goes with minutes")
         return self
+
+    def compiled(self) -> TargetTerms:
+        """The plain form triage reads."""
+        return TargetTerms(self.minutes, self.out_of_hours_minutes, self.business_days)
 
 
 class PriorityPolicy(Frozen):
@@ -120,6 +100,17 @@ class PriorityPolicy(Frozen):
             )
         return self
 
+    def compiled(self) -> PriorityTerms:
+        """The plain form triage reads."""
+        return PriorityTerms(
+            self.name,
+            self.meaning,
+            self.page,
+            self.clock,
+            self.respond.compiled(),
+            self.update.compiled(),
+        )
+
 
 class Priorities(Frozen):
     """One `[priority.Pn]` table per priority; all four are required."""
@@ -140,6 +131,10 @@ class MailboxPolicy(Frozen):
 
     priority: Priority
     reason: Text
+
+    def compiled(self) -> MailboxDefault:
+        """The plain form triage reads."""
+        return MailboxDefault(self.priority, self.reason)
 
 
 class Mailboxes(Frozen):
@@ -171,12 +166,6 @@ class Example(Frozen):
         return self
 
 
-class Action(StrEnum):
-    """Something a rule asks for besides its priority."""
-
-    SECURITY_ESCALATION = "security_escalation"  # tell the security contacts at once
-
-
 class Rule(Frozen):
     """One `[[rule]]`: conditions on a report, the priority it gives, why, and actions."""
 
@@ -196,7 +185,7 @@ class Rule(Frozen):
     unless_patterns: tuple[Regex, ...] = ()
     examples: tuple[Example, ...]
 
-    _matcher: Matcher = PrivateAttr()
+    _compiled: CompiledRule = PrivateAttr()
 
     @field_validator("examples")
     @classmethod
@@ -215,26 +204,22 @@ class Rule(Frozen):
             )
         return self
 
+    def model_post_init(self, context: Any, /) -> None:
+        """Derive the plain form once (its conditions compile on first use, where triage
+        runs: a daemon that triages no mail itself never holds them)."""
+        terms = {f.name: getattr(self, f.name) for f in fields(CompiledRule)}
+        self._compiled = CompiledRule(**terms | {"headers": tuple(self.headers.items())})
+
+    @property
+    def compiled(self) -> CompiledRule:
+        """This rule as triage runs it (`rules.compiled`)."""
+        return self._compiled
+
     @property
     def matcher(self) -> Matcher:
         """The compiled conditions, compiled on first use (they were validated field by
-        field already): a daemon that triages nothing itself (the parse child does) never
-        holds them, and its start-up does not wait for them."""
-        try:
-            return self._matcher
-        except AttributeError:
-            self._matcher = Matcher.build(
-                mailboxes=self.mailboxes,
-                senders=self.senders,
-                sender_domains=self.sender_domains,
-                words=self.words,
-                patterns=self.patterns,
-                also_words=self.also_words,
-                headers=self.headers,
-                unless_words=self.unless_words,
-                unless_patterns=self.unless_patterns,
-            )
-            return self._matcher
+        field already)."""
+        return self._compiled.matcher
 
 
 class Rulebook(Frozen):
@@ -250,7 +235,7 @@ class Rulebook(Frozen):
     alert_rules: tuple[AlertRule, ...] = Field(default=(), alias="alert_rule")
     components: tuple[Component, ...] = Field(default=(), alias="component")
 
-    _clock: SupportClock = PrivateAttr()
+    _compiled: CompiledRulebook = PrivateAttr()
 
     @model_validator(mode="wrap")
     @classmethod
@@ -275,20 +260,30 @@ class Rulebook(Frozen):
         return book
 
     def model_post_init(self, context: Any, /) -> None:
-        """Build the support clock once (with the context's precomputed bank holidays,
-        when load_rulebook was given them)."""
+        """Derive the compiled form once, with the support clock (and the context's
+        precomputed bank holidays, when load_rulebook was given them)."""
         dates = context.get("bank_holidays") if isinstance(context, dict) else None
-        bank = self.hours.bank_holidays
+        hours = self.hours.compiled()
         made = None
-        if dates is not None and bank.country:
-            days, years = dates(bank.country, bank.subdivision)
-            made = HolidayDates(self.hours, days, years)
-        self._clock = SupportClock(self.hours, made)
+        if dates is not None and hours.bank_holidays.country:
+            days, years = dates(hours.bank_holidays.country, hours.bank_holidays.subdivision)
+            made = HolidayDates(hours.bank_holidays, days, years)
+        self._compiled = CompiledRulebook(
+            rules=tuple(rule.compiled for rule in self.rules),
+            priorities={p: self.priorities.get(p).compiled() for p in Priority},
+            mailboxes={m: self.mailboxes.get(m).compiled() for m in Mailbox},
+            clock=SupportClock(hours, made),
+        )
+
+    @property
+    def compiled(self) -> CompiledRulebook:
+        """The plain form triage runs on (`rules.compiled`): what the parse child gets."""
+        return self._compiled
 
     @property
     def clock(self) -> SupportClock:
         """The support clock for this rulebook's hours."""
-        return self._clock
+        return self._compiled.clock
 
 
 def _with(errors: list[ErrorDetails], extra: list[InitErrorDetails]) -> ValidationError:

@@ -4,17 +4,30 @@ This module owns the decision semantics: which rule wins (the most severe match,
 the first in the file), the mailbox default when none matches, paging by priority and
 support period, the response and update deadlines, and the reasons given for all of it.
 It also checks a rulebook's examples against its own rules.
+
+It reads only the rulebook's compiled form (`rules.compiled`) and imports no pydantic:
+the parse child runs it on a `CompiledRulebook`; the daemon passes its validated
+`Rulebook`, whose `compiled` form is the same thing (`TriageBook` takes either).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from rules.book import ClockKind, PagePolicy, PriorityPolicy, Rule, Rulebook, Target
+from rules.compiled import (
+    ClockKind,
+    CompiledRule,
+    PagePolicy,
+    PriorityTerms,
+    TargetTerms,
+    TriageBook,
+)
 from rules.hours import SupportClock
 from rules.matching import Outcome, PreparedReport
-from rules.types import Period, Priority, Report, TriageDecision
+from rules.types import Mailbox, Period, Priority, Report, TriageDecision
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -30,16 +43,17 @@ class Verdict:
     """The priority a report gets from the rules alone (no clock), and why."""
 
     priority: Priority
-    rule: Rule | None
+    rule: CompiledRule | None
     reasons: tuple[str, ...]
 
 
-def classify(report: Report, book: Rulebook) -> Verdict:
+def classify(report: Report, book: TriageBook) -> Verdict:
     """The priority from the most severe matching rule, or else the mailbox default."""
-    matched: list[tuple[Rule, Outcome]] = []
-    set_aside: list[tuple[Rule, str]] = []
+    rules = book.compiled
+    matched: list[tuple[CompiledRule, Outcome]] = []
+    set_aside: list[tuple[CompiledRule, str]] = []
     text = PreparedReport(report)
-    for rule in book.rules:
+    for rule in rules.rules:
         outcome = rule.matcher.test(text)
         if outcome.matched:
             matched.append((rule, outcome))
@@ -57,7 +71,7 @@ def classify(report: Report, book: Rulebook) -> Verdict:
             reasons.append("also matched: " + ", ".join(others))
     else:
         winner = None
-        default = book.mailboxes.get(report.mailbox)
+        default = rules.mailboxes[report.mailbox]
         priority = default.priority
         reasons = [f"{priority} by default for the {report.mailbox} mailbox: {default.reason}"]
     reasons.extend(
@@ -68,18 +82,19 @@ def classify(report: Report, book: Rulebook) -> Verdict:
     return Verdict(priority=priority, rule=winner, reasons=tuple(reasons))
 
 
-def triage(report: Report, now: datetime, book: Rulebook) -> TriageDecision:
+def triage(report: Report, now: datetime, book: TriageBook) -> TriageDecision:
     """Decide priority, paging, ticket, reply and deadlines for `report` received at `now`.
 
     `now` must be timezone-aware (ValueError otherwise); deadlines come back in UTC.
     """
-    clock = book.clock
+    rules = book.compiled
+    clock = rules.clock
     period = clock.period_at(now)
     period_line = f"{_PERIOD_WORDS[period]}: received {label(clock, now)} {clock.tz.key} time"
     if report.automatic is not None:
         return _ignored(report.automatic, period, period_line)
-    verdict = classify(report, book)
-    policy = book.priorities.get(verdict.priority)
+    verdict = classify(report, rules)
+    policy = rules.priorities[verdict.priority]
     page = policy.page is PagePolicy.ALWAYS or (
         policy.page is PagePolicy.IN_HOURS and period is Period.IN_HOURS
     )
@@ -123,7 +138,42 @@ def _ignored(why: str, period: Period, period_line: str) -> TriageDecision:
     )
 
 
-def check_examples(book: Rulebook) -> list[str]:
+# Examples live only in the validated rulebook; they are read through these Protocols so
+# that this module, which the parse child imports, imports no pydantic.
+class _Example(Protocol):
+    """A rule's example as check_examples reads it (`rules.book.Example`)."""
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def body(self) -> str: ...
+    @property
+    def mailbox(self) -> Mailbox: ...
+    @property
+    def sender(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def expect(self) -> Priority: ...
+
+
+class _ExampleRule(Protocol):
+    """A rule with its examples (`rules.book.Rule`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def examples(self) -> Sequence[_Example]: ...
+
+
+class ExampleBook(TriageBook, Protocol):
+    """A validated rulebook, whose rules carry examples (`rules.book.Rulebook`)."""
+
+    @property
+    def rules(self) -> Sequence[_ExampleRule]: ...
+
+
+def check_examples(book: ExampleBook) -> list[str]:
     """One line per rule example whose computed priority differs from its `expect`.
 
     Examples are numbered from 1 within their rule. An empty list means all pass.
@@ -162,7 +212,11 @@ def label(clock: SupportClock, instant: datetime) -> str:
 
 
 def _due(
-    target: Target, policy: PriorityPolicy, period: Period, now: datetime, clock: SupportClock
+    target: TargetTerms,
+    policy: PriorityTerms,
+    period: Period,
+    now: datetime,
+    clock: SupportClock,
 ) -> datetime:
     """When a target falls due (UTC), rounded up to the whole minute: a promise is printed
     as "by 14:04", so the deadline behind it is 14:04:00, never 14:03:36 (nor earlier)."""
@@ -176,11 +230,15 @@ def promise_minute(instant: datetime) -> datetime:
 
 
 def _exact_due(
-    target: Target, policy: PriorityPolicy, period: Period, now: datetime, clock: SupportClock
+    target: TargetTerms,
+    policy: PriorityTerms,
+    period: Period,
+    now: datetime,
+    clock: SupportClock,
 ) -> datetime:
     if target.business_days is not None:
         return clock.add_business_days(now, target.business_days)
-    if target.minutes is None:  # excluded by Target's validation
+    if target.minutes is None:  # excluded by rules.book.Target's validation
         raise ValueError("a target needs minutes or business_days")
     if policy.clock is ClockKind.BUSINESS:
         return clock.add_business_minutes(now, target.minutes)
@@ -210,7 +268,7 @@ def _paging_line(
     )
 
 
-def _clock_words(policy: PriorityPolicy, period: Period) -> str:
+def _clock_words(policy: PriorityTerms, period: Period) -> str:
     """How the deadlines were counted, in words."""
     if policy.clock is ClockKind.BUSINESS:
         return "counted in in-hours time only"
@@ -219,21 +277,25 @@ def _clock_words(policy: PriorityPolicy, period: Period) -> str:
     return "wall-clock time, out-of-hours targets"
 
 
-def next_update_due(priority: Priority, now: datetime, book: Rulebook) -> datetime:
+def next_update_due(priority: Priority, now: datetime, book: TriageBook) -> datetime:
     """When reporters are next owed an update, counting from an update sent at `now`."""
-    policy = book.priorities.get(priority)
-    return _due(policy.update, policy, book.clock.period_at(now), now, book.clock)
+    rules = book.compiled
+    policy = rules.priorities[priority]
+    return _due(policy.update, policy, rules.clock.period_at(now), now, rules.clock)
 
 
-def respond_due(priority: Priority, reported_at: datetime, book: Rulebook) -> datetime:
+def respond_due(priority: Priority, reported_at: datetime, book: TriageBook) -> datetime:
     """When a report of this priority received at `reported_at` must be responded to."""
-    policy = book.priorities.get(priority)
-    return _due(policy.respond, policy, book.clock.period_at(reported_at), reported_at, book.clock)
+    rules = book.compiled
+    policy = rules.priorities[priority]
+    period = rules.clock.period_at(reported_at)
+    return _due(policy.respond, policy, period, reported_at, rules.clock)
 
 
-def pages_at(priority: Priority, now: datetime, book: Rulebook) -> bool:
+def pages_at(priority: Priority, now: datetime, book: TriageBook) -> bool:
     """Whether a report of this priority pages at `now` (the priority's page policy)."""
-    policy = book.priorities.get(priority)
+    rules = book.compiled
+    policy = rules.priorities[priority]
     return policy.page is PagePolicy.ALWAYS or (
-        policy.page is PagePolicy.IN_HOURS and book.clock.period_at(now) is Period.IN_HOURS
+        policy.page is PagePolicy.IN_HOURS and rules.clock.period_at(now) is Period.IN_HOURS
     )

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Container, Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from rules.hours_config import Hours, TimeWindow
+from rules.support_hours import ClockHours, HolidayCalendar, Window
 from rules.types import Period
 
 _ONE_DAY = timedelta(days=1)
@@ -28,12 +28,20 @@ def holiday_years(now: datetime) -> range:
     return range(now.year - _YEARS_BEFORE, now.year + _YEARS_AFTER + 1)
 
 
+class HoursSource(Protocol):
+    """Support hours in either form: plain (`ClockHours`) or validated (`Hours`)."""
+
+    def compiled(self) -> ClockHours:
+        """The plain form the clock reads."""
+        ...
+
+
 class HolidayDates(Collection[date]):
     """Bank holidays as precomputed dates for a span of years; the full calendar (the
     `holidays` package, imported then) for a day outside them."""
 
-    def __init__(self, hours: Hours, days: Collection[date], years: range) -> None:
-        self._hours, self._days, self._years = hours, days, years
+    def __init__(self, source: HolidayCalendar, days: Collection[date], years: range) -> None:
+        self._source, self._days, self._years = source, days, years
         self._calendar: Container[date] | None = None
 
     def __iter__(self) -> Iterator[date]:
@@ -50,7 +58,7 @@ class HolidayDates(Collection[date]):
         if day.year in self._years:
             return day in self._days
         if self._calendar is None:
-            calendar = self._hours.bank_holidays.calendar()  # an empty one is falsy: no `or`
+            calendar = self._source.calendar()  # an empty one is falsy: no `or`
             self._calendar = frozenset() if calendar is None else calendar
         return day in self._calendar
 
@@ -75,10 +83,11 @@ class SupportClock:
     """
 
     def __init__(
-        self, hours: Hours | None = None, bank_holidays: HolidayDates | None = None
+        self, hours: HoursSource | None = None, bank_holidays: HolidayDates | None = None
     ) -> None:
-        """`bank_holidays`: precomputed dates for `hours`' calendar (else it is made here)."""
-        self.hours = hours if hours is not None else Hours()
+        """`hours`: plain or validated (the defaults when None). `bank_holidays`:
+        precomputed dates for their calendar (else it is made here)."""
+        self.hours = hours.compiled() if hours is not None else ClockHours()
         self.tz = ZoneInfo(self.hours.timezone)
         self._weekdays = self.hours.working_weekdays()
         self._holidays: Collection[date] | None = (
@@ -95,7 +104,7 @@ class SupportClock:
             for year in years:
                 _ = date(year, 1, 1) in calendar  # a `holidays` calendar fills a year when asked
             days = frozenset(day for day in calendar if day.year in years)
-            state["_holidays"] = HolidayDates(self.hours, days, years)
+            state["_holidays"] = HolidayDates(self.hours.bank_holidays, days, years)
         return state
 
     def local(self, instant: datetime) -> datetime:
@@ -165,13 +174,13 @@ class SupportClock:
         start, end = self._window(day, self.hours.in_hours)
         return (start, end) if start < end else None
 
-    def _window(self, day: date, window: TimeWindow) -> tuple[datetime, datetime]:
+    def _window(self, day: date, window: Window) -> tuple[datetime, datetime]:
         """A local wall-time window on `day`, as UTC instants."""
         start = datetime.combine(day, window.start, tzinfo=self.tz).astimezone(UTC)
         end = datetime.combine(day, window.end, tzinfo=self.tz).astimezone(UTC)
         return start, end
 
-    def _contains(self, day: date, window: TimeWindow, utc: datetime) -> bool:
+    def _contains(self, day: date, window: Window, utc: datetime) -> bool:
         start, end = self._window(day, window)
         return start <= utc < end
 

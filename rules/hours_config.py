@@ -2,7 +2,8 @@
 
 This module owns the validated shape of support hours (time zone, working days, the in-hours
 window, the bank-holiday calendar and the out-of-hours waking windows) and its defaults,
-which are the GOV.UK PaaS hours. The arithmetic on these hours lives in `rules.hours`.
+which are the GOV.UK PaaS hours, and their plain form for the clock (`Hours.compiled()`,
+values of `rules.support_hours`). The arithmetic on these hours lives in `rules.hours`.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from rules.support_hours import ClockHours, HolidayCalendar, WakingWindows, Window
+
 # `holidays` is imported where a calendar is made: the parse child gets precomputed dates
 # (rules.hours) and never loads it (it is large: every country's calendar).
 if TYPE_CHECKING:
     import holidays
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 _HHMM = re.compile(r"(?P<h>[01]\d|2[0-3]):(?P<m>[0-5]\d)")
@@ -38,8 +40,9 @@ _HHMM = re.compile(r"(?P<h>[01]\d|2[0-3]):(?P<m>[0-5]\d)")
 class Frozen(BaseModel):
     """Base of every rulebook model: immutable, and unknown keys are errors (typos fail loudly).
 
-    Validators are built on first validation (`defer_build`), not at import: the parse child
-    only unpickles a validated rulebook and never needs them (less memory there)."""
+    Validators are built on first validation (`defer_build`), not at import: a process that
+    imports these models without validating a rulebook does not pay for them. (The parse
+    child imports none of this: it is handed the plain form, `rules.support_hours`.)"""
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, defer_build=True)
 
@@ -99,7 +102,11 @@ class TimeWindow(Frozen):
     @property
     def minutes(self) -> int:
         """Length of the window in wall-clock minutes."""
-        return (self.end.hour * 60 + self.end.minute) - (self.start.hour * 60 + self.start.minute)
+        return self.compiled().minutes
+
+    def compiled(self) -> Window:
+        """The plain form the clock reads."""
+        return Window(self.start, self.end)
 
 
 class BankHolidays(Frozen):
@@ -138,11 +145,11 @@ class BankHolidays(Frozen):
 
     def calendar(self) -> holidays.HolidayBase | None:
         """A fresh calendar object, or None when bank holidays are switched off."""
-        if not self.country:
-            return None
-        import holidays  # noqa: PLC0415  (see the imports)
+        return self.compiled().calendar()
 
-        return holidays.country_holidays(self.country, subdiv=self.subdivision or None)
+    def compiled(self) -> HolidayCalendar:
+        """The plain form the clock reads."""
+        return HolidayCalendar(self.country, self.subdivision)
 
 
 def _nine_to_five() -> tuple[TimeWindow, ...]:
@@ -158,6 +165,13 @@ class Waking(Frozen):
 
     working_days: tuple[TimeWindow, ...] = ()
     non_working_days: tuple[TimeWindow, ...] = Field(default_factory=_nine_to_five)
+
+    def compiled(self) -> WakingWindows:
+        """The plain form the clock reads."""
+        return WakingWindows(
+            tuple(w.compiled() for w in self.working_days),
+            tuple(w.compiled() for w in self.non_working_days),
+        )
 
 
 class Hours(Frozen):
@@ -180,4 +194,14 @@ class Hours(Frozen):
 
     def working_weekdays(self) -> frozenset[int]:
         """Working days as `date.weekday()` numbers (Monday is 0)."""
-        return frozenset(WEEKDAYS.index(day) for day in self.working_days)
+        return self.compiled().working_weekdays()
+
+    def compiled(self) -> ClockHours:
+        """The plain form the clock reads (`rules.support_hours`): what the parse child gets."""
+        return ClockHours(
+            timezone=self.timezone,
+            working_days=tuple(self.working_days),
+            in_hours=self.in_hours.compiled(),
+            bank_holidays=self.bank_holidays.compiled(),
+            waking=self.waking.compiled(),
+        )

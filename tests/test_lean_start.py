@@ -88,7 +88,7 @@ def test_parse_child_triages_without_importing_holidays() -> None:
         "print(json.dumps({'priority': d.priority.value, 'period': d.period.value,\n"
         "    'loaded': [m for m in libs if m in sys.modules]}))"
     )
-    there = _modules_after(code, pickle.dumps((book, job, christmas)))
+    there = _modules_after(code, pickle.dumps((book.compiled, job, christmas)))
     assert there == {
         "priority": here.decision.priority.value,
         "period": here.decision.period.value,
@@ -117,15 +117,16 @@ def test_pickled_clock_keeps_every_bank_holiday() -> None:
 
 
 def test_rule_conditions_compile_on_first_use_and_triage_the_same() -> None:
-    """A freshly loaded rulebook pickles without compiled conditions (the daemon never
-    compiles what only the child uses: the pickle is smaller than a compiled one's), and
-    compiled later, after the pipe, they triage every report as before."""
+    """The rulebook's compiled form pickles without compiled conditions, whether they were
+    compiled here or not (the daemon never sends what the child compiles itself), and
+    compiled after the pipe, they triage every report as before."""
     fresh = load_rulebook(default_rulebook_text())
     compiled = load_rulebook(default_rulebook_text())
     for rule in compiled.rules:
         assert rule.matcher is rule.matcher  # compiled once, then kept
-    assert len(pickle.dumps(fresh)) < len(pickle.dumps(compiled))
-    copy = pickle.loads(pickle.dumps(fresh))
+    assert len(pickle.dumps(fresh.compiled)) == len(pickle.dumps(compiled.compiled))
+    copy = pickle.loads(pickle.dumps(fresh.compiled))
+    assert all("matcher" not in vars(rule) for rule in copy.rules)
     now = datetime(2026, 3, 4, 11, tzinfo=UTC)
     for subject, body in (
         ("site down", "Our site is down, every request returns a 500 error."),

@@ -4,12 +4,14 @@ Owns what runs inside the parse sandbox's child process (gateway.parse.sandbox s
 jobs and results that cross the pipe, `prepare` (parse and triage one message) and the
 child's loop. It is a module of its own, started as a fresh interpreter rather than through
 multiprocessing's "spawn" (which re-imports the parent's main module and everything that
-pulls in), so the child loads only the mail parser and the rulebook: keep its imports to
-gateway.parse.mail and rules (no asyncio, no store, no logging, no adapters).
+pulls in), so the child loads only the mail parser and the rulebook's compiled form: keep
+its imports to gateway.parse.mail and the pydantic-free part of rules (rules.engine,
+rules.compiled; no asyncio, no store, no logging, no adapters, no pydantic, no `holidays`:
+tests/test_parse_child_lean.py and an import-linter contract hold this).
 
 Protocol, over the socket whose descriptor is FD (multiprocessing.connection framing): the
-first object received is `(Rulebook, MimeLimits)` (its rules are compiled here; its bank
-holidays arrive as precomputed dates, so the child never imports `holidays`: see
+first object received is `(CompiledRulebook, MimeLimits)` (plain dataclasses and enums: its
+rules' conditions are compiled here; its bank holidays arrive as precomputed dates, see
 rules.hours); then each request is `(jobs, now)` and is answered with one `Prepared` per
 job, in order. The child exits when the socket closes.
 
@@ -31,7 +33,7 @@ from multiprocessing.connection import Connection
 from types import MappingProxyType
 
 from gateway.parse.mail import ParsedMail, UnparseableMessage, parse_mail
-from rules.book import Rulebook
+from rules.compiled import TriageBook
 from rules.engine import triage
 from rules.types import Mailbox, Report, TriageDecision
 
@@ -110,9 +112,10 @@ def report_for(mailbox: Mailbox, mail_from: str | None, mail: ParsedMail) -> Rep
 
 
 def prepare(
-    job: MailJob, now: datetime, book: Rulebook, limits: MimeLimits | None = None
+    job: MailJob, now: datetime, book: TriageBook, limits: MimeLimits | None = None
 ) -> Prepared:
-    """Parse and triage one message (what the child runs; pure)."""
+    """Parse and triage one message (what the child runs; pure). `book`: the rulebook,
+    validated or compiled (the child has the compiled form)."""
     problem = structure_problem(job.raw, limits or MimeLimits())
     if problem is not None:
         return Prepared(problem=problem)
@@ -144,17 +147,16 @@ def restored(result: Prepared) -> Prepared:
     return replace(result, mail=replace(result.mail, headers=headers))
 
 
-def warm(book: Rulebook) -> None:
+def warm(book: TriageBook) -> None:
     """Compile every rule's conditions now, before the first request (the parent sends the
-    rulebook uncompiled: it does not triage mail itself), so that the first message is not
-    charged for it."""
-    for rule in book.rules:
-        rule.matcher  # noqa: B018  (compiled on first use)
+    rulebook's conditions uncompiled: it does not triage mail itself), so that the first
+    message is not charged for it."""
+    book.compiled.warm()
 
 
 def serve(conn: Connection) -> None:
-    """The child's loop: the rulebook and limits, then a batch in, its results out, until
-    EOF."""
+    """The child's loop: the compiled rulebook and limits, then a batch in, its results
+    out, until EOF."""
     try:
         book, limits = conn.recv()
     except (EOFError, OSError):

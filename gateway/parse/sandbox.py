@@ -47,7 +47,7 @@ from pathlib import Path
 import structlog
 
 from gateway.parse.child import MailJob, MimeLimits, Prepared, prepare, restored
-from rules.book import Rulebook
+from rules.compiled import CompiledRulebook, TriageBook
 
 __all__ = ["CRASHED", "TOO_SLOW", "MailJob", "MimeLimits", "ParseSandbox", "Prepared", "prepare"]
 
@@ -63,7 +63,7 @@ _PLAIN_DASHES = 100
 class _Child:
     """The child process (`python -m gateway.parse.child`) and our end of its socket."""
 
-    def __init__(self, book: Rulebook, limits: MimeLimits) -> None:
+    def __init__(self, book: CompiledRulebook, limits: MimeLimits) -> None:
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
@@ -116,7 +116,7 @@ class ParseSandbox:
 
     def __init__(
         self,
-        rulebook: Rulebook,
+        rulebook: TriageBook,
         *,
         budget_s: float = 5.0,
         per_message_s: float = 0.1,
@@ -124,7 +124,7 @@ class ParseSandbox:
         max_exchange_bytes: int = 16 * 1024 * 1024,
         limits: MimeLimits | None = None,
     ) -> None:
-        self._book = rulebook
+        self._book = rulebook.compiled  # what the child gets: plain values, no pydantic
         self._limits = limits or MimeLimits()
         self.suspect_budget_s = budget_s / 5 if suspect_budget_s is None else suspect_budget_s
         self.max_exchange_bytes = max_exchange_bytes
@@ -136,9 +136,9 @@ class ParseSandbox:
         self._proc: _Child | None = None
         self.restarts = 0
 
-    def replace_rulebook(self, rulebook: Rulebook) -> None:
+    def replace_rulebook(self, rulebook: TriageBook) -> None:
         """Triage with `rulebook` from the next batch on: a fresh child is started for it."""
-        self._book = rulebook
+        self._book = rulebook.compiled
         self._book_version += 1
 
     async def start(self) -> None:
