@@ -4,13 +4,9 @@ rulebook does in-process (same priority, rule, page, deadlines and reasons)."""
 
 from __future__ import annotations
 
-import json
 import pickle
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from gateway.parse.child import MailJob, Prepared, prepare
 from gateway.parse.sandbox import ParseSandbox
@@ -21,6 +17,7 @@ from rules.hours_config import Hours
 from rules.support_hours import ClockHours
 from rules.types import Mailbox
 from tests.conftest import IN_HOURS, OVERNIGHT, email_bytes
+from tests.test_lean_start import _modules_after
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("pydantic", "pydantic_core", "holidays")
@@ -49,20 +46,6 @@ examples = [
 CHRISTMAS = datetime(datetime.now(UTC).year, 12, 25, 10, tzinfo=UTC)
 
 
-def _fresh(code: str, stdin: bytes = b"") -> dict[str, Any]:
-    """Run `code` in a fresh interpreter from the source tree; it prints a JSON object."""
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        input=stdin,
-        capture_output=True,
-        cwd=ROOT,
-        check=True,
-        timeout=60,
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
 def _jobs() -> list[MailJob]:
     """Reports that reach each kind of decision: rules, defaults, exceptions, automatic."""
     tenant = "alice@tenant.example"
@@ -83,7 +66,7 @@ def _jobs() -> list[MailJob]:
 def test_importing_the_parse_child_loads_no_pydantic_nor_holidays() -> None:
     """`import gateway.parse.child` in a fresh interpreter loads neither pydantic,
     pydantic_core nor `holidays`."""
-    found = _fresh(
+    found = _modules_after(
         "import json, sys, gateway.parse.child\n"
         f"print(json.dumps({{'loaded': [m for m in {HEAVY!r} if m in sys.modules]}}))"
     )
@@ -105,7 +88,7 @@ def test_the_compiled_rulebook_triages_in_a_fresh_interpreter_without_pydantic()
         "print(json.dumps({'made': pickle.dumps(made).hex(),\n"
         f"    'loaded': [m for m in {HEAVY!r} if m in sys.modules]}}))"
     )
-    there = _fresh(code, pickle.dumps((EXTENDED.compiled, jobs, CHRISTMAS)))
+    there = _modules_after(code, pickle.dumps((EXTENDED.compiled, jobs, CHRISTMAS)))
     assert there["loaded"] == []
     assert pickle.loads(bytes.fromhex(there["made"])) == here
     assert all(d is not None for d in here)
