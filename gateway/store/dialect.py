@@ -1,7 +1,8 @@
 """What differs between the SQL of the two stores, so that a query shared by both is
 written once: the placeholder (`?` for sqlite3, `%s` for psycopg), an id list (`IN (?, …)`
 in parts under SQLite's limit on bound values, `= ANY(%s)` with one array), batched
-statements, and the column that keeps rows in insertion order.
+statements, the column that keeps rows in insertion order, and whether a statement can
+gather a reporter's thread keys in an ARRAY().
 
 Shared queries are written with `?` and run through `Dialect.q`; they use only what both
 speak (standard SQL, `INSERT … ON CONFLICT … DO UPDATE`, ISO-8601 text for instants).
@@ -12,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.store.db import transaction
 
 __all__ = ["POSTGRES", "SQLITE", "Dialect"]
+
+Key = TypeVar("Key", int, str)  # what `in_ids` and `parts` take: row ids or text keys
 
 
 @dataclass(frozen=True)
@@ -28,18 +31,19 @@ class Dialect:
     insertion_order: str  # the thread_keys column that orders rows as inserted
     max_ids: int | None  # ids per `in_ids` part (None: any number in one)
     cursor_batches: bool  # executemany is the cursor's (psycopg), not the connection's
+    key_arrays: bool  # ARRAY(SELECT …) gathers rows into one column (PostgreSQL)
 
     def q(self, sql: str) -> str:
         """`sql`, written with `?`, in this dialect's placeholders."""
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
-    def in_ids(self, column: str, ids: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
+    def in_ids(self, column: str, ids: Sequence[Key]) -> tuple[str, tuple[Any, ...]]:
         """A condition that `column` is one of `ids`, and its parameters."""
         if self.max_ids is None:
             return f"{column} = ANY({self.placeholder})", (list(ids),)
         return f"{column} IN ({', '.join('?' * len(ids))})", tuple(ids)
 
-    def parts(self, ids: Iterable[int]) -> list[tuple[int, ...]]:
+    def parts(self, ids: Iterable[Key]) -> list[tuple[Key, ...]]:
         """`ids` sorted, in as many parts as `in_ids` needs (none for none)."""
         ordered = tuple(sorted(ids))
         if not ordered:
@@ -59,5 +63,5 @@ class Dialect:
 
 
 # Well under SQLite's default limit of 32,766 bound values (a query may bind a list twice).
-SQLITE = Dialect("sqlite", "?", "rowid", 500, cursor_batches=False)
-POSTGRES = Dialect("postgresql", "%s", "seq", None, cursor_batches=True)
+SQLITE = Dialect("sqlite", "?", "rowid", 500, cursor_batches=False, key_arrays=False)
+POSTGRES = Dialect("postgresql", "%s", "seq", None, cursor_batches=True, key_arrays=True)

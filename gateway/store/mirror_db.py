@@ -2,8 +2,8 @@
 
 Called by gateway.store.outbox inside the outbox completion's transaction, so an external ticket's
 id, a status change or a Statuspage incident is recorded exactly once, together with the
-entry being marked done. Also the reads the egress handlers need (which ticket, which page
-incident belongs to an incident).
+entry being marked done. (The reads of them, which ticket and which page incident belong
+to an incident, are in gateway.store.incident_reads.)
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from gateway.domain import OutboxEntry, OutboxKind, PageRow, TicketRow
+from gateway.domain import OutboxEntry, OutboxKind
 from gateway.store.db import ts
 
 MIRROR_KINDS = frozenset(
@@ -23,24 +23,6 @@ MIRROR_KINDS = frozenset(
         OutboxKind.STATUSPAGE_RESOLVE,
     }
 )
-
-
-def ticket(conn: sqlite3.Connection, incident_id: int) -> TicketRow | None:
-    """The incident's ticket, once its creation is recorded."""
-    row = conn.execute(
-        "SELECT backend, external_id, link, status FROM tickets WHERE incident_id = ?",
-        (incident_id,),
-    ).fetchone()
-    return None if row is None else TicketRow(*row)
-
-
-def statuspage(conn: sqlite3.Connection, incident_id: int) -> PageRow | None:
-    """The incident's Statuspage incident, if one was opened."""
-    row = conn.execute(
-        "SELECT external_id, link, status FROM statuspage_incidents WHERE incident_id = ?",
-        (incident_id,),
-    ).fetchone()
-    return None if row is None else PageRow(*row)
 
 
 def record_effect(

@@ -14,6 +14,12 @@ from gateway.payloads import PAGE_LANE_KINDS, ROOM_LANE_KINDS
 from gateway.store.db import from_ts
 from rules.types import Mailbox, Period, Priority
 
+# The columns of `incidents` that incident_of reads, in its order.
+INCIDENT_COLUMNS = (
+    "id, title, priority, status, mailbox, created_at, rule, reasons, period, respond_by,"
+    " next_update_by, flags, lead, comms, chat_root, merged_into"
+)
+
 
 def incident_of(
     row: Sequence[Any],
@@ -21,7 +27,7 @@ def incident_of(
     timeline: tuple[TimelineEvent, ...],
     pages: int,
 ) -> Incident:
-    """An incident from its row (the stores' `_COLUMNS`, in that order) and the
+    """An incident from its row (INCIDENT_COLUMNS, in that order) and the
     reporters, timeline and page count read beside it."""
     iid = int(row[0])
     return Incident(
