@@ -1,8 +1,9 @@
 """What differs between the SQL of the two stores, so that a query shared by both is
 written once: the placeholder (`?` for sqlite3, `%s` for psycopg), an id list (`IN (?, …)`
 in parts under SQLite's limit on bound values, `= ANY(%s)` with one array), batched
-statements, the column that keeps rows in insertion order, and whether a statement can
-gather a reporter's thread keys in an ARRAY().
+statements, the column that keeps rows in insertion order, whether a statement can gather
+a reporter's thread keys in an ARRAY(), how an INSERT leaves an existing row alone, and how
+a read locks the row it is about to change.
 
 Shared queries are written with `?` and run through `Dialect.q`; they use only what both
 speak (standard SQL, `INSERT … ON CONFLICT … DO UPDATE`, ISO-8601 text for instants).
@@ -32,6 +33,20 @@ class Dialect:
     max_ids: int | None  # ids per `in_ids` part (None: any number in one)
     cursor_batches: bool  # executemany is the cursor's (psycopg), not the connection's
     key_arrays: bool  # ARRAY(SELECT …) gathers rows into one column (PostgreSQL)
+    or_ignore: bool  # INSERT OR IGNORE (SQLite), not INSERT … ON CONFLICT DO NOTHING
+    # Appended to a SELECT of a row the transaction goes on to change: PostgreSQL locks the
+    # row; SQLite's write transaction (BEGIN IMMEDIATE) already holds the whole database.
+    row_lock: str
+
+    def insert_ignore(self, sql: str) -> str:
+        """`sql`, an `INSERT INTO …` written with `?`, made to leave a row already there
+        alone, as each store always spelt it: INSERT OR IGNORE on SQLite (which also skips
+        a row breaking NOT NULL), ON CONFLICT DO NOTHING on PostgreSQL."""
+        if not sql.startswith("INSERT INTO "):
+            raise ValueError("not an INSERT INTO statement")
+        if self.or_ignore:
+            return self.q("INSERT OR IGNORE INTO " + sql.removeprefix("INSERT INTO "))
+        return self.q(sql + " ON CONFLICT DO NOTHING")
 
     def q(self, sql: str) -> str:
         """`sql`, written with `?`, in this dialect's placeholders."""
@@ -63,5 +78,16 @@ class Dialect:
 
 
 # Well under SQLite's default limit of 32,766 bound values (a query may bind a list twice).
-SQLITE = Dialect("sqlite", "?", "rowid", 500, cursor_batches=False, key_arrays=False)
-POSTGRES = Dialect("postgresql", "%s", "seq", None, cursor_batches=True, key_arrays=True)
+SQLITE = Dialect(
+    "sqlite", "?", "rowid", 500, cursor_batches=False, key_arrays=False, or_ignore=True, row_lock=""
+)
+POSTGRES = Dialect(
+    "postgresql",
+    "%s",
+    "seq",
+    None,
+    cursor_batches=True,
+    key_arrays=True,
+    or_ignore=False,
+    row_lock=" FOR UPDATE",
+)

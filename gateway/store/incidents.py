@@ -14,11 +14,11 @@ from gateway.domain import (
     INCIDENT_CHANGES,
     Plan,
     Reporter,
-    TimelineEvent,
     dumps,
 )
 from gateway.store.db import ts
 from gateway.store.incident_reads import SQLITE_READS
+from gateway.store.incident_writes import add_timeline, queue
 from gateway.store.sla_index import SQLITE_INDEX as sla_index
 
 
@@ -51,11 +51,7 @@ def apply_plan(conn: sqlite3.Connection, plan: Plan, now: datetime) -> int | Non
         )
         incident_id = int(cur.lastrowid or 0)
     for spec in plan.outbox:
-        conn.execute(
-            "INSERT INTO outbox (created_at, kind, incident_id, payload, next_attempt_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (ts(now), spec.kind, incident_id, dumps(dict(spec.payload)), ts(now)),
-        )
+        queue(conn, incident_id, spec, now)
     if incident_id is None:
         return None
     if plan.reopen:
@@ -125,14 +121,6 @@ def _add_reporter(
         (incident_id, reporter.channel, reporter.address),
     ).fetchone()
     return int(rid)
-
-
-def add_timeline(conn: sqlite3.Connection, incident_id: int, event: TimelineEvent) -> None:
-    """Append one event to an incident's timeline."""
-    conn.execute(
-        "INSERT INTO timeline (incident_id, at, kind, actor, text, data) VALUES (?, ?, ?, ?, ?, ?)",
-        (incident_id, ts(event.at), event.kind, event.actor, event.text, dumps(dict(event.data))),
-    )
 
 
 # The reads (gateway.store.incident_reads), in SQLite's dialect.

@@ -19,12 +19,12 @@ from gateway.domain import (
     INCIDENT_CHANGES,
     Plan,
     Reporter,
-    TimelineEvent,
     dumps,
 )
 from gateway.store.db import ts
 from gateway.store.dialect import POSTGRES
 from gateway.store.incident_reads import IncidentReads
+from gateway.store.incident_writes import add_timeline, queue
 from gateway.store.postgres import sla_index
 from gateway.store.postgres.schema import Conn
 
@@ -62,11 +62,7 @@ def apply_plan(conn: Conn, plan: Plan, now: datetime, new_id: int | None = None)
         )
         incident_id = new_id if new_id is not None else _one_int(cur.fetchone())
     for spec in plan.outbox:
-        conn.execute(
-            "INSERT INTO outbox (created_at, kind, incident_id, payload, next_attempt_at)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (ts(now), spec.kind, incident_id, dumps(dict(spec.payload)), ts(now)),
-        )
+        queue(conn, incident_id, spec, now, POSTGRES)
     if incident_id is None:
         return None
     _apply_to_incident(conn, incident_id, plan, now)
@@ -104,7 +100,7 @@ def _apply_to_incident(conn: Conn, incident_id: int, plan: Plan, now: datetime) 
             ),
         )
     for event in plan.timeline:
-        add_timeline(conn, incident_id, event)
+        add_timeline(conn, incident_id, event, POSTGRES)
     sla_index.touch(conn, incident_id, plan)  # its SLA items may have moved: re-plan it
 
 
@@ -144,15 +140,6 @@ def _add_reporter(conn: Conn, incident_id: int, reporter: Reporter | None, now: 
             reporter.room_id,
             reporter.thread_root,
         ),
-    )
-
-
-def add_timeline(conn: Conn, incident_id: int, event: TimelineEvent) -> None:
-    """Append one event to an incident's timeline."""
-    conn.execute(
-        "INSERT INTO timeline (incident_id, at, kind, actor, text, data)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        (incident_id, ts(event.at), event.kind, event.actor, event.text, dumps(dict(event.data))),
     )
 
 
