@@ -2,8 +2,8 @@
 written once: the placeholder (`?` for sqlite3, `%s` for psycopg), an id list (`IN (?, …)`
 in parts under SQLite's limit on bound values, `= ANY(%s)` with one array), batched
 statements, the column that keeps rows in insertion order, whether a statement can gather
-a reporter's thread keys in an ARRAY(), how an INSERT leaves an existing row alone, and how
-a read locks the row it is about to change.
+a reporter's thread keys in an ARRAY(), how an INSERT leaves an existing row alone, how
+a read locks the row it is about to change, and savepoints.
 
 Shared queries are written with `?` and run through `Dialect.q`; they use only what both
 speak (standard SQL, `INSERT … ON CONFLICT … DO UPDATE`, ISO-8601 text for instants).
@@ -11,8 +11,8 @@ speak (standard SQL, `INSERT … ON CONFLICT … DO UPDATE`, ISO-8601 text for i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -70,11 +70,28 @@ class Dialect:
         """A write transaction on `conn` (SQLite: BEGIN IMMEDIATE … COMMIT)."""
         return conn.transaction() if self.cursor_batches else transaction(conn)
 
+    def savepoint(self, conn: Any, name: str) -> AbstractContextManager[Any]:
+        """A savepoint inside the caller's transaction: on an exception what ran inside is
+        undone and the exception goes on (PostgreSQL: psycopg's nested transaction)."""
+        return conn.transaction() if self.cursor_batches else _savepoint(conn, name)
+
     def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run `sql` (written with `?`) once per row, batched by the driver."""
         if not rows:
             return
         (conn.cursor() if self.cursor_batches else conn).executemany(self.q(sql), rows)
+
+
+@contextmanager
+def _savepoint(conn: Any, name: str) -> Iterator[None]:
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except Exception:
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+        raise
+    conn.execute(f"RELEASE {name}")
 
 
 # Well under SQLite's default limit of 32,766 bound values (a query may bind a list twice).
