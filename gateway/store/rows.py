@@ -1,6 +1,6 @@
-"""Turning stored rows into domain values, the same for every backend (both store the same
-columns, with instants as ISO-8601 text and lists as JSON), and the dialect-free SQL of the
-outbox's lanes (which entries must go out in order)."""
+"""Turning stored rows (incidents, pending messages) into domain values, the same for every
+backend (both store the same columns, with instants as ISO-8601 text and lists as JSON),
+and the dialect-free SQL of the outbox's lanes (which entries must go out in order)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from gateway.domain import Incident, OutboxKind, Reporter, Status, TimelineEvent, incident_ref
+from gateway.domain import (
+    Channel,
+    InboxRow,
+    Incident,
+    OutboxKind,
+    Reporter,
+    Status,
+    TimelineEvent,
+    incident_ref,
+)
 from gateway.payloads import PAGE_LANE_KINDS, ROOM_LANE_KINDS
 from gateway.store.db import from_ts
 from rules.types import Mailbox, Period, Priority
@@ -51,6 +60,25 @@ def incident_of(
         comms=row[13],
         chat_root=row[14],
         merged_into=None if row[15] is None else int(row[15]),
+    )
+
+
+# The columns of `inbox` that inbox_row_of reads, in its order.
+INBOX_COLUMNS = "id, channel, mailbox, mail_from, rcpt_to, received_at, raw, client, released_at"
+
+
+def inbox_row_of(r: Sequence[Any]) -> InboxRow:
+    """A pending message from its row (INBOX_COLUMNS, in that order)."""
+    return InboxRow(
+        int(r[0]),
+        Channel(r[1]),
+        Mailbox(r[2]) if r[2] else None,
+        r[3],
+        tuple(json.loads(r[4])),
+        datetime.fromisoformat(r[5]),
+        bytes(r[6]),
+        r[7],
+        released=r[8] is not None,
     )
 
 
