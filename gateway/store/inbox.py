@@ -17,7 +17,6 @@ from gateway.domain import (
     PlanContext,
     ThreadKeys,
     Work,
-    dumps,
 )
 from gateway.store import alert_db, answer_db, storm_db
 from gateway.store.db import transaction, ts
@@ -27,7 +26,7 @@ from gateway.store.incidents import (
     load_incident,
     recent_open_incidents,
 )
-from gateway.store.rows import INBOX_COLUMNS, inbox_row_of
+from gateway.store.rows import INBOX_COLUMNS, NEW_INBOX_COLUMNS, inbox_row_of, inbox_values
 from gateway.store.threads import find_thread, next_incident_id
 
 
@@ -37,18 +36,9 @@ def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> lis
     with transaction(conn):
         for m in messages:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
-                " dedup_key, raw, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    ts(m.received_at),
-                    m.channel,
-                    m.mailbox,
-                    m.mail_from,
-                    dumps(list(m.rcpt_to)),
-                    m.dedup_key,
-                    m.raw,
-                    m.client,
-                ),
+                f"INSERT OR IGNORE INTO inbox ({NEW_INBOX_COLUMNS})"  # noqa: S608  (constant columns)
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                inbox_values(m),
             )
             if cur.rowcount:
                 results.append(Accepted(int(cur.lastrowid or 0), duplicate=False))

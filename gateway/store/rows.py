@@ -1,6 +1,7 @@
-"""Turning stored rows (incidents, pending messages) into domain values, the same for every
-backend (both store the same columns, with instants as ISO-8601 text and lists as JSON),
-and the dialect-free SQL of the outbox's lanes (which entries must go out in order)."""
+"""Turning stored rows (incidents, pending messages) into domain values and an accepted
+message into its row, the same for every backend (both store the same columns, with
+instants as ISO-8601 text and lists as JSON), and the dialect-free SQL of the outbox's
+lanes (which entries must go out in order)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from gateway.domain import (
     Channel,
     InboxRow,
     Incident,
+    NewMessage,
     OutboxKind,
     Reporter,
     Status,
     TimelineEvent,
+    dumps,
     incident_ref,
 )
 from gateway.payloads import PAGE_LANE_KINDS, ROOM_LANE_KINDS
-from gateway.store.db import from_ts
+from gateway.store.db import from_ts, ts
 from rules.types import Mailbox, Period, Priority
 
 # The columns of `incidents` that incident_of reads, in its order.
@@ -60,6 +63,24 @@ def incident_of(
         comms=row[13],
         chat_root=row[14],
         merged_into=None if row[15] is None else int(row[15]),
+    )
+
+
+# The columns of `inbox` an accepted message fills (inbox_values), in their order.
+NEW_INBOX_COLUMNS = "received_at, channel, mailbox, mail_from, rcpt_to, dedup_key, raw, client"
+
+
+def inbox_values(m: NewMessage) -> tuple[Any, ...]:
+    """The values of NEW_INBOX_COLUMNS for an accepted message."""
+    return (
+        ts(m.received_at),
+        m.channel,
+        m.mailbox,
+        m.mail_from,
+        dumps(list(m.rcpt_to)),
+        m.dedup_key,
+        m.raw,
+        m.client,
     )
 
 

@@ -26,7 +26,6 @@ from gateway.domain import (
     SenderHistory,
     ThreadKeys,
     Work,
-    dumps,
 )
 from gateway.store.alert_db import LIMIT as ALERT_LIMIT
 from gateway.store.db import ts
@@ -42,7 +41,7 @@ from gateway.store.postgres.incidents import (
     recent_open_incidents,
 )
 from gateway.store.postgres.schema import WRITE_LOCK, Conn
-from gateway.store.rows import INBOX_COLUMNS, inbox_row_of
+from gateway.store.rows import INBOX_COLUMNS, NEW_INBOX_COLUMNS, inbox_row_of, inbox_values
 
 GLOBAL_WINDOW_S = 60.0
 log = structlog.get_logger("gateway.store.postgres")
@@ -63,22 +62,10 @@ def accept_many(
         if node is not None:
             conn.execute("SELECT pg_notify(%s, %s)", (INBOX_CHANNEL, node))
         cur.executemany(
-            "INSERT INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
-            " dedup_key, raw, client) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            f"INSERT INTO inbox ({NEW_INBOX_COLUMNS})"  # noqa: S608  (constant columns)
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-            [
-                (
-                    ts(m.received_at),
-                    m.channel,
-                    m.mailbox,
-                    m.mail_from,
-                    dumps(list(m.rcpt_to)),
-                    m.dedup_key,
-                    m.raw,
-                    m.client,
-                )
-                for m in messages
-            ],
+            [inbox_values(m) for m in messages],
             returning=True,
         )
     ids: list[int | None] = []
