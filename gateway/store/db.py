@@ -4,9 +4,11 @@ write transaction) and the kv table of small persisted values.
 The SQL is split by table group: inbox.py (accepting and processing messages), threads.py
 (finding a message's incident), incidents.py (incidents, reporters, timeline; applying a
 Plan), outbox.py (delivery bookkeeping and queue counts), mirror_db.py, storm_db.py and
-reminders.py. Only gateway.store.sqlite calls these, from its single database thread; the
-CLI uses the read functions on its own read-only connection while the daemon runs (WAL
-allows it).
+reminders.py. Much of it is written once for both stores in SQLite's and PostgreSQL's
+common SQL (gateway.store.dialect): incident_reads.py, incident_writes.py, sla_index.py,
+the outbox's effects, held mail, firing SLA items. Only gateway.store.sqlite calls these (on
+SQLite), from its single database thread; the CLI uses the read functions on its own
+read-only connection while the daemon runs (WAL allows it).
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ them: each message's thread, the pure pipeline's Plan, applying it, in one trans
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -12,14 +11,12 @@ from functools import partial
 
 from gateway.domain import (
     Accepted,
-    Channel,
     InboxRow,
     NewMessage,
     Plan,
     PlanContext,
     ThreadKeys,
     Work,
-    dumps,
 )
 from gateway.store import alert_db, answer_db, storm_db
 from gateway.store.db import transaction, ts
@@ -29,8 +26,8 @@ from gateway.store.incidents import (
     load_incident,
     recent_open_incidents,
 )
+from gateway.store.rows import INBOX_COLUMNS, NEW_INBOX_COLUMNS, inbox_row_of, inbox_values
 from gateway.store.threads import find_thread, next_incident_id
-from rules.types import Mailbox
 
 
 def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> list[Accepted]:
@@ -39,18 +36,9 @@ def accept_many(conn: sqlite3.Connection, messages: Sequence[NewMessage]) -> lis
     with transaction(conn):
         for m in messages:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
-                " dedup_key, raw, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    ts(m.received_at),
-                    m.channel,
-                    m.mailbox,
-                    m.mail_from,
-                    dumps(list(m.rcpt_to)),
-                    m.dedup_key,
-                    m.raw,
-                    m.client,
-                ),
+                f"INSERT OR IGNORE INTO inbox ({NEW_INBOX_COLUMNS})"  # noqa: S608  (constant columns)
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                inbox_values(m),
             )
             if cur.rowcount:
                 results.append(Accepted(int(cur.lastrowid or 0), duplicate=False))
@@ -81,24 +69,10 @@ def pending_inbox(
             fits += 1
         limit = fits
     rows = conn.execute(
-        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw, client,"
-        " released_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?",
+        f"SELECT {INBOX_COLUMNS} FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?",  # noqa: S608  (constant columns)
         (limit,),
     ).fetchall()
-    return [
-        InboxRow(
-            r[0],
-            Channel(r[1]),
-            Mailbox(r[2]) if r[2] else None,
-            r[3],
-            tuple(json.loads(r[4])),
-            datetime.fromisoformat(r[5]),
-            bytes(r[6]),
-            r[7],
-            released=r[8] is not None,
-        )
-        for r in rows
-    ]
+    return [inbox_row_of(r) for r in rows]
 
 
 def process(conn: sqlite3.Connection, batch: Sequence[Work], now: datetime) -> list[Plan]:

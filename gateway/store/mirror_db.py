@@ -1,19 +1,21 @@
-"""What delivered ticket mirrors, Statuspage posts and security notices leave in the store.
+"""What delivered ticket mirrors, Statuspage posts and security notices leave in the store,
+on either store (gateway.store.dialect).
 
-Called by gateway.store.outbox inside the outbox completion's transaction, so an external ticket's
-id, a status change or a Statuspage incident is recorded exactly once, together with the
-entry being marked done. Also the reads the egress handlers need (which ticket, which page
-incident belongs to an incident).
+Called by gateway.store.outbox.record_effect (for PostgreSQL too) inside the outbox
+completion's transaction, so an external ticket's id, a status change or a Statuspage
+incident is recorded exactly once, together with the entry being marked done. (The reads
+of them, which ticket and which page incident belong to an incident, are in
+gateway.store.incident_reads.)
 """
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from typing import Any
 
-from gateway.domain import OutboxEntry, OutboxKind, PageRow, TicketRow
+from gateway.domain import OutboxEntry, OutboxKind
 from gateway.store.db import ts
+from gateway.store.dialect import SQLITE, Dialect
 
 MIRROR_KINDS = frozenset(
     {
@@ -25,44 +27,30 @@ MIRROR_KINDS = frozenset(
 )
 
 
-def ticket(conn: sqlite3.Connection, incident_id: int) -> TicketRow | None:
-    """The incident's ticket, once its creation is recorded."""
-    row = conn.execute(
-        "SELECT backend, external_id, link, status FROM tickets WHERE incident_id = ?",
-        (incident_id,),
-    ).fetchone()
-    return None if row is None else TicketRow(*row)
-
-
-def statuspage(conn: sqlite3.Connection, incident_id: int) -> PageRow | None:
-    """The incident's Statuspage incident, if one was opened."""
-    row = conn.execute(
-        "SELECT external_id, link, status FROM statuspage_incidents WHERE incident_id = ?",
-        (incident_id,),
-    ).fetchone()
-    return None if row is None else PageRow(*row)
-
-
 def record_effect(
-    conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str, Any], now: datetime
+    conn: Any, entry: OutboxEntry, result: dict[str, Any], now: datetime, dialect: Dialect = SQLITE
 ) -> None:
-    """Record one delivered mirror entry (see MIRROR_KINDS); skipped deliveries change
-    nothing."""
+    """Record one delivered mirror entry (see MIRROR_KINDS), on either store; skipped
+    deliveries change nothing."""
     iid = entry.incident_id
     if iid is None:
         raise RuntimeError("iid is set here")
     if result.get("skipped"):
         return
-    p = entry.payload
+    p, q = entry.payload, dialect.q
     if entry.kind is OutboxKind.TICKET_UPDATE:
         if p.get("status"):
-            conn.execute("UPDATE tickets SET status = ? WHERE incident_id = ?", (p["status"], iid))
+            conn.execute(
+                q("UPDATE tickets SET status = ? WHERE incident_id = ?"), (p["status"], iid)
+            )
         if p.get("title"):
-            conn.execute("UPDATE tickets SET title = ? WHERE incident_id = ?", (p["title"], iid))
+            conn.execute(q("UPDATE tickets SET title = ? WHERE incident_id = ?"), (p["title"], iid))
     elif entry.kind is OutboxKind.STATUSPAGE_OPEN:
         conn.execute(
-            "INSERT OR IGNORE INTO statuspage_incidents (incident_id, page_id, external_id, link,"
-            " status, created_at) VALUES (?, ?, ?, ?, 'open', ?)",
+            dialect.insert_ignore(
+                "INSERT INTO statuspage_incidents (incident_id, page_id, external_id, link,"
+                " status, created_at) VALUES (?, ?, ?, ?, 'open', ?)"
+            ),
             (
                 iid,
                 str(result.get("page_id", "")),
@@ -73,5 +61,5 @@ def record_effect(
         )
     elif entry.kind is OutboxKind.STATUSPAGE_RESOLVE:
         conn.execute(
-            "UPDATE statuspage_incidents SET status = 'resolved' WHERE incident_id = ?", (iid,)
+            q("UPDATE statuspage_incidents SET status = 'resolved' WHERE incident_id = ?"), (iid,)
         )

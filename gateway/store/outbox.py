@@ -1,5 +1,12 @@
-"""The outbox table: what is due, settling a round of attempts with their effects (pages,
-tickets, chat roots, timeline lines) exactly once, dead letters, and the queue counts.
+"""The outbox table on SQLite: what is due, settling a round of attempts with their effects
+(pages, tickets, chat roots, timeline lines) exactly once, dead letters, and the queue counts.
+
+What is the same on PostgreSQL is written once here for both (gateway.store.dialect) and
+used by gateway.store.postgres.outbox: recording a delivered entry's effects
+(`record_effect`, with gateway.store.mirror_db) and a dead one's (`record_dead`), the
+timeline lines of an outcome (`add_lines`), sending a dead entry back (`retry_dead`),
+`outbox_rows` and `queue_stats`. Claiming and settling differ (claims, fencing tokens,
+batched updates on PostgreSQL) and stay apart.
 """
 
 from __future__ import annotations
@@ -24,9 +31,16 @@ from gateway.read_ports import OUTBOX_COLUMNS
 from gateway.store import mirror_db
 from gateway.store.db import from_ts, transaction, ts
 from gateway.store.dialect import SQLITE, Dialect
-from gateway.store.incidents import add_timeline
+from gateway.store.incident_writes import add_timeline, queue
 from gateway.store.rows import lane_clear_sql
 from gateway.store.schema import lane_field
+
+_PAGE_ACTIONS = {
+    OutboxKind.PAGE_TRIGGER: "trigger",
+    OutboxKind.PAGE_ACKNOWLEDGE: "acknowledge",
+    OutboxKind.PAGE_RESOLVE: "resolve",
+}
+_OUT_KEY = "INSERT INTO thread_keys (key, incident_id, direction) VALUES (?, ?, 'out')"
 
 # Pending entries a retry earlier in their lane does not hold back (gateway.store.rows).
 _LANE_CLEAR = lane_clear_sql(lane_field)  # as the index outbox_lane spells it (schema 8)
@@ -78,8 +92,8 @@ def settle_outbox(conn: sqlite3.Connection, attempts: Sequence[Attempt], now: da
                     (OutboxState.DONE, dumps(a.result), ts(now), a.entry.id),
                 )
                 if cur.rowcount and a.entry.incident_id is not None:
-                    _record_effect(conn, a.entry, a.result, now)
-                    _add_lines(conn, a)
+                    record_effect(conn, a.entry, a.result, now)
+                    add_lines(conn, a)
             elif a.parked:
                 conn.execute(
                     "UPDATE outbox SET last_error = ? WHERE id = ? AND state = 'pending'",
@@ -97,64 +111,87 @@ def settle_outbox(conn: sqlite3.Connection, attempts: Sequence[Attempt], now: da
                     ),
                 )
                 if cur.rowcount and a.dead:
-                    _record_dead(conn, a, now)
+                    record_dead(conn, a, now)
 
 
-def _record_dead(conn: sqlite3.Connection, a: Attempt, now: datetime) -> None:
-    """A dead entry's timeline lines are recorded, and its alert (if any) is queued."""
-    iid = a.entry.incident_id
-    _add_lines(conn, a)
+def record_dead(conn: Any, a: Attempt, now: datetime, dialect: Dialect = SQLITE) -> None:
+    """A dead entry's timeline lines are recorded, and its alert (if any) is queued (on
+    either store)."""
+    add_lines(conn, a, dialect)
     if a.alert is not None:
-        conn.execute(
-            "INSERT INTO outbox (created_at, kind, incident_id, payload, next_attempt_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (ts(now), a.alert.kind, iid, dumps(dict(a.alert.payload)), ts(now)),
-        )
+        queue(conn, a.entry.incident_id, a.alert, now, dialect)
 
 
 def retry_dead(
-    conn: sqlite3.Connection,
+    conn: Any,
     outbox_id: int,
     now: datetime,
     note: Callable[[int, str, datetime], TimelineEvent],
+    dialect: Dialect = SQLITE,
+    *,
+    claims: bool = False,
 ) -> str | None:
     """Send a dead entry back to pending with a fresh attempt count, due now, and put
-    `note(outbox_id, kind, now)` on its incident's timeline. Returns None when done, else
-    the entry's state (or "unknown") to explain why nothing changed."""
-    with transaction(conn):
+    `note(outbox_id, kind, now)` on its incident's timeline, in one transaction, on either
+    store (`claims`: the outbox has PostgreSQL's claim columns, and the entry's claim is
+    released). Returns None when done, else the entry's state (or "unknown") to explain
+    why nothing changed."""
+    release = ", claim_until = NULL" if claims else ""
+    with dialect.transaction(conn):
         row = conn.execute(
-            "SELECT state, incident_id, kind FROM outbox WHERE id = ?", (outbox_id,)
+            dialect.q(
+                "SELECT state, incident_id, kind FROM outbox WHERE id = ?"  # noqa: S608  (constant)
+                + dialect.row_lock
+            ),
+            (outbox_id,),
         ).fetchone()
         if row is None:
             return "unknown"
         if row[0] != OutboxState.DEAD:
             return str(row[0])
         conn.execute(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ? WHERE id = ?",
+            dialect.q(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?"  # noqa: S608  (constant)
+                f"{release} WHERE id = ?"
+            ),
             (ts(now), outbox_id),
         )
         if row[1] is not None:
-            add_timeline(conn, int(row[1]), note(outbox_id, str(row[2]), now))
+            add_timeline(conn, int(row[1]), note(outbox_id, str(row[2]), now), dialect)
     return None
 
 
-def _record_effect(
-    conn: sqlite3.Connection, entry: OutboxEntry, result: dict[str, Any], now: datetime
+def record_effect(
+    conn: Any, entry: OutboxEntry, result: dict[str, Any], now: datetime, dialect: Dialect = SQLITE
 ) -> None:
+    """Record what a delivered entry of an incident leaves in the store (a page, a ticket,
+    a chat root and its thread key, a mirror's row), exactly once, on either store."""
     iid = entry.incident_id
     if iid is None:
         raise RuntimeError("iid is set here")
-    p = entry.payload
-    if entry.kind is OutboxKind.PAGE_TRIGGER:
+    p, ignore = entry.payload, dialect.insert_ignore
+    if entry.kind in _PAGE_ACTIONS:
         conn.execute(
-            "INSERT OR IGNORE INTO pages (incident_id, outbox_id, provider, action, dedup_key, at,"
-            " response) VALUES (?, ?, ?, 'trigger', ?, ?, ?)",
-            (iid, entry.id, result.get("provider", "?"), p["dedup_key"], ts(now), dumps(result)),
+            ignore(
+                "INSERT INTO pages (incident_id, outbox_id, provider, action, dedup_key, at,"
+                " response) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            ),
+            (
+                iid,
+                entry.id,
+                result.get("provider", "?"),
+                _PAGE_ACTIONS[entry.kind],
+                p["dedup_key"],
+                ts(now),
+                dumps(result),
+            ),
         )
     elif entry.kind is OutboxKind.TICKET_CREATE:
         conn.execute(
-            "INSERT OR IGNORE INTO tickets (incident_id, backend, external_id, link, title, status,"
-            " body, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
+            ignore(
+                "INSERT INTO tickets (incident_id, backend, external_id, link, title, status,"
+                " body, created_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)"
+            ),
             (
                 iid,
                 result.get("backend", "builtin"),
@@ -165,42 +202,21 @@ def _record_effect(
                 ts(now),
             ),
         )
-    elif entry.kind in (OutboxKind.PAGE_ACKNOWLEDGE, OutboxKind.PAGE_RESOLVE):
-        action = "acknowledge" if entry.kind is OutboxKind.PAGE_ACKNOWLEDGE else "resolve"
-        conn.execute(
-            "INSERT OR IGNORE INTO pages (incident_id, outbox_id, provider, action, dedup_key, at,"
-            " response) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                iid,
-                entry.id,
-                result.get("provider", "?"),
-                action,
-                p["dedup_key"],
-                ts(now),
-                dumps(result),
-            ),
-        )
     elif entry.kind is OutboxKind.CHAT_ANNOUNCE:
         event_id = str(result["event_id"])
-        conn.execute("UPDATE incidents SET chat_root = ? WHERE id = ?", (event_id, iid))
-        conn.execute(
-            "INSERT OR IGNORE INTO thread_keys (key, incident_id, direction) VALUES (?, ?, 'out')",
-            (chat_key(event_id), iid),
-        )
+        conn.execute(dialect.q("UPDATE incidents SET chat_root = ? WHERE id = ?"), (event_id, iid))
+        conn.execute(ignore(_OUT_KEY), (chat_key(event_id), iid))
     elif entry.kind is OutboxKind.CHAT_ALARM and p.get("root"):  # gateway.plan.alarm_rooms
-        conn.execute(
-            "INSERT OR IGNORE INTO thread_keys (key, incident_id, direction) VALUES (?, ?, 'out')",
-            (chat_key(str(result["event_id"])), iid),
-        )
+        conn.execute(ignore(_OUT_KEY), (chat_key(str(result["event_id"])), iid))
     elif entry.kind in mirror_db.MIRROR_KINDS:
-        mirror_db.record_effect(conn, entry, result, now)
+        mirror_db.record_effect(conn, entry, result, now, dialect)
 
 
-def _add_lines(conn: sqlite3.Connection, a: Attempt) -> None:
+def add_lines(conn: Any, a: Attempt, dialect: Dialect = SQLITE) -> None:
     """The timeline lines the outcome was worded with (gateway.deliver.timeline)."""
     if a.entry.incident_id is not None:
         for event in a.timeline:
-            add_timeline(conn, a.entry.incident_id, event)
+            add_timeline(conn, a.entry.incident_id, event, dialect)
 
 
 def outbox_rows(
@@ -215,18 +231,20 @@ def outbox_rows(
     return [dict(zip(OUTBOX_COLUMNS, r, strict=True)) for r in rows]
 
 
-def queue_stats(conn: sqlite3.Connection) -> QueueStats:
-    """Read-only counts (the pending ones use the partial indexes on state = 'pending')."""
+def queue_stats(conn: Any) -> QueueStats:
+    """Read-only counts, on either store (the pending ones use the partial indexes on
+    state = 'pending')."""
     (inbox,) = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'pending'").fetchone()
     pending, oldest = conn.execute(
         "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'"
     ).fetchone()
-    retrying = dict(
-        conn.execute(
+    retrying = {
+        str(kind): int(n)
+        for kind, n in conn.execute(
             "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0"
             " GROUP BY kind"
         ).fetchall()
-    )
+    }
     (dead,) = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
     (held,) = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'held'").fetchone()
     return QueueStats(int(inbox), int(pending), from_ts(oldest), retrying, int(dead), int(held))

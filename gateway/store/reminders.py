@@ -8,22 +8,27 @@ sent twice, across restarts too, and one that fell due while the daemon was down
 once on the first round after start. In the same transaction it stores each of those
 incidents' next due time. `fire_digest` does the same for the out-of-hours digest, which
 belongs to no incident.
+
+`Firing` is written once for both stores (gateway.store.dialect): each binds it to its own
+SLA index, apply_plan and write transaction (gateway.store.postgres.reminders).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 import structlog
 
-from gateway.domain import Due, Incident, NextDue, Planner
+from gateway.domain import Due, Incident, NextDue, Plan, Planner
 from gateway.store.db import transaction, ts
+from gateway.store.dialect import SQLITE, Dialect
 from gateway.store.incidents import apply_plan, open_incidents
-from gateway.store.sla_index import SQLITE_INDEX as sla_index
+from gateway.store.sla_index import SQLITE_INDEX, SlaIndex
 
 log = structlog.get_logger("gateway.store.reminders")
 
@@ -33,37 +38,84 @@ log = structlog.get_logger("gateway.store.reminders")
 STUCK_RETRY = timedelta(minutes=1)
 
 
-def fire_due(
-    conn: sqlite3.Connection, plan: Planner, next_due: NextDue, now: datetime, limit: int
-) -> tuple[list[Due], datetime | None]:
-    """Fire what is due for (at most `limit` of) the incidents due at `now`, and store
-    their next due times, in one transaction; returns what fired and the earliest next
-    due time in the index (`now` when more is due at once). Without anything due it only
-    reads the index."""
-    first = sla_index.earliest(conn, now)
-    if first is None or first > now:
-        return [], first
-    with transaction(conn):
-        ids = sla_index.due_ids(conn, now, limit)
-        incidents = sla_index.load(conn, ids)
-        fired, failed = [], set()
-        for incident, items in by_incident(plan, incidents):
-            conn.execute("SAVEPOINT incident")
-            try:
-                fired += _fire(conn, items(), now)
-            except Exception as exc:  # a bug with this incident: the others still fire
-                conn.execute("ROLLBACK TO incident")
-                failed.add(failure(incident, exc))
-            conn.execute("RELEASE incident")
-        if any(d.plan.changes for d in fired):  # a holding reply moved a next-update time
-            incidents = sla_index.load(conn, ids)
-        planned = next_due(
-            [i for i in incidents if i.id not in failed], sla_index.fired_keys(conn, ids)
-        )
-        # An id not planned (gone) leaves the index; one that failed is tried again later.
-        times = {iid: after(planned.get(iid), now) for iid in ids}
-        sla_index.store_next(conn, times | {iid: now + STUCK_RETRY for iid in failed})
-        return fired, sla_index.earliest(conn, now)
+class Firing:
+    """Firing SLA items on one store: its dialect, its SLA index, its apply_plan and its
+    write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: one holding the write lock,
+    so two nodes never plan the same round twice)."""
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        index: SlaIndex,
+        apply: Callable[[Any, Plan, datetime], object],
+        write: Callable[[Any], AbstractContextManager[Any]],
+    ) -> None:
+        self.d, self.index, self.apply, self.write = dialect, index, apply, write
+
+    def fire_due(
+        self, conn: Any, plan: Planner, next_due: NextDue, now: datetime, limit: int
+    ) -> tuple[list[Due], datetime | None]:
+        """Fire what is due for (at most `limit` of) the incidents due at `now`, and store
+        their next due times, in one transaction; returns what fired and the earliest next
+        due time in the index (`now` when more is due at once). Without anything due it
+        only reads the index."""
+        index = self.index
+        first = index.earliest(conn, now)
+        if first is None or first > now:
+            return [], first
+        with self.write(conn):
+            ids = index.due_ids(conn, now, limit)
+            incidents = index.load(conn, ids)
+            fired, failed = [], set()
+            for incident, items in by_incident(plan, incidents):
+                try:
+                    with self.d.savepoint(conn, "incident"):
+                        fired += self._fire(conn, items(), now)
+                except Exception as exc:  # a bug with this incident: the others still fire
+                    failed.add(failure(incident, exc))
+            if any(d.plan.changes for d in fired):  # a holding reply moved a next-update time
+                incidents = index.load(conn, ids)
+            planned = next_due(
+                [i for i in incidents if i.id not in failed], index.fired_keys(conn, ids)
+            )
+            # An id not planned (gone) leaves the index; one that failed is tried again later.
+            times = {iid: after(planned.get(iid), now) for iid in ids}
+            index.store_next(conn, times | {iid: now + STUCK_RETRY for iid in failed})
+            return fired, index.earliest(conn, now)
+
+    def fire_digest(
+        self, conn: Any, plan: Planner, since: datetime | None, until: datetime, now: datetime
+    ) -> list[Due]:
+        """Fire the out-of-hours digest once: `plan` gets the open incidents created from
+        `since` to before `until` (the out-of-hours stretch it covers)."""
+        with self.write(conn):
+            return self._fire(conn, plan(self.index.waiting(conn, since, until)), now)
+
+    def replan_all(self, conn: Any) -> int:
+        """Mark every open incident for re-planning at the next round; returns how many."""
+        with self.write(conn):
+            return self.index.replan_all(conn)
+
+    def _fire(self, conn: Any, due: list[Due], now: datetime) -> list[Due]:
+        fired = []
+        for item in due:
+            cur = conn.execute(
+                self.d.insert_ignore(
+                    "INSERT INTO reminders (subject, incident_id, kind, due_at, fired_at)"
+                    " VALUES (?, ?, ?, ?, ?)"
+                ),
+                (item.subject, item.incident_id, item.kind, ts(item.due_at), ts(now)),
+            )
+            if cur.rowcount:
+                self.apply(conn, item.plan, now)
+                fired.append(item)
+        return fired
+
+
+_SQLITE = Firing(SQLITE, SQLITE_INDEX, apply_plan, transaction)
+fire_due = _SQLITE.fire_due
+fire_digest = _SQLITE.fire_digest
+replan_all = _SQLITE.replan_all
 
 
 def by_incident(
@@ -94,35 +146,6 @@ def failure(incident: Incident, exc: Exception) -> int:
 def after(at: datetime | None, now: datetime) -> datetime | None:
     """An incident's next due time as indexed: never `now` or earlier (STUCK_RETRY)."""
     return at if at is None or at > now else now + STUCK_RETRY
-
-
-def fire_digest(
-    conn: sqlite3.Connection, plan: Planner, since: datetime | None, until: datetime, now: datetime
-) -> list[Due]:
-    """Fire the out-of-hours digest once: `plan` gets the open incidents created from
-    `since` to before `until` (the out-of-hours stretch it covers)."""
-    with transaction(conn):
-        return _fire(conn, plan(sla_index.waiting(conn, since, until)), now)
-
-
-def replan_all(conn: sqlite3.Connection) -> int:
-    """Mark every open incident for re-planning at the next round; returns how many."""
-    with transaction(conn):
-        return sla_index.replan_all(conn)
-
-
-def _fire(conn: sqlite3.Connection, due: list[Due], now: datetime) -> list[Due]:
-    fired = []
-    for item in due:
-        cur = conn.execute(
-            "INSERT OR IGNORE INTO reminders (subject, incident_id, kind, due_at, fired_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (item.subject, item.incident_id, item.kind, ts(item.due_at), ts(now)),
-        )
-        if cur.rowcount:
-            apply_plan(conn, item.plan, now)
-            fired.append(item)
-    return fired
 
 
 def snapshot(conn: sqlite3.Connection) -> tuple[list[Incident], set[tuple[str, str, str]]]:

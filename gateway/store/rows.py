@@ -1,6 +1,7 @@
-"""Turning stored rows into domain values, the same for every backend (both store the same
-columns, with instants as ISO-8601 text and lists as JSON), and the dialect-free SQL of the
-outbox's lanes (which entries must go out in order)."""
+"""Turning stored rows (incidents, pending messages) into domain values and an accepted
+message into its row, the same for every backend (both store the same columns, with
+instants as ISO-8601 text and lists as JSON), and the dialect-free SQL of the outbox's
+lanes (which entries must go out in order)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,27 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from gateway.domain import Incident, OutboxKind, Reporter, Status, TimelineEvent, incident_ref
+from gateway.domain import (
+    Channel,
+    InboxRow,
+    Incident,
+    NewMessage,
+    OutboxKind,
+    Reporter,
+    Status,
+    TimelineEvent,
+    dumps,
+    incident_ref,
+)
 from gateway.payloads import PAGE_LANE_KINDS, ROOM_LANE_KINDS
-from gateway.store.db import from_ts
+from gateway.store.db import from_ts, ts
 from rules.types import Mailbox, Period, Priority
+
+# The columns of `incidents` that incident_of reads, in its order.
+INCIDENT_COLUMNS = (
+    "id, title, priority, status, mailbox, created_at, rule, reasons, period, respond_by,"
+    " next_update_by, flags, lead, comms, chat_root, merged_into"
+)
 
 
 def incident_of(
@@ -21,7 +39,7 @@ def incident_of(
     timeline: tuple[TimelineEvent, ...],
     pages: int,
 ) -> Incident:
-    """An incident from its row (the stores' `_COLUMNS`, in that order) and the
+    """An incident from its row (INCIDENT_COLUMNS, in that order) and the
     reporters, timeline and page count read beside it."""
     iid = int(row[0])
     return Incident(
@@ -45,6 +63,43 @@ def incident_of(
         comms=row[13],
         chat_root=row[14],
         merged_into=None if row[15] is None else int(row[15]),
+    )
+
+
+# The columns of `inbox` an accepted message fills (inbox_values), in their order.
+NEW_INBOX_COLUMNS = "received_at, channel, mailbox, mail_from, rcpt_to, dedup_key, raw, client"
+
+
+def inbox_values(m: NewMessage) -> tuple[Any, ...]:
+    """The values of NEW_INBOX_COLUMNS for an accepted message."""
+    return (
+        ts(m.received_at),
+        m.channel,
+        m.mailbox,
+        m.mail_from,
+        dumps(list(m.rcpt_to)),
+        m.dedup_key,
+        m.raw,
+        m.client,
+    )
+
+
+# The columns of `inbox` that inbox_row_of reads, in its order.
+INBOX_COLUMNS = "id, channel, mailbox, mail_from, rcpt_to, received_at, raw, client, released_at"
+
+
+def inbox_row_of(r: Sequence[Any]) -> InboxRow:
+    """A pending message from its row (INBOX_COLUMNS, in that order)."""
+    return InboxRow(
+        int(r[0]),
+        Channel(r[1]),
+        Mailbox(r[2]) if r[2] else None,
+        r[3],
+        tuple(json.loads(r[4])),
+        datetime.fromisoformat(r[5]),
+        bytes(r[6]),
+        r[7],
+        released=r[8] is not None,
     )
 
 

@@ -25,15 +25,10 @@ from typing import Any
 from gateway.domain import Channel, Incident, Plan, Reporter
 from gateway.store.db import from_ts, ts
 from gateway.store.dialect import SQLITE, Dialect
-from gateway.store.rows import incident_of
+from gateway.store.rows import INCIDENT_COLUMNS, incident_of
 
 STALE = ""  # re-plan at the next round: sorts before every timestamp
 
-# The columns gateway.store.rows.incident_of reads, in its order.
-COLUMNS = (
-    "id, title, priority, status, mailbox, created_at, rule, reasons, period, respond_by,"
-    " next_update_by, flags, lead, comms, chat_root, merged_into"
-)
 _UPSERT = (
     "INSERT INTO sla_next (incident_id, due_at) VALUES (?, ?)"
     " ON CONFLICT (incident_id) DO UPDATE SET due_at = excluded.due_at"
@@ -165,7 +160,7 @@ class SlaIndex:
         )
         of_ids, args = self.d.in_ids("id", ids)
         rows = conn.execute(
-            f"SELECT {COLUMNS} FROM incidents WHERE {of_ids} ORDER BY id",  # noqa: S608
+            f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE {of_ids} ORDER BY id",  # noqa: S608
             args,
         ).fetchall()
         return [_of(row, reporters, pages) for row in rows]

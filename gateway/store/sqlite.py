@@ -37,7 +37,6 @@ from gateway.store import (
     db,
     inbox,
     incidents,
-    mirror_db,
     outbox,
     reminders,
     retention,
@@ -205,11 +204,11 @@ class SqliteStore:
 
     async def ticket(self, incident_id: int) -> TicketRow | None:
         """The incident's recorded ticket (backend, external id, link), if created yet."""
-        return await self._call(mirror_db.ticket, incident_id)
+        return await self._call(incidents.ticket, incident_id)
 
     async def statuspage(self, incident_id: int) -> PageRow | None:
         """The incident's Statuspage incident, if one was opened."""
-        return await self._call(mirror_db.statuspage, incident_id)
+        return await self._call(incidents.statuspage, incident_id)
 
     async def incidents(self, *, open_only: bool = False) -> list[Incident]:
         """All incidents, or the open ones (newest first)."""

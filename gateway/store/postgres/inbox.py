@@ -9,7 +9,6 @@ state is checked under the lock), and a new incident's id is the one its plan wa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
@@ -19,7 +18,6 @@ import structlog
 
 from gateway.domain import (
     Accepted,
-    Channel,
     Digest,
     InboxRow,
     NewMessage,
@@ -28,7 +26,6 @@ from gateway.domain import (
     SenderHistory,
     ThreadKeys,
     Work,
-    dumps,
 )
 from gateway.store.alert_db import LIMIT as ALERT_LIMIT
 from gateway.store.db import ts
@@ -44,7 +41,7 @@ from gateway.store.postgres.incidents import (
     recent_open_incidents,
 )
 from gateway.store.postgres.schema import WRITE_LOCK, Conn
-from rules.types import Mailbox
+from gateway.store.rows import INBOX_COLUMNS, NEW_INBOX_COLUMNS, inbox_row_of, inbox_values
 
 GLOBAL_WINDOW_S = 60.0
 log = structlog.get_logger("gateway.store.postgres")
@@ -65,22 +62,10 @@ def accept_many(
         if node is not None:
             conn.execute("SELECT pg_notify(%s, %s)", (INBOX_CHANNEL, node))
         cur.executemany(
-            "INSERT INTO inbox (received_at, channel, mailbox, mail_from, rcpt_to,"
-            " dedup_key, raw, client) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            f"INSERT INTO inbox ({NEW_INBOX_COLUMNS})"  # noqa: S608  (constant columns)
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
-            [
-                (
-                    ts(m.received_at),
-                    m.channel,
-                    m.mailbox,
-                    m.mail_from,
-                    dumps(list(m.rcpt_to)),
-                    m.dedup_key,
-                    m.raw,
-                    m.client,
-                )
-                for m in messages
-            ],
+            [inbox_values(m) for m in messages],
             returning=True,
         )
     ids: list[int | None] = []
@@ -119,27 +104,14 @@ def pending_inbox(conn: Conn, limit: int, max_bytes: int | None = None) -> list[
     running total of the sizes picks the rows (octet_length does not fetch the value), and
     only the rows picked are sent, so a queue of large mail is never all in memory at once."""
     rows = conn.execute(
-        "SELECT id, channel, mailbox, mail_from, rcpt_to, received_at, raw, client, released_at"
+        f"SELECT {INBOX_COLUMNS}"  # noqa: S608  (constant columns)
         " FROM (SELECT *, row_number() OVER w AS n, sum(octet_length(raw)) OVER w AS upto"
         " FROM (SELECT * FROM inbox WHERE state = 'pending' ORDER BY id LIMIT %s) p"
         " WINDOW w AS (ORDER BY id)) q"
         " WHERE n = 1 OR %s::bigint IS NULL OR upto <= %s ORDER BY id",
         (limit, max_bytes, max_bytes),
     ).fetchall()
-    return [
-        InboxRow(
-            int(r[0]),
-            Channel(r[1]),
-            Mailbox(r[2]) if r[2] else None,
-            r[3],
-            tuple(json.loads(r[4])),
-            datetime.fromisoformat(r[5]),
-            bytes(r[6]),
-            r[7],
-            released=r[8] is not None,
-        )
-        for r in rows
-    ]
+    return [inbox_row_of(r) for r in rows]
 
 
 def process(conn: Conn, batch: Sequence[Work], now: datetime) -> list[Plan]:

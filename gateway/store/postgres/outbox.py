@@ -1,12 +1,14 @@
 """The outbox on PostgreSQL: claiming due entries, settling a round of attempts with their
 effects exactly once, dead letters, queue counts.
 
-The SQL of gateway.store.outbox and gateway.store.mirror_db.record_effect, ported, plus
-claims for several nodes: `claim_due` takes due entries with FOR UPDATE SKIP LOCKED and
-stamps each with this node's name, a fresh fencing token and an expiry; another node skips
-them until the claim expires. `settle` records an outcome only while the entry still
-carries the settling node's token, in the same transaction as the effect: a node that
-was paused past its claim and wakes up records nothing (the node that reclaimed did).
+What a settled entry leaves in the store (its effects, a dead entry's alert and timeline
+lines), sending a dead entry back, `outbox_rows` and `queue_stats` are gateway.store.outbox's,
+shared with SQLite. PostgreSQL's own are the claims for several nodes: `claim_due` takes due
+entries with FOR UPDATE SKIP LOCKED and stamps each with this node's name, a fresh fencing
+token and an expiry; another node skips them until the claim expires. `settle` records an
+outcome only while the entry still carries the settling node's token, in the same
+transaction as the effect (one statement per kind of outcome for a round): a node that was
+paused past its claim and wakes up records nothing (the node that reclaimed did).
 """
 
 from __future__ import annotations
@@ -21,28 +23,15 @@ from gateway.domain import (
     OutboxEntry,
     OutboxKind,
     OutboxState,
-    QueueStats,
     TimelineEvent,
-    chat_key,
     dumps,
 )
-from gateway.store import outbox as sqlite_outbox
+from gateway.store import outbox as shared
 from gateway.store.db import from_ts, ts
 from gateway.store.dialect import POSTGRES
 from gateway.store.postgres import trips
-from gateway.store.postgres.incidents import add_timeline
 from gateway.store.postgres.schema import Conn, lane_field
 from gateway.store.rows import lane_clear_sql
-
-MIRROR_KINDS = frozenset(
-    {
-        OutboxKind.TICKET_UPDATE,
-        OutboxKind.STATUSPAGE_OPEN,
-        OutboxKind.STATUSPAGE_UPDATE,
-        OutboxKind.STATUSPAGE_RESOLVE,
-    }
-)
-
 
 # Pending entries that nothing earlier in their lane holds back (gateway.store.rows): not a
 # retry due later, nor an entry another claim is delivering right now.
@@ -161,10 +150,10 @@ def settle(
         dead = _settle_failed(conn, failed, tokens, now)
         for a in attempts:  # in their order, as the timeline shows them
             if a.result is not None and a.entry.id in settled and a.entry.incident_id is not None:
-                _record_effect(conn, a.entry, a.result, now)
-                _add_lines(conn, a)
+                shared.record_effect(conn, a.entry, a.result, now, POSTGRES)
+                shared.add_lines(conn, a, POSTGRES)
             elif a.result is None and a.entry.id in dead:
-                _record_dead(conn, a, now)
+                shared.record_dead(conn, a, now, POSTGRES)
 
 
 def _settle_done(
@@ -217,154 +206,21 @@ def _settle_failed(
     return {int(i) for i, state in cur.fetchall() if state == OutboxState.DEAD}
 
 
-def _record_dead(conn: Conn, a: Attempt, now: datetime) -> None:
-    _add_lines(conn, a)
-    if a.alert is not None:
-        conn.execute(
-            "INSERT INTO outbox (created_at, kind, incident_id, payload, next_attempt_at)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (ts(now), a.alert.kind, a.entry.incident_id, dumps(dict(a.alert.payload)), ts(now)),
-        )
-
-
 def retry_dead(
     conn: Conn, outbox_id: int, now: datetime, note: Callable[[int, str, datetime], TimelineEvent]
 ) -> str | None:
-    """Send a dead entry back to pending, due now, and put `note(outbox_id, kind, now)` on
-    its incident's timeline; None when done, else why not."""
-    with conn.transaction():
-        row = conn.execute(
-            "SELECT state, incident_id, kind FROM outbox WHERE id = %s FOR UPDATE", (outbox_id,)
-        ).fetchone()
-        if row is None:
-            return "unknown"
-        if row[0] != OutboxState.DEAD:
-            return str(row[0])
-        conn.execute(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = %s,"
-            " claim_until = NULL WHERE id = %s",
-            (ts(now), outbox_id),
-        )
-        if row[1] is not None:
-            add_timeline(conn, int(row[1]), note(outbox_id, str(row[2]), now))
-    return None
-
-
-def _record_effect(conn: Conn, entry: OutboxEntry, result: dict[str, Any], now: datetime) -> None:
-    iid, p = entry.incident_id, entry.payload
-    if entry.kind in (
-        OutboxKind.PAGE_TRIGGER,
-        OutboxKind.PAGE_ACKNOWLEDGE,
-        OutboxKind.PAGE_RESOLVE,
-    ):
-        action = {
-            OutboxKind.PAGE_TRIGGER: "trigger",
-            OutboxKind.PAGE_ACKNOWLEDGE: "acknowledge",
-            OutboxKind.PAGE_RESOLVE: "resolve",
-        }[entry.kind]
-        conn.execute(
-            "INSERT INTO pages (incident_id, outbox_id, provider, action, dedup_key, at, response)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (
-                iid,
-                entry.id,
-                result.get("provider", "?"),
-                action,
-                p["dedup_key"],
-                ts(now),
-                dumps(result),
-            ),
-        )
-    elif entry.kind is OutboxKind.TICKET_CREATE:
-        conn.execute(
-            "INSERT INTO tickets (incident_id, backend, external_id, link, title, status, body,"
-            " created_at) VALUES (%s, %s, %s, %s, %s, 'open', %s, %s) ON CONFLICT DO NOTHING",
-            (
-                iid,
-                result.get("backend", "builtin"),
-                str(result.get("external_id", "")),
-                result.get("link"),
-                p["title"],
-                p["body"],
-                ts(now),
-            ),
-        )
-    elif entry.kind is OutboxKind.CHAT_ANNOUNCE:
-        event_id = str(result["event_id"])
-        conn.execute("UPDATE incidents SET chat_root = %s WHERE id = %s", (event_id, iid))
-        conn.execute(
-            "INSERT INTO thread_keys (key, incident_id, direction)"
-            " VALUES (%s, %s, 'out') ON CONFLICT DO NOTHING",
-            (chat_key(event_id), iid),
-        )
-    elif entry.kind is OutboxKind.CHAT_ALARM and p.get("root"):  # gateway.plan.alarm_rooms
-        conn.execute(
-            "INSERT INTO thread_keys (key, incident_id, direction)"
-            " VALUES (%s, %s, 'out') ON CONFLICT DO NOTHING",
-            (chat_key(str(result["event_id"])), iid),
-        )
-    elif entry.kind in MIRROR_KINDS and not result.get("skipped"):
-        _record_mirror(conn, entry, result, now)
-
-
-def _record_mirror(conn: Conn, entry: OutboxEntry, result: dict[str, Any], now: datetime) -> None:
-    iid, p = entry.incident_id, entry.payload
-    if entry.kind is OutboxKind.TICKET_UPDATE:
-        if p.get("status"):
-            conn.execute(
-                "UPDATE tickets SET status = %s WHERE incident_id = %s", (p["status"], iid)
-            )
-        if p.get("title"):
-            conn.execute("UPDATE tickets SET title = %s WHERE incident_id = %s", (p["title"], iid))
-    elif entry.kind is OutboxKind.STATUSPAGE_OPEN:
-        conn.execute(
-            "INSERT INTO statuspage_incidents (incident_id, page_id, external_id, link, status,"
-            " created_at) VALUES (%s, %s, %s, %s, 'open', %s) ON CONFLICT DO NOTHING",
-            (
-                iid,
-                str(result.get("page_id", "")),
-                str(result["external_id"]),
-                result.get("link"),
-                ts(now),
-            ),
-        )
-    elif entry.kind is OutboxKind.STATUSPAGE_RESOLVE:
-        conn.execute(
-            "UPDATE statuspage_incidents SET status = 'resolved' WHERE incident_id = %s", (iid,)
-        )
-
-
-def _add_lines(conn: Conn, a: Attempt) -> None:
-    if a.entry.incident_id is not None:
-        for event in a.timeline:
-            add_timeline(conn, a.entry.incident_id, event)
+    """Send a dead entry back to pending, due now, its claim released, and put
+    `note(outbox_id, kind, now)` on its incident's timeline; None when done, else why not
+    (gateway.store.outbox's, with the row locked)."""
+    return shared.retry_dead(conn, outbox_id, now, note, POSTGRES, claims=True)
 
 
 def outbox_rows(conn: Conn, state: str | None = None) -> list[dict[str, Any]]:
     """Outbox entries for operators (no payload bodies): gateway.store.outbox's query."""
-    return sqlite_outbox.outbox_rows(conn, state, POSTGRES)
+    return shared.outbox_rows(conn, state, POSTGRES)
 
 
-def queue_stats(conn: Conn) -> QueueStats:
-    """Inbox and outbox depth (read-only)."""
-    inbox = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'pending'").fetchone()
-    out = conn.execute(
-        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'"
-    ).fetchone()
-    retrying = {
-        str(k): int(n)
-        for k, n in conn.execute(
-            "SELECT kind, COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0"
-            " GROUP BY kind"
-        ).fetchall()
-    }
-    dead = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
-    held = conn.execute("SELECT COUNT(*) FROM inbox WHERE state = 'held'").fetchone()
-    if inbox is None or out is None or dead is None or held is None:
-        raise RuntimeError("COUNT returns a row")
-    return QueueStats(
-        int(inbox[0]), int(out[0]), from_ts(out[1]), retrying, int(dead[0]), int(held[0])
-    )
+queue_stats = shared.queue_stats  # inbox and outbox depth (read-only): no placeholders
 
 
 def canary_through(conn: Conn, nonce: str) -> bool:

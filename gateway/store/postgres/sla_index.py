@@ -6,13 +6,13 @@ from __future__ import annotations
 from gateway.store.dialect import POSTGRES
 from gateway.store.sla_index import SlaIndex
 
-_POSTGRES = SlaIndex(POSTGRES)
-touch = _POSTGRES.touch
-replan_all = _POSTGRES.replan_all
-due_ids = _POSTGRES.due_ids
-earliest = _POSTGRES.earliest
-store_next = _POSTGRES.store_next
-schedule = _POSTGRES.schedule
-fired_keys = _POSTGRES.fired_keys
-load = _POSTGRES.load
-waiting = _POSTGRES.waiting
+INDEX = SlaIndex(POSTGRES)
+touch = INDEX.touch
+replan_all = INDEX.replan_all
+due_ids = INDEX.due_ids
+earliest = INDEX.earliest
+store_next = INDEX.store_next
+schedule = INDEX.schedule
+fired_keys = INDEX.fired_keys
+load = INDEX.load
+waiting = INDEX.waiting
