@@ -3,7 +3,9 @@
 Each run starts the daemon as a child process with `$NOTIFY_SOCKET` pointing at a datagram
 socket this script binds (as systemd does for Type=notify), on a fresh state folder (the
 first run of a fresh database includes creating its schema) or on the folder of the
-previous run (`--reuse-state`, a restart), and measures exec → READY=1. It also reads the
+previous run (`--reuse-state`, a restart), and measures exec → READY=1. Each run starts
+once everything the previous one started (its parse child, the bank-holiday helper) has
+exited. It also reads the
 daemon's own CPU time (user + system, from /proc) at READY=1, which a loaded machine
 inflates far less than the wall-clock figure, and in the same run measures two baselines:
 a bare `python -c pass` (the interpreter's own start) and `python -c "import
@@ -72,6 +74,19 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _until_gone(group: int, timeout_s: float = 10.0) -> None:
+    """Wait until every process the daemon started (its parse child, the bank-holiday
+    helper) has exited too, so that no run starts while the last one's children still use
+    the CPU."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
+
+
 def _ready_once(
     folder: Path,
     state: Path,
@@ -93,6 +108,7 @@ def _ready_once(
         stdout=subprocess.DEVNULL,
         stderr=stderr,
         env={**os.environ, "NOTIFY_SOCKET": address},
+        start_new_session=True,  # its own process group: see _until_gone
     )
     try:
         sock.settimeout(0.5)
@@ -114,6 +130,7 @@ def _ready_once(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+        _until_gone(proc.pid)
         if importtime is not None and not isinstance(stderr, int):
             stderr.close()
         config.unlink()

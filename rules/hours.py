@@ -115,7 +115,12 @@ class SupportClock:
         """True for a configured working weekday that is not a bank holiday."""
         if day.weekday() not in self._weekdays:
             return False
-        return self._holidays is None or day not in self._holidays
+        return not self.is_bank_holiday(day)
+
+    def is_bank_holiday(self, day: date) -> bool:
+        """Whether `day` is a bank holiday of the configured calendar (dates still being
+        made by their helper process are waited for: gateway.config.bank_holidays)."""
+        return self._holidays is not None and day in self._holidays
 
     def period_at(self, now: datetime) -> Period:
         """The support period `now` falls in."""

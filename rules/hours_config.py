@@ -115,15 +115,18 @@ class BankHolidays(Frozen):
     An empty `country` means no bank holidays at all.
     """
 
-    country: str = "GB"
-    subdivision: str = "ENG"
+    country: str = HolidayCalendar.country  # the default calendar, named in one place
+    subdivision: str = HolidayCalendar.subdivision
 
     @model_validator(mode="after")
     def _known(self, info: ValidationInfo) -> Self:
         """The calendar exists: asked of the validation context's `bank_holidays` (dates
         made elsewhere, see rules.book.load_rulebook), else of `holidays` here. The
         default calendar is known to exist (a rulebook without [hours] need not load it)."""
-        if not self.country or (self.country, self.subdivision) == ("GB", "ENG"):
+        if not self.country or (self.country, self.subdivision) == (
+            HolidayCalendar.country,
+            HolidayCalendar.subdivision,
+        ):
             return self
         context = info.context if isinstance(info.context, dict) else {}
         try:

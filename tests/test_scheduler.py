@@ -5,8 +5,10 @@ fires once on start when it fell due while the daemon was down."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Collection, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email import message_from_string, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -438,3 +440,56 @@ async def test_a_reload_that_moves_support_hours_replans_every_open_incident(
     )
     await s.fire()
     assert await store.sla_schedule() == {1: IN_HOURS + timedelta(hours=6)}
+
+
+class _SlowDates(Collection[date]):
+    """Bank-holiday dates still being made by their helper process: every use waits."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+
+    def __contains__(self, day: object) -> bool:
+        self.ready.wait()
+        return False
+
+    def __iter__(self) -> Iterator[date]:
+        self.ready.wait()
+        return iter(())
+
+    def __len__(self) -> int:
+        self.ready.wait()
+        return 0
+
+
+async def test_the_first_round_waits_for_bank_holidays_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """While the bank holidays are still on their way, the scheduler waits for them in a
+    worker thread: the event loop keeps serving (here: the coroutine that hands them over;
+    had the loop been blocked, only the 5 s safety timer could have)."""
+    slow = _SlowDates()
+    book = load_rulebook('extends = "default"\n', lambda _c, _s: (slow, range(2000, 2100)))
+    store = SqliteStore(tmp_path / "gateway.sqlite3")
+    await store.open()
+    released: list[str] = []
+
+    def release(by: str) -> None:
+        if not slow.ready.is_set():
+            released.append(by)
+            slow.ready.set()
+
+    timer = threading.Timer(5.0, release, ["timer"])
+    timer.start()
+    settings = replace(SETTINGS, digest=True)  # its window is found on the support clock
+    s = Scheduler(store, book, settings, lambda _fired: None, ManualClock(IN_HOURS))
+    task = asyncio.create_task(s.run())
+    try:
+        await asyncio.sleep(0.05)  # the scheduler has started and waits for the dates
+        release("event loop")
+        await eventually(lambda: s.last_round_s > 0 or task.done(), timeout=30)
+    finally:
+        s.stop()
+        await asyncio.wait_for(task, 30)
+        timer.cancel()
+        await store.close()
+    assert released == ["event loop"]

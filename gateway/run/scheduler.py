@@ -108,6 +108,10 @@ class Scheduler:
         noticed soon enough. Each run (on PostgreSQL: each time this node takes the lease)
         starts by re-planning every open incident."""
         self._replan = True
+        # The bank holidays may still be on their way from their helper process
+        # (gateway.config.bank_holidays): wait for them off the event loop, not in a round.
+        today = self._clock().date()
+        await asyncio.to_thread(self._book.clock.is_bank_holiday, today)
         loop = asyncio.get_running_loop()
         started = loop.time()
 
