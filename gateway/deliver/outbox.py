@@ -284,6 +284,9 @@ class _Settler:
     async def add(self, attempts: list[Attempt]) -> None:
         """A finished lane's outcomes: recorded now, or with the next settle."""
         self._waiting += attempts
+        # One turn of the event loop first: lanes whose answers arrived together (the same
+        # provider answering a burst) join this settle rather than each making its own.
+        await asyncio.sleep(0)
         async with self._lock:
             try:
                 await self._settle()
