@@ -197,6 +197,8 @@ class MatrixLink:
             # First start: skip history, begin from now.
             first = await client.sync(timeout=0, sync_filter=sync_filter(self._rooms, 0))
             since = self._checked(first).next_batch
+            if self._crypto is not None:  # keys this first sync brought, before its cursor
+                await self._crypto.save_shared()
             await self._kv.kv_set("matrix.next_batch", since)
         # Logged in, joined, and reading from `since` on: whatever is said in the rooms from
         # now is seen, and sends may go without waiting for a long-poll to return.
