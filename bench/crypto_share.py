@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,11 +31,11 @@ sys.path.insert(0, str(REPO))
 from gateway.store.folder import FolderStamp, digest, read_folder  # noqa: E402
 
 
-def _p50_ms(fn: object, rounds: int) -> float:
+def _p50_ms(fn: Callable[[], object], rounds: int) -> float:
     times = []
     for _ in range(rounds):
         started = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
 
