@@ -42,7 +42,7 @@ def join_thread(
 ) -> Plan:
     """A reporter wrote again in their incident's thread: their words join it (a resolved
     incident reopens), relayed to the incidents room."""
-    sender = mail.from_addr or row.mail_from.lower()
+    sender = sender_of(row, mail)
     ids = (mail.message_id,) if mail.message_id else ()
     events = [
         TimelineEvent(

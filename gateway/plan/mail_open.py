@@ -26,6 +26,7 @@ from gateway.plan.mail_answer import (
     answer_allowed,
     answer_for,
     email_reporter,
+    sender_of,
 )
 from gateway.plan.relay import announcement, chat_to_incident, page_spec
 from gateway.plan.replies import base_subject, one_line
@@ -70,7 +71,7 @@ def open_incident(
         decision = replace(decision, page=False, ticket=True)
     ref = incident_ref(next_id)
     title = title_for(mail)
-    sender = mail.from_addr or row.mail_from.lower()
+    sender = sender_of(row, mail)
     their_ids = (mail.message_id,) if mail.message_id else ()
     events = [
         TimelineEvent(
